@@ -1,0 +1,41 @@
+//! The operation history: the contract between the workload driver, the checkers and the reports.
+//!
+//! A history is a sequence of [`Op`]s in the order they happened, modelled on Jepsen's. A client
+//! process first records an [`OpType::Invoke`], then exactly one completion:
+//!
+//! * [`OpType::Ok`]: the operation took effect;
+//! * [`OpType::Fail`]: the operation definitely did not take effect;
+//! * [`OpType::Info`]: the outcome is unknown. It may have taken effect at any point after its
+//!   invocation, or never. A process that gets `info` never invokes again; a fresh process id
+//!   takes its place.
+//!
+//! Histories are stored as JSON Lines (see [`jsonl`] and `docs/formats.md`), one op per line,
+//! written as the ops happen so that a crashed run keeps what it recorded.
+//!
+//! # Examples
+//!
+//! ```
+//! use ordeal_history::{History, Op, OpType, Process};
+//! use serde_json::json;
+//!
+//! let mut h = History::new();
+//! h.push(Op::invoke(Process::Client(0), "write", json!(3)).at(10));
+//! h.push(Op::invoke(Process::Client(0), "write", json!(3)).at(25).completed(OpType::Ok));
+//! let pairs = h.pairs().unwrap();
+//! assert_eq!(pairs.len(), 1);
+//! assert_eq!(pairs[0].completion, Some(1));
+//! ```
+#![warn(missing_docs)]
+
+mod history;
+pub mod jsonl;
+mod op;
+
+pub use history::{History, HistoryError, Pair};
+pub use op::{Op, OpType, Process};
+
+/// The version of the on-disk history format written by this crate.
+///
+/// Readers accept every version up to this one; unknown fields are ignored so that newer
+/// writers stay readable by older checkers where the semantics did not change.
+pub const FORMAT_VERSION: u32 = 1;

@@ -1,0 +1,104 @@
+//! Flags as typed: a plain clap-derived structure, with no side effects while parsing.
+
+use crate::exit::Outcome;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A Jepsen-style verification harness for a Raft-replicated message broker.
+///
+/// Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments or input, 255 harness failure.
+#[derive(Debug, Parser)]
+#[command(name = "ordeal", version, about, long_about = None)]
+pub struct Cli {
+    /// Log verbosity for the harness itself (error, warn, info, debug, trace); `RUST_LOG` wins.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a test: start a cluster, drive a workload under faults, check it, write a report.
+    Run(RunArgs),
+    /// Check recorded histories for linearizability (native JSONL, Jepsen EDN, etcd logs,
+    /// Porcupine kv logs).
+    Check(CheckArgs),
+    /// Regenerate report.html, results.json, junit.xml and summary.md from a run directory.
+    Report(ReportArgs),
+    /// Browse the run store over HTTP.
+    Serve(ServeArgs),
+    /// Remove what a hard-killed run left behind: broker processes, namespaces, rules.
+    Cleanup(CleanupArgs),
+    /// The README's main job: a short register test with leader kills on a local 3-node cluster.
+    Demo(DemoArgs),
+}
+
+/// Flags of `ordeal run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workload: `register` or `log`.
+    #[arg(long, default_value = "register")]
+    pub workload: String,
+}
+
+/// Flags of `ordeal check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// History files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Flags of `ordeal report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run directory, e.g. `store/latest`.
+    pub run_dir: PathBuf,
+}
+
+/// Flags of `ordeal serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The run store to browse.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+}
+
+/// Flags of `ordeal cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The run store whose runs to clean up after.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+}
+
+/// Flags of `ordeal demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The run store to write into.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+}
+
+/// Parses the command line. Help and version print and exit 0; any other parse error prints
+/// clap's message and exits 254, Jepsen's code for bad arguments.
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|err| {
+        let _ = err.print();
+        if err.use_stderr() { Outcome::BadInput.exit_code() } else { ExitCode::SUCCESS }
+    })
+}
+
+/// Logs go to stderr so that stdout stays machine-readable (`--json`).
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

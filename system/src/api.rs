@@ -1,0 +1,362 @@
+//! The client-facing gRPC services: `Broker` and `Admin`.
+//!
+//! Handlers validate input, route it to the raft group that owns it ([`crate::shard`]), and
+//! either propose a command or wait for a linearizable read barrier before reading RocksDB.
+//! Validation happens before anything is proposed, so a bad request never reaches the log.
+
+use crate::config::{Bug, NodeConfig};
+use crate::error::BrokerError;
+use crate::fsm::{self, Applied};
+use crate::node::{GroupHandle, GroupView, Request};
+use crate::pb::broker::admin_server::Admin;
+use crate::pb::broker::broker_server::Broker;
+use crate::pb::broker::*;
+use crate::pb::cmd::{self, Command, command::Kind};
+use crate::storage::StorageError;
+use crate::{STORAGE_VERSION, shard};
+use rocksdb::DB;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::oneshot;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+/// The longest key a register or record may have.
+pub const MAX_KEY_BYTES: usize = 4096;
+const DEFAULT_FETCH: usize = 1000;
+const MAX_FETCH: usize = 10_000;
+
+/// What the services of one node share.
+pub struct NodeState {
+    /// The node's configuration.
+    pub config: Arc<NodeConfig>,
+    /// The node's database.
+    pub db: Arc<DB>,
+    /// The raft groups, indexed by group id.
+    pub groups: Arc<Vec<GroupHandle>>,
+    /// Set at SIGTERM: new requests are refused.
+    pub shutting_down: AtomicBool,
+    /// Requests being served, for a graceful stop to wait on.
+    pub in_flight: AtomicUsize,
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl NodeState {
+    fn group(&self, group: u32) -> Result<&GroupHandle, BrokerError> {
+        self.groups.get(group as usize).ok_or(BrokerError::UnknownGroup(group))
+    }
+
+    /// The number of raft groups.
+    pub fn group_count(&self) -> u32 {
+        self.groups.len() as u32
+    }
+
+    fn admit(&self) -> Result<InFlight<'_>, BrokerError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(&self.in_flight);
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        Ok(guard)
+    }
+
+    async fn propose(&self, group: u32, kind: Kind) -> Result<Applied, BrokerError> {
+        let _guard = self.admit()?;
+        let (reply, rx) = oneshot::channel();
+        let command = Command { version: STORAGE_VERSION, request_id: 0, proposer: self.config.id, kind: Some(kind) };
+        self.group(group)?.send(Request::Propose { command, reply })?;
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(BrokerError::OutcomeUnknown("the raft group stopped".into())),
+            Err(_) => Err(BrokerError::OutcomeUnknown(format!("not applied within {:?}", self.config.request_timeout))),
+        }
+    }
+
+    /// Waits until reading group `group`'s state is linearizable; with `local`, only checks the
+    /// group exists (the caller asked for this node's possibly stale state).
+    async fn read_barrier(&self, group: u32, local: bool) -> Result<InFlight<'_>, BrokerError> {
+        let guard = self.admit()?;
+        let handle = self.group(group)?;
+        if local || self.config.bugs.contains(&Bug::StaleReads) {
+            return Ok(guard);
+        }
+        let (reply, rx) = oneshot::channel();
+        handle.send(Request::Read { reply })?;
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(result)) => result.map(|()| guard),
+            Ok(Err(_)) | Err(_) => Err(BrokerError::ReadTimeout),
+        }
+    }
+
+    /// Every group's published view.
+    pub fn views(&self) -> Vec<GroupView> {
+        self.groups.iter().map(GroupHandle::view).collect()
+    }
+
+    /// The `Status` response.
+    pub fn status(&self) -> StatusResponse {
+        crate::http::NodeStatus::of(self).into()
+    }
+}
+
+impl From<GroupView> for GroupStatus {
+    fn from(v: GroupView) -> GroupStatus {
+        GroupStatus {
+            group: v.group,
+            is_leader: v.is_leader,
+            has_leader: v.has_leader,
+            leader_id: v.leader_id,
+            leader_address: v.leader_address,
+            term: v.term,
+            commit_index: v.commit_index,
+            applied_index: v.applied_index,
+            voters: v.voters,
+            learners: v.learners,
+            progress: v
+                .progress
+                .into_iter()
+                .map(|p| PeerProgress {
+                    id: p.id,
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    is_learner: p.is_learner,
+                })
+                .collect(),
+            role: v.role,
+            last_index: v.last_index,
+        }
+    }
+}
+
+impl From<GroupStatus> for GroupView {
+    fn from(s: GroupStatus) -> GroupView {
+        GroupView {
+            group: s.group,
+            role: s.role,
+            is_leader: s.is_leader,
+            has_leader: s.has_leader,
+            leader_id: s.leader_id,
+            leader_address: s.leader_address,
+            term: s.term,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            last_index: s.last_index,
+            voters: s.voters,
+            learners: s.learners,
+            progress: s
+                .progress
+                .into_iter()
+                .map(|p| crate::node::PeerView {
+                    id: p.id,
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    is_learner: p.is_learner,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Topic and consumer-group names: Kafka's rule, 1 to 249 of `[A-Za-z0-9._-]`.
+pub fn validate_name(what: &str, name: &str) -> Result<(), BrokerError> {
+    if name.is_empty() {
+        return Err(BrokerError::InvalidArgument(format!("{what} name is empty")));
+    }
+    if name.len() > 249 {
+        return Err(BrokerError::InvalidArgument(format!(
+            "{what} name is {} bytes long; the limit is 249",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(BrokerError::InvalidArgument(format!(
+            "{what} name {name:?} contains {c:?}; allowed are letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_record(config: &NodeConfig, key: &[u8], value: &[u8]) -> Result<(), BrokerError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(BrokerError::InvalidArgument(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len())));
+    }
+    let size = key.len() + value.len();
+    if size > config.max_record_bytes {
+        return Err(BrokerError::InvalidArgument(format!(
+            "record is {size} bytes; the limit is {} (--max-record-bytes)",
+            config.max_record_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn storage_failure(e: StorageError) -> Status {
+    tracing::error!("read failed: {e}");
+    Status::internal(format!("storage: {e}"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn unexpected(applied: Applied) -> Status {
+    match applied {
+        Applied::Rejected(reason) => BrokerError::InvalidArgument(reason).into(),
+        other => Status::internal(format!("unexpected apply result {other:?}")),
+    }
+}
+
+/// The `Broker` service.
+pub struct BrokerService(pub Arc<NodeState>);
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn produce(&self, request: GrpcRequest<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let r = request.into_inner();
+        validate_name("topic", &r.topic)?;
+        validate_record(&self.0.config, &r.key, &r.value)?;
+        let group = shard::group_of_partition(&r.topic, r.partition, self.0.group_count());
+        let kind = Kind::Produce(cmd::Produce {
+            topic: r.topic,
+            partition: r.partition,
+            key: r.key,
+            value: r.value,
+            producer_id: r.producer_id,
+            sequence: r.sequence,
+            timestamp_ms: now_ms(),
+        });
+        match self.0.propose(group, kind).await? {
+            Applied::Produced { offset, duplicate } => Ok(Response::new(ProduceResponse { offset, duplicate })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn fetch(&self, request: GrpcRequest<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let r = request.into_inner();
+        validate_name("topic", &r.topic)?;
+        let group = shard::group_of_partition(&r.topic, r.partition, self.0.group_count());
+        let _guard = self.0.read_barrier(group, r.local).await?;
+        let max = match r.max_records as usize {
+            0 => DEFAULT_FETCH,
+            n => n.min(MAX_FETCH),
+        };
+        let (records, high_watermark) =
+            fsm::read::fetch(&self.0.db, group, &r.topic, r.partition, r.from_offset, max).map_err(storage_failure)?;
+        Ok(Response::new(FetchResponse { records, high_watermark }))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: GrpcRequest<CommitOffsetsRequest>,
+    ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        validate_name("consumer group", &r.group)?;
+        for o in &r.offsets {
+            validate_name("topic", &o.topic)?;
+        }
+        let group = shard::group_of_consumer_group(&r.group, self.0.group_count());
+        let offsets = r
+            .offsets
+            .into_iter()
+            .map(|o| cmd::PartitionOffset { topic: o.topic, partition: o.partition, offset: o.offset })
+            .collect();
+        match self.0.propose(group, Kind::CommitOffsets(cmd::CommitOffsets { group: r.group, offsets })).await? {
+            Applied::Done => Ok(Response::new(CommitOffsetsResponse {})),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_committed_offsets(
+        &self,
+        request: GrpcRequest<ListCommittedOffsetsRequest>,
+    ) -> Result<Response<ListCommittedOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        validate_name("consumer group", &r.group)?;
+        let group = shard::group_of_consumer_group(&r.group, self.0.group_count());
+        let _guard = self.0.read_barrier(group, false).await?;
+        match fsm::read::committed_offsets(&self.0.db, group, &r.group).map_err(storage_failure)? {
+            Some(offsets) => Ok(Response::new(ListCommittedOffsetsResponse { offsets })),
+            None => Err(BrokerError::UnknownConsumerGroup(r.group).into()),
+        }
+    }
+
+    async fn put(&self, request: GrpcRequest<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = request.into_inner();
+        validate_record(&self.0.config, &r.key, &r.value)?;
+        let group = shard::group_of_key(&r.key, self.0.group_count());
+        match self.0.propose(group, Kind::Put(cmd::Put { key: r.key, value: r.value })).await? {
+            Applied::Done => Ok(Response::new(PutResponse {})),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get(&self, request: GrpcRequest<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let r = request.into_inner();
+        validate_record(&self.0.config, &r.key, &[])?;
+        let group = shard::group_of_key(&r.key, self.0.group_count());
+        let _guard = self.0.read_barrier(group, r.local).await?;
+        let value = fsm::read::register(&self.0.db, group, &r.key).map_err(storage_failure)?;
+        Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+    }
+
+    async fn cas(&self, request: GrpcRequest<CasRequest>) -> Result<Response<CasResponse>, Status> {
+        let r = request.into_inner();
+        validate_record(&self.0.config, &r.key, &r.value)?;
+        let group = shard::group_of_key(&r.key, self.0.group_count());
+        let kind = Kind::Cas(cmd::Cas {
+            key: r.key,
+            expected: r.expected,
+            expected_present: r.expected_present,
+            value: r.value,
+        });
+        match self.0.propose(group, kind).await? {
+            Applied::Done => Ok(Response::new(CasResponse {})),
+            Applied::CasMismatch { current } => Err(BrokerError::CasMismatch { current }.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn status(&self, _request: GrpcRequest<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.0.status()))
+    }
+}
+
+/// The `Admin` service. Token checks happen in [`check_admin_token`], before it.
+pub struct AdminService(pub Arc<NodeState>);
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn transfer_leader(
+        &self,
+        request: GrpcRequest<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let r = request.into_inner();
+        let _guard = self.0.admit()?;
+        let (reply, rx) = oneshot::channel();
+        self.0.group(r.group)?.send(Request::TransferLeader { to: r.to, reply })?;
+        match rx.await {
+            Ok(result) => result.map(|()| Response::new(TransferLeaderResponse {})).map_err(Status::from),
+            Err(_) => Err(BrokerError::ShuttingDown.into()),
+        }
+    }
+}
+
+/// An interceptor that admits admin calls carrying `authorization: Bearer <token>`.
+pub fn check_admin_token(token: Option<String>) -> impl Fn(GrpcRequest<()>) -> Result<GrpcRequest<()>, Status> + Clone {
+    move |request| {
+        let Some(expected) = &token else {
+            return Ok(request);
+        };
+        let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        match presented.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) if t == expected => Ok(request),
+            _ => Err(BrokerError::Unauthenticated.into()),
+        }
+    }
+}

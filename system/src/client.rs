@@ -1,0 +1,543 @@
+//! A client library for the broker that follows leader hints and retries only where it is safe.
+//!
+//! Every call ends in one of three ways, and testers must keep them apart:
+//!
+//! * `Ok`: the request took effect (or, for a read, returned what it read);
+//! * a definite error ([`ClientError::is_definite`]): it did not take effect;
+//! * [`ClientError::Indeterminate`]: it was sent and may or may not have taken effect.
+//!
+//! Definite refusals (not the leader, no leader yet, overloaded, a node that refused the
+//! connection) are retried on the right node until the call's deadline. After an indeterminate
+//! attempt only idempotent calls are retried: reads, and produces with a producer id and
+//! sequence, which the broker deduplicates.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ordeal_system::client::ClientError> {
+//! use ordeal_system::client::{Client, ClientOptions};
+//! let client = Client::new([(1, "127.0.0.1:7001".to_string())].into(), ClientOptions::default());
+//! let produced = client.produce("events", 0, b"k", b"v", None).await?;
+//! println!("landed at offset {} via node {}", produced.value.offset, produced.node);
+//! # Ok(()) }
+//! ```
+
+use crate::error::BrokerError;
+use crate::http::NodeStatus;
+use crate::pb::broker::admin_client::AdminClient;
+use crate::pb::broker::broker_client::BrokerClient;
+use crate::pb::broker::*;
+use crate::shard;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Response, Status};
+
+/// Timeouts of a client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long one attempt may take before its outcome is unknown.
+    pub attempt_timeout: Duration,
+    /// How long a call may take in all, retries included.
+    pub deadline: Duration,
+    /// Sent with admin calls.
+    pub admin_token: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_millis(250),
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(5),
+            admin_token: None,
+        }
+    }
+}
+
+/// How a call ended when it did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// A broker refused the request (definite unless [`BrokerError::OutcomeUnknown`]).
+    #[error("node {node}: {error}")]
+    Broker {
+        /// The node that answered.
+        node: u64,
+        /// Its answer.
+        error: BrokerError,
+    },
+    /// No node could be reached; nothing was sent.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The request was sent but no answer came: it may or may not have taken effect.
+    #[error("node {node}: outcome unknown: {message}")]
+    Indeterminate {
+        /// The node it was sent to.
+        node: u64,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the request certainly did not take effect.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            ClientError::Broker { error, .. } => error.is_definite(),
+            ClientError::Unreachable(_) => true,
+            ClientError::Indeterminate { .. } => false,
+        }
+    }
+
+    /// The node involved, when one was.
+    pub fn node(&self) -> Option<u64> {
+        match self {
+            ClientError::Broker { node, .. } | ClientError::Indeterminate { node, .. } => Some(*node),
+            ClientError::Unreachable(_) => None,
+        }
+    }
+}
+
+/// A successful call's value and the node that served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered<T> {
+    /// What the broker returned.
+    pub value: T,
+    /// The node that answered.
+    pub node: u64,
+}
+
+/// Ids given to addresses whose node did not say its id.
+const PLACEHOLDER_IDS: u64 = 1_000_000;
+
+/// Whether a call may be repeated after an attempt whose outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    Unsafe,
+}
+
+/// A broker client for a whole cluster. Cheap to share; every method takes `&self`.
+pub struct Client {
+    nodes: Mutex<BTreeMap<u64, String>>,
+    channels: Mutex<HashMap<u64, Channel>>,
+    leaders: Mutex<HashMap<u32, u64>>,
+    groups: tokio::sync::OnceCell<u32>,
+    /// The node tried first when a group's leader is unknown.
+    home: Mutex<u64>,
+    opts: ClientOptions,
+}
+
+impl Client {
+    /// A client for the nodes `nodes` (id to gRPC address). Connections open lazily.
+    pub fn new(nodes: BTreeMap<u64, String>, opts: ClientOptions) -> Client {
+        let home = nodes.keys().next().copied().unwrap_or(0);
+        Client {
+            nodes: Mutex::new(nodes),
+            channels: Mutex::new(HashMap::new()),
+            leaders: Mutex::new(HashMap::new()),
+            groups: tokio::sync::OnceCell::new(),
+            home: Mutex::new(home),
+            opts,
+        }
+    }
+
+    /// A client for nodes known only by address: each is asked for its id. Addresses that do
+    /// not answer keep a placeholder id above 1,000,000, so that calls can still try them.
+    pub async fn from_addresses(addrs: &[String], opts: ClientOptions) -> Client {
+        let mut nodes = BTreeMap::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let placeholder = PLACEHOLDER_IDS + i as u64;
+            let probe = Client::new([(placeholder, addr.clone())].into(), opts.clone());
+            let id = probe.status(placeholder).await.map(|s| s.id).unwrap_or(placeholder);
+            nodes.insert(id, addr.clone());
+        }
+        Client::new(nodes, opts)
+    }
+
+    /// The ids of the nodes this client knows.
+    pub fn node_ids(&self) -> Vec<u64> {
+        lock(&self.nodes).keys().copied().collect()
+    }
+
+    /// Tries `node` first whenever a group's leader is unknown (Jepsen binds each client
+    /// process to one node this way).
+    pub fn prefer(&self, node: u64) {
+        *lock(&self.home) = node;
+    }
+
+    /// The client's timeouts.
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    async fn channel(&self, node: u64) -> Result<Channel, String> {
+        if let Some(c) = lock(&self.channels).get(&node) {
+            return Ok(c.clone());
+        }
+        let addr = lock(&self.nodes).get(&node).cloned().ok_or_else(|| format!("node {node} is unknown"))?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("node {node}: bad address {addr:?}: {e}"))?
+            .connect_timeout(self.opts.connect_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| format!("node {node} at {addr}: {}", chain(&e)))?;
+        lock(&self.channels).insert(node, channel.clone());
+        Ok(channel)
+    }
+
+    fn forget(&self, node: u64) {
+        lock(&self.channels).remove(&node);
+    }
+
+    fn next_node(&self, after: u64) -> u64 {
+        let nodes = lock(&self.nodes);
+        nodes.range(after + 1..).next().or_else(|| nodes.iter().next()).map(|(id, _)| *id).unwrap_or(after)
+    }
+
+    fn learn_leader(&self, group: u32, leader: u64, address: &str) {
+        if !address.is_empty() {
+            lock(&self.nodes).entry(leader).or_insert_with(|| address.to_owned());
+        }
+        lock(&self.leaders).insert(group, leader);
+    }
+
+    /// The number of raft groups, asked of the first node that answers.
+    pub async fn group_count(&self) -> Result<u32, ClientError> {
+        self.groups
+            .get_or_try_init(|| async {
+                let ids: Vec<u64> = lock(&self.nodes).keys().copied().collect();
+                let mut errors = Vec::new();
+                for id in ids {
+                    match self.status(id).await {
+                        Ok(s) => return Ok(s.groups.len().max(1) as u32),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                Err(ClientError::Unreachable(errors.join("; ")))
+            })
+            .await
+            .copied()
+    }
+
+    /// One node's status, without retries.
+    pub async fn status(&self, node: u64) -> Result<NodeStatus, ClientError> {
+        self.on_node(node, |mut c| async move { c.status(StatusRequest {}).await }).await.map(NodeStatus::from)
+    }
+
+    /// Sends a call to group `group`'s leader, following hints and retrying where safe.
+    async fn call<T, F, Fut>(&self, group: u32, repeat: Repeat, mut attempt: F) -> Result<Answered<T>, ClientError>
+    where
+        F: FnMut(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.opts.deadline;
+        let mut node = lock(&self.leaders).get(&group).copied().unwrap_or_else(|| *lock(&self.home));
+        let mut backoff = Duration::from_millis(5);
+        let mut hops = 0;
+        // Once an attempt may have taken effect, no later failure can be reported as definite.
+        let mut unknown: Option<ClientError> = None;
+        loop {
+            let last = match self.channel(node).await {
+                Err(e) => ClientError::Unreachable(e),
+                Ok(channel) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(
+                        self.opts.attempt_timeout.min(remaining),
+                        attempt(BrokerClient::new(channel)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(r)) => {
+                            lock(&self.leaders).insert(group, node);
+                            return Ok(Answered { value: r.into_inner(), node });
+                        }
+                        Ok(Err(status)) => classify(node, &status, Some(self)),
+                        Err(_) => ClientError::Indeterminate { node, message: "attempt timed out".into() },
+                    }
+                }
+            };
+            let mut hinted = false;
+            match &last {
+                ClientError::Broker {
+                    error: BrokerError::NotLeader { group: g, leader_id, leader_address }, ..
+                } if *leader_id != 0 && *leader_id != node => {
+                    self.learn_leader(*g, *leader_id, leader_address);
+                    node = *leader_id;
+                    hinted = true;
+                }
+                ClientError::Broker { error, .. } if !error.is_definite() || !error.is_retriable() => {
+                    if error.is_definite() || repeat == Repeat::Unsafe {
+                        return Err(unknown.unwrap_or(last));
+                    }
+                    unknown = Some(last.clone());
+                }
+                ClientError::Indeterminate { .. } => {
+                    if repeat == Repeat::Unsafe {
+                        return Err(last);
+                    }
+                    unknown = Some(last.clone());
+                    node = self.next_node(node);
+                }
+                _ => node = self.next_node(node),
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(unknown.unwrap_or(last));
+            }
+            // Follow a fresh hint at once; a chain of hints means stale views, so back off.
+            hops = if hinted { hops + 1 } else { 0 };
+            if !hinted || hops > 2 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+
+    async fn group_of(&self, f: impl FnOnce(u32) -> u32) -> Result<u32, ClientError> {
+        Ok(f(self.group_count().await?))
+    }
+
+    /// Appends a record. With `idempotence = Some((producer_id, sequence))` the call is retried
+    /// after unknown outcomes and lands once.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: &[u8],
+        value: &[u8],
+        idempotence: Option<(u64, u64)>,
+    ) -> Result<Answered<ProduceResponse>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_partition(topic, partition, n)).await?;
+        let (producer_id, sequence) = idempotence.unwrap_or((0, 0));
+        let req = ProduceRequest {
+            topic: topic.into(),
+            partition,
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            producer_id,
+            sequence,
+        };
+        let repeat = if idempotence.is_some() { Repeat::Safe } else { Repeat::Unsafe };
+        self.call(group, repeat, |mut c| {
+            let r = req.clone();
+            async move { c.produce(r).await }
+        })
+        .await
+    }
+
+    /// Reads records of a partition from `from` on (linearizable).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: u32,
+    ) -> Result<Answered<FetchResponse>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_partition(topic, partition, n)).await?;
+        let req = FetchRequest { topic: topic.into(), partition, from_offset: from, max_records: max, local: false };
+        self.call(group, Repeat::Safe, |mut c| {
+            let r = req.clone();
+            async move { c.fetch(r).await }
+        })
+        .await
+    }
+
+    /// Reads records from `node`'s own applied state: possibly stale, any role. For checking
+    /// what a replica holds.
+    pub async fn fetch_local(
+        &self,
+        node: u64,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: u32,
+    ) -> Result<FetchResponse, ClientError> {
+        let req = FetchRequest { topic: topic.into(), partition, from_offset: from, max_records: max, local: true };
+        self.on_node(node, |mut c| async move { c.fetch(req).await }).await
+    }
+
+    /// Reads a register from `node`'s own applied state: possibly stale, any role.
+    pub async fn get_local(&self, node: u64, key: &[u8]) -> Result<Option<Bytes>, ClientError> {
+        let req = GetRequest { key: Bytes::copy_from_slice(key), local: true };
+        let r = self.on_node(node, |mut c| async move { c.get(req).await }).await?;
+        Ok(r.found.then_some(r.value))
+    }
+
+    async fn on_node<T, Fut>(&self, node: u64, f: impl FnOnce(BrokerClient<Channel>) -> Fut) -> Result<T, ClientError>
+    where
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let channel = self.channel(node).await.map_err(ClientError::Unreachable)?;
+        match tokio::time::timeout(self.opts.attempt_timeout, f(BrokerClient::new(channel))).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(classify(node, &s, Some(self))),
+            Err(_) => Err(ClientError::Indeterminate { node, message: "timed out".into() }),
+        }
+    }
+
+    /// Stores a consumer group's offsets.
+    pub async fn commit_offsets(
+        &self,
+        group_name: &str,
+        offsets: Vec<PartitionOffset>,
+    ) -> Result<Answered<()>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_consumer_group(group_name, n)).await?;
+        let req = CommitOffsetsRequest { group: group_name.into(), offsets };
+        // Committing the same offsets twice is harmless: safe to repeat.
+        let r = self
+            .call(group, Repeat::Safe, |mut c| {
+                let r = req.clone();
+                async move { c.commit_offsets(r).await }
+            })
+            .await?;
+        Ok(Answered { value: (), node: r.node })
+    }
+
+    /// Lists a consumer group's committed offsets (linearizable).
+    pub async fn list_committed_offsets(
+        &self,
+        group_name: &str,
+    ) -> Result<Answered<Vec<PartitionOffset>>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_consumer_group(group_name, n)).await?;
+        let req = ListCommittedOffsetsRequest { group: group_name.into() };
+        let r = self
+            .call(group, Repeat::Safe, |mut c| {
+                let r = req.clone();
+                async move { c.list_committed_offsets(r).await }
+            })
+            .await?;
+        Ok(Answered { value: r.value.offsets, node: r.node })
+    }
+
+    /// Writes a register.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<Answered<()>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_key(key, n)).await?;
+        let req = PutRequest { key: Bytes::copy_from_slice(key), value: Bytes::copy_from_slice(value) };
+        let r = self
+            .call(group, Repeat::Unsafe, |mut c| {
+                let r = req.clone();
+                async move { c.put(r).await }
+            })
+            .await?;
+        Ok(Answered { value: (), node: r.node })
+    }
+
+    /// Reads a register (linearizable); `None` when absent.
+    pub async fn get(&self, key: &[u8]) -> Result<Answered<Option<Bytes>>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_key(key, n)).await?;
+        let req = GetRequest { key: Bytes::copy_from_slice(key), local: false };
+        let r = self
+            .call(group, Repeat::Safe, |mut c| {
+                let r = req.clone();
+                async move { c.get(r).await }
+            })
+            .await?;
+        Ok(Answered { value: r.value.found.then_some(r.value.value), node: r.node })
+    }
+
+    /// Compare-and-set: writes `value` if the register holds `expected` (`None`: is absent).
+    /// A mismatch is the definite error [`BrokerError::CasMismatch`].
+    pub async fn cas(&self, key: &[u8], expected: Option<&[u8]>, value: &[u8]) -> Result<Answered<()>, ClientError> {
+        let group = self.group_of(|n| shard::group_of_key(key, n)).await?;
+        let req = CasRequest {
+            key: Bytes::copy_from_slice(key),
+            expected: Bytes::copy_from_slice(expected.unwrap_or_default()),
+            expected_present: expected.is_some(),
+            value: Bytes::copy_from_slice(value),
+        };
+        let r = self
+            .call(group, Repeat::Unsafe, |mut c| {
+                let r = req.clone();
+                async move { c.cas(r).await }
+            })
+            .await?;
+        Ok(Answered { value: (), node: r.node })
+    }
+
+    /// Asks `node` (the leader of `group`) to hand leadership to `to`.
+    /// Follows up to three not-the-leader hints.
+    pub async fn transfer_leader(&self, mut node: u64, group: u32, to: u64) -> Result<(), ClientError> {
+        for _ in 0..3 {
+            match self.transfer_leader_once(node, group, to).await {
+                Err(ClientError::Broker {
+                    error: BrokerError::NotLeader { leader_id, leader_address, .. }, ..
+                }) if leader_id != 0 => {
+                    self.learn_leader(group, leader_id, &leader_address);
+                    node = leader_id;
+                }
+                other => return other,
+            }
+        }
+        self.transfer_leader_once(node, group, to).await
+    }
+
+    async fn transfer_leader_once(&self, node: u64, group: u32, to: u64) -> Result<(), ClientError> {
+        let channel = self.channel(node).await.map_err(ClientError::Unreachable)?;
+        let token = self.opts.admin_token.clone();
+        let mut c = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            if let Some(t) = &token {
+                let value = format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("admin token is not a valid header value"))?;
+                req.metadata_mut().insert("authorization", value);
+            }
+            Ok(req)
+        });
+        match tokio::time::timeout(self.opts.attempt_timeout, c.transfer_leader(TransferLeaderRequest { group, to }))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(classify(node, &s, Some(self))),
+            Err(_) => Err(ClientError::Indeterminate { node, message: "transfer timed out".into() }),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold no invariant a panicking holder could break halfway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Turns a status into a client error. Statuses without a broker detail come from the transport:
+/// a refused connection means nothing was sent; anything else may have been.
+fn classify(node: u64, status: &Status, client: Option<&Client>) -> ClientError {
+    if let Some(error) = BrokerError::from_status(status) {
+        return ClientError::Broker { node, error };
+    }
+    if let Some(c) = client {
+        c.forget(node);
+    }
+    if refused(status) {
+        ClientError::Unreachable(format!("node {node}: connection refused"))
+    } else {
+        ClientError::Indeterminate { node, message: format!("{}: {}", status.code(), status.message()) }
+    }
+}
+
+fn refused(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

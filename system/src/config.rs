@@ -1,0 +1,128 @@
+//! A node's configuration, parsed from flags by `main.rs` and validated here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's raft id (non-zero, unique in the cluster).
+    pub id: u64,
+    /// Where the gRPC server (clients, admin and peers) listens.
+    pub listen: SocketAddr,
+    /// Where the HTTP status and metrics server listens, if anywhere.
+    pub http: Option<SocketAddr>,
+    /// Every initial voter's id and gRPC address, this node included.
+    pub peers: BTreeMap<u64, String>,
+    /// The RocksDB directory.
+    pub data_dir: PathBuf,
+    /// The number of raft groups (shards).
+    pub groups: u32,
+    /// Raft's clock.
+    pub timing: RaftTiming,
+    /// fsync the raft log before acknowledging anything.
+    pub sync: bool,
+    /// The largest record (key plus value) a produce or put may carry.
+    pub max_record_bytes: usize,
+    /// When set, admin calls must present it as `authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// How long a request may wait for its proposal to apply before the outcome is reported as
+    /// unknown.
+    pub request_timeout: Duration,
+    /// Deliberate bugs, for showing that the harness catches them.
+    pub bugs: BTreeSet<Bug>,
+}
+
+/// Raft's timing, in ticks of `tick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    /// One logical clock tick.
+    pub tick: Duration,
+    /// A leader sends heartbeats every this many ticks.
+    pub heartbeat_ticks: usize,
+    /// A follower campaigns after hearing nothing for a random number of ticks in
+    /// `[election_ticks, max_election_ticks)`.
+    pub election_ticks: usize,
+    /// Upper bound of the randomized election timeout; 0 means `2 * election_ticks`.
+    pub max_election_ticks: usize,
+}
+
+impl Default for RaftTiming {
+    /// etcd's defaults: heartbeat 100 ms, election timeout 1 s.
+    fn default() -> Self {
+        RaftTiming { tick: Duration::from_millis(100), heartbeat_ticks: 1, election_ticks: 10, max_election_ticks: 0 }
+    }
+}
+
+impl RaftTiming {
+    /// The election timeout's lower bound as a duration.
+    pub fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks as u32
+    }
+}
+
+/// A deliberate bug the broker can be started with (`--bug NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Bug {
+    /// Serve `Get`, `Fetch` and `ListCommittedOffsets` from the local state on any node,
+    /// without ReadIndex: stale reads from followers and deposed leaders.
+    StaleReads,
+    /// Forget idempotent-producer state: a retried produce lands twice.
+    NoDedupe,
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+///
+/// ```
+/// let peers = ordeal_system::config::parse_peers("1=a:1,2=b:2").unwrap();
+/// assert_eq!(peers[&2], "b:2");
+/// assert!(ordeal_system::config::parse_peers("1=a:1,1=b:2").is_err());
+/// ```
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item.split_once('=').ok_or_else(|| format!("peer {item:?} is not ID=ADDRESS"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("peer {item:?}: id {id:?} is not a positive integer"))?;
+        if id == 0 {
+            return Err(format!("peer {item:?}: id 0 is reserved"));
+        }
+        if addr.trim().is_empty() {
+            return Err(format!("peer {item:?} has an empty address"));
+        }
+        if peers.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".into());
+    }
+    Ok(peers)
+}
+
+impl NodeConfig {
+    /// Checks the combination of settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("--id must be positive".into());
+        }
+        if !self.peers.contains_key(&self.id) {
+            return Err(format!("--peers does not list this node's id {}", self.id));
+        }
+        if self.groups == 0 || self.groups > 1024 {
+            return Err("--groups must be between 1 and 1024".into());
+        }
+        let t = &self.timing;
+        if t.tick.is_zero() {
+            return Err("--tick-ms must be positive".into());
+        }
+        if t.heartbeat_ticks == 0 || t.election_ticks <= t.heartbeat_ticks {
+            return Err("--election-ticks must exceed --heartbeat-ticks, which must be positive".into());
+        }
+        if t.max_election_ticks != 0 && t.max_election_ticks <= t.election_ticks {
+            return Err("--max-election-ticks must exceed --election-ticks".into());
+        }
+        Ok(())
+    }
+}

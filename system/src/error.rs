@@ -1,0 +1,209 @@
+//! Errors the broker returns to clients, and their encoding as gRPC statuses.
+//!
+//! Every status carries an [`ErrorDetail`] so that a client can act on it without parsing
+//! messages. The split that matters to a tester is [`BrokerError::is_definite`]: a definite
+//! error means the request did not take effect and may be retried anywhere.
+
+use crate::pb::broker::{ErrorDetail, error_detail::Kind};
+use bytes::Bytes;
+use prost::Message;
+use tonic::{Code, Status};
+
+/// A typed broker error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// This node does not lead `group`; the leader, when known, is named.
+    #[error("not the leader of group {group}{}", leader_hint(*leader_id, leader_address))]
+    NotLeader {
+        /// The raft group.
+        group: u32,
+        /// The leader's id, or 0 when unknown.
+        leader_id: u64,
+        /// The leader's client address, or empty when unknown.
+        leader_address: String,
+    },
+    /// The group has no leader (an election is under way).
+    #[error("group {group} has no leader")]
+    NoLeader {
+        /// The raft group.
+        group: u32,
+    },
+    /// The request is malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A compare-and-set found another value.
+    #[error("compare-and-set mismatch")]
+    CasMismatch {
+        /// The value found, or `None` when the key was absent.
+        current: Option<Bytes>,
+    },
+    /// No raft group with this id on this node.
+    #[error("unknown raft group {0}")]
+    UnknownGroup(u32),
+    /// No consumer group of this name has committed offsets.
+    #[error("unknown consumer group {0:?}")]
+    UnknownConsumerGroup(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The node's queue is full.
+    #[error("node is overloaded")]
+    Overloaded,
+    /// The request was proposed, but whether it took effect is unknown.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The proposal lost its place in the log to another entry and will never commit.
+    #[error("proposal dropped: {0}")]
+    ProposalDropped(String),
+    /// An admin call without the right token.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// A read could not be confirmed in time; nothing changed.
+    #[error("read timed out")]
+    ReadTimeout,
+}
+
+fn leader_hint(id: u64, address: &str) -> String {
+    if id == 0 { String::new() } else { format!(" (leader is {id} at {address})") }
+}
+
+impl BrokerError {
+    /// Whether the request certainly did not take effect.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, BrokerError::OutcomeUnknown(_))
+    }
+
+    /// Whether another attempt (maybe on another node) could succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::NotLeader { .. }
+                | BrokerError::NoLeader { .. }
+                | BrokerError::ShuttingDown
+                | BrokerError::Overloaded
+                | BrokerError::ProposalDropped(_)
+                | BrokerError::ReadTimeout
+        )
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            BrokerError::NotLeader { .. } => Code::FailedPrecondition,
+            BrokerError::NoLeader { .. } | BrokerError::ShuttingDown => Code::Unavailable,
+            BrokerError::InvalidArgument(_) => Code::InvalidArgument,
+            BrokerError::CasMismatch { .. } => Code::FailedPrecondition,
+            BrokerError::UnknownGroup(_) | BrokerError::UnknownConsumerGroup(_) => Code::NotFound,
+            BrokerError::Overloaded => Code::ResourceExhausted,
+            BrokerError::OutcomeUnknown(_) => Code::Unknown,
+            BrokerError::ProposalDropped(_) => Code::Aborted,
+            BrokerError::Unauthenticated => Code::Unauthenticated,
+            BrokerError::ReadTimeout => Code::DeadlineExceeded,
+        }
+    }
+
+    fn detail(&self) -> ErrorDetail {
+        let mut d = ErrorDetail { message: self.to_string(), ..Default::default() };
+        d.kind = match self {
+            BrokerError::NotLeader { group, leader_id, leader_address } => {
+                d.group = *group;
+                d.leader_id = *leader_id;
+                d.leader_address = leader_address.clone();
+                Kind::NotLeader
+            }
+            BrokerError::NoLeader { group } => {
+                d.group = *group;
+                Kind::NoLeader
+            }
+            BrokerError::InvalidArgument(reason) => {
+                d.reason = reason.clone();
+                Kind::InvalidArgument
+            }
+            BrokerError::CasMismatch { current } => {
+                d.current_present = current.is_some();
+                d.current = current.clone().unwrap_or_default();
+                Kind::CasMismatch
+            }
+            BrokerError::UnknownGroup(g) => {
+                d.group = *g;
+                Kind::UnknownGroup
+            }
+            BrokerError::UnknownConsumerGroup(name) => {
+                d.reason = name.clone();
+                Kind::UnknownConsumerGroup
+            }
+            BrokerError::ShuttingDown => Kind::ShuttingDown,
+            BrokerError::Overloaded => Kind::Overloaded,
+            BrokerError::OutcomeUnknown(reason) => {
+                d.reason = reason.clone();
+                Kind::OutcomeUnknown
+            }
+            BrokerError::ProposalDropped(reason) => {
+                d.reason = reason.clone();
+                Kind::ProposalDropped
+            }
+            BrokerError::Unauthenticated => Kind::Unauthenticated,
+            BrokerError::ReadTimeout => Kind::ReadTimeout,
+        } as i32;
+        d
+    }
+
+    /// Decodes the detail a broker attached to `status`; `None` for statuses from elsewhere
+    /// (the transport, a proxy), whose meaning the caller must judge itself.
+    pub fn from_status(status: &Status) -> Option<BrokerError> {
+        let d = ErrorDetail::decode(status.details()).ok()?;
+        let reason = d.reason;
+        Some(match Kind::try_from(d.kind).ok()? {
+            Kind::Unspecified => return None,
+            Kind::NotLeader => {
+                BrokerError::NotLeader { group: d.group, leader_id: d.leader_id, leader_address: d.leader_address }
+            }
+            Kind::NoLeader => BrokerError::NoLeader { group: d.group },
+            Kind::InvalidArgument => BrokerError::InvalidArgument(reason),
+            Kind::CasMismatch => BrokerError::CasMismatch { current: d.current_present.then_some(d.current) },
+            Kind::UnknownGroup => BrokerError::UnknownGroup(d.group),
+            Kind::UnknownConsumerGroup => BrokerError::UnknownConsumerGroup(reason),
+            Kind::ShuttingDown => BrokerError::ShuttingDown,
+            Kind::Overloaded => BrokerError::Overloaded,
+            Kind::OutcomeUnknown => BrokerError::OutcomeUnknown(reason),
+            Kind::ProposalDropped => BrokerError::ProposalDropped(reason),
+            Kind::Unauthenticated => BrokerError::Unauthenticated,
+            Kind::ReadTimeout => BrokerError::ReadTimeout,
+        })
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(e: BrokerError) -> Status {
+        let detail = e.detail().encode_to_vec();
+        Status::with_details(e.code(), e.to_string(), detail.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_survives_the_status_round_trip() {
+        let all = [
+            BrokerError::NotLeader { group: 2, leader_id: 3, leader_address: "127.0.0.1:9".into() },
+            BrokerError::NoLeader { group: 1 },
+            BrokerError::InvalidArgument("topic name is empty".into()),
+            BrokerError::CasMismatch { current: Some(Bytes::from_static(b"7")) },
+            BrokerError::CasMismatch { current: None },
+            BrokerError::UnknownGroup(9),
+            BrokerError::UnknownConsumerGroup("billing".into()),
+            BrokerError::OutcomeUnknown("leadership changed".into()),
+            BrokerError::ShuttingDown,
+            BrokerError::Overloaded,
+            BrokerError::ProposalDropped("index 4 holds another entry".into()),
+            BrokerError::Unauthenticated,
+            BrokerError::ReadTimeout,
+        ];
+        for e in all {
+            let status = Status::from(e.clone());
+            assert_eq!(BrokerError::from_status(&status), Some(e));
+        }
+        assert_eq!(BrokerError::from_status(&Status::unavailable("connection reset")), None);
+    }
+}

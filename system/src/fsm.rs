@@ -1,0 +1,381 @@
+//! The replicated state machine: partition logs, idempotent producers, consumer offsets and
+//! key-value registers.
+//!
+//! [`StateMachine::apply`] is deterministic in (state, command): every replica that applies the
+//! same log assigns the same offsets. Its writes go into the Ready loop's batch together with
+//! the applied index, so a restart never applies an entry twice. Reads ([`read`]) go straight to
+//! RocksDB; the API only calls them after ReadIndex confirmed that this node has applied
+//! everything committed before the read began.
+
+use crate::STORAGE_VERSION;
+use crate::config::Bug;
+use crate::pb::broker::{PartitionOffset, Record};
+use crate::pb::cmd::{self, Command, ProducerState, StoredRecord, command::Kind};
+use crate::storage::{StorageError, decode_u64, keys};
+use bytes::Bytes;
+use prost::Message;
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+const RECORDS: u8 = b'P';
+const NEXT_OFFSET: u8 = b'N';
+const PRODUCERS: u8 = b'Q';
+const CONSUMER_OFFSETS: u8 = b'O';
+const REGISTERS: u8 = b'K';
+
+/// The result of applying one command, sent to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A produce landed at `offset` (or had landed, when `duplicate`).
+    Produced {
+        /// The record's offset.
+        offset: u64,
+        /// Whether this (producer, sequence) had already landed.
+        duplicate: bool,
+    },
+    /// A put or an offset commit took effect.
+    Done,
+    /// A compare-and-set found another value and changed nothing.
+    CasMismatch {
+        /// The value found, `None` when absent.
+        current: Option<Bytes>,
+    },
+    /// The command was refused at apply time and changed nothing.
+    Rejected(String),
+}
+
+fn record_key(group: u32, topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    keys::state(group, RECORDS, &[topic.as_bytes(), &[0], &partition.to_be_bytes(), &offset.to_be_bytes()])
+}
+
+fn partition_prefix(group: u32, topic: &str, partition: u32) -> Vec<u8> {
+    keys::state(group, RECORDS, &[topic.as_bytes(), &[0], &partition.to_be_bytes()])
+}
+
+fn next_offset_key(group: u32, topic: &str, partition: u32) -> Vec<u8> {
+    keys::state(group, NEXT_OFFSET, &[topic.as_bytes(), &[0], &partition.to_be_bytes()])
+}
+
+fn producer_key(group: u32, producer: u64, topic: &str, partition: u32) -> Vec<u8> {
+    keys::state(group, PRODUCERS, &[&producer.to_be_bytes(), topic.as_bytes(), &[0], &partition.to_be_bytes()])
+}
+
+fn consumer_prefix(group: u32, name: &str) -> Vec<u8> {
+    keys::state(group, CONSUMER_OFFSETS, &[name.as_bytes(), &[0]])
+}
+
+fn register_key(group: u32, key: &[u8]) -> Vec<u8> {
+    keys::state(group, REGISTERS, &[key])
+}
+
+type PartitionId = (String, u32);
+
+/// One group's state machine.
+pub struct StateMachine {
+    db: Arc<DB>,
+    group: u32,
+    bugs: BTreeSet<Bug>,
+    /// Authoritative once loaded: only `apply` changes next offsets.
+    next_offsets: HashMap<PartitionId, u64>,
+    /// Authoritative once loaded: the last (sequence, offset) per idempotent producer and
+    /// partition, so that a retry applied in the same batch as its original is still caught.
+    producers: HashMap<(u64, PartitionId), (u64, u64)>,
+    /// Register writes of the batch being built, so that later entries in it see them.
+    pending_registers: HashMap<Vec<u8>, Option<Bytes>>,
+}
+
+impl StateMachine {
+    /// The state machine of `group`.
+    pub fn new(db: Arc<DB>, group: u32, bugs: BTreeSet<Bug>) -> Self {
+        StateMachine {
+            db,
+            group,
+            bugs,
+            next_offsets: HashMap::new(),
+            producers: HashMap::new(),
+            pending_registers: HashMap::new(),
+        }
+    }
+
+    /// The last applied index, as persisted.
+    pub fn applied_index(&self) -> Result<u64, StorageError> {
+        let key = keys::applied(self.group);
+        match self.db.get(key)? {
+            Some(v) => decode_u64(&key, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Adds the applied index to `batch`.
+    pub fn set_applied(&self, batch: &mut WriteBatch, index: u64) {
+        batch.put(keys::applied(self.group), index.to_be_bytes());
+    }
+
+    /// Call after the batch holding the applied commands is written.
+    pub fn batch_written(&mut self) {
+        self.pending_registers.clear();
+    }
+
+    /// Applies one command, adding its writes to `batch`.
+    pub fn apply(&mut self, batch: &mut WriteBatch, command: &Command) -> Result<Applied, StorageError> {
+        match &command.kind {
+            Some(Kind::Produce(p)) => self.produce(batch, p),
+            Some(Kind::CommitOffsets(c)) => {
+                for o in &c.offsets {
+                    let key = keys::state(
+                        self.group,
+                        CONSUMER_OFFSETS,
+                        &[c.group.as_bytes(), &[0], o.topic.as_bytes(), &[0], &o.partition.to_be_bytes()],
+                    );
+                    batch.put(key, o.offset.to_be_bytes());
+                }
+                Ok(Applied::Done)
+            }
+            Some(Kind::Put(p)) => {
+                self.write_register(batch, &p.key, p.value.clone());
+                Ok(Applied::Done)
+            }
+            Some(Kind::Cas(c)) => {
+                let current = self.register(&c.key)?;
+                let expected = c.expected_present.then(|| c.expected.clone());
+                if current != expected {
+                    return Ok(Applied::CasMismatch { current });
+                }
+                self.write_register(batch, &c.key, c.value.clone());
+                Ok(Applied::Done)
+            }
+            // A command from a newer build that this one cannot interpret. Every replica of
+            // this build skips it identically; a rolling upgrade keeps such features off until
+            // every node understands them.
+            None => Ok(Applied::Rejected("command kind unknown to this build".into())),
+        }
+    }
+
+    fn produce(&mut self, batch: &mut WriteBatch, p: &cmd::Produce) -> Result<Applied, StorageError> {
+        let dedupe = p.producer_id != 0 && !self.bugs.contains(&Bug::NoDedupe);
+        let pkey = producer_key(self.group, p.producer_id, &p.topic, p.partition);
+        let id = (p.producer_id, (p.topic.clone(), p.partition));
+        if dedupe && let Some((sequence, offset)) = self.producer(&pkey, &id)? {
+            if p.sequence == sequence {
+                return Ok(Applied::Produced { offset, duplicate: true });
+            }
+            if p.sequence < sequence {
+                return Ok(Applied::Rejected(format!(
+                    "producer {} sequence {} is older than its last sequence {sequence}",
+                    p.producer_id, p.sequence
+                )));
+            }
+        }
+        let offset = self.next_offset(&p.topic, p.partition)?;
+        let record = StoredRecord {
+            version: STORAGE_VERSION,
+            key: p.key.clone(),
+            value: p.value.clone(),
+            timestamp_ms: p.timestamp_ms,
+        };
+        batch.put(record_key(self.group, &p.topic, p.partition, offset), record.encode_to_vec());
+        batch.put(next_offset_key(self.group, &p.topic, p.partition), (offset + 1).to_be_bytes());
+        self.next_offsets.insert((p.topic.clone(), p.partition), offset + 1);
+        if dedupe {
+            let st = ProducerState { version: STORAGE_VERSION, sequence: p.sequence, offset };
+            batch.put(pkey, st.encode_to_vec());
+            self.producers.insert(id, (p.sequence, offset));
+        }
+        Ok(Applied::Produced { offset, duplicate: false })
+    }
+
+    fn producer(&mut self, key: &[u8], id: &(u64, PartitionId)) -> Result<Option<(u64, u64)>, StorageError> {
+        if let Some(&st) = self.producers.get(id) {
+            return Ok(Some(st));
+        }
+        let Some(v) = self.db.get_pinned(key)? else {
+            return Ok(None);
+        };
+        let st = ProducerState::decode(&*v).map_err(|e| corrupt(key, e))?;
+        self.producers.insert(id.clone(), (st.sequence, st.offset));
+        Ok(Some((st.sequence, st.offset)))
+    }
+
+    fn next_offset(&mut self, topic: &str, partition: u32) -> Result<u64, StorageError> {
+        if let Some(&o) = self.next_offsets.get(&(topic.to_owned(), partition)) {
+            return Ok(o);
+        }
+        let o = read_next_offset(&self.db, self.group, topic, partition)?;
+        self.next_offsets.insert((topic.to_owned(), partition), o);
+        Ok(o)
+    }
+
+    fn register(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        match self.pending_registers.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => read::register(&self.db, self.group, key),
+        }
+    }
+
+    fn write_register(&mut self, batch: &mut WriteBatch, key: &Bytes, value: Bytes) {
+        batch.put(register_key(self.group, key), &value);
+        self.pending_registers.insert(key.to_vec(), Some(value));
+    }
+}
+
+fn corrupt(key: &[u8], e: impl ToString) -> StorageError {
+    StorageError::Corrupt { key: key.escape_ascii().to_string(), what: e.to_string() }
+}
+
+fn read_next_offset(db: &DB, group: u32, topic: &str, partition: u32) -> Result<u64, StorageError> {
+    let key = next_offset_key(group, topic, partition);
+    match db.get_pinned(&key)? {
+        Some(v) => decode_u64(&key, &v),
+        None => Ok(0),
+    }
+}
+
+/// Reads of applied state. Linearizable only after ReadIndex (see the module docs).
+pub mod read {
+    use super::*;
+
+    /// A register's value, `None` when absent.
+    pub fn register(db: &DB, group: u32, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(db.get_pinned(register_key(group, key))?.map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// Up to `max` records of a partition from offset `from` on, and the high watermark.
+    pub fn fetch(
+        db: &DB,
+        group: u32,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<(Vec<Record>, u64), StorageError> {
+        // One snapshot, so that the records and the watermark agree.
+        let snap = db.snapshot();
+        let hw = match snap.get(next_offset_key(group, topic, partition))? {
+            Some(v) => decode_u64(b"next offset", &v)?,
+            None => 0,
+        };
+        let prefix = partition_prefix(group, topic, partition);
+        let start = record_key(group, topic, partition, from);
+        let mut records = Vec::new();
+        for item in snap.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || records.len() >= max {
+                break;
+            }
+            let offset = decode_u64(&k, &k[prefix.len()..])?;
+            let r = StoredRecord::decode(&*v).map_err(|e| corrupt(&k, e))?;
+            records.push(Record { key: r.key, value: r.value, timestamp_ms: r.timestamp_ms, offset });
+        }
+        Ok((records, hw))
+    }
+
+    /// A consumer group's committed offsets, `None` when it never committed any.
+    pub fn committed_offsets(db: &DB, group: u32, name: &str) -> Result<Option<Vec<PartitionOffset>>, StorageError> {
+        let prefix = consumer_prefix(group, name);
+        let mut out = Vec::new();
+        for item in db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rest = &k[prefix.len()..];
+            let bad = || corrupt(&k, "malformed consumer offset key");
+            let split = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+            let topic = std::str::from_utf8(&rest[..split]).map_err(|_| bad())?;
+            let partition: [u8; 4] = rest[split + 1..].try_into().map_err(|_| bad())?;
+            out.push(PartitionOffset {
+                topic: topic.to_owned(),
+                partition: u32::from_be_bytes(partition),
+                offset: decode_u64(&k, &v)?,
+            });
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::open_db;
+
+    fn produce(topic: &str, pid: u64, seq: u64, value: &'static [u8]) -> Command {
+        Command {
+            version: STORAGE_VERSION,
+            request_id: 1,
+            proposer: 1,
+            kind: Some(Kind::Produce(cmd::Produce {
+                topic: topic.into(),
+                partition: 0,
+                key: Bytes::new(),
+                value: Bytes::from_static(value),
+                producer_id: pid,
+                sequence: seq,
+                timestamp_ms: 0,
+            })),
+        }
+    }
+
+    fn cas(key: &'static [u8], expected: Option<&'static [u8]>, value: &'static [u8]) -> Command {
+        Command {
+            kind: Some(Kind::Cas(cmd::Cas {
+                key: Bytes::from_static(key),
+                expected: Bytes::from_static(expected.unwrap_or_default()),
+                expected_present: expected.is_some(),
+                value: Bytes::from_static(value),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn offsets_are_dense_and_retries_land_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut b = WriteBatch::default();
+        let r: Vec<Applied> =
+            [produce("t", 7, 1, b"a"), produce("t", 7, 1, b"a"), produce("t", 0, 0, b"b"), produce("u", 0, 0, b"c")]
+                .iter()
+                .map(|c| sm.apply(&mut b, c).unwrap())
+                .collect();
+        db.write(b).unwrap();
+        sm.batch_written();
+        assert_eq!(
+            r,
+            vec![
+                Applied::Produced { offset: 0, duplicate: false },
+                Applied::Produced { offset: 0, duplicate: true },
+                Applied::Produced { offset: 1, duplicate: false },
+                Applied::Produced { offset: 0, duplicate: false },
+            ]
+        );
+        let mut b = WriteBatch::default();
+        let mut fresh = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        assert_eq!(
+            fresh.apply(&mut b, &produce("t", 7, 1, b"a")).unwrap(),
+            Applied::Produced { offset: 0, duplicate: true }
+        );
+        assert!(matches!(sm.apply(&mut b, &produce("t", 7, 0, b"a")).unwrap(), Applied::Rejected(_)));
+        let (records, hw) = read::fetch(&db, 0, "t", 0, 1, 10).unwrap();
+        assert_eq!(hw, 2);
+        assert_eq!(records.iter().map(|r| (r.offset, r.value.as_ref())).collect::<Vec<_>>(), vec![(1, &b"b"[..])]);
+    }
+
+    #[test]
+    fn cas_sees_earlier_writes_of_its_own_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut b = WriteBatch::default();
+        assert_eq!(sm.apply(&mut b, &cas(b"k", None, b"1")).unwrap(), Applied::Done);
+        assert_eq!(sm.apply(&mut b, &cas(b"k", Some(b"1"), b"2")).unwrap(), Applied::Done);
+        assert_eq!(
+            sm.apply(&mut b, &cas(b"k", None, b"3")).unwrap(),
+            Applied::CasMismatch { current: Some(Bytes::from_static(b"2")) }
+        );
+        db.write(b).unwrap();
+        sm.batch_written();
+        assert_eq!(read::register(&db, 0, b"k").unwrap(), Some(Bytes::from_static(b"2")));
+    }
+}

@@ -1,0 +1,240 @@
+//! Running `ordeal-broker` processes: the one place that knows the binary's flags.
+//!
+//! The harness's local cluster and the broker's own integration tests both start nodes through
+//! [`ClusterSpec`]. Every child is held as a [`NodeProcess`], which never reaps a child before
+//! it is done signalling it (so a recycled PID is never signalled), kills it on drop, and asks the
+//! kernel to kill it if the parent dies first (`PR_SET_PDEATHSIG`).
+
+use crate::config::{Bug, RaftTiming};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// One node of a cluster to start.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Raft id.
+    pub id: u64,
+    /// gRPC address.
+    pub addr: SocketAddr,
+    /// HTTP status address.
+    pub http: SocketAddr,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// Where the node's stdout and stderr go (appended across restarts).
+    pub log: PathBuf,
+}
+
+/// A cluster's shape and settings.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// The `ordeal-broker` binary.
+    pub binary: PathBuf,
+    /// The initial voters.
+    pub nodes: Vec<NodeSpec>,
+    /// Raft groups per node.
+    pub groups: u32,
+    /// Raft timing.
+    pub timing: RaftTiming,
+    /// fsync before acknowledging.
+    pub sync: bool,
+    /// Deliberate bugs.
+    pub bugs: Vec<Bug>,
+    /// Environment variables for every node (e.g. `LD_PRELOAD` for clock faults).
+    pub env: Vec<(String, String)>,
+}
+
+/// Raft timing for tests: 10 ms ticks, heartbeats every 50 ms, elections after 500–1000 ms.
+pub fn fast_timing() -> RaftTiming {
+    RaftTiming { tick: Duration::from_millis(10), heartbeat_ticks: 5, election_ticks: 50, max_election_ticks: 0 }
+}
+
+/// Finds `ordeal-broker`: `$ORDEAL_BROKER_BIN`, then beside the running executable (or its
+/// parent, for test binaries in `target/*/deps`), then on `PATH`.
+pub fn find_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORDEAL_BROKER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    for candidate in [dir.join("ordeal-broker"), dir.parent()?.join("ordeal-broker")] {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("ordeal-broker")).find(|p| p.is_file())
+}
+
+/// Reserves `n` distinct free ports on 127.0.0.1. The ports are released on return; another
+/// process could take one before the broker binds it, which shows as a bind error at start.
+pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+impl ClusterSpec {
+    /// `n` nodes on 127.0.0.1 with fresh ports, data under `dir/n<id>/`.
+    pub fn local(binary: PathBuf, n: usize, dir: &Path) -> io::Result<ClusterSpec> {
+        let ports = free_ports(2 * n)?;
+        let nodes = (0..n)
+            .map(|i| {
+                let id = i as u64 + 1;
+                let node_dir = dir.join(format!("n{id}"));
+                NodeSpec {
+                    id,
+                    addr: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+                    http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                    data_dir: node_dir.join("data"),
+                    log: node_dir.join("broker.log"),
+                }
+            })
+            .collect();
+        Ok(ClusterSpec { binary, nodes, groups: 1, timing: fast_timing(), sync: true, bugs: vec![], env: vec![] })
+    }
+
+    /// Every node's id and gRPC address.
+    pub fn peers(&self) -> BTreeMap<u64, String> {
+        self.nodes.iter().map(|n| (n.id, n.addr.to_string())).collect()
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: u64) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The `serve` arguments of node `id`.
+    pub fn args(&self, node: &NodeSpec) -> Vec<String> {
+        let peers: Vec<String> = self.peers().iter().map(|(id, a)| format!("{id}={a}")).collect();
+        let t = &self.timing;
+        let mut args = vec![
+            "serve".into(),
+            format!("--id={}", node.id),
+            format!("--listen={}", node.addr),
+            format!("--http={}", node.http),
+            format!("--peers={}", peers.join(",")),
+            format!("--data-dir={}", node.data_dir.display()),
+            format!("--groups={}", self.groups),
+            format!("--tick-ms={}", t.tick.as_millis()),
+            format!("--heartbeat-ticks={}", t.heartbeat_ticks),
+            format!("--election-ticks={}", t.election_ticks),
+            format!("--max-election-ticks={}", t.max_election_ticks),
+            format!("--sync={}", self.sync),
+        ];
+        for bug in &self.bugs {
+            let name = clap::ValueEnum::to_possible_value(bug).map(|v| v.get_name().to_owned()).unwrap_or_default();
+            args.push(format!("--bug={name}"));
+        }
+        args
+    }
+
+    /// Starts node `id`. Its output is appended to its log file.
+    pub fn spawn(&self, id: u64) -> io::Result<NodeProcess> {
+        let node = self
+            .node(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no node {id} in the cluster")))?;
+        if let Some(dir) = node.log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = OpenOptions::new().create(true).append(true).open(&node.log)?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(self.args(node))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only async-signal-safe calls (setsid, prctl) run between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Its own session: a Ctrl-C at the terminal reaches the harness, which then stops
+                // the nodes in order, instead of reaching every node at once.
+                nix::unistd::setsid().map_err(io::Error::from)?;
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child =
+            cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", self.binary.display())))?;
+        Ok(NodeProcess { id, child, exited: None })
+    }
+}
+
+/// A running broker process, owned: killed and reaped on drop.
+pub struct NodeProcess {
+    id: u64,
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+impl NodeProcess {
+    /// The node's raft id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal`, unless the process has already been reaped.
+    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+        if self.exited.is_some() {
+            return Ok(());
+        }
+        // The child is not reaped until `wait` below, so its PID still names it.
+        kill(Pid::from_raw(self.child.id() as i32), signal).map_err(io::Error::from)
+    }
+
+    /// Whether it has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait()?;
+        }
+        Ok(self.exited)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) -> io::Result<ExitStatus> {
+        self.signal(Signal::SIGKILL)?;
+        self.wait()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(s) = self.exited {
+            return Ok(s);
+        }
+        let s = self.child.wait()?;
+        self.exited = Some(s);
+        Ok(s)
+    }
+
+    /// SIGTERM, then waits up to `grace` before SIGKILL. Returns the exit status.
+    pub fn terminate(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        self.signal(Signal::SIGCONT)?;
+        self.signal(Signal::SIGTERM)?;
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(s) = self.has_exited()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.kill();
+        }
+    }
+}

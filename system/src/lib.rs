@@ -1,0 +1,40 @@
+//! ordeal-broker: the Raft-replicated system that ordeal verifies.
+//!
+//! A node hosts one or more raft groups (tikv raft-rs, `RawNode`). Each group replicates a log of
+//! [`pb::cmd::Command`]s; applying them builds the state machine in RocksDB: partition logs of
+//! records, idempotent-producer state, consumer-group offsets and key-value registers. Clients
+//! talk gRPC (tonic) to [`api`]; peers exchange raft messages over the same port ([`transport`]).
+//!
+//! The pieces, from the inside out:
+//!
+//! * [`storage`]: `raft::Storage` over RocksDB, and the key layout of everything persisted;
+//! * [`fsm`]: the state machine, deterministic in (state, entry);
+//! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
+//! * [`transport`]: peer streams that never block the Ready loop;
+//! * [`api`], [`http`]: the client, admin and status surfaces;
+//! * [`client`]: a client library that follows leader hints and retries only where safe;
+//! * [`server`]: wires a node together and runs it until SIGTERM.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod fsm;
+pub mod http;
+pub mod launch;
+mod logging;
+pub mod metrics;
+pub mod node;
+pub mod pb;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod transport;
+
+/// The version of the on-disk format this build writes and the newest it reads.
+pub const STORAGE_VERSION: u32 = 1;
+/// The version of the peer protocol this build speaks.
+pub const WIRE_VERSION: u32 = 1;
+/// This build's version, reported by `Status` so that upgrade tests can see who runs what.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");

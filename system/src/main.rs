@@ -1,0 +1,363 @@
+//! `ordeal-broker`: run a node (`serve`), or talk to one (`status`, `produce`, `fetch`, `put`,
+//! `get`, `cas`, `commit-offsets`, `list-offsets`, `transfer-leader`).
+//!
+//! Exit codes: 0 success; 1 the request was refused or no node answered (it did not take
+//! effect); 2 the outcome is unknown; 254 bad arguments; 255 the node failed.
+
+use clap::{Args, Parser, Subcommand};
+use ordeal_system::client::{Client, ClientError, ClientOptions};
+use ordeal_system::config::{Bug, NodeConfig, RaftTiming, parse_peers};
+use ordeal_system::pb::broker::PartitionOffset;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A Raft-replicated log, key-value and consumer-offset store.
+#[derive(Parser)]
+#[command(name = "ordeal-broker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(Box<ServeArgs>),
+    /// Print a node's view of its raft groups.
+    Status(Target),
+    /// Append a record to a partition; prints its offset.
+    Produce {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// The record's key.
+        #[arg(long, default_value = "")]
+        key: String,
+        /// Idempotent producer id (with --sequence).
+        #[arg(long, requires = "sequence")]
+        producer_id: Option<u64>,
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// The record's value.
+        value: String,
+    },
+    /// Read records of a partition from an offset on.
+    Fetch {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        max: u32,
+    },
+    /// Write a register.
+    Put {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+        value: String,
+    },
+    /// Read a register.
+    Get {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Compare-and-set a register: write VALUE if it holds --expected (or is absent, --absent).
+    Cas {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+        #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
+        expected: Option<String>,
+        #[arg(long)]
+        absent: bool,
+        value: String,
+    },
+    /// Commit a consumer group's offset for one partition.
+    CommitOffsets {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        #[arg(long)]
+        offset: u64,
+    },
+    /// List a consumer group's committed offsets.
+    ListOffsets {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        group: String,
+    },
+    /// Ask the node at --addr (the leader of --group) to hand leadership to --to.
+    TransferLeader {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 0)]
+        group: u32,
+        #[arg(long)]
+        to: u64,
+        #[arg(long, env = "ORDEAL_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// The node to contact (host:port). Repeat it, or give a comma-separated list, to let the
+    /// client follow leader hints across nodes.
+    #[arg(long, required = true, value_delimiter = ',')]
+    addr: Vec<String>,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many milliseconds (retries included).
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// This node's id (positive, unique).
+    #[arg(long)]
+    id: u64,
+    /// gRPC address to listen on (clients, admin and peers).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// HTTP address for /v1/status and /metrics.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Every initial voter: ID=ADDR,ID=ADDR,... including this node.
+    #[arg(long)]
+    peers: String,
+    /// Where RocksDB keeps this node's data.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Number of raft groups (shards).
+    #[arg(long, default_value_t = 1)]
+    groups: u32,
+    /// Length of one raft tick.
+    #[arg(long, default_value_t = 100)]
+    tick_ms: u64,
+    /// Heartbeat interval, in ticks.
+    #[arg(long, default_value_t = 1)]
+    heartbeat_ticks: usize,
+    /// Minimum election timeout, in ticks.
+    #[arg(long, default_value_t = 10)]
+    election_ticks: usize,
+    /// Maximum election timeout, in ticks (default twice the minimum).
+    #[arg(long, default_value_t = 0)]
+    max_election_ticks: usize,
+    /// fsync the raft log before acknowledging (`--sync false` for throwaway clusters).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sync: bool,
+    /// Largest record (key plus value) in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_record_bytes: usize,
+    /// Require this token on admin calls.
+    #[arg(long, env = "ORDEAL_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// How long a request may wait to be applied before its outcome is reported unknown.
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// Enable a deliberate bug (for testing the tester).
+    #[arg(long, value_enum)]
+    bug: Vec<Bug>,
+    /// Log filter (`RUST_LOG` syntax).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(254) } else { ExitCode::SUCCESS };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ordeal-broker: cannot start the runtime: {e}");
+            return ExitCode::from(255);
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(&args.log);
+            let result = runtime.block_on(ordeal_system::server::run(node_config(*args)));
+            // Dropping the runtime drops every task's handle on the database, so RocksDB closes
+            // before the process exits.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("ordeal-broker: {e:#}");
+                    ExitCode::from(255)
+                }
+            }
+        }
+        command => runtime.block_on(client_command(command)),
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
+}
+
+fn node_config(a: ServeArgs) -> NodeConfig {
+    let peers = match parse_peers(&a.peers) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ordeal-broker: --peers: {e}");
+            std::process::exit(254);
+        }
+    };
+    NodeConfig {
+        id: a.id,
+        listen: a.listen,
+        http: a.http,
+        peers,
+        data_dir: a.data_dir,
+        groups: a.groups,
+        timing: RaftTiming {
+            tick: Duration::from_millis(a.tick_ms),
+            heartbeat_ticks: a.heartbeat_ticks,
+            election_ticks: a.election_ticks,
+            max_election_ticks: a.max_election_ticks,
+        },
+        sync: a.sync,
+        max_record_bytes: a.max_record_bytes,
+        admin_token: a.admin_token,
+        request_timeout: Duration::from_millis(a.request_timeout_ms),
+        bugs: a.bug.into_iter().collect(),
+    }
+}
+
+async fn client(target: &Target, admin_token: Option<String>) -> Client {
+    let deadline = Duration::from_millis(target.timeout_ms);
+    let opts = ClientOptions { deadline, attempt_timeout: deadline, admin_token, ..Default::default() };
+    Client::from_addresses(&target.addr, opts).await
+}
+
+/// The node named first by `--addr`.
+fn first(c: &Client) -> u64 {
+    c.node_ids().first().copied().unwrap_or_default()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn client_command(command: Command) -> ExitCode {
+    let (result, json) = match command {
+        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Status(t) => {
+            let c = client(&t, None).await;
+            (c.status(first(&c)).await.map(|s| serde_json::to_value(s).unwrap_or_default()), t.json)
+        }
+        Command::Produce { target, topic, partition, key, producer_id, sequence, value } => {
+            let c = client(&target, None).await;
+            let idem = producer_id.zip(sequence);
+            let r = c.produce(&topic, partition, key.as_bytes(), value.as_bytes(), idem).await;
+            (r.map(|a| json!({"offset": a.value.offset, "duplicate": a.value.duplicate, "node": a.node})), target.json)
+        }
+        Command::Fetch { target, topic, partition, from, max } => {
+            let c = client(&target, None).await;
+            let r = c.fetch(&topic, partition, from, max).await.map(|a| {
+                let records: Vec<_> = a
+                    .value
+                    .records
+                    .iter()
+                    .map(|r| json!({"offset": r.offset, "key": text(&r.key), "value": text(&r.value), "timestamp_ms": r.timestamp_ms}))
+                    .collect();
+                json!({"records": records, "high_watermark": a.value.high_watermark})
+            });
+            (r, target.json)
+        }
+        Command::Put { target, key, value } => {
+            let c = client(&target, None).await;
+            (c.put(key.as_bytes(), value.as_bytes()).await.map(|_| json!({"ok": true})), target.json)
+        }
+        Command::Get { target, key } => {
+            let c = client(&target, None).await;
+            let r = c.get(key.as_bytes()).await.map(|a| match a.value {
+                Some(v) => json!({"found": true, "value": text(&v)}),
+                None => json!({"found": false}),
+            });
+            (r, target.json)
+        }
+        Command::Cas { target, key, expected, absent: _, value } => {
+            let c = client(&target, None).await;
+            let r = c.cas(key.as_bytes(), expected.as_deref().map(str::as_bytes), value.as_bytes()).await;
+            (r.map(|_| json!({"ok": true})), target.json)
+        }
+        Command::CommitOffsets { target, group, topic, partition, offset } => {
+            let c = client(&target, None).await;
+            let r = c.commit_offsets(&group, vec![PartitionOffset { topic, partition, offset }]).await;
+            (r.map(|_| json!({"ok": true})), target.json)
+        }
+        Command::ListOffsets { target, group } => {
+            let c = client(&target, None).await;
+            let r = c.list_committed_offsets(&group).await.map(|a| {
+                let offsets: Vec<_> = a
+                    .value
+                    .iter()
+                    .map(|o| json!({"topic": o.topic, "partition": o.partition, "offset": o.offset}))
+                    .collect();
+                json!({ "offsets": offsets })
+            });
+            (r, target.json)
+        }
+        Command::TransferLeader { target, group, to, admin_token } => {
+            let c = client(&target, admin_token).await;
+            (c.transfer_leader(first(&c), group, to).await.map(|()| json!({"ok": true})), target.json)
+        }
+    };
+    match result {
+        Ok(v) => {
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", human(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(e, json),
+    }
+}
+
+fn human(v: &serde_json::Value) -> String {
+    if let Some(offset) = v.get("offset") {
+        return format!("offset {offset}");
+    }
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn report(e: ClientError, json: bool) -> ExitCode {
+    let definite = e.is_definite();
+    if json {
+        println!("{}", json!({"error": e.to_string(), "definite": definite}));
+    }
+    eprintln!("ordeal-broker: {e}");
+    ExitCode::from(if definite { 1 } else { 2 })
+}

@@ -1,0 +1,103 @@
+//! Counters and a commit-latency histogram, rendered in Prometheus's text format.
+//!
+//! Hand-rolled on atomics: a handful of series does not justify a metrics framework, and the
+//! Ready loop must never take a lock to count.
+
+use crate::node::GroupView;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the commit-latency buckets, in seconds.
+const BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A node's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    /// Times any group on this node saw its leader change.
+    pub leader_changes: AtomicU64,
+    /// Proposals accepted by a leader on this node.
+    pub proposals: AtomicU64,
+    /// Proposals refused or dropped.
+    pub proposals_failed: AtomicU64,
+    /// Linearizable reads served.
+    pub reads: AtomicU64,
+    commit_buckets: [AtomicU64; BUCKETS_S.len()],
+    commit_count: AtomicU64,
+    commit_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Records the time from a proposal to its apply.
+    pub fn observe_commit(&self, latency: Duration) {
+        let s = latency.as_secs_f64();
+        for (bound, bucket) in BUCKETS_S.iter().zip(&self.commit_buckets) {
+            if s <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.commit_count.fetch_add(1, Ordering::Relaxed);
+        self.commit_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Renders every series; per-group gauges come from the groups' published views.
+    pub fn render(&self, node: u64, groups: &[GroupView]) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        counter(&mut out, "ordeal_leader_changes_total", "Leader changes seen by this node.", &self.leader_changes);
+        counter(&mut out, "ordeal_proposals_total", "Proposals accepted by a leader on this node.", &self.proposals);
+        counter(&mut out, "ordeal_proposals_failed_total", "Proposals refused or dropped.", &self.proposals_failed);
+        counter(&mut out, "ordeal_reads_total", "Linearizable reads served.", &self.reads);
+        let _ = writeln!(
+            out,
+            "# HELP ordeal_commit_latency_seconds Time from proposal to apply.\n# TYPE ordeal_commit_latency_seconds histogram"
+        );
+        for (bound, bucket) in BUCKETS_S.iter().zip(&self.commit_buckets) {
+            let _ = writeln!(
+                out,
+                "ordeal_commit_latency_seconds_bucket{{node=\"{node}\",le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.commit_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "ordeal_commit_latency_seconds_bucket{{node=\"{node}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "ordeal_commit_latency_seconds_sum{{node=\"{node}\"}} {}",
+            self.commit_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "ordeal_commit_latency_seconds_count{{node=\"{node}\"}} {count}");
+        let gauge = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&GroupView) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for g in groups {
+                let _ = writeln!(out, "{name}{{node=\"{node}\",group=\"{}\"}} {}", g.group, f(g));
+            }
+        };
+        gauge(&mut out, "ordeal_applied_index", "Last applied log index.", &|g| g.applied_index);
+        gauge(&mut out, "ordeal_commit_index", "Last committed log index.", &|g| g.commit_index);
+        gauge(&mut out, "ordeal_term", "Current raft term.", &|g| g.term);
+        gauge(&mut out, "ordeal_is_leader", "1 when this node leads the group.", &|g| u64::from(g.is_leader));
+        let _ = writeln!(
+            out,
+            "# HELP ordeal_peer_lag_entries Leader's last index minus a peer's match index.\n# TYPE ordeal_peer_lag_entries gauge"
+        );
+        for g in groups {
+            for p in &g.progress {
+                let _ = writeln!(
+                    out,
+                    "ordeal_peer_lag_entries{{node=\"{node}\",group=\"{}\",peer=\"{}\"}} {}",
+                    g.group,
+                    p.id,
+                    g.last_index.saturating_sub(p.match_index)
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,668 @@
+//! The Ready loop: one OS thread per raft group owns its `RawNode` and state machine.
+//!
+//! Everything reaches the loop through one bounded channel ([`Request`]): client proposals and
+//! reads, peer messages, admin commands. The loop drains every waiting request before it asks
+//! raft for a `Ready`, so that concurrent proposals share one RocksDB write and one fsync (group
+//! commit). It follows raft-rs's order for a `Ready` (numbered comments in [`Group::on_ready`]).
+//! Replies go out after apply, never after append: an appended entry can still be truncated.
+//!
+//! A dedicated thread (not a tokio task) because the fsync blocks; the rest of the node never
+//! waits on this thread except through the channel and reply oneshots.
+
+use crate::config::{NodeConfig, RaftTiming};
+use crate::error::BrokerError;
+use crate::fsm::{Applied, StateMachine};
+use crate::logging::raft_logger;
+use crate::metrics::Metrics;
+use crate::pb::cmd::Command;
+use crate::storage::{RaftStorage, StorageError};
+use crate::transport::Transport;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use rocksdb::{DB, WriteBatch};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// How many requests may wait for a group's loop before callers are told it is overloaded.
+const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// The node ids and client addresses of every known peer, for leader hints.
+pub type PeerTable = Arc<RwLock<BTreeMap<u64, String>>>;
+
+/// A reply channel.
+pub type Reply<T> = oneshot::Sender<Result<T, BrokerError>>;
+
+/// What the loop can be asked to do.
+pub enum Request {
+    /// Replicate and apply a command; the reply comes after apply.
+    Propose {
+        /// The command; the loop fills in `request_id`.
+        command: Command,
+        /// Gets the result of applying it.
+        reply: Reply<Applied>,
+    },
+    /// Confirm leadership (ReadIndex) and wait until everything committed before the request is
+    /// applied; the caller then reads the state machine.
+    Read {
+        /// Gets `Ok` when reading is linearizable.
+        reply: Reply<()>,
+    },
+    /// A raft message from a peer.
+    Raft(Box<Message>),
+    /// Hand leadership to `to`.
+    TransferLeader {
+        /// The target voter.
+        to: u64,
+        /// Gets `Ok` once the transfer started.
+        reply: Reply<()>,
+    },
+    /// Before a graceful stop: hand leadership to the most up-to-date voter, if leading.
+    StepDown {
+        /// Gets the transferee, if a transfer started.
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    /// Leave the loop.
+    Stop,
+}
+
+/// One peer's replication progress, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The peer's id.
+    pub id: u64,
+    /// The highest index known to be replicated on it.
+    pub match_index: u64,
+    /// The next index the leader will send it.
+    pub next_index: u64,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+}
+
+/// A group's state as published by its loop after every step: the source of `Status`,
+/// `/v1/status`, `/metrics` and leader hints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// The group.
+    pub group: u32,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// Whether this node leads the group.
+    pub is_leader: bool,
+    /// Whether any leader is known.
+    pub has_leader: bool,
+    /// The known leader's id, 0 when none.
+    pub leader_id: u64,
+    /// The known leader's client address, empty when none.
+    pub leader_address: String,
+    /// The current term.
+    pub term: u64,
+    /// The commit index.
+    pub commit_index: u64,
+    /// The applied index.
+    pub applied_index: u64,
+    /// The last log index.
+    pub last_index: u64,
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    pub learners: Vec<u64>,
+    /// On the leader only: each peer's progress.
+    pub progress: Vec<PeerView>,
+}
+
+/// The caller's side of a group's loop.
+pub struct GroupHandle {
+    /// The group id.
+    pub group: u32,
+    tx: SyncSender<Request>,
+    view: watch::Receiver<GroupView>,
+}
+
+impl GroupHandle {
+    /// Queues a request without waiting; a full queue is [`BrokerError::Overloaded`].
+    pub fn send(&self, request: Request) -> Result<(), BrokerError> {
+        self.tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => BrokerError::Overloaded,
+            TrySendError::Disconnected(_) => BrokerError::ShuttingDown,
+        })
+    }
+
+    /// The latest published view.
+    pub fn view(&self) -> GroupView {
+        self.view.borrow().clone()
+    }
+
+    /// Asks the loop to stop once it has handled what is queued before this.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
+    }
+}
+
+/// Everything a group's loop shares with the rest of the node.
+pub struct GroupContext {
+    /// The node's database.
+    pub db: Arc<DB>,
+    /// The node's configuration.
+    pub config: Arc<NodeConfig>,
+    /// Peer addresses for leader hints.
+    pub peers: PeerTable,
+    /// Outgoing raft messages.
+    pub transport: Arc<Transport>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Opens group `group`'s storage and starts its loop on a thread of its own; join the thread
+/// after [`GroupHandle::stop`] so that the database closes before the process exits.
+pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<()>), StorageError> {
+    let voters: Vec<u64> = ctx.config.peers.keys().copied().collect();
+    let storage = RaftStorage::open(ctx.db.clone(), group, &voters)?;
+    let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
+    let applied = sm.applied_index()?;
+    let cfg = raft_config(ctx.config.id, &ctx.config.timing, applied);
+    let logger = raft_logger(ctx.config.id, group);
+    let node = RawNode::new(&cfg, storage, &logger).map_err(|e| StorageError::Corrupt {
+        key: format!("group {group}"),
+        what: format!("raft refused the stored state: {e}"),
+    })?;
+    let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+    let (view_tx, view) = watch::channel(GroupView { group, ..Default::default() });
+    let mut g = Group {
+        id: ctx.config.id,
+        group,
+        node,
+        sm,
+        peers: ctx.peers.clone(),
+        transport: ctx.transport.clone(),
+        metrics: ctx.metrics.clone(),
+        sync: ctx.config.sync,
+        read_timeout: ctx.config.request_timeout,
+        tick: ctx.config.timing.tick,
+        pending: HashMap::new(),
+        pending_by_index: BTreeMap::new(),
+        next_request_id: initial_request_id(),
+        reads_queued: Vec::new(),
+        reads_in_flight: HashMap::new(),
+        reads_ready: Vec::new(),
+        next_read_ctx: 1,
+        leader_id: 0,
+        view: view_tx,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-g{group}"))
+        .spawn(move || {
+            let span = tracing::info_span!("group", node = g.id, group);
+            let _enter = span.enter();
+            if let Err(e) = g.run(rx) {
+                // raft-rs's contract: after a storage error the node is unusable. Stop the
+                // process rather than serve from a state that may not be on disk.
+                tracing::error!("storage failed, stopping the node: {e}");
+                std::process::exit(70);
+            }
+        })
+        .expect("spawning a thread only fails when the system is out of resources");
+    Ok((GroupHandle { group, tx, view }, thread))
+}
+
+fn raft_config(id: u64, t: &RaftTiming, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
+        election_tick: t.election_ticks,
+        heartbeat_tick: t.heartbeat_ticks,
+        min_election_tick: t.election_ticks,
+        max_election_tick: if t.max_election_ticks == 0 { 2 * t.election_ticks } else { t.max_election_ticks },
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    }
+}
+
+/// Request ids must not repeat across restarts (an old entry in the log could otherwise answer a
+/// new request), so they start from the wall clock in microseconds.
+fn initial_request_id() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(1)
+}
+
+struct Pending {
+    index: u64,
+    proposed_at: Instant,
+    reply: Reply<Applied>,
+}
+
+struct ReadWaiter {
+    deadline: Instant,
+    reply: Reply<()>,
+}
+
+struct Group {
+    id: u64,
+    group: u32,
+    node: RawNode<RaftStorage>,
+    sm: StateMachine,
+    peers: PeerTable,
+    transport: Arc<Transport>,
+    metrics: Arc<Metrics>,
+    sync: bool,
+    read_timeout: Duration,
+    tick: Duration,
+    /// request id -> the proposal waiting for its apply.
+    pending: HashMap<u64, Pending>,
+    /// log index -> request id, to find proposals whose slot another entry took.
+    pending_by_index: BTreeMap<u64, u64>,
+    next_request_id: u64,
+    /// Reads not yet handed to raft (the leader has not committed in its term yet).
+    reads_queued: Vec<ReadWaiter>,
+    /// Read batches handed to raft, by context.
+    reads_in_flight: HashMap<u64, Vec<ReadWaiter>>,
+    /// Confirmed reads waiting for the applied index to reach theirs.
+    reads_ready: Vec<(u64, Vec<ReadWaiter>)>,
+    next_read_ctx: u64,
+    leader_id: u64,
+    view: watch::Sender<GroupView>,
+}
+
+impl Group {
+    fn run(&mut self, rx: Receiver<Request>) -> Result<(), StorageError> {
+        let mut next_tick = Instant::now() + self.tick;
+        self.publish();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(r) => {
+                    self.handle(r);
+                    // Group commit: everything already queued joins this Ready.
+                    for _ in 0..QUEUE_CAPACITY {
+                        match rx.try_recv() {
+                            Ok(Request::Stop) => return Ok(()),
+                            Ok(r) => self.handle(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.node.tick();
+                next_tick = (next_tick + self.tick).max(now);
+                self.expire(now);
+            }
+            self.issue_reads();
+            self.on_ready()?;
+            self.publish();
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Propose { command, reply } => self.propose(command, reply),
+            Request::Read { reply } => {
+                self.reads_queued.push(ReadWaiter { deadline: Instant::now() + self.read_timeout, reply })
+            }
+            Request::Raft(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!("dropped a raft message: {e}");
+                }
+            }
+            Request::TransferLeader { to, reply } => {
+                let result = self.transfer_leader(to);
+                let _ = reply.send(result);
+            }
+            Request::StepDown { reply } => {
+                let to = self.best_transferee();
+                if let Some(to) = to {
+                    self.node.transfer_leader(to);
+                }
+                let _ = reply.send(to);
+            }
+            Request::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn not_leader(&self) -> BrokerError {
+        let leader = self.node.raft.leader_id;
+        if leader == 0 || leader == self.id {
+            return BrokerError::NoLeader { group: self.group };
+        }
+        let address = self.peers.read().map(|p| p.get(&leader).cloned()).ok().flatten();
+        BrokerError::NotLeader { group: self.group, leader_id: leader, leader_address: address.unwrap_or_default() }
+    }
+
+    fn propose(&mut self, mut command: Command, reply: Reply<Applied>) {
+        if self.node.raft.state != StateRole::Leader {
+            self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        command.request_id = request_id;
+        command.proposer = self.id;
+        if let Err(e) = self.node.propose(vec![], command.encode_to_vec()) {
+            // Refused before it entered the log (e.g. a leader transfer is under way).
+            self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(BrokerError::ProposalDropped(e.to_string())));
+            return;
+        }
+        let index = self.node.raft.raft_log.last_index();
+        self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
+        self.pending_by_index.insert(index, request_id);
+        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+    }
+
+    fn transfer_leader(&mut self, to: u64) -> Result<(), BrokerError> {
+        if self.node.raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        let cs = self.node.raft.prs().conf().to_conf_state();
+        if !cs.voters.contains(&to) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {to} is not a voter of group {} (voters: {:?})",
+                self.group, cs.voters
+            )));
+        }
+        if to != self.id {
+            self.node.transfer_leader(to);
+        }
+        Ok(())
+    }
+
+    fn best_transferee(&self) -> Option<u64> {
+        if self.node.raft.state != StateRole::Leader {
+            return None;
+        }
+        let voters = self.node.raft.prs().conf().to_conf_state().voters;
+        self.node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.id && voters.contains(id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id)
+    }
+
+    /// Hands queued reads to raft as one ReadIndex request.
+    fn issue_reads(&mut self) {
+        if self.reads_queued.is_empty() {
+            return;
+        }
+        if self.node.raft.state != StateRole::Leader {
+            let err = self.not_leader();
+            for w in self.reads_queued.drain(..) {
+                let _ = w.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+        // raft-rs silently drops ReadIndex on a leader that has not committed in its term yet;
+        // keep the reads queued until it has.
+        if !self.node.raft.commit_to_current_term() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.node.read_index(ctx.to_be_bytes().to_vec());
+        let batch = std::mem::take(&mut self.reads_queued);
+        self.reads_in_flight.insert(ctx, batch);
+    }
+
+    /// Fails reads past their deadline and forgets proposals nobody waits for.
+    fn expire(&mut self, now: Instant) {
+        let expired = |w: &ReadWaiter| now >= w.deadline || w.reply.is_closed();
+        let mut timed_out = Vec::new();
+        let mut split = |ws: &mut Vec<ReadWaiter>| {
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(ws).into_iter().partition(|w| expired(w));
+            *ws = keep;
+            timed_out.extend(gone);
+        };
+        split(&mut self.reads_queued);
+        self.reads_in_flight.values_mut().for_each(&mut split);
+        self.reads_ready.iter_mut().for_each(|(_, ws)| split(ws));
+        self.reads_in_flight.retain(|_, ws| !ws.is_empty());
+        self.reads_ready.retain(|(_, ws)| !ws.is_empty());
+        for w in timed_out {
+            let _ = w.reply.send(Err(BrokerError::ReadTimeout));
+        }
+    }
+
+    /// Processes one `Ready`, in raft-rs's order.
+    fn on_ready(&mut self) -> Result<(), StorageError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        // 1. Messages the leader may send before its own fsync.
+        self.send(rd.take_messages());
+        // 2. A snapshot: the log is never compacted yet, so no peer ever sends one.
+        if !rd.snapshot().is_empty() {
+            return Err(StorageError::Corrupt {
+                key: format!("group {}", self.group),
+                what: "received a snapshot, which this build does not install".into(),
+            });
+        }
+        // 3. Apply what is committed (already durable on a quorum).
+        self.apply(rd.take_committed_entries())?;
+        // 4. Persist new entries and the hard state in one write: the fsync behind every ack.
+        let mut batch = WriteBatch::default();
+        let store = self.node.mut_store();
+        store.append(&mut batch, rd.entries());
+        if let Some(hs) = rd.hs() {
+            store.set_hard_state(&mut batch, hs);
+        }
+        if !batch.is_empty() {
+            store.write(batch, self.sync && rd.must_sync())?;
+        }
+        // 5. Messages that must wait for the fsync (votes, append responses).
+        self.send(rd.take_persisted_messages());
+        // 6. Confirmed reads wait for their index to be applied.
+        for rs in rd.take_read_states() {
+            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if let Some(ws) = self.reads_in_flight.remove(&ctx) {
+                self.reads_ready.push((rs.index, ws));
+            }
+        }
+        // 7. Advance; the light ready carries what became committed meanwhile.
+        let mut light = self.node.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut batch = WriteBatch::default();
+            self.node.mut_store().set_commit(&mut batch, commit);
+            self.node.store().write(batch, false)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.answer_reads();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader_id: u64, role: StateRole) {
+        if leader_id != self.leader_id {
+            self.leader_id = leader_id;
+            self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(leader = leader_id, ?role, term = self.node.raft.term, "leader changed");
+        }
+        if role != StateRole::Leader && !self.reads_in_flight.is_empty() {
+            // A deposed leader's reads will never be confirmed.
+            let err = self.not_leader();
+            for (_, ws) in self.reads_in_flight.drain() {
+                for w in ws {
+                    let _ = w.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        for unreachable in self.transport.send(self.group, msgs) {
+            self.node.report_unreachable(unreachable);
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::new();
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {} // a new leader's empty entry
+                EntryType::EntryNormal => {
+                    let applied = match Command::decode(&e.data[..]) {
+                        Ok(command) => {
+                            let applied = self.sm.apply(&mut batch, &command)?;
+                            if command.proposer != self.id {
+                                continue;
+                            }
+                            (command.request_id, applied)
+                        }
+                        Err(err) => {
+                            tracing::error!(index = e.index, "undecodable command skipped: {err}");
+                            continue;
+                        }
+                    };
+                    results.push(applied);
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
+                    let cs = self.node.apply_conf_change(&cc);
+                    self.persist_conf_state(&mut batch, e.index, cs)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
+                    let cs = self.node.apply_conf_change(&cc);
+                    self.persist_conf_state(&mut batch, e.index, cs)?;
+                }
+            }
+        }
+        self.sm.set_applied(&mut batch, last);
+        self.node.store().write(batch, false)?;
+        self.sm.batch_written();
+        for (request_id, applied) in results {
+            if let Some(p) = self.pending.remove(&request_id) {
+                self.pending_by_index.remove(&p.index);
+                self.metrics.observe_commit(p.proposed_at.elapsed());
+                let _ = p.reply.send(Ok(applied));
+            }
+        }
+        // Proposals whose slot is now applied with another entry can never commit.
+        while let Some((&index, &request_id)) = self.pending_by_index.first_key_value() {
+            if index > last {
+                break;
+            }
+            self.pending_by_index.remove(&index);
+            if let Some(p) = self.pending.remove(&request_id) {
+                self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = p.reply.send(Err(BrokerError::ProposalDropped(format!(
+                    "log index {index} was taken by another leader's entry"
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    fn persist_conf_state(
+        &mut self,
+        batch: &mut WriteBatch,
+        index: u64,
+        cs: raft::Result<raft::eraftpb::ConfState>,
+    ) -> Result<(), StorageError> {
+        let cs = cs.map_err(|e| corrupt_entry(index, format!("conf change refused: {e}")))?;
+        self.node.mut_store().set_conf_state(batch, &cs);
+        Ok(())
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.node.raft.raft_log.applied;
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.reads_ready).into_iter().partition(|(index, _)| *index <= applied);
+        self.reads_ready = waiting;
+        for (_, ws) in done {
+            for w in ws {
+                self.metrics.reads.fetch_add(1, Ordering::Relaxed);
+                let _ = w.reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let raft = &self.node.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let cs = raft.prs().conf().to_conf_state();
+        let leader_address = if raft.leader_id == 0 {
+            String::new()
+        } else {
+            self.peers.read().ok().and_then(|p| p.get(&raft.leader_id).cloned()).unwrap_or_default()
+        };
+        let mut progress: Vec<PeerView> = if is_leader {
+            raft.prs()
+                .iter()
+                .map(|(id, p)| PeerView {
+                    id: *id,
+                    match_index: p.matched,
+                    next_index: p.next_idx,
+                    is_learner: cs.learners.contains(id),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        progress.sort_by_key(|p| p.id);
+        let mut voters = cs.voters.clone();
+        voters.sort_unstable();
+        let mut learners = cs.learners.clone();
+        learners.sort_unstable();
+        let view = GroupView {
+            group: self.group,
+            role: role_name(raft.state).to_owned(),
+            is_leader,
+            has_leader: raft.leader_id != 0,
+            leader_id: raft.leader_id,
+            leader_address,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: raft.raft_log.applied,
+            last_index: raft.raft_log.last_index(),
+            voters,
+            learners,
+            progress,
+        };
+        self.view.send_if_modified(|old| {
+            let changed = *old != view;
+            if changed {
+                *old = view;
+            }
+            changed
+        });
+    }
+}
+
+fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre-candidate",
+    }
+}
+
+fn corrupt_entry(index: u64, e: impl ToString) -> StorageError {
+    StorageError::Corrupt { key: format!("log entry {index}"), what: e.to_string() }
+}

@@ -1,0 +1,414 @@
+//! Everything a node persists, in one RocksDB instance, and `raft::Storage` on top of it.
+//!
+//! Key layout (every integer big-endian, so that iteration follows numeric order):
+//!
+//! | key | value |
+//! |---|---|
+//! | `m/format` | storage format version, `u32` |
+//! | `L` group index | raft log entry (raft's protobuf codec) |
+//! | `H` group | raft hard state |
+//! | `C` group | raft conf state (voters and learners: membership lives here only) |
+//! | `T` group | index and term of the last entry removed by compaction |
+//! | `A` group | last applied index, written with the state changes it covers |
+//! | `S` group ... | the state machine (see [`crate::fsm`]) |
+
+use crate::STORAGE_VERSION;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState};
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A storage failure. raft-rs's contract: after one, the node must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored value does not decode.
+    #[error("corrupt data at {key}: {what}")]
+    Corrupt {
+        /// The key, escaped.
+        key: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// The data directory was written by a newer build.
+    #[error("data directory has storage format {found}; this build reads up to {supported}")]
+    FormatTooNew {
+        /// The version on disk.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+}
+
+impl From<StorageError> for raft::Error {
+    fn from(e: StorageError) -> raft::Error {
+        raft::Error::Store(raft::StorageError::Other(Box::new(e)))
+    }
+}
+
+/// Builders for every key. See the module docs for the layout.
+pub mod keys {
+    /// The storage format version.
+    pub const FORMAT: &[u8] = b"m/format";
+
+    fn tagged(tag: u8, group: u32) -> [u8; 5] {
+        let g = group.to_be_bytes();
+        [tag, g[0], g[1], g[2], g[3]]
+    }
+
+    /// The prefix of a group's raft log.
+    pub fn log_prefix(group: u32) -> [u8; 5] {
+        tagged(b'L', group)
+    }
+
+    /// One raft log entry.
+    pub fn log(group: u32, index: u64) -> [u8; 13] {
+        let mut k = [0u8; 13];
+        k[..5].copy_from_slice(&log_prefix(group));
+        k[5..].copy_from_slice(&index.to_be_bytes());
+        k
+    }
+
+    /// The hard state.
+    pub fn hard_state(group: u32) -> [u8; 5] {
+        tagged(b'H', group)
+    }
+
+    /// The conf state.
+    pub fn conf_state(group: u32) -> [u8; 5] {
+        tagged(b'C', group)
+    }
+
+    /// The compaction point.
+    pub fn truncated(group: u32) -> [u8; 5] {
+        tagged(b'T', group)
+    }
+
+    /// The applied index.
+    pub fn applied(group: u32) -> [u8; 5] {
+        tagged(b'A', group)
+    }
+
+    /// A state machine key: `S`, group, a one-byte table tag, then `rest`.
+    pub fn state(group: u32, table: u8, rest: &[&[u8]]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(6 + rest.iter().map(|r| r.len()).sum::<usize>());
+        k.extend_from_slice(&tagged(b'S', group));
+        k.push(table);
+        for r in rest {
+            k.extend_from_slice(r);
+        }
+        k
+    }
+}
+
+/// Opens (or creates) the node's database and checks its format version.
+pub fn open_db(dir: &Path) -> Result<Arc<DB>, StorageError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_max_background_jobs(2);
+    let db = DB::open(&opts, dir)?;
+    match db.get(keys::FORMAT)? {
+        Some(v) => {
+            let found = decode_u32(keys::FORMAT, &v)?;
+            if found > STORAGE_VERSION {
+                return Err(StorageError::FormatTooNew { found, supported: STORAGE_VERSION });
+            }
+        }
+        None => db.put(keys::FORMAT, STORAGE_VERSION.to_be_bytes())?,
+    }
+    Ok(Arc::new(db))
+}
+
+fn escape(key: &[u8]) -> String {
+    key.escape_ascii().to_string()
+}
+
+fn corrupt(key: &[u8], what: impl ToString) -> StorageError {
+    StorageError::Corrupt { key: escape(key), what: what.to_string() }
+}
+
+/// Decodes a big-endian `u64` stored at `key`.
+pub fn decode_u64(key: &[u8], v: &[u8]) -> Result<u64, StorageError> {
+    v.try_into().map(u64::from_be_bytes).map_err(|_| corrupt(key, "expected 8 bytes"))
+}
+
+fn decode_u32(key: &[u8], v: &[u8]) -> Result<u32, StorageError> {
+    v.try_into().map(u32::from_be_bytes).map_err(|_| corrupt(key, "expected 4 bytes"))
+}
+
+fn decode_pb<M: protobuf::Message>(key: &[u8], v: &[u8]) -> Result<M, StorageError> {
+    M::parse_from_bytes(v).map_err(|e| corrupt(key, e))
+}
+
+fn encode_pb<M: protobuf::Message>(m: &M) -> Vec<u8> {
+    // Encoding an in-memory message into a Vec cannot fail: rust-protobuf only errors on
+    // missing required fields, and proto3 has none.
+    m.write_to_bytes().expect("proto3 messages always encode")
+}
+
+/// One group's raft log and raft state: `raft::Storage` over RocksDB.
+///
+/// The Ready loop is its only writer. Writes go into a caller's [`WriteBatch`] so that entries and
+/// hard state land in one fsync; the cached bounds are updated as the batch is built, which is
+/// safe because a failed write stops the node.
+pub struct RaftStorage {
+    db: Arc<DB>,
+    group: u32,
+    hard_state: HardState,
+    conf_state: ConfState,
+    truncated_index: u64,
+    truncated_term: u64,
+    last_index: u64,
+    last_term: u64,
+}
+
+impl RaftStorage {
+    /// Loads group `group`'s state. A group that has never been started gets `initial_voters` as
+    /// its membership (every node of a new cluster starts with the same one).
+    pub fn open(db: Arc<DB>, group: u32, initial_voters: &[u64]) -> Result<Self, StorageError> {
+        let hs_key = keys::hard_state(group);
+        let hard_state = match db.get(hs_key)? {
+            Some(v) => decode_pb(&hs_key, &v)?,
+            None => HardState::default(),
+        };
+        let cs_key = keys::conf_state(group);
+        let conf_state = match db.get(cs_key)? {
+            Some(v) => decode_pb(&cs_key, &v)?,
+            None => {
+                let cs = ConfState::from((initial_voters.to_vec(), vec![]));
+                db.put(cs_key, encode_pb(&cs))?;
+                cs
+            }
+        };
+        let t_key = keys::truncated(group);
+        let (truncated_index, truncated_term) = match db.get(t_key)? {
+            Some(v) if v.len() == 16 => (decode_u64(&t_key, &v[..8])?, decode_u64(&t_key, &v[8..])?),
+            Some(_) => return Err(corrupt(&t_key, "expected 16 bytes")),
+            None => (0, 0),
+        };
+        let mut s = RaftStorage {
+            db,
+            group,
+            hard_state,
+            conf_state,
+            truncated_index,
+            truncated_term,
+            last_index: truncated_index,
+            last_term: truncated_term,
+        };
+        if let Some(last) = s.last_stored_entry()? {
+            s.last_index = last.index;
+            s.last_term = last.term;
+        }
+        Ok(s)
+    }
+
+    fn last_stored_entry(&self) -> Result<Option<Entry>, StorageError> {
+        let prefix = keys::log_prefix(self.group);
+        let upper = keys::log(self.group, u64::MAX);
+        let mut it = self.db.iterator(IteratorMode::From(&upper, Direction::Reverse));
+        match it.next() {
+            Some(Ok((k, v))) if k.starts_with(&prefix) => Ok(Some(decode_pb(&k, &v)?)),
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The database this storage lives in.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// The persisted hard state.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The persisted conf state.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// The index of the last entry.
+    pub fn last_index_cached(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Adds `entries` to `batch`, removing any stored entries they replace beyond their end.
+    pub fn append(&mut self, batch: &mut WriteBatch, entries: &[Entry]) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        for e in entries {
+            batch.put(keys::log(self.group, e.index), encode_pb(e));
+        }
+        if last.index < self.last_index {
+            // A new leader overwrote a suffix: the stale tail must not survive a restart.
+            batch.delete_range(keys::log(self.group, last.index + 1), keys::log(self.group, self.last_index + 1));
+        }
+        debug_assert!(first.index <= self.last_index + 1, "gap in the raft log");
+        self.last_index = last.index;
+        self.last_term = last.term;
+    }
+
+    /// Adds the hard state to `batch`.
+    pub fn set_hard_state(&mut self, batch: &mut WriteBatch, hs: &HardState) {
+        batch.put(keys::hard_state(self.group), encode_pb(hs));
+        self.hard_state = hs.clone();
+    }
+
+    /// Records a new commit index (from a light ready) in `batch`.
+    pub fn set_commit(&mut self, batch: &mut WriteBatch, commit: u64) {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.set_hard_state(batch, &hs);
+    }
+
+    /// Adds a new membership to `batch`.
+    pub fn set_conf_state(&mut self, batch: &mut WriteBatch, cs: &ConfState) {
+        batch.put(keys::conf_state(self.group), encode_pb(cs));
+        self.conf_state = cs.clone();
+    }
+
+    /// Writes `batch`, with fsync when `sync`.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    fn entry(&self, index: u64) -> raft::Result<Entry> {
+        let key = keys::log(self.group, index);
+        match self.db.get_pinned(key).map_err(StorageError::from)? {
+            Some(v) => Ok(decode_pb(&key, &v)?),
+            None => Err(raft::Error::Store(raft::StorageError::Unavailable)),
+        }
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let start = keys::log(self.group, low);
+        let end = keys::log(self.group, high);
+        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if *k >= end[..] {
+                break;
+            }
+            let e: Entry = decode_pb(&k, &v)?;
+            if e.index != low + out.len() as u64 {
+                return Err(corrupt(&k, format!("log gap: expected entry {}", low + out.len() as u64)).into());
+            }
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if idx < self.truncated_index {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        Ok(self.entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never compacted yet, so every peer can catch up from entries alone.
+        Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { index, term, data: vec![index as u8; 10].into(), ..Default::default() }
+    }
+
+    #[test]
+    fn log_survives_reopen_and_overwrites_drop_the_stale_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut s = RaftStorage::open(db.clone(), 0, &[1, 2, 3]).unwrap();
+        let mut b = WriteBatch::default();
+        s.append(&mut b, &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        let hs = HardState { term: 1, ..Default::default() };
+        s.set_hard_state(&mut b, &hs);
+        s.write(b, true).unwrap();
+        let mut b = WriteBatch::default();
+        s.append(&mut b, &[entry(3, 2)]);
+        s.write(b, true).unwrap();
+        drop(s);
+
+        let s = RaftStorage::open(db, 0, &[]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 3);
+        assert_eq!(s.term(3).unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert_eq!(s.initial_state().unwrap().hard_state.term, 1);
+        assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+        let es = s.entries(1, 4, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(es.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(1, 1), (2, 1), (3, 2)]);
+        let one = s.entries(1, 4, Some(1), GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(one.len(), 1, "max_size still returns at least one entry");
+        assert!(s.entries(1, 5, None, GetEntriesContext::empty(false)).is_err());
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        db.put(keys::FORMAT, (STORAGE_VERSION + 1).to_be_bytes()).unwrap();
+        drop(db);
+        let err = open_db(dir.path()).err().unwrap();
+        assert!(matches!(err, StorageError::FormatTooNew { .. }), "{err}");
+    }
+}

@@ -1,0 +1,85 @@
+//! A real cluster of `ordeal-broker` processes for integration tests: ephemeral ports, a temp
+//! dir, every process killed and the dir removed on drop (also when a test panics).
+#![allow(dead_code)]
+
+use ordeal_system::client::{Client, ClientOptions};
+use ordeal_system::launch::{ClusterSpec, NodeProcess, find_binary};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub procs: BTreeMap<u64, NodeProcess>,
+    // Dropped after the processes (fields drop in declaration order).
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(n: usize, tweak: impl FnOnce(&mut ClusterSpec)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = find_binary().expect("ordeal-broker is built beside the tests");
+        let mut spec = ClusterSpec::local(binary, n, dir.path()).unwrap();
+        tweak(&mut spec);
+        let procs = spec.nodes.iter().map(|n| (n.id, spec.spawn(n.id).unwrap())).collect();
+        Cluster { spec, procs, dir }
+    }
+
+    pub fn client(&self) -> Client {
+        let opts = ClientOptions {
+            deadline: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        Client::new(self.spec.peers(), opts)
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.procs.insert(id, self.spec.spawn(id).unwrap());
+    }
+
+    /// Waits until some node reports itself leader of group 0, and every live node agrees.
+    pub async fn leader(&self, client: &Client) -> u64 {
+        wait_for(Duration::from_secs(15), "a leader", || async {
+            let mut leader = None;
+            for id in self.procs.keys() {
+                let s = client.status(*id).await.ok()?;
+                let g = &s.groups[0];
+                if !g.has_leader || leader.is_some_and(|l| l != g.leader_id) {
+                    return None;
+                }
+                leader = Some(g.leader_id);
+            }
+            leader.filter(|l| self.procs.contains_key(l))
+        })
+        .await
+    }
+
+    /// Waits until every node has applied everything the leader committed.
+    pub async fn converged(&self, client: &Client) {
+        wait_for(Duration::from_secs(15), "replicas to converge", || async {
+            let mut indices = Vec::new();
+            for id in self.procs.keys() {
+                let s = client.status(*id).await.ok()?;
+                indices.push((s.groups[0].applied_index, s.groups[0].commit_index));
+            }
+            let max_commit = indices.iter().map(|(_, c)| *c).max()?;
+            indices.iter().all(|(a, _)| *a >= max_commit).then_some(())
+        })
+        .await
+    }
+}
+
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
