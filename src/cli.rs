@@ -27,6 +27,8 @@ pub enum Command {
     /// Check recorded histories for linearizability (native JSONL, Jepsen EDN, etcd logs,
     /// Porcupine kv logs).
     Check(CheckArgs),
+    /// Convert a history to another tool's format (EDN for Knossos and Elle, or JSON Lines).
+    Export(ExportArgs),
     /// Regenerate report.html, results.json, junit.xml and summary.md from a run directory.
     Report(ReportArgs),
     /// Browse the run store over HTTP.
@@ -48,9 +50,48 @@ pub struct RunArgs {
 /// Flags of `ordeal check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The sequential model: register, cas-register, multi-register, kv, log or mutex.
+    #[arg(long)]
+    pub model: String,
+    /// The files' format: auto, jsonl, edn (Knossos/Jepsen), etcd (Jepsen console log) or
+    /// porcupine (kv log).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// The registers' initial value as JSON (`null`: absent). Default per format: 0 for EDN, ""
+    /// for Porcupine kv, absent otherwise.
+    #[arg(long)]
+    pub init: Option<String>,
+    /// Give up with `unknown` after this many seconds per file.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Give up with `unknown` when the search memo exceeds this many MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mb: usize,
+    /// Check every partition and report every illegal one, instead of stopping at the first.
+    #[arg(long)]
+    pub all: bool,
+    /// Print one JSON report per file (one per line) instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// History files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// Flags of `ordeal export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The input's format (as for `check`).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// The output format: edn (Knossos/Elle) or jsonl.
+    #[arg(long, default_value = "edn")]
+    pub to: String,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// The history to convert.
+    pub file: PathBuf,
 }
 
 /// Flags of `ordeal report`.

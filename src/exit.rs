@@ -4,8 +4,6 @@
 use std::process::ExitCode;
 
 /// How a command ended, as the shell sees it.
-// The verdict variants are produced once `check` and `run` land.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// 0: every check passed.

@@ -1,1 +1,49 @@
+//! Checkers for ordeal histories.
+//!
+//! * [`linear`]: linearizability against a sequential [`model`], by a memoized Wing–Gong/Lowe
+//!   search, P-compositional (one search per partition, in parallel), bounded in time and memory;
+//! * [`formats`]: importers for Jepsen/Knossos EDN, Jepsen etcd console logs and Porcupine kv
+//!   logs, and an EDN exporter;
+//! * [`log`]: anomalies of the broker's partition logs (lost, duplicated, misplaced records);
+//! * [`perf`]: latency and throughput statistics.
+//!
+//! Every checker is a pure function of the history: no clock reads except its own budget, no
+//! I/O, no cluster access.
+#![warn(missing_docs)]
 
+pub mod formats;
+pub mod linear;
+pub mod log;
+pub mod model;
+pub mod perf;
+
+use serde::{Deserialize, Serialize};
+
+/// A checker's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No violation found, and the check was complete.
+    Valid,
+    /// The check could not decide (a budget ran out, the history is incomplete).
+    Unknown,
+    /// A violation, with evidence.
+    Invalid,
+}
+
+impl Verdict {
+    /// Combines verdicts: invalid beats unknown beats valid.
+    pub fn and(self, other: Verdict) -> Verdict {
+        self.max(other)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Valid => "valid",
+            Verdict::Invalid => "invalid",
+            Verdict::Unknown => "unknown",
+        })
+    }
+}

@@ -146,39 +146,11 @@ impl<V> History<V> {
     /// do not retire it.
     pub fn pairs(&self) -> Result<Vec<Pair>, HistoryError> {
         let mut pairs: Vec<Pair> = Vec::with_capacity(self.ops.len() / 2 + 1);
-        // process -> position in `pairs` of its op in flight
-        let mut in_flight: HashMap<Process, usize> = HashMap::new();
-        let mut retired: HashMap<Process, u64> = HashMap::new();
+        let mut protocol = Protocol::default();
         for (position, op) in self.ops.iter().enumerate() {
-            if op.kind == OpType::Invoke {
-                if let Some(&p) = in_flight.get(&op.process) {
-                    return Err(HistoryError::ConcurrentInvoke {
-                        index: op.index,
-                        process: op.process,
-                        pending: self.ops[pairs[p].invoke].index,
-                    });
-                }
-                if let Some(&info) = retired.get(&op.process) {
-                    return Err(HistoryError::InvokeAfterInfo { index: op.index, process: op.process, info });
-                }
-                in_flight.insert(op.process, pairs.len());
-                pairs.push(Pair { invoke: position, completion: None });
-                continue;
-            }
-            let Some(p) = in_flight.remove(&op.process) else {
-                return Err(HistoryError::CompletionWithoutInvoke { index: op.index, process: op.process });
-            };
-            let invoke = &self.ops[pairs[p].invoke];
-            if invoke.f != op.f {
-                return Err(HistoryError::MismatchedF {
-                    index: op.index,
-                    expected: invoke.f.clone(),
-                    found: op.f.clone(),
-                });
-            }
-            pairs[p].completion = Some(position);
-            if op.kind == OpType::Info && op.process != Process::Nemesis {
-                retired.insert(op.process, op.index);
+            match protocol.push(op, pairs.len())? {
+                Paired::Invoked => pairs.push(Pair { invoke: position, completion: None }),
+                Paired::Completed { token } => pairs[token].completion = Some(position),
             }
         }
         Ok(pairs)
@@ -286,5 +258,71 @@ mod tests {
         let keyed = h.by_key(&pairs, |op| op.value["key"].as_str().map(str::to_owned));
         assert_eq!(keyed["x"].len(), 2);
         assert_eq!(keyed["y"][0].invoke, 1);
+    }
+}
+
+/// What [`Protocol::push`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paired {
+    /// An invocation; its token is remembered until its completion.
+    Invoked,
+    /// A completion of the invocation pushed with `token`.
+    Completed {
+        /// The token given with the invocation.
+        token: usize,
+    },
+}
+
+/// The invoke/complete protocol, checked one op at a time, for readers that stream a history
+/// instead of holding it.
+///
+/// # Examples
+///
+/// ```
+/// use ordeal_history::{Op, OpType, Paired, Process, Protocol};
+///
+/// let mut p = Protocol::default();
+/// let invoke = Op::invoke(Process::Client(1), "read", ());
+/// assert_eq!(p.push(&invoke, 7).unwrap(), Paired::Invoked);
+/// let done = Op::invoke(Process::Client(1), "read", ()).completed(OpType::Ok);
+/// assert_eq!(p.push(&done, 0).unwrap(), Paired::Completed { token: 7 });
+/// ```
+#[derive(Debug, Default)]
+pub struct Protocol {
+    /// process -> (token, invocation index, f) of its op in flight
+    in_flight: HashMap<Process, (usize, u64, String)>,
+    /// process -> index of the info completion that retired it
+    retired: HashMap<Process, u64>,
+}
+
+impl Protocol {
+    /// Checks `op` against the ops pushed before it. `token` is returned with the completion of
+    /// an invocation; it is ignored for completions.
+    pub fn push<V>(&mut self, op: &Op<V>, token: usize) -> Result<Paired, HistoryError> {
+        if op.kind == OpType::Invoke {
+            if let Some((_, pending, _)) = self.in_flight.get(&op.process) {
+                return Err(HistoryError::ConcurrentInvoke { index: op.index, process: op.process, pending: *pending });
+            }
+            if let Some(&info) = self.retired.get(&op.process) {
+                return Err(HistoryError::InvokeAfterInfo { index: op.index, process: op.process, info });
+            }
+            self.in_flight.insert(op.process, (token, op.index, op.f.clone()));
+            return Ok(Paired::Invoked);
+        }
+        let Some((token, _, f)) = self.in_flight.remove(&op.process) else {
+            return Err(HistoryError::CompletionWithoutInvoke { index: op.index, process: op.process });
+        };
+        if f != op.f {
+            return Err(HistoryError::MismatchedF { index: op.index, expected: f, found: op.f.clone() });
+        }
+        if op.kind == OpType::Info && op.process != Process::Nemesis {
+            self.retired.insert(op.process, op.index);
+        }
+        Ok(Paired::Completed { token })
+    }
+
+    /// Tokens of the invocations still in flight.
+    pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
+        self.in_flight.values().map(|(token, _, _)| *token)
     }
 }

@@ -31,7 +31,7 @@ mod history;
 pub mod jsonl;
 mod op;
 
-pub use history::{History, HistoryError, Pair};
+pub use history::{History, HistoryError, Pair, Paired, Protocol};
 pub use op::{Op, OpType, Process};
 
 /// The version of the on-disk history format written by this crate.

@@ -1,17 +1,24 @@
 //! One module per subcommand; each returns the [`Outcome`] that becomes the exit code.
 
+mod check;
+
 use crate::cli::{Cli, Command};
 use crate::exit::Outcome;
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    anyhow::bail!("`{}` is not implemented yet", name(&cli.command))
+    match cli.command {
+        Command::Check(args) => check::check(args),
+        Command::Export(args) => check::export(args),
+        other => anyhow::bail!("`{}` is not implemented yet", name(&other)),
+    }
 }
 
 fn name(command: &Command) -> &'static str {
     match command {
         Command::Run(_) => "run",
         Command::Check(_) => "check",
+        Command::Export(_) => "export",
         Command::Report(_) => "report",
         Command::Serve(_) => "serve",
         Command::Cleanup(_) => "cleanup",

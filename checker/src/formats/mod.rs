@@ -1,0 +1,257 @@
+//! Histories in the formats of other tools, and their semantics.
+//!
+//! | format | reader | nil read | default initial value |
+//! |---|---|---|---|
+//! | `jsonl` (native) | [`ordeal_history::jsonl`] | `null` = absent | absent |
+//! | `edn` (Knossos/Jepsen) | [`knossos`] | unknown value (always legal) | `0` |
+//! | `etcd` (Jepsen console log) | [`etcd`] | absent | absent |
+//! | `porcupine` (kv log) | [`porcupine`] | n/a | `""` per key |
+//!
+//! Every importer produces a native [`History`]; the differences in meaning are resolved there
+//! (a Knossos `:ok :read nil` becomes an `info` read, which constrains nothing), so the models
+//! see one semantics. Imported histories have no usable clock (Knossos `:time` is not monotone
+//! in file order, and file order is the real order), so an op's time is its line's position.
+
+pub mod edn;
+pub mod etcd;
+pub mod knossos;
+pub mod porcupine;
+
+use ordeal_history::{History, Op, jsonl};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A history file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// ordeal's JSON Lines.
+    Jsonl,
+    /// A Knossos/Jepsen EDN history.
+    Edn,
+    /// Jepsen etcd console output (`INFO jepsen.util - <process> <type> <f> <value>`).
+    Etcd,
+    /// Porcupine's kv test logs.
+    Porcupine,
+}
+
+impl Format {
+    /// Parses a `--format` name; `auto` is `None`.
+    pub fn parse(name: &str) -> Result<Option<Format>, String> {
+        Ok(Some(match name {
+            "auto" => return Ok(None),
+            "jsonl" | "json" => Format::Jsonl,
+            "edn" | "knossos" => Format::Edn,
+            "etcd" | "jepsen-log" => Format::Etcd,
+            "porcupine" | "porcupine-kv" => Format::Porcupine,
+            other => return Err(format!("unknown format {other:?}: expected auto, jsonl, edn, etcd or porcupine")),
+        }))
+    }
+
+    /// The initial register value histories in this format assume.
+    pub fn default_init(self) -> Value {
+        match self {
+            Format::Edn => Value::from(0),
+            Format::Porcupine => Value::from(""),
+            Format::Jsonl | Format::Etcd => Value::Null,
+        }
+    }
+
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Edn => "edn",
+            Format::Etcd => "etcd",
+            Format::Porcupine => "porcupine",
+        }
+    }
+}
+
+/// Guesses the format from the start of a file.
+pub fn detect(head: &str) -> Format {
+    // Jepsen console output: log lines of `jepsen.*` namespaces, even when no op line is among
+    // them (a run whose cluster never started).
+    if head.lines().any(|l| l.contains("jepsen.util -") || (l.starts_with("INFO") && l.contains(" jepsen."))) {
+        return Format::Etcd;
+    }
+    let first = head.lines().map(str::trim_start).find(|l| !l.is_empty() && !l.starts_with(';')).unwrap_or("");
+    if first.starts_with("{\"") || first.starts_with("{ \"") {
+        Format::Jsonl
+    } else if first.starts_with("{:") && first.contains(":key") && first.trim_end().ends_with('}') {
+        Format::Porcupine
+    } else if first.is_empty() {
+        Format::Jsonl
+    } else {
+        Format::Edn
+    }
+}
+
+/// A file that could not be imported: `path:line: what was wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ImportError {
+    /// The file.
+    pub path: PathBuf,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+/// A problem at a line, before the path is known.
+#[derive(Debug)]
+pub struct LineError {
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl LineError {
+    fn at(line: usize, message: impl Into<String>) -> Self {
+        LineError { line: Some(line), message: message.into() }
+    }
+}
+
+/// The ops of a history file, in order; the first error ends the stream.
+pub type OpStream = Box<dyn Iterator<Item = Result<Op, ImportError>>>;
+
+/// Opens a history file in `format` (detected when `None`). JSON Lines are streamed, so a
+/// history need not fit in memory; other formats are parsed whole first.
+pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), ImportError> {
+    let err = |line: Option<usize>, message: String| ImportError { path: path.to_owned(), line, message };
+    let file = std::fs::File::open(path).map_err(|e| err(None, e.to_string()))?;
+    let format = match format {
+        Some(f) => f,
+        None => {
+            use std::io::Read;
+            let mut head = Vec::with_capacity(64 * 1024);
+            file.try_clone()
+                .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
+                .map_err(|e| err(None, e.to_string()))?;
+            detect(&String::from_utf8_lossy(&head))
+        }
+    };
+    if format == Format::Jsonl {
+        let owned = path.to_owned();
+        let ops = jsonl::Reader::new(file).map(move |r| {
+            r.map_err(|e| ImportError { path: owned.clone(), line: Some(e.line), message: e.kind.to_string() })
+        });
+        return Ok((Box::new(ops), format));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(None, e.to_string()))?;
+    let parsed = match format {
+        Format::Edn => knossos::parse(&text),
+        Format::Etcd => etcd::parse(&text),
+        Format::Porcupine => porcupine::parse(&text),
+        Format::Jsonl => unreachable!("handled above"),
+    };
+    let history = parsed.map_err(|e| err(e.line, e.message))?;
+    Ok((Box::new(history.into_ops().into_iter().map(Ok)), format))
+}
+
+/// Reads a whole history file in `format` (detected when `None`).
+pub fn import(path: &Path, format: Option<Format>) -> Result<(History, Format), ImportError> {
+    let (ops, format) = open(path, format)?;
+    Ok((History::from_ops(ops.collect::<Result<_, _>>()?), format))
+}
+
+/// Converts an EDN value to JSON: keywords and symbols become strings, collections arrays,
+/// maps objects (keys rendered as strings), tags are dropped.
+pub fn edn_to_json(v: &edn::Edn<'_>) -> Value {
+    use edn::Edn;
+    match v {
+        Edn::Nil => Value::Null,
+        Edn::Bool(b) => Value::Bool(*b),
+        Edn::Int(i) => Value::from(*i),
+        Edn::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Edn::Str(s) | Edn::Keyword(s) | Edn::Symbol(s) => Value::String(s.to_string()),
+        Edn::Vector(items) | Edn::List(items) | Edn::Set(items) => {
+            Value::Array(items.iter().map(edn_to_json).collect())
+        }
+        Edn::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Edn::Str(s) | Edn::Keyword(s) | Edn::Symbol(s) => s.to_string(),
+                        other => other.to_string(),
+                    };
+                    (key, edn_to_json(v))
+                })
+                .collect(),
+        ),
+        Edn::Tagged(_, inner) => edn_to_json(inner),
+    }
+}
+
+/// A keyword or string field's text.
+fn name_of<'e>(v: &'e edn::Edn<'_>) -> Option<&'e str> {
+    match v {
+        edn::Edn::Keyword(s) | edn::Edn::Str(s) | edn::Edn::Symbol(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Writes a history as a Knossos/Jepsen EDN vector of op maps, so that Knossos and Elle can
+/// re-check it. Keyed values (`{"key": k, ...}`) become `jepsen.independent` tuples `[k v]`, with
+/// `v` the value, or `[from to]` for a cas.
+pub fn export_edn(history: &History) -> String {
+    use edn::Edn;
+    let kw = |s: &str| Edn::keyword(s.to_owned());
+    let mut out = String::from("[");
+    for (i, op) in history.ops().iter().enumerate() {
+        let process = match op.process {
+            ordeal_history::Process::Client(p) => Edn::Int(p as i64),
+            ordeal_history::Process::Nemesis => kw("nemesis"),
+        };
+        let mut entries = vec![
+            (kw("index"), Edn::Int(op.index as i64)),
+            (kw("time"), Edn::Int(op.time as i64)),
+            (kw("process"), process),
+            (kw("type"), kw(&op.kind.to_string())),
+            (kw("f"), kw(&op.f)),
+            (kw("value"), independent(&op.value)),
+        ];
+        if let Some(e) = &op.error {
+            entries.push((kw("error"), Edn::Str(e.as_str().into())));
+        }
+        if let Some(n) = op.node {
+            entries.push((kw("node"), Edn::Int(n as i64)));
+        }
+        if i > 0 {
+            out.push_str("\n ");
+        }
+        edn::write(&Edn::Map(entries), &mut out);
+    }
+    out.push_str("]\n");
+    out
+}
+
+fn independent(v: &Value) -> edn::Edn<'_> {
+    use edn::Edn;
+    if let Some(map) = v.as_object()
+        && let Some(key) = map.get("key")
+    {
+        let inner = match (map.get("from"), map.get("to"), map.get("value")) {
+            (Some(from), Some(to), _) => Edn::Vector(vec![json_to_edn(from), json_to_edn(to)]),
+            (_, _, Some(value)) => json_to_edn(value),
+            _ => Edn::Nil,
+        };
+        return Edn::Vector(vec![json_to_edn(key), inner]);
+    }
+    json_to_edn(v)
+}
+
+/// Converts JSON to EDN: object keys become keywords.
+pub fn json_to_edn(v: &Value) -> edn::Edn<'_> {
+    use edn::Edn;
+    match v {
+        Value::Null => Edn::Nil,
+        Value::Bool(b) => Edn::Bool(*b),
+        Value::Number(n) => n.as_i64().map_or_else(|| Edn::Float(n.as_f64().unwrap_or(0.0)), Edn::Int),
+        Value::String(s) => Edn::Str(s.as_str().into()),
+        Value::Array(items) => Edn::Vector(items.iter().map(json_to_edn).collect()),
+        Value::Object(map) => Edn::Map(map.iter().map(|(k, v)| (Edn::keyword(k.as_str()), json_to_edn(v))).collect()),
+    }
+}

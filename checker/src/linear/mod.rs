@@ -1,0 +1,483 @@
+//! Linearizability: is there a total order of the history's operations, consistent with their
+//! real-time order, that the model accepts?
+//!
+//! [`check`] splits the history into the model's partitions, searches each one
+//! ([`search::search`]) on a pool of threads, largest first, and aggregates: `invalid` if any
+//! partition is illegal, else `unknown` if any search ran out of budget, else `valid`.
+//!
+//! Semantics: intervals are closed; `fail` completions did not happen and are dropped; `info`
+//! completions and ops that never completed may take effect at any point after their
+//! invocation, or never.
+
+pub mod search;
+
+use crate::Verdict;
+use crate::model::Model;
+use ordeal_history::{History, HistoryError, Op, OpType, Paired, Process, Protocol};
+use search::{Budget, Outcome};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One operation as the search sees it, with what a report needs to name it.
+#[derive(Debug)]
+pub struct Call<O> {
+    /// The model's op, with its output.
+    pub op: O,
+    /// When it was invoked.
+    pub call: u64,
+    /// When it returned; `None` when its outcome is unknown.
+    pub ret: Option<u64>,
+    /// The invocation's index.
+    pub invoke: u64,
+    /// The completion's index, if any.
+    pub completion: Option<u64>,
+    /// The process.
+    pub process: Process,
+    /// The operation's name.
+    pub f: Arc<str>,
+}
+
+/// A history the checker cannot interpret.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The history breaks the invoke/complete protocol.
+    #[error("malformed history: {0}")]
+    Malformed(#[from] HistoryError),
+    /// The model cannot interpret an op.
+    #[error("op {index} ({f}): {message}")]
+    Op {
+        /// The invocation's index.
+        index: u64,
+        /// Its `f`.
+        f: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Limits and choices for a check.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Give up (`unknown`) after this long.
+    pub timeout: Option<Duration>,
+    /// Give up (`unknown`) when the search memo exceeds this many bytes.
+    pub memory_limit: usize,
+    /// Worker threads for partitions.
+    pub threads: usize,
+    /// Stop at the first illegal partition instead of checking (and reporting) all.
+    pub stop_at_first_failure: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: None,
+            memory_limit: 1 << 30,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stop_at_first_failure: true,
+        }
+    }
+}
+
+/// An op as the report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRef {
+    /// The invocation's index in the history.
+    pub index: u64,
+    /// The completion's index, if it completed.
+    pub completion: Option<u64>,
+    /// The process.
+    pub process: Process,
+    /// The operation name.
+    pub f: String,
+    /// The model's rendering of the op with its output.
+    pub op: String,
+    /// Invocation time (ns).
+    pub call: u64,
+    /// Completion time (ns), `null` when the outcome is unknown.
+    pub ret: Option<u64>,
+}
+
+/// One step of a linearization: an op and the state after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The op.
+    pub op: OpRef,
+    /// The model state after it.
+    pub state: String,
+}
+
+/// Why one partition is not linearizable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counterexample {
+    /// The partition (e.g. the key), `null` when the model has one partition.
+    pub partition: Option<String>,
+    /// The op that cannot be linearized after the longest legal prefix.
+    pub op: OpRef,
+    /// The length of the longest legal prefix found.
+    pub prefix_len: usize,
+    /// Its last steps (at most 32), with the state after each.
+    pub prefix: Vec<Step>,
+    /// The state the blocked op met.
+    pub state: String,
+    /// Ops that were concurrent with the blocked one and not in the prefix: the orders tried.
+    pub concurrent: Vec<OpRef>,
+    /// A sentence for people.
+    pub explanation: String,
+}
+
+/// A partition whose search ran out of budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Undecided {
+    /// The partition.
+    pub partition: Option<String>,
+    /// Its size in ops.
+    pub ops: usize,
+    /// Why the search stopped.
+    pub reason: String,
+}
+
+/// The result of a linearizability check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The model's name.
+    pub model: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Client ops considered (after dropping `fail`s and unknown reads).
+    pub ops: usize,
+    /// Partitions in the history.
+    pub partitions: usize,
+    /// Partitions whose search finished.
+    pub partitions_checked: usize,
+    /// Wall time of the check, in milliseconds.
+    pub elapsed_ms: f64,
+    /// Illegal partitions (the first one only when stopping at the first failure).
+    pub failures: Vec<Counterexample>,
+    /// Partitions that ran out of budget.
+    pub undecided: Vec<Undecided>,
+}
+
+impl Report {
+    /// One line for a terminal: the verdict and why.
+    pub fn summary(&self) -> String {
+        match self.verdict {
+            Verdict::Valid => format!("valid ({} ops in {} partitions)", self.ops, self.partitions),
+            Verdict::Invalid => match self.failures.first() {
+                Some(f) => format!("invalid: {}", f.explanation),
+                None => "invalid".into(),
+            },
+            Verdict::Unknown => match self.undecided.first() {
+                Some(u) => format!("unknown: {}", u.reason),
+                None => "unknown".into(),
+            },
+        }
+    }
+}
+
+/// The model's partitions of calls, largest first.
+pub type Partitions<O> = Vec<(Option<String>, Vec<Call<O>>)>;
+
+/// Turns ops, pushed one at a time in history order, into the model's partitions of calls. Only
+/// invocations in flight are held, so a history need not fit in memory as ops.
+pub struct Preparer<'m, M: Model> {
+    model: &'m M,
+    protocol: Protocol,
+    /// Invocations in flight, by token; freed slots are reused.
+    pending: Vec<Option<Op>>,
+    free: Vec<usize>,
+    /// Calls by partition; the model's single partition, if it has no keys, is under `None`.
+    parts: HashMap<Option<String>, Vec<Call<M::Op>>>,
+    /// Partition name -> its key in `parts`, to find it without allocating.
+    keys: HashMap<String, Option<String>>,
+    names: HashMap<String, Arc<str>>,
+}
+
+impl<'m, M: Model> Preparer<'m, M> {
+    /// An empty preparer for `model`.
+    pub fn new(model: &'m M) -> Self {
+        Preparer {
+            model,
+            protocol: Protocol::default(),
+            pending: Vec::new(),
+            free: Vec::new(),
+            parts: HashMap::new(),
+            keys: HashMap::new(),
+            names: HashMap::new(),
+        }
+    }
+
+    /// Takes the next op of the history.
+    pub fn push(&mut self, op: Op) -> Result<(), PrepareError> {
+        let token = self.free.last().copied().unwrap_or(self.pending.len());
+        match self.protocol.push(&op, token)? {
+            Paired::Invoked => {
+                if self.free.pop().is_none() {
+                    self.pending.push(None);
+                }
+                self.pending[token] = Some(op);
+            }
+            Paired::Completed { token } => {
+                let invoke = self.pending[token].take().expect("the protocol pairs tokens it handed out");
+                self.free.push(token);
+                self.add(invoke, Some(op))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the history: invocations never completed may or may not have taken effect.
+    pub fn finish(mut self) -> Result<Partitions<M::Op>, PrepareError> {
+        let open: Vec<usize> = self.protocol.in_flight().collect();
+        for token in open {
+            if let Some(invoke) = self.pending[token].take() {
+                self.add(invoke, None)?;
+            }
+        }
+        let mut parts: Vec<_> = self.parts.into_iter().collect();
+        for (_, calls) in &mut parts {
+            calls.sort_by_key(|c| c.invoke);
+        }
+        // Largest first, so that the longest search starts at once; ties by name for determinism.
+        parts.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(parts)
+    }
+
+    fn add(&mut self, invoke: Op, completion: Option<Op>) -> Result<(), PrepareError> {
+        if !invoke.is_client() {
+            return Ok(());
+        }
+        let (ok, ret) = match completion.as_ref().map(|c| c.kind) {
+            Some(OpType::Fail) => return Ok(()),
+            Some(OpType::Ok) => (completion.as_ref(), completion.as_ref().map(|c| c.time)),
+            _ => (None, None),
+        };
+        let op = self.model.op(&invoke, ok).map_err(|e| PrepareError::Op {
+            index: invoke.index,
+            f: invoke.f.clone(),
+            message: e.0,
+        })?;
+        let Some(op) = op else { return Ok(()) };
+        let f = match self.names.get(&invoke.f) {
+            Some(f) => f.clone(),
+            None => {
+                let f: Arc<str> = invoke.f.as_str().into();
+                self.names.insert(invoke.f.clone(), f.clone());
+                f
+            }
+        };
+        let call = Call {
+            call: invoke.time,
+            ret,
+            invoke: invoke.index,
+            completion: completion.map(|c| c.index),
+            process: invoke.process,
+            f,
+            op,
+        };
+        let key = match self.model.partition(&call.op) {
+            None => None,
+            Some(k) => match self.keys.get(k) {
+                Some(key) => key.clone(),
+                None => {
+                    self.keys.insert(k.to_owned(), Some(k.to_owned()));
+                    Some(k.to_owned())
+                }
+            },
+        };
+        self.parts.entry(key).or_default().push(call);
+        Ok(())
+    }
+}
+
+/// Checks the ops of a history, in history order, against `model`.
+pub fn check<M: Model>(
+    model: &M,
+    name: &str,
+    ops: impl IntoIterator<Item = Op>,
+    opts: &Options,
+) -> Result<Report, PrepareError> {
+    let started = Instant::now();
+    let mut preparer = Preparer::new(model);
+    for op in ops {
+        preparer.push(op)?;
+    }
+    let parts = preparer.finish()?;
+    let budget = Budget {
+        deadline: opts.timeout.map(|t| started + t),
+        memory_limit: opts.memory_limit,
+        memory_used: AtomicUsize::new(0),
+        cancel: AtomicBool::new(false),
+    };
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Outcome<M::State>)>> = Mutex::new(Vec::new());
+    // Threads pay off only for big histories: spawning costs more than checking a small one.
+    let ops: usize = parts.iter().map(|(_, c)| c.len()).sum();
+    let threads = opts.threads.min(parts.len()).min(ops / 2000 + 1).max(1);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((_, calls)) = parts.get(i) else { break };
+            let outcome = search::search(model, calls, &budget);
+            if matches!(outcome, Outcome::Illegal(_)) && opts.stop_at_first_failure {
+                budget.cancel.store(true, Ordering::Relaxed);
+            }
+            results.lock().unwrap_or_else(|e| e.into_inner()).push((i, outcome));
+        }
+    };
+    if threads == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| (0..threads).for_each(|_| drop(s.spawn(work))));
+    }
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+
+    let mut report = Report {
+        model: name.to_owned(),
+        verdict: Verdict::Valid,
+        ops: parts.iter().map(|(_, c)| c.len()).sum(),
+        partitions: parts.len(),
+        partitions_checked: 0,
+        elapsed_ms: 0.0,
+        failures: Vec::new(),
+        undecided: Vec::new(),
+    };
+    let cancelled = budget.cancel.load(Ordering::Relaxed);
+    for (i, outcome) in results {
+        let (key, calls) = &parts[i];
+        match outcome {
+            Outcome::Linearizable => report.partitions_checked += 1,
+            Outcome::Illegal(f) => {
+                report.partitions_checked += 1;
+                report.failures.push(counterexample(model, key.clone(), calls, f));
+            }
+            Outcome::Aborted(_) if cancelled => {}
+            Outcome::Aborted(reason) => {
+                report.undecided.push(Undecided { partition: key.clone(), ops: calls.len(), reason })
+            }
+        }
+    }
+    report.verdict = if !report.failures.is_empty() {
+        Verdict::Invalid
+    } else if !report.undecided.is_empty() {
+        Verdict::Unknown
+    } else {
+        Verdict::Valid
+    };
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(report)
+}
+
+fn op_ref<M: Model>(model: &M, c: &Call<M::Op>) -> OpRef {
+    OpRef {
+        index: c.invoke,
+        completion: c.completion,
+        process: c.process,
+        f: c.f.to_string(),
+        op: model.describe_op(&c.op),
+        call: c.call,
+        ret: c.ret,
+    }
+}
+
+fn counterexample<M: Model>(
+    model: &M,
+    partition: Option<String>,
+    calls: &[Call<M::Op>],
+    failure: search::Failure<M::State>,
+) -> Counterexample {
+    let blocked = &calls[failure.blocked];
+    let state = failure.prefix.last().map_or_else(|| model.init(), |(_, s)| s.clone());
+    let in_prefix: std::collections::HashSet<usize> = failure.prefix.iter().map(|(i, _)| *i).collect();
+    let deadline = blocked.ret.unwrap_or(u64::MAX);
+    let mut concurrent: Vec<OpRef> = calls
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| *i != failure.blocked && !in_prefix.contains(i) && c.call <= deadline)
+        .map(|(_, c)| op_ref(model, c))
+        .collect();
+    concurrent.sort_by_key(|o| o.call);
+    concurrent.truncate(16);
+    let prefix_len = failure.prefix.len();
+    let prefix = failure.prefix[prefix_len.saturating_sub(32)..]
+        .iter()
+        .map(|(i, s)| Step { op: op_ref(model, &calls[*i]), state: model.describe_state(s) })
+        .collect();
+    let op = op_ref(model, blocked);
+    let where_ = partition.as_ref().map(|p| format!(" on {p}")).unwrap_or_default();
+    let explanation = format!(
+        "op {} (process {}: {}){where_} cannot be linearized: after the longest legal order of {prefix_len} ops the state is {}, \
+         and no order of the {} ops concurrent with it makes it legal",
+        op.index,
+        op.process,
+        op.op,
+        model.describe_state(&state),
+        concurrent.len()
+    );
+    Counterexample { partition, op, prefix_len, prefix, state: model.describe_state(&state), concurrent, explanation }
+}
+
+/// The models `ordeal check --model` knows.
+pub const MODELS: &[&str] = &["register", "cas-register", "multi-register", "kv", "log", "mutex"];
+
+/// A model name or initial value that does not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelChoiceError {
+    /// No model of this name.
+    #[error("unknown model {0:?}: expected one of {MODELS:?}")]
+    UnknownModel(String),
+    /// The initial value does not suit the model.
+    #[error("initial value for {model}: {message}")]
+    BadInit {
+        /// The model.
+        model: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The history does not suit the model.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+}
+
+/// Checks `history` against the model called `name` (see [`check_by_name`]).
+pub fn check_history(
+    name: &str,
+    init: &serde_json::Value,
+    history: &History,
+    opts: &Options,
+) -> Result<Report, ModelChoiceError> {
+    check_by_name(name, init, history.ops().iter().cloned(), opts)
+}
+
+/// Checks the ops of a history, in history order, against the model called `name`, whose
+/// registers start at `init`.
+pub fn check_by_name(
+    name: &str,
+    init: &serde_json::Value,
+    history: impl IntoIterator<Item = Op>,
+    opts: &Options,
+) -> Result<Report, ModelChoiceError> {
+    use crate::model::*;
+    let bad_init = |e: ModelError| ModelChoiceError::BadInit { model: name.to_owned(), message: e.0 };
+    let kind = match name {
+        "register" => Some(RegisterKind::Register),
+        "cas-register" => Some(RegisterKind::CasRegister),
+        "kv" => Some(RegisterKind::Kv),
+        _ => None,
+    };
+    match name {
+        _ if kind.is_some() => {
+            let init = Val::from_json(init).map_err(bad_init)?;
+            let model = RegisterModel::new(kind.expect("matched"), init);
+            Ok(check(&model, name, history, opts)?)
+        }
+        "multi-register" => Ok(check(&MultiRegister::new(init).map_err(bad_init)?, name, history, opts)?),
+        "log" => Ok(check(&LogModel, name, history, opts)?),
+        "mutex" => Ok(check(&Mutex, name, history, opts)?),
+        other => Err(ModelChoiceError::UnknownModel(other.to_owned())),
+    }
+}

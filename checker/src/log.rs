@@ -1,0 +1,251 @@
+//! Anomalies of partition logs: what the final reads show about every acknowledged record.
+//!
+//! The log workload ends by reading each partition from offset 0 to its end in one `read` op
+//! marked `"final": true`. Against those reads this checker finds:
+//!
+//! * **lost**: an acknowledged record that is not in the log;
+//! * **misplaced**: an acknowledged record found at an offset other than the one acknowledged;
+//! * **duplicated**: a record that appears more than once;
+//! * **unexpected**: a record nobody appended.
+//!
+//! Ordering and read anomalies during the run are the linearizability checker's job (`log`
+//! model); this one is cheap and explains lost data in plain words.
+
+use crate::Verdict;
+use ordeal_history::{History, HistoryError, OpType};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One anomalous record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordAnomaly {
+    /// The partition.
+    pub partition: String,
+    /// The record's value.
+    pub value: Value,
+    /// The offset its append was acknowledged at, if it was.
+    pub acked_offset: Option<u64>,
+    /// The offsets where the final read found it.
+    pub found_at: Vec<u64>,
+    /// The index of the append's invocation, when someone appended it.
+    pub op_index: Option<u64>,
+}
+
+/// The result of the log check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogReport {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Partitions with a final read.
+    pub partitions: usize,
+    /// Acknowledged appends.
+    pub acknowledged: usize,
+    /// Records in the final reads.
+    pub records: usize,
+    /// Acknowledged records missing from the log.
+    pub lost: Vec<RecordAnomaly>,
+    /// Acknowledged records at another offset.
+    pub misplaced: Vec<RecordAnomaly>,
+    /// Records found more than once.
+    pub duplicated: Vec<RecordAnomaly>,
+    /// Records nobody appended.
+    pub unexpected: Vec<RecordAnomaly>,
+    /// Why the verdict is unknown, if it is.
+    pub reason: Option<String>,
+}
+
+impl LogReport {
+    /// One line for a terminal.
+    pub fn summary(&self) -> String {
+        match self.verdict {
+            Verdict::Valid => {
+                format!("valid ({} acknowledged records, all read back once at their offsets)", self.acknowledged)
+            }
+            Verdict::Unknown => format!("unknown: {}", self.reason.as_deref().unwrap_or("no final reads")),
+            Verdict::Invalid => format!(
+                "invalid: {} lost, {} misplaced, {} duplicated, {} unexpected of {} acknowledged records",
+                self.lost.len(),
+                self.misplaced.len(),
+                self.duplicated.len(),
+                self.unexpected.len(),
+                self.acknowledged
+            ),
+        }
+    }
+}
+
+fn key(v: &Value) -> Option<String> {
+    match v.get("key")? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Checks the final reads of a log history.
+pub fn check(history: &History) -> Result<LogReport, HistoryError> {
+    let ops = history.ops();
+    // partition -> value -> (acked offset, invoke index); and values appended with unknown outcome
+    let mut acked: BTreeMap<String, Vec<(Value, u64, u64)>> = BTreeMap::new();
+    let mut attempted: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut finals: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for pair in history.pairs()? {
+        let invoke = &ops[pair.invoke];
+        if !invoke.is_client() {
+            continue;
+        }
+        let Some(c) = pair.completion.map(|c| &ops[c]) else {
+            if matches!(invoke.f.as_str(), "append" | "produce" | "send") {
+                attempted
+                    .entry(key(&invoke.value).unwrap_or_default())
+                    .or_default()
+                    .insert(invoke.value["value"].to_string());
+            }
+            continue;
+        };
+        match invoke.f.as_str() {
+            "append" | "produce" | "send" => {
+                let Some(k) = key(&invoke.value) else { continue };
+                if c.kind != OpType::Fail {
+                    attempted.entry(k.clone()).or_default().insert(invoke.value["value"].to_string());
+                }
+                if c.kind == OpType::Ok
+                    && let Some(offset) = c.value.get("offset").and_then(Value::as_u64)
+                {
+                    acked.entry(k).or_default().push((invoke.value["value"].clone(), offset, invoke.index));
+                }
+            }
+            "read" | "fetch" | "poll"
+                if c.kind == OpType::Ok && invoke.value.get("final") == Some(&Value::Bool(true)) =>
+            {
+                if let (Some(k), Some(values)) = (key(&invoke.value), c.value.get("values").and_then(Value::as_array)) {
+                    finals.insert(k, values.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut report = LogReport {
+        verdict: Verdict::Valid,
+        partitions: finals.len(),
+        acknowledged: acked.values().map(Vec::len).sum(),
+        records: finals.values().map(Vec::len).sum(),
+        lost: vec![],
+        misplaced: vec![],
+        duplicated: vec![],
+        unexpected: vec![],
+        reason: None,
+    };
+    let missing: Vec<&String> = acked.keys().filter(|k| !finals.contains_key(*k)).collect();
+    for (partition, values) in &finals {
+        let mut positions: HashMap<String, Vec<u64>> = HashMap::new();
+        for (offset, v) in values.iter().enumerate() {
+            positions.entry(v.to_string()).or_default().push(offset as u64);
+        }
+        let acks = acked.get(partition).map(Vec::as_slice).unwrap_or_default();
+        let acked_index: HashMap<String, (u64, u64)> = acks.iter().map(|(v, o, i)| (v.to_string(), (*o, *i))).collect();
+        for (value, offset, index) in acks {
+            let found_at = positions.get(&value.to_string()).cloned().unwrap_or_default();
+            let anomaly = || RecordAnomaly {
+                partition: partition.clone(),
+                value: value.clone(),
+                acked_offset: Some(*offset),
+                found_at: found_at.clone(),
+                op_index: Some(*index),
+            };
+            if found_at.is_empty() {
+                report.lost.push(anomaly());
+            } else if !found_at.contains(offset) {
+                report.misplaced.push(anomaly());
+            }
+        }
+        let appended = attempted.get(partition);
+        for (value, found_at) in &positions {
+            let ack = acked_index.get(value);
+            let parsed: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+            let anomaly = RecordAnomaly {
+                partition: partition.clone(),
+                value: parsed,
+                acked_offset: ack.map(|(o, _)| *o),
+                found_at: found_at.clone(),
+                op_index: ack.map(|(_, i)| *i),
+            };
+            if found_at.len() > 1 {
+                report.duplicated.push(anomaly);
+            } else if !appended.is_some_and(|a| a.contains(value)) {
+                report.unexpected.push(anomaly);
+            }
+        }
+    }
+    report.duplicated.sort_by_key(|a| a.found_at.first().copied());
+    report.unexpected.sort_by_key(|a| a.found_at.first().copied());
+    if !(report.lost.is_empty()
+        && report.misplaced.is_empty()
+        && report.duplicated.is_empty()
+        && report.unexpected.is_empty())
+    {
+        report.verdict = Verdict::Invalid;
+    } else if !missing.is_empty() {
+        report.verdict = Verdict::Unknown;
+        report.reason = Some(format!("no final read of partition(s) {missing:?}, which have acknowledged records"));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordeal_history::{Op, Process};
+    use serde_json::json;
+
+    fn append(h: &mut History, p: u64, value: i64, offset: Option<u64>) {
+        h.push(Op::invoke(Process::Client(p), "append", json!({"key": "t-0", "value": value})));
+        let done = match offset {
+            Some(o) => Op::invoke(Process::Client(p), "append", json!({"key": "t-0", "value": value, "offset": o}))
+                .completed(OpType::Ok),
+            None => {
+                Op::invoke(Process::Client(p), "append", json!({"key": "t-0", "value": value})).completed(OpType::Info)
+            }
+        };
+        h.push(done);
+    }
+
+    fn final_read(h: &mut History, values: Vec<i64>) {
+        h.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
+        let hw = values.len();
+        h.push(
+            Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "values": values, "hw": hw}))
+                .completed(OpType::Ok),
+        );
+    }
+
+    #[test]
+    fn finds_lost_misplaced_duplicated_and_unexpected_records() {
+        let mut h = History::new();
+        append(&mut h, 1, 10, Some(0));
+        append(&mut h, 2, 11, Some(1));
+        append(&mut h, 3, 12, Some(2));
+        append(&mut h, 4, 13, None);
+        final_read(&mut h, vec![10, 12, 12, 99]);
+        let r = check(&h).unwrap();
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(r.lost.iter().map(|a| a.value.clone()).collect::<Vec<_>>(), vec![json!(11)]);
+        assert_eq!(r.duplicated[0].found_at, vec![1, 2]);
+        assert_eq!(r.unexpected[0].value, json!(99));
+        assert!(r.misplaced.is_empty(), "12 is at its offset 2 too: a duplicate, not misplaced");
+    }
+
+    #[test]
+    fn a_clean_log_is_valid_and_unacknowledged_records_may_appear() {
+        let mut h = History::new();
+        append(&mut h, 1, 10, Some(0));
+        append(&mut h, 2, 13, None);
+        append(&mut h, 3, 11, Some(2));
+        final_read(&mut h, vec![10, 13, 11]);
+        let r = check(&h).unwrap();
+        assert_eq!(r.verdict, Verdict::Valid, "{r:?}");
+        let mut missing = History::new();
+        append(&mut missing, 1, 10, Some(0));
+        assert_eq!(check(&missing).unwrap().verdict, Verdict::Unknown);
+    }
+}

@@ -1,0 +1,70 @@
+//! The importers on malformed input: a clear error naming the line, never a panic. (The fuzz
+//! target `fuzz/fuzz_targets/parsers.rs` explores further.)
+
+use ordeal_checker::formats::{self, Format, edn, etcd, knossos, porcupine};
+use proptest::prelude::*;
+use std::io::Write;
+
+fn corpus_sample() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/knossos/cas-register/bad");
+    std::fs::read_to_string(dir.join("bad-analysis.edn")).unwrap()
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+        let mut p = edn::Parser::new(&text);
+        while !p.at_end() {
+            if p.next_value().is_err() { break; }
+        }
+        let _ = knossos::parse(&text);
+        let _ = etcd::parse(&text);
+        let _ = porcupine::parse(&text);
+    }
+
+    #[test]
+    fn truncated_or_corrupted_histories_never_panic(cut in 0usize..2000, byte in 0u8..128, at in 0usize..2000) {
+        let mut text = corpus_sample().into_bytes();
+        text.truncate(cut.min(text.len()));
+        if !text.is_empty() {
+            let i = at % text.len();
+            text[i] = byte;
+        }
+        let text = String::from_utf8_lossy(&text);
+        if let Err(e) = knossos::parse(&text) {
+            prop_assert!(e.line.is_some(), "no line in {:?}", e.message);
+        }
+    }
+}
+
+#[test]
+fn errors_name_file_line_and_expectation() {
+    let cases = [
+        (
+            Format::Edn,
+            "[{:process 1, :type :invoke, :f :read}\n {:process 1, :type :done, :f :read}]",
+            ":2: :type must be :invoke, :ok, :fail or :info, found :done",
+        ),
+        (Format::Edn, "[{:process 1 :type :invoke :f :read}\n{:process 1", ":2: column 12: unexpected end of input"),
+        (
+            Format::Edn,
+            "[{:process \"x\", :type :invoke, :f :read}]",
+            ":1: :process must be a non-negative integer or :nemesis",
+        ),
+        (Format::Etcd, "INFO  jepsen.util - 3\t:invoke\tread\tnil", ":1: expected an operation keyword like :read"),
+        (Format::Etcd, "INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2", ":1: value \"[1 2\""),
+        (Format::Porcupine, "{:process 0, :type :invoke, :f :get, :value nil}", ":1: expected a string :key"),
+        (
+            Format::Jsonl,
+            "{\"index\":0,\"time\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n",
+            ":1: column 59: missing field `value`",
+        ),
+    ];
+    for (format, text, expected) in cases {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        let err = formats::import(f.path(), Some(format)).unwrap_err().to_string();
+        let want = format!("{}{expected}", f.path().display());
+        assert!(err.starts_with(&want), "{format:?}: got {err:?}, want it to start with {want:?}");
+    }
+}

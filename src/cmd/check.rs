@@ -1,0 +1,151 @@
+//! `ordeal check` and `ordeal export`: offline work on recorded histories.
+
+use crate::cli::{CheckArgs, ExportArgs};
+use crate::exit::{BadInput, Outcome};
+use anyhow::Context as _;
+use ordeal_checker::Verdict;
+use ordeal_checker::formats::{self, Format};
+use ordeal_checker::linear::{self, Options, Report};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::Duration;
+
+fn parse_format(name: &str) -> anyhow::Result<Option<Format>> {
+    Format::parse(name).map_err(|e| BadInput(format!("--format: {e}")).into())
+}
+
+/// Parses `--init`: JSON, or `nil`/`absent` for an absent register.
+pub fn parse_init(text: &str) -> Result<Value, BadInput> {
+    match text.trim() {
+        "nil" | "absent" | "none" => Ok(Value::Null),
+        t => serde_json::from_str(t)
+            .map_err(|e| BadInput(format!("--init {t:?} is not JSON ({e}); use e.g. 0, \"\", null or {{\"x\": 0}}"))),
+    }
+}
+
+/// Checks each file; the exit code combines the verdicts (invalid beats unknown beats valid),
+/// and any unreadable file makes it 254.
+pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
+    if !linear::MODELS.contains(&args.model.as_str()) {
+        return Err(BadInput(format!("--model {:?}: expected one of {:?}", args.model, linear::MODELS)).into());
+    }
+    let format = parse_format(&args.format)?;
+    let init = args.init.as_deref().map(parse_init).transpose()?;
+    if args.timeout.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+        return Err(BadInput("--timeout must be a positive number of seconds".into()).into());
+    }
+    let opts = Options {
+        timeout: args.timeout.map(Duration::from_secs_f64),
+        memory_limit: args.memory_mb << 20,
+        stop_at_first_failure: !args.all,
+        ..Options::default()
+    };
+    let mut verdict = Verdict::Valid;
+    let mut unreadable = false;
+    let stdout = std::io::stdout();
+    for file in &args.files {
+        let (ops, detected) = match formats::open(file, format) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("ordeal: error: {e}");
+                unreadable = true;
+                continue;
+            }
+        };
+        let init = init.clone().unwrap_or_else(|| detected.default_init());
+        // The history streams through the checker; the first bad line stops it.
+        let mut bad_line = None;
+        let ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
+        let checked = linear::check_by_name(&args.model, &init, ops, &opts);
+        if let Some(e) = bad_line {
+            eprintln!("ordeal: error: {e}");
+            unreadable = true;
+            continue;
+        }
+        let report = match checked {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ordeal: error: {}: {e}", file.display());
+                unreadable = true;
+                continue;
+            }
+        };
+        verdict = verdict.and(report.verdict);
+        let mut out = stdout.lock();
+        if args.json {
+            let line = json!({"file": file, "format": detected.name(), "report": report});
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}: {} [{:.1} ms]", file.display(), report.summary(), report.elapsed_ms)?;
+            write!(out, "{}", details(&report))?;
+        }
+    }
+    Ok(if unreadable {
+        Outcome::BadInput
+    } else {
+        match verdict {
+            Verdict::Valid => Outcome::Valid,
+            Verdict::Invalid => Outcome::Invalid,
+            Verdict::Unknown => Outcome::Unknown,
+        }
+    })
+}
+
+/// The evidence of an invalid report, indented under its verdict line.
+fn details(report: &Report) -> String {
+    let mut s = String::new();
+    if let Some(f) = report.failures.first() {
+        let skipped = f.prefix_len - f.prefix.len();
+        s += &format!(
+            "  longest legal order ({} ops{}):\n",
+            f.prefix_len,
+            if skipped > 0 { format!(", last {} shown", f.prefix.len()) } else { String::new() }
+        );
+        for step in &f.prefix {
+            s += &format!(
+                "    op {:>6}  process {:<6} {:<32} -> {}\n",
+                step.op.index,
+                step.op.process.to_string(),
+                step.op.op,
+                step.state
+            );
+        }
+        s += &format!(
+            "  then op {} (process {}: {}) is impossible in state {}\n",
+            f.op.index, f.op.process, f.op.op, f.state
+        );
+        if !f.concurrent.is_empty() {
+            let ops: Vec<String> = f.concurrent.iter().map(|o| format!("{} ({})", o.index, o.op)).collect();
+            s += &format!("  concurrent ops tried: {}\n", ops.join(", "));
+        }
+    }
+    if report.failures.len() > 1 {
+        s += &format!("  ... and {} more illegal partitions (--json shows every one)\n", report.failures.len() - 1);
+    }
+    s
+}
+
+/// Converts a history file to EDN or JSON Lines.
+pub fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
+    let format = parse_format(&args.format)?;
+    let (history, _) = formats::import(&args.file, format).map_err(|e| BadInput(e.to_string()))?;
+    let text = match args.to.as_str() {
+        "edn" => formats::export_edn(&history),
+        "jsonl" => {
+            let mut buf = Vec::new();
+            let mut w = ordeal_history::jsonl::Writer::new(&mut buf);
+            for op in history.ops() {
+                w.write_unflushed(op)?;
+            }
+            w.flush()?;
+            drop(w);
+            String::from_utf8(buf).context("JSON is UTF-8")?
+        }
+        other => return Err(BadInput(format!("--to {other:?}: expected edn or jsonl")).into()),
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(Outcome::Valid)
+}
