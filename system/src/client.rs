@@ -292,7 +292,7 @@ impl Client {
             hops = if hinted { hops + 1 } else { 0 };
             if !hinted || hops > 2 {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(100));
+                backoff = (backoff * 2).min(Duration::from_millis(50));
             }
         }
     }

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub proposals_failed: AtomicU64,
     /// Linearizable reads served.
     pub reads: AtomicU64,
+    /// Batches of raft messages dropped because a peer's queue was full or its link down.
+    pub peer_drops: AtomicU64,
     commit_buckets: [AtomicU64; BUCKETS_S.len()],
     commit_count: AtomicU64,
     commit_sum_us: AtomicU64,
@@ -54,6 +56,12 @@ impl Metrics {
         counter(&mut out, "ordeal_proposals_total", "Proposals accepted by a leader on this node.", &self.proposals);
         counter(&mut out, "ordeal_proposals_failed_total", "Proposals refused or dropped.", &self.proposals_failed);
         counter(&mut out, "ordeal_reads_total", "Linearizable reads served.", &self.reads);
+        counter(
+            &mut out,
+            "ordeal_peer_drops_total",
+            "Raft message batches dropped: peer queue full or link down.",
+            &self.peer_drops,
+        );
         let _ = writeln!(
             out,
             "# HELP ordeal_commit_latency_seconds Time from proposal to apply.\n# TYPE ordeal_commit_latency_seconds histogram"

@@ -478,9 +478,9 @@ impl Group {
         // 7. Advance; the light ready carries what became committed meanwhile.
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
-            let mut batch = WriteBatch::default();
-            self.node.mut_store().set_commit(&mut batch, commit);
-            self.node.store().write(batch, false)?;
+            // Kept in memory only: a restarted node that remembers an older commit index
+            // learns the current one from the leader, so this needs no write of its own.
+            self.node.mut_store().set_commit(commit);
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
@@ -511,6 +511,7 @@ impl Group {
             return;
         }
         for unreachable in self.transport.send(self.group, msgs) {
+            self.metrics.peer_drops.fetch_add(1, Ordering::Relaxed);
             self.node.report_unreachable(unreachable);
         }
     }
@@ -553,7 +554,7 @@ impl Group {
             }
         }
         self.sm.set_applied(&mut batch, last);
-        self.node.store().write(batch, false)?;
+        self.node.store().write_applied(batch)?;
         self.sm.batch_written();
         for (request_id, applied) in results {
             if let Some(p) = self.pending.remove(&request_id) {

@@ -261,11 +261,10 @@ impl RaftStorage {
         self.hard_state = hs.clone();
     }
 
-    /// Records a new commit index (from a light ready) in `batch`.
-    pub fn set_commit(&mut self, batch: &mut WriteBatch, commit: u64) {
-        let mut hs = self.hard_state.clone();
-        hs.commit = commit;
-        self.set_hard_state(batch, &hs);
+    /// Records a new commit index (from a light ready) in memory; it reaches disk with the next
+    /// hard state written.
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
     }
 
     /// Adds a new membership to `batch`.
@@ -278,6 +277,17 @@ impl RaftStorage {
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Writes the state changes of applied entries, with their applied index, bypassing the
+    /// write-ahead log. A crash may lose such a batch, but only whole (a memtable reaches disk
+    /// atomically) and together with its applied index: the node then applies those entries
+    /// again from the raft log, which is durable. This saves a WAL write on every apply.
+    pub fn write_applied(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
         self.db.write_opt(batch, &opts)?;
         Ok(())
     }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Broker benchmark: 3 real nodes on loopback, fsync on, 256-byte records. One producer's
+# latency, 16 producers' throughput and latency, and the write gap after kill -9 of the leader
+# (median of ORDEAL_BENCH_KILLS, default 5). Prints a markdown table.
+#
+# Usage: scripts/bench-broker.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordeal/target}"
+cargo bench --locked -p ordeal-system --bench broker
