@@ -9,7 +9,13 @@ use std::process::ExitCode;
 ///
 /// Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments or input, 255 harness failure.
 #[derive(Debug, Parser)]
-#[command(name = "ordeal", version, about, long_about = None)]
+#[command(
+    name = "ordeal",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments or input, 255 the harness failed."
+)]
 pub struct Cli {
     /// Log verbosity for the harness itself (error, warn, info, debug, trace); `RUST_LOG` wins.
     #[arg(long, global = true, default_value = "warn")]
@@ -40,11 +46,78 @@ pub enum Command {
 }
 
 /// Flags of `ordeal run`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The workload: `register` or `log`.
+    /// The workload: `register` (read/write/cas over many keys) or `log` (produce, fetch,
+    /// commit and list offsets on a few partitions).
     #[arg(long, default_value = "register")]
     pub workload: String,
+    /// Faults to inject, comma-separated (`none` for none): kill, kill-leader, kill-follower,
+    /// kill-minority, kill-majority, kill-all, pause, pause-leader, pause-follower, ...,
+    /// terminate, terminate-leader, transfer-leader.
+    #[arg(long, default_value = "none")]
+    pub nemesis: String,
+    /// Broker nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Raft groups per node.
+    #[arg(long, default_value_t = 1)]
+    pub groups: u32,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Total client operations per second (0: as fast as the clients go).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of the main phase.
+    #[arg(long, default_value_t = 30.0)]
+    pub time_limit: f64,
+    /// Seed of every random choice (default: drawn, and recorded in test.json).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Per-operation timeout in milliseconds; an op that takes longer completes `info`.
+    #[arg(long, default_value_t = 1000)]
+    pub op_timeout_ms: u64,
+    /// Seconds of quiet before each fault.
+    #[arg(long, default_value_t = 3.0)]
+    pub nemesis_interval: f64,
+    /// Seconds each fault lasts before it is healed.
+    #[arg(long, default_value_t = 3.0)]
+    pub fault_duration: f64,
+    /// Keys in use at a time (register) or partitions (log).
+    #[arg(long)]
+    pub keys: Option<usize>,
+    /// Operations per key before the register workload moves to a fresh key.
+    #[arg(long, default_value_t = 200)]
+    pub ops_per_key: usize,
+    /// Where nodes run: `local` (processes on 127.0.0.1).
+    #[arg(long, default_value = "local")]
+    pub env: String,
+    /// Raft tick of the nodes, in milliseconds (the harness runs fast settings).
+    #[arg(long, default_value_t = 10)]
+    pub tick_ms: u64,
+    /// Heartbeat interval, in ticks.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_ticks: usize,
+    /// Minimum election timeout, in ticks.
+    #[arg(long, default_value_t = 50)]
+    pub election_ticks: usize,
+    /// Start the brokers with a deliberate bug (stale-reads, no-dedupe), to see the harness
+    /// catch it.
+    #[arg(long)]
+    pub bug: Vec<String>,
+    /// The `ordeal-broker` binary (default: beside `ordeal`, then on PATH).
+    #[arg(long)]
+    pub broker: Option<PathBuf>,
+    /// The run store.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+    /// Keep the nodes' data directories after the run.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// No live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// Flags of `ordeal check`.
@@ -118,6 +191,9 @@ pub struct CleanupArgs {
     /// The run store whose runs to clean up after.
     #[arg(long, default_value = "store")]
     pub store: PathBuf,
+    /// Also delete the nodes' data directories of finished runs.
+    #[arg(long)]
+    pub data: bool,
 }
 
 /// Flags of `ordeal demo`.
@@ -126,6 +202,9 @@ pub struct DemoArgs {
     /// The run store to write into.
     #[arg(long, default_value = "store")]
     pub store: PathBuf,
+    /// Seconds of the main phase.
+    #[arg(long, default_value_t = 30.0)]
+    pub time_limit: f64,
 }
 
 /// Parses the command line. Help and version print and exit 0; any other parse error prints

@@ -1,5 +1,13 @@
 //! The `ordeal` command line: parse, run, map the outcome to a Jepsen-compatible exit code.
 
+/// Prints a line to stdout, ignoring a closed pipe (`ordeal run | head -1` must not panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod cmd;
 mod exit;

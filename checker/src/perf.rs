@@ -105,42 +105,57 @@ pub fn stats(history: &History) -> Result<Stats, HistoryError> {
 /// The unavailability around one fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultWindow {
-    /// The nemesis op's `f` (e.g. `kill-leader`).
+    /// The fault (e.g. `kill-leader`).
     pub fault: String,
-    /// The fault op's value (its targets).
-    pub targets: serde_json::Value,
-    /// When the fault started (ns since the test began).
+    /// The nodes it hit.
+    pub targets: Vec<u64>,
+    /// When the fault took effect (ns since the test began): the nemesis's completion.
     pub start: u64,
+    /// When it was healed, if it was.
+    pub stop: Option<u64>,
     /// From the fault to the first acknowledged write after it, in ms; `null` if none came.
     pub gap_ms: Option<f64>,
     /// From the last acknowledged write before the fault to the first after it, in ms.
     pub window_ms: Option<f64>,
 }
 
-/// For each fault the nemesis started (an `info` completion of one of `faults`), the write gap:
-/// the time to the first `ok` completion of a write-like op (`writes`) after it.
-pub fn fault_windows(history: &History, faults: &[&str], writes: &[&str]) -> Vec<FaultWindow> {
+/// For each fault the nemesis started (a `start` op that completed without error), the write
+/// gap: the time to the first `ok` completion of a write-like op (`writes`) after it. Acks from
+/// the fault's own targets do not count until the fault is healed: a reply already on its way
+/// from a killed leader says nothing about availability.
+pub fn fault_windows(history: &History, writes: &[&str]) -> Vec<FaultWindow> {
     let ops = history.ops();
-    let write_oks: Vec<u64> = ops
+    let write_oks: Vec<(u64, Option<u64>)> = ops
         .iter()
         .filter(|o| o.is_client() && o.kind == OpType::Ok && writes.contains(&o.f.as_str()))
-        .map(|o| o.time)
+        .map(|o| (o.time, o.node))
         .collect();
-    ops.iter()
-        .filter(|o| o.process == Process::Nemesis && o.kind == OpType::Invoke && faults.contains(&o.f.as_str()))
-        .map(|fault| {
-            let after = write_oks.partition_point(|t| *t <= fault.time);
-            let next = write_oks.get(after).copied();
-            let prev = after.checked_sub(1).map(|i| write_oks[i]);
-            FaultWindow {
-                fault: fault.f.clone(),
-                targets: fault.value.clone(),
-                start: fault.time,
-                gap_ms: next.map(|t| (t - fault.time) as f64 / 1e6),
-                window_ms: next.zip(prev).map(|(n, p)| (n - p) as f64 / 1e6),
-            }
-        })
-        .collect()
+    let nemesis: Vec<&ordeal_history::Op> =
+        ops.iter().filter(|o| o.process == Process::Nemesis && o.kind == OpType::Info).collect();
+    let mut out = Vec::new();
+    for (i, op) in nemesis.iter().enumerate() {
+        if op.f != "start" || op.error.is_some() {
+            continue;
+        }
+        let targets: Vec<u64> =
+            op.value["targets"].as_array().map(|t| t.iter().filter_map(|n| n.as_u64()).collect()).unwrap_or_default();
+        let stop = nemesis[i + 1..].iter().find(|o| o.f == "stop").map(|o| o.time);
+        let counts = |(t, node): &(u64, Option<u64>)| {
+            *t > op.time && (node.is_none_or(|n| !targets.contains(&n)) || stop.is_some_and(|s| *t > s))
+        };
+        let next = write_oks.iter().find(|w| counts(w)).map(|w| w.0);
+        let before = write_oks.partition_point(|(t, _)| *t <= op.time);
+        let prev = before.checked_sub(1).map(|i| write_oks[i].0);
+        out.push(FaultWindow {
+            fault: op.value["fault"].as_str().unwrap_or(&op.f).to_owned(),
+            targets,
+            start: op.time,
+            stop,
+            gap_ms: next.map(|t| (t - op.time) as f64 / 1e6),
+            window_ms: next.zip(prev).map(|(n, p)| (n - p) as f64 / 1e6),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -159,17 +174,23 @@ mod tests {
         let c = Process::Client(0);
         h.push(Op::invoke(c, "write", json!(1)).at(0));
         h.push(Op::invoke(c, "write", json!(1)).at(10_000_000).completed(OpType::Ok));
-        h.push(Op::invoke(Process::Nemesis, "kill-leader", json!({"nodes": [1]})).at(20_000_000));
-        h.push(
-            Op::invoke(Process::Nemesis, "kill-leader", json!({"nodes": [1]})).at(21_000_000).completed(OpType::Info),
-        );
+        h.push(Op::invoke(c, "write", json!(9)).at(15_000_000));
+        h.push(Op::invoke(Process::Nemesis, "start", json!({"fault": "kill-leader"})).at(19_000_000));
+        let started = json!({"fault": "kill-leader", "targets": [1]});
+        h.push(Op::invoke(Process::Nemesis, "start", started).at(20_000_000).completed(OpType::Info));
+        let mut late_ack = Op::invoke(c, "write", json!(9)).at(20_500_000).completed(OpType::Ok);
+        late_ack.node = Some(1);
+        h.push(late_ack);
         h.push(Op::invoke(c, "write", json!(2)).at(30_000_000));
-        h.push(Op::invoke(c, "write", json!(2)).at(520_000_000).completed(OpType::Ok));
-        let w = fault_windows(&h, &["kill-leader"], &["write"]);
+        let mut ack = Op::invoke(c, "write", json!(2)).at(520_000_000).completed(OpType::Ok);
+        ack.node = Some(2);
+        h.push(ack);
+        let w = fault_windows(&h, &["write"]);
         assert_eq!(w.len(), 1);
-        assert_eq!(w[0].gap_ms, Some(500.0));
+        assert_eq!(w[0].targets, vec![1]);
+        assert_eq!(w[0].gap_ms, Some(500.0), "the killed leader's late ack does not end the gap");
         assert_eq!(w[0].window_ms, Some(510.0));
         let s = stats(&h).unwrap();
-        assert_eq!(s.by_f["write"].ok, 2);
+        assert_eq!(s.by_f["write"].ok, 3);
     }
 }

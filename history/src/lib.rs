@@ -30,9 +30,11 @@
 mod history;
 pub mod jsonl;
 mod op;
+mod test;
 
 pub use history::{History, HistoryError, Pair, Paired, Protocol};
 pub use op::{Op, OpType, Process};
+pub use test::Test;
 
 /// The version of the on-disk history format written by this crate.
 ///

@@ -1,1 +1,55 @@
+//! What a run leaves behind, and how people and CI read it.
+//!
+//! * [`store`]: the run store layout, `store/<test>/<timestamp>/` and `store/latest`;
+//! * [`results`]: analysing a run directory (every checker, statistics, fault windows) into
+//!   `results.json`, whose schema is a compatibility promise (`docs/results.md`);
+//! * [`junit`], [`summary`]: `junit.xml` and `summary.md` for CI;
+//! * [`html`]: the self-contained `report.html` and the store's `index.html`.
+//!
+//! **Architecture Invariant:** everything here reads a run directory only; nothing talks to a
+//! cluster. `ordeal report DIR` regenerates every file from the directory alone.
+#![warn(missing_docs)]
 
+pub mod html;
+pub mod junit;
+pub mod results;
+pub mod store;
+pub mod summary;
+
+use std::path::Path;
+
+/// A run directory that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file is missing or unreadable.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ReportError {
+    pub(crate) fn file(path: &Path, e: impl std::fmt::Display) -> Self {
+        ReportError::File { path: path.display().to_string(), message: e.to_string() }
+    }
+}
+
+/// Analyses `dir` and writes `results.json`, `junit.xml`, `summary.md` and `report.html` into
+/// it, then refreshes the store's index when `dir` lies in a store.
+pub fn write_all(dir: &Path) -> Result<results::Results, ReportError> {
+    let results = results::analyze(dir)?;
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| ReportError::file(&dir.join(name), e))
+    };
+    write(store::RESULTS, serde_json::to_string_pretty(&results).map_err(|e| ReportError::file(dir, e))?)?;
+    write(store::JUNIT, junit::render(&results))?;
+    write(store::SUMMARY, summary::render(&results))?;
+    write(store::REPORT, html::report(dir, &results)?)?;
+    if let Some(root) = store::root_of(dir) {
+        html::write_index(&root)?;
+    }
+    Ok(results)
+}

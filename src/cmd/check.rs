@@ -72,12 +72,16 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         };
         verdict = verdict.and(report.verdict);
         let mut out = stdout.lock();
-        if args.json {
+        let written = if args.json {
             let line = json!({"file": file, "format": detected.name(), "report": report});
-            writeln!(out, "{line}")?;
+            writeln!(out, "{line}")
         } else {
-            writeln!(out, "{}: {} [{:.1} ms]", file.display(), report.summary(), report.elapsed_ms)?;
-            write!(out, "{}", details(&report))?;
+            writeln!(out, "{}: {} [{:.1} ms]", file.display(), report.summary(), report.elapsed_ms)
+                .and_then(|()| write!(out, "{}", details(&report)))
+        };
+        // A closed pipe (`| head`) ends the output, not the check.
+        if written.is_err() {
+            break;
         }
     }
     Ok(if unreadable {

@@ -1,6 +1,9 @@
 //! One module per subcommand; each returns the [`Outcome`] that becomes the exit code.
 
 mod check;
+mod cleanup;
+mod report;
+mod run;
 
 use crate::cli::{Cli, Command};
 use crate::exit::Outcome;
@@ -10,6 +13,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Check(args) => check::check(args),
         Command::Export(args) => check::export(args),
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => run::demo(args),
+        Command::Report(args) => report::report(args),
+        Command::Cleanup(args) => cleanup::cleanup(args),
         other => anyhow::bail!("`{}` is not implemented yet", name(&other)),
     }
 }

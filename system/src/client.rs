@@ -31,10 +31,33 @@ use crate::shard;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
+
+/// Nodes that recently failed to answer in time or refused connections, shared by every client
+/// that holds it: a client about to pick a node to start with avoids them, so that one stuck
+/// request teaches the others (and the processes that replace them) to look elsewhere.
+#[derive(Debug, Default)]
+pub struct Suspects(Mutex<HashMap<u64, Instant>>);
+
+/// How long a node stays suspect after failing.
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
+
+impl Suspects {
+    fn mark(&self, node: u64) {
+        lock(&self.0).insert(node, Instant::now());
+    }
+
+    fn clear(&self, node: u64) {
+        lock(&self.0).remove(&node);
+    }
+
+    fn is_suspect(&self, node: u64) -> bool {
+        lock(&self.0).get(&node).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+    }
+}
 
 /// Timeouts of a client.
 #[derive(Debug, Clone)]
@@ -47,6 +70,12 @@ pub struct ClientOptions {
     pub deadline: Duration,
     /// Sent with admin calls.
     pub admin_token: Option<String>,
+    /// Shared knowledge of unresponsive nodes (see [`Suspects`]).
+    pub suspects: Arc<Suspects>,
+    /// Send every read to the home node first (see [`Client::prefer`]) instead of the group's
+    /// last known leader, as Jepsen binds each client process to a node. A correct node that
+    /// does not lead answers with a hint; a node that serves reads it should not is caught.
+    pub reads_at_home: bool,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +85,8 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(5),
             admin_token: None,
+            suspects: Arc::default(),
+            reads_at_home: false,
         }
     }
 }
@@ -115,9 +146,11 @@ pub struct Answered<T> {
 /// Ids given to addresses whose node did not say its id.
 const PLACEHOLDER_IDS: u64 = 1_000_000;
 
-/// Whether a call may be repeated after an attempt whose outcome is unknown.
+/// What kind of call: reads and idempotent writes may be repeated after an attempt whose
+/// outcome is unknown; plain writes may not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Repeat {
+    Read,
     Safe,
     Unsafe,
 }
@@ -236,14 +269,33 @@ impl Client {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.opts.deadline;
-        let mut node = lock(&self.leaders).get(&group).copied().unwrap_or_else(|| *lock(&self.home));
+        let cached = lock(&self.leaders).get(&group).copied();
+        let home = *lock(&self.home);
+        let at_home = repeat == Repeat::Read && self.opts.reads_at_home;
+        let mut node = match cached {
+            Some(leader) if !at_home => leader,
+            _ => home,
+        };
+        let suspects = &self.opts.suspects;
+        // A read bound to its home node goes there even when the node is suspect: that is the
+        // point of binding it.
+        let known = if at_home { 0 } else { lock(&self.nodes).len() };
+        for _ in 0..known {
+            if !suspects.is_suspect(node) {
+                break;
+            }
+            node = self.next_node(node);
+        }
         let mut backoff = Duration::from_millis(5);
         let mut hops = 0;
         // Once an attempt may have taken effect, no later failure can be reported as definite.
         let mut unknown: Option<ClientError> = None;
         loop {
             let last = match self.channel(node).await {
-                Err(e) => ClientError::Unreachable(e),
+                Err(e) => {
+                    suspects.mark(node);
+                    ClientError::Unreachable(e)
+                }
                 Ok(channel) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match tokio::time::timeout(
@@ -254,10 +306,14 @@ impl Client {
                     {
                         Ok(Ok(r)) => {
                             lock(&self.leaders).insert(group, node);
+                            suspects.clear(node);
                             return Ok(Answered { value: r.into_inner(), node });
                         }
                         Ok(Err(status)) => classify(node, &status, Some(self)),
-                        Err(_) => ClientError::Indeterminate { node, message: "attempt timed out".into() },
+                        Err(_) => {
+                            suspects.mark(node);
+                            ClientError::Indeterminate { node, message: "attempt timed out".into() }
+                        }
                     }
                 }
             };
@@ -339,7 +395,7 @@ impl Client {
     ) -> Result<Answered<FetchResponse>, ClientError> {
         let group = self.group_of(|n| shard::group_of_partition(topic, partition, n)).await?;
         let req = FetchRequest { topic: topic.into(), partition, from_offset: from, max_records: max, local: false };
-        self.call(group, Repeat::Safe, |mut c| {
+        self.call(group, Repeat::Read, |mut c| {
             let r = req.clone();
             async move { c.fetch(r).await }
         })
@@ -405,7 +461,7 @@ impl Client {
         let group = self.group_of(|n| shard::group_of_consumer_group(group_name, n)).await?;
         let req = ListCommittedOffsetsRequest { group: group_name.into() };
         let r = self
-            .call(group, Repeat::Safe, |mut c| {
+            .call(group, Repeat::Read, |mut c| {
                 let r = req.clone();
                 async move { c.list_committed_offsets(r).await }
             })
@@ -431,7 +487,7 @@ impl Client {
         let group = self.group_of(|n| shard::group_of_key(key, n)).await?;
         let req = GetRequest { key: Bytes::copy_from_slice(key), local: false };
         let r = self
-            .call(group, Repeat::Safe, |mut c| {
+            .call(group, Repeat::Read, |mut c| {
                 let r = req.clone();
                 async move { c.get(r).await }
             })

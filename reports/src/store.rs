@@ -1,0 +1,104 @@
+//! The run store: `store/<test>/<timestamp>/`, with `store/latest` pointing at the newest run
+//! and `store/index.html` listing them all.
+//!
+//! A run directory holds:
+//!
+//! | file | written by | what |
+//! |---|---|---|
+//! | `test.json` | run, at start | the whole configuration ([`ordeal_history::Test`]) |
+//! | `history.jsonl` | run, as it happens | every op, flushed per line |
+//! | `status.jsonl` | run, every 250 ms | each node's raft status |
+//! | `run.json` | run, at the end | how the run went ([`RunInfo`]) |
+//! | `nodes/<id>/broker.log` | the nodes | each node's log |
+//! | `results.json`, `junit.xml`, `summary.md`, `report.html` | run or `ordeal report` | the analysis |
+//! | `ordeal.pid` | run, while it runs | the harness's pid, for `ordeal cleanup` |
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The configuration file.
+pub const TEST: &str = "test.json";
+/// The history.
+pub const HISTORY: &str = "history.jsonl";
+/// Node status samples.
+pub const STATUS: &str = "status.jsonl";
+/// How the run went.
+pub const RUN: &str = "run.json";
+/// The analysis.
+pub const RESULTS: &str = "results.json";
+/// JUnit XML.
+pub const JUNIT: &str = "junit.xml";
+/// Markdown summary.
+pub const SUMMARY: &str = "summary.md";
+/// The HTML report.
+pub const REPORT: &str = "report.html";
+/// The store's index.
+pub const INDEX: &str = "index.html";
+/// Present while a run is in progress: the harness's pid.
+pub const PID: &str = "ordeal.pid";
+/// Marks a directory as a run store.
+pub const STORE_MARKER: &str = ".ordeal-store";
+
+/// How a run went, beyond its history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The main phase was cut short (Ctrl-C).
+    pub interrupted: bool,
+    /// Why the cluster could not be healed, if it could not.
+    pub heal_error: Option<String>,
+    /// Whether every final read completed.
+    pub final_reads_complete: bool,
+    /// Faults the nemesis failed to start or stop.
+    pub nemesis_errors: Vec<String>,
+    /// History events recorded.
+    pub events: u64,
+    /// Wall time of the whole run, in seconds.
+    pub elapsed_s: f64,
+    /// A harness failure that ended the run early, if any.
+    pub harness_error: Option<String>,
+}
+
+/// Creates a fresh run directory `store/<test>/<timestamp>/` and points `store/latest` at it.
+pub fn create_run_dir(store: &Path, test: &str) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(store)?;
+    std::fs::write(store.join(STORE_MARKER), "")?;
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let dir = store.join(test).join(&stamp);
+    std::fs::create_dir_all(&dir)?;
+    let latest = store.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    std::os::unix::fs::symlink(Path::new(test).join(&stamp), &latest)?;
+    Ok(dir)
+}
+
+/// The store a run directory lives in (two levels up, marked by [`STORE_MARKER`]).
+pub fn root_of(run_dir: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(run_dir).ok()?;
+    let root = dir.parent()?.parent()?;
+    root.join(STORE_MARKER).exists().then(|| root.to_owned())
+}
+
+/// Every run directory of a store, newest first.
+pub fn runs(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(tests) = std::fs::read_dir(store) else { return out };
+    for test in tests.flatten() {
+        let path = test.path();
+        if !path.is_dir() || path.file_name().is_some_and(|n| n == "latest") {
+            continue;
+        }
+        if let Ok(stamps) = std::fs::read_dir(&path) {
+            out.extend(stamps.flatten().map(|e| e.path()).filter(|p| p.join(TEST).exists()));
+        }
+    }
+    out.sort_by(|a, b| b.file_name().cmp(&a.file_name()));
+    out
+}
+
+/// Reads and parses a JSON file of a run directory.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, crate::ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::ReportError::file(path, e))?;
+    serde_json::from_str(&text).map_err(|e| crate::ReportError::file(path, e))
+}

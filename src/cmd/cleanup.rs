@@ -1,0 +1,87 @@
+//! `ordeal cleanup`: remove what a hard-killed run left behind.
+//!
+//! It touches only what a run of this store created: broker processes whose data directory lies
+//! in the store, and runs whose harness is gone (marked by a stale `ordeal.pid`).
+
+use crate::cli::CleanupArgs;
+use crate::exit::Outcome;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ordeal_reports::store::{self, RunInfo};
+use std::path::Path;
+
+/// Kills the store's leftover brokers and closes abandoned runs.
+pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
+    let Ok(root) = std::fs::canonicalize(&args.store) else {
+        say!("nothing to clean: {} does not exist", args.store.display());
+        return Ok(Outcome::Valid);
+    };
+    let killed = kill_brokers_under(&root);
+    for (pid, cmd) in &killed {
+        say!("killed ordeal-broker {pid}: {cmd}");
+    }
+    let mut closed = 0;
+    for run in store::runs(&root) {
+        let pid_file = run.join(store::PID);
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            if args.data {
+                remove_data(&run);
+            }
+            continue;
+        };
+        let harness_alive = text.trim().parse::<i32>().is_ok_and(is_ordeal);
+        if harness_alive {
+            say!("skipping {}: its run is still in progress", run.display());
+            continue;
+        }
+        remove_data(&run);
+        if !run.join(store::RUN).exists() {
+            let info = RunInfo {
+                harness_error: Some("the harness was killed; closed by `ordeal cleanup`".into()),
+                ..RunInfo::default()
+            };
+            std::fs::write(run.join(store::RUN), serde_json::to_string_pretty(&info)?)?;
+        }
+        if let Err(e) = ordeal_reports::write_all(&run) {
+            say!("could not analyse {}: {e}", run.display());
+        }
+        std::fs::remove_file(&pid_file)?;
+        say!("closed abandoned run {}", run.display());
+        closed += 1;
+    }
+    say!("cleanup done: {} broker process(es) killed, {closed} abandoned run(s) closed", killed.len());
+    Ok(Outcome::Valid)
+}
+
+fn remove_data(run: &Path) {
+    let Ok(nodes) = std::fs::read_dir(run.join("nodes")) else { return };
+    for node in nodes.flatten() {
+        let _ = std::fs::remove_dir_all(node.path().join("data"));
+    }
+}
+
+/// Whether `pid` is a live `ordeal` process (not a recycled pid of something else).
+fn is_ordeal(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ordeal")
+}
+
+/// Kills every `ordeal-broker` whose `--data-dir` lies under `root`; returns (pid, command line).
+fn kill_brokers_under(root: &Path) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(p.path().join("cmdline")) else { continue };
+        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_broker = args.first().is_some_and(|a| a.ends_with("ordeal-broker"));
+        let ours = args.iter().any(|a| a.strip_prefix("--data-dir=").is_some_and(|d| Path::new(d).starts_with(root)));
+        if is_broker && ours {
+            // A paused broker would not die of SIGKILL until continued on some kernels' views.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                out.push((pid, args.join(" ")));
+            }
+        }
+    }
+    out
+}

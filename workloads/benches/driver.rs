@@ -1,0 +1,127 @@
+//! Driver benchmark: `cargo bench -p ordeal-workloads --bench driver`.
+//!
+//! Runs the interpreter with a client that acknowledges everything at once and no cluster, so
+//! what is measured is the harness itself: generator, rate limiter (off), client tasks, and the
+//! recorder writing every op to `history.jsonl`, flushed. Medians of `ORDEAL_BENCH_RUNS` (5).
+
+use async_trait::async_trait;
+use ordeal_faults::{Db, DbError, FaultSpec, Nemesis};
+use ordeal_system::http::NodeStatus;
+use ordeal_workloads::Workload;
+use ordeal_workloads::client::BrokerClients;
+use ordeal_workloads::generator::NoopGen;
+use ordeal_workloads::recorder::Recorder;
+use ordeal_workloads::runner::{self, Plan};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// No nodes at all.
+struct NoCluster;
+
+#[async_trait]
+impl Db for NoCluster {
+    fn nodes(&self) -> Vec<u64> {
+        Vec::new()
+    }
+    fn addresses(&self) -> BTreeMap<u64, String> {
+        BTreeMap::new()
+    }
+    async fn setup(&self) -> Result<(), DbError> {
+        Ok(())
+    }
+    async fn teardown(&self) -> Result<(), DbError> {
+        Ok(())
+    }
+    async fn kill(&self, node: u64) -> Result<(), DbError> {
+        Err(DbError::UnknownNode(node))
+    }
+    async fn start(&self, node: u64) -> Result<(), DbError> {
+        Err(DbError::UnknownNode(node))
+    }
+    async fn pause(&self, node: u64) -> Result<(), DbError> {
+        Err(DbError::UnknownNode(node))
+    }
+    async fn resume(&self, node: u64) -> Result<(), DbError> {
+        Err(DbError::UnknownNode(node))
+    }
+    async fn terminate(&self, node: u64) -> Result<(), DbError> {
+        Err(DbError::UnknownNode(node))
+    }
+    async fn is_running(&self, _node: u64) -> bool {
+        false
+    }
+    async fn statuses(&self, _timeout: Duration) -> BTreeMap<u64, NodeStatus> {
+        BTreeMap::new()
+    }
+    async fn transfer_leader(&self, node: u64, _group: u32, _to: u64) -> Result<(), DbError> {
+        Err(DbError::UnknownNode(node))
+    }
+}
+
+struct NoFaults;
+
+#[async_trait]
+impl Nemesis for NoFaults {
+    async fn start(&mut self, _fault: &FaultSpec, _rng: &mut ChaCha8Rng) -> Result<Value, DbError> {
+        Ok(Value::Null)
+    }
+    async fn stop(&mut self) -> Result<Value, DbError> {
+        Ok(Value::Null)
+    }
+    async fn heal_all(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("ORDEAL_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let secs = 3;
+    let mut rates = Vec::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for concurrency in [10, 50] {
+        for _ in 0..runs {
+            let path = dir.path().join("history.jsonl");
+            let recorder = Arc::new(Recorder::create(&path).expect("history file"));
+            let plan = Plan { concurrency, rate: 0.0, time_limit: Duration::from_secs(secs), ..Plan::default() };
+            let clients = Arc::new(BrokerClients::new(Workload::Noop, BTreeMap::new(), Duration::from_secs(1)));
+            let (_tx, interrupt) = tokio::sync::watch::channel(false);
+            let t = Instant::now();
+            let s = runner::run(
+                &plan,
+                Arc::new(NoCluster),
+                Box::new(NoFaults),
+                Box::new(NoopGen::new()),
+                clients,
+                recorder.clone(),
+                interrupt,
+            )
+            .await;
+            let events = recorder.finish().expect("history written");
+            let elapsed = t.elapsed().as_secs_f64();
+            let lines = std::fs::read_to_string(&path).expect("history").lines().count() as u64;
+            assert_eq!(lines, events, "every op is on disk");
+            rates.push((concurrency, (s.counts.ok as f64) / elapsed, events as f64 / elapsed));
+        }
+    }
+    println!(
+        "| no-op client, {secs} s, history.jsonl flushed per op | ops/s (invoke + completion pairs) | history lines/s |\n|---|---|---|"
+    );
+    for concurrency in [10, 50] {
+        let mut ops: Vec<f64> = rates.iter().filter(|r| r.0 == concurrency).map(|r| r.1).collect();
+        let mut lines: Vec<f64> = rates.iter().filter(|r| r.0 == concurrency).map(|r| r.2).collect();
+        ops.sort_by(f64::total_cmp);
+        lines.sort_by(f64::total_cmp);
+        println!(
+            "| {concurrency} client processes, median of {runs} | **{:.0}** | {:.0} |",
+            ops[ops.len() / 2],
+            lines[lines.len() / 2]
+        );
+    }
+}

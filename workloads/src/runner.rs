@@ -1,0 +1,409 @@
+//! The interpreter: runs a test's phases against a live cluster.
+//!
+//! 1. **main**: `concurrency` client workers draw ops from the generator under a total rate
+//!    limit until the time limit; the nemesis starts a fault every `nemesis_interval`, holds it
+//!    for `fault_duration`, and heals it; a sampler records every node's status;
+//! 2. **heal**: every fault is repaired and the run waits until the cluster is healthy;
+//! 3. **final**: the generator's final reads, through a fresh client process.
+//!
+//! An interrupt (Ctrl-C) ends the main phase at once and skips the final reads; healing still
+//! happens. A process whose op completed `info` retires; a fresh process id takes its slot.
+
+use crate::client::{ClientFactory, Completion};
+use crate::generator::Generator;
+use crate::recorder::{Counts, Recorder};
+use indicatif::{ProgressBar, ProgressStyle};
+use ordeal_faults::{Db, FaultSpec, Nemesis};
+use ordeal_history::{Op, OpType, Process};
+use rand::SeedableRng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How a run is driven.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Seeds the generator and the nemesis.
+    pub seed: u64,
+    /// Client processes at a time.
+    pub concurrency: usize,
+    /// Total client ops per second; 0 means no limit.
+    pub rate: f64,
+    /// Length of the main phase.
+    pub time_limit: Duration,
+    /// Per-op timeout.
+    pub op_timeout: Duration,
+    /// Faults to draw from; none means no nemesis.
+    pub faults: Vec<FaultSpec>,
+    /// Quiet time before each fault.
+    pub nemesis_interval: Duration,
+    /// How long each fault lasts.
+    pub fault_duration: Duration,
+    /// Where to append node status samples (JSON Lines), if anywhere.
+    pub status_log: Option<PathBuf>,
+    /// How often to sample.
+    pub status_interval: Duration,
+    /// Draw a live progress line on stderr.
+    pub progress: bool,
+    /// How long the heal phase may wait for a healthy cluster.
+    pub heal_timeout: Duration,
+}
+
+/// What happened, beyond the history.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The main phase was cut short by an interrupt.
+    pub interrupted: bool,
+    /// Completion counts.
+    pub counts: Counts,
+    /// Faults the nemesis could not start or stop, with why.
+    pub nemesis_errors: Vec<String>,
+    /// Whether the cluster was healthy after healing (and if not, why).
+    pub healed: Result<(), String>,
+    /// Whether the final reads all completed.
+    pub final_reads_complete: bool,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            seed: 0,
+            concurrency: 5,
+            rate: 0.0,
+            time_limit: Duration::from_secs(10),
+            op_timeout: Duration::from_secs(1),
+            faults: Vec::new(),
+            nemesis_interval: Duration::from_secs(3),
+            fault_duration: Duration::from_secs(3),
+            status_log: None,
+            status_interval: Duration::from_millis(250),
+            progress: false,
+            heal_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Spaces ops out to the total rate.
+struct Limiter {
+    interval: Option<Duration>,
+    next: Mutex<Instant>,
+}
+
+impl Limiter {
+    fn new(rate: f64) -> Self {
+        let interval = (rate > 0.0 && rate.is_finite()).then(|| Duration::from_secs_f64(1.0 / rate));
+        Limiter { interval, next: Mutex::new(Instant::now()) }
+    }
+
+    /// Waits for this op's slot; `None` when the slot falls after `deadline`.
+    async fn acquire(&self, deadline: Instant) -> Option<()> {
+        let Some(interval) = self.interval else { return Some(()) };
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = (*next).max(Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        if slot >= deadline {
+            return None;
+        }
+        tokio::time::sleep_until(slot).await;
+        Some(())
+    }
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Performs one op through `client` and records both halves.
+async fn perform(
+    recorder: &Recorder,
+    client: &mut Box<dyn crate::client::Client>,
+    process: u64,
+    f: &'static str,
+    value: Value,
+    timeout: Duration,
+) -> (Op, Op) {
+    let invoke = recorder.record(Op::invoke(Process::Client(process), f, value.clone()));
+    // The client enforces the timeout itself; this bound only guards against a client that
+    // would not, and its expiry is an unknown outcome like any other.
+    let c = match tokio::time::timeout(timeout + Duration::from_millis(500), client.invoke(f, &value)).await {
+        Ok(c) => c,
+        Err(_) => Completion {
+            kind: OpType::Info,
+            value: Value::Null,
+            error: Some("client did not return".into()),
+            node: None,
+        },
+    };
+    let result = if c.value.is_null() && c.kind != OpType::Ok { value } else { c.value };
+    let mut done = Op::invoke(Process::Client(process), f, result).completed(c.kind);
+    done.error = c.error;
+    done.node = c.node;
+    (invoke, recorder.record(done))
+}
+
+/// Runs the test. The cluster must be set up; it is healed but not torn down.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    plan: &Plan,
+    db: Arc<dyn Db>,
+    nemesis: Box<dyn Nemesis>,
+    generator: Box<dyn Generator>,
+    clients: Arc<dyn ClientFactory>,
+    recorder: Arc<Recorder>,
+    interrupt: watch::Receiver<bool>,
+) -> Summary {
+    let started = Instant::now();
+    let deadline = started + plan.time_limit;
+    let generator: Shared<(Box<dyn Generator>, ChaCha8Rng)> =
+        Arc::new(Mutex::new((generator, ChaCha8Rng::seed_from_u64(plan.seed))));
+    let limiter = Arc::new(Limiter::new(plan.rate));
+    let fault_now: Shared<String> = Arc::new(Mutex::new(String::new()));
+    let (stop_tx, stop) = watch::channel(false);
+
+    // Main phase: workers, nemesis, sampler, progress.
+    let mut workers = Vec::new();
+    for slot in 0..plan.concurrency {
+        let (generator, limiter, recorder, clients, stop, interrupt) =
+            (generator.clone(), limiter.clone(), recorder.clone(), clients.clone(), stop.clone(), interrupt.clone());
+        let (concurrency, timeout) = (plan.concurrency as u64, plan.op_timeout);
+        workers.push(tokio::spawn(async move {
+            let mut process = slot as u64;
+            let mut client = clients.open(process);
+            while Instant::now() < deadline && !*interrupt.borrow() && !*stop.borrow() {
+                if limiter.acquire(deadline).await.is_none() {
+                    break;
+                }
+                let (f, value) = {
+                    let mut g = lock(&generator);
+                    let (schedule, rng) = &mut *g;
+                    schedule.op(rng)
+                };
+                let (invoke, done) = perform(&recorder, &mut client, process, f, value, timeout).await;
+                lock(&generator).0.update(&invoke, &done);
+                if done.kind == OpType::Info {
+                    process += concurrency;
+                    client = clients.open(process);
+                }
+            }
+        }));
+    }
+    let nemesis_task = tokio::spawn(nemesis_loop(
+        plan.clone(),
+        nemesis,
+        recorder.clone(),
+        fault_now.clone(),
+        deadline,
+        interrupt.clone(),
+    ));
+    let sampler = plan.status_log.clone().map(|path| {
+        tokio::spawn(sample_statuses(db.clone(), path, plan.status_interval, recorder.clone(), stop.clone()))
+    });
+    let progress = plan.progress.then(|| {
+        tokio::spawn(show_progress(recorder.clone(), fault_now.clone(), started, plan.time_limit, stop.clone()))
+    });
+
+    for w in workers {
+        let _ = w.await;
+    }
+    let (mut nemesis, nemesis_errors) = match nemesis_task.await {
+        Ok(x) => x,
+        Err(e) => {
+            return Summary {
+                interrupted: true,
+                counts: recorder.counts(),
+                nemesis_errors: vec![],
+                healed: Err(format!("the nemesis task failed: {e}")),
+                final_reads_complete: false,
+            };
+        }
+    };
+    let interrupted = *interrupt.borrow();
+
+    // Heal phase.
+    *lock(&fault_now) = "healing".into();
+    let healed = heal(&mut *nemesis, &*db, &recorder, plan.heal_timeout).await;
+
+    // Final phase.
+    let mut final_reads_complete = false;
+    if !interrupted && healed.is_ok() {
+        *lock(&fault_now) = "final reads".into();
+        let ops = lock(&generator).0.final_ops();
+        let mut process = 10 * plan.concurrency as u64 + 1_000_000;
+        let mut client = clients.open(process);
+        final_reads_complete = true;
+        for (f, value) in ops {
+            let mut done = false;
+            for _ in 0..10 {
+                let (_, c) = perform(&recorder, &mut client, process, f, value.clone(), plan.op_timeout).await;
+                if c.kind == OpType::Ok {
+                    done = true;
+                    break;
+                }
+                if c.kind == OpType::Info {
+                    process += 1;
+                    client = clients.open(process);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            final_reads_complete &= done;
+        }
+    }
+
+    let _ = stop_tx.send(true);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    Summary { interrupted, counts: recorder.counts(), nemesis_errors, healed, final_reads_complete }
+}
+
+/// Repairs everything and waits for a healthy cluster; recorded as a nemesis `stop` of all.
+async fn heal(nemesis: &mut dyn Nemesis, db: &dyn Db, recorder: &Recorder, timeout: Duration) -> Result<(), String> {
+    let value = json!({"fault": "all"});
+    recorder.record(Op::invoke(Process::Nemesis, "stop", value.clone()));
+    let result = nemesis.heal_all().await.map_err(|e| e.to_string());
+    let mut done = Op::invoke(Process::Nemesis, "stop", value).completed(OpType::Info);
+    done.error = result.as_ref().err().cloned();
+    recorder.record(done);
+    result?;
+    db.wait_healthy(timeout).await.map_err(|e| e.to_string())
+}
+
+/// Sleeps until `until`; false if interrupted first.
+async fn sleep_or_stop(until: Instant, interrupt: &mut watch::Receiver<bool>) -> bool {
+    let interrupted = tokio::select! {
+        _ = tokio::time::sleep_until(until) => false,
+        _ = interrupt.wait_for(|i| *i) => true,
+    };
+    !interrupted && !*interrupt.borrow()
+}
+
+/// Starts and stops faults until the deadline. Returns the nemesis, to be healed, and errors.
+async fn nemesis_loop(
+    plan: Plan,
+    mut nemesis: Box<dyn Nemesis>,
+    recorder: Arc<Recorder>,
+    fault_now: Shared<String>,
+    deadline: Instant,
+    mut interrupt: watch::Receiver<bool>,
+) -> (Box<dyn Nemesis>, Vec<String>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
+    let mut errors = Vec::new();
+    while let Some(fault) = plan.faults.choose(&mut rng).copied() {
+        if !sleep_or_stop(Instant::now() + plan.nemesis_interval, &mut interrupt).await || Instant::now() >= deadline {
+            break;
+        }
+        let name = fault.to_string();
+        recorder.record(Op::invoke(Process::Nemesis, "start", json!({"fault": name})));
+        let result = tokio::time::timeout(Duration::from_secs(30), nemesis.start(&fault, &mut rng)).await;
+        let mut done = Op::invoke(Process::Nemesis, "start", json!({"fault": name})).completed(OpType::Info);
+        match result {
+            Ok(Ok(v)) => done.value = v,
+            Ok(Err(e)) => done.error = Some(e.to_string()),
+            Err(_) => done.error = Some("timed out after 30 s".into()),
+        }
+        if let Some(e) = &done.error {
+            errors.push(format!("start {name}: {e}"));
+        }
+        let shown = format!("{name} {}", done.value.get("targets").map(|t| t.to_string()).unwrap_or_default());
+        recorder.record(done);
+        *lock(&fault_now) = shown;
+        let until = (Instant::now() + plan.fault_duration).min(deadline);
+        sleep_or_stop(until, &mut interrupt).await;
+        recorder.record(Op::invoke(Process::Nemesis, "stop", json!({"fault": name})));
+        let mut done = Op::invoke(Process::Nemesis, "stop", json!({"fault": name})).completed(OpType::Info);
+        match tokio::time::timeout(Duration::from_secs(30), nemesis.stop()).await {
+            Ok(Ok(v)) => done.value = v,
+            Ok(Err(e)) => done.error = Some(e.to_string()),
+            Err(_) => done.error = Some("timed out after 30 s".into()),
+        }
+        if let Some(e) = &done.error {
+            errors.push(format!("stop {name}: {e}"));
+        }
+        recorder.record(done);
+        lock(&fault_now).clear();
+    }
+    (nemesis, errors)
+}
+
+/// Appends every node's status to `path` at each interval until stopped.
+async fn sample_statuses(
+    db: Arc<dyn Db>,
+    path: PathBuf,
+    every: Duration,
+    recorder: Arc<Recorder>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(mut file) = std::fs::File::create(&path) else {
+        tracing::warn!("cannot create {}", path.display());
+        return;
+    };
+    loop {
+        let time = recorder.now();
+        let statuses = db.statuses(every.min(Duration::from_millis(300))).await;
+        let nodes: serde_json::Map<String, Value> = db
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let v = match statuses.get(&n) {
+                    Some(s) => json!({"up": true, "version": s.version, "groups": s.groups}),
+                    None => json!({"up": false}),
+                };
+                (n.to_string(), v)
+            })
+            .collect();
+        let _ = writeln!(file, "{}", json!({"time": time, "nodes": nodes}));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn show_progress(
+    recorder: Arc<Recorder>,
+    fault_now: Shared<String>,
+    started: Instant,
+    limit: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let bar = ProgressBar::new(limit.as_secs().max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:24}] {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        let c = recorder.counts();
+        let now = Instant::now();
+        let rate = (c.events - last.1) as f64 / 2.0 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, c.events);
+        bar.set_position(now.duration_since(started).as_secs().min(limit.as_secs()));
+        let fault = lock(&fault_now).clone();
+        bar.set_message(format!(
+            "{rate:>6.0} ops/s  ok {} fail {} info {}  {}",
+            c.ok,
+            c.fail,
+            c.info,
+            if fault.is_empty() { "no fault".into() } else { fault }
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    bar.finish_and_clear();
+}
