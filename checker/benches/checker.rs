@@ -8,9 +8,7 @@
 use ordeal_checker::Verdict;
 use ordeal_checker::formats;
 use ordeal_checker::linear::{Options, check_by_name};
-use ordeal_history::{Op, OpType, Process, jsonl};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use ordeal_history::jsonl;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,74 +36,6 @@ fn time_ms(f: impl FnOnce()) -> f64 {
     let t = Instant::now();
     f();
     t.elapsed().as_secs_f64() * 1e3
-}
-
-/// A generated op in flight: (process, key, f, invocation value, completion value, outcome).
-type InFlight = (u64, usize, &'static str, Value, Value, OpType);
-
-/// Writes a linearizable cas-register history of `ops` operations (2 * ops events) over
-/// `keys` keys by `processes` concurrent processes.
-fn generate(path: &Path, ops: usize, keys: usize, processes: usize) {
-    let mut rng = ChaCha8Rng::seed_from_u64(ops as u64);
-    let mut w = jsonl::Writer::create(path).expect("temp file");
-    let mut registers: Vec<Option<i64>> = vec![None; keys];
-    let mut slots: Vec<Option<InFlight>> = vec![None; processes];
-    let mut ids: Vec<u64> = (0..processes as u64).collect();
-    let (mut next_id, mut invoked, mut index, mut time, mut fresh) = (processes as u64, 0, 0u64, 0u64, 0i64);
-    let mut emit = |w: &mut jsonl::Writer<std::fs::File>, op: Op, time: u64| {
-        let mut op = op.at(time);
-        op.index = index;
-        index += 1;
-        w.write_unflushed(&op).expect("write");
-    };
-    while invoked < ops || slots.iter().any(Option::is_some) {
-        time += rng.random_range(1_000..50_000);
-        let s = rng.random_range(0..processes);
-        match slots[s].take() {
-            None if invoked < ops => {
-                let key = rng.random_range(0..keys);
-                let k = format!("k{key}");
-                let cur = registers[key];
-                // Apply at invocation: the op takes effect inside its interval.
-                let (f, arg, done, kind) = match rng.random_range(0..10) {
-                    0..=3 => ("read", json!({"key": k}), json!({"key": k, "value": cur}), OpType::Ok),
-                    4..=7 => {
-                        fresh += 1;
-                        registers[key] = Some(fresh);
-                        let v = json!({"key": k, "value": fresh});
-                        ("write", v.clone(), v, OpType::Ok)
-                    }
-                    _ => {
-                        fresh += 1;
-                        let from = if rng.random_bool(0.7) { cur } else { Some(-1) };
-                        let v = json!({"key": k, "from": from, "to": fresh});
-                        if from == cur {
-                            registers[key] = Some(fresh);
-                            ("cas", v.clone(), v, OpType::Ok)
-                        } else {
-                            ("cas", v.clone(), v, OpType::Fail)
-                        }
-                    }
-                };
-                emit(&mut w, Op::invoke(Process::Client(ids[s]), f, arg.clone()), time);
-                slots[s] = Some((ids[s], key, f, arg, done, kind));
-                invoked += 1;
-            }
-            None => {}
-            Some((p, _, f, arg, done, kind)) => {
-                let crashed = f != "read" && rng.random_bool(0.01);
-                let op = if crashed {
-                    ids[s] = next_id;
-                    next_id += 1;
-                    Op::invoke(Process::Client(p), f, arg).completed(OpType::Info)
-                } else {
-                    Op::invoke(Process::Client(p), f, done).completed(kind)
-                };
-                emit(&mut w, op, time);
-            }
-        }
-    }
-    w.flush().expect("flush");
 }
 
 fn peak_rss_mb() -> f64 {
@@ -203,7 +133,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     for ops in [100_000, 1_000_000] {
         let path = dir.path().join(format!("h{ops}.jsonl"));
-        generate(&path, ops, 1000, 50);
+        ordeal_checker::testing::write_register_history(&path, ops, 1000, 50).expect("history written");
         let mut parse = Vec::new();
         let mut total = Vec::new();
         let mut rss = Vec::new();

@@ -16,6 +16,8 @@ pub mod linear;
 pub mod log;
 pub mod model;
 pub mod perf;
+#[doc(hidden)]
+pub mod testing;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! Performance and availability figures from a history: op counts, latency quantiles, and the
-//! unavailability window around each fault.
+//! unavailability window around each fault, all computed from a compact [`Digest`].
 
-use ordeal_history::{History, HistoryError, OpType, Process};
+use ordeal_history::{History, HistoryError, Op, OpType, Paired, Process, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -61,45 +61,195 @@ pub struct Stats {
     pub duration_s: f64,
 }
 
-/// Computes [`Stats`].
-pub fn stats(history: &History) -> Result<Stats, HistoryError> {
-    let ops = history.ops();
-    let mut latencies: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut all = Vec::new();
-    let mut out = Stats::default();
-    for pair in history.pairs()? {
-        let invoke = &ops[pair.invoke];
-        if !invoke.is_client() {
-            continue;
+/// One client operation, compact: what plots, statistics and timelines need, without its full
+/// value. A history of a million operations digests into about 100 MB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// The invocation's index.
+    pub index: u64,
+    /// The process.
+    pub process: u64,
+    /// The operation's name, as an index into [`Digest::names`].
+    pub f: u16,
+    /// Invocation time (ns).
+    pub call: u64,
+    /// Completion time (ns); `None` if it never completed.
+    pub ret: Option<u64>,
+    /// `Ok`, `Fail` or `Info` (never completed counts as `Info`).
+    pub kind: OpType,
+    /// The node that served it.
+    pub node: Option<u64>,
+    /// The value (completion's, else invocation's), as JSON cut to 48 characters.
+    pub text: String,
+}
+
+/// A history boiled down to client [`Span`]s and the nemesis's ops, built in one streaming
+/// pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Digest {
+    /// Operation names; `Span::f` indexes this.
+    pub names: Vec<String>,
+    /// Client operations, in invocation order.
+    pub spans: Vec<Span>,
+    /// Nemesis ops, in history order.
+    pub nemesis: Vec<Op>,
+    /// Time of the last event (ns).
+    pub end: u64,
+}
+
+fn cut(v: &serde_json::Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 48 {
+        let mut at = 45;
+        while !s.is_char_boundary(at) {
+            at -= 1;
         }
-        let entry = out.by_f.entry(invoke.f.clone()).or_default();
-        let completion = pair.completion.map(|c| &ops[c]);
-        match completion.map(|c| c.kind) {
-            Some(OpType::Ok) => {
-                let c = completion.expect("matched Some");
-                entry.ok += 1;
-                let l = c.time.saturating_sub(invoke.time);
-                latencies.entry(invoke.f.clone()).or_default().push(l);
-                all.push(l);
+        s.truncate(at);
+        s.push_str("...");
+    }
+    s
+}
+
+impl Digest {
+    /// Digests a history streamed in order.
+    pub fn of(ops: impl IntoIterator<Item = Op>) -> Result<Digest, HistoryError> {
+        let mut d = Digest::default();
+        let mut names: BTreeMap<String, u16> = BTreeMap::new();
+        let mut protocol = Protocol::default();
+        let mut open: Vec<Option<usize>> = Vec::new(); // token -> span position
+        let mut free: Vec<usize> = Vec::new();
+        for op in ops {
+            d.end = d.end.max(op.time);
+            if op.process == Process::Nemesis {
+                protocol.push(&op, usize::MAX)?;
+                d.nemesis.push(op);
+                continue;
             }
-            Some(OpType::Fail) => entry.fail += 1,
-            _ => entry.info += 1,
+            let token = free.last().copied().unwrap_or(open.len());
+            match protocol.push(&op, token)? {
+                Paired::Invoked => {
+                    if free.pop().is_none() {
+                        open.push(None);
+                    }
+                    let next = names.len() as u16;
+                    let f = *names.entry(op.f.clone()).or_insert(next);
+                    open[token] = Some(d.spans.len());
+                    d.spans.push(Span {
+                        index: op.index,
+                        process: op.process.client().unwrap_or_default(),
+                        f,
+                        call: op.time,
+                        ret: None,
+                        kind: OpType::Info,
+                        node: None,
+                        text: cut(&op.value),
+                    });
+                }
+                Paired::Completed { token } => {
+                    free.push(token);
+                    if let Some(i) = open[token].take() {
+                        let s = &mut d.spans[i];
+                        s.ret = Some(op.time);
+                        s.kind = op.kind;
+                        s.node = op.node;
+                        if op.kind == OpType::Ok {
+                            s.text = cut(&op.value);
+                        }
+                    }
+                }
+            }
         }
+        d.names = vec![String::new(); names.len()];
+        for (name, i) in names {
+            d.names[i as usize] = name;
+        }
+        Ok(d)
     }
-    for (f, s) in out.by_f.iter_mut() {
-        s.latency = Quantiles::of(latencies.get_mut(f).map(Vec::as_mut_slice).unwrap_or_default());
-        out.total.ok += s.ok;
-        out.total.fail += s.fail;
-        out.total.info += s.info;
+
+    /// Digests an in-memory history.
+    pub fn of_history(history: &History) -> Result<Digest, HistoryError> {
+        Digest::of(history.ops().iter().cloned())
     }
-    out.total.latency = Quantiles::of(&mut all);
-    let first = ops.first().map_or(0, |o| o.time);
-    let last = ops.last().map_or(0, |o| o.time);
-    out.duration_s = last.saturating_sub(first) as f64 / 1e9;
-    if out.duration_s > 0.0 {
-        out.throughput_per_s = (out.total.ok + out.total.fail + out.total.info) as f64 / out.duration_s;
+
+    /// The name of a span's operation.
+    pub fn name(&self, span: &Span) -> &str {
+        &self.names[span.f as usize]
     }
-    Ok(out)
+
+    /// Op counts and latency quantiles.
+    pub fn stats(&self) -> Stats {
+        let mut latencies: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        let mut all = Vec::with_capacity(self.spans.len());
+        let mut out = Stats::default();
+        for s in &self.spans {
+            let f = self.name(s);
+            let entry = out.by_f.entry(f.to_owned()).or_default();
+            match (s.kind, s.ret) {
+                (OpType::Ok, Some(ret)) => {
+                    entry.ok += 1;
+                    let l = ret.saturating_sub(s.call);
+                    latencies.entry(f).or_default().push(l);
+                    all.push(l);
+                }
+                (OpType::Fail, _) => entry.fail += 1,
+                _ => entry.info += 1,
+            }
+        }
+        for (f, s) in out.by_f.iter_mut() {
+            s.latency = Quantiles::of(latencies.get_mut(f.as_str()).map(Vec::as_mut_slice).unwrap_or_default());
+            out.total.ok += s.ok;
+            out.total.fail += s.fail;
+            out.total.info += s.info;
+        }
+        out.total.latency = Quantiles::of(&mut all);
+        let first = self.spans.first().map_or(0, |s| s.call);
+        out.duration_s = self.end.saturating_sub(first) as f64 / 1e9;
+        if out.duration_s > 0.0 {
+            out.throughput_per_s = (out.total.ok + out.total.fail + out.total.info) as f64 / out.duration_s;
+        }
+        out
+    }
+
+    /// For each fault the nemesis started (a `start` op that completed without error), the
+    /// write gap: the time to the first `ok` completion of a write-like op (`writes`) after it.
+    /// Acks from the fault's own targets do not count until the fault is healed: a reply already
+    /// on its way from a killed leader says nothing about availability.
+    pub fn fault_windows(&self, writes: &[&str]) -> Vec<FaultWindow> {
+        let mut write_oks: Vec<(u64, Option<u64>)> = self
+            .spans
+            .iter()
+            .filter(|s| s.kind == OpType::Ok && writes.contains(&self.name(s)))
+            .filter_map(|s| s.ret.map(|t| (t, s.node)))
+            .collect();
+        write_oks.sort_unstable();
+        let done: Vec<&Op> = self.nemesis.iter().filter(|o| o.kind == OpType::Info).collect();
+        let mut out = Vec::new();
+        for (i, op) in done.iter().enumerate() {
+            if op.f != "start" || op.error.is_some() {
+                continue;
+            }
+            let targets: Vec<u64> = op.value["targets"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|n| n.as_u64()).collect())
+                .unwrap_or_default();
+            let stop = done[i + 1..].iter().find(|o| o.f == "stop").map(|o| o.time);
+            let counts = |(t, node): &(u64, Option<u64>)| {
+                *t > op.time && (node.is_none_or(|n| !targets.contains(&n)) || stop.is_some_and(|s| *t > s))
+            };
+            let next = write_oks.iter().find(|w| counts(w)).map(|w| w.0);
+            let before = write_oks.partition_point(|(t, _)| *t <= op.time);
+            let prev = before.checked_sub(1).map(|i| write_oks[i].0);
+            out.push(FaultWindow {
+                fault: op.value["fault"].as_str().unwrap_or(&op.f).to_owned(),
+                targets,
+                start: op.time,
+                stop,
+                gap_ms: next.map(|t| (t - op.time) as f64 / 1e6),
+                window_ms: next.zip(prev).map(|(n, p)| (n - p) as f64 / 1e6),
+            });
+        }
+        out
+    }
 }
 
 /// The unavailability around one fault.
@@ -117,45 +267,6 @@ pub struct FaultWindow {
     pub gap_ms: Option<f64>,
     /// From the last acknowledged write before the fault to the first after it, in ms.
     pub window_ms: Option<f64>,
-}
-
-/// For each fault the nemesis started (a `start` op that completed without error), the write
-/// gap: the time to the first `ok` completion of a write-like op (`writes`) after it. Acks from
-/// the fault's own targets do not count until the fault is healed: a reply already on its way
-/// from a killed leader says nothing about availability.
-pub fn fault_windows(history: &History, writes: &[&str]) -> Vec<FaultWindow> {
-    let ops = history.ops();
-    let write_oks: Vec<(u64, Option<u64>)> = ops
-        .iter()
-        .filter(|o| o.is_client() && o.kind == OpType::Ok && writes.contains(&o.f.as_str()))
-        .map(|o| (o.time, o.node))
-        .collect();
-    let nemesis: Vec<&ordeal_history::Op> =
-        ops.iter().filter(|o| o.process == Process::Nemesis && o.kind == OpType::Info).collect();
-    let mut out = Vec::new();
-    for (i, op) in nemesis.iter().enumerate() {
-        if op.f != "start" || op.error.is_some() {
-            continue;
-        }
-        let targets: Vec<u64> =
-            op.value["targets"].as_array().map(|t| t.iter().filter_map(|n| n.as_u64()).collect()).unwrap_or_default();
-        let stop = nemesis[i + 1..].iter().find(|o| o.f == "stop").map(|o| o.time);
-        let counts = |(t, node): &(u64, Option<u64>)| {
-            *t > op.time && (node.is_none_or(|n| !targets.contains(&n)) || stop.is_some_and(|s| *t > s))
-        };
-        let next = write_oks.iter().find(|w| counts(w)).map(|w| w.0);
-        let before = write_oks.partition_point(|(t, _)| *t <= op.time);
-        let prev = before.checked_sub(1).map(|i| write_oks[i].0);
-        out.push(FaultWindow {
-            fault: op.value["fault"].as_str().unwrap_or(&op.f).to_owned(),
-            targets,
-            start: op.time,
-            stop,
-            gap_ms: next.map(|t| (t - op.time) as f64 / 1e6),
-            window_ms: next.zip(prev).map(|(n, p)| (n - p) as f64 / 1e6),
-        });
-    }
-    out
 }
 
 #[cfg(test)]
@@ -185,12 +296,13 @@ mod tests {
         let mut ack = Op::invoke(c, "write", json!(2)).at(520_000_000).completed(OpType::Ok);
         ack.node = Some(2);
         h.push(ack);
-        let w = fault_windows(&h, &["write"]);
+        let d = Digest::of_history(&h).unwrap();
+        let w = d.fault_windows(&["write"]);
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].targets, vec![1]);
         assert_eq!(w[0].gap_ms, Some(500.0), "the killed leader's late ack does not end the gap");
         assert_eq!(w[0].window_ms, Some(510.0));
-        let s = stats(&h).unwrap();
+        let s = d.stats();
         assert_eq!(s.by_f["write"].ok, 3);
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod html;
 pub mod junit;
+mod plot;
 pub mod results;
 pub mod store;
 pub mod summary;
@@ -40,16 +41,17 @@ impl ReportError {
 /// Analyses `dir` and writes `results.json`, `junit.xml`, `summary.md` and `report.html` into
 /// it, then refreshes the store's index when `dir` lies in a store.
 pub fn write_all(dir: &Path) -> Result<results::Results, ReportError> {
-    let results = results::analyze(dir)?;
+    let analysis = results::analyze(dir)?;
+    let results = &analysis.results;
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).map_err(|e| ReportError::file(&dir.join(name), e))
     };
-    write(store::RESULTS, serde_json::to_string_pretty(&results).map_err(|e| ReportError::file(dir, e))?)?;
-    write(store::JUNIT, junit::render(&results))?;
-    write(store::SUMMARY, summary::render(&results))?;
-    write(store::REPORT, html::report(dir, &results)?)?;
+    write(store::RESULTS, serde_json::to_string_pretty(results).map_err(|e| ReportError::file(dir, e))?)?;
+    write(store::JUNIT, junit::render(results))?;
+    write(store::SUMMARY, summary::render(results))?;
+    write(store::REPORT, html::report(dir, &analysis)?)?;
     if let Some(root) = store::root_of(dir) {
         html::write_index(&root)?;
     }
-    Ok(results)
+    Ok(analysis.results)
 }

@@ -5,7 +5,7 @@ use crate::ReportError;
 use crate::store::{self, RunInfo};
 use ordeal_checker::Verdict;
 use ordeal_checker::linear::{self, Options};
-use ordeal_checker::perf::{self, FaultWindow, Stats};
+use ordeal_checker::perf::{Digest, FaultWindow, Stats};
 use ordeal_history::{History, Op, Test, jsonl};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,9 +73,8 @@ fn check_linear(
     init: &Value,
     map: impl Fn(Op) -> Option<Op>,
 ) -> Result<linear::Report, ReportError> {
-    let file = std::fs::File::open(path).map_err(|e| ReportError::file(path, e))?;
-    // A truncated last line (a crash mid-write) ends the stream; the lenient read reports it.
-    let ops = jsonl::Reader::new(file).map_while(Result::ok).filter_map(map);
+    let (ops, _) = ops(path)?;
+    let ops = ops.filter_map(map);
     let opts = Options { timeout: Some(std::time::Duration::from_secs(300)), ..Options::default() };
     linear::check_by_name(model, init, ops, &opts).map_err(|e| ReportError::file(path, e))
 }
@@ -89,13 +88,42 @@ fn linear_result(name: &str, r: linear::Report) -> CheckerResult {
     }
 }
 
+/// A run's results with the digest of its history, from which reports draw.
+pub struct Analysis {
+    /// What goes into `results.json`.
+    pub results: Results,
+    /// The history, boiled down.
+    pub digest: Digest,
+}
+
+/// A warning about the history file, filled in when its stream ends early.
+type Warning = std::rc::Rc<std::cell::RefCell<Option<String>>>;
+
+/// Streams the history file; a truncated last line (a crash mid-write) ends it, and shows up
+/// in the returned warning.
+fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, Warning), ReportError> {
+    let file = std::fs::File::open(path).map_err(|e| ReportError::file(path, e))?;
+    let warning = Warning::default();
+    let seen = warning.clone();
+    let shown = path.display().to_string();
+    let ops = jsonl::Reader::new(file).map_while(move |r| match r {
+        Ok(op) => Some(op),
+        Err(e) => {
+            *seen.borrow_mut() = Some(format!("{shown}: {e}"));
+            None
+        }
+    });
+    Ok((ops, warning))
+}
+
 /// Runs every checker of the run's workload over its history.
-pub fn analyze(dir: &Path) -> Result<Results, ReportError> {
+pub fn analyze(dir: &Path) -> Result<Analysis, ReportError> {
     let test: Test = store::read_json(&dir.join(store::TEST))?;
     let run: Option<RunInfo> = store::read_json(&dir.join(store::RUN)).ok();
     let path = dir.join(store::HISTORY);
-    let (history, truncated): (History, _) =
-        jsonl::read_file_lenient(&path).map_err(|e| ReportError::file(&path, e))?;
+    let (stream, warning) = ops(&path)?;
+    let digest = Digest::of(stream).map_err(|e| ReportError::file(&path, e))?;
+    let truncated = warning.borrow().clone();
     let mut checkers = Vec::new();
     let writes: &[&str] = match test.workload.as_str() {
         "register" => {
@@ -115,6 +143,8 @@ pub fn analyze(dir: &Path) -> Result<Results, ReportError> {
                 Some(op)
             };
             checkers.push(linear_result("offsets", check_linear(&path, "kv", &Value::Null, offset_ops)?));
+            let (history, _): (History, _) =
+                jsonl::read_file_lenient(&path).map_err(|e| ReportError::file(&path, e))?;
             let log = ordeal_checker::log::check(&history).map_err(|e| ReportError::file(&path, e))?;
             checkers.push(CheckerResult {
                 name: "log".into(),
@@ -126,8 +156,8 @@ pub fn analyze(dir: &Path) -> Result<Results, ReportError> {
         }
         _ => &["write"],
     };
-    let stats = perf::stats(&history).map_err(|e| ReportError::file(&path, e))?;
-    let faults = perf::fault_windows(&history, writes);
+    let stats = digest.stats();
+    let faults = digest.fault_windows(writes);
     let mut gaps: Vec<f64> = faults.iter().filter_map(|f| f.gap_ms).collect();
     gaps.sort_by(f64::total_cmp);
     let failover = Failover {
@@ -154,7 +184,7 @@ pub fn analyze(dir: &Path) -> Result<Results, ReportError> {
         }
         _ => reason,
     };
-    Ok(Results {
+    let results = Results {
         version: RESULTS_VERSION,
         verdict,
         reason,
@@ -164,6 +194,7 @@ pub fn analyze(dir: &Path) -> Result<Results, ReportError> {
         stats,
         faults,
         failover,
-        history_warning: truncated.map(|t| t.to_string()),
-    })
+        history_warning: truncated,
+    };
+    Ok(Analysis { results, digest })
 }

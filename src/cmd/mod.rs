@@ -4,6 +4,7 @@ mod check;
 mod cleanup;
 mod report;
 mod run;
+mod serve;
 
 use crate::cli::{Cli, Command};
 use crate::exit::Outcome;
@@ -17,18 +18,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Demo(args) => run::demo(args),
         Command::Report(args) => report::report(args),
         Command::Cleanup(args) => cleanup::cleanup(args),
-        other => anyhow::bail!("`{}` is not implemented yet", name(&other)),
-    }
-}
-
-fn name(command: &Command) -> &'static str {
-    match command {
-        Command::Run(_) => "run",
-        Command::Check(_) => "check",
-        Command::Export(_) => "export",
-        Command::Report(_) => "report",
-        Command::Serve(_) => "serve",
-        Command::Cleanup(_) => "cleanup",
-        Command::Demo(_) => "demo",
+        Command::Serve(args) => serve::serve(args),
     }
 }

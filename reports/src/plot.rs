@@ -1,0 +1,402 @@
+//! The report's charts, drawn with plotters as inline SVG.
+//!
+//! Every chart shares the test's time axis (seconds since the start) and draws each fault as a
+//! shaded band, so that latency, throughput and leadership line up with what the nemesis did.
+
+use ordeal_checker::perf::{Digest, FaultWindow};
+use ordeal_history::OpType;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde_json::Value;
+
+const W: u32 = 1100;
+const H: u32 = 320;
+const OK: RGBColor = RGBColor(46, 139, 87);
+const FAIL: RGBColor = RGBColor(214, 39, 40);
+const INFO: RGBColor = RGBColor(230, 159, 0);
+const BAND: RGBColor = RGBColor(255, 120, 120);
+
+/// Most points a scatter plot draws; beyond it `ok` points are sampled evenly (failures and
+/// unknown outcomes are always all drawn). Keeps a million-op report small.
+pub const MAX_POINTS: usize = 20_000;
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("plot: {e}")
+}
+
+/// Renders into an SVG string with `draw`, which gets the drawing area.
+fn svg(height: u32, draw: impl FnOnce(&Area<'_>) -> Result<(), String>) -> Result<String, String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (W, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    Ok(out)
+}
+
+fn kind_color(kind: OpType) -> RGBColor {
+    match kind {
+        OpType::Ok => OK,
+        OpType::Fail => FAIL,
+        _ => INFO,
+    }
+}
+
+/// The x range: the whole test.
+fn x_range(d: &Digest) -> std::ops::Range<f64> {
+    0.0..secs(d.end).max(0.001)
+}
+
+/// Latency of every op over time, coloured by outcome, shaped by operation, on a log scale.
+pub fn latency(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), String> {
+    let points: Vec<(f64, f64, OpType, u16)> = d
+        .spans
+        .iter()
+        .filter_map(|s| s.ret.map(|r| (secs(r), (r.saturating_sub(s.call) as f64 / 1e6).max(0.01), s.kind, s.f)))
+        .collect();
+    let oks = points.iter().filter(|p| p.2 == OpType::Ok).count();
+    let others = points.len() - oks;
+    let stride = oks.div_ceil(MAX_POINTS.saturating_sub(others).max(1)).max(1);
+    let max_y = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+    let caption = if stride > 1 {
+        format!(
+            "Latency of every op by completion time; 1 in {stride} ok ops shown ({oks} ok in all), every fail and info"
+        )
+    } else {
+        format!("Latency of every op by completion time ({} ops)", points.len())
+    };
+    let chart = svg(H, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range(d), (0.01..max_y).log_scale())
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw().map_err(err)?;
+        bands(&mut chart, faults, 0.01, max_y)?;
+        let mut seen_ok = 0usize;
+        let kept = points.iter().filter(|p| {
+            if p.2 != OpType::Ok {
+                return true;
+            }
+            seen_ok += 1;
+            seen_ok.is_multiple_of(stride)
+        });
+        let mut by_shape: [Vec<(f64, f64, RGBColor)>; 3] = Default::default();
+        for p in kept {
+            by_shape[(p.3 % 3) as usize].push((p.0, p.1, kind_color(p.2)));
+        }
+        chart.draw_series(by_shape[0].iter().map(|(x, y, c)| Circle::new((*x, *y), 2, c.filled()))).map_err(err)?;
+        chart
+            .draw_series(by_shape[1].iter().map(|(x, y, c)| TriangleMarker::new((*x, *y), 3, c.filled())))
+            .map_err(err)?;
+        chart
+            .draw_series(by_shape[2].iter().map(|(x, y, c)| Cross::new((*x, *y), 3, c.stroke_width(1))))
+            .map_err(err)?;
+        Ok(())
+    })?;
+    let shapes: Vec<String> =
+        d.names.iter().enumerate().map(|(i, n)| format!("{n}: {}", ["circle", "triangle", "cross"][i % 3])).collect();
+    Ok((chart, format!("{caption}. Green ok, red fail, amber info; {}.", shapes.join(", "))))
+}
+
+/// Draws fault bands over a chart's full height, labelled with the fault.
+fn bands<Y: plotters::coord::ranged1d::Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    faults: &[FaultWindow],
+    low: f64,
+    high: f64,
+) -> Result<(), String> {
+    for f in faults {
+        let (x0, x1) = (secs(f.start), f.stop.map_or(secs(f.start) + 0.05, secs));
+        chart
+            .draw_series(std::iter::once(Rectangle::new([(x0, low), (x1, high)], BAND.mix(0.18).filled())))
+            .map_err(err)?;
+        let targets: Vec<String> = f.targets.iter().map(|t| format!("n{t}")).collect();
+        let label = format!("{} {}", f.fault, targets.join(","));
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label,
+                (x0, high),
+                ("sans-serif", 11).into_font().color(&BAND.mix(0.9)),
+            )))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Buckets of the test's time for per-window figures: about 100 of at least 1 s.
+fn buckets(d: &Digest) -> (f64, usize) {
+    let width = (secs(d.end) / 100.0).max(1.0);
+    (width, (secs(d.end) / width).ceil().max(1.0) as usize)
+}
+
+/// p50, p95 and p99 latency of `ok` ops per time window.
+pub fn quantiles(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), String> {
+    let (width, n) = buckets(d);
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for s in &d.spans {
+        if let (OpType::Ok, Some(r)) = (s.kind, s.ret) {
+            let b = ((secs(r) / width) as usize).min(n - 1);
+            per[b].push(r.saturating_sub(s.call) as f64 / 1e6);
+        }
+    }
+    let mut series: [Vec<(f64, f64)>; 3] = Default::default();
+    for (b, v) in per.iter_mut().enumerate() {
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1].max(0.01);
+        let x = (b as f64 + 0.5) * width;
+        series[0].push((x, at(0.5)));
+        series[1].push((x, at(0.95)));
+        series[2].push((x, at(0.99)));
+    }
+    let max_y = series[2].iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+    let chart = svg(H, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range(d), (0.01..max_y).log_scale())
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw().map_err(err)?;
+        bands(&mut chart, faults, 0.01, max_y)?;
+        for (points, (name, color)) in series.iter().zip([("p50", BLUE), ("p95", OK), ("p99", FAIL)]) {
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+        Ok(())
+    })?;
+    Ok((chart, format!("Latency quantiles of ok ops per {width:.0} s window.")))
+}
+
+/// Completions per second by outcome.
+pub fn throughput(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), String> {
+    let (width, n) = buckets(d);
+    let mut counts = vec![[0u64; 3]; n];
+    for s in &d.spans {
+        let Some(r) = s.ret else { continue };
+        let b = ((secs(r) / width) as usize).min(n - 1);
+        counts[b][match s.kind {
+            OpType::Ok => 0,
+            OpType::Fail => 1,
+            _ => 2,
+        }] += 1;
+    }
+    let max_y = counts.iter().flatten().copied().max().unwrap_or(1) as f64 / width * 1.15 + 1.0;
+    let chart = svg(H, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range(d), 0.0..max_y)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("time (s)").y_desc("ops/s").draw().map_err(err)?;
+        bands(&mut chart, faults, 0.0, max_y)?;
+        for (k, (name, color)) in [("ok", OK), ("fail", FAIL), ("info", INFO)].into_iter().enumerate() {
+            let points = counts.iter().enumerate().map(|(b, c)| ((b as f64 + 0.5) * width, c[k] as f64 / width));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+        Ok(())
+    })?;
+    Ok((chart, format!("Completions per second by outcome, per {width:.0} s window.")))
+}
+
+/// The write gap of each fault, as bars.
+pub fn gaps(faults: &[FaultWindow]) -> Result<(String, String), String> {
+    let n = faults.len().max(1);
+    let max_y = faults.iter().filter_map(|f| f.gap_ms).fold(100.0, f64::max) * 1.2;
+    let chart = svg(260, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..n as f64, 0.0..max_y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("fault")
+            .y_desc("write gap (ms)")
+            .x_labels(n.min(20))
+            .x_label_formatter(&|x| format!("#{}", *x as usize + 1))
+            .draw()
+            .map_err(err)?;
+        for (i, f) in faults.iter().enumerate() {
+            let x = i as f64;
+            match f.gap_ms {
+                Some(g) => {
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(x + 0.15, 0.0), (x + 0.85, g)],
+                            BLUE.mix(0.7).filled(),
+                        )))
+                        .map_err(err)?;
+                    chart
+                        .draw_series(std::iter::once(Text::new(format!("{g:.0}"), (x + 0.3, g), ("sans-serif", 11))))
+                        .map_err(err)?;
+                }
+                None => {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            "no recovery",
+                            (x + 0.1, max_y / 2.0),
+                            ("sans-serif", 11).into_font().color(&FAIL),
+                        )))
+                        .map_err(err)?;
+                }
+            }
+            chart
+                .draw_series(std::iter::once(Text::new(f.fault.clone(), (x + 0.1, max_y * 0.97), ("sans-serif", 10))))
+                .map_err(err)?;
+        }
+        Ok(())
+    })?;
+    Ok((chart, "Write gap per fault: from the fault to the first write a surviving node acknowledged.".into()))
+}
+
+/// A node's (role, term) in each group, or `None` when it did not answer.
+type Roles = Option<Vec<(String, u64)>>;
+
+/// One status sample: every node's roles.
+struct Sample {
+    time: f64,
+    nodes: Vec<(u64, Roles)>,
+}
+
+/// Parses `status.jsonl`.
+fn samples(status: &str) -> Vec<Sample> {
+    status
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            let time = v["time"].as_u64().map_or(0.0, secs);
+            let mut nodes: Vec<(u64, Roles)> = v["nodes"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, n)| {
+                            let id = k.parse().ok()?;
+                            let groups = n["up"].as_bool().unwrap_or(false).then(|| {
+                                n["groups"]
+                                    .as_array()
+                                    .map(|gs| {
+                                        gs.iter()
+                                            .map(|g| {
+                                                (
+                                                    g["role"].as_str().unwrap_or("?").to_owned(),
+                                                    g["term"].as_u64().unwrap_or(0),
+                                                )
+                                            })
+                                            .collect()
+                                    })
+                                    .unwrap_or_default()
+                            });
+                            Some((id, groups))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            nodes.sort_by_key(|n| n.0);
+            Sample { time, nodes }
+        })
+        .collect()
+}
+
+fn role_color(role: Option<&str>) -> RGBColor {
+    match role {
+        Some("leader") => RGBColor(31, 78, 160),
+        Some("follower") => RGBColor(158, 196, 235),
+        Some("candidate" | "pre-candidate") => INFO,
+        Some(_) => RGBColor(200, 200, 200),
+        None => RGBColor(90, 90, 90),
+    }
+}
+
+/// Which node led each raft group when: a lane per node, coloured by role (down in dark grey),
+/// with the term written where leadership changed.
+pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result<Vec<(String, String)>, String> {
+    let samples = samples(status);
+    let groups =
+        samples.iter().flat_map(|s| s.nodes.iter()).filter_map(|n| n.1.as_ref().map(Vec::len)).max().unwrap_or(0);
+    let nodes: Vec<u64> = samples.first().map(|s| s.nodes.iter().map(|n| n.0).collect()).unwrap_or_default();
+    if samples.is_empty() || nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let end = secs(d.end).max(samples.last().map_or(0.0, |s| s.time));
+    let mut out = Vec::new();
+    for g in 0..groups.clamp(1, 4) {
+        let height = 80 + 40 * nodes.len() as u32;
+        let chart = svg(height, |root| {
+            let mut chart = ChartBuilder::on(root)
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(60)
+                // Room left of zero for the lane labels.
+                .build_cartesian_2d(-end.max(0.001) * 0.06..end.max(0.001), 0.0..nodes.len() as f64)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("time (s)")
+                .y_desc("node")
+                .y_label_formatter(&|_| String::new())
+                .disable_y_mesh()
+                .draw()
+                .map_err(err)?;
+            bands(&mut chart, faults, 0.0, nodes.len() as f64)?;
+            let mut last_leader_term = None;
+            for (i, s) in samples.iter().enumerate() {
+                let next = samples.get(i + 1).map_or(end, |n| n.time);
+                for (lane, (_, groups)) in s.nodes.iter().enumerate() {
+                    let role = groups.as_ref().map(|gs| gs.get(g).map_or("?", |r| r.0.as_str()));
+                    let y = lane as f64;
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(s.time, y + 0.15), (next, y + 0.85)],
+                            role_color(role).filled(),
+                        )))
+                        .map_err(err)?;
+                    if role == Some("leader") {
+                        let term = groups.as_ref().and_then(|gs| gs.get(g)).map_or(0, |r| r.1);
+                        if last_leader_term != Some(term) {
+                            last_leader_term = Some(term);
+                            chart
+                                .draw_series(std::iter::once(Text::new(
+                                    format!("term {term}"),
+                                    (s.time, y + 0.95),
+                                    ("sans-serif", 11),
+                                )))
+                                .map_err(err)?;
+                        }
+                    }
+                }
+            }
+            let label = ("sans-serif", 13).into_font().color(&BLACK);
+            for (lane, node) in nodes.iter().enumerate() {
+                let at = (-end * 0.055, lane as f64 + 0.6);
+                chart.plotting_area().draw(&Text::new(format!("n{node}"), at, label.clone())).map_err(err)?;
+            }
+            Ok(())
+        })?;
+        out.push((chart, format!("Raft group {g}: each node's role over time (dark blue leader, light blue follower, amber candidate, dark grey down), sampled every 250 ms.")));
+    }
+    Ok(out)
+}
