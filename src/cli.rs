@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// Per-operation timeout in milliseconds; an op that takes longer completes `info`.
     #[arg(long, default_value_t = 1000)]
     pub op_timeout_ms: u64,
+    /// Take the faults of --nemesis in turn (`cycle`) instead of at random (`random`).
+    #[arg(long, default_value = "random")]
+    pub nemesis_order: String,
     /// Seconds of quiet before each fault.
     #[arg(long, default_value_t = 3.0)]
     pub nemesis_interval: f64,
@@ -90,8 +93,10 @@ pub struct RunArgs {
     /// Operations per key before the register workload moves to a fresh key.
     #[arg(long, default_value_t = 200)]
     pub ops_per_key: usize,
-    /// Where nodes run: `local` (processes on 127.0.0.1).
-    #[arg(long, default_value = "local")]
+    /// Where nodes run: `netns` (each node in its own network namespace, so the network can be
+    /// cut; rootless when not root), `local` (processes on 127.0.0.1), or `auto`: netns where
+    /// available, else local.
+    #[arg(long, default_value = "auto")]
     pub env: String,
     /// Raft tick of the nodes, in milliseconds (the harness runs fast settings).
     #[arg(long, default_value_t = 10)]

@@ -232,7 +232,8 @@ impl Digest {
                 .as_array()
                 .map(|t| t.iter().filter_map(|n| n.as_u64()).collect())
                 .unwrap_or_default();
-            let stop = done[i + 1..].iter().find(|o| o.f == "stop").map(|o| o.time);
+            let stopped = done[i + 1..].iter().find(|o| o.f == "stop");
+            let stop = stopped.map(|o| o.time);
             let counts = |(t, node): &(u64, Option<u64>)| {
                 *t > op.time && (node.is_none_or(|n| !targets.contains(&n)) || stop.is_some_and(|s| *t > s))
             };
@@ -246,6 +247,8 @@ impl Digest {
                 stop,
                 gap_ms: next.map(|t| (t - op.time) as f64 / 1e6),
                 window_ms: next.zip(prev).map(|(n, p)| (n - p) as f64 / 1e6),
+                stepped_down: stopped.and_then(|o| o.value["stepped_down"].as_bool()),
+                stepped_down_ms: stopped.and_then(|o| o.value["stepped_down_after_ms"].as_f64()),
             });
         }
         out
@@ -267,6 +270,13 @@ pub struct FaultWindow {
     pub gap_ms: Option<f64>,
     /// From the last acknowledged write before the fault to the first after it, in ms.
     pub window_ms: Option<f64>,
+    /// For an isolated leader: whether it stepped down before the fault was healed
+    /// (check-quorum), and how long after the cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepped_down_ms: Option<f64>,
+    /// For an isolated leader: whether it stepped down at all while cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepped_down: Option<bool>,
 }
 
 #[cfg(test)]

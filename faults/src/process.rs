@@ -54,7 +54,7 @@ impl ProcessNemesis {
             match action {
                 Action::Kill | Action::Terminate => self.db.start(node).await?,
                 Action::Pause => self.db.resume(node).await?,
-                Action::TransferLeader => {}
+                _ => {}
             }
             self.broken.remove(&node);
         }
@@ -76,14 +76,16 @@ impl Nemesis for ProcessNemesis {
             self.active = Some((*fault, vec![]));
             return Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to}));
         }
+        if !matches!(fault.action, Action::Kill | Action::Pause | Action::Terminate) {
+            return Err(DbError::Timeout(format!("{fault} is not a process fault")));
+        }
         let targets = self.targets(fault.target, rng).await?;
         for &node in &targets {
             self.broken.insert(node);
             match fault.action {
                 Action::Kill => self.db.kill(node).await?,
                 Action::Pause => self.db.pause(node).await?,
-                Action::Terminate => self.db.terminate(node).await?,
-                Action::TransferLeader => unreachable!("handled above"),
+                _ => self.db.terminate(node).await?,
             }
         }
         self.active = Some((*fault, targets.clone()));

@@ -308,13 +308,18 @@ fn checkers_section(r: &Results) -> String {
     }
     let _ = write!(s, "</table><p class=\"muted\">{:.0} ops/s over {:.1} s.</p>", st.throughput_per_s, st.duration_s);
     if !r.faults.is_empty() {
-        s.push_str("<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>targets</th><th>at</th><th>healed</th><th>write gap</th></tr>");
+        s.push_str("<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>targets</th><th>at</th><th>healed</th><th>write gap</th><th>old leader</th></tr>");
         for (i, f) in r.faults.iter().enumerate() {
             let gap = f.gap_ms.map_or_else(|| "no write acknowledged after it".into(), |g| format!("{g:.0} ms"));
             let healed = f.stop.map_or_else(|| "-".into(), |t| format!("{:.2} s", t as f64 / 1e9));
+            let leader = match (f.stepped_down, f.stepped_down_ms) {
+                (Some(true), Some(ms)) => format!("stepped down after {ms:.0} ms"),
+                (Some(false), _) => "still claimed leadership when healed".into(),
+                _ => String::new(),
+            };
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{:.2} s</td><td>{healed}</td><td>{gap}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{:.2} s</td><td>{healed}</td><td>{gap}</td><td>{leader}</td></tr>",
                 i + 1,
                 escape(&f.fault),
                 f.targets,

@@ -5,7 +5,8 @@ use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
 use ordeal_faults::local::LocalCluster;
-use ordeal_faults::{Db, FaultSpec, ProcessNemesis};
+use ordeal_faults::net::{self, Network};
+use ordeal_faults::{Db, FaultSpec, LIBFAKETIME, Nemeses, Nemesis, NetNemesis, ProcessNemesis, faketime_env};
 use ordeal_history::Test;
 use ordeal_reports::store::{self, RunInfo};
 use ordeal_system::config::Bug;
@@ -15,6 +16,8 @@ use ordeal_workloads::client::BrokerClients;
 use ordeal_workloads::generator::{Generator, LogGen, NoopGen, RegisterGen};
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ struct Resolved {
     test: Test,
     workload: Workload,
     faults: Vec<FaultSpec>,
+    cycle: bool,
     bugs: Vec<Bug>,
     binary: PathBuf,
     args: RunArgs,
@@ -42,8 +46,29 @@ fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         .filter(|n| !n.is_empty() && *n != "none")
         .map(|n| FaultSpec::parse(n).map_err(|e| bad(format!("--nemesis: {e}"))))
         .collect::<Result<_, _>>()?;
-    if args.env != "local" {
-        return Err(bad(format!("--env {:?}: only `local` is available in this build", args.env)));
+    let cycle = match args.nemesis_order.as_str() {
+        "random" => false,
+        "cycle" => true,
+        other => return Err(bad(format!("--nemesis-order {other:?}: expected random or cycle"))),
+    };
+    let netns_missing = net::unavailable();
+    let env = match (args.env.as_str(), &netns_missing) {
+        ("local", _) => "local",
+        ("netns", None) | ("auto", None) => "netns",
+        ("netns", Some(why)) => return Err(bad(format!("--env netns is not available here: {why}"))),
+        ("auto", Some(why)) => {
+            eprintln!("ordeal: network namespaces are not available ({why}); running the nodes as local processes");
+            "local"
+        }
+        (other, _) => return Err(bad(format!("--env {other:?}: expected auto, netns or local"))),
+    };
+    if env == "local"
+        && let Some(f) = faults.iter().find(|f| f.needs_network())
+    {
+        return Err(bad(format!("--nemesis {f} cuts the network, which needs --env netns")));
+    }
+    if faults.iter().any(FaultSpec::needs_clock) && !Path::new(LIBFAKETIME).exists() {
+        return Err(bad(format!("clock faults need libfaketime at {LIBFAKETIME} (scripts/setup.sh installs it)")));
     }
     if args.nodes == 0 || args.nodes > 9 {
         return Err(bad("--nodes must be between 1 and 9"));
@@ -98,7 +123,7 @@ fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         name,
         workload: workload.name().into(),
         nemesis: faults.iter().map(|f| f.to_string()).collect(),
-        env: args.env.clone(),
+        env: env.into(),
         nodes: args.nodes,
         groups: args.groups,
         concurrency: args.concurrency,
@@ -119,7 +144,7 @@ fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
         command: command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "),
         started_at: chrono::Utc::now().to_rfc3339(),
     };
-    Ok(Resolved { test, workload, faults, bugs, binary, args })
+    Ok(Resolved { test, workload, faults, cycle, bugs, binary, args })
 }
 
 fn shell_quote(s: &str) -> String {
@@ -133,6 +158,11 @@ fn shell_quote(s: &str) -> String {
 /// Runs a test from flags.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let resolved = resolve(args)?;
+    if resolved.test.env == "netns" {
+        // Before any thread exists: the kernel grants a user namespace to single-threaded
+        // processes only. Everything the run builds lives in this namespace and dies with it.
+        net::enter_private_network().context("isolating the run's network")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(execute(resolved))
 }
@@ -143,6 +173,30 @@ async fn execute(r: Resolved) -> anyhow::Result<Outcome> {
         .with_context(|| format!("creating a run in {}", r.args.store.display()))?;
     std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
     let mut spec = ClusterSpec::local(r.binary.clone(), r.test.nodes, &dir.join("nodes")).context("reserving ports")?;
+    let ids: Vec<u64> = spec.nodes.iter().map(|n| n.id).collect();
+    let network = match r.test.env.as_str() {
+        "netns" => {
+            let id = run_id(&dir);
+            let net = Network::create(&id, &ids).context("building the run's network")?;
+            for node in &mut spec.nodes {
+                node.addr = SocketAddr::new(net::node_ip(node.id).into(), 7000);
+                node.http = SocketAddr::new(net::node_ip(node.id).into(), 8000);
+                node.netns = net.ns_path(node.id);
+            }
+            Some(Arc::new(net))
+        }
+        _ => None,
+    };
+    let mut clocks = BTreeMap::new();
+    if r.faults.iter().any(FaultSpec::needs_clock) {
+        for node in &mut spec.nodes {
+            let control = dir.join("nodes").join(format!("n{}", node.id)).join("faketime.rc");
+            std::fs::create_dir_all(control.parent().expect("a node directory"))?;
+            std::fs::write(&control, "+0\n")?;
+            node.env.extend(faketime_env(&control));
+            clocks.insert(node.id, control);
+        }
+    }
     spec.groups = r.test.groups;
     spec.timing.tick = Duration::from_millis(r.test.tick_ms);
     spec.timing.heartbeat_ticks = r.test.heartbeat_ticks;
@@ -174,7 +228,11 @@ async fn execute(r: Resolved) -> anyhow::Result<Outcome> {
                 test.broker_version = s.version.clone();
             }
             std::fs::write(dir.join(store::TEST), serde_json::to_string_pretty(&test)?)?;
-            drive(&r, db.clone(), &dir, interrupt.clone()).await
+            let nemesis = Box::new(Nemeses::new(
+                ProcessNemesis::new(db.clone()),
+                NetNemesis::new(db.clone(), network.clone(), clocks),
+            ));
+            drive(&r, db.clone(), nemesis, &dir, interrupt.clone()).await
         }
     };
     if !dir.join(store::TEST).exists() {
@@ -185,6 +243,9 @@ async fn execute(r: Resolved) -> anyhow::Result<Outcome> {
     }
     drop(db);
     drop(cluster);
+    // After the nodes: tearing the namespaces down under running brokers would be a fault of
+    // its own.
+    drop(network);
     interrupts.abort();
     if !r.args.keep_data {
         remove_data(&dir);
@@ -220,6 +281,7 @@ async fn execute(r: Resolved) -> anyhow::Result<Outcome> {
 async fn drive(
     r: &Resolved,
     db: Arc<dyn Db>,
+    nemesis: Box<dyn Nemesis>,
     dir: &Path,
     interrupt: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<runner::Summary> {
@@ -238,16 +300,26 @@ async fn drive(
         time_limit: Duration::from_secs_f64(r.test.time_limit_s),
         op_timeout: timeout,
         faults: r.faults.clone(),
+        cycle_faults: r.cycle,
         nemesis_interval: Duration::from_secs_f64(r.test.nemesis_interval_s),
         fault_duration: Duration::from_secs_f64(r.test.fault_duration_s),
         status_log: Some(dir.join(store::STATUS)),
         progress: !r.args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..Plan::default()
     };
-    let nemesis = Box::new(ProcessNemesis::new(db.clone()));
     let summary = runner::run(&plan, db, nemesis, generator, clients, recorder.clone(), interrupt).await;
     recorder.finish().context("writing history.jsonl")?;
     Ok(summary)
+}
+
+/// A short id for names in the run's network (bridge, links): a hash of its directory.
+fn run_id(dir: &Path) -> String {
+    let h = dir
+        .display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:05x}", h & 0xf_ffff)
 }
 
 /// Removes the nodes' data directories; their logs stay.

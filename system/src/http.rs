@@ -25,6 +25,10 @@ pub struct NodeStatus {
     pub storage_version: u32,
     /// One entry per raft group.
     pub groups: Vec<GroupView>,
+    /// The node's wall clock when it answered, in ms since the Unix epoch (raft never reads
+    /// it; it is here to show clock skew).
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 impl NodeStatus {
@@ -37,6 +41,9 @@ impl NodeStatus {
             wire_version: WIRE_VERSION,
             storage_version: STORAGE_VERSION,
             groups: state.views(),
+            time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
 }
@@ -51,6 +58,7 @@ impl From<NodeStatus> for crate::pb::broker::StatusResponse {
             storage_version: s.storage_version,
             group_count: s.groups.len() as u32,
             groups: s.groups.into_iter().map(Into::into).collect(),
+            time_ms: s.time_ms,
         }
     }
 }
@@ -64,6 +72,7 @@ impl From<crate::pb::broker::StatusResponse> for NodeStatus {
             wire_version: s.wire_version,
             storage_version: s.storage_version,
             groups: s.groups.into_iter().map(GroupView::from).collect(),
+            time_ms: s.time_ms,
         }
     }
 }

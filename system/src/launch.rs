@@ -30,6 +30,11 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Where the node's stdout and stderr go (appended across restarts).
     pub log: PathBuf,
+    /// The network namespace to start the node in (a `/proc/<pid>/ns/net` path), if not the
+    /// caller's.
+    pub netns: Option<PathBuf>,
+    /// Environment variables for this node only (e.g. its libfaketime control file).
+    pub env: Vec<(String, String)>,
 }
 
 /// A cluster's shape and settings.
@@ -93,6 +98,8 @@ impl ClusterSpec {
                     http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
                     data_dir: node_dir.join("data"),
                     log: node_dir.join("broker.log"),
+                    netns: None,
+                    env: Vec::new(),
                 }
             })
             .collect();
@@ -145,13 +152,23 @@ impl ClusterSpec {
         let log = OpenOptions::new().create(true).append(true).open(&node.log)?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(node))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().chain(&node.env).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: only async-signal-safe calls (setsid, prctl) run between fork and exec.
+        let netns = match &node.netns {
+            Some(path) => Some(
+                std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        // SAFETY: only async-signal-safe calls (setns, setsid, prctl) run between fork and exec;
+        // the namespace file stays open in the parent until `spawn` returns.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if let Some(ns) = &netns {
+                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                }
                 // Its own session: a Ctrl-C at the terminal reaches the harness, which then stops
                 // the nodes in order, instead of reaching every node at once.
                 nix::unistd::setsid().map_err(io::Error::from)?;

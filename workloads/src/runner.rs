@@ -41,6 +41,8 @@ pub struct Plan {
     pub op_timeout: Duration,
     /// Faults to draw from; none means no nemesis.
     pub faults: Vec<FaultSpec>,
+    /// Take the faults in turn instead of at random.
+    pub cycle_faults: bool,
     /// Quiet time before each fault.
     pub nemesis_interval: Duration,
     /// How long each fault lasts.
@@ -79,6 +81,7 @@ impl Default for Plan {
             time_limit: Duration::from_secs(10),
             op_timeout: Duration::from_secs(1),
             faults: Vec::new(),
+            cycle_faults: false,
             nemesis_interval: Duration::from_secs(3),
             fault_duration: Duration::from_secs(3),
             status_log: None,
@@ -302,7 +305,15 @@ async fn nemesis_loop(
 ) -> (Box<dyn Nemesis>, Vec<String>) {
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
     let mut errors = Vec::new();
-    while let Some(fault) = plan.faults.choose(&mut rng).copied() {
+    let mut turn = 0;
+    loop {
+        let next = if plan.cycle_faults {
+            plan.faults.get(turn % plan.faults.len().max(1))
+        } else {
+            plan.faults.choose(&mut rng)
+        };
+        let Some(fault) = next.copied() else { break };
+        turn += 1;
         if !sleep_or_stop(Instant::now() + plan.nemesis_interval, &mut interrupt).await || Instant::now() >= deadline {
             break;
         }
@@ -359,7 +370,7 @@ async fn sample_statuses(
             .into_iter()
             .map(|n| {
                 let v = match statuses.get(&n) {
-                    Some(s) => json!({"up": true, "version": s.version, "groups": s.groups}),
+                    Some(s) => json!({"up": true, "version": s.version, "time_ms": s.time_ms, "groups": s.groups}),
                     None => json!({"up": false}),
                 };
                 (n.to_string(), v)

@@ -1,0 +1,329 @@
+//! The `netns` environment: nodes in network namespaces of their own, real partitions (nft),
+//! packet loss, NFQUEUE delay, bandwidth caps and clock faults; and no residue afterwards.
+//! Runs as root in CI; the rootless test runs the same topology as an unprivileged user.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ordeal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ordeal")).args(args).output().expect("ordeal runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `None` when this machine cannot build namespaces, with the reason printed.
+fn netns_or_skip(test: &str) -> Option<()> {
+    match ordeal_faults::net::unavailable() {
+        Some(why) => {
+            println!("SKIPPED {test}: network namespaces are not available here: {why}");
+            None
+        }
+        None => Some(()),
+    }
+}
+
+/// Processes started since `since` (in clock ticks after boot) that are `sleep infinity`
+/// orphans: namespace holders that outlived their run.
+fn orphan_holders(since: u64) -> Vec<u32> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if cmd != b"sleep\0infinity\0" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split_whitespace().collect();
+        let (ppid, start) =
+            (fields.get(1).and_then(|f| f.parse::<u32>().ok()), fields.get(19).and_then(|f| f.parse::<u64>().ok()));
+        if ppid == Some(1) && start.is_some_and(|s| s >= since) && fields.first() != Some(&"Z") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn boot_ticks_now() -> u64 {
+    let uptime: f64 =
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    (uptime * 100.0) as u64
+}
+
+fn assert_no_residue(since: u64, store: &Path) {
+    let t = Instant::now();
+    while !orphan_holders(since).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5), "namespace holders left: {:?}", orphan_holders(since));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.lines().any(|l| l.contains(": ob") && l.contains("v")), "run links in the host namespace: {links}");
+    let tables = Command::new("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("ordeal"), "nft tables left in the host namespace");
+    let store = std::fs::canonicalize(store).unwrap();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd =
+            String::from_utf8_lossy(&std::fs::read(p.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        assert!(!(cmd.contains("ordeal-broker") && cmd.contains(store.to_str().unwrap())), "broker left: {cmd}");
+    }
+}
+
+#[test]
+fn every_network_and_clock_fault_keeps_the_history_valid_and_leaves_nothing() {
+    if netns_or_skip("every_network_and_clock_fault").is_none() {
+        return;
+    }
+    {
+        let since = boot_ticks_now();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        let all = "partition,partition-halves,partition-one,partition-leader,partition-ring,partition-bridge,partition-oneway,loss,delay,slow,clock-skew,clock-bump,clock-strobe";
+        let (code, out, err) = ordeal(&[
+            "run",
+            "--env",
+            "netns",
+            "--store",
+            store,
+            "--no-progress",
+            "--workload",
+            "register",
+            "--nemesis",
+            all,
+            "--nemesis-order",
+            "cycle",
+            "--time-limit",
+            "20",
+            "--nemesis-interval",
+            "0.3",
+            "--fault-duration",
+            "1.2",
+            "--seed",
+            "5",
+        ]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let history = jsonl(&dir.path().join("latest/history.jsonl"));
+        let started: Vec<&str> = history
+            .iter()
+            .filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "start")
+            .map(|o| {
+                assert!(o.get("error").is_none(), "fault failed: {o}");
+                o["value"]["fault"].as_str().unwrap()
+            })
+            .collect();
+        for fault in all.split(',') {
+            assert!(started.contains(&fault), "{fault} never ran: {started:?}");
+        }
+        // Clock faults move a node's wall clock (raft only reads the monotonic one).
+        let status = jsonl(&dir.path().join("latest/status.jsonl"));
+        let skewed = status.iter().any(|s| {
+            let times: Vec<i64> =
+                s["nodes"].as_object().unwrap().values().filter_map(|n| n["time_ms"].as_i64()).collect();
+            times.iter().max().zip(times.iter().min()).is_some_and(|(a, b)| a - b > 3_600_000)
+        });
+        assert!(skewed, "clock-bump skewed no node's wall clock by an hour");
+        let test: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("latest/test.json")).unwrap()).unwrap();
+        assert_eq!(test["env"], "netns");
+        assert_no_residue(since, dir.path());
+    }
+}
+
+#[test]
+fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() {
+    if netns_or_skip("an_isolated_leader").is_none() {
+        return;
+    }
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        let (code, out, err) = ordeal(&[
+            "run",
+            "--env",
+            "netns",
+            "--store",
+            store,
+            "--no-progress",
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition-leader",
+            "--time-limit",
+            "9",
+            "--nemesis-interval",
+            "1",
+            "--fault-duration",
+            "2.5",
+            "--rate",
+            "300",
+            "--seed",
+            "9",
+        ]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let history = jsonl(&dir.path().join("latest/history.jsonl"));
+        let status = jsonl(&dir.path().join("latest/status.jsonl"));
+        let results: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("latest/results.json")).unwrap()).unwrap();
+        // Faults the end of the main phase cut short (under 2 s) prove nothing about step-down.
+        let faults: Vec<&Value> = results["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["stop"].as_u64().unwrap() - f["start"].as_u64().unwrap() >= 2_000_000_000)
+            .collect();
+        assert!(faults.len() >= 2, "{faults:?}");
+        for f in faults {
+            let target = f["targets"][0].as_u64().unwrap();
+            let (start, stop) = (f["start"].as_u64().unwrap(), f["stop"].as_u64().unwrap());
+            assert_eq!(f["stepped_down"], true, "the isolated leader steps down (check-quorum): {f}");
+            assert!(
+                f["gap_ms"].as_f64().is_some_and(|g| g < 2500.0),
+                "the majority elected a leader and took writes: {f}"
+            );
+            // Writes the isolated node served while cut off: none were acknowledged...
+            let writes = |kind: &str| {
+                history
+                    .iter()
+                    .filter(|o| {
+                        o["node"] == target && o["type"] == kind && matches!(o["f"].as_str(), Some("write" | "cas"))
+                    })
+                    .filter(|o| (start + 100_000_000..stop).contains(&o["time"].as_u64().unwrap()))
+                    .count()
+            };
+            assert_eq!(writes("ok"), 0, "node {target} acknowledged a write while isolated");
+            // ...though clients did send it some, which timed out.
+            assert!(writes("info") + writes("fail") > 0, "no write reached the isolated node {target}");
+            let during: Vec<&Value> = status
+                .iter()
+                .filter(|s| (start + 1_500_000_000..stop).contains(&s["time"].as_u64().unwrap()))
+                .collect();
+            assert!(
+                during.iter().any(|s| s["nodes"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .any(|(n, v)| *n != target.to_string() && v["groups"][0]["role"] == "leader")),
+                "a new leader was elected on the majority side"
+            );
+            // Links come back as the transport reconnects (within its 0.5 s backoff); then the old
+            // leader hears the new term and follows.
+            let rejoined = status
+                .iter()
+                .filter(|s| (stop..stop + 3_000_000_000).contains(&s["time"].as_u64().unwrap()))
+                .any(|s| {
+                    let me = &s["nodes"][target.to_string()]["groups"][0];
+                    me["role"] == "follower" && me["leader_id"].as_u64().is_some_and(|l| l != 0 && l != target)
+                });
+            assert!(rejoined, "after healing, node {target} rejoins as a follower of the new leader");
+        }
+    }
+}
+
+#[test]
+fn the_same_topology_runs_rootless() {
+    if netns_or_skip("the_same_topology_runs_rootless").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&store).unwrap();
+    let ordeal_bin = Path::new(env!("CARGO_BIN_EXE_ordeal"));
+    for name in ["ordeal", "ordeal-broker"] {
+        std::fs::copy(ordeal_bin.with_file_name(name), bin.join(name)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path(), bin.as_path(), store.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let args = [
+        "run",
+        "--env",
+        "netns",
+        "--no-progress",
+        "--nemesis",
+        "partition",
+        "--time-limit",
+        "4",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1",
+    ];
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        // Drop to nobody: the run must build its namespaces through a user namespace.
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(bin.join("ordeal"));
+        c
+    } else {
+        Command::new(bin.join("ordeal"))
+    };
+    let out = cmd.args(args).arg("--store").arg(&store).env("HOME", dir.path()).stdin(Stdio::null()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if stderr.contains("creating a user and network namespace (rootless)") {
+        println!(
+            "SKIPPED the_same_topology_runs_rootless: this machine refuses unprivileged user namespaces: {stderr}"
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let test: Value = serde_json::from_str(&std::fs::read_to_string(store.join("latest/test.json")).unwrap()).unwrap();
+    assert_eq!(test["env"], "netns");
+    let history = std::fs::read_to_string(store.join("latest/history.jsonl")).unwrap();
+    assert!(history.contains("\"fault\":\"partition\",\"grudge\""), "the partition ran");
+    use std::os::unix::fs::MetadataExt;
+    let expected = if nix::unistd::geteuid().is_root() { 65534 } else { nix::unistd::getuid().as_raw() };
+    let owner = std::fs::metadata(store.join("latest/history.jsonl")).unwrap().uid();
+    assert_eq!(owner, expected, "the run's files belong to the unprivileged user");
+}
+
+#[test]
+fn kill_9_of_a_netns_run_leaves_nothing() {
+    if netns_or_skip("kill_9_of_a_netns_run").is_none() {
+        return;
+    }
+    {
+        let since = boot_ticks_now();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        let mut run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+            .args([
+                "run",
+                "--env",
+                "netns",
+                "--store",
+                store,
+                "--no-progress",
+                "--time-limit",
+                "60",
+                "--nemesis",
+                "partition",
+                "--nemesis-interval",
+                "0.5",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let history = dir.path().join("latest/history.jsonl");
+        let t = Instant::now();
+        while !std::fs::read_to_string(&history).is_ok_and(|h| h.contains("grudge")) {
+            assert!(t.elapsed() < Duration::from_secs(30), "the partition never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run.kill().unwrap();
+        run.wait().unwrap();
+        let (code, out, _) = ordeal(&["cleanup", "--store", store]);
+        assert_eq!(code, 0, "{out}");
+        assert_no_residue(since, dir.path());
+    }
+}
