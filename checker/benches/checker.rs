@@ -38,15 +38,6 @@ fn time_ms(f: impl FnOnce()) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// In a child process, so that the peak memory is this case's alone.
 fn child_check(path: &str) {
     let file = || std::fs::File::open(path).expect("generated history opens");
@@ -59,7 +50,7 @@ fn child_check(path: &str) {
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
     println!(
         "{}",
-        json!({"parse_ms": parse_ms, "total_ms": total_ms, "verdict": r.verdict, "rss_mb": peak_rss_mb(), "events": events})
+        json!({"parse_ms": parse_ms, "total_ms": total_ms, "verdict": r.verdict, "rss_mb": ordeal_checker::testing::peak_rss_mb(), "events": events})
     );
 }
 

@@ -77,3 +77,13 @@ pub fn write_register_history(path: &Path, ops: usize, keys: usize, processes: u
     }
     w.flush()
 }
+
+/// The peak resident memory of this process so far, in MiB (`VmHWM`), for benchmarks.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -13,15 +13,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn test(ops: usize) -> Test {
     Test {
         name: "register-generated".into(),
@@ -69,7 +60,7 @@ fn main() {
         let t = Instant::now();
         let r = ordeal_reports::write_all(Path::new(&dir)).expect("report written");
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        println!("{}", json!({"ms": ms, "rss_mb": peak_rss_mb(), "verdict": r.verdict}));
+        println!("{}", json!({"ms": ms, "rss_mb": ordeal_checker::testing::peak_rss_mb(), "verdict": r.verdict}));
         return;
     }
     if std::env::args().any(|a| a == "--list") {

@@ -55,6 +55,30 @@ fn x_range(d: &Digest) -> std::ops::Range<f64> {
     0.0..secs(d.end).max(0.001)
 }
 
+type LogChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::combinators::LogCoord<f64>>,
+>;
+
+/// Axes for latency: the test's time against milliseconds on a log scale, fault bands drawn.
+fn latency_axes<'a, 'b>(
+    root: &'a Area<'b>,
+    d: &Digest,
+    faults: &[FaultWindow],
+    max_y: f64,
+) -> Result<LogChart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_range(d), (0.01..max_y).log_scale())
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw().map_err(err)?;
+    bands(&mut chart, faults, 0.01, max_y)?;
+    Ok(chart)
+}
+
 /// Latency of every op over time, coloured by outcome, shaped by operation, on a log scale.
 pub fn latency(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), String> {
     let points: Vec<(f64, f64, OpType, u16)> = d
@@ -74,14 +98,7 @@ pub fn latency(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), S
         format!("Latency of every op by completion time ({} ops)", points.len())
     };
     let chart = svg(H, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x_range(d), (0.01..max_y).log_scale())
-            .map_err(err)?;
-        chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw().map_err(err)?;
-        bands(&mut chart, faults, 0.01, max_y)?;
+        let mut chart = latency_axes(root, d, faults, max_y)?;
         let mut seen_ok = 0usize;
         let kept = points.iter().filter(|p| {
             if p.2 != OpType::Ok {
@@ -163,14 +180,7 @@ pub fn quantiles(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String),
     }
     let max_y = series[2].iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
     let chart = svg(H, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x_range(d), (0.01..max_y).log_scale())
-            .map_err(err)?;
-        chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw().map_err(err)?;
-        bands(&mut chart, faults, 0.01, max_y)?;
+        let mut chart = latency_axes(root, d, faults, max_y)?;
         for (points, (name, color)) in series.iter().zip([("p50", BLUE), ("p95", OK), ("p99", FAIL)]) {
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))

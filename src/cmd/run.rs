@@ -370,7 +370,7 @@ pub fn demo(args: crate::cli::DemoArgs) -> anyhow::Result<Outcome> {
     ];
     let cli = crate::cli::Cli::try_parse_from(argv).map_err(|e| bad(e.to_string()))?;
     let crate::cli::Command::Run(run_args) = cli.command else { unreachable!("parsed a run command") };
-    eprintln!("ordeal demo: a {time_limit} s register test on 3 local nodes, killing the leader every few seconds");
+    eprintln!("ordeal demo: a {time_limit} s register test on a 3-node cluster, killing the leader every few seconds");
     let outcome = run(run_args)?;
     say!("\nEverything about this run is in {store}/latest/ (open report.html in a browser).");
     Ok(outcome)

@@ -248,6 +248,7 @@ impl Client {
                 for id in ids {
                     match self.status(id).await {
                         Ok(s) => return Ok(s.groups.len().max(1) as u32),
+                        Err(ClientError::Unreachable(m)) => errors.push(m),
                         Err(e) => errors.push(e.to_string()),
                     }
                 }

@@ -32,10 +32,8 @@ enum Command {
     Produce {
         #[command(flatten)]
         target: Target,
-        #[arg(long)]
-        topic: String,
-        #[arg(long, default_value_t = 0)]
-        partition: u32,
+        #[command(flatten)]
+        at: Partition,
         /// The record's key.
         #[arg(long, default_value = "")]
         key: String,
@@ -51,10 +49,8 @@ enum Command {
     Fetch {
         #[command(flatten)]
         target: Target,
-        #[arg(long)]
-        topic: String,
-        #[arg(long, default_value_t = 0)]
-        partition: u32,
+        #[command(flatten)]
+        at: Partition,
         #[arg(long, default_value_t = 0)]
         from: u64,
         #[arg(long, default_value_t = 100)]
@@ -90,10 +86,8 @@ enum Command {
         target: Target,
         #[arg(long)]
         group: String,
-        #[arg(long)]
-        topic: String,
-        #[arg(long, default_value_t = 0)]
-        partition: u32,
+        #[command(flatten)]
+        at: Partition,
         #[arg(long)]
         offset: u64,
     },
@@ -115,6 +109,17 @@ enum Command {
         #[arg(long, env = "ORDEAL_ADMIN_TOKEN")]
         admin_token: Option<String>,
     },
+}
+
+/// A topic partition.
+#[derive(Args)]
+struct Partition {
+    /// The topic.
+    #[arg(long)]
+    topic: String,
+    /// The partition.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
 }
 
 #[derive(Args)]
@@ -275,13 +280,13 @@ async fn client_command(command: Command) -> ExitCode {
             let c = client(&t, None).await;
             (c.status(first(&c)).await.map(|s| serde_json::to_value(s).unwrap_or_default()), t.json)
         }
-        Command::Produce { target, topic, partition, key, producer_id, sequence, value } => {
+        Command::Produce { target, at: Partition { topic, partition }, key, producer_id, sequence, value } => {
             let c = client(&target, None).await;
             let idem = producer_id.zip(sequence);
             let r = c.produce(&topic, partition, key.as_bytes(), value.as_bytes(), idem).await;
             (r.map(|a| json!({"offset": a.value.offset, "duplicate": a.value.duplicate, "node": a.node})), target.json)
         }
-        Command::Fetch { target, topic, partition, from, max } => {
+        Command::Fetch { target, at: Partition { topic, partition }, from, max } => {
             let c = client(&target, None).await;
             let r = c.fetch(&topic, partition, from, max).await.map(|a| {
                 let records: Vec<_> = a
@@ -311,7 +316,7 @@ async fn client_command(command: Command) -> ExitCode {
             let r = c.cas(key.as_bytes(), expected.as_deref().map(str::as_bytes), value.as_bytes()).await;
             (r.map(|_| json!({"ok": true})), target.json)
         }
-        Command::CommitOffsets { target, group, topic, partition, offset } => {
+        Command::CommitOffsets { target, group, at: Partition { topic, partition }, offset } => {
             let c = client(&target, None).await;
             let r = c.commit_offsets(&group, vec![PartitionOffset { topic, partition, offset }]).await;
             (r.map(|_| json!({"ok": true})), target.json)
