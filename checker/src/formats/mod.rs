@@ -125,8 +125,9 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), I
         Some(f) => f,
         None => {
             use std::io::Read;
+            // A handle of its own: a clone would share the offset and move the reader's start.
             let mut head = Vec::with_capacity(64 * 1024);
-            file.try_clone()
+            std::fs::File::open(path)
                 .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
                 .map_err(|e| err(None, e.to_string()))?;
             detect(&String::from_utf8_lossy(&head))

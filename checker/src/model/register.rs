@@ -3,9 +3,10 @@
 //!
 //! Values in the history: for `register` and `cas-register` the bare value (`write 3`,
 //! `cas [1 2]`, a read's completion holds what it read, `null` meaning absent); for `kv` an object:
-//! `{"key": k, "value": v}` for read, write and append, `{"key": k, "from": a, "to": b}` for cas.
+//! `{"key": k, "value": v}` for read, write and append, `{"key": k, "from": a, "to": b}` for cas,
+//! or Jepsen's `independent` tuples `[k, v]` (as `ordeal export --to edn` writes them).
 
-use super::{Model, ModelError, Val, field, key_of, show};
+use super::{Model, ModelError, Val, key_of, show};
 use ordeal_history::Op;
 use serde_json::Value;
 
@@ -33,6 +34,24 @@ pub enum RegisterOp {
     Append(Option<String>, Val),
 }
 
+/// A keyed value as (key, bare value): `{"key": k, "value": v}` gives `v`, `{"key": k, "from": a,
+/// "to": b}` gives `[a, b]`, and a Jepsen `independent` tuple `[k, v]` gives `v`.
+fn keyed_value(v: &Value) -> Result<(String, Value), ModelError> {
+    if let Some([k, inner]) = v.as_array().map(Vec::as_slice) {
+        let key = match k {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        return Ok((key, inner.clone()));
+    }
+    let key = key_of(v)?;
+    let inner = match (v.get("from"), v.get("to")) {
+        (Some(from), Some(to)) => Value::Array(vec![from.clone(), to.clone()]),
+        _ => v.get("value").cloned().unwrap_or(Value::Null),
+    };
+    Ok((key, inner))
+}
+
 /// The register models.
 #[derive(Debug, Clone)]
 pub struct RegisterModel {
@@ -53,34 +72,30 @@ impl Model for RegisterModel {
 
     fn op(&self, invoke: &Op, ok: Option<&Op>) -> Result<Option<RegisterOp>, ModelError> {
         let keyed = self.kind == RegisterKind::Kv;
-        let key = if keyed { Some(key_of(&invoke.value)?) } else { None };
-        let arg = |v: &Value, name: &str| if keyed { field(v, name).cloned() } else { Ok(v.clone()) };
+        // Keyed values become (key, bare value), so that one path serves both kinds.
+        let split = |v: &Value| -> Result<(Option<String>, Value), ModelError> {
+            if keyed { keyed_value(v).map(|(k, inner)| (Some(k), inner)) } else { Ok((None, v.clone())) }
+        };
+        let (key, arg) = split(&invoke.value)?;
         match invoke.f.as_str() {
             "read" | "get" => {
                 let Some(ok) = ok else { return Ok(None) };
-                Ok(Some(RegisterOp::Read(key, Val::from_json(&arg(&ok.value, "value")?)?)))
+                Ok(Some(RegisterOp::Read(key, Val::from_json(&split(&ok.value)?.1)?)))
             }
-            "write" | "put" => {
-                Ok(Some(RegisterOp::Write(key, Val::required(&arg(&invoke.value, "value")?, "written value")?)))
-            }
+            "write" | "put" => Ok(Some(RegisterOp::Write(key, Val::required(&arg, "written value")?))),
             "append" => {
-                let v = Val::required(&arg(&invoke.value, "value")?, "appended value")?;
+                let v = Val::required(&arg, "appended value")?;
                 if !matches!(v, Val::Str(_)) {
                     return Err(ModelError(format!("append needs a string, found {v}")));
                 }
                 Ok(Some(RegisterOp::Append(key, v)))
             }
-            "cas" if self.kind != RegisterKind::Register => {
-                let (from, to) = if keyed {
-                    (field(&invoke.value, "from")?.clone(), field(&invoke.value, "to")?.clone())
-                } else {
-                    match invoke.value.as_array().map(Vec::as_slice) {
-                        Some([from, to]) => (from.clone(), to.clone()),
-                        _ => return Err(ModelError(format!("cas value must be [from, to], found {}", invoke.value))),
-                    }
-                };
-                Ok(Some(RegisterOp::Cas(key, Val::from_json(&from)?, Val::required(&to, "cas target")?)))
-            }
+            "cas" if self.kind != RegisterKind::Register => match arg.as_array().map(Vec::as_slice) {
+                Some([from, to]) => {
+                    Ok(Some(RegisterOp::Cas(key, Val::from_json(from)?, Val::required(to, "cas target")?)))
+                }
+                _ => Err(ModelError(format!("cas value must be [from, to], found {}", invoke.value))),
+            },
             "cas" => Err(ModelError("the register model has no cas; use cas-register".into())),
             f => Err(ModelError(format!("unknown register operation {f:?}: expected read, write, cas or append"))),
         }
