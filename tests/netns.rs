@@ -232,7 +232,8 @@ fn the_same_topology_runs_rootless() {
     if netns_or_skip("the_same_topology_runs_rootless").is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    // Under /tmp, whatever TMPDIR says: the unprivileged user must be able to reach it.
+    let dir = tempfile::Builder::new().prefix("ordeal-rootless").tempdir_in("/tmp").unwrap();
     let bin = dir.path().join("bin");
     let store = dir.path().join("store");
     std::fs::create_dir_all(&bin).unwrap();
