@@ -97,6 +97,14 @@ pub fn runs(store: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Removes the nodes' data directories of a run; their logs stay.
+pub fn remove_data(run_dir: &Path) {
+    let Ok(nodes) = std::fs::read_dir(run_dir.join("nodes")) else { return };
+    for node in nodes.flatten() {
+        let _ = std::fs::remove_dir_all(node.path().join("data"));
+    }
+}
+
 /// Reads and parses a JSON file of a run directory.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, crate::ReportError> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::ReportError::file(path, e))?;

@@ -25,7 +25,7 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
         let pid_file = run.join(store::PID);
         let Ok(text) = std::fs::read_to_string(&pid_file) else {
             if args.data {
-                remove_data(&run);
+                store::remove_data(&run);
             }
             continue;
         };
@@ -34,7 +34,7 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
             say!("skipping {}: its run is still in progress", run.display());
             continue;
         }
-        remove_data(&run);
+        store::remove_data(&run);
         if !run.join(store::RUN).exists() {
             let info = RunInfo {
                 harness_error: Some("the harness was killed; closed by `ordeal cleanup`".into()),
@@ -51,13 +51,6 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
     }
     say!("cleanup done: {} broker process(es) killed, {closed} abandoned run(s) closed", killed.len());
     Ok(Outcome::Valid)
-}
-
-fn remove_data(run: &Path) {
-    let Ok(nodes) = std::fs::read_dir(run.join("nodes")) else { return };
-    for node in nodes.flatten() {
-        let _ = std::fs::remove_dir_all(node.path().join("data"));
-    }
 }
 
 /// Whether `pid` is a live `ordeal` process (not a recycled pid of something else).

@@ -248,7 +248,7 @@ async fn execute(r: Resolved) -> anyhow::Result<Outcome> {
     drop(network);
     interrupts.abort();
     if !r.args.keep_data {
-        remove_data(&dir);
+        store::remove_data(&dir);
     }
     match outcome {
         Ok(summary) => {
@@ -320,14 +320,6 @@ fn run_id(dir: &Path) -> String {
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{:05x}", h & 0xf_ffff)
-}
-
-/// Removes the nodes' data directories; their logs stay.
-fn remove_data(dir: &Path) {
-    let Ok(nodes) = std::fs::read_dir(dir.join("nodes")) else { return };
-    for node in nodes.flatten() {
-        let _ = std::fs::remove_dir_all(node.path().join("data"));
-    }
 }
 
 fn print_outcome(dir: &Path, r: &ordeal_reports::results::Results) {

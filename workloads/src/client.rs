@@ -62,6 +62,9 @@ impl BrokerClients {
 
 impl ClientFactory for BrokerClients {
     fn open(&self, process: u64) -> Box<dyn Client> {
+        if self.workload == Workload::Noop {
+            return Box::new(NoopClient);
+        }
         let opts = ClientOptions {
             connect_timeout: Duration::from_millis(200).min(self.timeout),
             attempt_timeout: self.timeout,
@@ -75,9 +78,6 @@ impl ClientFactory for BrokerClients {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         if !ids.is_empty() {
             client.prefer(ids[process as usize % ids.len()]);
-        }
-        if self.workload == Workload::Noop {
-            return Box::new(NoopClient);
         }
         Box::new(Broker { client, producer_id: process + 1, sequence: 0 })
     }
