@@ -2,7 +2,7 @@
 # Installs the system packages ordeal needs, once. Idempotent: packages already present are
 # skipped, and nothing runs apt when everything is there.
 #
-# Usage: scripts/setup.sh
+# Usage: scripts/setup.sh [EXTRA-PACKAGE...]
 set -euo pipefail
 
 packages=(
@@ -13,6 +13,7 @@ packages=(
   iproute2          # namespaces, veth, bridges
   faketime          # per-node clock skew
   chromium          # headless checks of the HTML report
+  "$@"              # what one script needs beyond these (the broker benchmark's etcd)
 )
 
 missing=()

@@ -12,7 +12,7 @@ fn ordeal(args: &[&str]) -> (i32, String, String) {
 }
 
 fn corpus(path: &str) -> String {
-    format!("{}/../shared/corpus/{path}", env!("CARGO_MANIFEST_DIR"))
+    ordeal_checker::testing::corpus_dir().join(path).display().to_string()
 }
 
 #[test]

@@ -8,14 +8,11 @@
 use ordeal_checker::Verdict;
 use ordeal_checker::formats;
 use ordeal_checker::linear::{Options, check_by_name};
+use ordeal_checker::testing::corpus_dir;
 use ordeal_history::jsonl;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -69,12 +66,12 @@ fn main() {
     let mut etcd: Vec<PathBuf> = Vec::new();
     for dir in ["porcupine/jepsen", "ahorn-lc/jepsen-raw"] {
         let mut files: Vec<PathBuf> =
-            std::fs::read_dir(corpus().join(dir)).expect("corpus").map(|e| e.unwrap().path()).collect();
+            std::fs::read_dir(corpus_dir().join(dir)).expect("corpus").map(|e| e.unwrap().path()).collect();
         files.sort();
         etcd.extend(files);
     }
     let mut per_file: Vec<(String, f64, Verdict)> = Vec::new();
-    for f in etcd.iter().filter(|p| p.starts_with(corpus().join("porcupine"))) {
+    for f in etcd.iter().filter(|p| p.starts_with(corpus_dir().join("porcupine"))) {
         let mut verdict = Verdict::Valid;
         let t = median((0..n).map(|_| time_ms(|| verdict = check_file(f, "cas-register"))).collect());
         per_file.push((f.file_name().unwrap().to_string_lossy().into_owned(), t, verdict));
@@ -101,7 +98,7 @@ fn main() {
 
     println!("\n| Porcupine kv | check (parsed history) | import + check |\n|---|---|---|");
     for name in ["c10-ok.txt", "c10-bad.txt", "c01-ok.txt", "c01-bad.txt"] {
-        let path = corpus().join("porcupine/kv").join(name);
+        let path = corpus_dir().join("porcupine/kv").join(name);
         let mut verdict = Verdict::Valid;
         let total = median((0..n).map(|_| time_ms(|| verdict = check_file(&path, "kv"))).collect());
         let (history, _) = formats::import(&path, None).expect("corpus file imports");

@@ -1,4 +1,5 @@
-//! Generated histories for benchmarks and tests of the checkers and reports.
+//! Generated histories and the shared corpus, for benchmarks and tests of the checkers and
+//! reports.
 //!
 //! Not part of the checking API: the generator simulates clients of a linearizable key-value
 //! store, so what it writes is valid by construction.
@@ -8,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A generated op in flight: (process, key, f, invocation value, completion value, outcome).
 type InFlight = (u64, usize, &'static str, Value, Value, OpType);
@@ -86,4 +87,15 @@ pub fn peak_rss_mb() -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The shared corpus of external histories (`../shared/corpus` beside the repository), found
+/// from the package directory cargo gives the test or bench at run time. Not the one compiled
+/// in: builds are cached outside the checkout and shared between checkouts, so a binary compiled
+/// in another clone can be reused here.
+pub fn corpus_dir() -> PathBuf {
+    let package =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = package.ancestors().find(|d| d.join("Cargo.lock").is_file()).unwrap_or(&package);
+    root.join("../shared/corpus")
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 
 fn corpus() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let dir = ordeal_checker::testing::corpus_dir();
     assert!(dir.is_dir(), "the shared corpus must be checked out beside the repository at {}", dir.display());
     dir
 }

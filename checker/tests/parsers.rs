@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use std::io::Write;
 
 fn corpus_sample() -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/knossos/cas-register/bad");
+    let dir = ordeal_checker::testing::corpus_dir().join("knossos/cas-register/bad");
     std::fs::read_to_string(dir.join("bad-analysis.edn")).unwrap()
 }
 

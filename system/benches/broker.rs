@@ -2,13 +2,19 @@
 //!
 //! Three real `ordeal-broker` processes on loopback, fsync on, 256-byte records:
 //! one producer (latency), 16 concurrent producers (throughput and latency), and the write gap
-//! after `kill -9` of the leader (election timeout 500 ms), repeated. Prints a markdown table.
+//! after `kill -9` of the leader (election timeout 500 ms), repeated. When an `etcd` binary is
+//! there, a three-member etcd cluster runs the same single- and 16-client phases in the same run
+//! (alternating round by round with the broker), since this machine's disk is too noisy for
+//! figures taken at different times to be compared. Prints a markdown table.
 //!
-//! Knobs: `ORDEAL_BENCH_SEQUENTIAL` (produces of the single producer, default 5000),
+//! Knobs: `ORDEAL_BENCH_ROUNDS` (single-producer rounds, default 5),
+//! `ORDEAL_BENCH_SEQUENTIAL` (produces per round, default 3000), `ORDEAL_BENCH_ETCD` (etcd binary),
 //! `ORDEAL_BENCH_SECONDS` (of the 16-producer phase, default 10), `ORDEAL_BENCH_KILLS` (default
 //! 5), `ORDEAL_BENCH_TICK_MS`, `ORDEAL_BENCH_SYNC=false`, `ORDEAL_BENCH_KEEP=1` (keep the cluster's
-//! directory and logs), `ORDEAL_BENCH_DUMP=FILE` (single-producer latencies in µs, in order),
+//! directory and logs), `ORDEAL_BENCH_DUMP=FILE` (the broker's single-producer latencies in µs, in order),
 //! `ORDEAL_BENCH_METRICS=1` (print each node's counters).
+
+mod etcd;
 
 use ordeal_system::client::{Client, ClientOptions};
 use ordeal_system::launch::{ClusterSpec, NodeProcess, find_binary};
@@ -19,6 +25,84 @@ use std::time::{Duration, Instant};
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e3
+}
+
+/// One run's latencies, sorted.
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut lat: Vec<Duration>) -> Latencies {
+        lat.sort();
+        Latencies(lat)
+    }
+
+    fn q(&self, q: f64) -> f64 {
+        quantile(&self.0, q)
+    }
+
+    /// "p50 / p99 of all rounds together (each round's p99)".
+    fn rounds(rounds: &[Latencies]) -> String {
+        if rounds.is_empty() {
+            return "–".into();
+        }
+        let each: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.q(0.99))).collect();
+        let all = Latencies::new(rounds.iter().flat_map(|r| r.0.iter().copied()).collect());
+        format!("{:.2} ms / {:.2} ms (rounds: {})", all.q(0.5), all.q(0.99), each.join(", "))
+    }
+}
+
+/// Throughput and latency of a closed-loop phase.
+struct Load {
+    rate: f64,
+    lat: Latencies,
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0}/s, {:.2} ms / {:.2} ms", self.rate, self.lat.q(0.5), self.lat.q(0.99))
+    }
+}
+
+/// `n` operations one after another.
+async fn sequential(n: usize, mut op: impl AsyncFnMut(u64)) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let s = Instant::now();
+        op(i).await;
+        lat.push(s.elapsed());
+    }
+    lat
+}
+
+/// 16 producers, each issuing `op(producer, seq)` back to back for `secs` seconds.
+async fn concurrent<F, Fut>(secs: u64, op: F) -> Load
+where
+    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..16u64)
+        .map(|p| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut seq = 0;
+                while Instant::now() < stop {
+                    let s = Instant::now();
+                    op(p, seq).await;
+                    lat.push(s.elapsed());
+                    seq += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for task in tasks {
+        lat.extend(task.await.expect("producer task"));
+    }
+    Load { rate: lat.len() as f64 / t.elapsed().as_secs_f64(), lat: Latencies::new(lat) }
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -79,67 +163,87 @@ async fn main() {
     let nodes: Vec<u64> = cluster.procs.keys().copied().collect();
     let l = leader(&client, &nodes).await;
     client.prefer(l);
-    let value = vec![b'x'; 256];
+    let value = Arc::new(vec![b'x'; 256]);
 
     // Warm up connections, RocksDB and the allocator.
     for i in 0..500u64 {
         client.produce("warm", 0, b"", &value, Some((1, i))).await.expect("warm-up produce");
     }
+    let etcd = match etcd::find_binary() {
+        Some(binary) => {
+            let etcd = etcd::Etcd::start(&binary).expect("start etcd");
+            let mut c = etcd.leader().await.expect("etcd leader");
+            for i in 0..500u64 {
+                c.put(format!("warm/{i}").into_bytes(), value.to_vec()).await.expect("warm-up put");
+            }
+            Some((etcd, c))
+        }
+        None => {
+            eprintln!("no etcd binary (ORDEAL_BENCH_ETCD or etcd on the PATH): the reference column stays empty");
+            None
+        }
+    };
 
-    // 1 producer.
-    let n = env_usize("ORDEAL_BENCH_SEQUENTIAL", 5000);
-    let mut lat = Vec::with_capacity(n);
-    let t = Instant::now();
-    for i in 0..n as u64 {
-        let s = Instant::now();
-        client.produce("one", 0, b"", &value, Some((2, i))).await.expect("produce");
-        lat.push(s.elapsed());
+    // 1 producer, alternating with etcd's one client round by round so that both see the same
+    // machine.
+    let rounds = env_usize("ORDEAL_BENCH_ROUNDS", 5).max(1);
+    let n = env_usize("ORDEAL_BENCH_SEQUENTIAL", 3000).max(1);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut dump = Vec::new();
+    for round in 0..rounds as u64 {
+        let lat = sequential(n, async |i| {
+            client.produce("one", 0, b"", &value, Some((2 + round, i))).await.expect("produce");
+        })
+        .await;
+        dump.extend(lat.iter().map(|d| d.as_micros().to_string()));
+        ours.push(Latencies::new(lat));
+        if let Some((_, c)) = &etcd {
+            let mut c = c.clone();
+            let lat = sequential(n, async |i| {
+                c.put(format!("one/{round}/{i}").into_bytes(), value.to_vec()).await.expect("etcd put");
+            })
+            .await;
+            theirs.push(Latencies::new(lat));
+        }
     }
-    let rate1 = n as f64 / t.elapsed().as_secs_f64();
     if let Ok(path) = std::env::var("ORDEAL_BENCH_DUMP") {
-        let text: Vec<String> = lat.iter().map(|d| format!("{}", d.as_micros())).collect();
-        std::fs::write(path, text.join("\n")).expect("dump");
+        std::fs::write(path, dump.join("\n")).expect("dump");
     }
-    lat.sort();
-    println!("| 3 nodes, fsync on, 256-byte records | result | floor |\n|---|---|---|");
+    println!("| 3 nodes, fsync on, 256-byte records | ordeal-broker | etcd, same run | floor |\n|---|---|---|---|");
     println!(
-        "| 1 producer, {n} produces: p50 / p99 latency | **{:.2} ms / {:.2} ms** ({rate1:.0}/s) | p99 ≤ 5 ms |",
-        quantile(&lat, 0.5),
-        quantile(&lat, 0.99)
+        "| 1 producer, {rounds} rounds of {n}: p50 / p99 latency of all produces (each round's p99) | **{}** | {} | p99 ≤ 5 ms |",
+        Latencies::rounds(&ours),
+        Latencies::rounds(&theirs)
     );
 
     // 16 producers.
     let secs = env_usize("ORDEAL_BENCH_SECONDS", 10) as u64;
-    let stop = Instant::now() + Duration::from_secs(secs);
-    let tasks: Vec<_> = (0..16u64)
-        .map(|p| {
-            let client = client.clone();
-            let value = value.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut seq = 0;
-                while Instant::now() < stop {
-                    let s = Instant::now();
-                    client.produce("many", p as u32 % 4, b"", &value, Some((100 + p, seq))).await.expect("produce");
-                    lat.push(s.elapsed());
-                    seq += 1;
-                }
-                lat
-            })
+    let ours = {
+        let (client, value) = (client.clone(), value.clone());
+        concurrent(secs, move |p, seq| {
+            let (client, value) = (client.clone(), value.clone());
+            async move {
+                client.produce("many", p as u32 % 4, b"", &value, Some((100 + p, seq))).await.expect("produce");
+            }
         })
-        .collect();
-    let t = Instant::now();
-    let mut lat: Vec<Duration> = Vec::new();
-    for task in tasks {
-        lat.extend(task.await.expect("producer task"));
-    }
-    let rate = lat.len() as f64 / t.elapsed().as_secs_f64();
-    lat.sort();
+        .await
+    };
+    let theirs = match &etcd {
+        Some((_, c)) => {
+            let (c, value) = (c.clone(), value.clone());
+            let r = concurrent(secs, move |p, seq| {
+                let (mut c, value) = (c.clone(), value.clone());
+                async move { c.put(format!("many/{p}/{seq}").into_bytes(), value.to_vec()).await.expect("etcd put") }
+            })
+            .await;
+            r.to_string()
+        }
+        None => "–".into(),
+    };
     println!(
-        "| 16 producers, {secs} s: acknowledged produces per second, p50 / p99 latency | **{rate:.0}/s, {:.2} ms / {:.2} ms** | ≥ 3,000/s at p99 ≤ 20 ms |",
-        quantile(&lat, 0.5),
-        quantile(&lat, 0.99)
+        "| 16 producers, {secs} s: acknowledged writes per second, p50 / p99 latency | **{ours}** | {theirs} | ≥ 3,000/s at p99 ≤ 20 ms |"
     );
+    drop(etcd);
 
     if std::env::var_os("ORDEAL_BENCH_METRICS").is_some() {
         for node in &cluster.spec.nodes {
@@ -190,10 +294,13 @@ async fn main() {
         cluster.procs.insert(l, proc);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    if gaps.is_empty() {
+        return;
+    }
     let shown: Vec<String> = gaps.iter().map(|g| format!("{:.0}", g.as_secs_f64() * 1e3)).collect();
     gaps.sort();
     println!(
-        "| write gap after kill -9 of the leader (election timeout 500 ms), median of {rounds} | **{:.0} ms** (each: {} ms) | ≤ 1 s |",
+        "| write gap after kill -9 of the leader (election timeout 500 ms), median of {rounds} | **{:.0} ms** (each: {} ms) | – | ≤ 1 s |",
         quantile(&gaps, 0.5),
         shown.join(", ")
     );

@@ -164,9 +164,10 @@ pub struct GroupContext {
 /// after [`GroupHandle::stop`] so that the database closes before the process exits.
 pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<()>), StorageError> {
     let voters: Vec<u64> = ctx.config.peers.keys().copied().collect();
-    let storage = RaftStorage::open(ctx.db.clone(), group, &voters)?;
+    let mut storage = RaftStorage::open(ctx.db.clone(), group, &voters)?;
     let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
     let applied = sm.applied_index()?;
+    storage.cover_applied(applied)?;
     let cfg = raft_config(ctx.config.id, &ctx.config.timing, applied);
     let logger = raft_logger(ctx.config.id, group);
     let node = RawNode::new(&cfg, storage, &logger).map_err(|e| StorageError::Corrupt {
@@ -454,8 +455,14 @@ impl Group {
                 what: "received a snapshot, which this build does not install".into(),
             });
         }
-        // 3. Apply what is committed (already durable on a quorum).
-        self.apply(rd.take_committed_entries())?;
+        // 3. Apply what is committed (already durable on a quorum). A leader does it before its
+        // fsync, so that its replies leave sooner; a follower after, so that its append
+        // responses, which the leader's next commit waits for, do not wait for applying.
+        let leader = self.node.raft.state == StateRole::Leader;
+        let mut committed = rd.take_committed_entries();
+        if leader {
+            self.apply(std::mem::take(&mut committed))?;
+        }
         // 4. Persist new entries and the hard state in one write: the fsync behind every ack.
         let mut batch = WriteBatch::default();
         let store = self.node.mut_store();
@@ -468,6 +475,7 @@ impl Group {
         }
         // 5. Messages that must wait for the fsync (votes, append responses).
         self.send(rd.take_persisted_messages());
+        self.apply(committed)?;
         // 6. Confirmed reads wait for their index to be applied.
         for rs in rd.take_read_states() {
             let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
@@ -478,8 +486,6 @@ impl Group {
         // 7. Advance; the light ready carries what became committed meanwhile.
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
-            // Kept in memory only: a restarted node that remembers an older commit index
-            // learns the current one from the leader, so this needs no write of its own.
             self.node.mut_store().set_commit(commit);
         }
         self.send(light.take_messages());

@@ -255,16 +255,36 @@ impl RaftStorage {
         self.last_term = last.term;
     }
 
-    /// Adds the hard state to `batch`.
+    /// Adds the hard state to `batch` when its term or vote changed; a new commit index alone is
+    /// only kept in memory (see [`RaftStorage::set_commit`]).
     pub fn set_hard_state(&mut self, batch: &mut WriteBatch, hs: &HardState) {
-        batch.put(keys::hard_state(self.group), encode_pb(hs));
+        if hs.term != self.hard_state.term || hs.vote != self.hard_state.vote {
+            batch.put(keys::hard_state(self.group), encode_pb(hs));
+        }
         self.hard_state = hs.clone();
     }
 
-    /// Records a new commit index (from a light ready) in memory; it reaches disk with the next
-    /// hard state written.
+    /// Records a new commit index in memory; it reaches disk with the next term or vote. A
+    /// restarted node that remembers an older one learns the current one from the leader, or
+    /// from its own applied index ([`RaftStorage::cover_applied`]), so this saves a write on
+    /// every node for every commit.
     pub fn set_commit(&mut self, commit: u64) {
         self.hard_state.commit = commit;
+    }
+
+    /// Raises the commit index to `applied` when a crash left it behind. Applied state is written
+    /// without the WAL and the commit index only rides along with other writes, so the state
+    /// machine on disk can be ahead of the stored commit index; since only committed entries are
+    /// applied, the log is committed at least that far (and raft-rs refuses to start otherwise).
+    pub fn cover_applied(&mut self, applied: u64) -> Result<(), StorageError> {
+        if applied > self.last_index {
+            return Err(StorageError::Corrupt {
+                key: escape(&keys::applied(self.group)),
+                what: format!("applied index {applied} is past the last log entry {}", self.last_index),
+            });
+        }
+        self.hard_state.commit = self.hard_state.commit.max(applied);
+        Ok(())
     }
 
     /// Adds a new membership to `batch`.
@@ -410,6 +430,27 @@ mod tests {
         let one = s.entries(1, 4, Some(1), GetEntriesContext::empty(false)).unwrap();
         assert_eq!(one.len(), 1, "max_size still returns at least one entry");
         assert!(s.entries(1, 5, None, GetEntriesContext::empty(false)).is_err());
+    }
+
+    #[test]
+    fn a_commit_index_behind_the_applied_one_is_raised_so_raft_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut s = RaftStorage::open(db.clone(), 0, &[1, 2, 3]).unwrap();
+        let mut b = WriteBatch::default();
+        s.append(&mut b, &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        s.set_hard_state(&mut b, &HardState { term: 1, commit: 2, ..Default::default() });
+        s.write(b, true).unwrap();
+        drop(s);
+
+        let mut s = RaftStorage::open(db, 0, &[]).unwrap();
+        assert!(s.cover_applied(6).is_err(), "applied past the log is corruption");
+        s.cover_applied(4).unwrap();
+        let cfg = raft::Config { id: 1, applied: 4, ..Default::default() };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let node = raft::RawNode::new(&cfg, s, &logger).unwrap();
+        assert_eq!(node.raft.raft_log.committed, 4);
+        assert_eq!(node.raft.raft_log.applied, 4);
     }
 
     #[test]

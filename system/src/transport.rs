@@ -1,9 +1,9 @@
 //! Raft messages between peers, over gRPC client streams.
 //!
-//! Sending: one task and one bounded queue per peer. The Ready loop only ever `try_send`s: when a
-//! peer's queue is full or its connection is down the messages are dropped (raft retransmits) and
-//! the peer is reported unreachable, so a slow or dead peer never blocks the loop. The task
-//! reconnects with exponential backoff.
+//! Sending: one task and one bounded queue per peer; the queue is the body of the peer's gRPC
+//! stream. The Ready loop only ever `try_send`s: when a peer's queue is full or its connection is
+//! down the messages are dropped (raft retransmits) and the peer is reported unreachable, so a
+//! slow or dead peer never blocks the loop. The task reconnects with exponential backoff.
 //!
 //! Receiving: [`RaftService`] decodes each envelope and hands its messages to the group's loop.
 //! Anything malformed ends that stream with a status and leaves the node serving.
@@ -17,8 +17,7 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,26 +28,25 @@ const PEER_QUEUE: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-struct Peer {
-    queue: mpsc::Sender<Envelope>,
-    connected: Arc<AtomicBool>,
-}
+/// The queue into a peer's current stream; `None` while there is no connection. The stream
+/// reads this queue directly, so a message crosses no task between the Ready loop and gRPC.
+type Slot = Mutex<Option<mpsc::Sender<Envelope>>>;
 
 /// The sending half: a queue and a connection task per peer.
 pub struct Transport {
     id: u64,
-    peers: HashMap<u64, Peer>,
+    peers: HashMap<u64, Arc<Slot>>,
 }
 
 impl Transport {
-    /// Starts a sender task per peer other than `id`, on the current tokio runtime.
+    /// Starts a sender task per peer other than `id`, on the current tokio runtime. A task ends
+    /// when the transport is dropped.
     pub fn start(id: u64, peers: &BTreeMap<u64, String>) -> Arc<Transport> {
         let mut out = HashMap::new();
         for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let connected = Arc::new(AtomicBool::new(false));
-            tokio::spawn(peer_loop(peer, addr.clone(), rx, connected.clone()));
-            out.insert(peer, Peer { queue: tx, connected });
+            let slot = Arc::new(Mutex::new(None));
+            tokio::spawn(peer_loop(peer, addr.clone(), Arc::downgrade(&slot)));
+            out.insert(peer, slot);
         }
         Arc::new(Transport { id, peers: out })
     }
@@ -64,12 +62,16 @@ impl Transport {
         }
         let mut unreachable = Vec::new();
         for (to, messages) in by_peer {
-            let Some(peer) = self.peers.get(&to) else {
+            let Some(slot) = self.peers.get(&to) else {
                 tracing::warn!(to, "message for an unknown peer dropped");
                 continue;
             };
             let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
-            if !peer.connected.load(Ordering::Relaxed) || peer.queue.try_send(env).is_err() {
+            let queued = match slot.lock() {
+                Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
+                Err(_) => false,
+            };
+            if !queued {
                 unreachable.push(to);
             }
         }
@@ -77,7 +79,13 @@ impl Transport {
     }
 }
 
-async fn peer_loop(peer: u64, addr: String, mut rx: mpsc::Receiver<Envelope>, connected: Arc<AtomicBool>) {
+fn set_slot(slot: &Slot, queue: Option<mpsc::Sender<Envelope>>) {
+    if let Ok(mut s) = slot.lock() {
+        *s = queue;
+    }
+}
+
+async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>) {
     let mut backoff = BACKOFF_MIN;
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
@@ -92,38 +100,26 @@ async fn peer_loop(peer: u64, addr: String, mut rx: mpsc::Receiver<Envelope>, co
         }
     };
     loop {
-        let channel = match endpoint.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(peer, "connect failed: {e}");
-                // Drain what queued up meanwhile: raft will resend what still matters.
-                while rx.try_recv().is_ok() {}
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        };
-        tracing::info!(peer, addr, "connected to peer");
-        backoff = BACKOFF_MIN;
-        let (stream_tx, stream_rx) = mpsc::channel::<Envelope>(256);
-        let mut client = RaftClient::new(channel);
-        let mut call = tokio::spawn(async move { client.send(ReceiverStream::new(stream_rx)).await });
-        connected.store(true, Ordering::Relaxed);
-        loop {
-            tokio::select! {
-                env = rx.recv() => match env {
-                    Some(env) => if stream_tx.send(env).await.is_err() { break },
-                    None => { call.abort(); return; }
-                },
-                res = &mut call => {
-                    tracing::info!(peer, "peer stream ended: {:?}", res.map(|r| r.err()));
-                    break;
+        match endpoint.connect().await {
+            Ok(channel) => {
+                let Some(s) = slot.upgrade() else { return };
+                tracing::info!(peer, addr, "connected to peer");
+                backoff = BACKOFF_MIN;
+                let (queue, stream) = mpsc::channel(PEER_QUEUE);
+                set_slot(&s, Some(queue));
+                // Only the transport may keep the slot alive: dropping it ends the stream.
+                drop(s);
+                let res = RaftClient::new(channel).send(ReceiverStream::new(stream)).await;
+                tracing::info!(peer, "peer stream ended: {:?}", res.err());
+                match slot.upgrade() {
+                    Some(s) => set_slot(&s, None),
+                    None => return,
                 }
             }
+            Err(e) => tracing::debug!(peer, "connect failed: {e}"),
         }
-        connected.store(false, Ordering::Relaxed);
-        call.abort();
         tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
