@@ -318,14 +318,16 @@ impl Client {
                     }
                 }
             };
-            let mut hinted = false;
+            // A node that refused the connection never saw the request, and another one may
+            // answer at once: no reason to wait before trying it.
+            let mut at_once = matches!(last, ClientError::Unreachable(_));
             match &last {
                 ClientError::Broker {
                     error: BrokerError::NotLeader { group: g, leader_id, leader_address }, ..
                 } if *leader_id != 0 && *leader_id != node => {
                     self.learn_leader(*g, *leader_id, leader_address);
                     node = *leader_id;
-                    hinted = true;
+                    at_once = true;
                 }
                 ClientError::Broker { error, .. } if !error.is_definite() || !error.is_retriable() => {
                     if error.is_definite() || repeat == Repeat::Unsafe {
@@ -345,9 +347,10 @@ impl Client {
             if Instant::now() + backoff >= deadline {
                 return Err(unknown.unwrap_or(last));
             }
-            // Follow a fresh hint at once; a chain of hints means stale views, so back off.
-            hops = if hinted { hops + 1 } else { 0 };
-            if !hinted || hops > 2 {
+            // Follow a fresh hint or pass an unreachable node at once; a chain of them means
+            // stale views or a cluster that is down, so back off.
+            hops = if at_once { hops + 1 } else { 0 };
+            if !at_once || hops > 2 {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(50));
             }
