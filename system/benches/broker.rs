@@ -138,6 +138,15 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // On Ctrl-C the benchmark's future is dropped, and with it the clusters: their processes are
+    // killed and their directories removed.
+    tokio::select! {
+        _ = bench() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("interrupted"),
+    }
+}
+
+async fn bench() {
     let dir = tempfile::Builder::new()
         .disable_cleanup(std::env::var_os("ORDEAL_BENCH_KEEP").is_some())
         .tempdir()
