@@ -40,14 +40,21 @@ impl Latencies {
         quantile(&self.0, q)
     }
 
-    /// "p50 / p99 of all rounds together (each round's p99)".
+    /// How many took longer than [`SLOW`], and how many of those a second.
+    fn slow(&self) -> String {
+        let n = self.0.iter().filter(|d| **d > SLOW).count();
+        let secs: f64 = self.0.iter().map(Duration::as_secs_f64).sum();
+        format!("{n} over {} ms ({:.1}/s)", SLOW.as_millis(), n as f64 / secs)
+    }
+
+    /// "p50 / p99 of all rounds together (each round's p99; the slow ones)".
     fn rounds(rounds: &[Latencies]) -> String {
         if rounds.is_empty() {
             return "–".into();
         }
         let each: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.q(0.99))).collect();
         let all = Latencies::new(rounds.iter().flat_map(|r| r.0.iter().copied()).collect());
-        format!("{:.2} ms / {:.2} ms (rounds: {})", all.q(0.5), all.q(0.99), each.join(", "))
+        format!("{:.2} ms / {:.2} ms (rounds: {}; {})", all.q(0.5), all.q(0.99), each.join(", "), all.slow())
     }
 }
 
@@ -105,6 +112,43 @@ where
     Load { rate: lat.len() as f64 / t.elapsed().as_secs_f64(), lat: Latencies::new(lat) }
 }
 
+/// Requests slower than this count as having met one of the disk's stalls.
+const SLOW: Duration = Duration::from_millis(3);
+
+/// The disk alone, for comparison in the same run: three threads (standing for the three nodes'
+/// raft logs), each appending 300 bytes and fdatasyncing `rate` times a second for `secs`.
+fn disk_probe(dir: &std::path::Path, rate: f64, secs: u64) -> std::io::Result<Latencies> {
+    use std::io::Write;
+    let writers: Vec<_> = (0..3)
+        .map(|i| {
+            let path = dir.join(format!("disk-probe-{i}"));
+            std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+                let mut f = std::fs::File::create(&path)?;
+                let n = (rate * secs as f64) as u32;
+                let mut lat = Vec::with_capacity(n as usize);
+                let start = Instant::now();
+                for k in 0..n {
+                    let due = start + Duration::from_secs_f64(f64::from(k) / rate);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let s = Instant::now();
+                    f.write_all(&[b'x'; 300])?;
+                    f.sync_data()?;
+                    lat.push(s.elapsed());
+                }
+                std::fs::remove_file(&path)?;
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.join().expect("a probe thread panicked")?);
+    }
+    Ok(Latencies::new(all))
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -112,7 +156,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 struct Cluster {
     spec: ClusterSpec,
     procs: BTreeMap<u64, NodeProcess>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The leader every node agrees on.
@@ -166,7 +210,7 @@ async fn bench() {
         spec.timing.max_election_ticks = 600 / tick as usize;
     }
     let procs = spec.nodes.iter().map(|n| (n.id, spec.spawn(n.id).expect("spawn"))).collect();
-    let mut cluster = Cluster { spec, procs, _dir: dir };
+    let mut cluster = Cluster { spec, procs, dir };
     let opts = ClientOptions { deadline: Duration::from_secs(10), ..Default::default() };
     let client = Arc::new(Client::new(cluster.spec.peers(), opts));
     let nodes: Vec<u64> = cluster.procs.keys().copied().collect();
@@ -223,6 +267,20 @@ async fn bench() {
         "| 1 producer, {rounds} rounds of {n}: p50 / p99 latency of all produces (each round's p99) | **{}** | {} | p99 ≤ 5 ms |",
         Latencies::rounds(&ours),
         Latencies::rounds(&theirs)
+    );
+
+    // The disk alone, at the rate each node just fsynced at.
+    let rate = (n * rounds) as f64 / ours.iter().flat_map(|r| r.0.iter()).map(Duration::as_secs_f64).sum::<f64>();
+    let probe_dir = cluster.dir.path().to_path_buf();
+    let probe = tokio::task::spawn_blocking(move || disk_probe(&probe_dir, rate, 5))
+        .await
+        .expect("disk probe")
+        .expect("disk probe I/O");
+    println!(
+        "| the disk alone, same run: 3 threads, each appending 300 bytes with fdatasync {rate:.0} times a second for 5 s: p50 / p99 | {:.2} ms / {:.2} ms ({}) | | |",
+        probe.q(0.5),
+        probe.q(0.99),
+        probe.slow()
     );
 
     // 16 producers.
