@@ -1,15 +1,8 @@
 //! The `ordeal` command line at its boundary: help, exit codes, bad input.
 
-use std::process::Command;
+mod common;
 
-fn ordeal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ordeal")).args(args).output().expect("ordeal runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use common::ordeal;
 
 fn corpus(path: &str) -> String {
     ordeal_checker::testing::corpus_dir().join(path).display().to_string()

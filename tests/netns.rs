@@ -2,23 +2,13 @@
 //! packet loss, NFQUEUE delay, bandwidth caps and clock faults; and no residue afterwards.
 //! Runs as root in CI; the rootless test runs the same topology as an unprivileged user.
 
+mod common;
+
+use common::{json, jsonl, ordeal, spawn_ordeal, wait_for_history};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn ordeal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ordeal")).args(args).output().expect("ordeal runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 /// `None` when this machine cannot build namespaces, with the reason printed.
 fn netns_or_skip(test: &str) -> Option<()> {
@@ -130,9 +120,7 @@ fn every_network_and_clock_fault_keeps_the_history_valid_and_leaves_nothing() {
             times.iter().max().zip(times.iter().min()).is_some_and(|(a, b)| a - b > 3_600_000)
         });
         assert!(skewed, "clock-bump skewed no node's wall clock by an hour");
-        let test: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("latest/test.json")).unwrap()).unwrap();
-        assert_eq!(test["env"], "netns");
+        assert_eq!(json(&dir.path().join("latest/test.json"))["env"], "netns");
         assert_no_residue(since, dir.path());
     }
 }
@@ -170,8 +158,7 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
         assert_eq!(code, 0, "{out}\n{err}");
         let history = jsonl(&dir.path().join("latest/history.jsonl"));
         let status = jsonl(&dir.path().join("latest/status.jsonl"));
-        let results: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("latest/results.json")).unwrap()).unwrap();
+        let results = json(&dir.path().join("latest/results.json"));
         // Faults the end of the main phase cut short (under 2 s) prove nothing about step-down.
         let faults: Vec<&Value> = results["faults"]
             .as_array()
@@ -277,8 +264,7 @@ fn the_same_topology_runs_rootless() {
         return;
     }
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let test: Value = serde_json::from_str(&std::fs::read_to_string(store.join("latest/test.json")).unwrap()).unwrap();
-    assert_eq!(test["env"], "netns");
+    assert_eq!(json(&store.join("latest/test.json"))["env"], "netns");
     let history = std::fs::read_to_string(store.join("latest/history.jsonl")).unwrap();
     assert!(history.contains("\"fault\":\"partition\",\"grudge\""), "the partition ran");
     use std::os::unix::fs::MetadataExt;
@@ -296,31 +282,21 @@ fn kill_9_of_a_netns_run_leaves_nothing() {
         let since = boot_ticks_now();
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().to_str().unwrap();
-        let mut run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-            .args([
-                "run",
-                "--env",
-                "netns",
-                "--store",
-                store,
-                "--no-progress",
-                "--time-limit",
-                "60",
-                "--nemesis",
-                "partition",
-                "--nemesis-interval",
-                "0.5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let history = dir.path().join("latest/history.jsonl");
-        let t = Instant::now();
-        while !std::fs::read_to_string(&history).is_ok_and(|h| h.contains("grudge")) {
-            assert!(t.elapsed() < Duration::from_secs(30), "the partition never started");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut run = spawn_ordeal(&[
+            "run",
+            "--env",
+            "netns",
+            "--store",
+            store,
+            "--no-progress",
+            "--time-limit",
+            "60",
+            "--nemesis",
+            "partition",
+            "--nemesis-interval",
+            "0.5",
+        ]);
+        wait_for_history(dir.path(), "the partition never started", |h| h.contains("grudge"));
         run.kill().unwrap();
         run.wait().unwrap();
         let (code, out, _) = ordeal(&["cleanup", "--store", store]);

@@ -1,6 +1,9 @@
 //! The HTML report in a real browser (headless Chromium, installed by `scripts/setup.sh`), and
 //! the store served over HTTP, for a real run with leader kills.
 
+mod common;
+
+use common::ordeal;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,12 +54,25 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let store_arg = store.to_str().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args(["run", "--store", store_arg, "--no-progress", "--workload", "register", "--nemesis", "kill-leader"])
-        .args(["--time-limit", "6", "--nemesis-interval", "1", "--fault-duration", "1.5", "--seed", "4"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let (code, out, err) = ordeal(&[
+        "run",
+        "--store",
+        store_arg,
+        "--no-progress",
+        "--workload",
+        "register",
+        "--nemesis",
+        "kill-leader",
+        "--time-limit",
+        "6",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1.5",
+        "--seed",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
 
     let report = std::fs::canonicalize(store.join("latest/report.html")).unwrap();
     let (dom, log) = load(&format!("file://{}", report.display()), &dir.path().join("profile"));

@@ -1,23 +1,16 @@
 //! `ordeal run` end to end: real broker processes, real faults, the checkers, the run store, and
 //! the pipeline's ability to say "invalid" when the system is broken.
 
+mod common;
+
+use common::{json, ordeal, spawn_ordeal, wait_for_history};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn ordeal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ordeal")).args(args).output().expect("ordeal runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 fn results(store: &Path) -> Value {
-    let text = std::fs::read_to_string(store.join("latest/results.json")).expect("results.json");
-    serde_json::from_str(&text).expect("results.json parses")
+    json(&store.join("latest/results.json"))
 }
 
 fn brokers_under(root: &Path) -> Vec<String> {
@@ -138,18 +131,19 @@ fn stale_reads_are_caught_and_the_offending_op_is_named() {
 fn cleanup_after_kill_9_leaves_no_broker() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args(["run", "--store", store, "--no-progress", "--time-limit", "60", "--nemesis", "pause", "--seed", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let history = dir.path().join("latest/history.jsonl");
-    let t = Instant::now();
-    while std::fs::read_to_string(&history).map_or(0, |h| h.lines().count()) < 200 {
-        assert!(t.elapsed() < Duration::from_secs(30), "the run never got going");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut run = spawn_ordeal(&[
+        "run",
+        "--store",
+        store,
+        "--no-progress",
+        "--time-limit",
+        "60",
+        "--nemesis",
+        "pause",
+        "--seed",
+        "3",
+    ]);
+    wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 200);
     assert_eq!(brokers_under(dir.path()).len(), 3);
     run.kill().unwrap(); // SIGKILL: no chance to clean up
     run.wait().unwrap();

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests. Every file under `tests/` is a crate of its own that
+//! includes this module and uses part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `ordeal ARGS` to completion: (exit code, stdout, stderr).
+pub fn ordeal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ordeal")).args(args).output().expect("ordeal runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Starts `ordeal ARGS` in the background, its output discarded.
+pub fn spawn_ordeal(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ordeal starts")
+}
+
+/// A JSON file of a run directory, e.g. `latest/results.json` under a store.
+pub fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every line of a JSONL file.
+pub fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Waits up to 30 s for the store's latest history to satisfy `ready`; `what` names the wait in
+/// the failure.
+pub fn wait_for_history(store: &Path, what: &str, ready: impl Fn(&str) -> bool) {
+    let history = store.join("latest/history.jsonl");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&history).is_ok_and(|h| ready(&h)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
