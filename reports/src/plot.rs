@@ -125,6 +125,26 @@ pub fn latency(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), S
     Ok((chart, format!("{caption}. Green ok, red fail, amber info; {}.", shapes.join(", "))))
 }
 
+/// Draws named lines, each (name, color, points), with a legend.
+fn lines<'a, 'b: 'a, Y, P>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    named: impl IntoIterator<Item = (&'static str, RGBColor, P)>,
+) -> Result<(), String>
+where
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+    P: IntoIterator<Item = (f64, f64)>,
+{
+    for (name, color, points) in named {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+    Ok(())
+}
+
 /// Draws fault bands over a chart's full height, labelled with the fault.
 fn bands<Y: plotters::coord::ranged1d::Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
@@ -181,15 +201,8 @@ pub fn quantiles(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String),
     let max_y = series[2].iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
     let chart = svg(H, |root| {
         let mut chart = latency_axes(root, d, faults, max_y)?;
-        for (points, (name, color)) in series.iter().zip([("p50", BLUE), ("p95", OK), ("p99", FAIL)]) {
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
-        Ok(())
+        let names = [("p50", BLUE), ("p95", OK), ("p99", FAIL)];
+        lines(&mut chart, names.into_iter().zip(series.iter()).map(|((n, c), p)| (n, c, p.iter().copied())))
     })?;
     Ok((chart, format!("Latency quantiles of ok ops per {width:.0} s window.")))
 }
@@ -217,16 +230,15 @@ pub fn throughput(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String)
             .map_err(err)?;
         chart.configure_mesh().x_desc("time (s)").y_desc("ops/s").draw().map_err(err)?;
         bands(&mut chart, faults, 0.0, max_y)?;
-        for (k, (name, color)) in [("ok", OK), ("fail", FAIL), ("info", INFO)].into_iter().enumerate() {
-            let points = counts.iter().enumerate().map(|(b, c)| ((b as f64 + 0.5) * width, c[k] as f64 / width));
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
-        Ok(())
+        let names = [("ok", OK), ("fail", FAIL), ("info", INFO)];
+        lines(
+            &mut chart,
+            names.into_iter().enumerate().map(|(k, (name, color))| {
+                let points =
+                    counts.iter().enumerate().map(move |(b, c)| ((b as f64 + 0.5) * width, c[k] as f64 / width));
+                (name, color, points)
+            }),
+        )
     })?;
     Ok((chart, format!("Completions per second by outcome, per {width:.0} s window.")))
 }
