@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::ordeal;
+use common::{ordeal, run_args};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -54,24 +54,8 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let store_arg = store.to_str().unwrap();
-    let (code, out, err) = ordeal(&[
-        "run",
-        "--store",
-        store_arg,
-        "--no-progress",
-        "--workload",
-        "register",
-        "--nemesis",
-        "kill-leader",
-        "--time-limit",
-        "6",
-        "--nemesis-interval",
-        "1",
-        "--fault-duration",
-        "1.5",
-        "--seed",
-        "4",
-    ]);
+    let (code, out, err) =
+        ordeal(&run_args(store_arg, &["--workload", "register", "--nemesis", "kill-leader", "--seed", "4"]));
     assert_eq!(code, 0, "{out}\n{err}");
 
     let report = std::fs::canonicalize(store.join("latest/report.html")).unwrap();

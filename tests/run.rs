@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json, ordeal, spawn_ordeal, wait_for_history};
+use common::{json, ordeal, run_args, spawn_ordeal, wait_for_history};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,23 +26,6 @@ fn brokers_under(root: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-fn run_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--store",
-        store,
-        "--no-progress",
-        "--time-limit",
-        "6",
-        "--nemesis-interval",
-        "1",
-        "--fault-duration",
-        "1.5",
-    ];
-    args.extend_from_slice(extra);
-    args
 }
 
 #[test]

@@ -17,6 +17,24 @@ pub fn ordeal(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `ordeal run` for 6 s with a fault every second lasting 1.5 s, into `store`, then `extra`.
+pub fn run_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--store",
+        store,
+        "--no-progress",
+        "--time-limit",
+        "6",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1.5",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Starts `ordeal ARGS` in the background, its output discarded.
 pub fn spawn_ordeal(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ordeal"))
