@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a test: start a cluster, drive a workload under faults, check it, write a report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check recorded histories for linearizability (native JSONL, Jepsen EDN, etcd logs,
     /// Porcupine kv logs).
     Check(CheckArgs),
@@ -48,13 +48,24 @@ pub enum Command {
 /// Flags of `ordeal run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Run the test a `test.json` describes (e.g. `store/latest/test.json`): same system,
+    /// workload, faults and seed. Only --store, --keep-data, --no-progress and --broker apply
+    /// beside it.
+    #[arg(long, value_name = "TEST.JSON")]
+    pub test: Option<PathBuf>,
+    /// The system under test: `broker` (ordeal-broker) or `etcd` (etcd 3.4, from Debian's
+    /// etcd-server).
+    #[arg(long, default_value = "broker")]
+    pub system: String,
     /// The workload: `register` (read/write/cas over many keys) or `log` (produce, fetch,
     /// commit and list offsets on a few partitions).
     #[arg(long, default_value = "register")]
     pub workload: String,
     /// Faults to inject, comma-separated (`none` for none): kill, kill-leader, kill-follower,
     /// kill-minority, kill-majority, kill-all, pause, pause-leader, pause-follower, ...,
-    /// terminate, terminate-leader, transfer-leader.
+    /// terminate, terminate-leader, transfer-leader, partitions, loss, delay, slow, clock faults.
+    /// A leader fault may name its group (`kill-leader@2`, `kill-leader@all`); faults joined by
+    /// `+` run at the same time (`partition-halves+kill-follower`).
     #[arg(long, default_value = "none")]
     pub nemesis: String,
     /// Broker nodes.
@@ -111,7 +122,13 @@ pub struct RunArgs {
     /// catch it.
     #[arg(long)]
     pub bug: Vec<String>,
-    /// The `ordeal-broker` binary (default: beside `ordeal`, then on PATH).
+    /// etcd only: `linearizable` reads (Range through the leader's read index) or
+    /// `serializable` ones (served from the member's local state: known to be stale under
+    /// partitions, for seeing the harness catch it).
+    #[arg(long, default_value = "linearizable")]
+    pub etcd_reads: String,
+    /// The system's binary (default: `ordeal-broker` beside `ordeal`, then on PATH; `etcd` on
+    /// PATH).
     #[arg(long)]
     pub broker: Option<PathBuf>,
     /// The run store.

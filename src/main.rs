@@ -10,6 +10,7 @@ macro_rules! say {
 
 mod cli;
 mod cmd;
+mod execute;
 mod exit;
 
 use std::process::ExitCode;

@@ -6,9 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; the variable only affects this process.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    tonic_prost_build::configure()
-        .bytes(".")
-        .compile_protos(&["proto/broker.proto", "proto/command.proto"], &["proto"])?;
+    tonic_prost_build::configure().bytes(".").compile_protos(&["proto/command.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -1,80 +1,122 @@
-//! The nemesis: cluster control ([`Db`]) and fault injection ([`Nemesis`]).
+//! The system seam and the nemesis.
 //!
-//! A [`Db`] starts, stops and signals the broker's nodes wherever they run ([`local`] runs them as
-//! processes on 127.0.0.1). A [`Nemesis`] breaks the cluster on request (`start`) and repairs
-//! what it broke (`stop`); `heal_all` repairs everything and is idempotent, so it is safe to call
-//! on any exit path. [`FaultSpec`] names a fault as the CLI does: `kill-leader`, `pause`,
-//! `kill-majority`, ...
+//! * [`system`]: the [`System`] under test (after Jepsen's `DB`), its optional powers
+//!   ([`Processes`], [`Leaders`], [`Upgrade`]) and the system-neutral [`NodeView`];
+//! * [`supervise`]: process supervision that serves every system whose nodes are processes;
+//! * [`layout`]: where each node runs (address, ports, directory, namespace, clock);
+//! * [`Nemesis`]: breaks the cluster on request (`start`) and repairs what it broke (`stop`);
+//!   `heal_all` repairs everything and is idempotent, so it is safe on any exit path.
+//!   [`Compose`] routes each fault to the nemesis that declares it, and faults run at the same
+//!   time ([`FaultSet`]);
+//! * [`FaultSpec`] names a fault as the CLI does: `kill-leader`, `pause`, `kill-leader@2`, ...
 //!
 //! Every fault is started and stopped by the runner, which records both in the history as
 //! nemesis ops; this crate never writes the history itself.
 #![warn(missing_docs)]
 
-mod db;
-pub mod local;
+mod clock;
+pub mod layout;
 pub mod net;
 mod netem;
 pub mod partition;
 mod process;
 mod spec;
+pub mod supervise;
+pub mod system;
 
-pub use db::{Db, DbError};
+pub use clock::ClockNemesis;
 pub use netem::{LIBFAKETIME, NetNemesis, faketime_env};
 pub use process::ProcessNemesis;
-pub use spec::{Action, FAULT_NAMES, FaultSpec, Shape, Target};
+pub use spec::{Action, FAULTS, FaultSet, FaultSpec, Groups, Shape, SpecError, Target, fault_names};
+pub use system::{GroupState, Leaders, NodeView, Processes, System, SystemError, Upgrade};
 
 use async_trait::async_trait;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+/// A fault that could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NemesisError {
+    /// The system failed or lacks the power.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// This nemesis already holds a fault it cannot run beside the new one.
+    #[error("{0} is still active")]
+    Busy(String),
+    /// The fault's target does not exist right now (no leader, no follower).
+    #[error("no {0} to target")]
+    NoTarget(&'static str),
+    /// The run was not set up for the fault.
+    #[error("{fault} needs {what}")]
+    NotSetUp {
+        /// The fault.
+        fault: String,
+        /// What it needs (`--env netns`, libfaketime).
+        what: &'static str,
+    },
+    /// Changing the network failed.
+    #[error(transparent)]
+    Network(#[from] net::NetError),
+    /// Writing a clock control file failed.
+    #[error("clock control file {path}: {source}")]
+    Clock {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No nemesis of the composition takes this fault.
+    #[error("no nemesis handles {0}")]
+    Unhandled(String),
+}
+
 /// A fault injector.
 #[async_trait]
 pub trait Nemesis: Send {
+    /// Whether this nemesis injects `fault`; [`Compose`] routes by it.
+    fn handles(&self, fault: &FaultSpec) -> bool;
     /// Starts `fault`, choosing targets with `rng`; returns what was done, for the history.
-    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, DbError>;
-    /// Repairs the fault started last; returns what was done.
-    async fn stop(&mut self) -> Result<Value, DbError>;
+    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError>;
+    /// Repairs `fault`, started earlier; returns what was done.
+    async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError>;
     /// Repairs everything this nemesis may have broken. Idempotent.
-    async fn heal_all(&mut self) -> Result<(), DbError>;
+    async fn heal_all(&mut self) -> Result<(), NemesisError>;
 }
 
-/// Routes each fault to the nemesis that handles it: process faults to one, network and clock
-/// faults to the other (Jepsen's `compose`).
-pub struct Nemeses {
-    process: ProcessNemesis,
-    net: NetNemesis,
-    /// Which one holds the active fault: `Some(true)` the network one.
-    active_net: Option<bool>,
-}
+/// Several nemeses as one (Jepsen's `compose`): each fault goes to the first that handles it,
+/// so faults of different nemeses can be active at once.
+pub struct Compose(pub Vec<Box<dyn Nemesis>>);
 
-impl Nemeses {
-    /// Both nemeses, side by side.
-    pub fn new(process: ProcessNemesis, net: NetNemesis) -> Self {
-        Nemeses { process, net, active_net: None }
+impl Compose {
+    fn route(&mut self, fault: &FaultSpec) -> Result<&mut Box<dyn Nemesis>, NemesisError> {
+        self.0.iter_mut().find(|n| n.handles(fault)).ok_or_else(|| NemesisError::Unhandled(fault.to_string()))
     }
 }
 
 #[async_trait]
-impl Nemesis for Nemeses {
-    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, DbError> {
-        let to_net = fault.needs_network() || fault.needs_clock();
-        let result = if to_net { self.net.start(fault, rng).await } else { self.process.start(fault, rng).await };
-        self.active_net = Some(to_net);
-        result
+impl Nemesis for Compose {
+    fn handles(&self, fault: &FaultSpec) -> bool {
+        self.0.iter().any(|n| n.handles(fault))
     }
 
-    async fn stop(&mut self) -> Result<Value, DbError> {
-        match self.active_net.take() {
-            Some(true) => self.net.stop().await,
-            Some(false) => self.process.stop().await,
-            None => Ok(Value::Null),
+    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+        self.route(fault)?.start(fault, rng).await
+    }
+
+    async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
+        self.route(fault)?.stop(fault).await
+    }
+
+    async fn heal_all(&mut self) -> Result<(), NemesisError> {
+        // Every nemesis heals even when an earlier one failed; the first error is reported.
+        let mut first = Ok(());
+        for n in &mut self.0 {
+            if let Err(e) = n.heal_all().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
         }
-    }
-
-    async fn heal_all(&mut self) -> Result<(), DbError> {
-        self.active_net = None;
-        let net = self.net.heal_all().await;
-        self.process.heal_all().await?;
-        net
+        first
     }
 }

@@ -1,18 +1,15 @@
-//! The network and clock nemesis: partitions, loss and bandwidth caps on a [`Network`], and
-//! wall-clock faults through libfaketime control files.
+//! The network nemesis: partitions, loss, delay and bandwidth caps on a [`Network`].
 
 use crate::net::Network;
 use crate::partition::{self, Grudge};
-use crate::{Action, Db, DbError, FaultSpec, Nemesis, Shape, Target};
+use crate::system::System;
+use crate::{Action, FaultSpec, Nemesis, NemesisError, Shape, Target};
 use async_trait::async_trait;
-use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -35,66 +32,46 @@ struct Active {
     value: Value,
     /// For an isolated leader: when it stopped believing it leads, in ms after the cut.
     step_down: Option<JoinHandle<Option<f64>>>,
-    /// For a clock strobe: set to stop it.
-    strobe: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
-/// Network and clock faults.
+/// The network nemesis. The rules of one fault at a time live in the nodes' namespaces: a
+/// second network fault waits for the first to heal.
 pub struct NetNemesis {
-    db: Arc<dyn Db>,
+    system: Arc<dyn System>,
     net: Option<Arc<Network>>,
-    clocks: BTreeMap<u64, PathBuf>,
     active: Option<Active>,
 }
 
-fn net_error(e: crate::net::NetError) -> DbError {
-    DbError::Process { node: 0, message: e.to_string() }
-}
-
-/// Runs a topology change, which waits on `ip`, `nft` and `tc`, without stalling the runtime's
-/// other tasks.
-fn blocking<T>(f: impl FnOnce() -> Result<T, crate::net::NetError>) -> Result<T, DbError> {
-    tokio::task::block_in_place(f).map_err(net_error)
-}
-
-fn set_clock(path: &PathBuf, offset_s: i64) -> Result<(), DbError> {
-    std::fs::write(path, format!("{offset_s:+}\n"))
-        .map_err(|e| DbError::Process { node: 0, message: format!("{}: {e}", path.display()) })
+fn blocking<T>(f: impl FnOnce() -> Result<T, crate::net::NetError>) -> Result<T, NemesisError> {
+    Ok(tokio::task::block_in_place(f)?)
 }
 
 impl NetNemesis {
-    /// Faults on `net` (partitions, loss, slow) when given, and on the clocks whose libfaketime
-    /// control files are in `clocks`.
-    pub fn new(db: Arc<dyn Db>, net: Option<Arc<Network>>, clocks: BTreeMap<u64, PathBuf>) -> Self {
-        NetNemesis { db, net, clocks, active: None }
+    /// A nemesis on `net` (none when the nodes share the host's network: every fault then fails
+    /// with why).
+    pub fn new(system: Arc<dyn System>, net: Option<Arc<Network>>) -> Self {
+        NetNemesis { system, net, active: None }
     }
 
-    fn net(&self) -> Result<&Network, DbError> {
-        self.net.as_deref().ok_or_else(|| DbError::Timeout("network faults need --env netns".into()))
+    fn net(&self, fault: &FaultSpec) -> Result<&Network, NemesisError> {
+        self.net.as_deref().ok_or_else(|| NemesisError::NotSetUp { fault: fault.to_string(), what: "--env netns" })
     }
 
-    fn clock(&self, node: u64) -> Result<&PathBuf, DbError> {
-        self.clocks
-            .get(&node)
-            .ok_or_else(|| DbError::Timeout("clock faults need nodes started under libfaketime".into()))
-    }
-
-    async fn target(&self, target: Target, rng: &mut ChaCha8Rng) -> Result<u64, DbError> {
-        match target {
-            Target::Leader => self.db.leader(0).await.ok_or_else(|| DbError::Timeout("no leader to target".into())),
-            _ => self.db.nodes().choose(rng).copied().ok_or(DbError::UnknownNode(0)),
+    async fn target(&self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<u64, NemesisError> {
+        match fault.target {
+            Target::Leader => Ok(crate::process::leaders(&*self.system, fault.groups).await?[0]),
+            _ => self.system.nodes().choose(rng).copied().ok_or(NemesisError::NoTarget("node")),
         }
     }
 
-    /// Polls `node` until it no longer claims leadership of group 0.
-    fn watch_step_down(&self, node: u64) -> JoinHandle<Option<f64>> {
-        let db = self.db.clone();
+    fn watch_step_down(&self, node: u64, group: u32) -> JoinHandle<Option<f64>> {
+        let system = self.system.clone();
         tokio::spawn(async move {
             let t = tokio::time::Instant::now();
             while t.elapsed() < Duration::from_secs(60) {
-                let statuses = db.statuses(Duration::from_millis(200)).await;
+                let statuses = system.statuses(Duration::from_millis(200)).await;
                 if let Some(s) = statuses.get(&node)
-                    && s.groups.first().is_some_and(|g| !g.is_leader)
+                    && s.groups.iter().find(|g| g.group == group).is_some_and(|g| g.role != "leader")
                 {
                     return Some(t.elapsed().as_secs_f64() * 1e3);
                 }
@@ -103,99 +80,77 @@ impl NetNemesis {
             None
         })
     }
+
+    async fn partition(
+        &mut self,
+        fault: &FaultSpec,
+        shape: Shape,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Active, NemesisError> {
+        let nodes = self.system.nodes();
+        let mut order = nodes.clone();
+        if matches!(shape, Shape::RandomHalves | Shape::MajoritiesRing | Shape::Bridge) {
+            order.shuffle(rng);
+        }
+        let target = if matches!(shape, Shape::Isolate | Shape::OneWay) { self.target(fault, rng).await? } else { 0 };
+        let grudge: Grudge = partition::grudge(shape, &order, target);
+        let net = self.net(fault)?;
+        blocking(|| net.partition(&grudge))?;
+        let step_down =
+            (fault.target == Target::Leader).then(|| self.watch_step_down(target, fault.groups.one().unwrap_or(0)));
+        let shown: BTreeMap<String, Vec<u64>> =
+            grudge.iter().map(|(n, s)| (n.to_string(), s.iter().copied().collect())).collect();
+        let value =
+            json!({"fault": fault.to_string(), "targets": partition::isolated(&grudge, &nodes), "grudge": shown});
+        Ok(Active { fault: *fault, value, step_down })
+    }
 }
 
 #[async_trait]
 impl Nemesis for NetNemesis {
-    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, DbError> {
+    fn handles(&self, fault: &FaultSpec) -> bool {
+        fault.needs_network()
+    }
+
+    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
         if let Some(a) = &self.active {
-            return Err(DbError::Timeout(format!("fault {} is still active", a.fault)));
+            return Err(NemesisError::Busy(a.fault.to_string()));
         }
-        let nodes = self.db.nodes();
+        let nodes = self.system.nodes();
         let name = fault.to_string();
-        let mut active = Active { fault: *fault, value: Value::Null, step_down: None, strobe: None };
-        active.value = match fault.action {
-            Action::Partition(shape) => {
-                let mut order = nodes.clone();
-                if matches!(shape, Shape::RandomHalves | Shape::MajoritiesRing | Shape::Bridge) {
-                    order.shuffle(rng);
-                }
-                let target = if matches!(shape, Shape::Isolate | Shape::OneWay) {
-                    self.target(fault.target, rng).await?
-                } else {
-                    0
-                };
-                let grudge: Grudge = partition::grudge(shape, &order, target);
-                let net = self.net()?;
-                blocking(|| net.partition(&grudge))?;
-                if fault.target == Target::Leader {
-                    active.step_down = Some(self.watch_step_down(target));
-                }
-                let shown: BTreeMap<String, Vec<u64>> =
-                    grudge.iter().map(|(n, s)| (n.to_string(), s.iter().copied().collect())).collect();
-                json!({"fault": name, "targets": partition::isolated(&grudge, &nodes), "grudge": shown})
-            }
+        let simple = |value| Active { fault: *fault, value, step_down: None };
+        let active = match fault.action {
+            Action::Partition(shape) => self.partition(fault, shape, rng).await?,
             Action::Loss => {
-                let net = self.net()?;
+                let net = self.net(fault)?;
                 blocking(|| net.loss(&nodes, 30))?;
-                json!({"fault": name, "targets": nodes, "percent": 30})
+                simple(json!({"fault": name, "targets": nodes, "percent": 30}))
             }
             Action::Delay => {
                 let (delay, jitter) = (Duration::from_millis(50), Duration::from_millis(10));
-                let net = self.net()?;
+                let net = self.net(fault)?;
                 blocking(|| net.delay(&nodes, delay, jitter))?;
-                json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10})
+                simple(json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10}))
             }
             Action::Slow => {
-                let net = self.net()?;
+                let net = self.net(fault)?;
                 blocking(|| net.slow(&nodes, "1mbit"))?;
-                json!({"fault": name, "targets": nodes, "rate": "1mbit"})
+                simple(json!({"fault": name, "targets": nodes, "rate": "1mbit"}))
             }
-            Action::ClockSkew | Action::ClockBump => {
-                let node = self.target(fault.target, rng).await?;
-                let magnitude = if fault.action == Action::ClockSkew {
-                    rng.random_range(10..=300)
-                } else {
-                    rng.random_range(3600..=86_400)
-                };
-                let offset = if rng.random_bool(0.5) { magnitude } else { -magnitude };
-                set_clock(self.clock(node)?, offset)?;
-                json!({"fault": name, "targets": [node], "offset_s": offset})
-            }
-            Action::ClockStrobe => {
-                let node = self.target(fault.target, rng).await?;
-                let path = self.clock(node)?.clone();
-                let stop = Arc::new(AtomicBool::new(false));
-                let flag = stop.clone();
-                let task = tokio::spawn(async move {
-                    let mut high = false;
-                    while !flag.load(Ordering::Relaxed) {
-                        high = !high;
-                        let _ = set_clock(&path, if high { 200 } else { 0 });
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                });
-                active.strobe = Some((stop, task));
-                json!({"fault": name, "targets": [node], "offsets_s": [0, 200], "period_ms": 100})
-            }
-            _ => return Err(DbError::Timeout(format!("{name} is not a network or clock fault"))),
+            _ => return Err(NemesisError::Unhandled(name)),
         };
         let value = active.value.clone();
         self.active = Some(active);
         Ok(value)
     }
 
-    async fn stop(&mut self) -> Result<Value, DbError> {
+    async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
+        if self.active.as_ref().is_none_or(|a| a.fault != *fault) {
+            return Ok(Value::Null);
+        }
         let Some(mut active) = self.active.take() else { return Ok(Value::Null) };
         if let Some(net) = &self.net {
             blocking(|| net.heal())?;
-        }
-        if let Some((flag, task)) = active.strobe.take() {
-            flag.store(true, Ordering::Relaxed);
-            let _ = task.await;
-        }
-        for path in self.clocks.values() {
-            set_clock(path, 0)?;
         }
         if let Some(watch) = active.step_down.take() {
             let stepped = if watch.is_finished() {
@@ -212,21 +167,12 @@ impl Nemesis for NetNemesis {
         Ok(active.value)
     }
 
-    async fn heal_all(&mut self) -> Result<(), DbError> {
-        if let Some(mut active) = self.active.take() {
-            if let Some((flag, task)) = active.strobe.take() {
-                flag.store(true, Ordering::Relaxed);
-                let _ = task.await;
-            }
-            if let Some(watch) = active.step_down.take() {
-                watch.abort();
-            }
+    async fn heal_all(&mut self) -> Result<(), NemesisError> {
+        if let Some(watch) = self.active.take().and_then(|mut a| a.step_down.take()) {
+            watch.abort();
         }
         if let Some(net) = &self.net {
             blocking(|| net.heal())?;
-        }
-        for path in self.clocks.values() {
-            set_clock(path, 0)?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
-//! Process faults: kill, pause, graceful stop, and leadership transfer, aimed at the leader, one
-//! node, a minority, a majority or all.
+//! Process faults: kill, pause, graceful stop, and leadership transfer, aimed at a group's
+//! leader or follower, one node, a minority, a majority or all. Several may be active at once.
 
-use crate::{Action, Db, DbError, FaultSpec, Nemesis, Target};
+use crate::system::{self, System};
+use crate::{Action, FaultSpec, Groups, Nemesis, NemesisError, Target};
 use async_trait::async_trait;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
@@ -12,35 +13,47 @@ use std::sync::Arc;
 /// The process nemesis. It remembers what it broke so that `stop` and `heal_all` repair exactly
 /// that.
 pub struct ProcessNemesis {
-    db: Arc<dyn Db>,
-    active: Option<(FaultSpec, Vec<u64>)>,
+    system: Arc<dyn System>,
+    active: Vec<(FaultSpec, Vec<u64>)>,
     /// Every node this nemesis killed, stopped or paused and has not repaired yet.
     broken: BTreeSet<u64>,
 }
 
+/// The nodes a leader or follower fault aims at.
+pub(crate) async fn leaders(system: &dyn System, groups: Groups) -> Result<Vec<u64>, NemesisError> {
+    let count = system.leaders().map_or(1, |l| l.groups());
+    let wanted: Vec<u32> = match groups.one() {
+        Some(g) => vec![g],
+        None => (0..count).collect(),
+    };
+    let views = system.statuses(std::time::Duration::from_millis(500)).await;
+    let mut out = BTreeSet::new();
+    for g in wanted {
+        out.insert(system::agreed_leader(&views, g).ok_or(NemesisError::NoTarget("leader"))?);
+    }
+    Ok(out.into_iter().collect())
+}
+
 impl ProcessNemesis {
-    /// A nemesis acting on `db`.
-    pub fn new(db: Arc<dyn Db>) -> Self {
-        ProcessNemesis { db, active: None, broken: BTreeSet::new() }
+    /// A nemesis acting on `system`.
+    pub fn new(system: Arc<dyn System>) -> Self {
+        ProcessNemesis { system, active: Vec::new(), broken: BTreeSet::new() }
     }
 
-    async fn targets(&self, target: Target, rng: &mut ChaCha8Rng) -> Result<Vec<u64>, DbError> {
-        let nodes = self.db.nodes();
+    async fn targets(&self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Vec<u64>, NemesisError> {
+        let nodes = self.system.nodes();
         let n = nodes.len();
         let pick = |k: usize, rng: &mut ChaCha8Rng| {
             let mut chosen: Vec<u64> = nodes.choose_multiple(rng, k).copied().collect();
             chosen.sort_unstable();
             chosen
         };
-        Ok(match target {
-            Target::Leader => {
-                vec![self.db.leader(0).await.ok_or_else(|| DbError::Timeout("no leader to target".into()))?]
-            }
+        Ok(match fault.target {
+            Target::Leader => leaders(&*self.system, fault.groups).await?,
             Target::Follower => {
-                let leader =
-                    self.db.leader(0).await.ok_or_else(|| DbError::Timeout("no leader, so no follower".into()))?;
-                let followers: Vec<u64> = nodes.iter().copied().filter(|n| *n != leader).collect();
-                followers.choose(rng).map(|f| vec![*f]).ok_or_else(|| DbError::Timeout("no follower".into()))?
+                let leaders = leaders(&*self.system, fault.groups).await?;
+                let followers: Vec<u64> = nodes.iter().copied().filter(|n| !leaders.contains(n)).collect();
+                vec![*followers.choose(rng).ok_or(NemesisError::NoTarget("follower"))?]
             }
             Target::One => pick(1, rng),
             Target::Minority => pick((n - 1) / 2, rng),
@@ -49,11 +62,38 @@ impl ProcessNemesis {
         })
     }
 
-    async fn repair(&mut self, action: Action, nodes: &[u64]) -> Result<(), DbError> {
+    async fn transfer(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+        let power = self
+            .system
+            .leaders()
+            .ok_or(system::SystemError::Unsupported { system: self.system.name(), power: "transfer leadership" })?;
+        let group = fault.groups.one().unwrap_or(0);
+        let leader = leaders(&*self.system, Groups::One(group)).await?[0];
+        let others: Vec<u64> = self.system.nodes().into_iter().filter(|n| *n != leader).collect();
+        let to = *others.choose(rng).ok_or(NemesisError::NoTarget("other voter"))?;
+        power.transfer_leader(leader, group, to).await?;
+        Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to}))
+    }
+
+    async fn break_node(&self, action: Action, node: u64) -> Result<(), NemesisError> {
+        let unsupported = |power| system::SystemError::Unsupported { system: self.system.name(), power };
+        match action {
+            Action::Kill => self.system.processes().ok_or(unsupported("kill"))?.kill(node).await?,
+            Action::Pause => self.system.processes().ok_or(unsupported("pause"))?.pause(node).await?,
+            _ => self.system.stop(node).await?,
+        }
+        Ok(())
+    }
+
+    async fn repair(&mut self, action: Action, nodes: &[u64]) -> Result<(), NemesisError> {
         for &node in nodes {
             match action {
-                Action::Kill | Action::Terminate => self.db.start(node).await?,
-                Action::Pause => self.db.resume(node).await?,
+                Action::Kill | Action::Terminate => self.system.start(node).await?,
+                Action::Pause => {
+                    if let Some(p) = self.system.processes() {
+                        p.resume(node).await?;
+                    }
+                }
                 _ => {}
             }
             self.broken.remove(&node);
@@ -64,50 +104,45 @@ impl ProcessNemesis {
 
 #[async_trait]
 impl Nemesis for ProcessNemesis {
-    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, DbError> {
-        if let Some((active, _)) = &self.active {
-            return Err(DbError::Timeout(format!("fault {active} is still active")));
+    fn handles(&self, fault: &FaultSpec) -> bool {
+        fault.is_process()
+    }
+
+    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+        if self.active.iter().any(|(f, _)| f == fault) {
+            return Err(NemesisError::Busy(fault.to_string()));
         }
         if fault.action == Action::TransferLeader {
-            let leader = self.db.leader(0).await.ok_or_else(|| DbError::Timeout("no leader to move".into()))?;
-            let others: Vec<u64> = self.db.nodes().into_iter().filter(|n| *n != leader).collect();
-            let to = *others.choose(rng).ok_or_else(|| DbError::Timeout("no other voter".into()))?;
-            self.db.transfer_leader(leader, 0, to).await?;
-            self.active = Some((*fault, vec![]));
-            return Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to}));
+            let value = self.transfer(fault, rng).await?;
+            self.active.push((*fault, vec![]));
+            return Ok(value);
         }
-        if !matches!(fault.action, Action::Kill | Action::Pause | Action::Terminate) {
-            return Err(DbError::Timeout(format!("{fault} is not a process fault")));
-        }
-        let targets = self.targets(fault.target, rng).await?;
+        let targets = self.targets(fault, rng).await?;
         for &node in &targets {
             self.broken.insert(node);
-            match fault.action {
-                Action::Kill => self.db.kill(node).await?,
-                Action::Pause => self.db.pause(node).await?,
-                _ => self.db.terminate(node).await?,
-            }
+            self.break_node(fault.action, node).await?;
         }
-        self.active = Some((*fault, targets.clone()));
+        self.active.push((*fault, targets.clone()));
         Ok(json!({"fault": fault.to_string(), "targets": targets}))
     }
 
-    async fn stop(&mut self) -> Result<Value, DbError> {
-        let Some((fault, targets)) = self.active.take() else {
-            return Ok(Value::Null);
-        };
+    async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
+        let Some(i) = self.active.iter().position(|(f, _)| f == fault) else { return Ok(Value::Null) };
+        let (fault, targets) = self.active.remove(i);
         self.repair(fault.action, &targets).await?;
         Ok(json!({"fault": fault.to_string(), "targets": targets}))
     }
 
-    async fn heal_all(&mut self) -> Result<(), DbError> {
-        self.active = None;
+    async fn heal_all(&mut self) -> Result<(), NemesisError> {
+        self.active.clear();
         let broken: Vec<u64> = std::mem::take(&mut self.broken).into_iter().collect();
         for node in broken {
             // Whatever was done to it, a resumed and running node is healed.
-            self.db.resume(node).await.ok();
-            if !self.db.is_running(node).await {
-                self.db.start(node).await?;
+            if let Some(p) = self.system.processes() {
+                p.resume(node).await.ok();
+            }
+            if !self.system.is_running(node).await {
+                self.system.start(node).await?;
             }
         }
         Ok(())

@@ -1,11 +1,12 @@
-//! Fault names as the CLI takes them: an action, optionally followed by a target.
+//! Fault names as the CLI takes them: one table ([`FAULTS`]) maps each name to an action and a
+//! target, so that parsing, printing, help and errors cannot disagree. A leader fault may name
+//! its group (`kill-leader@2`, `kill-leader@all`); faults joined with `+` run at the same time
+//! ([`FaultSet`]).
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What a fault does to its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// SIGKILL; healed by starting the node again.
     Kill,
@@ -32,8 +33,7 @@ pub enum Action {
 }
 
 /// How a partition splits the nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// A random minority cut from a majority.
     RandomHalves,
@@ -50,12 +50,11 @@ pub enum Shape {
 }
 
 /// Which nodes a fault hits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// The current leader of group 0.
+    /// The leader of the fault's group(s).
     Leader,
-    /// One follower of group 0, chosen at random.
+    /// One follower of the fault's group, chosen at random.
     Follower,
     /// One node chosen at random.
     One,
@@ -67,20 +66,111 @@ pub enum Target {
     All,
 }
 
-/// A fault kind: action and target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which replication group a leader or follower fault looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Groups {
+    /// Group 0, not named (`kill-leader`).
+    #[default]
+    Zero,
+    /// A named group (`kill-leader@2`).
+    One(u32),
+    /// The leaders of every group at once (`kill-leader@all`; process faults only).
+    All,
+}
+
+impl Groups {
+    /// The one group named, if it names one.
+    pub fn one(self) -> Option<u32> {
+        match self {
+            Groups::One(g) => Some(g),
+            Groups::Zero => Some(0),
+            Groups::All => None,
+        }
+    }
+}
+
+/// A fault kind: action, target and, for leader and follower faults, the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultSpec {
     /// What to do.
     pub action: Action,
     /// To whom.
     pub target: Target,
+    /// Whose leader: group 0 unless the name says `@G` or `@all`.
+    pub groups: Groups,
 }
 
-/// Every name [`FaultSpec::parse`] accepts, for help and errors.
-pub const FAULT_NAMES: &str = "kill, kill-leader, kill-follower, kill-minority, kill-majority, kill-all, pause, \
-pause-leader, pause-follower, pause-minority, pause-majority, pause-all, terminate, terminate-leader, \
-terminate-minority, transfer-leader, partition, partition-halves, partition-one, partition-leader, \
-partition-ring, partition-bridge, partition-oneway, loss, delay, slow, clock-skew, clock-bump, clock-strobe";
+/// Every fault name, with what it means. The first row of an (action, target) pair is the name
+/// it prints as; later rows are aliases.
+pub const FAULTS: &[(&str, Action, Target)] = {
+    use Action::*;
+    use Target::*;
+    &[
+        ("kill", Kill, One),
+        ("kill-leader", Kill, Leader),
+        ("kill-follower", Kill, Follower),
+        ("kill-minority", Kill, Minority),
+        ("kill-majority", Kill, Majority),
+        ("kill-all", Kill, All),
+        ("pause", Pause, One),
+        ("pause-leader", Pause, Leader),
+        ("pause-follower", Pause, Follower),
+        ("pause-minority", Pause, Minority),
+        ("pause-majority", Pause, Majority),
+        ("pause-all", Pause, All),
+        ("terminate", Terminate, One),
+        ("terminate-leader", Terminate, Leader),
+        ("terminate-follower", Terminate, Follower),
+        ("terminate-minority", Terminate, Minority),
+        ("transfer-leader", TransferLeader, Leader),
+        ("partition", Partition(Shape::RandomHalves), All),
+        ("partition-halves", Partition(Shape::Halves), All),
+        ("partition-one", Partition(Shape::Isolate), One),
+        ("partition-leader", Partition(Shape::Isolate), Leader),
+        ("partition-ring", Partition(Shape::MajoritiesRing), All),
+        ("partition-bridge", Partition(Shape::Bridge), All),
+        ("partition-oneway", Partition(Shape::OneWay), Leader),
+        ("loss", Loss, All),
+        ("delay", Delay, All),
+        ("slow", Slow, All),
+        ("clock-skew", ClockSkew, One),
+        ("clock-bump", ClockBump, One),
+        ("clock-strobe", ClockStrobe, One),
+        // Aliases.
+        ("kill-one", Kill, One),
+        ("pause-one", Pause, One),
+        ("restart", Terminate, One),
+        ("restart-leader", Terminate, Leader),
+        ("partition-random-halves", Partition(Shape::RandomHalves), All),
+        ("isolate", Partition(Shape::Isolate), One),
+        ("partition-majorities-ring", Partition(Shape::MajoritiesRing), All),
+    ]
+};
+
+/// The fault names for help and errors (aliases left out).
+pub fn fault_names() -> String {
+    let mut seen = Vec::new();
+    for (name, action, target) in FAULTS {
+        if !seen.iter().any(|(_, a, t)| a == action && t == target) {
+            seen.push((*name, *action, *target));
+        }
+    }
+    seen.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// A bad fault name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No fault of this name.
+    #[error("unknown fault {0:?}: expected one of {names}", names = fault_names())]
+    Unknown(String),
+    /// `@G` on a fault that targets no leader or follower, or `@all` where one group is needed.
+    #[error("fault {0:?}: {1}")]
+    Group(String, &'static str),
+    /// An empty part in `a+b`.
+    #[error("empty fault in {0:?}")]
+    Empty(String),
+}
 
 impl FaultSpec {
     /// Whether the fault needs nodes in network namespaces (`--env netns`).
@@ -93,87 +183,84 @@ impl FaultSpec {
         matches!(self.action, Action::ClockSkew | Action::ClockBump | Action::ClockStrobe)
     }
 
-    /// Parses `kill-leader`, `pause`, `kill-majority`, ... (an action alone targets one random
-    /// node).
+    /// Whether the fault stops or freezes processes.
+    pub fn is_process(&self) -> bool {
+        matches!(self.action, Action::Kill | Action::Pause | Action::Terminate | Action::TransferLeader)
+    }
+
+    /// Parses `kill-leader`, `pause`, `kill-leader@2`, `pause-leader@all`, ...
     ///
     /// ```
-    /// use ordeal_faults::{Action, FaultSpec, Target};
-    /// assert_eq!(FaultSpec::parse("kill-leader").unwrap(), FaultSpec { action: Action::Kill, target: Target::Leader });
+    /// use ordeal_faults::{Action, FaultSpec, Groups, Target};
+    /// let f = FaultSpec::parse("kill-leader@2").unwrap();
+    /// assert_eq!((f.action, f.target, f.groups), (Action::Kill, Target::Leader, Groups::One(2)));
     /// assert!(FaultSpec::parse("explode").is_err());
     /// ```
-    pub fn parse(name: &str) -> Result<FaultSpec, String> {
-        let whole = |action| Ok(FaultSpec { action, target: Target::All });
-        let one = |action| Ok(FaultSpec { action, target: Target::One });
-        match name {
-            "transfer-leader" => return Ok(FaultSpec { action: Action::TransferLeader, target: Target::Leader }),
-            "partition" | "partition-random-halves" => return whole(Action::Partition(Shape::RandomHalves)),
-            "partition-halves" => return whole(Action::Partition(Shape::Halves)),
-            "partition-one" | "isolate" => return one(Action::Partition(Shape::Isolate)),
-            "partition-leader" => {
-                return Ok(FaultSpec { action: Action::Partition(Shape::Isolate), target: Target::Leader });
-            }
-            "partition-ring" | "partition-majorities-ring" => return whole(Action::Partition(Shape::MajoritiesRing)),
-            "partition-bridge" => return whole(Action::Partition(Shape::Bridge)),
-            "partition-oneway" => {
-                return Ok(FaultSpec { action: Action::Partition(Shape::OneWay), target: Target::Leader });
-            }
-            "loss" => return whole(Action::Loss),
-            "delay" => return whole(Action::Delay),
-            "slow" => return whole(Action::Slow),
-            "clock-skew" => return one(Action::ClockSkew),
-            "clock-bump" => return one(Action::ClockBump),
-            "clock-strobe" => return one(Action::ClockStrobe),
-            _ => {}
-        }
-        let (action, target) = name.split_once('-').unwrap_or((name, "one"));
-        let action = match action {
-            "kill" => Action::Kill,
-            "pause" => Action::Pause,
-            "terminate" | "restart" => Action::Terminate,
-            _ => return Err(format!("unknown fault {name:?}: expected one of {FAULT_NAMES}")),
+    pub fn parse(name: &str) -> Result<FaultSpec, SpecError> {
+        let (base, group) = match name.split_once('@') {
+            Some((base, group)) => (base, Some(group)),
+            None => (name, None),
         };
-        let target = match target {
-            "leader" => Target::Leader,
-            "follower" => Target::Follower,
-            "one" | "node" => Target::One,
-            "minority" => Target::Minority,
-            "majority" => Target::Majority,
-            "all" => Target::All,
-            _ => return Err(format!("unknown fault {name:?}: expected one of {FAULT_NAMES}")),
+        let (_, action, target) =
+            FAULTS.iter().find(|(n, _, _)| *n == base).ok_or_else(|| SpecError::Unknown(name.to_owned()))?;
+        let groups = match group {
+            None => Groups::Zero,
+            Some(_) if !matches!(target, Target::Leader | Target::Follower) => {
+                return Err(SpecError::Group(name.into(), "only leader and follower faults name a group"));
+            }
+            Some("all") if !matches!(action, Action::Kill | Action::Pause | Action::Terminate) => {
+                return Err(SpecError::Group(name.into(), "@all is for kill, pause and terminate"));
+            }
+            Some("all") => Groups::All,
+            Some(g) => {
+                Groups::One(g.parse().map_err(|_| SpecError::Group(name.into(), "@ takes a group number or all"))?)
+            }
         };
-        Ok(FaultSpec { action, target })
+        Ok(FaultSpec { action: *action, target: *target, groups })
     }
 }
 
 impl fmt::Display for FaultSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let action = match (self.action, self.target) {
-            (Action::Kill, _) => "kill",
-            (Action::Pause, _) => "pause",
-            (Action::Terminate, _) => "terminate",
-            (Action::TransferLeader, _) => return f.write_str("transfer-leader"),
-            (Action::Partition(Shape::RandomHalves), _) => return f.write_str("partition"),
-            (Action::Partition(Shape::Halves), _) => return f.write_str("partition-halves"),
-            (Action::Partition(Shape::Isolate), Target::Leader) => return f.write_str("partition-leader"),
-            (Action::Partition(Shape::Isolate), _) => return f.write_str("partition-one"),
-            (Action::Partition(Shape::MajoritiesRing), _) => return f.write_str("partition-ring"),
-            (Action::Partition(Shape::Bridge), _) => return f.write_str("partition-bridge"),
-            (Action::Partition(Shape::OneWay), _) => return f.write_str("partition-oneway"),
-            (Action::Loss, _) => return f.write_str("loss"),
-            (Action::Delay, _) => return f.write_str("delay"),
-            (Action::Slow, _) => return f.write_str("slow"),
-            (Action::ClockSkew, _) => return f.write_str("clock-skew"),
-            (Action::ClockBump, _) => return f.write_str("clock-bump"),
-            (Action::ClockStrobe, _) => return f.write_str("clock-strobe"),
-        };
-        match self.target {
-            Target::One => f.write_str(action),
-            Target::Leader => write!(f, "{action}-leader"),
-            Target::Follower => write!(f, "{action}-follower"),
-            Target::Minority => write!(f, "{action}-minority"),
-            Target::Majority => write!(f, "{action}-majority"),
-            Target::All => write!(f, "{action}-all"),
+        let name = FAULTS.iter().find(|(_, a, t)| *a == self.action && *t == self.target).map_or("?", |(n, _, _)| n);
+        match self.groups {
+            Groups::Zero => f.write_str(name),
+            Groups::One(g) => write!(f, "{name}@{g}"),
+            Groups::All => write!(f, "{name}@all"),
         }
+    }
+}
+
+/// Faults that start together and heal together: `partition-halves+kill-follower`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSet(pub Vec<FaultSpec>);
+
+impl FaultSet {
+    /// Parses `a+b+...`.
+    ///
+    /// ```
+    /// let set = ordeal_faults::FaultSet::parse("partition-halves+kill-follower").unwrap();
+    /// assert_eq!(set.0.len(), 2);
+    /// assert_eq!(set.to_string(), "partition-halves+kill-follower");
+    /// ```
+    pub fn parse(text: &str) -> Result<FaultSet, SpecError> {
+        let parts: Vec<FaultSpec> = text
+            .split('+')
+            .map(|p| if p.trim().is_empty() { Err(SpecError::Empty(text.into())) } else { FaultSpec::parse(p.trim()) })
+            .collect::<Result<_, _>>()?;
+        Ok(FaultSet(parts))
+    }
+
+    /// Whether any part satisfies `p`.
+    pub fn any(&self, p: impl Fn(&FaultSpec) -> bool) -> bool {
+        self.0.iter().any(p)
+    }
+}
+
+impl fmt::Display for FaultSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&names.join("+"))
     }
 }
 
@@ -183,12 +270,17 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in FAULT_NAMES.split(", ") {
+        for name in fault_names().split(", ") {
             let spec = FaultSpec::parse(name).unwrap();
             assert_eq!(spec.to_string(), name);
         }
         assert_eq!(FaultSpec::parse("restart-leader").unwrap().to_string(), "terminate-leader");
-        let err = FaultSpec::parse("kill-everyone").unwrap_err();
+        assert_eq!(FaultSpec::parse("pause-leader@all").unwrap().to_string(), "pause-leader@all");
+        let err = FaultSpec::parse("kill-everyone").unwrap_err().to_string();
         assert!(err.contains("kill-leader"), "{err}");
+        assert!(FaultSpec::parse("kill@2").is_err(), "a random node has no group");
+        assert!(FaultSpec::parse("partition-leader@all").is_err());
+        assert!(FaultSpec::parse("kill-leader@x").is_err());
+        assert!(FaultSet::parse("kill+").is_err());
     }
 }

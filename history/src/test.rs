@@ -8,10 +8,17 @@ use serde::{Deserialize, Serialize};
 pub struct Test {
     /// The test's name: `<workload>-<nemeses>`.
     pub name: String,
+    /// The system under test: `broker` or `etcd`.
+    #[serde(default = "broker")]
+    pub system: String,
     /// `register` or `log`.
     pub workload: String,
-    /// Fault kinds the nemesis draws from, e.g. `kill-leader`, `pause`.
+    /// Fault kinds the nemesis draws from, e.g. `kill-leader`, `pause`, or sets of faults that
+    /// run together, `partition-halves+kill-follower`.
     pub nemesis: Vec<String>,
+    /// `random` (drawn from the seed) or `cycle` (in turn).
+    #[serde(default = "random")]
+    pub nemesis_order: String,
     /// Where the nodes run: `local` (processes on 127.0.0.1).
     pub env: String,
     /// Number of broker nodes.
@@ -34,6 +41,9 @@ pub struct Test {
     pub fault_duration_s: f64,
     /// Keys (register) or partitions (log) the workload spreads over.
     pub keys: usize,
+    /// Operations per key before the register workload moves to a fresh key.
+    #[serde(default = "ops_per_key")]
+    pub ops_per_key: usize,
     /// Raft timing of the nodes: tick, heartbeat and election timeout in milliseconds.
     pub tick_ms: u64,
     /// Heartbeat interval in ticks.
@@ -42,9 +52,13 @@ pub struct Test {
     pub election_ticks: usize,
     /// Deliberate broker bugs enabled for this run.
     pub bugs: Vec<String>,
-    /// The broker binary that ran.
+    /// etcd only: `linearizable` reads (the default) or `serializable` ones, served from the
+    /// member's local state (known to be stale under partitions).
+    #[serde(default = "linearizable")]
+    pub etcd_reads: String,
+    /// The system's binary that ran (`ordeal-broker`, `etcd`).
     pub broker_binary: String,
-    /// The broker's version, as it reported it.
+    /// The version the system reported.
     pub broker_version: String,
     /// The harness's version.
     pub ordeal_version: String,
@@ -52,4 +66,21 @@ pub struct Test {
     pub command: String,
     /// When the run started (RFC 3339, UTC).
     pub started_at: String,
+}
+
+fn broker() -> String {
+    "broker".into()
+}
+
+fn random() -> String {
+    "random".into()
+}
+
+fn linearizable() -> String {
+    "linearizable".into()
+}
+
+/// The register workload's default before `ops_per_key` was recorded.
+fn ops_per_key() -> usize {
+    200
 }

@@ -16,8 +16,10 @@ use std::time::Instant;
 fn test(ops: usize) -> Test {
     Test {
         name: "register-generated".into(),
+        system: "broker".into(),
         workload: "register".into(),
         nemesis: vec![],
+        nemesis_order: "random".into(),
         env: "local".into(),
         nodes: 3,
         groups: 1,
@@ -29,10 +31,12 @@ fn test(ops: usize) -> Test {
         nemesis_interval_s: 3.0,
         fault_duration_s: 3.0,
         keys: 1000,
+        ops_per_key: 200,
         tick_ms: 10,
         heartbeat_ticks: 5,
         election_ticks: 50,
         bugs: vec![],
+        etcd_reads: "linearizable".into(),
         broker_binary: "generated".into(),
         broker_version: "generated".into(),
         ordeal_version: env!("CARGO_PKG_VERSION").into(),

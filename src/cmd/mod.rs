@@ -14,7 +14,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Check(args) => check::check(args),
         Command::Export(args) => check::export(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Demo(args) => run::demo(args),
         Command::Report(args) => report::report(args),
         Command::Cleanup(args) => cleanup::cleanup(args),

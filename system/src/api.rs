@@ -101,65 +101,7 @@ impl NodeState {
 
     /// The `Status` response.
     pub fn status(&self) -> StatusResponse {
-        crate::http::NodeStatus::of(self).into()
-    }
-}
-
-impl From<GroupView> for GroupStatus {
-    fn from(v: GroupView) -> GroupStatus {
-        GroupStatus {
-            group: v.group,
-            is_leader: v.is_leader,
-            has_leader: v.has_leader,
-            leader_id: v.leader_id,
-            leader_address: v.leader_address,
-            term: v.term,
-            commit_index: v.commit_index,
-            applied_index: v.applied_index,
-            voters: v.voters,
-            learners: v.learners,
-            progress: v
-                .progress
-                .into_iter()
-                .map(|p| PeerProgress {
-                    id: p.id,
-                    match_index: p.match_index,
-                    next_index: p.next_index,
-                    is_learner: p.is_learner,
-                })
-                .collect(),
-            role: v.role,
-            last_index: v.last_index,
-        }
-    }
-}
-
-impl From<GroupStatus> for GroupView {
-    fn from(s: GroupStatus) -> GroupView {
-        GroupView {
-            group: s.group,
-            role: s.role,
-            is_leader: s.is_leader,
-            has_leader: s.has_leader,
-            leader_id: s.leader_id,
-            leader_address: s.leader_address,
-            term: s.term,
-            commit_index: s.commit_index,
-            applied_index: s.applied_index,
-            last_index: s.last_index,
-            voters: s.voters,
-            learners: s.learners,
-            progress: s
-                .progress
-                .into_iter()
-                .map(|p| crate::node::PeerView {
-                    id: p.id,
-                    match_index: p.match_index,
-                    next_index: p.next_index,
-                    is_learner: p.is_learner,
-                })
-                .collect(),
-        }
+        crate::http::node_status(self).into()
     }
 }
 

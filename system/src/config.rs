@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ordeal_wire::config::{Bug, RaftTiming};
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -33,44 +35,6 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Deliberate bugs, for showing that the harness catches them.
     pub bugs: BTreeSet<Bug>,
-}
-
-/// Raft's timing, in ticks of `tick`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RaftTiming {
-    /// One logical clock tick.
-    pub tick: Duration,
-    /// A leader sends heartbeats every this many ticks.
-    pub heartbeat_ticks: usize,
-    /// A follower campaigns after hearing nothing for a random number of ticks in
-    /// `[election_ticks, max_election_ticks)`.
-    pub election_ticks: usize,
-    /// Upper bound of the randomized election timeout; 0 means `2 * election_ticks`.
-    pub max_election_ticks: usize,
-}
-
-impl Default for RaftTiming {
-    /// etcd's defaults: heartbeat 100 ms, election timeout 1 s.
-    fn default() -> Self {
-        RaftTiming { tick: Duration::from_millis(100), heartbeat_ticks: 1, election_ticks: 10, max_election_ticks: 0 }
-    }
-}
-
-impl RaftTiming {
-    /// The election timeout's lower bound as a duration.
-    pub fn election_timeout(&self) -> Duration {
-        self.tick * self.election_ticks as u32
-    }
-}
-
-/// A deliberate bug the broker can be started with (`--bug NAME`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum Bug {
-    /// Serve `Get`, `Fetch` and `ListCommittedOffsets` from the local state on any node,
-    /// without ReadIndex: stale reads from followers and deposed leaders.
-    StaleReads,
-    /// Forget idempotent-producer state: a retried produce lands twice.
-    NoDedupe,
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.

@@ -12,25 +12,25 @@
 //! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
 //! * [`transport`]: peer streams that never block the Ready loop;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
-//! * [`client`]: a client library that follows leader hints and retries only where safe;
+//! * `ordeal-wire` (re-exported as [`client`], [`error`], [`shard`], [`launch`]): the protos, the
+//!   client library and the status types, shared with the harness;
 //! * [`server`]: wires a node together and runs it until SIGTERM.
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod client;
 pub mod config;
-pub mod error;
 pub mod fsm;
 pub mod http;
-pub mod launch;
 mod logging;
 pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod server;
-pub mod shard;
 pub mod storage;
 pub mod transport;
+
+// The client-facing pieces live in `ordeal-wire`, which the harness uses without the server.
+pub use ordeal_wire::{client, error, launch, shard};
 
 /// The version of the on-disk format this build writes and the newest it reads.
 pub const STORAGE_VERSION: u32 = 1;

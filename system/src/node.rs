@@ -17,12 +17,12 @@ use crate::metrics::Metrics;
 use crate::pb::cmd::Command;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
+pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 use rocksdb::{DB, WriteBatch};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -71,51 +71,6 @@ pub enum Request {
     },
     /// Leave the loop.
     Stop,
-}
-
-/// One peer's replication progress, as the leader sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerView {
-    /// The peer's id.
-    pub id: u64,
-    /// The highest index known to be replicated on it.
-    pub match_index: u64,
-    /// The next index the leader will send it.
-    pub next_index: u64,
-    /// Whether it is a learner.
-    pub is_learner: bool,
-}
-
-/// A group's state as published by its loop after every step: the source of `Status`,
-/// `/v1/status`, `/metrics` and leader hints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupView {
-    /// The group.
-    pub group: u32,
-    /// `leader`, `follower`, `candidate` or `pre-candidate`.
-    pub role: String,
-    /// Whether this node leads the group.
-    pub is_leader: bool,
-    /// Whether any leader is known.
-    pub has_leader: bool,
-    /// The known leader's id, 0 when none.
-    pub leader_id: u64,
-    /// The known leader's client address, empty when none.
-    pub leader_address: String,
-    /// The current term.
-    pub term: u64,
-    /// The commit index.
-    pub commit_index: u64,
-    /// The applied index.
-    pub applied_index: u64,
-    /// The last log index.
-    pub last_index: u64,
-    /// Voting members.
-    pub voters: Vec<u64>,
-    /// Non-voting members.
-    pub learners: Vec<u64>,
-    /// On the leader only: each peer's progress.
-    pub progress: Vec<PeerView>,
 }
 
 /// The caller's side of a group's loop.

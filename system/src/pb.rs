@@ -1,11 +1,9 @@
-//! Generated protobuf and gRPC code (`system/proto/`).
+//! Generated protobuf and gRPC code (`system/proto/`; the API is in `ordeal-wire`).
 #![allow(missing_docs)]
 #![allow(clippy::all)]
 
-/// The client, admin and peer API.
-pub mod broker {
-    tonic::include_proto!("ordeal.broker.v1");
-}
+/// The client, admin and peer API (generated in `ordeal-wire`).
+pub use ordeal_wire::pb::broker;
 
 /// What the raft log and the state machine persist.
 pub mod cmd {

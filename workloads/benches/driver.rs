@@ -5,16 +5,13 @@
 //! recorder writing every op to `history.jsonl`, flushed. Medians of `ORDEAL_BENCH_RUNS` (5).
 
 use async_trait::async_trait;
-use ordeal_faults::{Db, DbError, FaultSpec, Nemesis};
-use ordeal_system::http::NodeStatus;
-use ordeal_workloads::Workload;
-use ordeal_workloads::client::BrokerClients;
+use ordeal_faults::{Compose, NodeView, System, SystemError};
+use ordeal_workloads::client::NoopClients;
 use ordeal_workloads::generator::NoopGen;
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
-use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,57 +19,36 @@ use std::time::{Duration, Instant};
 struct NoCluster;
 
 #[async_trait]
-impl Db for NoCluster {
+impl System for NoCluster {
+    fn name(&self) -> &'static str {
+        "none"
+    }
     fn nodes(&self) -> Vec<u64> {
         Vec::new()
     }
     fn addresses(&self) -> BTreeMap<u64, String> {
         BTreeMap::new()
     }
-    async fn setup(&self) -> Result<(), DbError> {
+    fn log_file(&self, _node: u64) -> Option<&Path> {
+        None
+    }
+    async fn setup(&self) -> Result<(), SystemError> {
         Ok(())
     }
-    async fn teardown(&self) -> Result<(), DbError> {
+    async fn teardown(&self) -> Result<(), SystemError> {
         Ok(())
     }
-    async fn kill(&self, node: u64) -> Result<(), DbError> {
-        Err(DbError::UnknownNode(node))
+    async fn start(&self, node: u64) -> Result<(), SystemError> {
+        Err(SystemError::UnknownNode(node))
     }
-    async fn start(&self, node: u64) -> Result<(), DbError> {
-        Err(DbError::UnknownNode(node))
-    }
-    async fn pause(&self, node: u64) -> Result<(), DbError> {
-        Err(DbError::UnknownNode(node))
-    }
-    async fn resume(&self, node: u64) -> Result<(), DbError> {
-        Err(DbError::UnknownNode(node))
-    }
-    async fn terminate(&self, node: u64) -> Result<(), DbError> {
-        Err(DbError::UnknownNode(node))
+    async fn stop(&self, node: u64) -> Result<(), SystemError> {
+        Err(SystemError::UnknownNode(node))
     }
     async fn is_running(&self, _node: u64) -> bool {
         false
     }
-    async fn statuses(&self, _timeout: Duration) -> BTreeMap<u64, NodeStatus> {
+    async fn statuses(&self, _timeout: Duration) -> BTreeMap<u64, NodeView> {
         BTreeMap::new()
-    }
-    async fn transfer_leader(&self, node: u64, _group: u32, _to: u64) -> Result<(), DbError> {
-        Err(DbError::UnknownNode(node))
-    }
-}
-
-struct NoFaults;
-
-#[async_trait]
-impl Nemesis for NoFaults {
-    async fn start(&mut self, _fault: &FaultSpec, _rng: &mut ChaCha8Rng) -> Result<Value, DbError> {
-        Ok(Value::Null)
-    }
-    async fn stop(&mut self) -> Result<Value, DbError> {
-        Ok(Value::Null)
-    }
-    async fn heal_all(&mut self) -> Result<(), DbError> {
-        Ok(())
     }
 }
 
@@ -90,13 +66,13 @@ async fn main() {
             let path = dir.path().join("history.jsonl");
             let recorder = Arc::new(Recorder::create(&path).expect("history file"));
             let plan = Plan { concurrency, rate: 0.0, time_limit: Duration::from_secs(secs), ..Plan::default() };
-            let clients = Arc::new(BrokerClients::new(Workload::Noop, BTreeMap::new(), Duration::from_secs(1)));
+            let clients = Arc::new(NoopClients);
             let (_tx, interrupt) = tokio::sync::watch::channel(false);
             let t = Instant::now();
             let s = runner::run(
                 &plan,
                 Arc::new(NoCluster),
-                Box::new(NoFaults),
+                Box::new(Compose(Vec::new())),
                 Box::new(NoopGen::new()),
                 clients,
                 recorder.clone(),

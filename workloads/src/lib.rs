@@ -5,6 +5,7 @@
 //! * [`client`]: turns an invocation into a completion against the broker, telling `ok` from a
 //!   definite `fail` from an indeterminate `info`;
 //! * [`recorder`]: assigns index and time and streams every op to `history.jsonl`, flushed;
+//! * [`systems`]: each system under test with its clients (`broker`, `etcd`);
 //! * [`runner`]: the interpreter, the only place with real time and tasks: client workers under a
 //!   rate limit, the nemesis schedule, status sampling, healing, final reads.
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@ pub mod client;
 pub mod generator;
 pub mod recorder;
 pub mod runner;
+pub mod systems;
 
 use serde::{Deserialize, Serialize};
 

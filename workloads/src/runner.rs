@@ -13,7 +13,8 @@ use crate::client::{ClientFactory, Completion};
 use crate::generator::Generator;
 use crate::recorder::{Counts, Recorder};
 use indicatif::{ProgressBar, ProgressStyle};
-use ordeal_faults::{Db, FaultSpec, Nemesis};
+use ordeal_faults::system::{self, System};
+use ordeal_faults::{FaultSet, Nemesis};
 use ordeal_history::{Op, OpType, Process};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
@@ -39,8 +40,8 @@ pub struct Plan {
     pub time_limit: Duration,
     /// Per-op timeout.
     pub op_timeout: Duration,
-    /// Faults to draw from; none means no nemesis.
-    pub faults: Vec<FaultSpec>,
+    /// Faults to draw from (each a set that starts and heals together); none means no nemesis.
+    pub faults: Vec<FaultSet>,
     /// Take the faults in turn instead of at random.
     pub cycle_faults: bool,
     /// Quiet time before each fault.
@@ -159,7 +160,7 @@ async fn perform(
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     plan: &Plan,
-    db: Arc<dyn Db>,
+    system: Arc<dyn System>,
     nemesis: Box<dyn Nemesis>,
     generator: Box<dyn Generator>,
     clients: Arc<dyn ClientFactory>,
@@ -210,7 +211,7 @@ pub async fn run(
         interrupt.clone(),
     ));
     let sampler = plan.status_log.clone().map(|path| {
-        tokio::spawn(sample_statuses(db.clone(), path, plan.status_interval, recorder.clone(), stop.clone()))
+        tokio::spawn(sample_statuses(system.clone(), path, plan.status_interval, recorder.clone(), stop.clone()))
     });
     let progress = plan.progress.then(|| {
         tokio::spawn(show_progress(recorder.clone(), fault_now.clone(), started, plan.time_limit, stop.clone()))
@@ -235,7 +236,7 @@ pub async fn run(
 
     // Heal phase.
     *lock(&fault_now) = "healing".into();
-    let healed = heal(&mut *nemesis, &*db, &recorder, plan.heal_timeout).await;
+    let healed = heal(&mut *nemesis, &*system, &recorder, plan.heal_timeout).await;
 
     // Final phase.
     let mut final_reads_complete = false;
@@ -274,7 +275,12 @@ pub async fn run(
 }
 
 /// Repairs everything and waits for a healthy cluster; recorded as a nemesis `stop` of all.
-async fn heal(nemesis: &mut dyn Nemesis, db: &dyn Db, recorder: &Recorder, timeout: Duration) -> Result<(), String> {
+async fn heal(
+    nemesis: &mut dyn Nemesis,
+    system: &dyn System,
+    recorder: &Recorder,
+    timeout: Duration,
+) -> Result<(), String> {
     let value = json!({"fault": "all"});
     recorder.record(Op::invoke(Process::Nemesis, "stop", value.clone()));
     let result = nemesis.heal_all().await.map_err(|e| e.to_string());
@@ -282,7 +288,7 @@ async fn heal(nemesis: &mut dyn Nemesis, db: &dyn Db, recorder: &Recorder, timeo
     done.error = result.as_ref().err().cloned();
     recorder.record(done);
     result?;
-    db.wait_healthy(timeout).await.map_err(|e| e.to_string())
+    system::wait_healthy(system, timeout).await.map_err(|e| e.to_string())
 }
 
 /// Sleeps until `until`; false if interrupted first.
@@ -312,39 +318,20 @@ async fn nemesis_loop(
         } else {
             plan.faults.choose(&mut rng)
         };
-        let Some(fault) = next.copied() else { break };
+        let Some(faults) = next.cloned() else { break };
         turn += 1;
         if !sleep_or_stop(Instant::now() + plan.nemesis_interval, &mut interrupt).await || Instant::now() >= deadline {
             break;
         }
-        let name = fault.to_string();
-        recorder.record(Op::invoke(Process::Nemesis, "start", json!({"fault": name})));
-        let result = tokio::time::timeout(Duration::from_secs(30), nemesis.start(&fault, &mut rng)).await;
-        let mut done = Op::invoke(Process::Nemesis, "start", json!({"fault": name})).completed(OpType::Info);
-        match result {
-            Ok(Ok(v)) => done.value = v,
-            Ok(Err(e)) => done.error = Some(e.to_string()),
-            Err(_) => done.error = Some("timed out after 30 s".into()),
-        }
-        if let Some(e) = &done.error {
-            errors.push(format!("start {name}: {e}"));
-        }
-        let shown = format!("{name} {}", done.value.get("targets").map(|t| t.to_string()).unwrap_or_default());
-        recorder.record(done);
+        let name = faults.to_string();
+        let started = nemesis_op(&recorder, "start", &name, start_set(&mut *nemesis, &faults, &mut rng)).await;
+        errors.extend(started.error.iter().map(|e| format!("start {name}: {e}")));
+        let shown = format!("{name} {}", started.value.get("targets").map(|t| t.to_string()).unwrap_or_default());
         *lock(&fault_now) = shown;
         let until = (Instant::now() + plan.fault_duration).min(deadline);
         sleep_or_stop(until, &mut interrupt).await;
-        recorder.record(Op::invoke(Process::Nemesis, "stop", json!({"fault": name})));
-        let mut done = Op::invoke(Process::Nemesis, "stop", json!({"fault": name})).completed(OpType::Info);
-        match tokio::time::timeout(Duration::from_secs(30), nemesis.stop()).await {
-            Ok(Ok(v)) => done.value = v,
-            Ok(Err(e)) => done.error = Some(e.to_string()),
-            Err(_) => done.error = Some("timed out after 30 s".into()),
-        }
-        if let Some(e) = &done.error {
-            errors.push(format!("stop {name}: {e}"));
-        }
-        recorder.record(done);
+        let stopped = nemesis_op(&recorder, "stop", &name, stop_set(&mut *nemesis, &faults)).await;
+        errors.extend(stopped.error.iter().map(|e| format!("stop {name}: {e}")));
         lock(&fault_now).clear();
     }
     (nemesis, errors)
@@ -352,7 +339,7 @@ async fn nemesis_loop(
 
 /// Appends every node's status to `path` at each interval until stopped.
 async fn sample_statuses(
-    db: Arc<dyn Db>,
+    system: Arc<dyn System>,
     path: PathBuf,
     every: Duration,
     recorder: Arc<Recorder>,
@@ -364,8 +351,8 @@ async fn sample_statuses(
     };
     loop {
         let time = recorder.now();
-        let statuses = db.statuses(every.min(Duration::from_millis(300))).await;
-        let nodes: serde_json::Map<String, Value> = db
+        let statuses = system.statuses(every.min(Duration::from_millis(300))).await;
+        let nodes: serde_json::Map<String, Value> = system
             .nodes()
             .into_iter()
             .map(|n| {
@@ -417,4 +404,64 @@ async fn show_progress(
         }
     }
     bar.finish_and_clear();
+}
+
+/// Records a nemesis op `f` around `action`, bounded to 30 s; returns its completion.
+async fn nemesis_op(
+    recorder: &Recorder,
+    f: &'static str,
+    name: &str,
+    action: impl std::future::Future<Output = Result<Value, String>>,
+) -> Op {
+    recorder.record(Op::invoke(Process::Nemesis, f, json!({"fault": name})));
+    let mut done = Op::invoke(Process::Nemesis, f, json!({"fault": name})).completed(OpType::Info);
+    match tokio::time::timeout(Duration::from_secs(30), action).await {
+        Ok(Ok(v)) => done.value = v,
+        Ok(Err(e)) => done.error = Some(e),
+        Err(_) => done.error = Some("timed out after 30 s".into()),
+    }
+    recorder.record(done)
+}
+
+/// What a set of faults did, as one value: a single fault's own, or every part's with the union
+/// of their targets.
+fn merged(name: &str, parts: Vec<Value>) -> Value {
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    let mut targets: Vec<u64> = parts
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_u64())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    json!({"fault": name, "targets": targets, "parts": parts})
+}
+
+/// Starts every fault of the set; stops at the first that fails (the heal phase repairs the
+/// others).
+async fn start_set(nemesis: &mut dyn Nemesis, faults: &FaultSet, rng: &mut ChaCha8Rng) -> Result<Value, String> {
+    let mut parts = Vec::new();
+    for fault in &faults.0 {
+        parts.push(nemesis.start(fault, rng).await.map_err(|e| format!("{fault}: {e}"))?);
+    }
+    Ok(merged(&faults.to_string(), parts))
+}
+
+/// Stops every fault of the set, last started first; every part is tried.
+async fn stop_set(nemesis: &mut dyn Nemesis, faults: &FaultSet) -> Result<Value, String> {
+    let mut parts = Vec::new();
+    let mut errors = Vec::new();
+    for fault in faults.0.iter().rev() {
+        match nemesis.stop(fault).await {
+            Ok(v) => parts.push(v),
+            Err(e) => errors.push(format!("{fault}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    parts.reverse();
+    Ok(merged(&faults.to_string(), parts))
 }

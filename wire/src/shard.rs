@@ -22,7 +22,7 @@ fn pick(hash: u64, groups: u32) -> u32 {
 /// The group of a topic partition.
 ///
 /// ```
-/// assert!(ordeal_system::shard::group_of_partition("events", 3, 4) < 4);
+/// assert!(ordeal_wire::shard::group_of_partition("events", 3, 4) < 4);
 /// ```
 pub fn group_of_partition(topic: &str, partition: u32, groups: u32) -> u32 {
     pick(fnv1a(&[b"p", topic.as_bytes(), &partition.to_be_bytes()]), groups)

@@ -1,7 +1,9 @@
-//! Running `ordeal-broker` processes: the one place that knows the binary's flags.
+//! Running node processes ([`Launch`], [`NodeProcess`]), and `ordeal-broker`'s command line
+//! ([`ClusterSpec`]): the one place that knows the broker's flags.
 //!
-//! The harness's local cluster and the broker's own integration tests both start nodes through
-//! [`ClusterSpec`]. Every child is held as a [`NodeProcess`], which never reaps a child before
+//! The harness and the broker's own integration tests both start broker nodes through
+//! [`ClusterSpec`]; the harness starts other systems' nodes through [`Launch`].
+//! Every child is held as a [`NodeProcess`], which never reaps a child before
 //! it is done signalling it (so a recycled PID is never signalled), kills it on drop, and asks the
 //! kernel to kill it if the parent dies first (`PR_SET_PDEATHSIG`).
 
@@ -141,22 +143,56 @@ impl ClusterSpec {
         args
     }
 
-    /// Starts node `id`. Its output is appended to its log file.
+    /// How to start node `node` on `binary`.
+    pub fn launch(&self, node: &NodeSpec, binary: &Path) -> Launch {
+        Launch {
+            binary: binary.to_path_buf(),
+            args: self.args(node),
+            env: self.env.iter().chain(&node.env).cloned().collect(),
+            log: node.log.clone(),
+            netns: node.netns.clone(),
+        }
+    }
+
+    /// Starts node `id` on the cluster's binary. Its output is appended to its log file.
     pub fn spawn(&self, id: u64) -> io::Result<NodeProcess> {
         let node = self
             .node(id)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no node {id} in the cluster")))?;
-        if let Some(dir) = node.log.parent() {
+        self.launch(node, &self.binary).spawn(id)
+    }
+}
+
+/// How to start one process: any system's node, not only the broker's.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The program.
+    pub binary: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables added to the caller's.
+    pub env: Vec<(String, String)>,
+    /// Where stdout and stderr go (appended across restarts).
+    pub log: PathBuf,
+    /// The network namespace to start it in (a `/proc/<pid>/ns/net` path), if not the caller's.
+    pub netns: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Starts the process as node `id`: in its own session, in its namespace, killed by the
+    /// kernel if the caller dies.
+    pub fn spawn(&self, id: u64) -> io::Result<NodeProcess> {
+        if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let log = OpenOptions::new().create(true).append(true).open(&node.log)?;
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = Command::new(&self.binary);
-        cmd.args(self.args(node))
-            .envs(self.env.iter().chain(&node.env).map(|(k, v)| (k, v)))
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let netns = match &node.netns {
+        let netns = match &self.netns {
             Some(path) => Some(
                 std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
             ),
@@ -182,7 +218,7 @@ impl ClusterSpec {
     }
 }
 
-/// A running broker process, owned: killed and reaped on drop.
+/// A running node process, owned: killed and reaped on drop.
 pub struct NodeProcess {
     id: u64,
     child: Child,

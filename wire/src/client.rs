@@ -14,8 +14,8 @@
 //! # Examples
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), ordeal_system::client::ClientError> {
-//! use ordeal_system::client::{Client, ClientOptions};
+//! # async fn demo() -> Result<(), ordeal_wire::client::ClientError> {
+//! use ordeal_wire::client::{Client, ClientOptions};
 //! let client = Client::new([(1, "127.0.0.1:7001".to_string())].into(), ClientOptions::default());
 //! let produced = client.produce("events", 0, b"k", b"v", None).await?;
 //! println!("landed at offset {} via node {}", produced.value.offset, produced.node);
@@ -23,11 +23,11 @@
 //! ```
 
 use crate::error::BrokerError;
-use crate::http::NodeStatus;
 use crate::pb::broker::admin_client::AdminClient;
 use crate::pb::broker::broker_client::BrokerClient;
 use crate::pb::broker::*;
 use crate::shard;
+use crate::status::NodeStatus;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

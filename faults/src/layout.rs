@@ -1,0 +1,95 @@
+//! Where each node of a cluster runs, the same for every system: its address, its ports, its
+//! directory, its network namespace and its clock. A system turns a [`Slot`] into its own flags.
+
+use crate::net::{self, Network};
+use crate::netem::faketime_env;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Ports a slot offers; a system uses as many as it needs (client, peer, status).
+pub const PORTS_PER_NODE: usize = 3;
+
+/// One node's place.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The node's id (1-based).
+    pub id: u64,
+    /// The address it listens on: 127.0.0.1, or its namespace's address.
+    pub host: IpAddr,
+    /// Ports free for it on `host`.
+    pub ports: [u16; PORTS_PER_NODE],
+    /// Its directory: data, log, clock control file.
+    pub dir: PathBuf,
+    /// Its network namespace, when it has one of its own.
+    pub netns: Option<PathBuf>,
+    /// Environment variables for it alone (libfaketime's).
+    pub env: Vec<(String, String)>,
+}
+
+impl Slot {
+    /// Port `i` on the node's address.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.host, self.ports[i])
+    }
+
+    /// The file the node's output goes to.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+}
+
+/// Every node's place.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// One per node, by id.
+    pub slots: Vec<Slot>,
+    /// Each node's libfaketime control file, when clocks can be moved.
+    pub clocks: BTreeMap<u64, PathBuf>,
+}
+
+impl Layout {
+    /// `n` nodes on 127.0.0.1 with fresh ports, under `dir/n<id>/`.
+    pub fn local(n: usize, dir: &Path) -> io::Result<Layout> {
+        let ports = ordeal_wire::launch::free_ports(PORTS_PER_NODE * n)?;
+        let slots = (0..n)
+            .map(|i| {
+                let mut own = [0; PORTS_PER_NODE];
+                own.copy_from_slice(&ports[PORTS_PER_NODE * i..PORTS_PER_NODE * (i + 1)]);
+                slot(i as u64 + 1, IpAddr::V4(Ipv4Addr::LOCALHOST), own, dir, None)
+            })
+            .collect();
+        Ok(Layout { slots, clocks: BTreeMap::new() })
+    }
+
+    /// `n` nodes, each in its namespace of `net`, on fixed ports of its own address.
+    pub fn netns(net: &Network, n: usize, dir: &Path) -> Layout {
+        let slots = (1..=n as u64)
+            .map(|id| slot(id, IpAddr::V4(net::node_ip(id)), [7000, 8000, 9000], dir, net.ns_path(id)))
+            .collect();
+        Layout { slots, clocks: BTreeMap::new() }
+    }
+
+    /// Starts every node under libfaketime with a control file at offset zero, so that the clock
+    /// nemesis can move its clock.
+    pub fn with_clocks(mut self) -> io::Result<Layout> {
+        for slot in &mut self.slots {
+            std::fs::create_dir_all(&slot.dir)?;
+            let control = slot.dir.join("faketime.rc");
+            std::fs::write(&control, "+0\n")?;
+            slot.env.extend(faketime_env(&control));
+            self.clocks.insert(slot.id, control);
+        }
+        Ok(self)
+    }
+
+    /// The ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.slots.iter().map(|s| s.id).collect()
+    }
+}
+
+fn slot(id: u64, host: IpAddr, ports: [u16; PORTS_PER_NODE], dir: &Path, netns: Option<PathBuf>) -> Slot {
+    Slot { id, host, ports, dir: dir.join(format!("n{id}")), netns, env: Vec::new() }
+}

@@ -1,0 +1,230 @@
+//! The system under test, after Jepsen's `DB` protocol with its optional powers.
+//!
+//! [`System`] is what every system can do: start and stop its nodes and say how they are. The
+//! powers only some systems have are separate traits, reached through accessors that return
+//! `None` when the system lacks them: [`Processes`] (kill, pause, resume: any system whose nodes
+//! are local processes), [`Leaders`] (leaders per group, and moving them), and [`Upgrade`]
+//! (restart a node on another binary). The nemeses ask for the power a fault needs and report a
+//! fault the system cannot take as [`SystemError::Unsupported`].
+//!
+//! What the harness reads of a running cluster is system-neutral: a [`NodeView`] per node with a
+//! [`GroupState`] per replication group. Status sampling, the nemeses and the plots read nothing
+//! else.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// A cluster operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// No node with this id.
+    #[error("unknown node {0}")]
+    UnknownNode(u64),
+    /// Starting, signalling or stopping a node's process failed.
+    #[error("node {node}: {message}")]
+    Process {
+        /// The node.
+        node: u64,
+        /// What went wrong.
+        message: String,
+    },
+    /// A request to a node (status, leadership transfer) failed.
+    #[error("node {node}: {message}")]
+    Request {
+        /// The node asked.
+        node: u64,
+        /// What it answered, or why it did not.
+        message: String,
+    },
+    /// The cluster did not reach the wanted state within the bound.
+    #[error("{0}")]
+    NotReady(String),
+    /// The system does not have the power the operation needs.
+    #[error("{system} cannot {power}")]
+    Unsupported {
+        /// The system's name.
+        system: &'static str,
+        /// What it was asked to do.
+        power: &'static str,
+    },
+}
+
+/// One replication group's state on one node, as any system reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// The group (0 for systems with one).
+    pub group: u32,
+    /// `leader`, `follower`, `candidate`, `pre-candidate` or `learner`.
+    pub role: String,
+    /// The leader this node knows of, 0 when none.
+    pub leader_id: u64,
+    /// The current term.
+    pub term: u64,
+    /// The commit index.
+    pub commit_index: u64,
+    /// The applied index.
+    pub applied_index: u64,
+    /// Voting members.
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    #[serde(default)]
+    pub learners: Vec<u64>,
+}
+
+/// One node's state: the build it runs and its groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The node's id.
+    pub id: u64,
+    /// The build version it reports.
+    pub version: String,
+    /// Its wall clock when it answered, in ms since the Unix epoch, where it reports one (shows
+    /// clock faults).
+    pub time_ms: Option<u64>,
+    /// One entry per group.
+    pub groups: Vec<GroupState>,
+}
+
+/// A system under test: a cluster of nodes the harness starts, stops and observes.
+#[async_trait]
+pub trait System: Send + Sync {
+    /// The system's name (`broker`, `etcd`).
+    fn name(&self) -> &'static str;
+    /// The nodes' ids.
+    fn nodes(&self) -> Vec<u64>;
+    /// Each node's client address.
+    fn addresses(&self) -> BTreeMap<u64, String>;
+    /// The node's log file, for the report.
+    fn log_file(&self, node: u64) -> Option<&Path>;
+    /// Starts every node and waits until the cluster serves.
+    async fn setup(&self) -> Result<(), SystemError>;
+    /// Stops every node (gracefully, then by force); removes nothing the report needs.
+    async fn teardown(&self) -> Result<(), SystemError>;
+    /// Starts a stopped node again from its data.
+    async fn start(&self, node: u64) -> Result<(), SystemError>;
+    /// Stops a node gracefully (SIGTERM; bounded, then killed).
+    async fn stop(&self, node: u64) -> Result<(), SystemError>;
+    /// Whether the node's process is running (paused counts as running).
+    async fn is_running(&self, node: u64) -> bool;
+    /// Each reachable node's state.
+    async fn statuses(&self, timeout: Duration) -> BTreeMap<u64, NodeView>;
+    /// The power to kill and pause nodes, if the system has it.
+    fn processes(&self) -> Option<&dyn Processes> {
+        None
+    }
+    /// The power to find and move leaders, if the system has it.
+    fn leaders(&self) -> Option<&dyn Leaders> {
+        None
+    }
+    /// The power to restart a node on another binary, if the system has it.
+    fn upgrade(&self) -> Option<&dyn Upgrade> {
+        None
+    }
+}
+
+/// Signals to a node's process.
+#[async_trait]
+pub trait Processes: Send + Sync {
+    /// SIGKILL.
+    async fn kill(&self, node: u64) -> Result<(), SystemError>;
+    /// SIGSTOP.
+    async fn pause(&self, node: u64) -> Result<(), SystemError>;
+    /// SIGCONT.
+    async fn resume(&self, node: u64) -> Result<(), SystemError>;
+}
+
+/// Leaders of replication groups.
+#[async_trait]
+pub trait Leaders: Send + Sync {
+    /// How many groups the cluster runs.
+    fn groups(&self) -> u32;
+    /// Asks `node`, the leader of `group`, to hand leadership to `to`.
+    async fn transfer_leader(&self, node: u64, group: u32, to: u64) -> Result<(), SystemError>;
+}
+
+/// Restarting a node on another build.
+#[async_trait]
+pub trait Upgrade: Send + Sync {
+    /// Stops `node` if it runs and starts it again on `binary`, with the same data.
+    async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError>;
+    /// The binary the node runs (or last ran).
+    fn binary(&self, node: u64) -> Option<std::path::PathBuf>;
+}
+
+/// The leader of `group` that every reachable node agrees on, if any.
+pub async fn leader(system: &dyn System, group: u32) -> Option<u64> {
+    agreed_leader(&system.statuses(Duration::from_millis(500)).await, group)
+}
+
+/// The leader of `group` in `views`, if every node that reports the group names the same one.
+pub fn agreed_leader(views: &BTreeMap<u64, NodeView>, group: u32) -> Option<u64> {
+    let mut leaders = views.values().filter_map(|v| v.groups.iter().find(|g| g.group == group)).map(|g| g.leader_id);
+    let first = leaders.next().filter(|l| *l != 0)?;
+    leaders.all(|l| l == first).then_some(first)
+}
+
+/// Whether every node answered, agrees on the leader of every group, and has applied what it
+/// committed up to what the leader committed.
+pub fn healthy(views: &BTreeMap<u64, NodeView>, nodes: usize) -> bool {
+    let Some(first) = views.values().next() else { return nodes == 0 };
+    views.len() == nodes
+        && first.groups.iter().all(|group| {
+            let Some(leader) = agreed_leader(views, group.group) else { return false };
+            let leader_commit = views
+                .get(&leader)
+                .and_then(|v| v.groups.iter().find(|g| g.group == group.group))
+                .map_or(0, |g| g.commit_index);
+            views.values().all(|v| {
+                v.groups
+                    .iter()
+                    .find(|g| g.group == group.group)
+                    .is_some_and(|g| g.applied_index >= leader_commit.min(g.commit_index))
+            })
+        })
+}
+
+/// Waits until the cluster is [`healthy`]; polls every 50 ms, up to `timeout`.
+pub async fn wait_healthy(system: &dyn System, timeout: Duration) -> Result<(), SystemError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let nodes = system.nodes().len();
+    loop {
+        let views = system.statuses(Duration::from_millis(500)).await;
+        if healthy(&views, nodes) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SystemError::NotReady(format!(
+                "the cluster did not become healthy within {timeout:?} ({} of {nodes} nodes answered)",
+                views.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, leader: u64, commit: u64, applied: u64) -> NodeView {
+        let g = GroupState { leader_id: leader, commit_index: commit, applied_index: applied, ..GroupState::default() };
+        NodeView { id, groups: vec![g], ..NodeView::default() }
+    }
+
+    #[test]
+    fn health_needs_every_node_one_leader_and_applied_commits() {
+        let views: BTreeMap<u64, NodeView> = [(1, view(1, 1, 10, 10)), (2, view(2, 1, 10, 10))].into();
+        assert!(healthy(&views, 2));
+        assert!(!healthy(&views, 3), "a node did not answer");
+        let split: BTreeMap<u64, NodeView> = [(1, view(1, 1, 10, 10)), (2, view(2, 2, 10, 10))].into();
+        assert!(!healthy(&split, 2), "two leaders");
+        let lagging: BTreeMap<u64, NodeView> = [(1, view(1, 1, 10, 10)), (2, view(2, 1, 10, 7))].into();
+        assert!(!healthy(&lagging, 2), "applied behind commit");
+        assert_eq!(agreed_leader(&views, 0), Some(1));
+        assert_eq!(agreed_leader(&split, 0), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! Runs a resolved [`Test`]: the one function that `ordeal run`, `ordeal run --test` and anything
+//! else that runs tests (suites, gates) call. It prints nothing; it returns the run directory,
+//! from which `ordeal_reports::write_all` draws the verdict and the report.
+
+use anyhow::Context as _;
+use ordeal_faults::layout::Layout;
+use ordeal_faults::net::{self, Network};
+use ordeal_faults::{ClockNemesis, Compose, FaultSet, Nemesis, NetNemesis, ProcessNemesis, System};
+use ordeal_history::Test;
+use ordeal_reports::store::{self, RunInfo};
+use ordeal_workloads::generator::{Generator, LogGen, NoopGen, RegisterGen};
+use ordeal_workloads::recorder::Recorder;
+use ordeal_workloads::runner::{self, Plan};
+use ordeal_workloads::systems::{self, Sut};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How to run a test, beyond the test itself: where, and how it looks while it runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The run store.
+    pub store: PathBuf,
+    /// Keep the nodes' data directories.
+    pub keep_data: bool,
+    /// Draw a live progress line.
+    pub progress: bool,
+    /// The system's binary.
+    pub binary: PathBuf,
+}
+
+/// The faults of a test, parsed.
+pub fn fault_sets(test: &Test) -> Result<Vec<FaultSet>, ordeal_faults::SpecError> {
+    test.nemesis.iter().map(|n| FaultSet::parse(n)).collect()
+}
+
+/// Runs `test` to the end (or to Ctrl-C) and returns its run directory. The directory holds
+/// `test.json`, the history, status samples and `run.json`, also when the run failed; the error
+/// then says why.
+pub fn run_test(test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
+    if test.env == "netns" {
+        enter_private_network_once()?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(execute(test, opts))
+}
+
+/// Moves the process into a private network namespace, once: everything the run builds lives
+/// there and dies with it. Must run before any thread exists (the kernel grants a user namespace
+/// to single-threaded processes only).
+fn enter_private_network_once() -> anyhow::Result<()> {
+    static ENTERED: AtomicBool = AtomicBool::new(false);
+    if !ENTERED.swap(true, Ordering::SeqCst) {
+        net::enter_private_network().context("isolating the run's network")?;
+    }
+    Ok(())
+}
+
+/// A run's cluster: the system, its network, and the nemesis over both.
+struct Cluster {
+    sut: Sut,
+    network: Option<Arc<Network>>,
+    nemesis: Box<dyn Nemesis>,
+}
+
+fn build_cluster(test: &Test, dir: &Path, binary: &Path) -> anyhow::Result<Cluster> {
+    let nodes_dir = dir.join("nodes");
+    let faults = fault_sets(test)?;
+    let (mut layout, network) = match test.env.as_str() {
+        "netns" => {
+            let ids: Vec<u64> = (1..=test.nodes as u64).collect();
+            let net = Network::create(&run_id(dir), &ids).context("building the run's network")?;
+            (Layout::netns(&net, test.nodes, &nodes_dir), Some(Arc::new(net)))
+        }
+        _ => (Layout::local(test.nodes, &nodes_dir).context("reserving ports")?, None),
+    };
+    if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::needs_clock)) {
+        layout = layout.with_clocks().context("creating the clock control files")?;
+    }
+    let registration = systems::by_name(&test.system)?;
+    let sut = (registration.build)(test, &layout, binary.to_path_buf())?;
+    let system: Arc<dyn System> = sut.system.clone();
+    let nemesis = Box::new(Compose(vec![
+        Box::new(NetNemesis::new(system.clone(), network.clone())),
+        Box::new(ClockNemesis::new(system.clone(), layout.clocks.clone())),
+        Box::new(ProcessNemesis::new(system)),
+    ]));
+    Ok(Cluster { sut, network, nemesis })
+}
+
+/// Ctrl-C: the first heals, stops the nodes and still checks what was recorded; the second
+/// aborts (the nodes die with the process; `ordeal cleanup` does the rest).
+fn watch_interrupts() -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nordeal: interrupted: healing, stopping the nodes and checking what was recorded (Ctrl-C again to abort)"
+            );
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    (rx, task)
+}
+
+async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let dir = store::create_run_dir(&opts.store, &test.name)
+        .with_context(|| format!("creating a run in {}", opts.store.display()))?;
+    std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
+    let Cluster { sut, network, nemesis } = build_cluster(&test, &dir, &opts.binary)?;
+    let (interrupt, interrupts) = watch_interrupts();
+    let mut info = RunInfo::default();
+    let outcome = match sut.system.setup().await {
+        Err(e) => Err(anyhow::Error::new(e).context("starting the cluster")),
+        Ok(()) => {
+            if let Some(s) = sut.system.statuses(Duration::from_secs(1)).await.values().next() {
+                test.broker_version = s.version.clone();
+            }
+            write_test(&dir, &test)?;
+            drive(&test, opts, &sut, nemesis, &dir, interrupt).await
+        }
+    };
+    if !dir.join(store::TEST).exists() {
+        write_test(&dir, &test)?;
+    }
+    if let Err(e) = sut.system.teardown().await {
+        tracing::warn!("teardown: {e}");
+    }
+    drop(sut);
+    // After the nodes: tearing the namespaces down under running nodes would be a fault of its own.
+    drop(network);
+    interrupts.abort();
+    if !opts.keep_data {
+        store::remove_data(&dir);
+    }
+    match outcome {
+        Ok(summary) => {
+            info.interrupted = summary.interrupted;
+            info.heal_error = summary.healed.err();
+            info.final_reads_complete = summary.final_reads_complete;
+            info.nemesis_errors = summary.nemesis_errors;
+            info.events = summary.counts.events;
+        }
+        Err(e) => info.harness_error = Some(format!("{e:#}")),
+    }
+    info.elapsed_s = started.elapsed().as_secs_f64();
+    std::fs::write(dir.join(store::RUN), serde_json::to_string_pretty(&info)?)?;
+    if !dir.join(store::HISTORY).exists() {
+        std::fs::write(dir.join(store::HISTORY), "")?;
+    }
+    let _ = std::fs::remove_file(dir.join(store::PID));
+    Ok(dir)
+}
+
+fn write_test(dir: &Path, test: &Test) -> anyhow::Result<()> {
+    std::fs::write(dir.join(store::TEST), serde_json::to_string_pretty(test)?).context("writing test.json")
+}
+
+fn generator(test: &Test) -> Box<dyn Generator> {
+    match test.workload.as_str() {
+        "register" => Box::new(RegisterGen::new(test.keys, test.ops_per_key)),
+        "log" => Box::new(LogGen::new(test.keys)),
+        _ => Box::new(NoopGen::new()),
+    }
+}
+
+async fn drive(
+    test: &Test,
+    opts: &Options,
+    sut: &Sut,
+    nemesis: Box<dyn Nemesis>,
+    dir: &Path,
+    interrupt: watch::Receiver<bool>,
+) -> anyhow::Result<runner::Summary> {
+    let recorder = Arc::new(Recorder::create(&dir.join(store::HISTORY)).context("creating history.jsonl")?);
+    let plan = Plan {
+        seed: test.seed,
+        concurrency: test.concurrency,
+        rate: test.rate,
+        time_limit: Duration::from_secs_f64(test.time_limit_s),
+        op_timeout: Duration::from_millis(test.op_timeout_ms),
+        faults: fault_sets(test)?,
+        cycle_faults: test.nemesis_order == "cycle",
+        nemesis_interval: Duration::from_secs_f64(test.nemesis_interval_s),
+        fault_duration: Duration::from_secs_f64(test.fault_duration_s),
+        status_log: Some(dir.join(store::STATUS)),
+        progress: opts.progress,
+        ..Plan::default()
+    };
+    let summary = runner::run(
+        &plan,
+        sut.system.clone(),
+        nemesis,
+        generator(test),
+        sut.clients.clone(),
+        recorder.clone(),
+        interrupt,
+    )
+    .await;
+    recorder.finish().context("writing history.jsonl")?;
+    Ok(summary)
+}
+
+/// A short id for names in the run's network (bridge, links): a hash of its directory.
+fn run_id(dir: &Path) -> String {
+    let h = dir
+        .display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:05x}", h & 0xf_ffff)
+}
