@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// Take the faults of --nemesis in turn (`cycle`) instead of at random (`random`).
     #[arg(long, default_value = "random")]
     pub nemesis_order: String,
+    /// With `--nemesis-order cycle`: end the main phase once every fault has run and healed
+    /// this many times; --time-limit then only bounds the run (reaching it first is an error).
+    #[arg(long)]
+    pub fault_rounds: Option<usize>,
     /// Seconds of quiet before each fault.
     #[arg(long, default_value_t = 3.0)]
     pub nemesis_interval: f64,

@@ -66,7 +66,8 @@ struct Cluster {
 }
 
 fn build_cluster(test: &Test, dir: &Path, binary: &Path) -> anyhow::Result<Cluster> {
-    let nodes_dir = dir.join("nodes");
+    // Absolute: node processes carry it (cleanup finds them by it) and run in other directories.
+    let nodes_dir = std::path::absolute(dir.join("nodes")).context("resolving the run directory")?;
     let faults = fault_sets(test)?;
     let (mut layout, network) = match test.env.as_str() {
         "netns" => {
@@ -187,6 +188,7 @@ async fn drive(
         op_timeout: Duration::from_millis(test.op_timeout_ms),
         faults: fault_sets(test)?,
         cycle_faults: test.nemesis_order == "cycle",
+        fault_rounds: test.fault_rounds,
         nemesis_interval: Duration::from_secs_f64(test.nemesis_interval_s),
         fault_duration: Duration::from_secs_f64(test.fault_duration_s),
         status_log: Some(dir.join(store::STATUS)),

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 /// Ports a slot offers; a system uses as many as it needs (client, peer, status).
 pub const PORTS_PER_NODE: usize = 3;
 
+/// The environment variable every node process carries: its run directory. `ordeal cleanup`
+/// finds the processes a killed run left by it, whatever the system and its flags.
+pub const RUN_ENV: &str = "ORDEAL_RUN";
+
 /// One node's place.
 #[derive(Debug, Clone)]
 pub struct Slot {
@@ -50,7 +54,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// `n` nodes on 127.0.0.1 with fresh ports, under `dir/n<id>/`.
+    /// `n` nodes on 127.0.0.1 with fresh ports, under `dir/n<id>/` (`dir`: the run's absolute
+    /// `nodes/` directory).
     pub fn local(n: usize, dir: &Path) -> io::Result<Layout> {
         let ports = ordeal_wire::launch::free_ports(PORTS_PER_NODE * n)?;
         let slots = (0..n)
@@ -90,6 +95,8 @@ impl Layout {
     }
 }
 
+/// `dir` is the run's `nodes/` directory, absolute.
 fn slot(id: u64, host: IpAddr, ports: [u16; PORTS_PER_NODE], dir: &Path, netns: Option<PathBuf>) -> Slot {
-    Slot { id, host, ports, dir: dir.join(format!("n{id}")), netns, env: Vec::new() }
+    let run = dir.parent().unwrap_or(dir).display().to_string();
+    Slot { id, host, ports, dir: dir.join(format!("n{id}")), netns, env: vec![(RUN_ENV.into(), run)] }
 }

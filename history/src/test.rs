@@ -19,6 +19,10 @@ pub struct Test {
     /// `random` (drawn from the seed) or `cycle` (in turn).
     #[serde(default = "random")]
     pub nemesis_order: String,
+    /// With `cycle`: the main phase ends once every fault ran and healed this many times; the
+    /// time limit only bounds it.
+    #[serde(default)]
+    pub fault_rounds: Option<usize>,
     /// Where the nodes run: `local` (processes on 127.0.0.1).
     pub env: String,
     /// Number of broker nodes.

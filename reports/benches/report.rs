@@ -20,6 +20,7 @@ fn test(ops: usize) -> Test {
         workload: "register".into(),
         nemesis: vec![],
         nemesis_order: "random".into(),
+        fault_rounds: None,
         env: "local".into(),
         nodes: 3,
         groups: 1,

@@ -1,24 +1,25 @@
 //! `ordeal cleanup`: remove what a hard-killed run left behind.
 //!
-//! It touches only what a run of this store created: broker processes whose data directory lies
-//! in the store, and runs whose harness is gone (marked by a stale `ordeal.pid`).
+//! It touches only what a run of this store created: node processes (of any system) whose run
+//! directory lies in the store, and runs whose harness is gone (marked by a stale `ordeal.pid`).
 
 use crate::cli::CleanupArgs;
 use crate::exit::Outcome;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use ordeal_faults::layout::RUN_ENV;
 use ordeal_reports::store::{self, RunInfo};
 use std::path::Path;
 
-/// Kills the store's leftover brokers and closes abandoned runs.
+/// Kills the store's leftover node processes and closes abandoned runs.
 pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
     let Ok(root) = std::fs::canonicalize(&args.store) else {
         say!("nothing to clean: {} does not exist", args.store.display());
         return Ok(Outcome::Valid);
     };
-    let killed = kill_brokers_under(&root);
+    let killed = kill_nodes_under(&root);
     for (pid, cmd) in &killed {
-        say!("killed ordeal-broker {pid}: {cmd}");
+        say!("killed node process {pid}: {cmd}");
     }
     let mut closed = 0;
     for run in store::runs(&root) {
@@ -49,7 +50,7 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
         say!("closed abandoned run {}", run.display());
         closed += 1;
     }
-    say!("cleanup done: {} broker process(es) killed, {closed} abandoned run(s) closed", killed.len());
+    say!("cleanup done: {} node process(es) killed, {closed} abandoned run(s) closed", killed.len());
     Ok(Outcome::Valid)
 }
 
@@ -58,22 +59,29 @@ fn is_ordeal(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ordeal")
 }
 
-/// Kills every `ordeal-broker` whose `--data-dir` lies under `root`; returns (pid, command line).
-fn kill_brokers_under(root: &Path) -> Vec<(i32, String)> {
+/// Kills every node process (of any system) whose run directory lies under `root`: the
+/// harness gives each one `ORDEAL_RUN` in its environment. Returns (pid, command line).
+fn kill_nodes_under(root: &Path) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(raw) = std::fs::read(p.path().join("cmdline")) else { continue };
-        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let is_broker = args.first().is_some_and(|a| a.ends_with("ordeal-broker"));
-        let ours = args.iter().any(|a| a.strip_prefix("--data-dir=").is_some_and(|d| Path::new(d).starts_with(root)));
-        if is_broker && ours {
-            // A paused broker would not die of SIGKILL until continued on some kernels' views.
-            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                out.push((pid, args.join(" ")));
-            }
+        let Ok(environ) = std::fs::read(p.path().join("environ")) else { continue };
+        let ours = environ.split(|b| *b == 0).any(|var| {
+            String::from_utf8_lossy(var)
+                .strip_prefix(RUN_ENV)
+                .and_then(|v| v.strip_prefix('='))
+                .is_some_and(|run| std::fs::canonicalize(run).is_ok_and(|run| run.starts_with(root)))
+        });
+        if !ours {
+            continue;
+        }
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        // A paused node dies of SIGKILL too, but continuing it first lets its exit be reaped.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            out.push((pid, cmd.join(" ").trim().to_owned()));
         }
     }
     out

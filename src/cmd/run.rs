@@ -50,6 +50,9 @@ fn validate(test: &Test) -> Result<(), String> {
     if !matches!(test.nemesis_order.as_str(), "random" | "cycle") {
         return Err(format!("--nemesis-order {:?}: expected random or cycle", test.nemesis_order));
     }
+    if test.fault_rounds.is_some() && test.nemesis_order != "cycle" {
+        return Err("--fault-rounds needs --nemesis-order cycle".into());
+    }
     if !matches!(test.env.as_str(), "local" | "netns") {
         return Err(format!("env {:?}: expected local or netns", test.env));
     }
@@ -98,6 +101,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         workload: workload.name().into(),
         nemesis,
         nemesis_order: args.nemesis_order.clone(),
+        fault_rounds: args.fault_rounds,
         env: environment(&args.env)?,
         nodes: args.nodes,
         groups: args.groups,

@@ -44,6 +44,10 @@ pub struct Plan {
     pub faults: Vec<FaultSet>,
     /// Take the faults in turn instead of at random.
     pub cycle_faults: bool,
+    /// With `cycle_faults`: end the main phase once every fault has run and healed this many
+    /// times (the time limit then only bounds the run, and reaching it first is a nemesis
+    /// error). Tests decide by "every fault ran", not by how many fit in a time.
+    pub fault_rounds: Option<usize>,
     /// Quiet time before each fault.
     pub nemesis_interval: Duration,
     /// How long each fault lasts.
@@ -83,6 +87,7 @@ impl Default for Plan {
             op_timeout: Duration::from_secs(1),
             faults: Vec::new(),
             cycle_faults: false,
+            fault_rounds: None,
             nemesis_interval: Duration::from_secs(3),
             fault_duration: Duration::from_secs(3),
             status_log: None,
@@ -174,17 +179,26 @@ pub async fn run(
     let limiter = Arc::new(Limiter::new(plan.rate));
     let fault_now: Shared<String> = Arc::new(Mutex::new(String::new()));
     let (stop_tx, stop) = watch::channel(false);
+    // Set by the nemesis when its fault rounds are done: the main phase ends.
+    let (rounds_tx, rounds_done) = watch::channel(false);
 
     // Main phase: workers, nemesis, sampler, progress.
     let mut workers = Vec::new();
     for slot in 0..plan.concurrency {
-        let (generator, limiter, recorder, clients, stop, interrupt) =
-            (generator.clone(), limiter.clone(), recorder.clone(), clients.clone(), stop.clone(), interrupt.clone());
+        let (generator, limiter, recorder, clients, stop, interrupt, rounds_done) = (
+            generator.clone(),
+            limiter.clone(),
+            recorder.clone(),
+            clients.clone(),
+            stop.clone(),
+            interrupt.clone(),
+            rounds_done.clone(),
+        );
         let (concurrency, timeout) = (plan.concurrency as u64, plan.op_timeout);
         workers.push(tokio::spawn(async move {
             let mut process = slot as u64;
             let mut client = clients.open(process);
-            while Instant::now() < deadline && !*interrupt.borrow() && !*stop.borrow() {
+            while Instant::now() < deadline && !*interrupt.borrow() && !*stop.borrow() && !*rounds_done.borrow() {
                 if limiter.acquire(deadline).await.is_none() {
                     break;
                 }
@@ -209,6 +223,7 @@ pub async fn run(
         fault_now.clone(),
         deadline,
         interrupt.clone(),
+        rounds_tx,
     ));
     let sampler = plan.status_log.clone().map(|path| {
         tokio::spawn(sample_statuses(system.clone(), path, plan.status_interval, recorder.clone(), stop.clone()))
@@ -308,11 +323,17 @@ async fn nemesis_loop(
     fault_now: Shared<String>,
     deadline: Instant,
     mut interrupt: watch::Receiver<bool>,
+    rounds_done: watch::Sender<bool>,
 ) -> (Box<dyn Nemesis>, Vec<String>) {
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
     let mut errors = Vec::new();
     let mut turn = 0;
+    let wanted = plan.fault_rounds.filter(|_| plan.cycle_faults).map(|r| r * plan.faults.len());
     loop {
+        if wanted.is_some_and(|w| turn >= w) {
+            let _ = rounds_done.send(true);
+            break;
+        }
         let next = if plan.cycle_faults {
             plan.faults.get(turn % plan.faults.len().max(1))
         } else {
@@ -321,6 +342,9 @@ async fn nemesis_loop(
         let Some(faults) = next.cloned() else { break };
         turn += 1;
         if !sleep_or_stop(Instant::now() + plan.nemesis_interval, &mut interrupt).await || Instant::now() >= deadline {
+            if let Some(w) = wanted.filter(|_| !*interrupt.borrow()) {
+                errors.push(format!("the time limit came after {} of {w} faults", turn - 1));
+            }
             break;
         }
         let name = faults.to_string();
@@ -328,7 +352,11 @@ async fn nemesis_loop(
         errors.extend(started.error.iter().map(|e| format!("start {name}: {e}")));
         let shown = format!("{name} {}", started.value.get("targets").map(|t| t.to_string()).unwrap_or_default());
         *lock(&fault_now) = shown;
-        let until = (Instant::now() + plan.fault_duration).min(deadline);
+        let until = if wanted.is_some() {
+            Instant::now() + plan.fault_duration
+        } else {
+            (Instant::now() + plan.fault_duration).min(deadline)
+        };
         sleep_or_stop(until, &mut interrupt).await;
         let stopped = nemesis_op(&recorder, "stop", &name, stop_set(&mut *nemesis, &faults)).await;
         errors.extend(stopped.error.iter().map(|e| format!("stop {name}: {e}")));
