@@ -130,12 +130,14 @@ fn cleanup_after_kill_9_leaves_no_broker() {
     assert_eq!(brokers_under(dir.path()).len(), 3);
     run.kill().unwrap(); // SIGKILL: no chance to clean up
     run.wait().unwrap();
-    // A broker the kernel did not take down with its parent (say, started by hand for the run).
+    // A node the kernel did not take down with its parent: it carries the run directory in its
+    // environment, as every node the harness starts does, whatever its flags.
     let broker = PathBuf::from(env!("CARGO_BIN_EXE_ordeal")).with_file_name("ordeal-broker");
     let orphan_dir = dir.path().join("latest/nodes/orphan/data");
     let mut orphan = Command::new(broker)
         .args(["serve", "--id=1", "--listen=127.0.0.1:0", "--peers=1=127.0.0.1:1"])
         .arg(format!("--data-dir={}", orphan_dir.display()))
+        .env("ORDEAL_RUN", dir.path().join("latest"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,0 +1,125 @@
+//! The system seam from the outside: faults that run at the same time, and a run reproduced from
+//! its `test.json` alone.
+
+mod common;
+
+use common::{json, jsonl, ordeal, run_args};
+use serde_json::Value;
+use std::path::Path;
+
+/// The nemesis's completed `start` ops: (fault, what it did).
+fn fault_starts(run: &Path) -> Vec<Value> {
+    jsonl(&run.join("history.jsonl"))
+        .into_iter()
+        .filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "start")
+        .collect()
+}
+
+#[test]
+fn two_faults_at_once_run_and_heal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let (code, out, err) = ordeal(&[
+        "run",
+        "--store",
+        store,
+        "--no-progress",
+        "--env",
+        "local",
+        "--nemesis",
+        "kill-follower+pause-leader",
+        "--nemesis-order",
+        "cycle",
+        "--fault-rounds",
+        "2",
+        "--time-limit",
+        "120",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1.5",
+        "--seed",
+        "11",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let run = dir.path().join("latest");
+    let starts = fault_starts(&run);
+    assert_eq!(starts.len(), 2, "two rounds, then the main phase ended: {starts:?}");
+    for start in &starts {
+        assert!(start.get("error").is_none(), "{start}");
+        let parts = start["value"]["parts"].as_array().expect("one part per fault");
+        let names: Vec<&str> = parts.iter().map(|p| p["fault"].as_str().unwrap()).collect();
+        assert_eq!(names, ["kill-follower", "pause-leader"]);
+        // Two different nodes were down at once: the follower killed and the leader paused.
+        let targets = start["value"]["targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 2, "{start}");
+    }
+    let stops: Vec<Value> = jsonl(&run.join("history.jsonl"))
+        .into_iter()
+        .filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "stop")
+        .collect();
+    assert!(stops.iter().all(|s| s.get("error").is_none()), "every fault healed: {stops:?}");
+    let results = json(&run.join("results.json"));
+    assert_eq!(results["verdict"], "valid");
+    assert!(results["run"]["heal_error"].is_null());
+}
+
+/// The main phase's schedule of a run with one client: each op's name, key and new value (a
+/// cas's expected value depends on what earlier ops returned, so it is left out), in order.
+fn schedule(run: &Path) -> Vec<String> {
+    jsonl(&run.join("history.jsonl"))
+        .iter()
+        // Client processes of the main phase; the final reads' processes start at 1,000,000.
+        .filter(|o| o["type"] == "invoke" && o["process"].as_u64().is_some_and(|p| p < 1_000_000))
+        .map(|o| {
+            let v = &o["value"];
+            format!("{} {} {}", o["f"], v["key"], if o["f"] == "cas" { &v["to"] } else { &v["value"] })
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_is_reproduced_from_its_test_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let extra = ["--env", "local", "--nemesis", "kill,pause", "--concurrency", "1", "--ops-per-key", "20"];
+    let (code, out, err) = ordeal(&run_args(store, &[&extra[..], &["--seed", "42"]].concat()));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let first = std::fs::canonicalize(dir.path().join("latest")).unwrap();
+    let test_json = first.join("test.json");
+    let (code, out, err) = ordeal(&["run", "--test", test_json.to_str().unwrap(), "--store", store, "--no-progress"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let second = std::fs::canonicalize(dir.path().join("latest")).unwrap();
+    assert_ne!(first, second, "a new run directory");
+    let (a, b) = (json(&first.join("test.json")), json(&second.join("test.json")));
+    for field in ["seed", "nemesis", "ops_per_key", "nemesis_order", "concurrency", "workload", "system"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    let faults = |run: &Path| -> Vec<String> {
+        fault_starts(run).iter().map(|s| format!("{} {}", s["value"]["fault"], s["value"]["targets"])).collect()
+    };
+    let (fa, fb) = (faults(&first), faults(&second));
+    let n = fa.len().min(fb.len());
+    assert!(n >= 2, "faults ran: {fa:?} {fb:?}");
+    assert_eq!(fa[..n], fb[..n], "the same faults on the same nodes, in the same order");
+    let (sa, sb) = (schedule(&first), schedule(&second));
+    let n = sa.len().min(sb.len());
+    assert!(n > 100, "ops ran: {} and {}", sa.len(), sb.len());
+    assert_eq!(sa[..n], sb[..n], "the same ops in the same order");
+}
+
+#[test]
+fn a_bad_test_json_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.json");
+    std::fs::write(&path, "{\"name\": 3}").unwrap();
+    let (code, _, err) = ordeal(&["run", "--test", path.to_str().unwrap(), "--store", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("test.json") && err.contains("not a test.json"), "{err}");
+    let (code, _, err) = ordeal(&["run", "--system", "cassandra"]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("unknown system") && err.contains("broker"), "{err}");
+    let (code, _, err) = ordeal(&["run", "--nemesis", "kill-leader@x"]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("group number"), "{err}");
+}
