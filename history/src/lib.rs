@@ -38,6 +38,8 @@ pub use test::Test;
 
 /// The version of the on-disk history format written by this crate.
 ///
-/// Readers accept every version up to this one; unknown fields are ignored so that newer
-/// writers stay readable by older checkers where the semantics did not change.
+/// A run records it in `test.json` (`history_format`); readers refuse a newer version with a
+/// clear error ([`Test::check_format`]) and accept every version up to this one. Unknown fields
+/// are ignored, so fields can be added without a new version; a new version means a change of
+/// meaning.
 pub const FORMAT_VERSION: u32 = 1;

@@ -64,6 +64,9 @@ pub struct Test {
     pub broker_binary: String,
     /// The version the system reported.
     pub broker_version: String,
+    /// The history format the run wrote ([`crate::FORMAT_VERSION`] of the harness that ran it).
+    #[serde(default = "format_one")]
+    pub history_format: u32,
     /// The harness's version.
     pub ordeal_version: String,
     /// The command line that reproduces the run.
@@ -87,4 +90,47 @@ fn linearizable() -> String {
 /// The register workload's default before `ops_per_key` was recorded.
 fn ops_per_key() -> usize {
     200
+}
+
+/// Runs recorded before the field existed wrote format 1.
+fn format_one() -> u32 {
+    1
+}
+
+impl Test {
+    /// Whether this build reads the run's history: formats up to [`crate::FORMAT_VERSION`].
+    pub fn check_format(&self) -> Result<(), String> {
+        if self.history_format > crate::FORMAT_VERSION {
+            return Err(format!(
+                "the history is in format {}, newer than this ordeal reads ({}): check it with a newer ordeal",
+                self.history_format,
+                crate::FORMAT_VERSION
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `test.json` written before `system`, `nemesis_order`, `ops_per_key` and
+    /// `history_format` existed.
+    const OLD: &str = r#"{"name":"register-none","workload":"register","nemesis":[],"env":"local","nodes":3,
+        "groups":1,"concurrency":10,"rate":200.0,"time_limit_s":30.0,"seed":1,"op_timeout_ms":1000,
+        "nemesis_interval_s":3.0,"fault_duration_s":3.0,"keys":10,"tick_ms":10,"heartbeat_ticks":5,
+        "election_ticks":50,"bugs":[],"broker_binary":"b","broker_version":"0.1.0",
+        "ordeal_version":"0.1.0","command":"ordeal run","started_at":"2026-11-23T00:00:00Z"}"#;
+
+    #[test]
+    fn old_test_files_read_with_the_defaults_they_ran_with_and_newer_formats_are_refused() {
+        let mut test: Test = serde_json::from_str(OLD).unwrap();
+        assert_eq!((test.system.as_str(), test.nemesis_order.as_str(), test.ops_per_key), ("broker", "random", 200));
+        assert_eq!(test.history_format, 1);
+        assert!(test.check_format().is_ok());
+        test.history_format = crate::FORMAT_VERSION + 1;
+        let err = test.check_format().unwrap_err();
+        assert!(err.contains("newer than this ordeal reads"), "{err}");
+    }
 }

@@ -40,6 +40,7 @@ fn test(ops: usize) -> Test {
         etcd_reads: "linearizable".into(),
         broker_binary: "generated".into(),
         broker_version: "generated".into(),
+        history_format: 1,
         ordeal_version: env!("CARGO_PKG_VERSION").into(),
         command: "cargo bench -p ordeal-reports --bench report".into(),
         started_at: "2026-11-22T00:00:00Z".into(),

@@ -119,6 +119,7 @@ fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, Warning), ReportError> 
 /// Runs every checker of the run's workload over its history.
 pub fn analyze(dir: &Path) -> Result<Analysis, ReportError> {
     let test: Test = store::read_json(&dir.join(store::TEST))?;
+    test.check_format().map_err(|e| ReportError::file(&dir.join(store::TEST), e))?;
     let run: Option<RunInfo> = store::read_json(&dir.join(store::RUN)).ok();
     let path = dir.join(store::HISTORY);
     let (stream, warning) = ops(&path)?;

@@ -121,6 +121,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         etcd_reads: args.etcd_reads.clone(),
         broker_binary: String::new(),
         broker_version: String::new(),
+        history_format: ordeal_history::FORMAT_VERSION,
         ordeal_version: env!("CARGO_PKG_VERSION").into(),
         command: command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "),
         started_at: String::new(),
@@ -132,6 +133,8 @@ fn load(path: &Path) -> anyhow::Result<Test> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("--test {}: {e}", path.display())))?;
     let mut test: Test =
         serde_json::from_str(&text).map_err(|e| bad(format!("--test {}: not a test.json: {e}", path.display())))?;
+    // The run writes this build's format, whatever the test it repeats recorded.
+    test.history_format = ordeal_history::FORMAT_VERSION;
     test.env = environment(&test.env)?;
     Ok(test)
 }
