@@ -134,7 +134,12 @@ fn op_link(o: &OpRef) -> String {
 
 fn test_section(r: &Results) -> String {
     let t = &r.test;
+    let system = match t.system.as_str() {
+        "etcd" => format!("etcd, {} reads", t.etcd_reads),
+        other => other.to_owned(),
+    };
     let rows = [
+        ("system", system),
         ("workload", t.workload.clone()),
         ("nemesis", if t.nemesis.is_empty() { "none".into() } else { t.nemesis.join(", ") }),
         (
@@ -159,7 +164,7 @@ fn test_section(r: &Results) -> String {
                 t.tick_ms, t.heartbeat_ticks, t.election_ticks
             ),
         ),
-        ("versions", format!("ordeal {}, ordeal-broker {} ({})", t.ordeal_version, t.broker_version, t.broker_binary)),
+        ("versions", format!("ordeal {}, {} {} ({})", t.ordeal_version, t.system, t.broker_version, t.broker_binary)),
         ("deliberate bugs", if t.bugs.is_empty() { "none".into() } else { t.bugs.join(", ") }),
         ("seed", t.seed.to_string()),
         ("started", t.started_at.clone()),
@@ -168,7 +173,11 @@ fn test_section(r: &Results) -> String {
     for (k, v) in rows {
         let _ = write!(s, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));
     }
-    let _ = write!(s, "<tr><th>reproduce</th><td><code>{}</code></td></tr>", escape(&t.command));
+    let _ = write!(
+        s,
+        "<tr><th>reproduce</th><td><code>{}</code><br>or <code>ordeal run --test DIR/test.json</code></td></tr>",
+        escape(&t.command)
+    );
     if let Some(run) = &r.run {
         let mut notes = Vec::new();
         if run.interrupted {

@@ -9,7 +9,7 @@
 //! | `history.jsonl` | run, as it happens | every op, flushed per line |
 //! | `status.jsonl` | run, every 250 ms | each node's raft status |
 //! | `run.json` | run, at the end | how the run went ([`RunInfo`]) |
-//! | `nodes/<id>/broker.log` | the nodes | each node's log |
+//! | `nodes/n<id>/<system>.log` | the nodes | each node's log (`broker.log`, `etcd.log`) |
 //! | `results.json`, `junit.xml`, `summary.md`, `report.html` | run or `ordeal report` | the analysis |
 //! | `ordeal.pid` | run, while it runs | the harness's pid, for `ordeal cleanup` |
 
