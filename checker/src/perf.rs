@@ -3,6 +3,7 @@
 
 use ordeal_history::{History, HistoryError, Op, OpType, Paired, Process, Protocol};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Latency quantiles in milliseconds.
@@ -211,9 +212,11 @@ impl Digest {
     }
 
     /// For each fault the nemesis started (a `start` op that completed without error), the
-    /// write gap: the time to the first `ok` completion of a write-like op (`writes`) after it.
-    /// Acks from the fault's own targets do not count until the fault is healed: a reply already
-    /// on its way from a killed leader says nothing about availability.
+    /// write gap: the time to the first `ok` completion of a write-like op (`writes`) after it,
+    /// from any node that is serving. A node a fault stopped or cut off (killed, paused,
+    /// terminated, on the minority side of a partition) is not serving until the fault is healed:
+    /// a reply already on its way from a killed leader says nothing about availability. A node
+    /// that is only slowed or has its clock moved (delay, loss, slow, clock faults) is serving.
     pub fn fault_windows(&self, writes: &[&str]) -> Vec<FaultWindow> {
         let mut write_oks: Vec<(u64, Option<u64>)> = self
             .spans
@@ -228,14 +231,12 @@ impl Digest {
             if op.f != "start" || op.error.is_some() {
                 continue;
             }
-            let targets: Vec<u64> = op.value["targets"]
-                .as_array()
-                .map(|t| t.iter().filter_map(|n| n.as_u64()).collect())
-                .unwrap_or_default();
+            let targets = node_ids(&op.value["targets"]);
+            let down = not_serving(&op.value);
             let stopped = done[i + 1..].iter().find(|o| o.f == "stop");
             let stop = stopped.map(|o| o.time);
             let counts = |(t, node): &(u64, Option<u64>)| {
-                *t > op.time && (node.is_none_or(|n| !targets.contains(&n)) || stop.is_some_and(|s| *t > s))
+                *t > op.time && (node.is_none_or(|n| !down.contains(&n)) || stop.is_some_and(|s| *t > s))
             };
             let next = write_oks.iter().find(|w| counts(w)).map(|w| w.0);
             let before = write_oks.partition_point(|(t, _)| *t <= op.time);
@@ -253,6 +254,22 @@ impl Digest {
         }
         out
     }
+}
+
+fn node_ids(v: &Value) -> Vec<u64> {
+    v.as_array().map(|t| t.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+/// The nodes a fault's start (`{"fault", "targets"}`, or `{"parts": [...]}` for faults that ran
+/// together) stopped or cut off. Faults are told apart by name: the process faults and the
+/// partitions stop their targets; the others leave them serving.
+fn not_serving(start: &Value) -> Vec<u64> {
+    if let Some(parts) = start["parts"].as_array() {
+        return parts.iter().flat_map(not_serving).collect();
+    }
+    let name = start["fault"].as_str().unwrap_or_default();
+    let stops = ["kill", "pause", "terminate", "restart", "partition", "isolate"].iter().any(|p| name.starts_with(p));
+    if stops { node_ids(&start["targets"]) } else { Vec::new() }
 }
 
 /// The unavailability around one fault.
@@ -314,5 +331,32 @@ mod tests {
         assert_eq!(w[0].window_ms, Some(510.0));
         let s = d.stats();
         assert_eq!(s.by_f["write"].ok, 3);
+    }
+
+    /// A fault started at 20 ms, then acks from node 1 at 20.5 ms and node 2 at 520 ms: the
+    /// write gap as `fault_windows` measures it.
+    fn gap_after(started: Value) -> Option<f64> {
+        let mut h = History::new();
+        let c = Process::Client(0);
+        h.push(Op::invoke(Process::Nemesis, "start", json!({"fault": started["fault"]})).at(19_000_000));
+        h.push(Op::invoke(Process::Nemesis, "start", started).at(20_000_000).completed(OpType::Info));
+        for (i, (node, at)) in [(1, 20_500_000), (2, 520_000_000)].into_iter().enumerate() {
+            h.push(Op::invoke(c, "write", json!(i)).at(at - 100));
+            let mut ack = Op::invoke(c, "write", json!(i)).at(at).completed(OpType::Ok);
+            ack.node = Some(node);
+            h.push(ack);
+        }
+        Digest::of_history(&h).unwrap().fault_windows(&["write"])[0].gap_ms
+    }
+
+    #[test]
+    fn a_node_that_is_only_slowed_keeps_serving() {
+        assert_eq!(gap_after(json!({"fault": "delay", "targets": [1, 2, 3]})), Some(0.5));
+        assert_eq!(gap_after(json!({"fault": "clock-skew", "targets": [1]})), Some(0.5));
+        assert_eq!(gap_after(json!({"fault": "pause-leader", "targets": [1]})), Some(500.0));
+        assert_eq!(gap_after(json!({"fault": "partition-leader", "targets": [1]})), Some(500.0));
+        let set = json!({"fault": "delay+partition-one", "targets": [1, 2, 3], "parts": [
+            {"fault": "delay", "targets": [1, 2, 3]}, {"fault": "partition-one", "targets": [1]}]});
+        assert_eq!(gap_after(set), Some(500.0), "cut off by one part, only slowed by the other");
     }
 }
