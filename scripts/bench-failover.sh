@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
 done
 scripts/setup.sh etcd-server
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordeal/target}"
-cargo build --release --locked --bins -q
+cargo build --release --locked --workspace --bins -q
 store="$(mktemp -d)"
 trap 'rm -rf "$store"' EXIT
 for round in $(seq "$rounds"); do

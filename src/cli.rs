@@ -43,6 +43,9 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// The README's main job: a short register test with leader kills on a local 3-node cluster.
     Demo(DemoArgs),
+    /// Run a suite of tests (a matrix of `ordeal run` flags × seeds, each with the verdict it
+    /// expects) and write one index, one JUnit file and one exit code for the whole suite.
+    Suite(SuiteArgs),
 }
 
 /// Flags of `ordeal run`.
@@ -231,6 +234,23 @@ pub struct DemoArgs {
     /// Seconds of the main phase.
     #[arg(long, default_value_t = 30.0)]
     pub time_limit: f64,
+}
+
+/// Flags of `ordeal suite`.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// The suite file (TOML; see docs/suites.md), e.g. `suites/detection.toml`.
+    pub file: PathBuf,
+    /// Run only the first seed of each entry.
+    #[arg(long)]
+    pub quick: bool,
+    /// Continue the suite in this directory (`store/suites/<name>/<time>`): cases that already
+    /// have a verdict are not run again.
+    #[arg(long, value_name = "SUITE_DIR")]
+    pub resume: Option<PathBuf>,
+    /// The run store.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
 }
 
 /// Parses the command line. Help and version print and exit 0; any other parse error prints

@@ -5,6 +5,7 @@ mod cleanup;
 mod report;
 mod run;
 mod serve;
+mod suite;
 
 use crate::cli::{Cli, Command};
 use crate::exit::Outcome;
@@ -19,5 +20,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Report(args) => report::report(args),
         Command::Cleanup(args) => cleanup::cleanup(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Suite(args) => suite::suite(args),
     }
 }

@@ -163,14 +163,15 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Runs a test from flags, or from a `test.json`.
-pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+/// The test and the options to run it with, from flags or a `test.json`: checked, the binary
+/// found, nothing started.
+pub fn prepare(args: &RunArgs) -> anyhow::Result<(Test, Options)> {
     let mut test = match &args.test {
         Some(path) => load(path)?,
-        None => resolve(&args)?,
+        None => resolve(args)?,
     };
     validate(&test).map_err(bad)?;
-    let binary = binary(&args, &test)?;
+    let binary = binary(args, &test)?;
     test.broker_binary = binary.display().to_string();
     test.started_at = chrono::Utc::now().to_rfc3339();
     let opts = Options {
@@ -179,6 +180,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         binary,
     };
+    Ok((test, opts))
+}
+
+/// Runs a test from flags, or from a `test.json`.
+pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let (test, opts) = prepare(&args)?;
     let dir = execute::run_test(test, &opts)?;
     let results = ordeal_reports::write_all(&dir).context("analysing the run")?;
     print_outcome(&dir, &results);

@@ -1,0 +1,274 @@
+//! `ordeal suite FILE.toml`: a matrix of tests, each with the verdict it expects, run one after
+//! another into the store; one `suite.json`, one `junit.xml` and one exit code for the whole.
+//!
+//! A suite entry is a list of `ordeal run` flags, a matrix of flags whose values multiply, the
+//! seeds, and the expected verdict, so a suite can say anything `ordeal run` can, and is checked
+//! the same way. The state is written after every run, so `--resume DIR` picks up where an
+//! interrupted suite stopped.
+
+use crate::cli::{Cli, Command, RunArgs, SuiteArgs};
+use crate::execute;
+use crate::exit::{BadInput, Outcome};
+use anyhow::Context as _;
+use clap::Parser as _;
+use ordeal_checker::Verdict;
+use ordeal_reports::junit::{self, Case};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A suite file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuiteFile {
+    /// The suite's name (default: the file's stem).
+    name: Option<String>,
+    /// `ordeal run` flags every entry starts from.
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(rename = "entry", default)]
+    entries: Vec<Entry>,
+}
+
+/// One entry: flags, a matrix over them, seeds, and what must come out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    #[serde(default)]
+    args: Vec<String>,
+    /// Flag (without `--`) → values; every combination is a case.
+    #[serde(default)]
+    matrix: BTreeMap<String, Vec<String>>,
+    #[serde(default = "one_seed")]
+    seeds: Vec<u64>,
+    expect: Expect,
+}
+
+fn one_seed() -> Vec<u64> {
+    vec![1]
+}
+
+/// The verdict an entry expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Valid,
+    Invalid,
+}
+
+/// One run of the suite, as recorded in `suite.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CaseState {
+    id: String,
+    args: Vec<String>,
+    expect: Expect,
+    /// `valid`, `invalid` or `unknown`, once run.
+    verdict: Option<Verdict>,
+    reason: Option<String>,
+    run_dir: Option<PathBuf>,
+    elapsed_s: f64,
+}
+
+impl CaseState {
+    fn passed(&self) -> bool {
+        matches!(
+            (self.expect, self.verdict),
+            (Expect::Valid, Some(Verdict::Valid)) | (Expect::Invalid, Some(Verdict::Invalid))
+        )
+    }
+}
+
+/// `suite.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SuiteState {
+    name: String,
+    file: PathBuf,
+    quick: bool,
+    cases: Vec<CaseState>,
+}
+
+fn bad(message: impl Into<String>) -> anyhow::Error {
+    BadInput(message.into()).into()
+}
+
+fn read(path: &Path) -> anyhow::Result<SuiteFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let file: SuiteFile = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    if file.entries.is_empty() {
+        return Err(bad(format!("{}: no [[entry]]", path.display())));
+    }
+    Ok(file)
+}
+
+/// Every case of the suite, in order: entries, then matrix combinations, then seeds.
+fn expand(file: &SuiteFile, quick: bool) -> Vec<CaseState> {
+    let mut cases = Vec::new();
+    for entry in &file.entries {
+        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (flag, values) in &entry.matrix {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((flag.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let seeds = if quick { &entry.seeds[..entry.seeds.len().min(1)] } else { &entry.seeds[..] };
+        for combo in &combos {
+            for seed in seeds {
+                let mut args = file.args.clone();
+                args.extend(entry.args.iter().cloned());
+                args.extend(combo.iter().flat_map(|(f, v)| [format!("--{f}"), v.clone()]));
+                args.extend(["--seed".into(), seed.to_string()]);
+                let shown: Vec<String> = combo.iter().map(|(f, v)| format!("{f}={v}")).collect();
+                let id =
+                    format!("{}{}{} seed {seed}", entry.name, if shown.is_empty() { "" } else { " " }, shown.join(" "));
+                cases.push(CaseState {
+                    id,
+                    args,
+                    expect: entry.expect,
+                    verdict: None,
+                    reason: None,
+                    run_dir: None,
+                    elapsed_s: 0.0,
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// The flags of one case, parsed as `ordeal run` would parse them.
+fn run_args(case: &CaseState, store: &Path) -> anyhow::Result<RunArgs> {
+    let mut argv: Vec<String> = vec!["ordeal".into(), "run".into()];
+    argv.extend(case.args.iter().cloned());
+    argv.extend(["--store".into(), store.display().to_string(), "--no-progress".into()]);
+    let cli = Cli::try_parse_from(&argv).map_err(|e| bad(format!("case {:?}: {e}", case.id)))?;
+    let Command::Run(args) = cli.command else { return Err(bad("not a run")) };
+    Ok(*args)
+}
+
+/// Runs one case; a run that failed to start or complete has verdict unknown, with why. Returns
+/// false when the run was interrupted (Ctrl-C): the case stays without a verdict, to be run
+/// again by `--resume`.
+fn run_case(case: &mut CaseState, store: &Path) -> bool {
+    let started = Instant::now();
+    let outcome = run_args(case, store)
+        .and_then(|args| super::run::prepare(&args))
+        .and_then(|(test, opts)| execute::run_test(test, &opts))
+        .and_then(|dir| Ok((ordeal_reports::write_all(&dir).context("analysing the run")?, dir)));
+    match outcome {
+        Ok((results, dir)) if results.run.as_ref().is_some_and(|r| r.interrupted) => {
+            case.reason = Some(format!("interrupted; see {}", dir.display()));
+            return false;
+        }
+        Ok((results, dir)) => {
+            case.verdict = Some(results.verdict);
+            case.reason = Some(results.reason);
+            case.run_dir = Some(dir);
+        }
+        Err(e) => {
+            case.verdict = Some(Verdict::Unknown);
+            case.reason = Some(format!("{e:#}"));
+        }
+    }
+    case.elapsed_s = started.elapsed().as_secs_f64();
+    true
+}
+
+fn save(dir: &Path, state: &SuiteState) -> anyhow::Result<()> {
+    std::fs::write(dir.join("suite.json"), serde_json::to_string_pretty(state)?).context("writing suite.json")?;
+    let cases: Vec<Case> = state
+        .cases
+        .iter()
+        .map(|c| Case {
+            name: c.id.clone(),
+            outcome: match (c.passed(), c.verdict) {
+                (true, _) => Verdict::Valid,
+                (false, Some(Verdict::Unknown) | None) => Verdict::Unknown,
+                (false, _) => Verdict::Invalid,
+            },
+            message: format!(
+                "expected {:?}, got {}: {}",
+                c.expect,
+                c.verdict.map_or("nothing".into(), |v| v.to_string()),
+                c.reason.as_deref().unwrap_or("not run")
+            ),
+            time_s: c.elapsed_s,
+        })
+        .collect();
+    let total: f64 = state.cases.iter().map(|c| c.elapsed_s).sum();
+    std::fs::write(dir.join("junit.xml"), junit::suite(&format!("ordeal.suite.{}", state.name), total, &cases))
+        .context("writing junit.xml")
+}
+
+/// A new suite directory, or the state of the one to resume.
+fn start(args: &SuiteArgs, file: &SuiteFile) -> anyhow::Result<(PathBuf, SuiteState)> {
+    let name = file
+        .name
+        .clone()
+        .unwrap_or_else(|| args.file.file_stem().map_or_else(|| "suite".into(), |s| s.to_string_lossy().into_owned()));
+    if let Some(dir) = &args.resume {
+        let text = std::fs::read_to_string(dir.join("suite.json"))
+            .map_err(|e| bad(format!("--resume {}: {e}", dir.display())))?;
+        let state: SuiteState =
+            serde_json::from_str(&text).map_err(|e| bad(format!("--resume {}: {e}", dir.display())))?;
+        return Ok((dir.clone(), state));
+    }
+    let dir = args.store.join("suites").join(&name).join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let state = SuiteState { name, file: args.file.clone(), quick: args.quick, cases: expand(file, args.quick) };
+    Ok((dir, state))
+}
+
+/// Runs the suite: every case without a verdict, saving the state after each.
+pub fn suite(args: SuiteArgs) -> anyhow::Result<Outcome> {
+    let file = read(&args.file)?;
+    let (dir, mut state) = start(&args, &file)?;
+    for case in &state.cases {
+        run_args(case, &args.store)?; // every case's flags parse before anything runs
+    }
+    save(&dir, &state)?;
+    let todo = state.cases.iter().filter(|c| c.verdict.is_none()).count();
+    eprintln!("ordeal suite {}: {todo} of {} runs to go, in {}", state.name, state.cases.len(), dir.display());
+    for i in 0..state.cases.len() {
+        if state.cases[i].verdict.is_some() {
+            continue;
+        }
+        if !run_case(&mut state.cases[i], &args.store) {
+            save(&dir, &state)?;
+            anyhow::bail!("interrupted: resume with `ordeal suite {} --resume {}`", args.file.display(), dir.display());
+        }
+        let c = &state.cases[i];
+        let mark = if c.passed() { "pass" } else { "FAIL" };
+        say!("{mark}  {:<60} expected {:?}, got {}", c.id, c.expect, c.verdict.map_or("-".into(), |v| v.to_string()));
+        save(&dir, &state)?;
+    }
+    Ok(summarize(&dir, &state))
+}
+
+/// Prints the outcome; exit 0 when every verdict matched, 1 when one contradicts what was
+/// expected, 2 when the only misses are runs that could not decide.
+fn summarize(dir: &Path, state: &SuiteState) -> Outcome {
+    let passed = state.cases.iter().filter(|c| c.passed()).count();
+    let undecided =
+        state.cases.iter().filter(|c| !c.passed() && matches!(c.verdict, Some(Verdict::Unknown) | None)).count();
+    let wrong = state.cases.len() - passed - undecided;
+    say!(
+        "suite {}: {passed} of {} runs as expected, {wrong} contradicted, {undecided} undecided",
+        state.name,
+        state.cases.len()
+    );
+    say!("  index: {}", dir.join("suite.json").display());
+    match (wrong, undecided) {
+        (0, 0) => Outcome::Valid,
+        (0, _) => Outcome::Unknown,
+        _ => Outcome::Invalid,
+    }
+}
