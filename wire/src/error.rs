@@ -1,7 +1,7 @@
 //! Errors the broker returns to clients, and their encoding as gRPC statuses.
 //!
-//! Every status carries an [`ErrorDetail`] so that a client can act on it without parsing
-//! messages. The split that matters to a tester is [`BrokerError::is_definite`]: a definite
+//! Every status carries an [`ErrorDetail`], packed in a `google.rpc.Status` (gRPC's rich error
+//! model), so that a client can act on it without parsing messages. The split that matters to a tester is [`BrokerError::is_definite`]: a definite
 //! error means the request did not take effect and may be retried anywhere.
 
 use crate::pb::broker::{ErrorDetail, error_detail::Kind};
@@ -150,7 +150,7 @@ impl BrokerError {
     /// Decodes the detail a broker attached to `status`; `None` for statuses from elsewhere
     /// (the transport, a proxy), whose meaning the caller must judge itself.
     pub fn from_status(status: &Status) -> Option<BrokerError> {
-        let d = ErrorDetail::decode(status.details()).ok()?;
+        let d = detail_of(status.details())?;
         let reason = d.reason;
         Some(match Kind::try_from(d.kind).ok()? {
             Kind::Unspecified => return None,
@@ -172,10 +172,48 @@ impl BrokerError {
     }
 }
 
+/// `google.rpc.Status`, gRPC's rich error model: what standard clients (grpcio's
+/// `rpc_status.from_call`, grpc-go's `status.FromError`) read from `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Any {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// The type URL of [`ErrorDetail`] inside a `google.rpc.Status`.
+const DETAIL_TYPE_URL: &str = "type.googleapis.com/ordeal.broker.v1.ErrorDetail";
+
+/// The broker's detail in a status's details: inside a `google.rpc.Status`, or bare, as older
+/// brokers sent it (a client must keep reading older nodes during a rolling upgrade).
+fn detail_of(details: &[u8]) -> Option<ErrorDetail> {
+    let wrapped = RpcStatus::decode(details).ok().and_then(|s| {
+        s.details
+            .into_iter()
+            .find(|a| a.type_url == DETAIL_TYPE_URL)
+            .and_then(|a| ErrorDetail::decode(&a.value[..]).ok())
+    });
+    wrapped.or_else(|| ErrorDetail::decode(details).ok())
+}
+
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Status {
-        let detail = e.detail().encode_to_vec();
-        Status::with_details(e.code(), e.to_string(), detail.into())
+        let code = e.code();
+        let detail = Any { type_url: DETAIL_TYPE_URL.into(), value: e.detail().encode_to_vec() };
+        let status = RpcStatus { code: code as i32, message: e.to_string(), details: vec![detail] };
+        Status::with_details(code, e.to_string(), status.encode_to_vec().into())
     }
 }
 
@@ -205,5 +243,19 @@ mod tests {
             assert_eq!(BrokerError::from_status(&status), Some(e));
         }
         assert_eq!(BrokerError::from_status(&Status::unavailable("connection reset")), None);
+    }
+
+    #[test]
+    fn details_are_a_google_rpc_status_and_bare_details_still_read() {
+        let e = BrokerError::NotLeader { group: 1, leader_id: 2, leader_address: "a:1".into() };
+        let status = Status::from(e.clone());
+        let rpc = RpcStatus::decode(status.details()).unwrap();
+        assert_eq!(rpc.code, Code::FailedPrecondition as i32);
+        assert_eq!(rpc.message, e.to_string());
+        assert_eq!(rpc.details.len(), 1);
+        assert_eq!(rpc.details[0].type_url, DETAIL_TYPE_URL);
+        // What an older broker sent: the detail alone.
+        let bare = Status::with_details(Code::FailedPrecondition, "x", e.detail().encode_to_vec().into());
+        assert_eq!(BrokerError::from_status(&bare), Some(e));
     }
 }
