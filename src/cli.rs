@@ -56,6 +56,17 @@ pub struct RunArgs {
     /// beside it.
     #[arg(long, value_name = "TEST.JSON")]
     pub test: Option<PathBuf>,
+    /// A preset: `rolling-upgrade` moves every node, one at a time (followers first, the leader
+    /// last), from the --from build to the --to build while the workload and the --nemesis
+    /// faults run; the main phase ends once every node runs --to.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// rolling-upgrade: the build the nodes start on (default: as --broker).
+    #[arg(long, value_name = "BIN")]
+    pub from: Option<PathBuf>,
+    /// rolling-upgrade (or any `upgrade` fault): the build the nodes move to.
+    #[arg(long, value_name = "BIN")]
+    pub to: Option<PathBuf>,
     /// The system under test: `broker` (ordeal-broker) or `etcd` (etcd 3.4, from Debian's
     /// etcd-server).
     #[arg(long, default_value = "broker")]

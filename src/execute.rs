@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::net::{self, Network};
-use ordeal_faults::{ClockNemesis, Compose, FaultSet, Nemesis, NetNemesis, ProcessNemesis, System};
+use ordeal_faults::{ClockNemesis, Compose, FaultSet, Nemesis, NetNemesis, ProcessNemesis, System, UpgradeNemesis};
 use ordeal_history::Test;
 use ordeal_reports::store::{self, RunInfo};
 use ordeal_workloads::generator::{Generator, LogGen, NoopGen, RegisterGen};
@@ -83,11 +83,15 @@ fn build_cluster(test: &Test, dir: &Path, binary: &Path) -> anyhow::Result<Clust
     let registration = systems::by_name(&test.system)?;
     let sut = (registration.build)(test, &layout, binary.to_path_buf())?;
     let system: Arc<dyn System> = sut.system.clone();
-    let nemesis = Box::new(Compose(vec![
+    let mut nemeses: Vec<Box<dyn Nemesis>> = vec![
         Box::new(NetNemesis::new(system.clone(), network.clone())),
         Box::new(ClockNemesis::new(system.clone(), layout.clocks.clone())),
-        Box::new(ProcessNemesis::new(system)),
-    ]));
+        Box::new(ProcessNemesis::new(system.clone())),
+    ];
+    if let Some(to) = &test.upgrade_binary {
+        nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(to))));
+    }
+    let nemesis = Box::new(Compose(nemeses));
     Ok(Cluster { sut, network, nemesis })
 }
 

@@ -123,3 +123,73 @@ fn a_bad_test_json_is_refused_with_its_path() {
     assert_eq!(code, 254, "{err}");
     assert!(err.contains("group number"), "{err}");
 }
+
+/// A copy of the broker (a "new build") in `dir`; with `bug`, a wrapper that starts the broker
+/// with that deliberate bug, standing for a candidate build that broke something.
+fn candidate(dir: &Path, bug: Option<&str>) -> std::path::PathBuf {
+    let broker = Path::new(env!("CARGO_BIN_EXE_ordeal")).with_file_name("ordeal-broker");
+    let path = dir.join("candidate");
+    match bug {
+        None => {
+            std::fs::copy(&broker, &path).unwrap();
+        }
+        Some(bug) => {
+            std::fs::write(&path, format!("#!/bin/sh\nexec '{}' \"$@\" --bug={bug}\n", broker.display())).unwrap();
+            let mut p = std::fs::metadata(&path).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+            std::fs::set_permissions(&path, p).unwrap();
+        }
+    }
+    path
+}
+
+fn rolling_upgrade(store: &str, to: &Path, seed: &str) -> (i32, String, String) {
+    ordeal(&[
+        "run",
+        "--scenario",
+        "rolling-upgrade",
+        "--to",
+        to.to_str().unwrap(),
+        "--nemesis",
+        "pause-follower",
+        "--env",
+        "local",
+        "--rate",
+        "500",
+        "--time-limit",
+        "120",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1.5",
+        "--store",
+        store,
+        "--no-progress",
+        "--seed",
+        seed,
+    ])
+}
+
+#[test]
+fn a_rolling_upgrade_moves_every_node_once_leader_last_and_stays_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = candidate(dir.path(), None);
+    let (code, out, err) = rolling_upgrade(dir.path().join("store").to_str().unwrap(), &to, "2");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let run = dir.path().join("store/latest");
+    let upgrades: Vec<Value> = fault_starts(&run).into_iter().filter(|s| s["value"]["fault"] == "upgrade").collect();
+    let mut moved: Vec<u64> = upgrades.iter().map(|u| u["value"]["targets"][0].as_u64().unwrap()).collect();
+    assert!(upgrades.iter().all(|u| u["value"]["to"] == to.to_str().unwrap() && u.get("error").is_none()));
+    moved.sort_unstable();
+    assert_eq!(moved, [1, 2, 3], "every node once: {upgrades:?}");
+    assert_eq!(json(&run.join("results.json"))["verdict"], "valid");
+}
+
+#[test]
+fn a_rolling_upgrade_to_a_broken_build_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = candidate(dir.path(), Some("stale-reads"));
+    let (code, out, err) = rolling_upgrade(dir.path().join("store").to_str().unwrap(), &to, "3");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("cannot be linearized"), "{out}");
+}

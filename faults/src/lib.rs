@@ -23,12 +23,14 @@ mod process;
 mod spec;
 pub mod supervise;
 pub mod system;
+mod upgrade;
 
 pub use clock::ClockNemesis;
 pub use netem::{LIBFAKETIME, NetNemesis, faketime_env};
 pub use process::ProcessNemesis;
 pub use spec::{Action, FAULTS, FaultSet, FaultSpec, Groups, Shape, SpecError, Target, fault_names};
 pub use system::{GroupState, Leaders, NodeView, Processes, System, SystemError, Upgrade};
+pub use upgrade::UpgradeNemesis;
 
 use async_trait::async_trait;
 use rand_chacha::ChaCha8Rng;

@@ -30,6 +30,11 @@ pub enum Action {
     ClockBump,
     /// Flips one node's wall clock back and forth every 50 ms.
     ClockStrobe,
+    /// Moves the next node to the new build: leadership handed away, SIGTERM, restart on the
+    /// other binary with the same data, wait until it caught up. Stays done (nothing to heal).
+    Upgrade,
+    /// The same, but SIGKILL instead of a graceful stop.
+    UpgradeKill,
 }
 
 /// How a partition splits the nodes.
@@ -136,6 +141,8 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("clock-skew", ClockSkew, One),
         ("clock-bump", ClockBump, One),
         ("clock-strobe", ClockStrobe, One),
+        ("upgrade", Upgrade, One),
+        ("upgrade-kill", UpgradeKill, One),
         // Aliases.
         ("kill-one", Kill, One),
         ("pause-one", Pause, One),
@@ -181,6 +188,11 @@ impl FaultSpec {
     /// Whether the fault moves clocks (nodes then start under libfaketime).
     pub fn needs_clock(&self) -> bool {
         matches!(self.action, Action::ClockSkew | Action::ClockBump | Action::ClockStrobe)
+    }
+
+    /// Whether the fault moves a node to another build.
+    pub fn is_upgrade(&self) -> bool {
+        matches!(self.action, Action::Upgrade | Action::UpgradeKill)
     }
 
     /// Whether the fault stops or freezes processes.

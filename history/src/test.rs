@@ -60,6 +60,12 @@ pub struct Test {
     /// member's local state (known to be stale under partitions).
     #[serde(default = "linearizable")]
     pub etcd_reads: String,
+    /// A preset the test was built from (`rolling-upgrade`), if any.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// The build the `upgrade` faults move nodes to (the nodes start on `broker_binary`).
+    #[serde(default)]
+    pub upgrade_binary: Option<String>,
     /// The system's binary that ran (`ordeal-broker`, `etcd`).
     pub broker_binary: String,
     /// The version the system reported.

@@ -38,6 +38,8 @@ fn test(ops: usize) -> Test {
         election_ticks: 50,
         bugs: vec![],
         etcd_reads: "linearizable".into(),
+        scenario: None,
+        upgrade_binary: None,
         broker_binary: "generated".into(),
         broker_version: "generated".into(),
         history_format: 1,

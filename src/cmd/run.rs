@@ -50,6 +50,9 @@ fn validate(test: &Test) -> Result<(), String> {
     if !matches!(test.nemesis_order.as_str(), "random" | "cycle") {
         return Err(format!("--nemesis-order {:?}: expected random or cycle", test.nemesis_order));
     }
+    if any(FaultSpec::is_upgrade).is_some() && test.upgrade_binary.is_none() {
+        return Err("upgrade faults need --to BIN, the build to move nodes to".into());
+    }
     if test.fault_rounds.is_some() && test.nemesis_order != "cycle" {
         return Err("--fault-rounds needs --nemesis-order cycle".into());
     }
@@ -95,7 +98,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
     }
     let name = format!("{}-{}", workload.name(), if nemesis.is_empty() { "none".into() } else { nemesis.join("+") });
     let name = if args.system == "broker" { name } else { format!("{}-{name}", args.system) };
-    Ok(Test {
+    let mut test = Test {
         name,
         system: args.system.clone(),
         workload: workload.name().into(),
@@ -125,7 +128,34 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         ordeal_version: env!("CARGO_PKG_VERSION").into(),
         command: command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "),
         started_at: String::new(),
-    })
+        scenario: args.scenario.clone(),
+        upgrade_binary: None,
+    };
+    if let Some(to) = &args.to {
+        if !to.is_file() {
+            return Err(bad(format!("--to {}: no such file", to.display())));
+        }
+        test.upgrade_binary = Some(std::path::absolute(to)?.display().to_string());
+    }
+    match args.scenario.as_deref() {
+        None => {}
+        Some("rolling-upgrade") => rolling_upgrade(&mut test)?,
+        Some(other) => return Err(bad(format!("--scenario {other:?}: expected rolling-upgrade"))),
+    }
+    Ok(test)
+}
+
+/// The rolling-upgrade preset: an `upgrade` step before each of the other faults in turn, as
+/// many rounds as there are nodes, so the main phase ends once every node runs the new build.
+fn rolling_upgrade(test: &mut Test) -> anyhow::Result<()> {
+    if test.upgrade_binary.is_none() {
+        return Err(bad("--scenario rolling-upgrade needs --to BIN (and --from BIN, or --broker)"));
+    }
+    test.nemesis.insert(0, "upgrade".into());
+    test.nemesis_order = "cycle".into();
+    test.fault_rounds = Some(test.nodes);
+    test.name = format!("rolling-upgrade-{}", test.name);
+    Ok(())
 }
 
 /// The test a `test.json` describes; its environment is re-resolved on this machine.
@@ -142,8 +172,12 @@ fn load(path: &Path) -> anyhow::Result<Test> {
 /// The system's binary: --broker, else the one the test recorded if it still exists, else the
 /// system's own search.
 fn binary(args: &RunArgs, test: &Test) -> anyhow::Result<PathBuf> {
-    if let Some(b) = &args.broker {
-        return if b.is_file() { Ok(b.clone()) } else { Err(bad(format!("--broker {}: no such file", b.display()))) };
+    if let Some(b) = args.from.as_ref().or(args.broker.as_ref()) {
+        return if b.is_file() {
+            Ok(std::path::absolute(b)?)
+        } else {
+            Err(bad(format!("--broker/--from {}: no such file", b.display())))
+        };
     }
     let recorded = PathBuf::from(&test.broker_binary);
     if args.test.is_some() && recorded.is_file() {

@@ -1,0 +1,115 @@
+//! The upgrade nemesis: a rolling upgrade, one node per fault. Each `upgrade` moves the next
+//! node still on the old build to the new one (followers first, the leader last), after handing
+//! its leadership away, and waits until it has caught up; a node stays upgraded (nothing to
+//! heal). Faults of the other nemeses run between and beside the steps.
+
+use crate::system::{self, System, SystemError};
+use crate::{Action, FaultSpec, Nemesis, NemesisError};
+use async_trait::async_trait;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a restarted node may take to catch up before the step fails.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The upgrade nemesis.
+pub struct UpgradeNemesis {
+    system: Arc<dyn System>,
+    to: PathBuf,
+}
+
+impl UpgradeNemesis {
+    /// Moves nodes of `system` to `to`, one per fault.
+    pub fn new(system: Arc<dyn System>, to: PathBuf) -> Self {
+        UpgradeNemesis { system, to }
+    }
+
+    fn unsupported(&self, power: &'static str) -> NemesisError {
+        SystemError::Unsupported { system: self.system.name(), power }.into()
+    }
+
+    /// The next node to move: one still on another binary, followers before the leader.
+    async fn next(&self) -> Result<Option<(u64, Option<u64>)>, NemesisError> {
+        let power = self.system.upgrade().ok_or_else(|| self.unsupported("restart on another binary"))?;
+        let leader = system::leader(&*self.system, 0).await;
+        let mut old: Vec<u64> =
+            self.system.nodes().into_iter().filter(|n| power.binary(*n).as_ref() != Some(&self.to)).collect();
+        old.sort_by_key(|n| (Some(*n) == leader, *n));
+        Ok(old.first().map(|n| (*n, leader)))
+    }
+
+    /// Hands leadership of group 0 from `node` to another node, and waits (bounded) until it moved.
+    async fn move_leader_away(&self, node: u64) -> Result<(), NemesisError> {
+        let Some(leaders) = self.system.leaders() else { return Ok(()) };
+        let Some(to) = self.system.nodes().into_iter().find(|n| *n != node) else { return Ok(()) };
+        leaders.transfer_leader(node, 0, to).await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while system::leader(&*self.system, 0).await == Some(node) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until `node` has applied what the leader had committed when it came back.
+    async fn catch_up(&self, node: u64) -> Result<f64, NemesisError> {
+        let started = Instant::now();
+        // The leader's commit index at the first sample that names a leader.
+        let mut target: Option<u64> = None;
+        while started.elapsed() < CATCH_UP {
+            let views = self.system.statuses(Duration::from_millis(500)).await;
+            if target.is_none() {
+                target = system::agreed_leader(&views, 0)
+                    .and_then(|l| views.get(&l)?.groups.first().map(|g| g.commit_index));
+            }
+            let applied = views.get(&node).and_then(|v| v.groups.first()).map(|g| g.applied_index);
+            if let (Some(t), Some(a)) = (target, applied)
+                && a >= t
+            {
+                return Ok(started.elapsed().as_secs_f64() * 1e3);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(SystemError::NotReady(format!("node {node} did not catch up within {CATCH_UP:?} of its upgrade")).into())
+    }
+}
+
+#[async_trait]
+impl Nemesis for UpgradeNemesis {
+    fn handles(&self, fault: &FaultSpec) -> bool {
+        fault.is_upgrade()
+    }
+
+    async fn start(&mut self, fault: &FaultSpec, _rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+        let name = fault.to_string();
+        let Some((node, leader)) = self.next().await? else {
+            return Ok(json!({"fault": name, "targets": [], "to": self.to, "note": "every node runs the new build"}));
+        };
+        if leader == Some(node) && self.system.nodes().len() > 1 {
+            self.move_leader_away(node).await?;
+        }
+        let power = self.system.upgrade().ok_or_else(|| self.unsupported("restart on another binary"))?;
+        let from = power.binary(node);
+        if fault.action == Action::UpgradeKill {
+            self.system.processes().ok_or_else(|| self.unsupported("kill"))?.kill(node).await?;
+        }
+        power.restart_on(node, &self.to).await?;
+        let catch_up_ms = self.catch_up(node).await?;
+        Ok(json!({"fault": name, "targets": [node], "from": from, "to": self.to, "catch_up_ms": catch_up_ms}))
+    }
+
+    async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
+        Ok(json!({"fault": fault.to_string()}))
+    }
+
+    async fn heal_all(&mut self) -> Result<(), NemesisError> {
+        for node in self.system.nodes() {
+            if !self.system.is_running(node).await {
+                self.system.start(node).await?;
+            }
+        }
+        Ok(())
+    }
+}
