@@ -27,8 +27,6 @@ pub struct Options {
     pub keep_data: bool,
     /// Draw a live progress line.
     pub progress: bool,
-    /// The system's binary.
-    pub binary: PathBuf,
 }
 
 /// The faults of a test, parsed.
@@ -65,7 +63,7 @@ struct Cluster {
     nemesis: Box<dyn Nemesis>,
 }
 
-fn build_cluster(test: &Test, dir: &Path, binary: &Path) -> anyhow::Result<Cluster> {
+fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     // Absolute: node processes carry it (cleanup finds them by it) and run in other directories.
     let nodes_dir = std::path::absolute(dir.join("nodes")).context("resolving the run directory")?;
     let faults = fault_sets(test)?;
@@ -81,7 +79,7 @@ fn build_cluster(test: &Test, dir: &Path, binary: &Path) -> anyhow::Result<Clust
         layout = layout.with_clocks().context("creating the clock control files")?;
     }
     let registration = systems::by_name(&test.system)?;
-    let sut = (registration.build)(test, &layout, binary.to_path_buf())?;
+    let sut = (registration.build)(test, &layout, PathBuf::from(&test.broker_binary))?;
     let system: Arc<dyn System> = sut.system.clone();
     let mut nemeses: Vec<Box<dyn Nemesis>> = vec![
         Box::new(NetNemesis::new(system.clone(), network.clone())),
@@ -118,7 +116,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
     std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
-    let Cluster { sut, network, nemesis } = build_cluster(&test, &dir, &opts.binary)?;
+    let Cluster { sut, network, nemesis } = build_cluster(&test, &dir)?;
     let (interrupt, interrupts) = watch_interrupts();
     let mut info = RunInfo::default();
     let outcome = match sut.system.setup().await {

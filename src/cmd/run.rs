@@ -212,7 +212,6 @@ pub fn prepare(args: &RunArgs) -> anyhow::Result<(Test, Options)> {
         store: args.store.clone(),
         keep_data: args.keep_data,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        binary,
     };
     Ok((test, opts))
 }
