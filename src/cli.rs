@@ -46,6 +46,9 @@ pub enum Command {
     /// Run a suite of tests (a matrix of `ordeal run` flags × seeds, each with the verdict it
     /// expects) and write one index, one JUnit file and one exit code for the whole suite.
     Suite(SuiteArgs),
+    /// Is the candidate build safe to ship after the baseline? Runs a suite against both and
+    /// fails on any contradicted verdict or a regression of write gap, p99 latency or throughput.
+    Gate(GateArgs),
 }
 
 /// Flags of `ordeal run`.
@@ -259,6 +262,26 @@ pub struct SuiteArgs {
     /// have a verdict are not run again.
     #[arg(long, value_name = "SUITE_DIR")]
     pub resume: Option<PathBuf>,
+    /// The run store.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+}
+
+/// Flags of `ordeal gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The build shipped today (the system's binary, e.g. the last release's `ordeal-broker`).
+    #[arg(long, value_name = "BIN")]
+    pub baseline: PathBuf,
+    /// The build to ship.
+    #[arg(long, value_name = "BIN")]
+    pub candidate: PathBuf,
+    /// The suite to run against both (its `[gate]` table sets the thresholds).
+    #[arg(long, value_name = "FILE.toml")]
+    pub suite: PathBuf,
+    /// Run only the first seed of each entry.
+    #[arg(long)]
+    pub quick: bool,
     /// The run store.
     #[arg(long, default_value = "store")]
     pub store: PathBuf,

@@ -2,6 +2,7 @@
 
 mod check;
 mod cleanup;
+mod gate;
 mod report;
 mod run;
 mod serve;
@@ -21,5 +22,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Cleanup(args) => cleanup::cleanup(args),
         Command::Serve(args) => serve::serve(args),
         Command::Suite(args) => suite::suite(args),
+        Command::Gate(args) => gate::gate(args),
     }
 }

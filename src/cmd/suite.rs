@@ -21,7 +21,7 @@ use std::time::Instant;
 /// A suite file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SuiteFile {
+pub(super) struct SuiteFile {
     /// The suite's name (default: the file's stem).
     name: Option<String>,
     /// `ordeal run` flags every entry starts from.
@@ -29,6 +29,9 @@ struct SuiteFile {
     args: Vec<String>,
     #[serde(rename = "entry", default)]
     entries: Vec<Entry>,
+    /// What `ordeal gate` tolerates between the baseline and the candidate.
+    #[serde(default)]
+    pub(super) gate: super::gate::Thresholds,
 }
 
 /// One entry: flags, a matrix over them, seeds, and what must come out.
@@ -53,26 +56,30 @@ fn one_seed() -> Vec<u64> {
 /// The verdict an entry expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Expect {
+pub(super) enum Expect {
     Valid,
     Invalid,
 }
 
 /// One run of the suite, as recorded in `suite.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CaseState {
-    id: String,
+pub(super) struct CaseState {
+    /// `ENTRY [FLAG=VALUE ...] seed N`.
+    pub(super) id: String,
     args: Vec<String>,
-    expect: Expect,
+    pub(super) expect: Expect,
     /// `valid`, `invalid` or `unknown`, once run.
-    verdict: Option<Verdict>,
-    reason: Option<String>,
-    run_dir: Option<PathBuf>,
+    pub(super) verdict: Option<Verdict>,
+    pub(super) reason: Option<String>,
+    pub(super) run_dir: Option<PathBuf>,
     elapsed_s: f64,
+    /// The seed, so that runs of one configuration can be grouped.
+    #[serde(default)]
+    pub(super) seed: u64,
 }
 
 impl CaseState {
-    fn passed(&self) -> bool {
+    pub(super) fn passed(&self) -> bool {
         matches!(
             (self.expect, self.verdict),
             (Expect::Valid, Some(Verdict::Valid)) | (Expect::Invalid, Some(Verdict::Invalid))
@@ -82,18 +89,18 @@ impl CaseState {
 
 /// `suite.json`.
 #[derive(Debug, Serialize, Deserialize)]
-struct SuiteState {
-    name: String,
+pub(super) struct SuiteState {
+    pub(super) name: String,
     file: PathBuf,
     quick: bool,
-    cases: Vec<CaseState>,
+    pub(super) cases: Vec<CaseState>,
 }
 
 fn bad(message: impl Into<String>) -> anyhow::Error {
     BadInput(message.into()).into()
 }
 
-fn read(path: &Path) -> anyhow::Result<SuiteFile> {
+pub(super) fn read(path: &Path) -> anyhow::Result<SuiteFile> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let file: SuiteFile = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     if file.entries.is_empty() {
@@ -102,8 +109,9 @@ fn read(path: &Path) -> anyhow::Result<SuiteFile> {
     Ok(file)
 }
 
-/// Every case of the suite, in order: entries, then matrix combinations, then seeds.
-fn expand(file: &SuiteFile, quick: bool) -> Vec<CaseState> {
+/// Every case of the suite, in order: entries, then matrix combinations, then seeds; `extra`
+/// flags go last (the gate's `--broker BIN`).
+fn expand(file: &SuiteFile, quick: bool, extra: &[String]) -> Vec<CaseState> {
     let mut cases = Vec::new();
     for entry in &file.entries {
         let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
@@ -126,6 +134,7 @@ fn expand(file: &SuiteFile, quick: bool) -> Vec<CaseState> {
                 args.extend(entry.args.iter().cloned());
                 args.extend(combo.iter().flat_map(|(f, v)| [format!("--{f}"), v.clone()]));
                 args.extend(["--seed".into(), seed.to_string()]);
+                args.extend(extra.iter().cloned());
                 let shown: Vec<String> = combo.iter().map(|(f, v)| format!("{f}={v}")).collect();
                 let id =
                     format!("{}{}{} seed {seed}", entry.name, if shown.is_empty() { "" } else { " " }, shown.join(" "));
@@ -137,6 +146,7 @@ fn expand(file: &SuiteFile, quick: bool) -> Vec<CaseState> {
                     reason: None,
                     run_dir: None,
                     elapsed_s: 0.0,
+                    seed: *seed,
                 });
             }
         }
@@ -210,10 +220,7 @@ fn save(dir: &Path, state: &SuiteState) -> anyhow::Result<()> {
 
 /// A new suite directory, or the state of the one to resume.
 fn start(args: &SuiteArgs, file: &SuiteFile) -> anyhow::Result<(PathBuf, SuiteState)> {
-    let name = file
-        .name
-        .clone()
-        .unwrap_or_else(|| args.file.file_stem().map_or_else(|| "suite".into(), |s| s.to_string_lossy().into_owned()));
+    let name = name(&args.file, file);
     if let Some(dir) = &args.resume {
         let text = std::fs::read_to_string(dir.join("suite.json"))
             .map_err(|e| bad(format!("--resume {}: {e}", dir.display())))?;
@@ -222,35 +229,57 @@ fn start(args: &SuiteArgs, file: &SuiteFile) -> anyhow::Result<(PathBuf, SuiteSt
         return Ok((dir.clone(), state));
     }
     let dir = args.store.join("suites").join(&name).join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let state = SuiteState { name, file: args.file.clone(), quick: args.quick, cases: expand(file, args.quick) };
-    Ok((dir, state))
+    Ok((dir, new_state(name, &args.file, file, args.quick, &[])))
+}
+
+/// A suite's state before any run.
+pub(super) fn new_state(name: String, path: &Path, file: &SuiteFile, quick: bool, extra: &[String]) -> SuiteState {
+    SuiteState { name, file: path.to_path_buf(), quick, cases: expand(file, quick, extra) }
+}
+
+/// The suite's name: the file's, or its stem.
+pub(super) fn name(path: &Path, file: &SuiteFile) -> String {
+    file.name
+        .clone()
+        .unwrap_or_else(|| path.file_stem().map_or_else(|| "suite".into(), |s| s.to_string_lossy().into_owned()))
 }
 
 /// Runs the suite: every case without a verdict, saving the state after each.
 pub fn suite(args: SuiteArgs) -> anyhow::Result<Outcome> {
     let file = read(&args.file)?;
     let (dir, mut state) = start(&args, &file)?;
+    run_all(&dir, &mut state, &args.store)?;
+    Ok(summarize(&dir, &state))
+}
+
+/// Checks every case's flags, then runs every case without a verdict into `store`, saving the
+/// state in `dir` after each. An interrupted run stops the suite with how to resume it.
+pub(super) fn run_all(dir: &Path, state: &mut SuiteState, store: &Path) -> anyhow::Result<()> {
     for case in &state.cases {
-        run_args(case, &args.store)?; // every case's flags parse before anything runs
+        run_args(case, store)?; // every case's flags parse before anything runs
     }
-    save(&dir, &state)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    save(dir, state)?;
     let todo = state.cases.iter().filter(|c| c.verdict.is_none()).count();
     eprintln!("ordeal suite {}: {todo} of {} runs to go, in {}", state.name, state.cases.len(), dir.display());
     for i in 0..state.cases.len() {
         if state.cases[i].verdict.is_some() {
             continue;
         }
-        if !run_case(&mut state.cases[i], &args.store) {
-            save(&dir, &state)?;
-            anyhow::bail!("interrupted: resume with `ordeal suite {} --resume {}`", args.file.display(), dir.display());
+        if !run_case(&mut state.cases[i], store) {
+            save(dir, state)?;
+            anyhow::bail!(
+                "interrupted: resume with `ordeal suite {} --resume {}`",
+                state.file.display(),
+                dir.display()
+            );
         }
         let c = &state.cases[i];
         let mark = if c.passed() { "pass" } else { "FAIL" };
         say!("{mark}  {:<60} expected {:?}, got {}", c.id, c.expect, c.verdict.map_or("-".into(), |v| v.to_string()));
-        save(&dir, &state)?;
+        save(dir, state)?;
     }
-    Ok(summarize(&dir, &state))
+    Ok(())
 }
 
 /// Prints the outcome; exit 0 when every verdict matched, 1 when one contradicts what was
