@@ -109,20 +109,7 @@ fn verdict_checks(candidate: &SuiteState) -> Vec<Check> {
     candidate
         .cases
         .iter()
-        .map(|c: &CaseState| Check {
-            name: format!("verdict: {}", c.id),
-            outcome: match (c.passed(), c.verdict) {
-                (true, _) => Verdict::Valid,
-                (false, Some(Verdict::Invalid | Verdict::Valid)) => Verdict::Invalid,
-                (false, _) => Verdict::Unknown,
-            },
-            detail: format!(
-                "expected {:?}, got {}: {}",
-                c.expect,
-                c.verdict.map_or("nothing".into(), |v| v.to_string()),
-                c.reason.as_deref().unwrap_or("not run")
-            ),
-        })
+        .map(|c: &CaseState| Check { name: format!("verdict: {}", c.id), outcome: c.outcome(), detail: c.explain() })
         .collect()
 }
 

@@ -79,6 +79,26 @@ pub(super) struct CaseState {
 }
 
 impl CaseState {
+    /// As a test outcome: as expected (valid), contradicted (invalid), or undecided (unknown:
+    /// the run could not decide, or did not run).
+    pub(super) fn outcome(&self) -> Verdict {
+        match (self.passed(), self.verdict) {
+            (true, _) => Verdict::Valid,
+            (false, Some(Verdict::Unknown) | None) => Verdict::Unknown,
+            (false, _) => Verdict::Invalid,
+        }
+    }
+
+    /// What was expected, what came, and why.
+    pub(super) fn explain(&self) -> String {
+        format!(
+            "expected {:?}, got {}: {}",
+            self.expect,
+            self.verdict.map_or("nothing".into(), |v| v.to_string()),
+            self.reason.as_deref().unwrap_or("not run")
+        )
+    }
+
     pub(super) fn passed(&self) -> bool {
         matches!(
             (self.expect, self.verdict),
@@ -197,21 +217,7 @@ fn save(dir: &Path, state: &SuiteState) -> anyhow::Result<()> {
     let cases: Vec<Case> = state
         .cases
         .iter()
-        .map(|c| Case {
-            name: c.id.clone(),
-            outcome: match (c.passed(), c.verdict) {
-                (true, _) => Verdict::Valid,
-                (false, Some(Verdict::Unknown) | None) => Verdict::Unknown,
-                (false, _) => Verdict::Invalid,
-            },
-            message: format!(
-                "expected {:?}, got {}: {}",
-                c.expect,
-                c.verdict.map_or("nothing".into(), |v| v.to_string()),
-                c.reason.as_deref().unwrap_or("not run")
-            ),
-            time_s: c.elapsed_s,
-        })
+        .map(|c| Case { name: c.id.clone(), outcome: c.outcome(), message: c.explain(), time_s: c.elapsed_s })
         .collect();
     let total: f64 = state.cases.iter().map(|c| c.elapsed_s).sum();
     std::fs::write(dir.join("junit.xml"), junit::suite(&format!("ordeal.suite.{}", state.name), total, &cases))
