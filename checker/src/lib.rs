@@ -1,5 +1,7 @@
 //! Checkers for ordeal histories.
 //!
+//! * [`checker`]: the [`Checker`] protocol (observe each op, then finish with a verdict) and
+//!   adapters of the checks below, composed to share one pass over a history;
 //! * [`linear`]: linearizability against a sequential [`model`], by a memoized Wing–Gong/Lowe
 //!   search, P-compositional (one search per partition, in parallel), bounded in time and memory;
 //! * [`formats`]: importers for Jepsen/Knossos EDN, Jepsen etcd console logs and Porcupine kv
@@ -11,6 +13,7 @@
 //! I/O, no cluster access.
 #![warn(missing_docs)]
 
+pub mod checker;
 pub mod formats;
 pub mod linear;
 pub mod log;
@@ -19,6 +22,7 @@ pub mod perf;
 #[doc(hidden)]
 pub mod testing;
 
+pub use checker::{Checker, CheckerResult};
 use serde::{Deserialize, Serialize};
 
 /// A checker's answer.
