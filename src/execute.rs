@@ -8,10 +8,10 @@ use ordeal_faults::net::{self, Network};
 use ordeal_faults::{ClockNemesis, Compose, FaultSet, Nemesis, NetNemesis, ProcessNemesis, System, UpgradeNemesis};
 use ordeal_history::Test;
 use ordeal_reports::store::{self, RunInfo};
-use ordeal_workloads::generator::{Generator, LogGen, NoopGen, RegisterGen};
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
 use ordeal_workloads::systems::{self, Sut};
+use ordeal_workloads::workload;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,14 +165,6 @@ fn write_test(dir: &Path, test: &Test) -> anyhow::Result<()> {
     std::fs::write(dir.join(store::TEST), serde_json::to_string_pretty(test)?).context("writing test.json")
 }
 
-fn generator(test: &Test) -> Box<dyn Generator> {
-    match test.workload.as_str() {
-        "register" => Box::new(RegisterGen::new(test.keys, test.ops_per_key)),
-        "log" => Box::new(LogGen::new(test.keys)),
-        _ => Box::new(NoopGen::new()),
-    }
-}
-
 async fn drive(
     test: &Test,
     opts: &Options,
@@ -181,6 +173,7 @@ async fn drive(
     dir: &Path,
     interrupt: watch::Receiver<bool>,
 ) -> anyhow::Result<runner::Summary> {
+    let generator = workload::by_name(&test.workload)?.generator(test.keys, test.ops_per_key);
     let recorder = Arc::new(Recorder::create(&dir.join(store::HISTORY)).context("creating history.jsonl")?);
     let plan = Plan {
         seed: test.seed,
@@ -197,16 +190,9 @@ async fn drive(
         progress: opts.progress,
         ..Plan::default()
     };
-    let summary = runner::run(
-        &plan,
-        sut.system.clone(),
-        nemesis,
-        generator(test),
-        sut.clients.clone(),
-        recorder.clone(),
-        interrupt,
-    )
-    .await;
+    let summary =
+        runner::run(&plan, sut.system.clone(), nemesis, generator, sut.clients.clone(), recorder.clone(), interrupt)
+            .await;
     recorder.finish().context("writing history.jsonl")?;
     Ok(summary)
 }

@@ -8,8 +8,7 @@ use ordeal_checker::Verdict;
 use ordeal_faults::{FaultSpec, LIBFAKETIME, net};
 use ordeal_history::Test;
 use ordeal_reports::store;
-use ordeal_workloads::Workload;
-use ordeal_workloads::systems;
+use ordeal_workloads::{systems, workload};
 use std::path::{Path, PathBuf};
 
 fn bad(message: impl Into<String>) -> anyhow::Error {
@@ -34,7 +33,7 @@ fn environment(asked: &str) -> anyhow::Result<String> {
 
 /// Checks a test's settings, whether they came from flags or from a `test.json`.
 fn validate(test: &Test) -> Result<(), String> {
-    Workload::parse(&test.workload).map_err(|e| format!("--workload: {e}"))?;
+    workload::by_name(&test.workload).map_err(|e| format!("--workload: {e}"))?;
     let registration = systems::by_name(&test.system).map_err(|e| format!("--system: {e}"))?;
     (registration.validate)(test).map_err(|e| e.to_string())?;
     let faults = execute::fault_sets(test).map_err(|e| format!("--nemesis: {e}"))?;
@@ -88,7 +87,7 @@ fn validate(test: &Test) -> Result<(), String> {
 
 /// The test the flags describe, with the seed drawn.
 fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
-    let workload = Workload::parse(&args.workload).map_err(|e| bad(format!("--workload: {e}")))?;
+    let workload = workload::by_name(&args.workload).map_err(|e| bad(format!("--workload: {e}")))?;
     let nemesis: Vec<String> =
         args.nemesis.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect();
     let seed = args.seed.unwrap_or_else(|| rand::random::<u64>() >> 11);
@@ -115,7 +114,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         op_timeout_ms: args.op_timeout_ms,
         nemesis_interval_s: args.nemesis_interval,
         fault_duration_s: args.fault_duration,
-        keys: args.keys.unwrap_or(if workload == Workload::Log { 4 } else { 10 }),
+        keys: args.keys.unwrap_or(workload.default_keys()),
         ops_per_key: args.ops_per_key,
         tick_ms: args.tick_ms,
         heartbeat_ticks: args.heartbeat_ticks,

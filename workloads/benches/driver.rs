@@ -7,9 +7,9 @@
 use async_trait::async_trait;
 use ordeal_faults::{Compose, NodeView, System, SystemError};
 use ordeal_workloads::client::NoopClients;
-use ordeal_workloads::generator::NoopGen;
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
+use ordeal_workloads::workload;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ async fn main() {
                 &plan,
                 Arc::new(NoCluster),
                 Box::new(Compose(Vec::new())),
-                Box::new(NoopGen::new()),
+                workload::by_name("noop").expect("the noop workload").generator(1, 1),
                 clients,
                 recorder.clone(),
                 interrupt,

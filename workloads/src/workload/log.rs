@@ -1,0 +1,109 @@
+//! The log workload: appends, reads, consumer-offset commits and listings on a few partitions,
+//! checked as partition logs (linearizability against the `log` model, and every acknowledged
+//! record read back once by the final reads) and as a register of consumer offsets per
+//! partition.
+
+use super::{Workload, linearizable};
+use crate::generator::Generator;
+use ordeal_checker::Checker;
+use ordeal_checker::checker::FinalReads;
+use ordeal_history::{Op, OpType, Test};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+/// Produce, fetch, commit and list offsets on a few partitions.
+pub struct Log;
+
+impl Workload for Log {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn writes(&self) -> &'static [&'static str] {
+        &["append"]
+    }
+
+    fn default_keys(&self) -> usize {
+        4
+    }
+
+    fn generator(&self, partitions: usize, _ops_per_key: usize) -> Box<dyn Generator> {
+        Box::new(LogGen::new(partitions))
+    }
+
+    fn checkers(&self, _test: &Test) -> Vec<Box<dyn Checker>> {
+        vec![
+            linearizable("linearizability", "log", records),
+            linearizable("offsets", "kv", offsets),
+            Box::new(FinalReads::new("log")),
+        ]
+    }
+}
+
+/// The ops on the records of a partition.
+fn records(op: &Op) -> Option<Op> {
+    matches!(op.f.as_str(), "append" | "read").then(|| op.clone())
+}
+
+/// Consumer offsets: a register per partition, written by commits, read by listings.
+fn offsets(op: &Op) -> Option<Op> {
+    let f = match op.f.as_str() {
+        "commit" => "write",
+        "list" => "read",
+        _ => return None,
+    };
+    Some(Op { f: f.into(), ..op.clone() })
+}
+
+/// Partition logs: appends of unique values, reads from near the end, and consumer-offset
+/// commits and listings, over a few partitions.
+pub struct LogGen {
+    hw: Vec<u64>,
+    next_value: i64,
+}
+
+impl LogGen {
+    /// A schedule over `partitions` partitions.
+    pub fn new(partitions: usize) -> Self {
+        LogGen { hw: vec![0; partitions.max(1)], next_value: 1 }
+    }
+}
+
+impl Generator for LogGen {
+    fn op(&mut self, rng: &mut ChaCha8Rng) -> (&'static str, Value) {
+        let p = rng.random_range(0..self.hw.len());
+        let roll: f64 = rng.random();
+        if roll < 0.55 {
+            let value = self.next_value;
+            self.next_value += 1;
+            ("append", json!({"key": p, "value": value}))
+        } else if roll < 0.85 {
+            let back = rng.random_range(0..8u64);
+            ("read", json!({"key": p, "from": self.hw[p].saturating_sub(back)}))
+        } else if roll < 0.95 {
+            ("commit", json!({"key": p, "value": rng.random_range(0..=self.hw[p])}))
+        } else {
+            ("list", json!({"key": p}))
+        }
+    }
+
+    fn update(&mut self, invoke: &Op, completion: &Op) {
+        if completion.kind != OpType::Ok {
+            return;
+        }
+        let Some(p) = invoke.value["key"].as_u64().map(|p| p as usize).filter(|p| *p < self.hw.len()) else { return };
+        let reached = match invoke.f.as_str() {
+            "append" => completion.value["offset"].as_u64().map(|o| o + 1),
+            "read" => completion.value["hw"].as_u64(),
+            _ => None,
+        };
+        if let Some(r) = reached {
+            self.hw[p] = self.hw[p].max(r);
+        }
+    }
+
+    fn final_ops(&self) -> Vec<(&'static str, Value)> {
+        (0..self.hw.len()).map(|p| ("read", json!({"key": p, "from": 0, "final": true}))).collect()
+    }
+}
