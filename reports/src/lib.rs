@@ -38,10 +38,15 @@ impl ReportError {
     }
 }
 
-/// Analyses `dir` and writes `results.json`, `junit.xml`, `summary.md` and `report.html` into
-/// it, then refreshes the store's index when `dir` lies in a store.
-pub fn write_all(dir: &Path) -> Result<results::Results, ReportError> {
-    let analysis = results::analyze(dir)?;
+/// Analyses `dir` with its workload's `checkers` and `writes` (see [`results::analyze`]) and
+/// writes `results.json`, `junit.xml`, `summary.md` and `report.html` into it, then refreshes the
+/// store's index when `dir` lies in a store.
+pub fn write_all(
+    dir: &Path,
+    checkers: Vec<Box<dyn ordeal_checker::Checker>>,
+    writes: &[&str],
+) -> Result<results::Results, ReportError> {
+    let analysis = results::analyze(dir, checkers, writes)?;
     let results = &analysis.results;
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).map_err(|e| ReportError::file(&dir.join(name), e))

@@ -4,28 +4,17 @@
 use crate::ReportError;
 use crate::store::{self, RunInfo};
 use ordeal_checker::Verdict;
-use ordeal_checker::linear::{self, Options};
+use ordeal_checker::checker::{self, Checker, Compose};
 use ordeal_checker::perf::{Digest, FaultWindow, Stats};
-use ordeal_history::{History, Op, Test, jsonl};
+use ordeal_history::{Op, Test, jsonl};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::Path;
 
 /// The version of the `results.json` schema.
 pub const RESULTS_VERSION: u32 = 1;
 
-/// One checker's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckerResult {
-    /// `linearizability`, `offsets`, `log`.
-    pub name: String,
-    /// Its verdict.
-    pub verdict: Verdict,
-    /// One line for people.
-    pub summary: String,
-    /// The checker's full report (a linearizability report or a log report).
-    pub details: Value,
-}
+/// One checker's outcome; defined beside the [`Checker`] trait.
+pub use ordeal_checker::CheckerResult;
 
 /// Write gaps over all faults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,29 +54,6 @@ pub struct Results {
     pub history_warning: Option<String>,
 }
 
-/// Streams the history file through `f` (renamed or dropped per op by `map`) into a
-/// linearizability check with `model`.
-fn check_linear(
-    path: &Path,
-    model: &str,
-    init: &Value,
-    map: impl Fn(Op) -> Option<Op>,
-) -> Result<linear::Report, ReportError> {
-    let (ops, _) = ops(path)?;
-    let ops = ops.filter_map(map);
-    let opts = Options { timeout: Some(std::time::Duration::from_secs(300)), ..Options::default() };
-    linear::check_by_name(model, init, ops, &opts).map_err(|e| ReportError::file(path, e))
-}
-
-fn linear_result(name: &str, r: linear::Report) -> CheckerResult {
-    CheckerResult {
-        name: name.into(),
-        verdict: r.verdict,
-        summary: r.summary(),
-        details: serde_json::to_value(&r).unwrap_or_default(),
-    }
-}
-
 /// A run's results with the digest of its history, from which reports draw.
 pub struct Analysis {
     /// What goes into `results.json`.
@@ -116,47 +82,18 @@ fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, Warning), ReportError> 
     Ok((ops, warning))
 }
 
-/// Runs every checker of the run's workload over its history.
-pub fn analyze(dir: &Path) -> Result<Analysis, ReportError> {
+/// Runs `checkers` (the workload's) over the run's history, in the one pass that also digests
+/// it; a fault's write gap ends with the first acknowledged op of `writes`.
+pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> Result<Analysis, ReportError> {
     let test: Test = store::read_json(&dir.join(store::TEST))?;
     test.check_format().map_err(|e| ReportError::file(&dir.join(store::TEST), e))?;
     let run: Option<RunInfo> = store::read_json(&dir.join(store::RUN)).ok();
     let path = dir.join(store::HISTORY);
     let (stream, warning) = ops(&path)?;
-    let digest = Digest::of(stream).map_err(|e| ReportError::file(&path, e))?;
+    let mut checking = Compose::new(checkers);
+    let digest = Digest::of(stream.inspect(|op| checking.observe(op))).map_err(|e| ReportError::file(&path, e))?;
+    let checkers = checking.finish().map_err(|e| ReportError::file(&path, e))?;
     let truncated = warning.borrow().clone();
-    let mut checkers = Vec::new();
-    let writes: &[&str] = match test.workload.as_str() {
-        "register" => {
-            checkers.push(linear_result("linearizability", check_linear(&path, "kv", &Value::Null, Some)?));
-            &["write", "cas"]
-        }
-        "log" => {
-            let log_ops = |op: Op| matches!(op.f.as_str(), "append" | "read").then_some(op);
-            checkers.push(linear_result("linearizability", check_linear(&path, "log", &Value::Null, log_ops)?));
-            // Consumer offsets: a register per partition, written by commits, read by listings.
-            let offset_ops = |mut op: Op| {
-                op.f = match op.f.as_str() {
-                    "commit" => "write".into(),
-                    "list" => "read".into(),
-                    _ => return None,
-                };
-                Some(op)
-            };
-            checkers.push(linear_result("offsets", check_linear(&path, "kv", &Value::Null, offset_ops)?));
-            let (history, _): (History, _) =
-                jsonl::read_file_lenient(&path).map_err(|e| ReportError::file(&path, e))?;
-            let log = ordeal_checker::log::check(&history).map_err(|e| ReportError::file(&path, e))?;
-            checkers.push(CheckerResult {
-                name: "log".into(),
-                verdict: log.verdict,
-                summary: log.summary(),
-                details: serde_json::to_value(&log).unwrap_or_default(),
-            });
-            &["append"]
-        }
-        _ => &["write"],
-    };
     let stats = digest.stats();
     let faults = digest.fault_windows(writes);
     let mut gaps: Vec<f64> = faults.iter().filter_map(|f| f.gap_ms).collect();
@@ -167,7 +104,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, ReportError> {
         gap_ms_median: gaps.get(gaps.len() / 2).copied().filter(|_| !gaps.is_empty()),
         gap_ms_max: gaps.last().copied(),
     };
-    let mut verdict = checkers.iter().fold(Verdict::Valid, |v, c| v.and(c.verdict));
+    let mut verdict = checker::verdict(&checkers);
     let reason = match checkers.iter().find(|c| c.verdict == verdict && verdict != Verdict::Valid) {
         Some(c) => format!("{}: {}", c.name, c.summary),
         None if checkers.is_empty() => "no checker applies to this workload".into(),

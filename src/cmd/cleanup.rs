@@ -43,8 +43,8 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
             };
             std::fs::write(run.join(store::RUN), serde_json::to_string_pretty(&info)?)?;
         }
-        if let Err(e) = ordeal_reports::write_all(&run) {
-            say!("could not analyse {}: {e}", run.display());
+        if let Err(e) = super::report::write_all(&run) {
+            say!("could not analyse {}: {e:#}", run.display());
         }
         std::fs::remove_file(&pid_file)?;
         say!("closed abandoned run {}", run.display());

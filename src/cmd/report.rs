@@ -2,8 +2,13 @@
 
 use crate::cli::ReportArgs;
 use crate::exit::{BadInput, Outcome};
+use anyhow::Context as _;
 use ordeal_checker::Verdict;
+use ordeal_history::Test;
+use ordeal_reports::results::Results;
 use ordeal_reports::store;
+use ordeal_workloads::workload;
+use std::path::Path;
 
 /// Re-analyses a run directory; the exit code is its verdict.
 pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
@@ -11,7 +16,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
     if !dir.join(store::TEST).is_file() {
         return Err(BadInput(format!("{} is not a run directory (it has no {})", dir.display(), store::TEST)).into());
     }
-    let r = ordeal_reports::write_all(dir).map_err(|e| BadInput(e.to_string()))?;
+    let r = write_all(dir).map_err(|e| BadInput(format!("{e:#}")))?;
     say!("{}: {}", r.verdict.to_string().to_uppercase(), r.reason);
     say!("  report: {}", dir.join(store::REPORT).display());
     Ok(match r.verdict {
@@ -19,4 +24,13 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
         Verdict::Invalid => Outcome::Invalid,
         Verdict::Unknown => Outcome::Unknown,
     })
+}
+
+/// Analyses a run directory with the checkers of its test's workload and writes every report
+/// file into it (`ordeal_reports::write_all`, which knows no workloads).
+pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
+    let path = dir.join(store::TEST);
+    let test: Test = store::read_json(&path)?;
+    let workload = workload::by_name(&test.workload).with_context(|| path.display().to_string())?;
+    Ok(ordeal_reports::write_all(dir, workload.checkers(&test), workload.writes())?)
 }

@@ -219,7 +219,7 @@ pub fn prepare(args: &RunArgs) -> anyhow::Result<(Test, Options)> {
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (test, opts) = prepare(&args)?;
     let dir = execute::run_test(test, &opts)?;
-    let results = ordeal_reports::write_all(&dir).context("analysing the run")?;
+    let results = super::report::write_all(&dir).context("analysing the run")?;
     print_outcome(&dir, &results);
     if let Some(e) = results.run.as_ref().and_then(|r| r.harness_error.as_ref()) {
         anyhow::bail!("the run failed: {e} (partial results in {})", dir.display());

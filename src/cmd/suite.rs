@@ -192,7 +192,7 @@ fn run_case(case: &mut CaseState, store: &Path) -> bool {
     let outcome = run_args(case, store)
         .and_then(|args| super::run::prepare(&args))
         .and_then(|(test, opts)| execute::run_test(test, &opts))
-        .and_then(|dir| Ok((ordeal_reports::write_all(&dir).context("analysing the run")?, dir)));
+        .and_then(|dir| Ok((super::report::write_all(&dir).context("analysing the run")?, dir)));
     match outcome {
         Ok((results, dir)) if results.run.as_ref().is_some_and(|r| r.interrupted) => {
             case.reason = Some(format!("interrupted; see {}", dir.display()));

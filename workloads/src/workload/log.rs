@@ -11,6 +11,7 @@ use ordeal_history::{Op, OpType, Test};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// Produce, fetch, commit and list offsets on a few partitions.
 pub struct Log;
@@ -42,18 +43,18 @@ impl Workload for Log {
 }
 
 /// The ops on the records of a partition.
-fn records(op: &Op) -> Option<Op> {
-    matches!(op.f.as_str(), "append" | "read").then(|| op.clone())
+fn records(op: &Op) -> Option<Cow<'_, Op>> {
+    matches!(op.f.as_str(), "append" | "read").then_some(Cow::Borrowed(op))
 }
 
 /// Consumer offsets: a register per partition, written by commits, read by listings.
-fn offsets(op: &Op) -> Option<Op> {
+fn offsets(op: &Op) -> Option<Cow<'_, Op>> {
     let f = match op.f.as_str() {
         "commit" => "write",
         "list" => "read",
         _ => return None,
     };
-    Some(Op { f: f.into(), ..op.clone() })
+    Some(Cow::Owned(Op { f: f.into(), ..op.clone() }))
 }
 
 /// Partition logs: appends of unique values, reads from near the end, and consumer-offset

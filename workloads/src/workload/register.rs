@@ -8,6 +8,7 @@ use ordeal_history::{Op, OpType, Test};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Read, write and compare-and-set over many keys.
@@ -31,7 +32,7 @@ impl Workload for Register {
     }
 
     fn checkers(&self, _test: &Test) -> Vec<Box<dyn Checker>> {
-        vec![linearizable("linearizability", "kv", |op| Some(op.clone()))]
+        vec![linearizable("linearizability", "kv", |op| Some(Cow::Borrowed(op)))]
     }
 }
 
