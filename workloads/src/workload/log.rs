@@ -108,3 +108,26 @@ impl Generator for LogGen {
         (0..self.hw.len()).map(|p| ("read", json!({"key": p, "from": 0, "final": true}))).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordeal_history::Process;
+
+    fn op(f: &str) -> Op {
+        Op::invoke(Process::Client(0), f, json!({"key": 0}))
+    }
+
+    #[test]
+    fn offsets_are_a_register_written_by_commits_and_read_by_listings() {
+        assert_eq!(offsets(&op("commit")).map(|o| o.f.clone()).as_deref(), Some("write"));
+        assert_eq!(offsets(&op("list")).map(|o| o.f.clone()).as_deref(), Some("read"));
+        assert!(offsets(&op("append")).is_none());
+    }
+
+    #[test]
+    fn records_are_appends_and_reads_as_they_are() {
+        assert!(matches!(records(&op("append")), Some(Cow::Borrowed(_))));
+        assert!(records(&op("commit")).is_none());
+    }
+}
