@@ -12,7 +12,7 @@
 //! # Examples
 //!
 //! ```
-//! use ordeal_checker::checker::{Checker, Compose, Linearizable};
+//! use ordeal_checker::checker::{Compose, Linearizable, Select};
 //! use std::borrow::Cow;
 //! use ordeal_checker::{Verdict, linear::Options};
 //! use ordeal_history::{Op, OpType, Process};
@@ -26,7 +26,7 @@
 //!     read.clone(),
 //!     Op { value: json!({"key": "k0", "value": 1}), ..read.completed(OpType::Ok) },
 //! ];
-//! let everything = |op: &Op| Some(Cow::Borrowed(op));
+//! let everything: Select = |op| Some(Cow::Borrowed(op));
 //! let kv = Linearizable::new("linearizability", "kv", everything, Options::default());
 //! let mut checkers = Compose::new(vec![Box::new(kv)]);
 //! for (i, op) in history.into_iter().enumerate() {
