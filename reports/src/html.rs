@@ -3,7 +3,7 @@
 //!
 //! Pages are maud templates, which escape every interpolated value. `PreEscaped` is kept for
 //! what is markup or script by construction: our own CSS and script, the plotters SVGs, and the
-//! timeline's JSON (escaped for a script element by [`json_script`]).
+//! timeline's JSON (escaped for a script element by [`script_json`]).
 
 use crate::ReportError;
 use crate::plot;
@@ -142,7 +142,7 @@ pub fn report(dir: &Path, a: &Analysis) -> Result<String, ReportError> {
                     section #plots { h2 { "Plots" } (figures) }
                     (timeline_section(d))
                 }
-                (json_script("ops", &timeline_data(d, r)))
+                script type="application/json" id="ops" { (script_json(&timeline_data(d, r))) }
                 script { (PreEscaped(SCRIPT)) }
             }
         }
@@ -526,14 +526,13 @@ fn timeline_section(d: &Digest) -> Markup {
     }
 }
 
-/// `value` as a `<script type="application/json">` for [`SCRIPT`] to read. A script element's
-/// text is not HTML-unescaped, so it cannot go through maud's escaping; instead every `<`
-/// becomes the JSON escape `\u003c` (it can only occur inside JSON strings, where it means the
-/// same). Then no `</script>` can end the element early, and no `<!--<script>` can make the
+/// `value` as the text of a `<script type="application/json">`, for [`SCRIPT`] to read. A script
+/// element's text is not HTML-unescaped, so it cannot go through maud's escaping; instead every
+/// `<` becomes the JSON escape `\u003c` (it can only occur inside JSON strings, where it means
+/// the same). Then no `</script>` can end the element early, and no `<!--<script>` can make the
 /// parser swallow the rest of the page, which escaping `</` alone allowed.
-fn json_script(id: &str, value: &Value) -> Markup {
-    let text = value.to_string().replace('<', "\\u003c");
-    html! { script type="application/json" id=(id) { (PreEscaped(text)) } }
+fn script_json(value: &Value) -> PreEscaped<String> {
+    PreEscaped(value.to_string().replace('<', "\\u003c"))
 }
 
 /// The ops the timeline embeds, as compact arrays:
