@@ -1,17 +1,20 @@
-//! `report.html` (one self-contained file: inline CSS, SVG and script, no network fetches) and
-//! the store's `index.html`.
+//! `report.html` (one self-contained file: inline CSS, SVG and script, no network fetches), the
+//! store's `index.html`, and the directory pages of `ordeal serve`.
+//!
+//! Pages are maud templates, which escape every interpolated value. `PreEscaped` is kept for
+//! what is markup or script by construction: our own CSS and script, the plotters SVGs, and the
+//! timeline's JSON (escaped for a script element by [`script_json`]).
 
 use crate::ReportError;
-use crate::junit::escape;
 use crate::plot;
-use crate::results::{Analysis, Results};
-use crate::store;
+use crate::results::{Analysis, CheckerResult, Failover, Results};
+use crate::store::{self, RunInfo};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use ordeal_checker::Verdict;
 use ordeal_checker::linear::{Counterexample, OpRef};
-use ordeal_checker::perf::Digest;
-use ordeal_history::OpType;
+use ordeal_checker::perf::{Digest, FaultWindow, Stats};
+use ordeal_history::{OpType, Test};
 use serde_json::{Value, json};
-use std::fmt::Write;
 use std::path::Path;
 
 /// Most ops the history timeline embeds: a window around the first counterexample, else the
@@ -111,6 +114,117 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
+/// Renders `report.html` for the run in `dir`.
+pub fn report(dir: &Path, a: &Analysis) -> Result<String, ReportError> {
+    let (r, d) = (&a.results, &a.digest);
+    let figures = figures(dir, a)?;
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width";
+                title { "ordeal: " (r.test.name) " — " (r.verdict) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body data-ready="no" {
+                header.banner.(verdict_class(r.verdict)) #verdict {
+                    h1 { (r.verdict.to_string().to_uppercase()) }
+                    p { (r.reason) }
+                }
+                (nav())
+                main {
+                    @if let Some(w) = &r.history_warning {
+                        section { b { "History warning:" } " " (w) }
+                    }
+                    (test_section(r))
+                    (checkers_section(r))
+                    section #plots { h2 { "Plots" } (figures) }
+                    (timeline_section(d))
+                }
+                script type="application/json" id="ops" { (script_json(&timeline_data(d, r))) }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    };
+    Ok(page.into_string())
+}
+
+/// Writes `index.html` into the store at `root`: every run, newest first.
+pub fn write_index(root: &Path) -> Result<(), ReportError> {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "ordeal runs" } style { (PreEscaped(STYLE)) } }
+            body data-ready="yes" {
+                header.banner.valid style="background:#232b3a" { h1 { "ordeal runs" } p { (root.display()) } }
+                main {
+                    section {
+                        table {
+                            (header_row(&[
+                                "verdict", "test", "started", "nemesis", "length", "ops", "median write gap", "why",
+                            ]))
+                            @for run in store::runs(root) { (index_row(root, &run)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let path = root.join(store::INDEX);
+    std::fs::write(&path, page.into_string()).map_err(|e| ReportError::file(&path, e))
+}
+
+/// The page `ordeal serve` shows for the directory at URL path `/{path}`: a link per entry of
+/// `names` (a directory's name ends in `/`).
+///
+/// # Examples
+///
+/// ```
+/// let page = ordeal_reports::html::listing("run/nodes/", &["n1/".to_owned(), "a<b".to_owned()]);
+/// assert!(page.contains(r#"<h1>/run/nodes</h1><ul><li><a href="/run/nodes/n1/">n1/</a></li>"#));
+/// assert!(page.contains(r#"<a href="/run/nodes/a&lt;b">a&lt;b</a>"#));
+/// ```
+pub fn listing(path: &str, names: &[String]) -> String {
+    let base = path.trim_end_matches('/');
+    let page = html! {
+        (DOCTYPE)
+        meta charset="utf-8";
+        title { (base) }
+        h1 { "/" (base) }
+        ul { @for n in names { li { a href={ "/" (base) "/" (n) } { (n) } } } }
+    };
+    page.into_string()
+}
+
+/// One run of the index. A run still going, or whose analysis failed, has no results.
+fn index_row(root: &Path, run: &Path) -> Markup {
+    let rel = run.strip_prefix(root).unwrap_or(run).display().to_string();
+    let results: Option<Results> = store::read_json(&run.join(store::RESULTS)).ok();
+    let test: Option<Test> = store::read_json(&run.join(store::TEST)).ok();
+    let verdict = match &results {
+        Some(r) => tag(r.verdict),
+        None if run.join(store::PID).exists() => html! { "running" },
+        None => html! { span.tag.unknown { "no results" } },
+    };
+    let gap = results.as_ref().and_then(|r| r.failover.gap_ms_median).map_or("-".into(), |g| format!("{g:.0} ms"));
+    let ops = results
+        .as_ref()
+        .map_or("-".into(), |r| (r.stats.total.ok + r.stats.total.fail + r.stats.total.info).to_string());
+    let (name, started, nemesis, length) = test.map_or_else(
+        || (rel.clone(), String::new(), String::new(), String::new()),
+        |t| (t.name, t.started_at, t.nemesis.join(", "), format!("{:.0} s", t.time_limit_s)),
+    );
+    html! {
+        tr {
+            td { (verdict) }
+            td { a href={ (rel) "/report.html" } { (name) } }
+            td { (started) } td { (nemesis) } td { (length) } td { (ops) } td { (gap) }
+            td.muted { (results.as_ref().map_or("", |r| r.reason.as_str())) }
+        }
+    }
+}
+
 fn verdict_class(v: Verdict) -> &'static str {
     match v {
         Verdict::Valid => "valid",
@@ -119,29 +233,65 @@ fn verdict_class(v: Verdict) -> &'static str {
     }
 }
 
-fn tag(v: Verdict) -> String {
-    format!("<span class=\"tag {}\">{v}</span>", verdict_class(v))
+fn tag(v: Verdict) -> Markup {
+    html! { span.tag.(verdict_class(v)) { (v) } }
 }
 
-fn op_link(o: &OpRef) -> String {
-    format!(
-        "<a class=\"op\" href=\"#op-{0}\" onclick=\"return showOp({0})\">op {0}</a> <span class=\"mono\">process {1}: {2}</span>",
-        o.index,
-        o.process,
-        escape(&o.op)
-    )
+fn header_row(names: &[&str]) -> Markup {
+    html! { tr { @for n in names { th { (n) } } } }
 }
 
-fn test_section(r: &Results) -> String {
+fn nav() -> Markup {
+    html! {
+        nav {
+            a href="#test" { "test" }
+            a href="#checkers" { "checkers" }
+            a href="#plots" { "plots" }
+            a href="#timeline" { "history timeline" }
+            a href="results.json" { "results.json" }
+            a href="history.jsonl" { "history.jsonl" }
+            a href="../../index.html" { "all runs" }
+        }
+    }
+}
+
+/// A link that shows op `index` in the history timeline (`showOp` is defined by [`SCRIPT`]).
+fn op_anchor(index: u64) -> Markup {
+    html! { a.op href={ "#op-" (index) } onclick={ "return showOp(" (index) ")" } { "op " (index) } }
+}
+
+fn op_link(o: &OpRef) -> Markup {
+    html! { (op_anchor(o.index)) " " span.mono { "process " (o.process) ": " (o.op) } }
+}
+
+fn test_section(r: &Results) -> Markup {
     let t = &r.test;
+    html! {
+        section #test {
+            h2 { "Test" }
+            table {
+                @for (k, v) in test_rows(t) { tr { th { (k) } td { (v) } } }
+                tr {
+                    th { "reproduce" }
+                    td { code { (t.command) } br; "or " code { "ordeal run --test DIR/test.json" } }
+                }
+                @if let Some(notes) = r.run.as_ref().and_then(run_notes) { tr { th { "run" } td { (notes) } } }
+            }
+        }
+    }
+}
+
+/// The test's configuration, one (setting, value) row each.
+fn test_rows(t: &Test) -> [(&'static str, String); 11] {
     let system = match t.system.as_str() {
         "etcd" => format!("etcd, {} reads", t.etcd_reads),
         other => other.to_owned(),
     };
-    let rows = [
+    let none_or = |list: &[String]| if list.is_empty() { "none".into() } else { list.join(", ") };
+    [
         ("system", system),
         ("workload", t.workload.clone()),
-        ("nemesis", if t.nemesis.is_empty() { "none".into() } else { t.nemesis.join(", ") }),
+        ("nemesis", none_or(&t.nemesis)),
         (
             "nodes",
             format!("{} ({} raft group{}), env {}", t.nodes, t.groups, if t.groups == 1 { "" } else { "s" }, t.env),
@@ -165,190 +315,224 @@ fn test_section(r: &Results) -> String {
             ),
         ),
         ("versions", format!("ordeal {}, {} {} ({})", t.ordeal_version, t.system, t.broker_version, t.broker_binary)),
-        ("deliberate bugs", if t.bugs.is_empty() { "none".into() } else { t.bugs.join(", ") }),
+        ("deliberate bugs", none_or(&t.bugs)),
         ("seed", t.seed.to_string()),
         ("started", t.started_at.clone()),
-    ];
-    let mut s = String::from("<section id=\"test\"><h2>Test</h2><table>");
-    for (k, v) in rows {
-        let _ = write!(s, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));
-    }
-    let _ = write!(
-        s,
-        "<tr><th>reproduce</th><td><code>{}</code><br>or <code>ordeal run --test DIR/test.json</code></td></tr>",
-        escape(&t.command)
-    );
-    if let Some(run) = &r.run {
-        let mut notes = Vec::new();
-        if run.interrupted {
-            notes.push("interrupted (Ctrl-C): the history is partial".to_owned());
-        }
-        if let Some(e) = &run.heal_error {
-            notes.push(format!("healing failed: {e}"));
-        }
-        if let Some(e) = &run.harness_error {
-            notes.push(format!("harness failed: {e}"));
-        }
-        notes.extend(run.nemesis_errors.iter().map(|e| format!("nemesis: {e}")));
-        if !notes.is_empty() {
-            let _ = write!(s, "<tr><th>run</th><td>{}</td></tr>", escape(&notes.join("; ")));
-        }
-    }
-    s.push_str("</table></section>");
-    s
+    ]
 }
 
-fn counterexample(c: &Counterexample) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "<p><b>{}</b></p>", escape(&c.explanation));
-    let _ = write!(
-        s,
-        "<p>Partition <code>{}</code>: {} cannot be linearized in state <code>{}</code>.</p>",
-        escape(c.partition.as_deref().unwrap_or("(whole history)")),
-        op_link(&c.op),
-        escape(&c.state)
-    );
-    let _ = write!(
-        s,
-        "<p>The longest legal order found has {} ops; its last {} steps, with the state after each:</p><table><tr><th>#</th><th>op</th><th>state after</th></tr>",
-        c.prefix_len,
-        c.prefix.len()
-    );
+/// What went wrong with the run itself, if anything.
+fn run_notes(run: &RunInfo) -> Option<String> {
+    let mut notes = Vec::new();
+    if run.interrupted {
+        notes.push("interrupted (Ctrl-C): the history is partial".to_owned());
+    }
+    if let Some(e) = &run.heal_error {
+        notes.push(format!("healing failed: {e}"));
+    }
+    if let Some(e) = &run.harness_error {
+        notes.push(format!("harness failed: {e}"));
+    }
+    notes.extend(run.nemesis_errors.iter().map(|e| format!("nemesis: {e}")));
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+fn checkers_section(r: &Results) -> Markup {
+    html! {
+        section #checkers {
+            h2 { "Checkers" }
+            table {
+                (header_row(&["checker", "verdict", "summary"]))
+                @for c in &r.checkers { tr { td { (c.name) } td { (tag(c.verdict)) } td { (c.summary) } } }
+            }
+            @for c in &r.checkers { (evidence(c)) }
+            (operations(&r.stats))
+            @if !r.faults.is_empty() { (faults(&r.faults, &r.failover)) }
+        }
+    }
+}
+
+/// A checker's evidence: its counterexamples, undecided partitions and misplaced records.
+fn evidence(c: &CheckerResult) -> Markup {
+    let list = |key: &str| c.details.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let failures = list("failures").iter().filter_map(|f| serde_json::from_value::<Counterexample>(f.clone()).ok());
+    html! {
+        @for f in failures {
+            h2 #counterexample { "Counterexample (" (c.name) ")" }
+            (counterexample(&f))
+        }
+        @if !list("undecided").is_empty() { (undecided(&c.name, list("undecided"))) }
+        @for kind in ["lost", "misplaced", "duplicated", "unexpected"] {
+            @if !list(kind).is_empty() { (records(kind, list(kind))) }
+        }
+    }
+}
+
+fn counterexample(c: &Counterexample) -> Markup {
     let first = c.prefix_len - c.prefix.len();
-    for (i, step) in c.prefix.iter().enumerate() {
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            first + i + 1,
-            op_link(&step.op),
-            escape(&step.state)
-        );
+    html! {
+        p { b { (c.explanation) } }
+        p {
+            "Partition " code { (c.partition.as_deref().unwrap_or("(whole history)")) } ": " (op_link(&c.op))
+            " cannot be linearized in state " code { (c.state) } "."
+        }
+        p {
+            "The longest legal order found has " (c.prefix_len) " ops; its last " (c.prefix.len())
+            " steps, with the state after each:"
+        }
+        table {
+            (header_row(&["#", "op", "state after"]))
+            @for (i, step) in c.prefix.iter().enumerate() {
+                tr { td { (first + i + 1) } td { (op_link(&step.op)) } td { code { (step.state) } } }
+            }
+            tr { td { "✗" } td { (op_link(&c.op)) } td { "impossible" } }
+        }
+        @if !c.concurrent.is_empty() {
+            p {
+                "Ops concurrent with it, tried in every order: "
+                @for (i, o) in c.concurrent.iter().enumerate() { @if i > 0 { "; " } (op_link(o)) }
+            }
+        }
     }
-    let _ = write!(s, "<tr><td>✗</td><td>{}</td><td>impossible</td></tr></table>", op_link(&c.op));
-    if !c.concurrent.is_empty() {
-        let ops: Vec<String> = c.concurrent.iter().map(op_link).collect();
-        let _ = write!(s, "<p>Ops concurrent with it, tried in every order: {}</p>", ops.join("; "));
-    }
-    s
 }
 
-fn checkers_section(r: &Results) -> String {
-    let mut s = String::from(
-        "<section id=\"checkers\"><h2>Checkers</h2><table><tr><th>checker</th><th>verdict</th><th>summary</th></tr>",
-    );
-    for c in &r.checkers {
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&c.name),
-            tag(c.verdict),
-            escape(&c.summary)
-        );
-    }
-    s.push_str("</table>");
-    for c in &r.checkers {
-        if let Some(failures) = c.details.get("failures").and_then(Value::as_array) {
-            for f in failures.iter().filter_map(|f| serde_json::from_value::<Counterexample>(f.clone()).ok()) {
-                let _ = write!(
-                    s,
-                    "<h2 id=\"counterexample\">Counterexample ({})</h2>{}",
-                    escape(&c.name),
-                    counterexample(&f)
-                );
+fn undecided(checker: &str, list: &[Value]) -> Markup {
+    html! {
+        h2 { "Undecided partitions (" (checker) ")" }
+        ul {
+            @for u in list {
+                li {
+                    code { (u["partition"].as_str().unwrap_or("-")) }
+                    " (" (u["ops"]) " ops): " (u["reason"].as_str().unwrap_or(""))
+                }
             }
         }
-        if let Some(undecided) = c.details.get("undecided").and_then(Value::as_array).filter(|u| !u.is_empty()) {
-            let _ = write!(s, "<h2>Undecided partitions ({})</h2><ul>", escape(&c.name));
-            for u in undecided {
-                let _ = write!(
-                    s,
-                    "<li><code>{}</code> ({} ops): {}</li>",
-                    escape(u["partition"].as_str().unwrap_or("-")),
-                    u["ops"],
-                    escape(u["reason"].as_str().unwrap_or(""))
-                );
+    }
+}
+
+/// Records of one `kind` gone wrong: the first 100 (`results.json` has them all).
+fn records(kind: &str, list: &[Value]) -> Markup {
+    html! {
+        h2 { (kind) " records (" (list.len()) ")" }
+        table {
+            (header_row(&["partition", "value", "acknowledged at", "found at", "append"]))
+            @for a in list.iter().take(100) {
+                tr {
+                    td { (a["partition"]) }
+                    td { (a["value"]) }
+                    td { (a["acked_offset"]) }
+                    td { (a["found_at"]) }
+                    td { @if let Some(i) = a["op_index"].as_u64() { (op_anchor(i)) } }
+                }
             }
-            s.push_str("</ul>");
-        }
-        for kind in ["lost", "misplaced", "duplicated", "unexpected"] {
-            let Some(list) = c.details.get(kind).and_then(Value::as_array).filter(|l| !l.is_empty()) else { continue };
-            let _ = write!(
-                s,
-                "<h2>{} records ({})</h2><table><tr><th>partition</th><th>value</th><th>acknowledged at</th><th>found at</th><th>append</th></tr>",
-                kind,
-                list.len()
-            );
-            for a in list.iter().take(100) {
-                let op = a["op_index"]
-                    .as_u64()
-                    .map(|i| format!("<a class=\"op\" href=\"#op-{i}\" onclick=\"return showOp({i})\">op {i}</a>"))
-                    .unwrap_or_default();
-                let _ = write!(
-                    s,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{op}</td></tr>",
-                    escape(&a["partition"].to_string()),
-                    escape(&a["value"].to_string()),
-                    a["acked_offset"],
-                    escape(&a["found_at"].to_string())
-                );
-            }
-            s.push_str("</table>");
         }
     }
-    let st = &r.stats;
-    let _ = write!(
-        s,
-        "<h2>Operations</h2><table><tr><th>op</th><th>ok</th><th>fail</th><th>info</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>"
-    );
-    for (f, o) in st.by_f.iter().chain(std::iter::once((&"all".to_owned(), &st.total))) {
-        let l = &o.latency;
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.1} ms</td></tr>",
-            escape(f),
-            o.ok,
-            o.fail,
-            o.info,
-            l.p50_ms,
-            l.p95_ms,
-            l.p99_ms,
-            l.max_ms
-        );
+}
+
+fn operations(st: &Stats) -> Markup {
+    let all = "all".to_owned();
+    html! {
+        h2 { "Operations" }
+        table {
+            (header_row(&["op", "ok", "fail", "info", "p50", "p95", "p99", "max"]))
+            @for (f, o) in st.by_f.iter().chain([(&all, &st.total)]) {
+                @let l = &o.latency;
+                tr {
+                    td { (f) } td { (o.ok) } td { (o.fail) } td { (o.info) }
+                    td { (format!("{:.2} ms", l.p50_ms)) }
+                    td { (format!("{:.2} ms", l.p95_ms)) }
+                    td { (format!("{:.2} ms", l.p99_ms)) }
+                    td { (format!("{:.1} ms", l.max_ms)) }
+                }
+            }
+        }
+        p.muted { (format!("{:.0} ops/s over {:.1} s.", st.throughput_per_s, st.duration_s)) }
     }
-    let _ = write!(s, "</table><p class=\"muted\">{:.0} ops/s over {:.1} s.</p>", st.throughput_per_s, st.duration_s);
+}
+
+fn faults(faults: &[FaultWindow], fo: &Failover) -> Markup {
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    html! {
+        h2 { "Faults" }
+        table {
+            (header_row(&["#", "fault", "targets", "at", "healed", "write gap", "old leader"]))
+            @for (i, f) in faults.iter().enumerate() { (fault_row(i + 1, f)) }
+        }
+        p.muted { "Median write gap " (ms(fo.gap_ms_median)) ", max " (ms(fo.gap_ms_max)) "." }
+    }
+}
+
+fn fault_row(number: usize, f: &FaultWindow) -> Markup {
+    let gap = f.gap_ms.map_or_else(|| "no write acknowledged after it".into(), |g| format!("{g:.0} ms"));
+    let healed = f.stop.map_or_else(|| "-".into(), |t| format!("{:.2} s", t as f64 / 1e9));
+    let leader = match (f.stepped_down, f.stepped_down_ms) {
+        (Some(true), Some(ms)) => format!("stepped down after {ms:.0} ms"),
+        (Some(false), _) => "still claimed leadership when healed".into(),
+        _ => String::new(),
+    };
+    html! {
+        tr {
+            td { (number) }
+            td { (f.fault) }
+            td { (format!("{:?}", f.targets)) }
+            td { (format!("{:.2} s", f.start as f64 / 1e9)) }
+            td { (healed) } td { (gap) } td { (leader) }
+        }
+    }
+}
+
+/// Every plot of the run as a figure.
+fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
+    let (r, d) = (&a.results, &a.digest);
+    let plot_err = |e: String| ReportError::file(&dir.join(store::REPORT), e);
+    let status = std::fs::read_to_string(dir.join(store::STATUS)).unwrap_or_default();
+    let mut plots = vec![
+        ("latency".to_owned(), plot::latency(d, &r.faults).map_err(plot_err)?),
+        ("quantiles".to_owned(), plot::quantiles(d, &r.faults).map_err(plot_err)?),
+        ("throughput".to_owned(), plot::throughput(d, &r.faults).map_err(plot_err)?),
+    ];
     if !r.faults.is_empty() {
-        s.push_str("<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>targets</th><th>at</th><th>healed</th><th>write gap</th><th>old leader</th></tr>");
-        for (i, f) in r.faults.iter().enumerate() {
-            let gap = f.gap_ms.map_or_else(|| "no write acknowledged after it".into(), |g| format!("{g:.0} ms"));
-            let healed = f.stop.map_or_else(|| "-".into(), |t| format!("{:.2} s", t as f64 / 1e9));
-            let leader = match (f.stepped_down, f.stepped_down_ms) {
-                (Some(true), Some(ms)) => format!("stepped down after {ms:.0} ms"),
-                (Some(false), _) => "still claimed leadership when healed".into(),
-                _ => String::new(),
-            };
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{:.2} s</td><td>{healed}</td><td>{gap}</td><td>{leader}</td></tr>",
-                i + 1,
-                escape(&f.fault),
-                f.targets,
-                f.start as f64 / 1e9
-            );
-        }
-        let fo = &r.failover;
-        let _ = write!(
-            s,
-            "</table><p class=\"muted\">Median write gap {}, max {}.</p>",
-            fo.gap_ms_median.map_or("-".into(), |v| format!("{v:.0} ms")),
-            fo.gap_ms_max.map_or("-".into(), |v| format!("{v:.0} ms"))
-        );
+        plots.push(("gaps".to_owned(), plot::gaps(&r.faults).map_err(plot_err)?));
     }
-    s.push_str("</section>");
-    s
+    let raft = plot::raft_timeline(&status, d, &r.faults).map_err(plot_err)?;
+    plots.extend(raft.into_iter().enumerate().map(|(i, plot)| (format!("raft-{i}"), plot)));
+    Ok(html! { @for (id, (svg, caption)) in &plots { (figure(id, svg, caption)) } })
 }
 
-fn figure(id: &str, svg: &str, caption: &str) -> String {
-    format!("<figure class=\"plot\" id=\"{id}\">{svg}<figcaption>{}</figcaption></figure>", escape(caption))
+/// `svg` is inserted as markup: plotters drew it from our own code and escapes the text in it
+/// (fault names, for one).
+fn figure(id: &str, svg: &str, caption: &str) -> Markup {
+    html! { figure.plot #(id) { (PreEscaped(svg)) figcaption { (caption) } } }
+}
+
+fn timeline_section(d: &Digest) -> Markup {
+    html! {
+        section #timeline {
+            h2 { "History timeline" }
+            p.muted {
+                "One lane per process; each op a box from invocation to completion (green ok, red fail, amber info); \
+                 hover for details. " (d.spans.len().min(TIMELINE_MAX)) " of " (d.spans.len())
+                " ops are embedded; all are in history.jsonl."
+            }
+            div.controls {
+                button #prev { "◀ earlier" }
+                button #next { "later ▶" }
+                input #goto type="number" placeholder="op index" style="width:110px";
+                button #go { "show op" }
+                span id="window" class="muted" {}
+            }
+            div #lanes {}
+        }
+    }
+}
+
+/// `value` as the text of a `<script type="application/json">`, for [`SCRIPT`] to read. A script
+/// element's text is not HTML-unescaped, so it cannot go through maud's escaping; instead every
+/// `<` becomes the JSON escape `\u003c` (it can only occur inside JSON strings, where it means
+/// the same). Then no `</script>` can end the element early, and no `<!--<script>` can make the
+/// parser swallow the rest of the page, which escaping `</` alone allowed.
+fn script_json(value: &Value) -> PreEscaped<String> {
+    PreEscaped(value.to_string().replace('<', "\\u003c"))
 }
 
 /// The ops the timeline embeds, as compact arrays:
@@ -390,101 +574,107 @@ fn timeline_data(d: &Digest, r: &Results) -> Value {
     json!({"names": d.names, "ops": ops, "faults": faults, "first": from, "total": d.spans.len()})
 }
 
-/// Renders `report.html` for the run in `dir`.
-pub fn report(dir: &Path, a: &Analysis) -> Result<String, ReportError> {
-    let r = &a.results;
-    let d = &a.digest;
-    let plot_err = |e: String| ReportError::file(&dir.join(store::REPORT), e);
-    let status = std::fs::read_to_string(dir.join(store::STATUS)).unwrap_or_default();
-    let mut figures = Vec::new();
-    let (svg, caption) = plot::latency(d, &r.faults).map_err(plot_err)?;
-    figures.push(figure("latency", &svg, &caption));
-    let (svg, caption) = plot::quantiles(d, &r.faults).map_err(plot_err)?;
-    figures.push(figure("quantiles", &svg, &caption));
-    let (svg, caption) = plot::throughput(d, &r.faults).map_err(plot_err)?;
-    figures.push(figure("throughput", &svg, &caption));
-    if !r.faults.is_empty() {
-        let (svg, caption) = plot::gaps(&r.faults).map_err(plot_err)?;
-        figures.push(figure("gaps", &svg, &caption));
-    }
-    for (i, (svg, caption)) in plot::raft_timeline(&status, d, &r.faults).map_err(plot_err)?.into_iter().enumerate() {
-        figures.push(figure(&format!("raft-{i}"), &svg, &caption));
-    }
-    let data = timeline_data(d, r).to_string().replace("</", "<\\/");
-    let embedded = data.len();
-    let mut html = String::with_capacity(embedded + figures.iter().map(String::len).sum::<usize>() + 20_000);
-    let _ = write!(
-        html,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>ordeal: {name} — {verdict}</title><style>{STYLE}</style></head><body data-ready=\"no\">\
-         <header class=\"banner {class}\" id=\"verdict\"><h1>{upper}</h1><p>{reason}</p></header>\
-         <nav><a href=\"#test\">test</a><a href=\"#checkers\">checkers</a><a href=\"#plots\">plots</a><a href=\"#timeline\">history timeline</a>\
-         <a href=\"results.json\">results.json</a><a href=\"history.jsonl\">history.jsonl</a><a href=\"../../index.html\">all runs</a></nav><main>",
-        name = escape(&r.test.name),
-        verdict = r.verdict,
-        class = verdict_class(r.verdict),
-        upper = r.verdict.to_string().to_uppercase(),
-        reason = escape(&r.reason),
-    );
-    if let Some(w) = &r.history_warning {
-        let _ = write!(html, "<section><b>History warning:</b> {}</section>", escape(w));
-    }
-    html.push_str(&test_section(r));
-    html.push_str(&checkers_section(r));
-    let _ = write!(html, "<section id=\"plots\"><h2>Plots</h2>{}</section>", figures.join(""));
-    let _ = write!(
-        html,
-        "<section id=\"timeline\"><h2>History timeline</h2><p class=\"muted\">One lane per process; each op a box from invocation to \
-         completion (green ok, red fail, amber info); hover for details. {} of {} ops are embedded; all are in history.jsonl.</p>\
-         <div class=\"controls\"><button id=\"prev\">◀ earlier</button><button id=\"next\">later ▶</button>\
-         <input id=\"goto\" type=\"number\" placeholder=\"op index\" style=\"width:110px\"><button id=\"go\">show op</button>\
-         <span id=\"window\" class=\"muted\"></span></div><div id=\"lanes\"></div></section>",
-        d.spans.len().min(TIMELINE_MAX),
-        d.spans.len()
-    );
-    let _ = write!(
-        html,
-        "</main><script type=\"application/json\" id=\"ops\">{data}</script><script>{SCRIPT}</script></body></html>"
-    );
-    Ok(html)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordeal_checker::perf::Span;
 
-/// Writes `index.html` into the store at `root`: every run, newest first.
-pub fn write_index(root: &Path) -> Result<(), ReportError> {
-    let mut rows = String::new();
-    for run in store::runs(root) {
-        let rel = run.strip_prefix(root).unwrap_or(&run).display().to_string();
-        let results: Option<Results> = store::read_json(&run.join(store::RESULTS)).ok();
-        let test: Option<ordeal_history::Test> = store::read_json(&run.join(store::TEST)).ok();
-        let (verdict, reason, gap, ops) = match &results {
-            Some(r) => (
-                tag(r.verdict),
-                escape(&r.reason),
-                r.failover.gap_ms_median.map_or("-".into(), |g| format!("{g:.0} ms")),
-                (r.stats.total.ok + r.stats.total.fail + r.stats.total.info).to_string(),
-            ),
-            None if run.join(store::PID).exists() => ("running".into(), String::new(), "-".into(), "-".into()),
-            None => ("<span class=\"tag unknown\">no results</span>".into(), String::new(), "-".into(), "-".into()),
-        };
-        let (name, started, nemesis, duration) = test.as_ref().map_or_else(
-            || (rel.clone(), String::new(), String::new(), String::new()),
-            |t| (t.name.clone(), t.started_at.clone(), t.nemesis.join(", "), format!("{:.0} s", t.time_limit_s)),
-        );
-        let _ = write!(
-            rows,
-            "<tr><td>{verdict}</td><td><a href=\"{rel}/report.html\">{}</a></td><td>{}</td><td>{}</td><td>{duration}</td><td>{ops}</td><td>{gap}</td><td class=\"muted\">{reason}</td></tr>",
-            escape(&name),
-            escape(&started),
-            escape(&nemesis)
-        );
+    const HOSTILE: &str = r#"<script>alert(1)</script> "x""#;
+    const ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt; &quot;x&quot;";
+
+    fn test_config() -> Test {
+        serde_json::from_value(json!({
+            "name": HOSTILE, "workload": "register", "nemesis": [HOSTILE], "env": "local", "nodes": 3,
+            "groups": 1, "concurrency": 2, "rate": 10.0, "time_limit_s": 1.0, "seed": 1, "op_timeout_ms": 100,
+            "nemesis_interval_s": 1.0, "fault_duration_s": 1.0, "keys": 1, "tick_ms": 10, "heartbeat_ticks": 2,
+            "election_ticks": 10, "bugs": [], "broker_binary": "broker", "broker_version": "0", "ordeal_version": "0",
+            "command": HOSTILE, "started_at": HOSTILE,
+        }))
+        .unwrap()
     }
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ordeal runs</title><style>{STYLE}</style></head>\
-         <body data-ready=\"yes\"><header class=\"banner valid\" style=\"background:#232b3a\"><h1>ordeal runs</h1><p>{}</p></header><main><section>\
-         <table><tr><th>verdict</th><th>test</th><th>started</th><th>nemesis</th><th>length</th><th>ops</th><th>median write gap</th><th>why</th></tr>{rows}</table>\
-         </section></main></body></html>",
-        escape(&root.display().to_string())
-    );
-    let path = root.join(store::INDEX);
-    std::fs::write(&path, html).map_err(|e| ReportError::file(&path, e))
+
+    /// A run whose every string a person or a system under test could choose is hostile.
+    fn analysis() -> Analysis {
+        let span = |index, text: &str| Span {
+            index,
+            process: 0,
+            f: 0,
+            call: index * 1_000_000,
+            ret: Some(index * 1_000_000 + 500_000),
+            kind: OpType::Ok,
+            node: Some(1),
+            text: text.into(),
+        };
+        let fault = FaultWindow {
+            fault: HOSTILE.into(),
+            targets: vec![1],
+            start: 1_000_000,
+            stop: Some(2_000_000),
+            gap_ms: Some(1.0),
+            window_ms: None,
+            stepped_down_ms: None,
+            stepped_down: None,
+        };
+        let results = Results {
+            version: crate::results::RESULTS_VERSION,
+            verdict: Verdict::Invalid,
+            reason: HOSTILE.into(),
+            test: test_config(),
+            run: Some(RunInfo { harness_error: Some(HOSTILE.into()), ..RunInfo::default() }),
+            checkers: vec![CheckerResult {
+                name: HOSTILE.into(),
+                verdict: Verdict::Invalid,
+                summary: HOSTILE.into(),
+                details: json!({"undecided": [{"partition": HOSTILE, "ops": 2, "reason": HOSTILE}]}),
+            }],
+            stats: Stats::default(),
+            faults: vec![fault],
+            failover: Failover::default(),
+            history_warning: Some(HOSTILE.into()),
+        };
+        let digest = Digest {
+            names: vec![HOSTILE.into()],
+            spans: vec![span(0, "<!--<script>"), span(1, HOSTILE)],
+            nemesis: vec![],
+            end: 3_000_000,
+        };
+        Analysis { results, digest }
+    }
+
+    /// The hostile strings appear only escaped, and the page's own script elements are all there
+    /// are.
+    fn check(page: &str, scripts: usize) {
+        assert!(page.contains(ESCAPED), "{page}");
+        assert!(!page.contains("<script>alert") && !page.contains("\"x\""), "{page}");
+        assert_eq!(page.matches("<script").count(), scripts, "{page}");
+        assert_eq!(page.matches("</script>").count(), scripts, "{page}");
+    }
+
+    #[test]
+    fn names_and_reasons_are_escaped_in_report_and_index() {
+        let store = tempfile::tempdir().unwrap();
+        let run = store::create_run_dir(store.path(), "test").unwrap();
+        let a = analysis();
+        std::fs::write(run.join(store::TEST), serde_json::to_string(&a.results.test).unwrap()).unwrap();
+        std::fs::write(run.join(store::RESULTS), serde_json::to_string(&a.results).unwrap()).unwrap();
+
+        let page = report(&run, &a).unwrap();
+        check(&page, 2);
+        assert!(page.contains(&format!("<title>ordeal: {ESCAPED} — invalid</title>")), "{page}");
+        assert!(page.contains(&format!("<h1>INVALID</h1><p>{ESCAPED}</p>")), "{page}");
+        assert!(page.contains(r#""\u003c!--\u003cscript>""#), "the timeline data cannot open a script: {page}");
+
+        write_index(store.path()).unwrap();
+        let index = std::fs::read_to_string(store.path().join(store::INDEX)).unwrap();
+        check(&index, 0);
+        assert!(index.contains(&format!("/report.html\">{ESCAPED}</a>")), "{index}");
+        assert!(index.contains(&format!("<td class=\"muted\">{ESCAPED}</td>")), "{index}");
+    }
+
+    #[test]
+    fn listing_escapes_names_in_links() {
+        let page = listing("a\"b/", &[HOSTILE.to_owned()]);
+        check(&page, 0);
+        assert!(page.contains(&format!("<li><a href=\"/a&quot;b/{ESCAPED}\">{ESCAPED}</a></li>")), "{page}");
+    }
 }

@@ -7,23 +7,6 @@ use quick_xml::Writer;
 use quick_xml::events::BytesText;
 use std::io;
 
-/// Escapes text for XML and HTML attributes and content (for the hand-built pages that remain).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// One JUnit test case: passed (`Valid`), failed (`Invalid`) or in error (`Unknown`).
 #[derive(Debug, Clone)]
 pub struct Case {

@@ -81,11 +81,5 @@ fn listing(url: &str, dir: &Path) -> Response {
         })
         .unwrap_or_default();
     names.sort();
-    let base = url.trim_end_matches('/');
-    let items: String = names
-        .iter()
-        .map(|n| format!("<li><a href=\"/{base}/{n}\">{}</a></li>", ordeal_reports::junit::escape(n)))
-        .collect();
-    Html(format!("<!doctype html><meta charset=\"utf-8\"><title>{base}</title><h1>/{base}</h1><ul>{items}</ul>"))
-        .into_response()
+    Html(ordeal_reports::html::listing(url, &names)).into_response()
 }
