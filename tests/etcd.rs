@@ -74,7 +74,8 @@ fn etcd_survives_leader_kills_and_pauses() {
     let ok = |f: &str| history.iter().filter(|op| op["type"] == "ok" && op["f"] == f).count();
     assert!(ok("write") > 100 && ok("read") > 100 && ok("cas") > 10, "the register ran on etcd");
     let faults: Vec<&Value> = history.iter().filter(|op| op["process"] == "nemesis" && op["type"] == "info").collect();
-    assert!(faults.iter().any(|op| op["f"] == "kill-leader"), "a leader was killed");
+    let mut killed = faults.iter().filter(|op| op["f"] == "start" && op["value"]["fault"] == "kill-leader");
+    assert!(killed.any(|op| op["value"]["targets"][0].is_u64()), "a leader was killed");
     // Status sampling saw a leader and named it by our node ids.
     let statuses = jsonl(&latest.join("status.jsonl"));
     let leaders: Vec<u64> = statuses
