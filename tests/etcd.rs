@@ -33,6 +33,13 @@ fn etcd_left_under(store: &Path) -> Vec<String> {
     out
 }
 
+/// `ordeal run --system etcd` into `store`, then `extra`.
+fn run_etcd(store: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["run", "--store", store, "--no-progress", "--system", "etcd"];
+    args.extend_from_slice(extra);
+    ordeal(&args)
+}
+
 #[test]
 fn etcd_survives_leader_kills_and_pauses() {
     if etcd_or_skip("etcd_survives_leader_kills_and_pauses").is_none() {
@@ -40,28 +47,25 @@ fn etcd_survives_leader_kills_and_pauses() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
-    let (code, out, err) = ordeal(&[
-        "run",
-        "--store",
+    let (code, out, err) = run_etcd(
         store,
-        "--no-progress",
-        "--system",
-        "etcd",
-        "--env",
-        "local",
-        "--workload",
-        "register",
-        "--nemesis",
-        "kill-leader,pause-leader",
-        "--nemesis-interval",
-        "2",
-        "--fault-duration",
-        "2",
-        "--time-limit",
-        "20",
-        "--seed",
-        "7",
-    ]);
+        &[
+            "--env",
+            "local",
+            "--workload",
+            "register",
+            "--nemesis",
+            "kill-leader,pause-leader",
+            "--nemesis-interval",
+            "2",
+            "--fault-duration",
+            "2",
+            "--time-limit",
+            "20",
+            "--seed",
+            "7",
+        ],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.starts_with("VALID"), "{out}");
     let latest = dir.path().join("latest");
@@ -101,9 +105,7 @@ fn etcd_refuses_what_it_cannot_run() {
         (&["--groups", "2"][..], "etcd runs one raft group"),
         (&["--etcd-reads", "stale"][..], "expected linearizable or serializable"),
     ] {
-        let mut args = vec!["run", "--store", store, "--no-progress", "--system", "etcd", "--env", "local"];
-        args.extend_from_slice(extra);
-        let (code, out, err) = ordeal(&args);
+        let (code, out, err) = run_etcd(store, &[&["--env", "local"][..], extra].concat());
         assert_eq!(code, 254, "bad input: {extra:?}: {out}\n{err}");
         assert!(err.contains(says), "{extra:?}: {err}");
     }
@@ -123,32 +125,29 @@ fn serializable_reads_of_a_partitioned_leader_are_caught() {
     // A cut-off leader keeps serving serializable reads from its own state while the majority
     // elects another leader and moves on; several partitions, each long enough for the
     // majority to commit new writes to every key, make a stale read certain.
-    let (code, out, err) = ordeal(&[
-        "run",
-        "--store",
+    let (code, out, err) = run_etcd(
         store,
-        "--no-progress",
-        "--system",
-        "etcd",
-        "--env",
-        "netns",
-        "--etcd-reads",
-        "serializable",
-        "--workload",
-        "register",
-        "--nemesis",
-        "partition-leader",
-        "--nemesis-interval",
-        "1",
-        "--fault-duration",
-        "3",
-        "--time-limit",
-        "16",
-        "--rate",
-        "400",
-        "--seed",
-        "11",
-    ]);
+        &[
+            "--env",
+            "netns",
+            "--etcd-reads",
+            "serializable",
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition-leader",
+            "--nemesis-interval",
+            "1",
+            "--fault-duration",
+            "3",
+            "--time-limit",
+            "16",
+            "--rate",
+            "400",
+            "--seed",
+            "11",
+        ],
+    );
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.starts_with("INVALID: linearizability: invalid: op "), "{out}");
     let latest = dir.path().join("latest");
