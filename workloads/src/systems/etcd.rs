@@ -583,3 +583,101 @@ impl Client for Etcd {
         Completion { kind: OpType::Fail, value: Value::Null, error: Some(error), node: None }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(me: u64, leader: u64) -> pb::StatusResponse {
+        pb::StatusResponse {
+            header: Some(pb::ResponseHeader { member_id: me, ..Default::default() }),
+            version: "3.4.23".into(),
+            leader,
+            raft_index: 9,
+            raft_term: 3,
+            raft_applied_index: 8,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_maps_member_ids_to_nodes_and_roles() {
+        let ids: BTreeMap<u64, u64> = [(0xaaaa, 1), (0xbbbb, 2)].into();
+        let leader = view(1, status(0xaaaa, 0xaaaa), &ids, &[1, 2]);
+        let g = &leader.groups[0];
+        assert_eq!((g.role.as_str(), g.leader_id, g.term, g.commit_index, g.applied_index), ("leader", 1, 3, 9, 8));
+        assert_eq!(view(2, status(0xbbbb, 0xaaaa), &ids, &[1, 2]).groups[0].role, "follower");
+        let lost = view(2, status(0xbbbb, 0), &ids, &[1, 2]);
+        assert_eq!((lost.groups[0].role.as_str(), lost.groups[0].leader_id), ("candidate", 0));
+        // A leader whose id is not known yet is not named.
+        assert_eq!(view(2, status(0xbbbb, 0xcccc), &ids, &[1, 2]).groups[0].leader_id, 0);
+    }
+
+    #[test]
+    fn validate_refuses_what_etcd_cannot_run() {
+        let test = Test {
+            name: "etcd-register".into(),
+            system: "etcd".into(),
+            workload: "register".into(),
+            nemesis: vec![],
+            nemesis_order: "random".into(),
+            fault_rounds: None,
+            env: "local".into(),
+            nodes: 3,
+            groups: 1,
+            concurrency: 10,
+            rate: 200.0,
+            time_limit_s: 30.0,
+            seed: 1,
+            op_timeout_ms: 1000,
+            nemesis_interval_s: 3.0,
+            fault_duration_s: 3.0,
+            keys: 10,
+            ops_per_key: 200,
+            tick_ms: 10,
+            heartbeat_ticks: 5,
+            election_ticks: 50,
+            bugs: vec![],
+            etcd_reads: "linearizable".into(),
+            broker_binary: String::new(),
+            broker_version: String::new(),
+            ordeal_version: String::new(),
+            command: String::new(),
+            started_at: String::new(),
+        };
+        assert!(validate(&test).is_ok());
+        let refused = |t: Test| validate(&t).map_err(|e| e.to_string()).unwrap_err();
+        assert!(refused(Test { bugs: vec!["stale-reads".into()], ..test.clone() }).contains("etcd has none"));
+        assert!(refused(Test { groups: 2, ..test.clone() }).contains("one raft group"));
+        assert!(refused(Test { workload: "log".into(), ..test.clone() }).contains("log workload"));
+        assert!(refused(Test { etcd_reads: "stale".into(), ..test.clone() }).contains("--etcd-reads"));
+        assert!(refused(Test { election_ticks: 20, ..test }).contains("at least 5 heartbeats"));
+    }
+
+    #[test]
+    fn members_get_the_tests_timing_and_their_slots_urls() {
+        let member = |id: u64| Member {
+            id,
+            name: format!("n{id}"),
+            client_url: format!("http://10.0.0.{id}:7000"),
+            peer_url: format!("http://10.0.0.{id}:8000"),
+            data_dir: PathBuf::from(format!("/run/nodes/n{id}/data")),
+            log: PathBuf::from(format!("/run/nodes/n{id}/etcd.log")),
+            netns: None,
+            env: vec![],
+        };
+        let cluster = [member(1), member(2)];
+        let args = args(&cluster[1], &cluster, 50, 500);
+        for want in [
+            "--name=n2",
+            "--data-dir=/run/nodes/n2/data",
+            "--listen-client-urls=http://10.0.0.2:7000",
+            "--initial-advertise-peer-urls=http://10.0.0.2:8000",
+            "--initial-cluster=n1=http://10.0.0.1:8000,n2=http://10.0.0.2:8000",
+            "--heartbeat-interval=50",
+            "--election-timeout=500",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+    }
+}
