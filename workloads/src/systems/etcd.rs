@@ -615,36 +615,16 @@ mod tests {
 
     #[test]
     fn validate_refuses_what_etcd_cannot_run() {
-        let test = Test {
-            name: "etcd-register".into(),
-            system: "etcd".into(),
-            workload: "register".into(),
-            nemesis: vec![],
-            nemesis_order: "random".into(),
-            fault_rounds: None,
-            env: "local".into(),
-            nodes: 3,
-            groups: 1,
-            concurrency: 10,
-            rate: 200.0,
-            time_limit_s: 30.0,
-            seed: 1,
-            op_timeout_ms: 1000,
-            nemesis_interval_s: 3.0,
-            fault_duration_s: 3.0,
-            keys: 10,
-            ops_per_key: 200,
-            tick_ms: 10,
-            heartbeat_ticks: 5,
-            election_ticks: 50,
-            bugs: vec![],
-            etcd_reads: "linearizable".into(),
-            broker_binary: String::new(),
-            broker_version: String::new(),
-            ordeal_version: String::new(),
-            command: String::new(),
-            started_at: String::new(),
-        };
+        // From JSON, as test.json holds it: fields added later take their defaults.
+        let test: Test = serde_json::from_value(json!({
+            "name": "etcd-register", "system": "etcd", "workload": "register", "nemesis": [],
+            "env": "local", "nodes": 3, "groups": 1, "concurrency": 10, "rate": 200.0,
+            "time_limit_s": 30.0, "seed": 1, "op_timeout_ms": 1000, "nemesis_interval_s": 3.0,
+            "fault_duration_s": 3.0, "keys": 10, "tick_ms": 10, "heartbeat_ticks": 5,
+            "election_ticks": 50, "bugs": [], "broker_binary": "", "broker_version": "",
+            "ordeal_version": "", "command": "", "started_at": ""
+        }))
+        .expect("a test.json");
         assert!(validate(&test).is_ok());
         let refused = |t: Test| validate(&t).map_err(|e| e.to_string()).unwrap_err();
         assert!(refused(Test { bugs: vec!["stale-reads".into()], ..test.clone() }).contains("etcd has none"));
