@@ -13,7 +13,8 @@ packages=(
   iproute2          # namespaces, veth, bridges
   faketime          # per-node clock skew
   chromium          # headless checks of the HTML report
-  "$@"              # what one script needs beyond these (the broker benchmark's etcd)
+  etcd-server       # the second system under test (ordeal run --system etcd; the benchmark)
+  "$@"              # what one script needs beyond these
 )
 
 missing=()

@@ -258,21 +258,25 @@ struct Broker {
     sequence: u64,
 }
 
-fn key_bytes(value: &Value) -> Vec<u8> {
+/// The key of a register op, as bytes (shared with the other systems' clients, so every system
+/// stores the same bytes for the same op).
+pub(crate) fn key_bytes(value: &Value) -> Vec<u8> {
     match &value["key"] {
         Value::String(s) => s.clone().into_bytes(),
         other => other.to_string().into_bytes(),
     }
 }
 
-fn int(bytes: &[u8]) -> Value {
+/// A stored value read back: the integer it encodes, else its text.
+pub(crate) fn int(bytes: &[u8]) -> Value {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
         .map_or_else(|| Value::from(String::from_utf8_lossy(bytes)), Value::from)
 }
 
-fn encode(v: &Value) -> Vec<u8> {
+/// A value as stored: strings as they are, anything else as JSON text.
+pub(crate) fn encode(v: &Value) -> Vec<u8> {
     match v {
         Value::String(s) => s.clone().into_bytes(),
         other => other.to_string().into_bytes(),

@@ -3,6 +3,7 @@
 //! module and one line in [`SYSTEMS`].
 
 pub mod broker;
+pub mod etcd;
 
 use crate::client::ClientFactory;
 use ordeal_faults::System;
@@ -57,7 +58,7 @@ pub struct Registration {
 }
 
 /// Every system, by name.
-pub const SYSTEMS: &[Registration] = &[broker::REGISTRATION];
+pub const SYSTEMS: &[Registration] = &[broker::REGISTRATION, etcd::REGISTRATION];
 
 /// The names, for help and errors.
 pub fn names() -> Vec<&'static str> {

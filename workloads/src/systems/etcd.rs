@@ -1,0 +1,663 @@
+//! etcd (3.4, Debian's `etcd-server`) as a system nobody here wrote: its cluster ([`EtcdSystem`]:
+//! kill and pause through the generic [`Supervisor`], its one raft group's leader through the
+//! Maintenance API, restart on another binary) and its clients for the register workload on the
+//! KV API.
+//!
+//! etcd names its members by random 64-bit ids; the harness names nodes 1..n. Each member's
+//! Status answer carries its own id in its header, so the map from one to the other is learned
+//! while the cluster starts (every member must answer before the run begins).
+
+use super::broker::{encode, int, key_bytes};
+use super::{Registration, Sut, SutError};
+use crate::client::{Client, ClientFactory, Completion, NoopClients, ok};
+use async_trait::async_trait;
+use ordeal_faults::layout::Layout;
+use ordeal_faults::supervise::Supervisor;
+use ordeal_faults::system::{self, GroupState, Leaders, NodeView, Processes, System, SystemError, Upgrade};
+use ordeal_history::{OpType, Test};
+use ordeal_wire::launch::Launch;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+/// The part of etcd's v3 API the harness uses (`workloads/proto/etcd.proto`).
+mod pb {
+    #![allow(missing_docs)]
+    #![allow(clippy::all)]
+    tonic::include_proto!("etcdserverpb");
+}
+
+use pb::cluster_client::ClusterClient;
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+
+/// etcd's registration.
+pub const REGISTRATION: Registration = Registration { name: "etcd", find_binary, validate, build };
+
+/// `etcd` on the PATH, else Debian's.
+fn find_binary() -> Option<PathBuf> {
+    let on_path =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).find(|p| p.is_file()));
+    on_path.or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()))
+}
+
+/// etcd's heartbeat interval and election timeout, from the test's raft timing (the same election
+/// timeout as the broker's, so that their leader-loss gaps compare).
+fn timing(test: &Test) -> (u64, u64) {
+    (test.tick_ms * test.heartbeat_ticks as u64, test.tick_ms * test.election_ticks as u64)
+}
+
+fn validate(test: &Test) -> Result<(), SutError> {
+    if !test.bugs.is_empty() {
+        return Err(SutError::Setting(
+            "--bug seeds bugs into ordeal-broker; etcd has none (try --etcd-reads serializable)".into(),
+        ));
+    }
+    if test.groups != 1 {
+        return Err(SutError::Setting(format!("--groups {}: etcd runs one raft group", test.groups)));
+    }
+    if !matches!(test.workload.as_str(), "register" | "noop") {
+        return Err(SutError::Workload { system: "etcd", workload: test.workload.clone() });
+    }
+    if !matches!(test.etcd_reads.as_str(), "linearizable" | "serializable") {
+        return Err(SutError::Setting(format!(
+            "--etcd-reads {:?}: expected linearizable or serializable",
+            test.etcd_reads
+        )));
+    }
+    let (heartbeat, election) = timing(test);
+    // etcd refuses to start otherwise (embed.Config.Validate).
+    if election < 5 * heartbeat || election > 50_000 {
+        return Err(SutError::Setting(format!(
+            "etcd needs an election timeout of at least 5 heartbeats and at most 50 s; got {election} ms for a \
+             {heartbeat} ms heartbeat (--tick-ms, --heartbeat-ticks, --election-ticks)"
+        )));
+    }
+    Ok(())
+}
+
+fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError> {
+    validate(test)?;
+    let members: Vec<Member> = layout
+        .slots
+        .iter()
+        .map(|s| Member {
+            id: s.id,
+            name: format!("n{}", s.id),
+            client_url: format!("http://{}", s.addr(0)),
+            peer_url: format!("http://{}", s.addr(1)),
+            data_dir: s.dir.join("data"),
+            log: s.log("etcd"),
+            netns: s.netns.clone(),
+            env: s.env.clone(),
+        })
+        .collect();
+    let timeout = Duration::from_millis(test.op_timeout_ms);
+    let endpoints: Vec<(u64, String)> = members.iter().map(|m| (m.id, m.client_url.clone())).collect();
+    let clients: Arc<dyn ClientFactory> = match test.workload.as_str() {
+        "register" => Arc::new(EtcdClients {
+            endpoints: Arc::new(endpoints),
+            timeout,
+            serializable: test.etcd_reads == "serializable",
+        }),
+        "noop" => Arc::new(NoopClients),
+        other => return Err(SutError::Workload { system: "etcd", workload: other.into() }),
+    };
+    let (heartbeat_ms, election_ms) = timing(test);
+    Ok(Sut { system: Arc::new(EtcdSystem::new(members, binary, heartbeat_ms, election_ms)), clients })
+}
+
+/// One member's place and flags.
+#[derive(Debug, Clone)]
+struct Member {
+    id: u64,
+    name: String,
+    client_url: String,
+    peer_url: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    netns: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+/// etcd's flags for `member` of `cluster`.
+fn args(member: &Member, cluster: &[Member], heartbeat_ms: u64, election_ms: u64) -> Vec<String> {
+    let initial: Vec<String> = cluster.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
+    vec![
+        format!("--name={}", member.name),
+        format!("--data-dir={}", member.data_dir.display()),
+        format!("--listen-client-urls={}", member.client_url),
+        format!("--advertise-client-urls={}", member.client_url),
+        format!("--listen-peer-urls={}", member.peer_url),
+        format!("--initial-advertise-peer-urls={}", member.peer_url),
+        format!("--initial-cluster={}", initial.join(",")),
+        "--initial-cluster-state=new".into(),
+        "--initial-cluster-token=ordeal".into(),
+        format!("--heartbeat-interval={heartbeat_ms}"),
+        format!("--election-timeout={election_ms}"),
+        // zap to stderr (the log file): the default capnslog logger is deprecated in 3.4.
+        "--logger=zap".into(),
+        "--log-outputs=stderr".into(),
+    ]
+}
+
+/// One lazily connected channel per member, reconnecting by itself after a restart or a heal.
+struct Channels {
+    endpoints: BTreeMap<u64, String>,
+    connect_timeout: Duration,
+    open: Mutex<BTreeMap<u64, Channel>>,
+}
+
+// No invariant spans a panic in these maps: they only cache channels and learned ids.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Channels {
+    fn new(endpoints: BTreeMap<u64, String>, connect_timeout: Duration) -> Self {
+        Channels { endpoints, connect_timeout, open: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The channel to `node`. Must be called on the runtime (the channel's worker is spawned).
+    fn get(&self, node: u64) -> Result<Channel, tonic::Status> {
+        if let Some(c) = lock(&self.open).get(&node) {
+            return Ok(c.clone());
+        }
+        let url = self.endpoints.get(&node).ok_or_else(|| tonic::Status::not_found(format!("no node {node}")))?;
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| tonic::Status::invalid_argument(format!("{url}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            // A partition leaves the connection open but silent: find out, and reconnect.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        lock(&self.open).insert(node, channel.clone());
+        Ok(channel)
+    }
+}
+
+/// A cluster of etcd members.
+pub struct EtcdSystem {
+    members: Vec<Member>,
+    processes: Supervisor,
+    channels: Channels,
+    /// etcd's member id → our node id, learned from each member's Status header.
+    ids: Mutex<BTreeMap<u64, u64>>,
+    /// How long a leadership transfer may take: etcd waits for the target to catch up and win.
+    transfer_timeout: Duration,
+}
+
+impl EtcdSystem {
+    fn new(members: Vec<Member>, binary: PathBuf, heartbeat_ms: u64, election_ms: u64) -> Self {
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let cluster = members.clone();
+        let processes = Supervisor::new(
+            &ids,
+            &binary,
+            Box::new(move |id, binary| {
+                let member = cluster
+                    .iter()
+                    .find(|m| m.id == id)
+                    .ok_or_else(|| std::io::Error::other(format!("no member {id}")))?;
+                Ok(Launch {
+                    binary: binary.to_path_buf(),
+                    args: args(member, &cluster, heartbeat_ms, election_ms),
+                    env: member.env.clone(),
+                    log: member.log.clone(),
+                    netns: member.netns.clone(),
+                })
+            }),
+        );
+        let endpoints = members.iter().map(|m| (m.id, m.client_url.clone())).collect();
+        EtcdSystem {
+            members,
+            processes,
+            channels: Channels::new(endpoints, Duration::from_millis(200)),
+            ids: Mutex::new(BTreeMap::new()),
+            transfer_timeout: Duration::from_millis(2 * election_ms).max(Duration::from_secs(2)),
+        }
+    }
+
+    /// etcd's member id of `node`, once learned.
+    fn member_id(&self, node: u64) -> Option<u64> {
+        lock(&self.ids).iter().find(|(_, n)| **n == node).map(|(m, _)| *m)
+    }
+
+    /// Learns every member's id from `node`'s member list (names are `n<id>`).
+    async fn learn_members(&self, node: u64, timeout: Duration) -> Result<(), SystemError> {
+        let request = |message: String| SystemError::Request { node, message };
+        let channel = self.channels.get(node).map_err(|e| request(e.to_string()))?;
+        let list = tokio::time::timeout(timeout, ClusterClient::new(channel).member_list(pb::MemberListRequest {}))
+            .await
+            .map_err(|_| request(format!("member list: no answer within {timeout:?}")))?
+            .map_err(|e| request(format!("member list: {e}")))?
+            .into_inner();
+        let mut ids = lock(&self.ids);
+        for m in list.members {
+            if let Some(n) = m.name.strip_prefix('n').and_then(|n| n.parse::<u64>().ok()) {
+                ids.insert(m.id, n);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The neutral view of member `node`'s Status answer; `ids` maps etcd's member ids to ours.
+fn view(node: u64, s: pb::StatusResponse, ids: &BTreeMap<u64, u64>, voters: &[u64]) -> NodeView {
+    let me = s.header.as_ref().map_or(0, |h| h.member_id);
+    // A leader id not (yet) learned cannot be named; it reads as no leader.
+    let leader_id = if s.leader == 0 { 0 } else { ids.get(&s.leader).copied().unwrap_or(0) };
+    let role = if s.is_learner {
+        "learner"
+    } else if s.leader != 0 && s.leader == me {
+        "leader"
+    } else if s.leader == 0 {
+        // Status does not tell a candidate from a follower whose leader is gone: both are
+        // electing, which is what the roles plot shows.
+        "candidate"
+    } else {
+        "follower"
+    };
+    let group = GroupState {
+        group: 0,
+        role: role.into(),
+        leader_id,
+        term: s.raft_term,
+        commit_index: s.raft_index,
+        applied_index: s.raft_applied_index,
+        // Membership is fixed at start: the harness never adds or removes etcd members.
+        voters: voters.to_vec(),
+        learners: vec![],
+    };
+    NodeView { id: node, version: s.version, time_ms: None, groups: vec![group] }
+}
+
+#[async_trait]
+impl System for EtcdSystem {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn nodes(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    fn addresses(&self) -> BTreeMap<u64, String> {
+        self.members.iter().map(|m| (m.id, m.client_url.clone())).collect()
+    }
+
+    fn log_file(&self, node: u64) -> Option<&Path> {
+        self.members.iter().find(|m| m.id == node).map(|m| m.log.as_path())
+    }
+
+    async fn setup(&self) -> Result<(), SystemError> {
+        let logs = |n: u64| self.log_file(n).map(|p| p.display().to_string()).unwrap_or_default();
+        let n = self.members.len();
+        // Every member must answer (which teaches its id) and all must name the same leader.
+        self.processes
+            .start_all(Duration::from_secs(30), logs, || async {
+                let views = self.statuses(Duration::from_millis(500)).await;
+                views.len() == n && system::agreed_leader(&views, 0).is_some()
+            })
+            .await?;
+        // The member list confirms the ids learned from the headers (and fills any missed).
+        let leader = system::leader(self, 0).await.unwrap_or(1);
+        self.learn_members(leader, Duration::from_secs(2)).await
+    }
+
+    async fn teardown(&self) -> Result<(), SystemError> {
+        self.processes.stop_all().await
+    }
+
+    async fn start(&self, node: u64) -> Result<(), SystemError> {
+        self.processes.start(node)
+    }
+
+    async fn stop(&self, node: u64) -> Result<(), SystemError> {
+        self.processes.stop(node).await
+    }
+
+    async fn is_running(&self, node: u64) -> bool {
+        self.processes.is_running(node)
+    }
+
+    async fn statuses(&self, timeout: Duration) -> BTreeMap<u64, NodeView> {
+        // All members at once: a paused one costs the timeout, not the timeout times its rank.
+        let mut probes = tokio::task::JoinSet::new();
+        for node in self.nodes() {
+            let Ok(channel) = self.channels.get(node) else { continue };
+            probes.spawn(async move {
+                let mut client = MaintenanceClient::new(channel);
+                let status = tokio::time::timeout(timeout, client.status(pb::StatusRequest {})).await;
+                (node, status.ok().and_then(Result::ok).map(tonic::Response::into_inner))
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(joined) = probes.join_next().await {
+            if let Ok((node, Some(s))) = joined {
+                answers.push((node, s));
+            }
+        }
+        let ids = {
+            let mut ids = lock(&self.ids);
+            for (node, s) in &answers {
+                if let Some(h) = &s.header {
+                    ids.insert(h.member_id, *node);
+                }
+            }
+            ids.clone()
+        };
+        let voters = self.nodes();
+        answers.into_iter().map(|(node, s)| (node, view(node, s, &ids, &voters))).collect()
+    }
+
+    fn processes(&self) -> Option<&dyn Processes> {
+        Some(&self.processes)
+    }
+
+    fn leaders(&self) -> Option<&dyn Leaders> {
+        Some(self)
+    }
+
+    fn upgrade(&self) -> Option<&dyn Upgrade> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Leaders for EtcdSystem {
+    fn groups(&self) -> u32 {
+        1
+    }
+
+    async fn transfer_leader(&self, node: u64, group: u32, to: u64) -> Result<(), SystemError> {
+        let request = |message: String| SystemError::Request { node, message };
+        if group != 0 {
+            return Err(request(format!("etcd has one raft group; no group {group}")));
+        }
+        let target = self.member_id(to).ok_or_else(|| request(format!("etcd's member id of node {to} is unknown")))?;
+        let channel = self.channels.get(node).map_err(|e| request(e.to_string()))?;
+        let timeout = self.transfer_timeout;
+        // etcd accepts MoveLeader at the leader only, and answers once the target leads.
+        tokio::time::timeout(
+            timeout,
+            MaintenanceClient::new(channel).move_leader(pb::MoveLeaderRequest { target_id: target }),
+        )
+        .await
+        .map_err(|_| request(format!("transfer leader to {to}: no answer within {timeout:?}")))?
+        .map_err(|e| request(format!("transfer leader to {to}: {}", e.message())))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Upgrade for EtcdSystem {
+    async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError> {
+        self.processes.restart_on(node, binary).await
+    }
+
+    fn binary(&self, node: u64) -> Option<PathBuf> {
+        self.processes.binary(node)
+    }
+}
+
+/// etcd clients for the register workload.
+pub struct EtcdClients {
+    endpoints: Arc<Vec<(u64, String)>>,
+    timeout: Duration,
+    /// Range with `serializable`: served from the member's own state, not through the leader.
+    serializable: bool,
+}
+
+impl ClientFactory for EtcdClients {
+    fn open(&self, process: u64) -> Box<dyn Client> {
+        let endpoints = self.endpoints.iter().cloned().collect();
+        let channels = Channels::new(endpoints, Duration::from_millis(200).min(self.timeout));
+        // Jepsen binds each process to a member; etcd forwards what needs the leader.
+        let at = if self.endpoints.is_empty() { 0 } else { process as usize % self.endpoints.len() };
+        Box::new(Etcd {
+            nodes: self.endpoints.iter().map(|(id, _)| *id).collect(),
+            channels,
+            at,
+            timeout: self.timeout,
+            serializable: self.serializable,
+        })
+    }
+}
+
+/// One client process, bound to a member until that member fails it.
+struct Etcd {
+    nodes: Vec<u64>,
+    /// This process's own connections, one per member it has used.
+    channels: Channels,
+    /// Index in `nodes` of the member it talks to.
+    at: usize,
+    timeout: Duration,
+    serializable: bool,
+}
+
+/// Whether the request never left: the connection was refused or not made in time. Only then
+/// is a write definitely not applied.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        // hyper-util's connector says so in words; its error types are private.
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// How an error completes an op: reads change nothing and fail; a write fails only when etcd
+/// refused it before proposing (or it was never sent), else its outcome is unknown.
+fn failed(status: &tonic::Status, read: bool, node: u64) -> Completion {
+    use tonic::Code;
+    let refused = matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+            | Code::ResourceExhausted
+    );
+    let kind = if read || refused || never_sent(status) { OpType::Fail } else { OpType::Info };
+    let error = format!("{:?}: {}", status.code(), status.message());
+    Completion { kind, value: Value::Null, error: Some(error), node: Some(node) }
+}
+
+impl Etcd {
+    fn node(&self) -> u64 {
+        self.nodes.get(self.at).copied().unwrap_or(0)
+    }
+
+    /// Moves to the next member.
+    fn rotate(&mut self) {
+        if !self.nodes.is_empty() {
+            self.at = (self.at + 1) % self.nodes.len();
+        }
+    }
+
+    /// One attempt at member `node`.
+    async fn attempt(&self, f: &str, value: &Value, node: u64) -> Result<Completion, tonic::Status> {
+        let mut kv = KvClient::new(self.channels.get(node)?);
+        let key = key_bytes(value);
+        match f {
+            "read" => {
+                let request = pb::RangeRequest { key, serializable: self.serializable };
+                let r = kv.range(request).await?.into_inner();
+                let v = r.kvs.first().map(|kv| int(&kv.value));
+                Ok(ok(json!({"key": value["key"], "value": v}), node))
+            }
+            "write" => {
+                kv.put(pb::PutRequest { key, value: encode(&value["value"]) }).await?;
+                Ok(ok(value.clone(), node))
+            }
+            "cas" => {
+                use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+                // An absent key has create revision 0; a present one compares by value.
+                let (target, union) = if value["from"].is_null() {
+                    (CompareTarget::Create, TargetUnion::CreateRevision(0))
+                } else {
+                    (CompareTarget::Value, TargetUnion::Value(encode(&value["from"])))
+                };
+                let compare = pb::Compare {
+                    result: CompareResult::Equal as i32,
+                    target: target as i32,
+                    key: key.clone(),
+                    target_union: Some(union),
+                };
+                let put = pb::PutRequest { key: key.clone(), value: encode(&value["to"]) };
+                // On a mismatch the same transaction reads what was there, for the error.
+                let range = pb::RangeRequest { key, serializable: false };
+                let txn = pb::TxnRequest {
+                    compare: vec![compare],
+                    success: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestPut(put)) }],
+                    failure: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestRange(range)) }],
+                };
+                let r = kv.txn(txn).await?.into_inner();
+                if r.succeeded {
+                    return Ok(ok(value.clone(), node));
+                }
+                let found = r.responses.iter().find_map(|op| match &op.response {
+                    Some(pb::response_op::Response::ResponseRange(range)) => {
+                        Some(range.kvs.first().map(|kv| int(&kv.value)))
+                    }
+                    _ => None,
+                });
+                let found = found.flatten().unwrap_or(Value::Null);
+                Ok(Completion {
+                    kind: OpType::Fail,
+                    value: value.clone(),
+                    error: Some(format!("cas mismatch: found {found}")),
+                    node: Some(node),
+                })
+            }
+            other => Ok(Completion {
+                kind: OpType::Fail,
+                value: value.clone(),
+                error: Some(format!("unknown operation {other}")),
+                node: None,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Client for Etcd {
+    async fn invoke(&mut self, f: &str, value: &Value) -> Completion {
+        let read = f == "read";
+        let deadline = Instant::now() + self.timeout;
+        // Each member at most once: a request that never left may go to the next one.
+        for _ in 0..self.nodes.len().max(1) {
+            let node = self.node();
+            match tokio::time::timeout_at(deadline, self.attempt(f, value, node)).await {
+                Ok(Ok(done)) => return done,
+                Ok(Err(status)) if never_sent(&status) && Instant::now() < deadline => self.rotate(),
+                Ok(Err(status)) => {
+                    if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
+                        self.rotate();
+                    }
+                    return failed(&status, read, node);
+                }
+                Err(_) => {
+                    // The member is slow, paused or cut off: the next op tries another one.
+                    self.rotate();
+                    let kind = if read { OpType::Fail } else { OpType::Info };
+                    let error = format!("no answer within {:?}", self.timeout);
+                    return Completion { kind, value: Value::Null, error: Some(error), node: Some(node) };
+                }
+            }
+        }
+        let error = "no member could be reached".to_string();
+        Completion { kind: OpType::Fail, value: Value::Null, error: Some(error), node: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(me: u64, leader: u64) -> pb::StatusResponse {
+        pb::StatusResponse {
+            header: Some(pb::ResponseHeader { member_id: me, ..Default::default() }),
+            version: "3.4.23".into(),
+            leader,
+            raft_index: 9,
+            raft_term: 3,
+            raft_applied_index: 8,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_maps_member_ids_to_nodes_and_roles() {
+        let ids: BTreeMap<u64, u64> = [(0xaaaa, 1), (0xbbbb, 2)].into();
+        let leader = view(1, status(0xaaaa, 0xaaaa), &ids, &[1, 2]);
+        let g = &leader.groups[0];
+        assert_eq!((g.role.as_str(), g.leader_id, g.term, g.commit_index, g.applied_index), ("leader", 1, 3, 9, 8));
+        assert_eq!(view(2, status(0xbbbb, 0xaaaa), &ids, &[1, 2]).groups[0].role, "follower");
+        let lost = view(2, status(0xbbbb, 0), &ids, &[1, 2]);
+        assert_eq!((lost.groups[0].role.as_str(), lost.groups[0].leader_id), ("candidate", 0));
+        // A leader whose id is not known yet is not named.
+        assert_eq!(view(2, status(0xbbbb, 0xcccc), &ids, &[1, 2]).groups[0].leader_id, 0);
+    }
+
+    #[test]
+    fn validate_refuses_what_etcd_cannot_run() {
+        // From JSON, as test.json holds it: fields added later take their defaults.
+        let test: Test = serde_json::from_value(json!({
+            "name": "etcd-register", "system": "etcd", "workload": "register", "nemesis": [],
+            "env": "local", "nodes": 3, "groups": 1, "concurrency": 10, "rate": 200.0,
+            "time_limit_s": 30.0, "seed": 1, "op_timeout_ms": 1000, "nemesis_interval_s": 3.0,
+            "fault_duration_s": 3.0, "keys": 10, "tick_ms": 10, "heartbeat_ticks": 5,
+            "election_ticks": 50, "bugs": [], "broker_binary": "", "broker_version": "",
+            "ordeal_version": "", "command": "", "started_at": ""
+        }))
+        .expect("a test.json");
+        assert!(validate(&test).is_ok());
+        let refused = |t: Test| validate(&t).map_err(|e| e.to_string()).unwrap_err();
+        assert!(refused(Test { bugs: vec!["stale-reads".into()], ..test.clone() }).contains("etcd has none"));
+        assert!(refused(Test { groups: 2, ..test.clone() }).contains("one raft group"));
+        assert!(refused(Test { workload: "log".into(), ..test.clone() }).contains("log workload"));
+        assert!(refused(Test { etcd_reads: "stale".into(), ..test.clone() }).contains("--etcd-reads"));
+        assert!(refused(Test { election_ticks: 20, ..test }).contains("at least 5 heartbeats"));
+    }
+
+    #[test]
+    fn members_get_the_tests_timing_and_their_slots_urls() {
+        let member = |id: u64| Member {
+            id,
+            name: format!("n{id}"),
+            client_url: format!("http://10.0.0.{id}:7000"),
+            peer_url: format!("http://10.0.0.{id}:8000"),
+            data_dir: PathBuf::from(format!("/run/nodes/n{id}/data")),
+            log: PathBuf::from(format!("/run/nodes/n{id}/etcd.log")),
+            netns: None,
+            env: vec![],
+        };
+        let cluster = [member(1), member(2)];
+        let args = args(&cluster[1], &cluster, 50, 500);
+        for want in [
+            "--name=n2",
+            "--data-dir=/run/nodes/n2/data",
+            "--listen-client-urls=http://10.0.0.2:7000",
+            "--initial-advertise-peer-urls=http://10.0.0.2:8000",
+            "--initial-cluster=n1=http://10.0.0.1:8000,n2=http://10.0.0.2:8000",
+            "--heartbeat-interval=50",
+            "--election-timeout=500",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+    }
+}
