@@ -3,9 +3,9 @@
 //! if the harness dies).
 //!
 //! A system supplies only how to launch one node on one binary ([`LaunchFn`]); the rest is the
-//! same for every system, and the [`Processes`] power comes with it.
+//! same for every system, and the [`Processes`] and [`Upgrade`] powers come with it.
 
-use crate::system::{Processes, SystemError};
+use crate::system::{Processes, SystemError, Upgrade};
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use ordeal_wire::launch::{Launch, NodeProcess};
@@ -45,13 +45,8 @@ impl Supervisor {
         lock(&self.binaries).keys().copied().collect()
     }
 
-    /// The binary node `node` runs or will run.
-    pub fn binary(&self, node: u64) -> Option<PathBuf> {
-        lock(&self.binaries).get(&node).cloned()
-    }
-
     fn known(&self, node: u64) -> Result<PathBuf, SystemError> {
-        self.binary(node).ok_or(SystemError::UnknownNode(node))
+        lock(&self.binaries).get(&node).cloned().ok_or(SystemError::UnknownNode(node))
     }
 
     fn signal(&self, node: u64, signal: Signal) -> Result<(), SystemError> {
@@ -98,17 +93,6 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// Stops the node if it runs, and starts it again on `binary`.
-    pub async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError> {
-        self.known(node)?;
-        if !binary.is_file() {
-            return Err(SystemError::Process { node, message: format!("{}: no such binary", binary.display()) });
-        }
-        self.stop(node).await?;
-        lock(&self.binaries).insert(node, binary.to_path_buf());
-        self.start(node)
     }
 
     fn kill_now(&self, node: u64) -> Result<(), SystemError> {
@@ -184,5 +168,22 @@ impl Processes for Supervisor {
 
     async fn resume(&self, node: u64) -> Result<(), SystemError> {
         self.signal(node, Signal::SIGCONT)
+    }
+}
+
+#[async_trait]
+impl Upgrade for Supervisor {
+    async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError> {
+        self.known(node)?;
+        if !binary.is_file() {
+            return Err(SystemError::Process { node, message: format!("{}: no such binary", binary.display()) });
+        }
+        self.stop(node).await?;
+        lock(&self.binaries).insert(node, binary.to_path_buf());
+        self.start(node)
+    }
+
+    fn binary(&self, node: u64) -> Option<PathBuf> {
+        lock(&self.binaries).get(&node).cloned()
     }
 }

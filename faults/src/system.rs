@@ -11,6 +11,7 @@
 //! [`GroupState`] per replication group. Status sampling, the nemeses and the plots read nothing
 //! else.
 
+use crate::supervise::Supervisor;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -90,6 +91,11 @@ pub struct NodeView {
 }
 
 /// A system under test: a cluster of nodes the harness starts, stops and observes.
+///
+/// A system whose nodes are local processes returns its [`Supervisor`] from
+/// [`System::supervisor`]; starting, stopping, tearing down and the [`Processes`] and [`Upgrade`]
+/// powers then come from it, and the system writes only what is its own: how to set up, how to
+/// read its status, and its other powers.
 #[async_trait]
 pub trait System: Send + Sync {
     /// The system's name (`broker`, `etcd`).
@@ -102,19 +108,31 @@ pub trait System: Send + Sync {
     fn log_file(&self, node: u64) -> Option<&Path>;
     /// Starts every node and waits until the cluster serves.
     async fn setup(&self) -> Result<(), SystemError>;
-    /// Stops every node (gracefully, then by force); removes nothing the report needs.
-    async fn teardown(&self) -> Result<(), SystemError>;
-    /// Starts a stopped node again from its data.
-    async fn start(&self, node: u64) -> Result<(), SystemError>;
-    /// Stops a node gracefully (SIGTERM; bounded, then killed).
-    async fn stop(&self, node: u64) -> Result<(), SystemError>;
-    /// Whether the node's process is running (paused counts as running).
-    async fn is_running(&self, node: u64) -> bool;
     /// Each reachable node's state.
     async fn statuses(&self, timeout: Duration) -> BTreeMap<u64, NodeView>;
+    /// The supervisor of the nodes' processes, when they are local processes.
+    fn supervisor(&self) -> Option<&Supervisor> {
+        None
+    }
+    /// Stops every node (gracefully, then by force); removes nothing the report needs.
+    async fn teardown(&self) -> Result<(), SystemError> {
+        supervised(self, "tear down")?.stop_all().await
+    }
+    /// Starts a stopped node again from its data.
+    async fn start(&self, node: u64) -> Result<(), SystemError> {
+        supervised(self, "start a node")?.start(node)
+    }
+    /// Stops a node gracefully (SIGTERM; bounded, then killed).
+    async fn stop(&self, node: u64) -> Result<(), SystemError> {
+        supervised(self, "stop a node")?.stop(node).await
+    }
+    /// Whether the node's process is running (paused counts as running).
+    async fn is_running(&self, node: u64) -> bool {
+        self.supervisor().is_some_and(|s| s.is_running(node))
+    }
     /// The power to kill and pause nodes, if the system has it.
     fn processes(&self) -> Option<&dyn Processes> {
-        None
+        self.supervisor().map(|s| s as &dyn Processes)
     }
     /// The power to find and move leaders, if the system has it.
     fn leaders(&self) -> Option<&dyn Leaders> {
@@ -122,8 +140,13 @@ pub trait System: Send + Sync {
     }
     /// The power to restart a node on another binary, if the system has it.
     fn upgrade(&self) -> Option<&dyn Upgrade> {
-        None
+        self.supervisor().map(|s| s as &dyn Upgrade)
     }
+}
+
+/// The system's supervisor, or why the operation cannot be done without one.
+fn supervised<'a, S: System + ?Sized>(system: &'a S, power: &'static str) -> Result<&'a Supervisor, SystemError> {
+    system.supervisor().ok_or(SystemError::Unsupported { system: system.name(), power })
 }
 
 /// Signals to a node's process.

@@ -6,7 +6,7 @@ use crate::client::{Client, ClientFactory, Completion, NoopClients, ok};
 use async_trait::async_trait;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::supervise::Supervisor;
-use ordeal_faults::system::{self, GroupState, Leaders, NodeView, Processes, System, SystemError, Upgrade};
+use ordeal_faults::system::{self, GroupState, Leaders, NodeView, System, SystemError};
 use ordeal_history::{OpType, Test};
 use ordeal_wire::client::{Client as BrokerClient, ClientError, ClientOptions, Suspects};
 use ordeal_wire::config::{Bug, RaftTiming};
@@ -78,7 +78,7 @@ fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError>
 pub struct BrokerSystem {
     spec: ClusterSpec,
     processes: Supervisor,
-    status: BrokerClient,
+    status: Arc<BrokerClient>,
 }
 
 impl BrokerSystem {
@@ -90,7 +90,7 @@ impl BrokerSystem {
             deadline: Duration::from_millis(500),
             ..ClientOptions::default()
         };
-        let status = BrokerClient::new(spec.peers(), opts);
+        let status = Arc::new(BrokerClient::new(spec.peers(), opts));
         let ids: Vec<u64> = spec.nodes.iter().map(|n| n.id).collect();
         let launcher = spec.clone();
         let processes = Supervisor::new(
@@ -149,45 +149,27 @@ impl System for BrokerSystem {
             .await
     }
 
-    async fn teardown(&self) -> Result<(), SystemError> {
-        self.processes.stop_all().await
-    }
-
-    async fn start(&self, node: u64) -> Result<(), SystemError> {
-        self.processes.start(node)
-    }
-
-    async fn stop(&self, node: u64) -> Result<(), SystemError> {
-        self.processes.stop(node).await
-    }
-
-    async fn is_running(&self, node: u64) -> bool {
-        self.processes.is_running(node)
-    }
-
     async fn statuses(&self, timeout: Duration) -> BTreeMap<u64, NodeView> {
-        let probes = self.nodes().into_iter().map(|node| async move {
-            let status = tokio::time::timeout(timeout, self.status.status(node)).await;
-            (node, status.ok().and_then(Result::ok))
-        });
+        // All nodes at once: a paused one costs the timeout, not the timeout times its rank.
+        let mut probes = tokio::task::JoinSet::new();
+        for node in self.nodes() {
+            let client = self.status.clone();
+            probes.spawn(async move { (node, tokio::time::timeout(timeout, client.status(node)).await) });
+        }
         let mut out = BTreeMap::new();
-        for probe in probes {
-            if let (node, Some(s)) = probe.await {
+        while let Some(joined) = probes.join_next().await {
+            if let Ok((node, Ok(Ok(s)))) = joined {
                 out.insert(node, view(s));
             }
         }
         out
     }
 
-    fn processes(&self) -> Option<&dyn Processes> {
+    fn supervisor(&self) -> Option<&Supervisor> {
         Some(&self.processes)
     }
 
     fn leaders(&self) -> Option<&dyn Leaders> {
-        Some(self)
-    }
-
-    fn upgrade(&self) -> Option<&dyn Upgrade> {
         Some(self)
     }
 }
@@ -203,17 +185,6 @@ impl Leaders for BrokerSystem {
             .transfer_leader(node, group, to)
             .await
             .map_err(|e| SystemError::Request { node, message: format!("transfer leader to {to}: {e}") })
-    }
-}
-
-#[async_trait]
-impl Upgrade for BrokerSystem {
-    async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError> {
-        self.processes.restart_on(node, binary).await
-    }
-
-    fn binary(&self, node: u64) -> Option<PathBuf> {
-        self.processes.binary(node)
     }
 }
 

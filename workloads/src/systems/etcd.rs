@@ -13,7 +13,7 @@ use crate::client::{Client, ClientFactory, Completion, NoopClients, ok};
 use async_trait::async_trait;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::supervise::Supervisor;
-use ordeal_faults::system::{self, GroupState, Leaders, NodeView, Processes, System, SystemError, Upgrade};
+use ordeal_faults::system::{self, GroupState, Leaders, NodeView, System, SystemError};
 use ordeal_history::{OpType, Test};
 use ordeal_wire::launch::Launch;
 use serde_json::{Value, json};
@@ -310,22 +310,6 @@ impl System for EtcdSystem {
         self.learn_members(leader, Duration::from_secs(2)).await
     }
 
-    async fn teardown(&self) -> Result<(), SystemError> {
-        self.processes.stop_all().await
-    }
-
-    async fn start(&self, node: u64) -> Result<(), SystemError> {
-        self.processes.start(node)
-    }
-
-    async fn stop(&self, node: u64) -> Result<(), SystemError> {
-        self.processes.stop(node).await
-    }
-
-    async fn is_running(&self, node: u64) -> bool {
-        self.processes.is_running(node)
-    }
-
     async fn statuses(&self, timeout: Duration) -> BTreeMap<u64, NodeView> {
         // All members at once: a paused one costs the timeout, not the timeout times its rank.
         let mut probes = tokio::task::JoinSet::new();
@@ -356,15 +340,11 @@ impl System for EtcdSystem {
         answers.into_iter().map(|(node, s)| (node, view(node, s, &ids, &voters))).collect()
     }
 
-    fn processes(&self) -> Option<&dyn Processes> {
+    fn supervisor(&self) -> Option<&Supervisor> {
         Some(&self.processes)
     }
 
     fn leaders(&self) -> Option<&dyn Leaders> {
-        Some(self)
-    }
-
-    fn upgrade(&self) -> Option<&dyn Upgrade> {
         Some(self)
     }
 }
@@ -392,17 +372,6 @@ impl Leaders for EtcdSystem {
         .map_err(|_| request(format!("transfer leader to {to}: no answer within {timeout:?}")))?
         .map_err(|e| request(format!("transfer leader to {to}: {}", e.message())))?;
         Ok(())
-    }
-}
-
-#[async_trait]
-impl Upgrade for EtcdSystem {
-    async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError> {
-        self.processes.restart_on(node, binary).await
-    }
-
-    fn binary(&self, node: u64) -> Option<PathBuf> {
-        self.processes.binary(node)
     }
 }
 
