@@ -12,6 +12,7 @@
 //! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
 //! * [`transport`]: peer streams that never block the Ready loop;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
+//! * [`membership`]: adding learners, promoting them, removing nodes;
 //! * [`client`]: a client library that follows leader hints and retries only where safe;
 //! * [`server`]: wires a node together and runs it until SIGTERM.
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod fsm;
 pub mod http;
 pub mod launch;
 mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod pb;

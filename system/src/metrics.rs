@@ -24,6 +24,8 @@ pub struct Metrics {
     pub reads: AtomicU64,
     /// Batches of raft messages dropped because a peer's queue was full or its link down.
     pub peer_drops: AtomicU64,
+    /// Times a `--join-as-learner` node found itself a voter (once per group and start).
+    pub learner_found_voter: AtomicU64,
     commit_buckets: [AtomicU64; BUCKETS_S.len()],
     commit_count: AtomicU64,
     commit_sum_us: AtomicU64,
@@ -61,6 +63,12 @@ impl Metrics {
             "ordeal_peer_drops_total",
             "Raft message batches dropped: peer queue full or link down.",
             &self.peer_drops,
+        );
+        counter(
+            &mut out,
+            "ordeal_learner_found_voter_total",
+            "A --join-as-learner node found itself a voter.",
+            &self.learner_found_voter,
         );
         let _ = writeln!(
             out,

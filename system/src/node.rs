@@ -13,6 +13,7 @@ use crate::config::{NodeConfig, RaftTiming};
 use crate::error::BrokerError;
 use crate::fsm::{Applied, StateMachine};
 use crate::logging::raft_logger;
+use crate::membership::{self, Change, LeaderFacts, MemberProgress, MembersView};
 use crate::metrics::Metrics;
 use crate::pb::cmd::Command;
 use crate::storage::{RaftStorage, StorageError};
@@ -23,7 +24,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
@@ -63,6 +64,19 @@ pub enum Request {
         to: u64,
         /// Gets `Ok` once the transfer started.
         reply: Reply<()>,
+    },
+    /// Propose a membership change, once it passes [`membership::check`]; the reply comes after
+    /// it is applied.
+    ChangeMembership {
+        /// The change.
+        change: Change,
+        /// Gets [`Applied::Membership`].
+        reply: Reply<Applied>,
+    },
+    /// The leader's view of every member.
+    Members {
+        /// Gets the view, or NOT_LEADER.
+        reply: Reply<MembersView>,
     },
     /// Before a graceful stop: hand leadership to the most up-to-date voter, if leading.
     StepDown {
@@ -163,8 +177,11 @@ pub struct GroupContext {
 /// Opens group `group`'s storage and starts its loop on a thread of its own; join the thread
 /// after [`GroupHandle::stop`] so that the database closes before the process exits.
 pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<()>), StorageError> {
-    let voters: Vec<u64> = ctx.config.peers.keys().copied().collect();
-    let mut storage = RaftStorage::open(ctx.db.clone(), group, &voters)?;
+    if !ctx.config.membership.join {
+        RaftStorage::bootstrap(&ctx.db, group, &ctx.config.peers)?;
+    }
+    // A joining node starts with no configuration; it learns one from the log or a snapshot.
+    let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
     let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
@@ -196,7 +213,11 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         next_read_ctx: 1,
         leader_id: 0,
         view: view_tx,
+        config: ctx.config.clone(),
+        found_voter: false,
     };
+    g.learn_addresses(g.node.store().peer_addresses()?);
+    g.on_membership_changed();
     let thread = std::thread::Builder::new()
         .name(format!("raft-g{group}"))
         .spawn(move || {
@@ -277,6 +298,9 @@ struct Group {
     next_read_ctx: u64,
     leader_id: u64,
     view: watch::Sender<GroupView>,
+    config: Arc<NodeConfig>,
+    /// Whether a `--join-as-learner` node has already reported finding itself a voter.
+    found_voter: bool,
 }
 
 impl Group {
@@ -327,6 +351,10 @@ impl Group {
                 let result = self.transfer_leader(to);
                 let _ = reply.send(result);
             }
+            Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            Request::Members { reply } => {
+                let _ = reply.send(self.members());
+            }
             Request::StepDown { reply } => {
                 let to = self.best_transferee();
                 if let Some(to) = to {
@@ -367,6 +395,91 @@ impl Group {
         self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
         self.pending_by_index.insert(index, request_id);
         self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+    }
+
+    fn leader_facts(&self, target: u64) -> LeaderFacts {
+        let raft = &self.node.raft;
+        LeaderFacts {
+            group: self.group,
+            leader: self.id,
+            conf: raft.prs().conf().to_conf_state(),
+            commit: raft.raft_log.committed,
+            target: raft.prs().get(target).map(|p| p.state),
+        }
+    }
+
+    fn change_membership(&mut self, change: Change, reply: Reply<Applied>) {
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.node.raft.has_pending_conf() {
+            // raft-rs would turn a second pending change into an empty entry.
+            let reason = "another membership change is not applied yet; retry".into();
+            let _ = reply.send(Err(BrokerError::MembershipRefused { group: self.group, reason }));
+            return;
+        }
+        let target = match &change {
+            Change::AddLearner { id, .. } | Change::Promote { id, .. } | Change::Remove { id } => *id,
+        };
+        if let Err(e) = membership::check(&change, &self.leader_facts(target)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let cc = membership::conf_change(&change, request_id, self.id);
+        if let Err(e) = self.node.propose_conf_change(vec![], cc) {
+            let _ = reply.send(Err(BrokerError::ProposalDropped(e.to_string())));
+            return;
+        }
+        tracing::info!(?change, "membership change proposed");
+        let index = self.node.raft.raft_log.last_index();
+        self.pending_by_index.insert(index, request_id);
+        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+    }
+
+    fn members(&self) -> Result<MembersView, BrokerError> {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        let cs = raft.prs().conf().to_conf_state();
+        let mut members: Vec<MemberProgress> = raft
+            .prs()
+            .iter()
+            .map(|(id, p)| MemberProgress {
+                id: *id,
+                is_learner: cs.learners.contains(id),
+                match_index: p.matched,
+                state: membership::state_name(p.state),
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Ok(MembersView { leader_id: self.id, commit: raft.raft_log.committed, members })
+    }
+
+    /// Records addresses learned from the log or storage: leader hints and the transport.
+    fn learn_addresses(&mut self, addresses: BTreeMap<u64, String>) {
+        for (id, address) in addresses {
+            if let Ok(mut peers) = self.peers.write() {
+                peers.insert(id, address.clone());
+            }
+            self.transport.set_address(id, &address);
+        }
+    }
+
+    /// After the configuration changed (or at start): tell the transport who the members are,
+    /// and report a `--join-as-learner` node that finds itself a voter.
+    fn on_membership_changed(&mut self) {
+        let cs = self.node.raft.prs().conf().to_conf_state();
+        let members: BTreeSet<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+        self.transport.set_members(self.group, members);
+        if self.config.membership.join_as_learner && cs.voters.contains(&self.id) && !self.found_voter {
+            self.found_voter = true;
+            self.metrics.learner_found_voter.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(voters = ?cs.voters, "started with --join-as-learner but this node is a voter; it keeps running");
+        }
     }
 
     fn transfer_leader(&mut self, to: u64) -> Result<(), BrokerError> {
@@ -559,9 +672,9 @@ impl Group {
                     self.persist_conf_state(&mut batch, e.index, cs)?;
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
-                    let cs = self.node.apply_conf_change(&cc);
-                    self.persist_conf_state(&mut batch, e.index, cs)?;
+                    if let Some(result) = self.apply_conf_change_v2(&mut batch, &e)? {
+                        results.push(result);
+                    }
                 }
             }
         }
@@ -589,6 +702,35 @@ impl Group {
             }
         }
         Ok(())
+    }
+
+    /// Applies a ConfChangeV2 entry: the configuration, the addresses it carries, and the
+    /// proposer's reply.
+    fn apply_conf_change_v2(
+        &mut self,
+        batch: &mut WriteBatch,
+        e: &Entry,
+    ) -> Result<Option<(u64, Applied)>, StorageError> {
+        let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
+        let context = membership::decode_context(&cc.context).map_err(|err| corrupt_entry(e.index, err))?;
+        let cs = self.node.apply_conf_change(&cc);
+        self.persist_conf_state(batch, e.index, cs)?;
+        if !context.peers.is_empty() {
+            let mut addresses = self.node.store().peer_addresses()?;
+            addresses.extend(context.peers.into_iter().map(|p| (p.id, p.address)));
+            self.node.store().set_peer_addresses(batch, &addresses);
+            self.learn_addresses(addresses);
+        }
+        self.on_membership_changed();
+        let mut cs = self.node.raft.prs().conf().to_conf_state();
+        cs.voters.sort_unstable();
+        cs.learners.sort_unstable();
+        tracing::info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+        if context.proposer != self.id || context.request_id == 0 {
+            return Ok(None);
+        }
+        let applied = Applied::Membership { voters: cs.voters, learners: cs.learners, index: e.index };
+        Ok(Some((context.request_id, applied)))
     }
 
     fn persist_conf_state(

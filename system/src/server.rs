@@ -32,10 +32,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::default());
+    let peers = Arc::new(RwLock::new(config.peers.clone()));
     let ctx = GroupContext {
         db: db.clone(),
         config: config.clone(),
-        peers: Arc::new(RwLock::new(config.peers.clone())),
+        peers: peers.clone(),
         transport: Transport::start(config.id, &config.peers),
         metrics: metrics.clone(),
     };
@@ -53,6 +54,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         groups: groups.clone(),
         shutting_down: Default::default(),
         in_flight: Default::default(),
+        peers,
     });
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();

@@ -10,6 +10,7 @@
 //! | `C` group | raft conf state (voters and learners: membership lives here only) |
 //! | `T` group | index and term of the last entry removed by compaction |
 //! | `A` group | last applied index, written with the state changes it covers |
+//! | `P` group | known node addresses (`PeerAddresses`, versioned), written with the conf state |
 //! | `S` group ... | the state machine (see [`crate::fsm`]) |
 
 use crate::STORAGE_VERSION;
@@ -17,6 +18,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -91,6 +93,11 @@ pub mod keys {
     /// The applied index.
     pub fn applied(group: u32) -> [u8; 5] {
         tagged(b'A', group)
+    }
+
+    /// The node addresses learned from membership changes.
+    pub fn peers(group: u32) -> [u8; 5] {
+        tagged(b'P', group)
     }
 
     /// A state machine key: `S`, group, a one-byte table tag, then `rest`.
@@ -205,6 +212,43 @@ impl RaftStorage {
             s.last_term = last.term;
         }
         Ok(s)
+    }
+
+    /// Writes a new cluster's first entries (see [`crate::membership::bootstrap_entries`]),
+    /// committed, with the configuration and addresses they make, unless the group has state
+    /// already. Every initial voter writes the same ones.
+    pub fn bootstrap(db: &DB, group: u32, peers: &BTreeMap<u64, String>) -> Result<(), StorageError> {
+        if db.get(keys::conf_state(group))?.is_some() {
+            return Ok(());
+        }
+        let entries = crate::membership::bootstrap_entries(peers);
+        let mut batch = WriteBatch::default();
+        for e in &entries {
+            batch.put(keys::log(group, e.index), encode_pb(e));
+        }
+        let hs = HardState { term: 1, vote: 0, commit: entries.len() as u64, ..Default::default() };
+        batch.put(keys::hard_state(group), encode_pb(&hs));
+        let voters: Vec<u64> = peers.keys().copied().collect();
+        batch.put(keys::conf_state(group), encode_pb(&ConfState::from((voters, vec![]))));
+        batch.put(keys::peers(group), crate::membership::encode_addresses(peers));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// The node addresses this group learned from its log.
+    pub fn peer_addresses(&self) -> Result<BTreeMap<u64, String>, StorageError> {
+        let key = keys::peers(self.group);
+        match self.db.get(key)? {
+            Some(v) => crate::membership::decode_addresses(&v).map_err(|e| corrupt(&key, e)),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Adds the address table to `batch` (it goes with the conf state it belongs to).
+    pub fn set_peer_addresses(&self, batch: &mut WriteBatch, peers: &BTreeMap<u64, String>) {
+        batch.put(keys::peers(self.group), crate::membership::encode_addresses(peers));
     }
 
     fn last_stored_entry(&self) -> Result<Option<Entry>, StorageError> {

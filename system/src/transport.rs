@@ -12,12 +12,12 @@ use crate::WIRE_VERSION;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
-use crate::pb::broker::{Envelope, SendAck};
+use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,23 +32,73 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// reads this queue directly, so a message crosses no task between the Ready loop and gRPC.
 type Slot = Mutex<Option<mpsc::Sender<Envelope>>>;
 
-/// The sending half: a queue and a connection task per peer.
+/// The sending half: a queue and a connection task per peer. Peers come and go as membership
+/// changes apply ([`Transport::set_address`], [`Transport::set_members`]).
 pub struct Transport {
     id: u64,
-    peers: HashMap<u64, Arc<Slot>>,
+    peers: RwLock<HashMap<u64, Peer>>,
+    /// Each group's members, so that a node removed from every group it was in is dropped.
+    members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+struct Peer {
+    addr: String,
+    slot: Arc<Slot>,
 }
 
 impl Transport {
     /// Starts a sender task per peer other than `id`, on the current tokio runtime. A task ends
-    /// when the transport is dropped.
+    /// when its peer is dropped or the transport is.
     pub fn start(id: u64, peers: &BTreeMap<u64, String>) -> Arc<Transport> {
-        let mut out = HashMap::new();
-        for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-            let slot = Arc::new(Mutex::new(None));
-            tokio::spawn(peer_loop(peer, addr.clone(), Arc::downgrade(&slot)));
-            out.insert(peer, slot);
+        let t = Transport {
+            id,
+            peers: RwLock::new(HashMap::new()),
+            members: Mutex::new(BTreeMap::new()),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        for (peer, addr) in peers {
+            t.set_address(*peer, addr);
         }
-        Arc::new(Transport { id, peers: out })
+        Arc::new(t)
+    }
+
+    /// Connects to `peer` at `addr`, replacing a connection to another address. Callable from
+    /// any thread.
+    pub fn set_address(&self, peer: u64, addr: &str) {
+        if peer == self.id {
+            return;
+        }
+        let Ok(mut peers) = self.peers.write() else { return };
+        if peers.get(&peer).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let slot = Arc::new(Mutex::new(None));
+        self.runtime.spawn(peer_loop(peer, addr.to_owned(), Arc::downgrade(&slot)));
+        // Replacing the entry drops the old slot, which ends the old connection's task.
+        peers.insert(peer, Peer { addr: addr.to_owned(), slot });
+        tracing::info!(peer, addr, "peer address set");
+    }
+
+    /// Records `group`'s members; a peer that was a member of some group and now is of none is
+    /// disconnected. Peers that never were members (addresses from `--peers`) stay.
+    pub fn set_members(&self, group: u32, members: BTreeSet<u64>) {
+        let Ok(mut all) = self.members.lock() else { return };
+        let union = |m: &BTreeMap<u32, BTreeSet<u64>>| m.values().flatten().copied().collect::<BTreeSet<u64>>();
+        let before = union(&all);
+        all.insert(group, members);
+        let after = union(&all);
+        let Ok(mut peers) = self.peers.write() else { return };
+        for gone in before.difference(&after) {
+            if peers.remove(gone).is_some() {
+                tracing::info!(peer = gone, "peer removed from every group; disconnected");
+            }
+        }
+    }
+
+    /// The address of `peer`, if known.
+    pub fn address(&self, peer: u64) -> Option<String> {
+        self.peers.read().ok()?.get(&peer).map(|p| p.addr.clone())
     }
 
     /// Queues `msgs` for their peers; returns the peers that could not take them.
@@ -61,9 +111,11 @@ impl Transport {
             }
         }
         let mut unreachable = Vec::new();
+        let Ok(peers) = self.peers.read() else { return unreachable };
         for (to, messages) in by_peer {
-            let Some(slot) = self.peers.get(&to) else {
-                tracing::warn!(to, "message for an unknown peer dropped");
+            let Some(slot) = peers.get(&to).map(|p| &p.slot) else {
+                // A node just removed, or one whose address has not arrived yet.
+                tracing::debug!(to, "message for an unknown peer dropped");
                 continue;
             };
             let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
@@ -171,5 +223,9 @@ impl Raft for RaftService {
             }
         }
         Ok(Response::new(SendAck {}))
+    }
+
+    async fn snapshot(&self, _request: GrpcRequest<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
+        Err(Status::unimplemented("snapshots are not received yet"))
     }
 }
