@@ -13,6 +13,7 @@
 //! * [`transport`]: peer streams that never block the Ready loop;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
 //! * [`membership`]: adding learners, promoting them, removing nodes;
+//! * [`snapshot`]: log compaction's other half: state machine snapshots, streamed and switched in;
 //! * [`client`]: a client library that follows leader hints and retries only where safe;
 //! * [`server`]: wires a node together and runs it until SIGTERM.
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod node;
 pub mod pb;
 pub mod server;
 pub mod shard;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 

@@ -16,11 +16,12 @@ use crate::logging::raft_logger;
 use crate::membership::{self, Change, LeaderFacts, MemberProgress, MembersView};
 use crate::metrics::Metrics;
 use crate::pb::cmd::Command;
+use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,21 @@ pub enum Request {
     Members {
         /// Gets the view, or NOT_LEADER.
         reply: Reply<MembersView>,
+    },
+    /// A snapshot stream to `to` ended, sent in full or not.
+    SnapshotSent {
+        /// The peer.
+        to: u64,
+        /// Whether it arrived.
+        ok: bool,
+    },
+    /// RocksDB was flushed after `index` was applied, so the log up to it can go; or the flush
+    /// failed, which stops the node.
+    Flushed {
+        /// The compaction point.
+        index: u64,
+        /// The flush's outcome.
+        result: Result<(), String>,
     },
     /// Before a graceful stop: hand leadership to the most up-to-date voter, if leading.
     StepDown {
@@ -192,6 +208,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         what: format!("raft refused the stored state: {e}"),
     })?;
     let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+    let own_tx = tx.clone();
     let (view_tx, view) = watch::channel(GroupView { group, ..Default::default() });
     let mut g = Group {
         id: ctx.config.id,
@@ -215,6 +232,9 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         view: view_tx,
         config: ctx.config.clone(),
         found_voter: false,
+        tx: own_tx,
+        compacting: false,
+        failure: None,
     };
     g.learn_addresses(g.node.store().peer_addresses()?);
     g.on_membership_changed();
@@ -301,6 +321,12 @@ struct Group {
     config: Arc<NodeConfig>,
     /// Whether a `--join-as-learner` node has already reported finding itself a voter.
     found_voter: bool,
+    /// The loop's own queue, for answers from its helper tasks (snapshot sends, flushes).
+    tx: SyncSender<Request>,
+    /// A flush for a compaction is under way.
+    compacting: bool,
+    /// A storage failure reported by a helper; the loop stops with it.
+    failure: Option<StorageError>,
 }
 
 impl Group {
@@ -332,6 +358,10 @@ impl Group {
             }
             self.issue_reads();
             self.on_ready()?;
+            if let Some(e) = self.failure.take().or_else(|| self.node.store().take_failure()) {
+                return Err(e);
+            }
+            self.maybe_compact();
             self.publish();
         }
     }
@@ -355,6 +385,11 @@ impl Group {
             Request::Members { reply } => {
                 let _ = reply.send(self.members());
             }
+            Request::SnapshotSent { to, ok } => {
+                let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                self.node.report_snapshot(to, status);
+            }
+            Request::Flushed { index, result } => self.compact(index, result),
             Request::StepDown { reply } => {
                 let to = self.best_transferee();
                 if let Some(to) = to {
@@ -567,12 +602,9 @@ impl Group {
         }
         // 1. Messages the leader may send before its own fsync.
         self.send(rd.take_messages());
-        // 2. A snapshot: the log is never compacted yet, so no peer ever sends one.
+        // 2. A snapshot: switch the state machine and the log over to it.
         if !rd.snapshot().is_empty() {
-            return Err(StorageError::Corrupt {
-                key: format!("group {}", self.group),
-                what: "received a snapshot, which this build does not install".into(),
-            });
+            self.install_snapshot(rd.snapshot())?;
         }
         // 3. Apply what is committed (already durable on a quorum). A leader does it before its
         // fsync, so that its replies leave sooner; a follower after, so that its append
@@ -614,6 +646,68 @@ impl Group {
         Ok(())
     }
 
+    fn send_snapshot(&mut self, m: Message) {
+        let to = m.to;
+        let Some(address) = self.transport.address(to) else {
+            self.node.report_snapshot(to, raft::SnapshotStatus::Failure);
+            return;
+        };
+        let ctx =
+            snapshot::SendContext { from: self.id, address, done: self.tx.clone(), metrics: self.metrics.clone() };
+        snapshot::spawn_send(self.transport.runtime(), ctx, self.group, m);
+    }
+
+    fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let index = snap.get_metadata().index;
+        self.node.mut_store().apply_snapshot(snap)?;
+        // The state machine's caches describe the state that was just replaced.
+        self.sm = StateMachine::new(self.node.store().db().clone(), self.group, self.config.bugs.clone());
+        self.learn_addresses(self.node.store().peer_addresses()?);
+        self.on_membership_changed();
+        self.metrics.observe_snapshot_installed(started.elapsed());
+        tracing::info!(index, took = ?started.elapsed(), "snapshot installed");
+        Ok(())
+    }
+
+    /// Starts a compaction when the log holds `--snapshot-entries` applied entries or
+    /// `--snapshot-bytes` were appended: a flush off the loop (applied state bypasses the WAL, so
+    /// it is only durable once flushed), then [`Group::compact`].
+    fn maybe_compact(&mut self) {
+        let limits = &self.config.membership;
+        let store = self.node.store();
+        let applied = self.node.raft.raft_log.applied;
+        let in_log = applied.saturating_sub(store.first_index_cached() - 1);
+        if self.compacting || (in_log < limits.snapshot_entries && store.appended_bytes() < limits.snapshot_bytes) {
+            return;
+        }
+        // Keep a quarter of the limit so that a peer a little behind catches up from entries.
+        let index = applied.saturating_sub(limits.snapshot_entries / 4);
+        if index < store.first_index_cached() {
+            return;
+        }
+        self.compacting = true;
+        let (db, tx) = (store.db().clone(), self.tx.clone());
+        std::thread::spawn(move || {
+            let result = db.flush().map_err(|e| e.to_string());
+            let _ = tx.send(Request::Flushed { index, result });
+        });
+    }
+
+    fn compact(&mut self, index: u64, flushed: Result<(), String>) {
+        self.compacting = false;
+        let result = flushed
+            .map_err(|what| StorageError::Corrupt { key: "flush before compaction".into(), what })
+            .and_then(|()| self.node.mut_store().compact(index));
+        match result {
+            Ok(()) => {
+                self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(index, "log compacted");
+            }
+            Err(e) => self.failure = Some(e),
+        }
+    }
+
     fn on_soft_state(&mut self, leader_id: u64, role: StateRole) {
         if leader_id != self.leader_id {
             self.leader_id = leader_id;
@@ -631,9 +725,13 @@ impl Group {
         }
     }
 
-    fn send(&mut self, msgs: Vec<Message>) {
+    fn send(&mut self, mut msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
+        }
+        // Snapshots travel on streams of their own, never in the peer queue.
+        for m in msgs.extract_if(.., |m| m.get_msg_type() == MessageType::MsgSnapshot) {
+            self.send_snapshot(m);
         }
         for unreachable in self.transport.send(self.group, msgs) {
             self.metrics.peer_drops.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@ use crate::node::{self, GroupContext, GroupHandle, Request};
 use crate::pb::broker::admin_server::AdminServer;
 use crate::pb::broker::broker_server::BrokerServer;
 use crate::pb::broker::raft_server::RaftServer;
+use crate::snapshot;
 use crate::storage::open_db;
 use crate::transport::{RaftService, Transport};
 use anyhow::Context as _;
@@ -25,6 +26,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db = open_db(&config.data_dir).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    for g in 0..config.groups {
+        snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
+    }
+    snapshot::remove_leftovers(&config.data_dir);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let http_listener = match config.http {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
@@ -57,6 +62,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         peers,
     });
 
+    let inbox = Arc::new(snapshot::Inbox {
+        id: config.id,
+        dir: snapshot::incoming_dir(&config.data_dir),
+        metrics: metrics.clone(),
+    });
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -65,7 +75,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             AdminService(state.clone()),
             check_admin_token(config.admin_token.clone()),
         ))
-        .add_service(RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped)))
+        .add_service(RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped, inbox)))
         // Nagle's algorithm with delayed ACKs would add 40 ms to small replies.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             let _ = grpc_stopped.await;

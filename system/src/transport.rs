@@ -13,6 +13,7 @@ use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
 use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
+use crate::snapshot;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
@@ -94,6 +95,11 @@ impl Transport {
                 tracing::info!(peer = gone, "peer removed from every group; disconnected");
             }
         }
+    }
+
+    /// The runtime the transport's tasks run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// The address of `peer`, if known.
@@ -180,13 +186,19 @@ pub struct RaftService {
     id: u64,
     groups: Arc<Vec<GroupHandle>>,
     stopped: watch::Receiver<bool>,
+    inbox: Arc<snapshot::Inbox>,
 }
 
 impl RaftService {
     /// A service routing to `groups` (indexed by group id); its streams end when `stopped`
     /// turns true, so that a stopping server can drain.
-    pub fn new(id: u64, groups: Arc<Vec<GroupHandle>>, stopped: watch::Receiver<bool>) -> Self {
-        RaftService { id, groups, stopped }
+    pub fn new(
+        id: u64,
+        groups: Arc<Vec<GroupHandle>>,
+        stopped: watch::Receiver<bool>,
+        inbox: Arc<snapshot::Inbox>,
+    ) -> Self {
+        RaftService { id, groups, stopped, inbox }
     }
 }
 
@@ -225,7 +237,11 @@ impl Raft for RaftService {
         Ok(Response::new(SendAck {}))
     }
 
-    async fn snapshot(&self, _request: GrpcRequest<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
-        Err(Status::unimplemented("snapshots are not received yet"))
+    async fn snapshot(&self, request: GrpcRequest<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
+        let mut stopped = self.stopped.clone();
+        tokio::select! {
+            r = snapshot::receive(&self.inbox, &self.groups, request.into_inner()) => r.map(Response::new),
+            _ = stopped.wait_for(|s| *s) => Err(Status::unavailable("node is stopping")),
+        }
     }
 }

@@ -73,7 +73,8 @@ impl Cluster {
 pub async fn local_log(client: &Client, node: u64, topic: &str) -> Vec<ordeal_system::pb::broker::Record> {
     let mut log = Vec::new();
     loop {
-        let r = client.fetch_local(node, topic, 0, log.len() as u64, 5000).await.unwrap();
+        // Small batches: records may be large, and a response is limited to 4 MB.
+        let r = client.fetch_local(node, topic, 0, log.len() as u64, 50).await.unwrap();
         if r.records.is_empty() {
             return log;
         }

@@ -102,6 +102,21 @@ async fn assert_has_all(client: &Client, node: u64, acked: &BTreeMap<u64, String
     }
 }
 
+/// Sets every node (joiners too) to compact its log after `entries` entries.
+fn compact_after(entries: u64) -> impl FnOnce(&mut ordeal_system::launch::ClusterSpec) {
+    move |spec| spec.env.push(("ORDEAL_BROKER_SNAPSHOT_ENTRIES".into(), entries.to_string()))
+}
+
+/// The value of an unlabelled-but-for-node counter in a metrics page.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn metrics(http: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s =
@@ -113,8 +128,9 @@ async fn metrics(http: SocketAddr) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_learner_joins_a_loaded_cluster_catches_up_and_is_promoted() {
-    let mut cluster = Cluster::start(3, |_| {});
+async fn a_learner_joins_a_loaded_cluster_catches_up_through_a_snapshot_and_is_promoted() {
+    // A short log: by the time the learner joins, its beginning is compacted away.
+    let mut cluster = Cluster::start(3, compact_after(100));
     let client = cluster.client();
     let leader = cluster.leader(&client).await;
     let load = Load::start(cluster.client());
@@ -165,6 +181,10 @@ async fn a_learner_joins_a_loaded_cluster_catches_up_and_is_promoted() {
     }
     let m = metrics(cluster.spec.node(4).unwrap().http).await;
     assert!(m.contains("ordeal_learner_found_voter_total{node=\"4\"} 1"), "{m}");
+    assert!(counter(&m, "ordeal_snapshots_installed_total") >= 1, "{m}");
+    let leader_metrics = metrics(cluster.spec.node(leader).unwrap().http).await;
+    assert!(counter(&leader_metrics, "ordeal_log_compactions_total") >= 1, "{leader_metrics}");
+    assert!(counter(&leader_metrics, "ordeal_snapshots_sent_total") >= 1, "{leader_metrics}");
     let members = admin.members(0).await.unwrap();
     assert_eq!(members.members.len(), 4);
     assert!(members.members.iter().all(|m| m.reachable && !m.is_learner), "{members:?}");
@@ -308,4 +328,55 @@ async fn bad_membership_changes_are_refused_and_change_nothing() {
     };
     assert_eq!(ids(&before), vec![(1, false), (2, false), (3, false)]);
     assert_eq!(ids(&after), vec![(1, false), (2, false), (3, false), (4, true)]);
+}
+
+/// The files in node `id`'s incoming snapshot directory.
+fn incoming(cluster: &Cluster, id: u64) -> Vec<String> {
+    let data = cluster.spec.node(id).unwrap().data_dir.display().to_string();
+    let dir = std::path::PathBuf::from(format!("{data}.snapshots/in"));
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_a_snapshot_transfer_and_install_restarts_and_catches_up() {
+    let mut cluster = Cluster::start(3, compact_after(50));
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    // About 24 MB of state, so that a transfer takes long enough to be interrupted.
+    let value = vec![b'x'; 48 * 1024];
+    let mut acked = BTreeMap::new();
+    for i in 0..500u32 {
+        let mut v = value.clone();
+        v.extend_from_slice(i.to_string().as_bytes());
+        let offset = client.produce("t", 0, b"", &v, Some((5, u64::from(i)))).await.unwrap().value.offset;
+        acked.insert(offset, String::from_utf8(v).unwrap());
+    }
+    let addr = start_joining(&mut cluster, 4, &[]).await;
+    let client = cluster.client();
+    admin_client(&cluster).add_learner(0, 4, &addr).await.unwrap();
+    // Kill it as soon as a transfer is under way, then as soon as a complete file is there (the
+    // install), whichever of those it gets to see.
+    for (what, done) in [("a partial file", ".tmp"), ("a complete file", ".sst")] {
+        let seen = wait_for(Duration::from_secs(30), what, || async {
+            if incoming(&cluster, 4).iter().any(|f| f.ends_with(done)) {
+                return Some(true);
+            }
+            let caught_up = applied(&client, 4).await.is_some_and(|(a, _)| a > 500);
+            caught_up.then_some(false)
+        })
+        .await;
+        cluster.procs.get_mut(&4).unwrap().kill().unwrap();
+        eprintln!("killed node 4 on {what}: seen {seen}");
+        cluster.restart(4);
+    }
+    let commit = wait_for(Duration::from_secs(15), "the leader's commit", || async {
+        applied(&client, 1).await.map(|(_, c)| c)
+    })
+    .await;
+    wait_for(Duration::from_secs(60), "the restarted node to catch up", || async {
+        applied(&client, 4).await.filter(|(a, _)| *a >= commit)
+    })
+    .await;
+    assert_has_all(&client, 4, &acked).await;
 }
