@@ -213,6 +213,8 @@ pub struct MemberProgress {
     pub match_index: u64,
     /// `replicate`, `probe` or `snapshot`.
     pub state: &'static str,
+    /// How long it has been behind the leader's last index.
+    pub lag: Duration,
 }
 
 /// A leader's view of its group's members.
@@ -366,7 +368,7 @@ pub async fn members(state: &NodeState, r: MembersRequest) -> Result<MembersResp
             applied_index: applied.as_ref().map_or(0, |g| g.applied_index),
             reachable: applied.is_some(),
             progress_state: m.state.into(),
-            snapshots_installed: 0,
+            lag_ms: m.lag.as_millis() as u64,
         });
     }
     Ok(MembersResponse { group: r.group, leader_id: view.leader_id, commit_index: view.commit, members })

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub snapshot_install_ms: AtomicU64,
     /// Log compactions.
     pub compactions: AtomicU64,
+    /// On leaders: how long each peer has lagged, per group. Written once a tick, not per event.
+    peer_lag: std::sync::Mutex<std::collections::BTreeMap<u32, Vec<(u64, Duration)>>>,
     commit_buckets: [AtomicU64; BUCKETS_S.len()],
     commit_count: AtomicU64,
     commit_sum_us: AtomicU64,
@@ -62,6 +64,13 @@ impl Metrics {
         }
         self.commit_count.fetch_add(1, Ordering::Relaxed);
         self.commit_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Replaces group `group`'s peer lags (empty when this node does not lead it).
+    pub fn set_peer_lag(&self, group: u32, lags: Vec<(u64, Duration)>) {
+        if let Ok(mut m) = self.peer_lag.lock() {
+            m.insert(group, lags);
+        }
     }
 
     /// Records a snapshot sent.
@@ -178,6 +187,21 @@ impl Metrics {
                     g.group,
                     p.id,
                     g.last_index.saturating_sub(p.match_index)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ordeal_peer_lag_seconds How long a peer has been behind the leader's last index.\n# TYPE ordeal_peer_lag_seconds gauge"
+        );
+        let lags = self.peer_lag.lock().map(|m| m.clone()).unwrap_or_default();
+        for g in groups.iter().filter(|g| g.is_leader) {
+            for (peer, lag) in lags.get(&g.group).into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "ordeal_peer_lag_seconds{{node=\"{node}\",group=\"{}\",peer=\"{peer}\"}} {}",
+                    g.group,
+                    lag.as_secs_f64()
                 );
             }
         }

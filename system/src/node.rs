@@ -235,6 +235,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         tx: own_tx,
         compacting: false,
         failure: None,
+        lag: LagClock::default(),
     };
     g.learn_addresses(g.node.store().peer_addresses()?);
     g.on_membership_changed();
@@ -327,6 +328,39 @@ struct Group {
     compacting: bool,
     /// A storage failure reported by a helper; the loop stops with it.
     failure: Option<StorageError>,
+    /// When the leader's last index reached which value, for peers' lag in time.
+    lag: LagClock,
+}
+
+/// Samples of (last index, when it was reached), one per tick over the last minute: a peer whose
+/// match index is `m` lags by the age of the first sample past `m`.
+#[derive(Default)]
+struct LagClock {
+    samples: std::collections::VecDeque<(u64, Instant)>,
+}
+
+impl LagClock {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn sample(&mut self, last_index: u64, now: Instant) {
+        if self.samples.back().is_none_or(|(i, _)| *i < last_index) {
+            self.samples.push_back((last_index, now));
+        }
+        while self.samples.front().is_some_and(|(_, t)| now.duration_since(*t) > Self::WINDOW) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// How long a peer at `matched` has lagged; a peer older than the window lags by all of it.
+    fn of(&self, matched: u64) -> Duration {
+        match self.samples.back() {
+            Some((last, _)) if *last > matched => {
+                let since = self.samples.iter().find(|(i, _)| *i > matched).map(|(_, t)| *t);
+                since.map_or(Self::WINDOW, |t| t.elapsed())
+            }
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 impl Group {
@@ -355,6 +389,7 @@ impl Group {
                 self.node.tick();
                 next_tick = (next_tick + self.tick).max(now);
                 self.expire(now);
+                self.record_lag(now);
             }
             self.issue_reads();
             self.on_ready()?;
@@ -488,6 +523,7 @@ impl Group {
                 is_learner: cs.learners.contains(id),
                 match_index: p.matched,
                 state: membership::state_name(p.state),
+                lag: self.lag.of(p.matched),
             })
             .collect();
         members.sort_by_key(|m| m.id);
@@ -644,6 +680,17 @@ impl Group {
         self.node.advance_apply();
         self.answer_reads();
         Ok(())
+    }
+
+    /// Once a tick on the leader: every peer's lag in time, for `/metrics` and `members`.
+    fn record_lag(&mut self, now: Instant) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        self.lag.sample(self.node.raft.raft_log.last_index(), now);
+        let lags =
+            self.node.raft.prs().iter().filter(|(id, _)| **id != self.id).map(|(id, p)| (*id, self.lag.of(p.matched)));
+        self.metrics.set_peer_lag(self.group, lags.collect());
     }
 
     fn send_snapshot(&mut self, m: Message) {
@@ -918,4 +965,22 @@ fn role_name(role: StateRole) -> &'static str {
 
 fn corrupt_entry(index: u64, e: impl ToString) -> StorageError {
     StorageError::Corrupt { key: format!("log entry {index}"), what: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_lag_is_the_age_of_the_first_entry_it_lacks() {
+        let mut clock = LagClock::default();
+        let t0 = Instant::now() - Duration::from_secs(5);
+        clock.sample(10, t0);
+        clock.sample(10, t0 + Duration::from_secs(1));
+        clock.sample(20, t0 + Duration::from_secs(3));
+        assert_eq!(clock.of(20), Duration::ZERO);
+        let lag = clock.of(15);
+        assert!(lag >= Duration::from_secs(2) && lag < Duration::from_secs(3), "{lag:?}");
+        assert!(clock.of(5) >= Duration::from_secs(5));
+    }
 }

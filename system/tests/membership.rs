@@ -185,6 +185,7 @@ async fn a_learner_joins_a_loaded_cluster_catches_up_through_a_snapshot_and_is_p
     let leader_metrics = metrics(cluster.spec.node(leader).unwrap().http).await;
     assert!(counter(&leader_metrics, "ordeal_log_compactions_total") >= 1, "{leader_metrics}");
     assert!(counter(&leader_metrics, "ordeal_snapshots_sent_total") >= 1, "{leader_metrics}");
+    assert!(leader_metrics.contains("ordeal_peer_lag_seconds{"), "{leader_metrics}");
     let members = admin.members(0).await.unwrap();
     assert_eq!(members.members.len(), 4);
     assert!(members.members.iter().all(|m| m.reachable && !m.is_learner), "{members:?}");
