@@ -75,7 +75,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             AdminService(state.clone()),
             check_admin_token(config.admin_token.clone()),
         ))
-        .add_service(RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped, inbox)))
+        .add_service(
+            RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped, inbox))
+                .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
+        )
         // Nagle's algorithm with delayed ACKs would add 40 ms to small replies.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             let _ = grpc_stopped.await;

@@ -250,7 +250,10 @@ pub fn spawn_send(runtime: &tokio::runtime::Handle, ctx: SendContext, group: u32
                 false
             }
         };
-        let _ = ctx.done.try_send(Request::SnapshotSent { to, ok });
+        // Blocking, not try_send: a lost report would leave raft waiting on this peer's
+        // snapshot for good. The queue drains quickly, so the wait is short.
+        let done = ctx.done.clone();
+        let _ = tokio::task::spawn_blocking(move || done.send(Request::SnapshotSent { to, ok }).is_ok()).await;
     });
 }
 
@@ -283,7 +286,7 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, checkpoint: &Path
     tx.send(first).await.map_err(|_| "stream closed".to_string())?;
     let path = checkpoint.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || stream_pairs(&path, group, tx));
-    let mut client = RaftClient::new(channel);
+    let mut client = RaftClient::new(channel).max_encoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES);
     let acked = client.snapshot(ReceiverStream::new(rx)).await.map_err(|s| format!("{}: {}", s.code(), s.message()));
     let bytes = reader.await.map_err(|e| e.to_string())??;
     acked?;

@@ -26,6 +26,11 @@ use tonic::transport::Endpoint;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 const PEER_QUEUE: usize = 4096;
+/// About this many bytes of raft messages per envelope (one message may exceed it alone).
+const ENVELOPE_BYTES: usize = 1024 * 1024;
+/// The largest gRPC message a peer may send: one raft message holds at most one record of
+/// `--max-record-bytes` beyond raft's 1 MB per message, and a snapshot chunk about 1 MB plus one pair.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -124,17 +129,39 @@ impl Transport {
                 tracing::debug!(to, "message for an unknown peer dropped");
                 continue;
             };
-            let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
-            let queued = match slot.lock() {
-                Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
-                Err(_) => false,
-            };
-            if !queued {
-                unreachable.push(to);
+            for messages in split(messages) {
+                let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
+                let queued = match slot.lock() {
+                    Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
+                    Err(_) => false,
+                };
+                if !queued {
+                    unreachable.push(to);
+                    break;
+                }
             }
         }
         unreachable
     }
+}
+
+/// Splits one peer's messages into envelopes of about [`ENVELOPE_BYTES`]: a leader catching a
+/// peer up sends up to `max_inflight_msgs` appends of up to 1 MB each in one Ready, far beyond
+/// what one gRPC message may carry.
+fn split(messages: Vec<Bytes>) -> Vec<Vec<Bytes>> {
+    let mut out: Vec<Vec<Bytes>> = Vec::new();
+    let mut size = usize::MAX;
+    for m in messages {
+        if size.saturating_add(m.len()) > ENVELOPE_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += m.len();
+        if let Some(last) = out.last_mut() {
+            last.push(m);
+        }
+    }
+    out
 }
 
 fn set_slot(slot: &Slot, queue: Option<mpsc::Sender<Envelope>>) {
@@ -167,7 +194,8 @@ async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>) {
                 set_slot(&s, Some(queue));
                 // Only the transport may keep the slot alive: dropping it ends the stream.
                 drop(s);
-                let res = RaftClient::new(channel).send(ReceiverStream::new(stream)).await;
+                let mut client = RaftClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+                let res = client.send(ReceiverStream::new(stream)).await;
                 tracing::info!(peer, "peer stream ended: {:?}", res.err());
                 match slot.upgrade() {
                     Some(s) => set_slot(&s, None),
@@ -243,5 +271,21 @@ impl Raft for RaftService {
             r = snapshot::receive(&self.inbox, &self.groups, request.into_inner()) => r.map(Response::new),
             _ = stopped.wait_for(|s| *s) => Err(Status::unavailable("node is stopping")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_stay_near_a_megabyte_and_keep_every_message_in_order() {
+        let m = |n: usize, tag: u8| Bytes::from(vec![tag; n]);
+        let messages = vec![m(600_000, 1), m(600_000, 2), m(100, 3), m(3_000_000, 4), m(10, 5)];
+        let envelopes = split(messages.clone());
+        let sizes: Vec<usize> = envelopes.iter().map(|e| e.iter().map(Bytes::len).sum()).collect();
+        assert_eq!(sizes, vec![600_000, 600_100, 3_000_000, 10]);
+        assert_eq!(envelopes.concat(), messages);
+        assert!(split(vec![]).is_empty());
     }
 }
