@@ -173,16 +173,17 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     };
     client.prefer(leader);
     let c = client.clone();
-    fill(state_mb, move |i| {
+    // Not idempotent: concurrent writers would present one producer's sequences out of order.
+    fill(state_mb, move |_| {
         let c = c.clone();
-        async move { c.produce("big", 0, b"", &vec![b'x'; RECORD_BYTES], Some((1, i))).await.is_ok() }
+        async move { c.produce("big", 0, b"", &vec![b'x'; RECORD_BYTES], None).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
     let c = client.clone();
-    let load = paced(rate, stop.clone(), move |i| {
+    let load = paced(rate, stop.clone(), move |_| {
         let c = c.clone();
-        async move { c.produce("load", 0, b"", &[b'y'; LOAD_BYTES], Some((2, i))).await.is_ok() }
+        async move { c.produce("load", 0, b"", &[b'y'; LOAD_BYTES], None).await.is_ok() }
     });
     let load_started = Instant::now();
     tokio::time::sleep(before).await;
@@ -285,8 +286,18 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     });
     let load_started = Instant::now();
     tokio::time::sleep(before).await;
-    let joined = Instant::now();
-    let id = etcd.add_learner(binary, &extra).await.expect("etcd member add --learner");
+    // etcd refuses reconfiguration until every member has been connected for 5 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (joined, id) = loop {
+        let attempt = Instant::now();
+        match etcd.add_learner(binary, &extra).await {
+            Ok(id) => break (attempt, id),
+            Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd member add --learner: {e}"),
+        }
+    };
     let promoted = loop {
         if etcd.promote(id).await.is_ok() {
             break joined.elapsed();

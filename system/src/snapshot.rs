@@ -49,7 +49,7 @@ use tonic::{Status, Streaming};
 /// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the chunk stream.
 pub const SNAPSHOT_VERSION: u32 = 1;
 /// About this many bytes of pairs per chunk.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks queued between reading the checkpoint and the network, on either side.
 const CHUNKS_QUEUED: usize = 4;
 /// The longest wait for one chunk to move (either side), and for connecting.
@@ -303,7 +303,11 @@ fn stream_pairs(checkpoint: &Path, group: u32, tx: mpsc::Sender<SnapshotChunk>) 
         .into_iter()
         .filter_map(|k| cp.get(&k).ok().flatten().map(|v| Ok((k.into_boxed_slice(), v.into_boxed_slice()))));
     let (lo, hi) = keys::state_range(group);
-    let state = cp.iterator(IteratorMode::From(&lo, Direction::Forward)).take_while(|item| match item {
+    // A sequential scan of data read once: read ahead, and keep it out of the block cache.
+    let mut read = rocksdb::ReadOptions::default();
+    read.set_readahead_size(4 * CHUNK_BYTES);
+    read.fill_cache(false);
+    let state = cp.iterator_opt(IteratorMode::From(&lo, Direction::Forward), read).take_while(|item| match item {
         Ok((k, _)) => k[..] < hi[..],
         Err(_) => true,
     });
@@ -405,7 +409,10 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 /// Writes the pairs of every chunk into an SST file at `path`, checking that each belongs to the
 /// group's snapshot and that they come in key order.
 fn write_file(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<(), String> {
-    let opts = Options::default();
+    // Uncompressed: the file is read once, by the ingestion, and compressing it costs the
+    // transfer's CPU; RocksDB's own compactions compress it later.
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::None);
     let mut sst = SstFileWriter::create(&opts);
     sst.open(path).map_err(|e| e.to_string())?;
     let mut last: Vec<u8> = Vec::new();
@@ -463,10 +470,14 @@ fn switch_in(db: &DB, group: u32, m: &SnapshotInstall) -> Result<(), StorageErro
         return Err(io_error(&path, std::io::Error::from(std::io::ErrorKind::NotFound)));
     }
     clear(db, group, m)?;
-    // Copied, not moved: if the marker outlives a crash, the file is still there to repeat from.
+    // RocksDB moves (links, then unlinks) a second hard link of the file: no copy, and if the
+    // marker outlives a crash the file is still there under its own name to repeat from.
+    let link = path.with_extension("ingest");
+    let _ = std::fs::remove_file(&link);
+    std::fs::hard_link(&path, &link).map_err(|e| io_error(&link, e))?;
     let mut ingest = IngestExternalFileOptions::default();
-    ingest.set_move_files(false);
-    db.ingest_external_file_opts(&ingest, vec![&path])?;
+    ingest.set_move_files(true);
+    db.ingest_external_file_opts(&ingest, vec![&link])?;
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     db.delete_opt(keys::installing(group), &sync)?;

@@ -29,7 +29,7 @@ const PEER_QUEUE: usize = 4096;
 /// About this many bytes of raft messages per envelope (one message may exceed it alone).
 const ENVELOPE_BYTES: usize = 1024 * 1024;
 /// The largest gRPC message a peer may send: one raft message holds at most one record of
-/// `--max-record-bytes` beyond raft's 1 MB per message, and a snapshot chunk about 1 MB plus one pair.
+/// `--max-record-bytes` beyond raft's 1 MB per message, and a snapshot chunk about 4 MB plus one pair.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
