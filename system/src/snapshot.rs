@@ -285,20 +285,30 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, checkpoint: &Path
     };
     tx.send(first).await.map_err(|_| "stream closed".to_string())?;
     let path = checkpoint.to_path_buf();
-    let reader = tokio::task::spawn_blocking(move || stream_pairs(&path, group, tx));
+    let runtime = tokio::runtime::Handle::current();
+    let reader = tokio::task::spawn_blocking(move || stream_pairs(&path, group, tx, &runtime));
     let mut client = RaftClient::new(channel).max_encoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES);
-    let acked = client.snapshot(ReceiverStream::new(rx)).await.map_err(|s| format!("{}: {}", s.code(), s.message()));
-    let bytes = reader.await.map_err(|e| e.to_string())??;
-    acked?;
-    Ok(bytes)
+    // A failed call returns at once: the reader may be waiting on a queue that the transport
+    // has not dropped yet (its own waits are bounded), and raft must hear of the failure now.
+    client.snapshot(ReceiverStream::new(rx)).await.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+    reader.await.map_err(|e| e.to_string())?
 }
 
 /// Reads the group's pairs from the checkpoint into chunks; returns the bytes sent.
-fn stream_pairs(checkpoint: &Path, group: u32, tx: mpsc::Sender<SnapshotChunk>) -> Result<u64, String> {
+fn stream_pairs(
+    checkpoint: &Path,
+    group: u32,
+    tx: mpsc::Sender<SnapshotChunk>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<u64, String> {
     let cp = DB::open_for_read_only(&Options::default(), checkpoint, false).map_err(|e| e.to_string())?;
     let mut chunk = SnapshotChunk::default();
     let (mut size, mut total, mut pairs) = (0usize, 0u64, 0u64);
-    let push = |chunk: SnapshotChunk| tx.blocking_send(chunk).map_err(|_| "the stream ended early".to_string());
+    let push = |chunk: SnapshotChunk| match runtime.block_on(tokio::time::timeout(CHUNK_TIMEOUT, tx.send(chunk))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the stream ended early".to_string()),
+        Err(_) => Err("the peer took no chunk for 30 s".to_string()),
+    };
     let singles = snapshot_keys(group)
         .into_iter()
         .filter_map(|k| cp.get(&k).ok().flatten().map(|v| Ok((k.into_boxed_slice(), v.into_boxed_slice()))));
