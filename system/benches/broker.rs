@@ -14,6 +14,8 @@
 //! directory and logs), `ORDEAL_BENCH_DUMP=FILE` (the broker's single-producer latencies in µs, in order),
 //! `ORDEAL_BENCH_METRICS=1` (print each node's counters).
 
+// Each benchmark uses part of the etcd helpers.
+#[allow(dead_code)]
 mod etcd;
 
 use ordeal_system::client::{Client, ClientOptions};

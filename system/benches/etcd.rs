@@ -53,16 +53,23 @@ pub fn find_binary() -> Option<PathBuf> {
 pub struct Etcd {
     members: Vec<Child>,
     endpoints: Vec<String>,
+    /// `name=peer URL` of every member, for a member that joins later.
+    cluster: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub fn start(binary: &std::path::Path) -> std::io::Result<Etcd> {
+        Etcd::start_with(binary, &[])
+    }
+
+    /// Three members started with `extra` flags too.
+    pub fn start_with(binary: &std::path::Path, extra: &[&str]) -> std::io::Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let ports = ordeal_system::launch::free_ports(6)?;
         let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
         let cluster: Vec<String> = (0..3).map(|i| format!("e{i}={}", peer(i))).collect();
-        let mut etcd = Etcd { members: Vec::new(), endpoints: Vec::new(), _dir: dir };
+        let mut etcd = Etcd { members: Vec::new(), endpoints: Vec::new(), cluster: cluster.clone(), _dir: dir };
         for i in 0..3 {
             let client = format!("http://127.0.0.1:{}", ports[2 * i]);
             let log = std::fs::File::create(etcd._dir.path().join(format!("e{i}.log")))?;
@@ -77,6 +84,7 @@ impl Etcd {
                 .arg("--initial-cluster-state=new")
                 .arg("--initial-cluster-token=ordeal-bench")
                 .args(["--logger=zap", "--log-outputs=stderr", "--log-level=warn"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
@@ -157,5 +165,88 @@ impl EtcdClient {
 
     pub async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), tonic::Status> {
         self.unary::<_, PutResponse>("/etcdserverpb.KV/Put", PutRequest { key, value }).await.map(|_| ())
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MemberAddRequest {
+    #[prost(string, repeated, tag = "1")]
+    peer_urls: Vec<String>,
+    #[prost(bool, tag = "2")]
+    is_learner: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Member {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MemberAddResponse {
+    #[prost(message, optional, tag = "2")]
+    member: Option<Member>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MemberPromoteRequest {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MemberPromoteResponse {}
+
+impl Etcd {
+    /// `member add --learner` (etcd's Cluster API), then starts that member (with `extra` flags)
+    /// to join the cluster; returns its member id.
+    pub async fn add_learner(&mut self, binary: &std::path::Path, extra: &[&str]) -> Result<u64, String> {
+        let ports = ordeal_system::launch::free_ports(2).map_err(|e| e.to_string())?;
+        let (client, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+        let name = format!("e{}", self.members.len());
+        let mut c = EtcdClient::connect(&self.endpoints[0]).await.map_err(|e| e.to_string())?;
+        let request = MemberAddRequest { peer_urls: vec![peer.clone()], is_learner: true };
+        let added: MemberAddResponse =
+            c.unary("/etcdserverpb.Cluster/MemberAdd", request).await.map_err(|e| e.to_string())?;
+        let id = added.member.map(|m| m.id).ok_or("no member in the answer")?;
+        self.cluster.push(format!("{name}={peer}"));
+        let log = std::fs::File::create(self._dir.path().join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(binary);
+        cmd.arg(format!("--name={name}"))
+            .arg(format!("--data-dir={}", self._dir.path().join(&name).display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster={}", self.cluster.join(",")))
+            .arg("--initial-cluster-state=existing")
+            .arg("--initial-cluster-token=ordeal-bench")
+            .args(["--logger=zap", "--log-outputs=stderr", "--log-level=warn"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        }
+        self.members.push(cmd.spawn().map_err(|e| e.to_string())?);
+        self.endpoints.push(client);
+        Ok(id)
+    }
+
+    /// `member promote`: etcd 3.4 refuses until the learner's match index is within 10% of the
+    /// leader's.
+    pub async fn promote(&self, id: u64) -> Result<(), String> {
+        let mut c = EtcdClient::connect(&self.endpoints[0]).await.map_err(|e| e.to_string())?;
+        let request = MemberPromoteRequest { id };
+        let _: MemberPromoteResponse =
+            c.unary("/etcdserverpb.Cluster/MemberPromote", request).await.map_err(|e| e.message().to_owned())?;
+        Ok(())
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> &str {
+        &self.endpoints[i]
     }
 }

@@ -7,7 +7,8 @@
 use crate::config::{Bug, NodeConfig};
 use crate::error::BrokerError;
 use crate::fsm::{self, Applied};
-use crate::node::{GroupHandle, GroupView, Request};
+use crate::membership;
+use crate::node::{GroupHandle, GroupView, PeerTable, Request};
 use crate::pb::broker::admin_server::Admin;
 use crate::pb::broker::broker_server::Broker;
 use crate::pb::broker::*;
@@ -37,9 +38,12 @@ pub struct NodeState {
     pub shutting_down: AtomicBool,
     /// Requests being served, for a graceful stop to wait on.
     pub in_flight: AtomicUsize,
+    /// Every known node's address (leader hints, probing members).
+    pub peers: PeerTable,
 }
 
-struct InFlight<'a>(&'a AtomicUsize);
+/// Counts a request as in flight until dropped.
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -48,7 +52,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl NodeState {
-    fn group(&self, group: u32) -> Result<&GroupHandle, BrokerError> {
+    pub(crate) fn group(&self, group: u32) -> Result<&GroupHandle, BrokerError> {
         self.groups.get(group as usize).ok_or(BrokerError::UnknownGroup(group))
     }
 
@@ -57,7 +61,7 @@ impl NodeState {
         self.groups.len() as u32
     }
 
-    fn admit(&self) -> Result<InFlight<'_>, BrokerError> {
+    pub(crate) fn admit(&self) -> Result<InFlight<'_>, BrokerError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight(&self.in_flight);
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -286,6 +290,28 @@ impl Admin for AdminService {
             Ok(result) => result.map(|()| Response::new(TransferLeaderResponse {})).map_err(Status::from),
             Err(_) => Err(BrokerError::ShuttingDown.into()),
         }
+    }
+
+    async fn add_learner(
+        &self,
+        request: GrpcRequest<AddLearnerRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        Ok(Response::new(membership::add_learner(&self.0, request.into_inner()).await?))
+    }
+
+    async fn promote(&self, request: GrpcRequest<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
+        Ok(Response::new(membership::promote(&self.0, request.into_inner()).await?))
+    }
+
+    async fn remove_node(
+        &self,
+        request: GrpcRequest<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        Ok(Response::new(membership::remove_node(&self.0, request.into_inner()).await?))
+    }
+
+    async fn members(&self, request: GrpcRequest<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(membership::members(&self.0, request.into_inner()).await?))
     }
 }
 

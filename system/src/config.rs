@@ -35,6 +35,36 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Deliberate bugs, for showing that the harness catches them.
     pub bugs: BTreeSet<Bug>,
+    /// Membership and log compaction.
+    pub membership: MembershipConfig,
+}
+
+/// How a node joins, how strict promotion is, and when the log is compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// Start with no membership of its own and wait to be added (`--peers` is then only an
+    /// address book).
+    pub join: bool,
+    /// This node expects to stay a learner: finding itself a voter is logged and counted.
+    pub join_as_learner: bool,
+    /// A learner is promoted only within this many entries of the leader's commit index.
+    pub max_promote_lag: u64,
+    /// Compact the log once this many applied entries are in it.
+    pub snapshot_entries: u64,
+    /// ... or once the entries appended since the last compaction reach this many bytes.
+    pub snapshot_bytes: u64,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            join: false,
+            join_as_learner: false,
+            max_promote_lag: 1000,
+            snapshot_entries: 10_000,
+            snapshot_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -86,6 +116,9 @@ impl NodeConfig {
         }
         if t.max_election_ticks != 0 && t.max_election_ticks <= t.election_ticks {
             return Err("--max-election-ticks must exceed --election-ticks".into());
+        }
+        if self.membership.snapshot_entries < 2 {
+            return Err("--snapshot-entries must be at least 2".into());
         }
         Ok(())
     }

@@ -43,6 +43,15 @@ pub enum Applied {
     },
     /// The command was refused at apply time and changed nothing.
     Rejected(String),
+    /// A membership change took effect at log index `index`.
+    Membership {
+        /// The voters after it.
+        voters: Vec<u64>,
+        /// The learners after it.
+        learners: Vec<u64>,
+        /// Its log index.
+        index: u64,
+    },
 }
 
 fn record_key(group: u32, topic: &str, partition: u32, offset: u64) -> Vec<u8> {

@@ -12,6 +12,8 @@
 //! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
 //! * [`transport`]: peer streams that never block the Ready loop;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
+//! * [`membership`]: adding learners, promoting them, removing nodes;
+//! * [`snapshot`]: log compaction's other half: state machine snapshots, streamed and switched in;
 //! * `ordeal-wire` (re-exported as [`client`], [`error`], [`shard`], [`launch`]): the protos, the
 //!   client library and the status types, shared with the harness;
 //! * [`server`]: wires a node together and runs it until SIGTERM.
@@ -22,10 +24,12 @@ pub mod config;
 pub mod fsm;
 pub mod http;
 mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod server;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 

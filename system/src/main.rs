@@ -1,12 +1,13 @@
 //! `ordeal-broker`: run a node (`serve`), or talk to one (`status`, `produce`, `fetch`, `put`,
-//! `get`, `cas`, `commit-offsets`, `list-offsets`, `transfer-leader`).
+//! `get`, `cas`, `commit-offsets`, `list-offsets`, `transfer-leader`), or change a group's
+//! membership (`add-learner`, `promote`, `remove-node`, `members`).
 //!
 //! Exit codes: 0 success; 1 the request was refused or no node answered (it did not take
 //! effect); 2 the outcome is unknown; 254 bad arguments; 255 the node failed.
 
 use clap::{Args, Parser, Subcommand};
 use ordeal_system::client::{Client, ClientError, ClientOptions};
-use ordeal_system::config::{Bug, NodeConfig, RaftTiming, parse_peers};
+use ordeal_system::config::{Bug, MembershipConfig, NodeConfig, RaftTiming, parse_peers};
 use ordeal_system::pb::broker::PartitionOffset;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -109,6 +110,55 @@ enum Command {
         #[arg(long, env = "ORDEAL_ADMIN_TOKEN")]
         admin_token: Option<String>,
     },
+    /// Add node --id, listening at --node-addr, as a learner of --group.
+    AddLearner {
+        #[command(flatten)]
+        member: MemberTarget,
+        /// The new node's gRPC address (HOST:PORT); it must answer there as node --id.
+        #[arg(long)]
+        node_addr: String,
+    },
+    /// Make learner --id a voter of --group, once it has caught up.
+    Promote {
+        #[command(flatten)]
+        member: MemberTarget,
+        /// The learner must have applied at least this index (and be within the leader's
+        /// --max-promote-lag of its commit index).
+        #[arg(long, required_unless_present = "skip_catch_up_check")]
+        min_applied_index: Option<u64>,
+        /// Promote without checking that the learner caught up.
+        #[arg(long, conflicts_with = "min_applied_index")]
+        skip_catch_up_check: bool,
+    },
+    /// Remove node --id (voter or learner) from --group.
+    RemoveNode {
+        #[command(flatten)]
+        member: MemberTarget,
+    },
+    /// List --group's voters and learners with their progress.
+    Members {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 0)]
+        group: u32,
+        #[arg(long, env = "ORDEAL_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+    },
+}
+
+/// A membership change's target: any node of the cluster (the call follows leader hints), the
+/// group and the node changed.
+#[derive(Args)]
+struct MemberTarget {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, default_value_t = 0)]
+    group: u32,
+    /// The node to add, promote or remove.
+    #[arg(long)]
+    id: u64,
+    #[arg(long, env = "ORDEAL_ADMIN_TOKEN")]
+    admin_token: Option<String>,
 }
 
 /// A topic partition.
@@ -147,9 +197,27 @@ struct ServeArgs {
     /// HTTP address for /v1/status and /metrics.
     #[arg(long)]
     http: Option<SocketAddr>,
-    /// Every initial voter: ID=ADDR,ID=ADDR,... including this node.
+    /// Every initial voter: ID=ADDR,ID=ADDR,... including this node. With --join, only an
+    /// address book: this node itself and at least one member to answer.
     #[arg(long)]
     peers: String,
+    /// Start without membership and wait to be added (`add-learner`) by the cluster's leader.
+    #[arg(long, env = "ORDEAL_BROKER_JOIN")]
+    join: bool,
+    /// This node means to stay a learner: if it finds itself a voter it logs an error once and
+    /// counts it (`ordeal_learner_found_voter_total`), and keeps running.
+    #[arg(long, env = "ORDEAL_BROKER_JOIN_AS_LEARNER")]
+    join_as_learner: bool,
+    /// As leader: promote a learner only within this many entries of the commit index.
+    #[arg(long, default_value_t = 1000, env = "ORDEAL_BROKER_MAX_PROMOTE_LAG")]
+    max_promote_lag: u64,
+    /// Compact the raft log once it holds this many applied entries; peers further behind
+    /// catch up from a snapshot.
+    #[arg(long, default_value_t = 10_000, env = "ORDEAL_BROKER_SNAPSHOT_ENTRIES")]
+    snapshot_entries: u64,
+    /// ... or once the entries appended since the last compaction reach this many bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, env = "ORDEAL_BROKER_SNAPSHOT_BYTES")]
+    snapshot_bytes: u64,
     /// Where RocksDB keeps this node's data.
     #[arg(long)]
     data_dir: PathBuf,
@@ -255,6 +323,13 @@ fn node_config(a: ServeArgs) -> NodeConfig {
         admin_token: a.admin_token,
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         bugs: a.bug.into_iter().collect(),
+        membership: MembershipConfig {
+            join: a.join,
+            join_as_learner: a.join_as_learner,
+            max_promote_lag: a.max_promote_lag,
+            snapshot_entries: a.snapshot_entries,
+            snapshot_bytes: a.snapshot_bytes,
+        },
     }
 }
 
@@ -337,6 +412,23 @@ async fn client_command(command: Command) -> ExitCode {
             let c = client(&target, admin_token).await;
             (c.transfer_leader(first(&c), group, to).await.map(|()| json!({"ok": true})), target.json)
         }
+        Command::AddLearner { member: m, node_addr } => {
+            let c = client(&m.target, m.admin_token.clone()).await;
+            (c.add_learner(m.group, m.id, &node_addr).await.map(|r| membership_json(&r)), m.target.json)
+        }
+        Command::Promote { member: m, min_applied_index, skip_catch_up_check } => {
+            let c = client(&m.target, m.admin_token.clone()).await;
+            let r = c.promote(m.group, m.id, min_applied_index.unwrap_or(0), skip_catch_up_check).await;
+            (r.map(|r| membership_json(&r)), m.target.json)
+        }
+        Command::RemoveNode { member: m } => {
+            let c = client(&m.target, m.admin_token.clone()).await;
+            (c.remove_node(m.group, m.id).await.map(|r| membership_json(&r)), m.target.json)
+        }
+        Command::Members { target, group, admin_token } => {
+            let c = client(&target, admin_token).await;
+            (c.members(group).await.map(|r| members_json(&r)), target.json)
+        }
     };
     match result {
         Ok(v) => {
@@ -349,6 +441,23 @@ async fn client_command(command: Command) -> ExitCode {
         }
         Err(e) => report(e, json),
     }
+}
+
+fn membership_json(r: &ordeal_system::pb::broker::MembershipResponse) -> serde_json::Value {
+    json!({"voters": r.voters, "learners": r.learners, "index": r.index})
+}
+
+fn members_json(r: &ordeal_system::pb::broker::MembersResponse) -> serde_json::Value {
+    let members: Vec<_> = r
+        .members
+        .iter()
+        .map(|m| {
+            json!({"id": m.id, "address": m.address, "role": if m.is_learner { "learner" } else { "voter" },
+                "match_index": m.match_index, "applied_index": m.applied_index, "reachable": m.reachable,
+                "progress": m.progress_state})
+        })
+        .collect();
+    json!({"group": r.group, "leader": r.leader_id, "commit_index": r.commit_index, "members": members})
 }
 
 fn human(v: &serde_json::Value) -> String {

@@ -24,6 +24,30 @@ pub struct Metrics {
     pub reads: AtomicU64,
     /// Batches of raft messages dropped because a peer's queue was full or its link down.
     pub peer_drops: AtomicU64,
+    /// Times a `--join-as-learner` node found itself a voter (once per group and start).
+    pub learner_found_voter: AtomicU64,
+    /// Snapshots streamed to peers, their bytes and the time they took in all (ms).
+    pub snapshots_sent: AtomicU64,
+    /// Bytes of state sent in snapshots.
+    pub snapshot_bytes_sent: AtomicU64,
+    /// Time spent sending snapshots, in ms.
+    pub snapshot_send_ms: AtomicU64,
+    /// Snapshots that could not be sent.
+    pub snapshots_failed: AtomicU64,
+    /// Snapshots received in full.
+    pub snapshots_received: AtomicU64,
+    /// Bytes of state received in snapshots.
+    pub snapshot_bytes_received: AtomicU64,
+    /// Time spent receiving snapshots, in ms.
+    pub snapshot_receive_ms: AtomicU64,
+    /// Snapshots switched in.
+    pub snapshots_installed: AtomicU64,
+    /// Time spent switching snapshots in, in ms.
+    pub snapshot_install_ms: AtomicU64,
+    /// Log compactions.
+    pub compactions: AtomicU64,
+    /// On leaders: how long each peer has lagged, per group. Written once a tick, not per event.
+    peer_lag: std::sync::Mutex<std::collections::BTreeMap<u32, Vec<(u64, Duration)>>>,
     commit_buckets: [AtomicU64; BUCKETS_S.len()],
     commit_count: AtomicU64,
     commit_sum_us: AtomicU64,
@@ -40,6 +64,33 @@ impl Metrics {
         }
         self.commit_count.fetch_add(1, Ordering::Relaxed);
         self.commit_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Replaces group `group`'s peer lags (empty when this node does not lead it).
+    pub fn set_peer_lag(&self, group: u32, lags: Vec<(u64, Duration)>) {
+        if let Ok(mut m) = self.peer_lag.lock() {
+            m.insert(group, lags);
+        }
+    }
+
+    /// Records a snapshot sent.
+    pub fn observe_snapshot_sent(&self, bytes: u64, took: Duration) {
+        self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        self.snapshot_send_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a snapshot received.
+    pub fn observe_snapshot_received(&self, bytes: u64, took: Duration) {
+        self.snapshots_received.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        self.snapshot_receive_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a snapshot switched in.
+    pub fn observe_snapshot_installed(&self, took: Duration) {
+        self.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_install_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Renders every series; per-group gauges come from the groups' published views.
@@ -62,6 +113,39 @@ impl Metrics {
             "Raft message batches dropped: peer queue full or link down.",
             &self.peer_drops,
         );
+        counter(
+            &mut out,
+            "ordeal_learner_found_voter_total",
+            "A --join-as-learner node found itself a voter.",
+            &self.learner_found_voter,
+        );
+        let snapshot_counters: [(&str, &str, &AtomicU64); 10] = [
+            ("ordeal_snapshots_sent_total", "Snapshots streamed to peers.", &self.snapshots_sent),
+            ("ordeal_snapshot_sent_bytes_total", "State bytes sent in snapshots.", &self.snapshot_bytes_sent),
+            ("ordeal_snapshot_send_milliseconds_total", "Time spent sending snapshots.", &self.snapshot_send_ms),
+            ("ordeal_snapshots_failed_total", "Snapshots that could not be sent.", &self.snapshots_failed),
+            ("ordeal_snapshots_received_total", "Snapshots received in full.", &self.snapshots_received),
+            (
+                "ordeal_snapshot_received_bytes_total",
+                "State bytes received in snapshots.",
+                &self.snapshot_bytes_received,
+            ),
+            (
+                "ordeal_snapshot_receive_milliseconds_total",
+                "Time spent receiving snapshots.",
+                &self.snapshot_receive_ms,
+            ),
+            ("ordeal_snapshots_installed_total", "Snapshots switched in.", &self.snapshots_installed),
+            (
+                "ordeal_snapshot_install_milliseconds_total",
+                "Time spent switching snapshots in.",
+                &self.snapshot_install_ms,
+            ),
+            ("ordeal_log_compactions_total", "Raft log compactions.", &self.compactions),
+        ];
+        for (name, help, v) in snapshot_counters {
+            counter(&mut out, name, help, v);
+        }
         let _ = writeln!(
             out,
             "# HELP ordeal_commit_latency_seconds Time from proposal to apply.\n# TYPE ordeal_commit_latency_seconds histogram"
@@ -103,6 +187,21 @@ impl Metrics {
                     g.group,
                     p.id,
                     g.last_index.saturating_sub(p.match_index)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ordeal_peer_lag_seconds How long a peer has been behind the leader's last index.\n# TYPE ordeal_peer_lag_seconds gauge"
+        );
+        let lags = self.peer_lag.lock().map(|m| m.clone()).unwrap_or_default();
+        for g in groups.iter().filter(|g| g.is_leader) {
+            for (peer, lag) in lags.get(&g.group).into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "ordeal_peer_lag_seconds{{node=\"{node}\",group=\"{}\",peer=\"{peer}\"}} {}",
+                    g.group,
+                    lag.as_secs_f64()
                 );
             }
         }

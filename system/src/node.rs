@@ -13,17 +13,19 @@ use crate::config::{NodeConfig, RaftTiming};
 use crate::error::BrokerError;
 use crate::fsm::{Applied, StateMachine};
 use crate::logging::raft_logger;
+use crate::membership::{self, Change, LeaderFacts, MemberProgress, MembersView};
 use crate::metrics::Metrics;
 use crate::pb::cmd::Command;
+use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
 pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 use rocksdb::{DB, WriteBatch};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
@@ -63,6 +65,34 @@ pub enum Request {
         to: u64,
         /// Gets `Ok` once the transfer started.
         reply: Reply<()>,
+    },
+    /// Propose a membership change, once it passes [`membership::check`]; the reply comes after
+    /// it is applied.
+    ChangeMembership {
+        /// The change.
+        change: Change,
+        /// Gets [`Applied::Membership`].
+        reply: Reply<Applied>,
+    },
+    /// The leader's view of every member.
+    Members {
+        /// Gets the view, or NOT_LEADER.
+        reply: Reply<MembersView>,
+    },
+    /// A snapshot stream to `to` ended, sent in full or not.
+    SnapshotSent {
+        /// The peer.
+        to: u64,
+        /// Whether it arrived.
+        ok: bool,
+    },
+    /// RocksDB was flushed after `index` was applied, so the log up to it can go; or the flush
+    /// failed, which stops the node.
+    Flushed {
+        /// The compaction point.
+        index: u64,
+        /// The flush's outcome.
+        result: Result<(), String>,
     },
     /// Before a graceful stop: hand leadership to the most up-to-date voter, if leading.
     StepDown {
@@ -118,8 +148,11 @@ pub struct GroupContext {
 /// Opens group `group`'s storage and starts its loop on a thread of its own; join the thread
 /// after [`GroupHandle::stop`] so that the database closes before the process exits.
 pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<()>), StorageError> {
-    let voters: Vec<u64> = ctx.config.peers.keys().copied().collect();
-    let mut storage = RaftStorage::open(ctx.db.clone(), group, &voters)?;
+    if !ctx.config.membership.join {
+        RaftStorage::bootstrap(&ctx.db, group, &ctx.config.peers)?;
+    }
+    // A joining node starts with no configuration; it learns one from the log or a snapshot.
+    let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
     let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
@@ -130,6 +163,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         what: format!("raft refused the stored state: {e}"),
     })?;
     let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+    let own_tx = tx.clone();
     let (view_tx, view) = watch::channel(GroupView { group, ..Default::default() });
     let mut g = Group {
         id: ctx.config.id,
@@ -151,7 +185,15 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         next_read_ctx: 1,
         leader_id: 0,
         view: view_tx,
+        config: ctx.config.clone(),
+        found_voter: false,
+        tx: own_tx,
+        compacting: false,
+        failure: None,
+        lag: LagClock::default(),
     };
+    g.learn_addresses(g.node.store().peer_addresses()?);
+    g.on_membership_changed();
     let thread = std::thread::Builder::new()
         .name(format!("raft-g{group}"))
         .spawn(move || {
@@ -232,6 +274,48 @@ struct Group {
     next_read_ctx: u64,
     leader_id: u64,
     view: watch::Sender<GroupView>,
+    config: Arc<NodeConfig>,
+    /// Whether a `--join-as-learner` node has already reported finding itself a voter.
+    found_voter: bool,
+    /// The loop's own queue, for answers from its helper tasks (snapshot sends, flushes).
+    tx: SyncSender<Request>,
+    /// A flush for a compaction is under way.
+    compacting: bool,
+    /// A storage failure reported by a helper; the loop stops with it.
+    failure: Option<StorageError>,
+    /// When the leader's last index reached which value, for peers' lag in time.
+    lag: LagClock,
+}
+
+/// Samples of (last index, when it was reached), one per tick over the last minute: a peer whose
+/// match index is `m` lags by the age of the first sample past `m`.
+#[derive(Default)]
+struct LagClock {
+    samples: std::collections::VecDeque<(u64, Instant)>,
+}
+
+impl LagClock {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn sample(&mut self, last_index: u64, now: Instant) {
+        if self.samples.back().is_none_or(|(i, _)| *i < last_index) {
+            self.samples.push_back((last_index, now));
+        }
+        while self.samples.front().is_some_and(|(_, t)| now.duration_since(*t) > Self::WINDOW) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// How long a peer at `matched` has lagged; a peer older than the window lags by all of it.
+    fn of(&self, matched: u64) -> Duration {
+        match self.samples.back() {
+            Some((last, _)) if *last > matched => {
+                let since = self.samples.iter().find(|(i, _)| *i > matched).map(|(_, t)| *t);
+                since.map_or(Self::WINDOW, |t| t.elapsed())
+            }
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 impl Group {
@@ -260,9 +344,14 @@ impl Group {
                 self.node.tick();
                 next_tick = (next_tick + self.tick).max(now);
                 self.expire(now);
+                self.record_lag(now);
             }
             self.issue_reads();
             self.on_ready()?;
+            if let Some(e) = self.failure.take().or_else(|| self.node.store().take_failure()) {
+                return Err(e);
+            }
+            self.maybe_compact();
             self.publish();
         }
     }
@@ -282,6 +371,15 @@ impl Group {
                 let result = self.transfer_leader(to);
                 let _ = reply.send(result);
             }
+            Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            Request::Members { reply } => {
+                let _ = reply.send(self.members());
+            }
+            Request::SnapshotSent { to, ok } => {
+                let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                self.node.report_snapshot(to, status);
+            }
+            Request::Flushed { index, result } => self.compact(index, result),
             Request::StepDown { reply } => {
                 let to = self.best_transferee();
                 if let Some(to) = to {
@@ -322,6 +420,92 @@ impl Group {
         self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
         self.pending_by_index.insert(index, request_id);
         self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+    }
+
+    fn leader_facts(&self, target: u64) -> LeaderFacts {
+        let raft = &self.node.raft;
+        LeaderFacts {
+            group: self.group,
+            leader: self.id,
+            conf: raft.prs().conf().to_conf_state(),
+            commit: raft.raft_log.committed,
+            target: raft.prs().get(target).map(|p| p.state),
+        }
+    }
+
+    fn change_membership(&mut self, change: Change, reply: Reply<Applied>) {
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.node.raft.has_pending_conf() {
+            // raft-rs would turn a second pending change into an empty entry.
+            let reason = "another membership change is not applied yet; retry".into();
+            let _ = reply.send(Err(BrokerError::MembershipRefused { group: self.group, reason }));
+            return;
+        }
+        let target = match &change {
+            Change::AddLearner { id, .. } | Change::Promote { id, .. } | Change::Remove { id } => *id,
+        };
+        if let Err(e) = membership::check(&change, &self.leader_facts(target)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let cc = membership::conf_change(&change, request_id, self.id);
+        if let Err(e) = self.node.propose_conf_change(vec![], cc) {
+            let _ = reply.send(Err(BrokerError::ProposalDropped(e.to_string())));
+            return;
+        }
+        tracing::info!(?change, "membership change proposed");
+        let index = self.node.raft.raft_log.last_index();
+        self.pending_by_index.insert(index, request_id);
+        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+    }
+
+    fn members(&self) -> Result<MembersView, BrokerError> {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        let cs = raft.prs().conf().to_conf_state();
+        let mut members: Vec<MemberProgress> = raft
+            .prs()
+            .iter()
+            .map(|(id, p)| MemberProgress {
+                id: *id,
+                is_learner: cs.learners.contains(id),
+                match_index: p.matched,
+                state: membership::state_name(p.state),
+                lag: self.lag.of(p.matched),
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Ok(MembersView { leader_id: self.id, commit: raft.raft_log.committed, members })
+    }
+
+    /// Records addresses learned from the log or storage: leader hints and the transport.
+    fn learn_addresses(&mut self, addresses: BTreeMap<u64, String>) {
+        for (id, address) in addresses {
+            if let Ok(mut peers) = self.peers.write() {
+                peers.insert(id, address.clone());
+            }
+            self.transport.set_address(id, &address);
+        }
+    }
+
+    /// After the configuration changed (or at start): tell the transport who the members are,
+    /// and report a `--join-as-learner` node that finds itself a voter.
+    fn on_membership_changed(&mut self) {
+        let cs = self.node.raft.prs().conf().to_conf_state();
+        let members: BTreeSet<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+        self.transport.set_members(self.group, members);
+        if self.config.membership.join_as_learner && cs.voters.contains(&self.id) && !self.found_voter {
+            self.found_voter = true;
+            self.metrics.learner_found_voter.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(voters = ?cs.voters, "started with --join-as-learner but this node is a voter; it keeps running");
+        }
     }
 
     fn transfer_leader(&mut self, to: u64) -> Result<(), BrokerError> {
@@ -409,12 +593,9 @@ impl Group {
         }
         // 1. Messages the leader may send before its own fsync.
         self.send(rd.take_messages());
-        // 2. A snapshot: the log is never compacted yet, so no peer ever sends one.
+        // 2. A snapshot: switch the state machine and the log over to it.
         if !rd.snapshot().is_empty() {
-            return Err(StorageError::Corrupt {
-                key: format!("group {}", self.group),
-                what: "received a snapshot, which this build does not install".into(),
-            });
+            self.install_snapshot(rd.snapshot())?;
         }
         // 3. Apply what is committed (already durable on a quorum). A leader does it before its
         // fsync, so that its replies leave sooner; a follower after, so that its append
@@ -456,6 +637,79 @@ impl Group {
         Ok(())
     }
 
+    /// Once a tick on the leader: every peer's lag in time, for `/metrics` and `members`.
+    fn record_lag(&mut self, now: Instant) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        self.lag.sample(self.node.raft.raft_log.last_index(), now);
+        let lags =
+            self.node.raft.prs().iter().filter(|(id, _)| **id != self.id).map(|(id, p)| (*id, self.lag.of(p.matched)));
+        self.metrics.set_peer_lag(self.group, lags.collect());
+    }
+
+    fn send_snapshot(&mut self, m: Message) {
+        let to = m.to;
+        let Some(address) = self.transport.address(to) else {
+            self.node.report_snapshot(to, raft::SnapshotStatus::Failure);
+            return;
+        };
+        let ctx =
+            snapshot::SendContext { from: self.id, address, done: self.tx.clone(), metrics: self.metrics.clone() };
+        snapshot::spawn_send(self.transport.runtime(), ctx, self.group, m);
+    }
+
+    fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let index = snap.get_metadata().index;
+        self.node.mut_store().apply_snapshot(snap)?;
+        // The state machine's caches describe the state that was just replaced.
+        self.sm = StateMachine::new(self.node.store().db().clone(), self.group, self.config.bugs.clone());
+        self.learn_addresses(self.node.store().peer_addresses()?);
+        self.on_membership_changed();
+        self.metrics.observe_snapshot_installed(started.elapsed());
+        tracing::info!(index, took = ?started.elapsed(), "snapshot installed");
+        Ok(())
+    }
+
+    /// Starts a compaction when the log holds `--snapshot-entries` applied entries or
+    /// `--snapshot-bytes` were appended: a flush off the loop (applied state bypasses the WAL, so
+    /// it is only durable once flushed), then [`Group::compact`].
+    fn maybe_compact(&mut self) {
+        let limits = &self.config.membership;
+        let store = self.node.store();
+        let applied = self.node.raft.raft_log.applied;
+        let in_log = applied.saturating_sub(store.first_index_cached() - 1);
+        if self.compacting || (in_log < limits.snapshot_entries && store.appended_bytes() < limits.snapshot_bytes) {
+            return;
+        }
+        // Keep a quarter of the limit so that a peer a little behind catches up from entries.
+        let index = applied.saturating_sub(limits.snapshot_entries / 4);
+        if index < store.first_index_cached() {
+            return;
+        }
+        self.compacting = true;
+        let (db, tx) = (store.db().clone(), self.tx.clone());
+        std::thread::spawn(move || {
+            let result = db.flush().map_err(|e| e.to_string());
+            let _ = tx.send(Request::Flushed { index, result });
+        });
+    }
+
+    fn compact(&mut self, index: u64, flushed: Result<(), String>) {
+        self.compacting = false;
+        let result = flushed
+            .map_err(|what| StorageError::Corrupt { key: "flush before compaction".into(), what })
+            .and_then(|()| self.node.mut_store().compact(index));
+        match result {
+            Ok(()) => {
+                self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(index, "log compacted");
+            }
+            Err(e) => self.failure = Some(e),
+        }
+    }
+
     fn on_soft_state(&mut self, leader_id: u64, role: StateRole) {
         if leader_id != self.leader_id {
             self.leader_id = leader_id;
@@ -473,9 +727,13 @@ impl Group {
         }
     }
 
-    fn send(&mut self, msgs: Vec<Message>) {
+    fn send(&mut self, mut msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
+        }
+        // Snapshots travel on streams of their own, never in the peer queue.
+        for m in msgs.extract_if(.., |m| m.get_msg_type() == MessageType::MsgSnapshot) {
+            self.send_snapshot(m);
         }
         for unreachable in self.transport.send(self.group, msgs) {
             self.metrics.peer_drops.fetch_add(1, Ordering::Relaxed);
@@ -514,9 +772,9 @@ impl Group {
                     self.persist_conf_state(&mut batch, e.index, cs)?;
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
-                    let cs = self.node.apply_conf_change(&cc);
-                    self.persist_conf_state(&mut batch, e.index, cs)?;
+                    if let Some(result) = self.apply_conf_change_v2(&mut batch, &e)? {
+                        results.push(result);
+                    }
                 }
             }
         }
@@ -544,6 +802,35 @@ impl Group {
             }
         }
         Ok(())
+    }
+
+    /// Applies a ConfChangeV2 entry: the configuration, the addresses it carries, and the
+    /// proposer's reply.
+    fn apply_conf_change_v2(
+        &mut self,
+        batch: &mut WriteBatch,
+        e: &Entry,
+    ) -> Result<Option<(u64, Applied)>, StorageError> {
+        let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
+        let context = membership::decode_context(&cc.context).map_err(|err| corrupt_entry(e.index, err))?;
+        let cs = self.node.apply_conf_change(&cc);
+        self.persist_conf_state(batch, e.index, cs)?;
+        if !context.peers.is_empty() {
+            let mut addresses = self.node.store().peer_addresses()?;
+            addresses.extend(context.peers.into_iter().map(|p| (p.id, p.address)));
+            self.node.store().set_peer_addresses(batch, &addresses);
+            self.learn_addresses(addresses);
+        }
+        self.on_membership_changed();
+        let mut cs = self.node.raft.prs().conf().to_conf_state();
+        cs.voters.sort_unstable();
+        cs.learners.sort_unstable();
+        tracing::info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+        if context.proposer != self.id || context.request_id == 0 {
+            return Ok(None);
+        }
+        let applied = Applied::Membership { voters: cs.voters, learners: cs.learners, index: e.index };
+        Ok(Some((context.request_id, applied)))
     }
 
     fn persist_conf_state(
@@ -633,4 +920,22 @@ fn role_name(role: StateRole) -> &'static str {
 
 fn corrupt_entry(index: u64, e: impl ToString) -> StorageError {
     StorageError::Corrupt { key: format!("log entry {index}"), what: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_lag_is_the_age_of_the_first_entry_it_lacks() {
+        let mut clock = LagClock::default();
+        let t0 = Instant::now() - Duration::from_secs(5);
+        clock.sample(10, t0);
+        clock.sample(10, t0 + Duration::from_secs(1));
+        clock.sample(20, t0 + Duration::from_secs(3));
+        assert_eq!(clock.of(20), Duration::ZERO);
+        let lag = clock.of(15);
+        assert!(lag >= Duration::from_secs(2) && lag < Duration::from_secs(3), "{lag:?}");
+        assert!(clock.of(5) >= Duration::from_secs(5));
+    }
 }

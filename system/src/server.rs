@@ -8,6 +8,7 @@ use crate::node::{self, GroupContext, GroupHandle, Request};
 use crate::pb::broker::admin_server::AdminServer;
 use crate::pb::broker::broker_server::BrokerServer;
 use crate::pb::broker::raft_server::RaftServer;
+use crate::snapshot;
 use crate::storage::open_db;
 use crate::transport::{RaftService, Transport};
 use anyhow::Context as _;
@@ -18,6 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::server::TcpIncoming;
 
+/// HTTP/2 flow-control window per stream on the node's port.
+const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
 /// Runs a node until it is told to stop.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -25,6 +29,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db = open_db(&config.data_dir).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    for g in 0..config.groups {
+        snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
+    }
+    snapshot::remove_leftovers(&config.data_dir);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let http_listener = match config.http {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
@@ -32,10 +40,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::default());
+    let peers = Arc::new(RwLock::new(config.peers.clone()));
     let ctx = GroupContext {
         db: db.clone(),
         config: config.clone(),
-        peers: Arc::new(RwLock::new(config.peers.clone())),
+        peers: peers.clone(),
         transport: Transport::start(config.id, &config.peers),
         metrics: metrics.clone(),
     };
@@ -53,17 +62,31 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         groups: groups.clone(),
         shutting_down: Default::default(),
         in_flight: Default::default(),
+        peers,
     });
 
+    let inbox = Arc::new(snapshot::Inbox {
+        id: config.id,
+        dir: snapshot::incoming_dir(&config.data_dir),
+        metrics: metrics.clone(),
+    });
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // HTTP/2's default 64 KB window caps one stream at a window per round trip: a snapshot
+        // (or a peer catching up) moved at ~100 MB/s on a busy loopback. Reads are bounded by
+        // the services' own queues, so larger windows add no unbounded buffering.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(2 * STREAM_WINDOW_BYTES)
         .add_service(BrokerServer::new(BrokerService(state.clone())))
         .add_service(AdminServer::with_interceptor(
             AdminService(state.clone()),
             check_admin_token(config.admin_token.clone()),
         ))
-        .add_service(RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped)))
+        .add_service(
+            RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped, inbox))
+                .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
+        )
         // Nagle's algorithm with delayed ACKs would add 40 ms to small replies.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             let _ = grpc_stopped.await;

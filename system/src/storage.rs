@@ -10,13 +10,17 @@
 //! | `C` group | raft conf state (voters and learners: membership lives here only) |
 //! | `T` group | index and term of the last entry removed by compaction |
 //! | `A` group | last applied index, written with the state changes it covers |
+//! | `P` group | known node addresses (`PeerAddresses`, versioned), written with the conf state |
+//! | `I` group | a snapshot install under way (`SnapshotInstall`, versioned; see [`crate::snapshot`]) |
 //! | `S` group ... | the state machine (see [`crate::fsm`]) |
 
 use crate::STORAGE_VERSION;
+use crate::snapshot::Generator;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -93,6 +97,21 @@ pub mod keys {
         tagged(b'A', group)
     }
 
+    /// The node addresses learned from membership changes.
+    pub fn peers(group: u32) -> [u8; 5] {
+        tagged(b'P', group)
+    }
+
+    /// The marker of a snapshot install under way.
+    pub fn installing(group: u32) -> [u8; 5] {
+        tagged(b'I', group)
+    }
+
+    /// The bounds (inclusive, exclusive) of a group's state machine keys.
+    pub fn state_range(group: u32) -> ([u8; 5], [u8; 5]) {
+        (tagged(b'S', group), tagged(b'S', group + 1))
+    }
+
     /// A state machine key: `S`, group, a one-byte table tag, then `rest`.
     pub fn state(group: u32, table: u8, rest: &[&[u8]]) -> Vec<u8> {
         let mut k = Vec::with_capacity(6 + rest.iter().map(|r| r.len()).sum::<usize>());
@@ -164,6 +183,9 @@ pub struct RaftStorage {
     truncated_term: u64,
     last_index: u64,
     last_term: u64,
+    /// Bytes of entries appended since the log was last compacted (or the node started).
+    appended_bytes: u64,
+    snapshots: Generator,
 }
 
 impl RaftStorage {
@@ -191,7 +213,7 @@ impl RaftStorage {
             None => (0, 0),
         };
         let mut s = RaftStorage {
-            db,
+            db: db.clone(),
             group,
             hard_state,
             conf_state,
@@ -199,12 +221,51 @@ impl RaftStorage {
             truncated_term,
             last_index: truncated_index,
             last_term: truncated_term,
+            appended_bytes: 0,
+            snapshots: Generator::new(db.clone(), group),
         };
         if let Some(last) = s.last_stored_entry()? {
             s.last_index = last.index;
             s.last_term = last.term;
         }
         Ok(s)
+    }
+
+    /// Writes a new cluster's first entries (see [`crate::membership::bootstrap_entries`]),
+    /// committed, with the configuration and addresses they make, unless the group has state
+    /// already. Every initial voter writes the same ones.
+    pub fn bootstrap(db: &DB, group: u32, peers: &BTreeMap<u64, String>) -> Result<(), StorageError> {
+        if db.get(keys::conf_state(group))?.is_some() {
+            return Ok(());
+        }
+        let entries = crate::membership::bootstrap_entries(peers);
+        let mut batch = WriteBatch::default();
+        for e in &entries {
+            batch.put(keys::log(group, e.index), encode_pb(e));
+        }
+        let hs = HardState { term: 1, vote: 0, commit: entries.len() as u64, ..Default::default() };
+        batch.put(keys::hard_state(group), encode_pb(&hs));
+        let voters: Vec<u64> = peers.keys().copied().collect();
+        batch.put(keys::conf_state(group), encode_pb(&ConfState::from((voters, vec![]))));
+        batch.put(keys::peers(group), crate::membership::encode_addresses(peers));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// The node addresses this group learned from its log.
+    pub fn peer_addresses(&self) -> Result<BTreeMap<u64, String>, StorageError> {
+        let key = keys::peers(self.group);
+        match self.db.get(key)? {
+            Some(v) => crate::membership::decode_addresses(&v).map_err(|e| corrupt(&key, e)),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Adds the address table to `batch` (it goes with the conf state it belongs to).
+    pub fn set_peer_addresses(&self, batch: &mut WriteBatch, peers: &BTreeMap<u64, String>) {
+        batch.put(keys::peers(self.group), crate::membership::encode_addresses(peers));
     }
 
     fn last_stored_entry(&self) -> Result<Option<Entry>, StorageError> {
@@ -245,6 +306,7 @@ impl RaftStorage {
         };
         for e in entries {
             batch.put(keys::log(self.group, e.index), encode_pb(e));
+            self.appended_bytes += e.data.len() as u64;
         }
         if last.index < self.last_index {
             // A new leader overwrote a suffix: the stale tail must not survive a restart.
@@ -310,6 +372,55 @@ impl RaftStorage {
         opts.disable_wal(true);
         self.db.write_opt(batch, &opts)?;
         Ok(())
+    }
+
+    /// The first index still in the log.
+    pub fn first_index_cached(&self) -> u64 {
+        self.truncated_index + 1
+    }
+
+    /// Bytes of entries appended since the last compaction.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes
+    }
+
+    /// Removes the entries up to `index`, which must be applied and durable in the state machine
+    /// (the caller flushed RocksDB after applying it).
+    pub fn compact(&mut self, index: u64) -> Result<(), StorageError> {
+        if index <= self.truncated_index || index > self.last_index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index).map_err(|e| corrupt(&keys::log(self.group, index), e))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range(keys::log(self.group, 0), keys::log(self.group, index + 1));
+        let mut t = index.to_be_bytes().to_vec();
+        t.extend_from_slice(&term.to_be_bytes());
+        batch.put(keys::truncated(self.group), t);
+        self.write(batch, true)?;
+        self.truncated_index = index;
+        self.truncated_term = term;
+        self.appended_bytes = 0;
+        Ok(())
+    }
+
+    /// Switches to the snapshot raft handed over (see [`crate::snapshot`]): the state machine,
+    /// the configuration and addresses come from its file; the log starts after it.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        crate::snapshot::install(&self.db, self.group, snap)?;
+        let meta = snap.get_metadata();
+        self.truncated_index = meta.index;
+        self.truncated_term = meta.term;
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.conf_state = meta.get_conf_state().clone();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.appended_bytes = 0;
+        Ok(())
+    }
+
+    /// A failure of making a snapshot in the background, which stops the node like any other.
+    pub fn take_failure(&self) -> Option<StorageError> {
+        self.snapshots.take_failure()
     }
 
     fn entry(&self, index: u64) -> raft::Result<Entry> {
@@ -389,9 +500,15 @@ impl raft::Storage for RaftStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted yet, so every peer can catch up from entries alone.
-        Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // Made in the background; raft-rs asks again with the peer's next heartbeat response.
+        match self.snapshots.poll(request_index) {
+            Some(snap) => {
+                tracing::info!(to, index = snap.get_metadata().index, "sending a snapshot");
+                Ok(snap)
+            }
+            None => Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable)),
+        }
     }
 }
 

@@ -12,12 +12,13 @@ use crate::WIRE_VERSION;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
-use crate::pb::broker::{Envelope, SendAck};
+use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
+use crate::snapshot;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +26,11 @@ use tonic::transport::Endpoint;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 const PEER_QUEUE: usize = 4096;
+/// About this many bytes of raft messages per envelope (one message may exceed it alone).
+const ENVELOPE_BYTES: usize = 1024 * 1024;
+/// The largest gRPC message a peer may send: one raft message holds at most one record of
+/// `--max-record-bytes` beyond raft's 1 MB per message, and a snapshot chunk about 4 MB plus one pair.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -32,23 +38,78 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// reads this queue directly, so a message crosses no task between the Ready loop and gRPC.
 type Slot = Mutex<Option<mpsc::Sender<Envelope>>>;
 
-/// The sending half: a queue and a connection task per peer.
+/// The sending half: a queue and a connection task per peer. Peers come and go as membership
+/// changes apply ([`Transport::set_address`], [`Transport::set_members`]).
 pub struct Transport {
     id: u64,
-    peers: HashMap<u64, Arc<Slot>>,
+    peers: RwLock<HashMap<u64, Peer>>,
+    /// Each group's members, so that a node removed from every group it was in is dropped.
+    members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+struct Peer {
+    addr: String,
+    slot: Arc<Slot>,
 }
 
 impl Transport {
     /// Starts a sender task per peer other than `id`, on the current tokio runtime. A task ends
-    /// when the transport is dropped.
+    /// when its peer is dropped or the transport is.
     pub fn start(id: u64, peers: &BTreeMap<u64, String>) -> Arc<Transport> {
-        let mut out = HashMap::new();
-        for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-            let slot = Arc::new(Mutex::new(None));
-            tokio::spawn(peer_loop(peer, addr.clone(), Arc::downgrade(&slot)));
-            out.insert(peer, slot);
+        let t = Transport {
+            id,
+            peers: RwLock::new(HashMap::new()),
+            members: Mutex::new(BTreeMap::new()),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        for (peer, addr) in peers {
+            t.set_address(*peer, addr);
         }
-        Arc::new(Transport { id, peers: out })
+        Arc::new(t)
+    }
+
+    /// Connects to `peer` at `addr`, replacing a connection to another address. Callable from
+    /// any thread.
+    pub fn set_address(&self, peer: u64, addr: &str) {
+        if peer == self.id {
+            return;
+        }
+        let Ok(mut peers) = self.peers.write() else { return };
+        if peers.get(&peer).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let slot = Arc::new(Mutex::new(None));
+        self.runtime.spawn(peer_loop(peer, addr.to_owned(), Arc::downgrade(&slot)));
+        // Replacing the entry drops the old slot, which ends the old connection's task.
+        peers.insert(peer, Peer { addr: addr.to_owned(), slot });
+        tracing::info!(peer, addr, "peer address set");
+    }
+
+    /// Records `group`'s members; a peer that was a member of some group and now is of none is
+    /// disconnected. Peers that never were members (addresses from `--peers`) stay.
+    pub fn set_members(&self, group: u32, members: BTreeSet<u64>) {
+        let Ok(mut all) = self.members.lock() else { return };
+        let union = |m: &BTreeMap<u32, BTreeSet<u64>>| m.values().flatten().copied().collect::<BTreeSet<u64>>();
+        let before = union(&all);
+        all.insert(group, members);
+        let after = union(&all);
+        let Ok(mut peers) = self.peers.write() else { return };
+        for gone in before.difference(&after) {
+            if peers.remove(gone).is_some() {
+                tracing::info!(peer = gone, "peer removed from every group; disconnected");
+            }
+        }
+    }
+
+    /// The runtime the transport's tasks run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// The address of `peer`, if known.
+    pub fn address(&self, peer: u64) -> Option<String> {
+        self.peers.read().ok()?.get(&peer).map(|p| p.addr.clone())
     }
 
     /// Queues `msgs` for their peers; returns the peers that could not take them.
@@ -61,22 +122,46 @@ impl Transport {
             }
         }
         let mut unreachable = Vec::new();
+        let Ok(peers) = self.peers.read() else { return unreachable };
         for (to, messages) in by_peer {
-            let Some(slot) = self.peers.get(&to) else {
-                tracing::warn!(to, "message for an unknown peer dropped");
+            let Some(slot) = peers.get(&to).map(|p| &p.slot) else {
+                // A node just removed, or one whose address has not arrived yet.
+                tracing::debug!(to, "message for an unknown peer dropped");
                 continue;
             };
-            let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
-            let queued = match slot.lock() {
-                Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
-                Err(_) => false,
-            };
-            if !queued {
-                unreachable.push(to);
+            for messages in split(messages) {
+                let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
+                let queued = match slot.lock() {
+                    Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
+                    Err(_) => false,
+                };
+                if !queued {
+                    unreachable.push(to);
+                    break;
+                }
             }
         }
         unreachable
     }
+}
+
+/// Splits one peer's messages into envelopes of about [`ENVELOPE_BYTES`]: a leader catching a
+/// peer up sends up to `max_inflight_msgs` appends of up to 1 MB each in one Ready, far beyond
+/// what one gRPC message may carry.
+fn split(messages: Vec<Bytes>) -> Vec<Vec<Bytes>> {
+    let mut out: Vec<Vec<Bytes>> = Vec::new();
+    let mut size = usize::MAX;
+    for m in messages {
+        if size.saturating_add(m.len()) > ENVELOPE_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += m.len();
+        if let Some(last) = out.last_mut() {
+            last.push(m);
+        }
+    }
+    out
 }
 
 fn set_slot(slot: &Slot, queue: Option<mpsc::Sender<Envelope>>) {
@@ -109,7 +194,8 @@ async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>) {
                 set_slot(&s, Some(queue));
                 // Only the transport may keep the slot alive: dropping it ends the stream.
                 drop(s);
-                let res = RaftClient::new(channel).send(ReceiverStream::new(stream)).await;
+                let mut client = RaftClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+                let res = client.send(ReceiverStream::new(stream)).await;
                 tracing::info!(peer, "peer stream ended: {:?}", res.err());
                 match slot.upgrade() {
                     Some(s) => set_slot(&s, None),
@@ -128,13 +214,19 @@ pub struct RaftService {
     id: u64,
     groups: Arc<Vec<GroupHandle>>,
     stopped: watch::Receiver<bool>,
+    inbox: Arc<snapshot::Inbox>,
 }
 
 impl RaftService {
     /// A service routing to `groups` (indexed by group id); its streams end when `stopped`
     /// turns true, so that a stopping server can drain.
-    pub fn new(id: u64, groups: Arc<Vec<GroupHandle>>, stopped: watch::Receiver<bool>) -> Self {
-        RaftService { id, groups, stopped }
+    pub fn new(
+        id: u64,
+        groups: Arc<Vec<GroupHandle>>,
+        stopped: watch::Receiver<bool>,
+        inbox: Arc<snapshot::Inbox>,
+    ) -> Self {
+        RaftService { id, groups, stopped, inbox }
     }
 }
 
@@ -171,5 +263,29 @@ impl Raft for RaftService {
             }
         }
         Ok(Response::new(SendAck {}))
+    }
+
+    async fn snapshot(&self, request: GrpcRequest<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
+        let mut stopped = self.stopped.clone();
+        tokio::select! {
+            r = snapshot::receive(&self.inbox, &self.groups, request.into_inner()) => r.map(Response::new),
+            _ = stopped.wait_for(|s| *s) => Err(Status::unavailable("node is stopping")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_stay_near_a_megabyte_and_keep_every_message_in_order() {
+        let m = |n: usize, tag: u8| Bytes::from(vec![tag; n]);
+        let messages = vec![m(600_000, 1), m(600_000, 2), m(100, 3), m(3_000_000, 4), m(10, 5)];
+        let envelopes = split(messages.clone());
+        let sizes: Vec<usize> = envelopes.iter().map(|e| e.iter().map(Bytes::len).sum()).collect();
+        assert_eq!(sizes, vec![600_000, 600_100, 3_000_000, 10]);
+        assert_eq!(envelopes.concat(), messages);
+        assert!(split(vec![]).is_empty());
     }
 }

@@ -74,14 +74,7 @@ async fn acknowledged_writes_survive_leader_kill() {
     cluster.converged(&client).await;
 
     for node in cluster.procs.keys().copied() {
-        let mut log = Vec::new();
-        loop {
-            let r = client.fetch_local(node, "t", 0, log.len() as u64, 5000).await.unwrap();
-            if r.records.is_empty() {
-                break;
-            }
-            log.extend(r.records);
-        }
+        let log = common::local_log(&client, node, "t").await;
         for (i, r) in log.iter().enumerate() {
             assert_eq!(r.offset, i as u64, "node {node}: gap or reorder at offset {i}");
         }

@@ -69,6 +69,19 @@ impl Cluster {
     }
 }
 
+/// Every record of partition 0 of `topic` in `node`'s local state, from offset 0.
+pub async fn local_log(client: &Client, node: u64, topic: &str) -> Vec<ordeal_system::pb::broker::Record> {
+    let mut log = Vec::new();
+    loop {
+        // Small batches: records may be large, and a response is limited to 4 MB.
+        let r = client.fetch_local(node, topic, 0, log.len() as u64, 50).await.unwrap();
+        if r.records.is_empty() {
+            return log;
+        }
+        log.extend(r.records);
+    }
+}
+
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,

@@ -537,16 +537,7 @@ impl Client {
 
     async fn transfer_leader_once(&self, node: u64, group: u32, to: u64) -> Result<(), ClientError> {
         let channel = self.channel(node).await.map_err(ClientError::Unreachable)?;
-        let token = self.opts.admin_token.clone();
-        let mut c = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            if let Some(t) = &token {
-                let value = format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| Status::invalid_argument("admin token is not a valid header value"))?;
-                req.metadata_mut().insert("authorization", value);
-            }
-            Ok(req)
-        });
+        let mut c = AdminClient::with_interceptor(channel, AdminAuth(self.opts.admin_token.clone()));
         match tokio::time::timeout(self.opts.attempt_timeout, c.transfer_leader(TransferLeaderRequest { group, to }))
             .await
         {
@@ -554,6 +545,86 @@ impl Client {
             Ok(Err(s)) => Err(classify(node, &s, Some(self))),
             Err(_) => Err(ClientError::Indeterminate { node, message: "transfer timed out".into() }),
         }
+    }
+
+    /// Adds node `id` at `address` as a learner of `group`, at the group's leader.
+    pub async fn add_learner(&self, group: u32, id: u64, address: &str) -> Result<MembershipResponse, ClientError> {
+        let r = AddLearnerRequest { group, id, node_address: address.to_owned() };
+        self.admin_call(group, |mut c| {
+            let r = r.clone();
+            async move { c.add_learner(r).await }
+        })
+        .await
+    }
+
+    /// Promotes learner `id` of `group` to voter, once it has applied `min_applied_index` and
+    /// passes the leader's gate; `skip_check` promotes without the catch-up check.
+    pub async fn promote(
+        &self,
+        group: u32,
+        id: u64,
+        min_applied_index: u64,
+        skip_check: bool,
+    ) -> Result<MembershipResponse, ClientError> {
+        let r = PromoteRequest { group, id, min_applied_index, skip_catch_up_check: skip_check };
+        self.admin_call(group, |mut c| async move { c.promote(r).await }).await
+    }
+
+    /// Removes node `id` from `group`.
+    pub async fn remove_node(&self, group: u32, id: u64) -> Result<MembershipResponse, ClientError> {
+        let r = RemoveNodeRequest { group, id };
+        self.admin_call(group, |mut c| async move { c.remove_node(r).await }).await
+    }
+
+    /// `group`'s members as its leader sees them.
+    pub async fn members(&self, group: u32) -> Result<MembersResponse, ClientError> {
+        self.admin_call(group, |mut c| async move { c.members(MembersRequest { group }).await }).await
+    }
+
+    /// Sends an admin call to `group`'s leader: the cached one or the home node first, then up
+    /// to three not-the-leader hints. Membership changes are not idempotent, so an attempt whose
+    /// outcome is unknown is not repeated.
+    async fn admin_call<T, F, Fut>(&self, group: u32, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(AdminClient<tonic::service::interceptor::InterceptedService<Channel, AdminAuth>>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut node = lock(&self.leaders).get(&group).copied().unwrap_or(*lock(&self.home));
+        for hop in 0..4 {
+            let channel = self.channel(node).await.map_err(ClientError::Unreachable)?;
+            let client = AdminClient::with_interceptor(channel, AdminAuth(self.opts.admin_token.clone()));
+            let error = match tokio::time::timeout(self.opts.attempt_timeout, attempt(client)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(s)) => classify(node, &s, Some(self)),
+                Err(_) => ClientError::Indeterminate { node, message: "admin call timed out".into() },
+            };
+            match error {
+                ClientError::Broker { error: BrokerError::NotLeader { leader_id, leader_address, .. }, .. }
+                    if leader_id != 0 && hop < 3 =>
+                {
+                    self.learn_leader(group, leader_id, &leader_address);
+                    node = leader_id;
+                }
+                e => return Err(e),
+            }
+        }
+        unreachable!("the last hop returns")
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to admin calls when a token is set.
+#[derive(Clone)]
+pub struct AdminAuth(Option<String>);
+
+impl tonic::service::Interceptor for AdminAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            let value = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| Status::invalid_argument("admin token is not a valid header value"))?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
     }
 }
 

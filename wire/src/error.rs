@@ -61,6 +61,40 @@ pub enum BrokerError {
     /// A read could not be confirmed in time; nothing changed.
     #[error("read timed out")]
     ReadTimeout,
+    /// A membership change that does not fit the group's current membership; nothing changed.
+    #[error("membership change refused for group {group}: {reason}")]
+    MembershipRefused {
+        /// The raft group.
+        group: u32,
+        /// Why (e.g. the id is already a member).
+        reason: String,
+    },
+    /// A learner did not pass the promotion gate; nothing changed.
+    #[error(
+        "promotion of node {node} in group {group} refused: {reason} (learner applied {learner_applied}, leader commit {leader_commit})"
+    )]
+    PromoteRefused {
+        /// The raft group.
+        group: u32,
+        /// The learner.
+        node: u64,
+        /// Which condition failed.
+        reason: String,
+        /// The learner's applied index, as it reported it (0 when unknown).
+        learner_applied: u64,
+        /// The leader's commit index.
+        leader_commit: u64,
+    },
+    /// The node to add did not answer at its address as the expected node; nothing changed.
+    #[error("node {node} is not reachable at {address}: {reason}")]
+    PeerUnreachable {
+        /// The node's id.
+        node: u64,
+        /// The address tried.
+        address: String,
+        /// What happened.
+        reason: String,
+    },
 }
 
 fn leader_hint(id: u64, address: &str) -> String {
@@ -98,6 +132,9 @@ impl BrokerError {
             BrokerError::ProposalDropped(_) => Code::Aborted,
             BrokerError::Unauthenticated => Code::Unauthenticated,
             BrokerError::ReadTimeout => Code::DeadlineExceeded,
+            BrokerError::MembershipRefused { .. }
+            | BrokerError::PromoteRefused { .. }
+            | BrokerError::PeerUnreachable { .. } => Code::FailedPrecondition,
         }
     }
 
@@ -143,6 +180,25 @@ impl BrokerError {
             }
             BrokerError::Unauthenticated => Kind::Unauthenticated,
             BrokerError::ReadTimeout => Kind::ReadTimeout,
+            BrokerError::MembershipRefused { group, reason } => {
+                d.group = *group;
+                d.reason = reason.clone();
+                Kind::MembershipRefused
+            }
+            BrokerError::PromoteRefused { group, node, reason, learner_applied, leader_commit } => {
+                d.group = *group;
+                d.node_id = *node;
+                d.reason = reason.clone();
+                d.applied_index = *learner_applied;
+                d.commit_index = *leader_commit;
+                Kind::PromoteRefused
+            }
+            BrokerError::PeerUnreachable { node, address, reason } => {
+                d.node_id = *node;
+                d.address = address.clone();
+                d.reason = reason.clone();
+                Kind::PeerUnreachable
+            }
         } as i32;
         d
     }
@@ -168,6 +224,15 @@ impl BrokerError {
             Kind::ProposalDropped => BrokerError::ProposalDropped(reason),
             Kind::Unauthenticated => BrokerError::Unauthenticated,
             Kind::ReadTimeout => BrokerError::ReadTimeout,
+            Kind::MembershipRefused => BrokerError::MembershipRefused { group: d.group, reason },
+            Kind::PromoteRefused => BrokerError::PromoteRefused {
+                group: d.group,
+                node: d.node_id,
+                reason,
+                learner_applied: d.applied_index,
+                leader_commit: d.commit_index,
+            },
+            Kind::PeerUnreachable => BrokerError::PeerUnreachable { node: d.node_id, address: d.address, reason },
         })
     }
 }
@@ -237,6 +302,15 @@ mod tests {
             BrokerError::ProposalDropped("index 4 holds another entry".into()),
             BrokerError::Unauthenticated,
             BrokerError::ReadTimeout,
+            BrokerError::MembershipRefused { group: 0, reason: "node 4 is already a learner".into() },
+            BrokerError::PromoteRefused {
+                group: 0,
+                node: 4,
+                reason: "lags by 900 entries".into(),
+                learner_applied: 100,
+                leader_commit: 1000,
+            },
+            BrokerError::PeerUnreachable { node: 4, address: "127.0.0.1:1".into(), reason: "refused".into() },
         ];
         for e in all {
             let status = Status::from(e.clone());

@@ -1,0 +1,320 @@
+//! Learner catch-up benchmark: `cargo bench -p ordeal-system --bench learner`.
+//!
+//! A three-node cluster holds `ORDEAL_BENCH_STATE_MB` (default 200) MB of 64 KB records in one
+//! partition and takes `ORDEAL_BENCH_RATE` (default 1,000) writes of 256 bytes a second, paced
+//! (open loop). After `ORDEAL_BENCH_BEFORE_S` (default 5) seconds a fourth node joins as a
+//! learner; the benchmark then asks for its promotion every 20 ms under the strict gate (its
+//! applied index at least the leader's commit index when it joined) until it is granted.
+//!
+//! Reported: the time from starting the node to a granted promotion; the snapshot's size and
+//! rate as the learner received it; the load's p50/p99 before the join and between the join and
+//! the promotion. etcd 3.4 runs the same schedule in the same run (`member add --learner`, then
+//! `member promote` until granted; etcd promotes once the learner's match index is within 10% of
+//! the leader's), started with `--snapshot-count=1000` so that its log is compacted and the
+//! learner, too, catches up from a snapshot.
+
+#[allow(dead_code)]
+mod etcd;
+
+use ordeal_system::client::{Client, ClientOptions};
+use ordeal_system::launch::{ClusterSpec, NodeProcess, NodeSpec, find_binary, free_ports};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const RECORD_BYTES: usize = 64 * 1024;
+const LOAD_BYTES: usize = 256;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One paced write: when it started, how long it took, whether it succeeded.
+type Sample = (Instant, Duration, bool);
+
+/// Starts `rate` calls of `op` a second, each on its own task, until `stop`.
+fn paced<F, Fut>(rate: u64, stop: Arc<AtomicBool>, op: F) -> tokio::task::JoinHandle<Vec<Sample>>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1) as u32);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let (tx, call) = (tx.clone(), op(i));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let ok = call.await;
+                let _ = tx.send((started, started.elapsed(), ok));
+            });
+            i += 1;
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(s) = rx.recv().await {
+            out.push(s);
+        }
+        out
+    })
+}
+
+/// p50 and p99 in ms of the successful writes started in `[from, to)`, and how many failed.
+fn window(samples: &[Sample], from: Instant, to: Instant) -> (f64, f64, usize, usize) {
+    let mut lat: Vec<Duration> =
+        samples.iter().filter(|(t, _, ok)| *ok && *t >= from && *t < to).map(|(_, d, _)| *d).collect();
+    let failed = samples.iter().filter(|(t, _, ok)| !*ok && *t >= from && *t < to).count();
+    lat.sort();
+    let q = |q: f64| {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i].as_secs_f64() * 1e3
+    };
+    (q(0.5), q(0.99), lat.len(), failed)
+}
+
+/// GET `path` from `addr` (HTTP/1.0, 5 s timeout).
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten().unwrap_or_default()
+}
+
+/// The sum of every sample of metric `name` (all label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What one system did.
+struct Outcome {
+    promotable: Duration,
+    snapshot_bytes: f64,
+    snapshot_secs: f64,
+    before: (f64, f64, usize, usize),
+    during: (f64, f64, usize, usize),
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    tokio::select! {
+        _ = bench() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("interrupted"),
+    }
+}
+
+async fn bench() {
+    let state_mb = env_u64("ORDEAL_BENCH_STATE_MB", 200);
+    let rate = env_u64("ORDEAL_BENCH_RATE", 1000);
+    let before = Duration::from_secs(env_u64("ORDEAL_BENCH_BEFORE_S", 5));
+    let ours = broker(state_mb, rate, before).await;
+    let theirs = match etcd::find_binary() {
+        Some(binary) => Some(etcd_run(&binary, state_mb, rate, before).await),
+        None => None,
+    };
+    println!("| {state_mb} MB, {rate} writes/s | ordeal-broker | etcd 3.4 |");
+    println!("|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&Outcome) -> String| {
+        let t = theirs.as_ref().map_or("–".to_string(), f);
+        println!("| {name} | {} | {t} |", f(&ours));
+    };
+    row("join to promotion granted", &|o| format!("{:.2} s", o.promotable.as_secs_f64()));
+    row("snapshot received", &|o| {
+        format!(
+            "{:.0} MB in {:.2} s: {:.0} MB/s",
+            o.snapshot_bytes / 1e6,
+            o.snapshot_secs,
+            o.snapshot_bytes / 1e6 / o.snapshot_secs
+        )
+    });
+    let lat = |w: &(f64, f64, usize, usize)| format!("{:.2} / {:.2} ms ({} ok, {} failed)", w.0, w.1, w.2, w.3);
+    row("load p50 / p99 before", &|o| lat(&o.before));
+    row("load p50 / p99 during catch-up", &|o| lat(&o.during));
+    row("p99 during / before", &|o| format!("{:.2}×", o.during.1 / o.before.1));
+}
+
+async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(std::env::var_os("ORDEAL_BENCH_KEEP").is_some())
+        .tempdir()
+        .expect("temp dir");
+    eprintln!("broker cluster in {}", dir.path().display());
+    let binary = find_binary().expect("ordeal-broker is built beside the bench");
+    let mut spec = ClusterSpec::local(binary, 3, dir.path()).expect("ports");
+    let mut procs: Vec<NodeProcess> = spec.nodes.iter().map(|n| spec.spawn(n.id).expect("spawn")).collect();
+    let opts = ClientOptions { deadline: Duration::from_secs(10), ..Default::default() };
+    let client = Arc::new(Client::new(spec.peers(), opts.clone()));
+    let leader = loop {
+        if let Ok(s) = client.status(1).await
+            && s.groups[0].has_leader
+        {
+            break s.groups[0].leader_id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    client.prefer(leader);
+    let c = client.clone();
+    // Not idempotent: concurrent writers would present one producer's sequences out of order.
+    fill(state_mb, move |_| {
+        let c = c.clone();
+        async move { c.produce("big", 0, b"", &vec![b'x'; RECORD_BYTES], None).await.is_ok() }
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = client.clone();
+    let load = paced(rate, stop.clone(), move |_| {
+        let c = c.clone();
+        async move { c.produce("load", 0, b"", &[b'y'; LOAD_BYTES], None).await.is_ok() }
+    });
+    let load_started = Instant::now();
+    tokio::time::sleep(before).await;
+
+    let joined = Instant::now();
+    let commit = client.status(leader).await.expect("leader status").groups[0].commit_index;
+    let ports = free_ports(2).expect("ports");
+    let http = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    let node = NodeSpec {
+        id: 4,
+        addr: SocketAddr::from(([127, 0, 0, 1], ports[0])),
+        http,
+        data_dir: dir.path().join("n4/data"),
+        log: dir.path().join("n4/broker.log"),
+        netns: None,
+        env: vec![("ORDEAL_BROKER_JOIN".into(), "true".into())],
+    };
+    let addr = node.addr.to_string();
+    spec.nodes.push(node);
+    procs.push(spec.spawn(4).expect("spawn node 4"));
+    let admin = Client::new(spec.peers(), opts);
+    let promoted = loop {
+        match admin.add_learner(0, 4, &addr).await {
+            Ok(_) => {}
+            Err(e) => {
+                // Until the process listens, it is unreachable.
+                assert!(e.is_definite(), "add-learner: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        break loop {
+            if admin.promote(0, 4, commit, false).await.is_ok() {
+                break joined.elapsed();
+            }
+            assert!(joined.elapsed() < Duration::from_secs(300), "no promotion in 5 minutes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+    };
+    let done = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let samples = load.await.expect("load task");
+    let m = http_get(&http.to_string(), "/metrics").await;
+    drop(procs);
+    Outcome {
+        promotable: promoted,
+        snapshot_bytes: metric(&m, "ordeal_snapshot_received_bytes_total"),
+        snapshot_secs: metric(&m, "ordeal_snapshot_receive_milliseconds_total") / 1e3,
+        before: window(&samples, load_started + Duration::from_secs(1), joined),
+        during: window(&samples, joined, done),
+    }
+}
+
+/// Writes 64 KB records with 16 writers until `state_mb` MB are in.
+async fn fill<F, Fut>(state_mb: u64, op: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let records = state_mb * 1_000_000 / RECORD_BYTES as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= records {
+                        return;
+                    }
+                    while !op(i).await {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("fill worker");
+    }
+    eprintln!("{records} records of 64 KB written in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Duration) -> Outcome {
+    let extra = ["--snapshot-count=1000", "--quota-backend-bytes=8589934592"];
+    let mut etcd = etcd::Etcd::start_with(binary, &extra).expect("start etcd");
+    let client = etcd.leader().await.expect("etcd leader");
+    let c = client.clone();
+    fill(state_mb, move |i| {
+        let mut c = c.clone();
+        async move { c.put(format!("big/{i}").into_bytes(), vec![b'x'; RECORD_BYTES]).await.is_ok() }
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = client.clone();
+    let load = paced(rate, stop.clone(), move |i| {
+        let mut c = c.clone();
+        async move { c.put(format!("load/{}", i % 1000).into_bytes(), vec![b'y'; LOAD_BYTES]).await.is_ok() }
+    });
+    let load_started = Instant::now();
+    tokio::time::sleep(before).await;
+    // etcd refuses reconfiguration until every member has been connected for 5 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (joined, id) = loop {
+        let attempt = Instant::now();
+        match etcd.add_learner(binary, &extra).await {
+            Ok(id) => break (attempt, id),
+            Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd member add --learner: {e}"),
+        }
+    };
+    let promoted = loop {
+        if etcd.promote(id).await.is_ok() {
+            break joined.elapsed();
+        }
+        assert!(joined.elapsed() < Duration::from_secs(300), "etcd: no promotion in 5 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let done = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let samples = load.await.expect("load task");
+    let learner = etcd.endpoint(3).trim_start_matches("http://").to_string();
+    let m = http_get(&learner, "/metrics").await;
+    Outcome {
+        promotable: promoted,
+        snapshot_bytes: metric(&m, "etcd_mvcc_db_total_size_in_bytes"),
+        snapshot_secs: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_sum"),
+        before: window(&samples, load_started + Duration::from_secs(1), joined),
+        during: window(&samples, joined, done),
+    }
+}

@@ -1,0 +1,392 @@
+//! Membership end to end, on real processes: a node joins a loaded cluster as a learner, catches
+//! up, is promoted under the gate; learners refuse writes; one voter and a learner keep
+//! committing; removing voters shrinks the quorum; bad changes are refused and change nothing.
+
+mod common;
+
+use common::{Cluster, wait_for};
+use ordeal_system::client::{Client, ClientError, ClientOptions};
+use ordeal_system::error::BrokerError;
+use ordeal_system::launch::{NodeSpec, free_ports};
+use ordeal_system::pb::broker::ProduceRequest;
+use ordeal_system::pb::broker::broker_client::BrokerClient;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Adds node `id` to the cluster's spec and starts it with `--join` (plus `env`); returns its
+/// address once it answers.
+async fn start_joining(cluster: &mut Cluster, id: u64, env: &[(&str, &str)]) -> String {
+    let ports = free_ports(2).unwrap();
+    let dir = cluster.dir.path().join(format!("n{id}"));
+    let mut vars = vec![("ORDEAL_BROKER_JOIN".to_string(), "true".to_string())];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let node = NodeSpec {
+        id,
+        addr: SocketAddr::from(([127, 0, 0, 1], ports[0])),
+        http: SocketAddr::from(([127, 0, 0, 1], ports[1])),
+        data_dir: dir.join("data"),
+        log: dir.join("broker.log"),
+        netns: None,
+        env: vars,
+    };
+    let addr = node.addr.to_string();
+    cluster.spec.nodes.push(node);
+    cluster.restart(id);
+    let client = cluster.client();
+    wait_for(Duration::from_secs(15), "the new node to answer", || async { client.status(id).await.ok() }).await;
+    addr
+}
+
+fn admin_client(cluster: &Cluster) -> Client {
+    let opts = ClientOptions {
+        deadline: Duration::from_secs(10),
+        attempt_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    Client::new(cluster.spec.peers(), opts)
+}
+
+/// Records produced in the background until stopped: offset -> value of every acknowledged one.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<BTreeMap<u64, String>>,
+    acked: Arc<Mutex<usize>>,
+}
+
+impl Load {
+    fn start(client: Client) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(0));
+        let (s, a) = (stop.clone(), acked.clone());
+        let task = tokio::spawn(async move {
+            let mut out = BTreeMap::new();
+            let mut seq = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let value = format!("v{seq}");
+                // Idempotent: a retried record lands once, so every ack names its one offset.
+                if let Ok(r) = client.produce("t", 0, b"", value.as_bytes(), Some((9, seq))).await {
+                    out.insert(r.value.offset, value);
+                    *a.lock().unwrap() += 1;
+                }
+                seq += 1;
+            }
+            out
+        });
+        Load { stop, task, acked }
+    }
+
+    fn count(&self) -> usize {
+        *self.acked.lock().unwrap()
+    }
+
+    async fn finish(self) -> BTreeMap<u64, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+async fn applied(client: &Client, node: u64) -> Option<(u64, u64)> {
+    let s = client.status(node).await.ok()?;
+    Some((s.groups[0].applied_index, s.groups[0].commit_index))
+}
+
+/// Every acknowledged record is on `node` at its offset, read from its local state.
+async fn assert_has_all(client: &Client, node: u64, acked: &BTreeMap<u64, String>) {
+    let log = common::local_log(client, node, "t").await;
+    for (offset, value) in acked {
+        let got = log.get(*offset as usize).map(|r| String::from_utf8_lossy(&r.value).into_owned());
+        assert_eq!(got.as_deref(), Some(value.as_str()), "node {node}: acknowledged offset {offset}");
+    }
+}
+
+/// Sets every node (joiners too) to compact its log after `entries` entries.
+fn compact_after(entries: u64) -> impl FnOnce(&mut ordeal_system::launch::ClusterSpec) {
+    move |spec| spec.env.push(("ORDEAL_BROKER_SNAPSHOT_ENTRIES".into(), entries.to_string()))
+}
+
+/// The value of an unlabelled-but-for-node counter in a metrics page.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics(http: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(http)).await.unwrap().unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body)).await.unwrap().unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joins_a_loaded_cluster_catches_up_through_a_snapshot_and_is_promoted() {
+    // A short log: by the time the learner joins, its beginning is compacted away.
+    let mut cluster = Cluster::start(3, compact_after(100));
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let load = Load::start(cluster.client());
+    wait_for(Duration::from_secs(30), "some load", || async { (load.count() >= 300).then_some(()) }).await;
+
+    let addr = start_joining(&mut cluster, 4, &[("ORDEAL_BROKER_JOIN_AS_LEARNER", "true")]).await;
+    // Clients made from here on know the new node.
+    let client = cluster.client();
+    let admin = admin_client(&cluster);
+    let added = admin.add_learner(0, 4, &addr).await.unwrap();
+    assert_eq!((added.voters, added.learners), (vec![1, 2, 3], vec![4]));
+
+    // Caught up while the load runs: promotable under the strict gate.
+    let target = applied(&client, leader).await.unwrap().1;
+    let caught_up = wait_for(Duration::from_secs(30), "the learner to catch up", || async {
+        applied(&client, 4).await.filter(|(a, _)| *a >= target).map(|(a, _)| a)
+    })
+    .await;
+    // A learner (which heard from the leader by now) refuses writes, naming the leader.
+    let mut direct = BrokerClient::connect(format!("http://{addr}")).await.unwrap();
+    let refused = direct.produce(ProduceRequest { topic: "t".into(), ..Default::default() }).await.unwrap_err();
+    match BrokerError::from_status(&refused) {
+        Some(BrokerError::NotLeader { leader_id, leader_address, .. }) => {
+            assert_eq!(leader_id, leader);
+            assert_eq!(leader_address, cluster.spec.node(leader).unwrap().addr.to_string());
+        }
+        other => panic!("a learner answered a write with {other:?}"),
+    }
+
+    let promoted = wait_for(Duration::from_secs(30), "a promotion", || async {
+        match admin.promote(0, 4, caught_up, false).await {
+            Ok(r) => Some(r),
+            // The gate may see the learner a little behind under load; it catches up.
+            Err(ClientError::Broker { error: BrokerError::PromoteRefused { .. }, .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    })
+    .await;
+    assert_eq!((promoted.voters, promoted.learners), (vec![1, 2, 3, 4], vec![]));
+    wait_for(Duration::from_secs(30), "more load after the promotion", || async {
+        (load.count() >= 600).then_some(())
+    })
+    .await;
+    let acked = load.finish().await;
+    cluster.converged(&client).await;
+    for node in 1..=4 {
+        assert_has_all(&client, node, &acked).await;
+    }
+    let m = metrics(cluster.spec.node(4).unwrap().http).await;
+    assert!(m.contains("ordeal_learner_found_voter_total{node=\"4\"} 1"), "{m}");
+    assert!(counter(&m, "ordeal_snapshots_installed_total") >= 1, "{m}");
+    let leader_metrics = metrics(cluster.spec.node(leader).unwrap().http).await;
+    assert!(counter(&leader_metrics, "ordeal_log_compactions_total") >= 1, "{leader_metrics}");
+    assert!(counter(&leader_metrics, "ordeal_snapshots_sent_total") >= 1, "{leader_metrics}");
+    assert!(leader_metrics.contains("ordeal_peer_lag_seconds{"), "{leader_metrics}");
+    let members = admin.members(0).await.unwrap();
+    assert_eq!(members.members.len(), 4);
+    assert!(members.members.iter().all(|m| m.reachable && !m.is_learner), "{members:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoting_a_lagging_learner_is_refused_with_its_figures() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    for i in 0..50 {
+        client.produce("t", 0, b"", format!("r{i}").as_bytes(), None).await.unwrap();
+    }
+    let addr = start_joining(&mut cluster, 4, &[]).await;
+    // Clients made from here on know the new node.
+    let client = cluster.client();
+    let admin = admin_client(&cluster);
+    admin.add_learner(0, 4, &addr).await.unwrap();
+    // Paused, the learner stops applying while the leader commits on.
+    cluster.procs.get_mut(&4).unwrap().signal(nix::sys::signal::Signal::SIGSTOP).unwrap();
+    for i in 0..50 {
+        client.produce("t", 0, b"", format!("s{i}").as_bytes(), None).await.unwrap();
+    }
+    let commit = applied(&client, 1).await.unwrap().1;
+    match admin.promote(0, 4, commit, false).await {
+        Err(ClientError::Broker { error: BrokerError::PromoteRefused { node, reason, leader_commit, .. }, .. }) => {
+            assert_eq!(node, 4);
+            assert!(leader_commit >= commit, "{leader_commit} < {commit}");
+            assert!(reason.contains("did not answer"), "{reason}");
+        }
+        other => panic!("a paused learner was promoted: {other:?}"),
+    }
+    cluster.procs.get_mut(&4).unwrap().signal(nix::sys::signal::Signal::SIGCONT).unwrap();
+    let (learner_applied, _) =
+        wait_for(Duration::from_secs(15), "the learner to answer", || async { applied(&client, 4).await }).await;
+    let want = commit + 1_000_000;
+    match admin.promote(0, 4, want, false).await {
+        Err(ClientError::Broker {
+            error: BrokerError::PromoteRefused { reason, learner_applied: a, leader_commit, .. },
+            ..
+        }) => {
+            assert!(reason.contains(&format!("below min_applied_index {want}")), "{reason}");
+            assert!(a >= learner_applied && leader_commit >= commit, "figures {a} {leader_commit}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let members = admin.members(0).await.unwrap();
+    assert!(members.members.iter().any(|m| m.id == 4 && m.is_learner), "refusals changed nothing: {members:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_voter_and_a_learner_keep_committing() {
+    let mut cluster = Cluster::start(1, |_| {});
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    let addr = start_joining(&mut cluster, 2, &[]).await;
+    // Clients made from here on know the new node.
+    let client = cluster.client();
+    let admin = admin_client(&cluster);
+    admin.add_learner(0, 2, &addr).await.unwrap();
+    let mut acked = BTreeMap::new();
+    for i in 0..50 {
+        let v = format!("r{i}");
+        acked.insert(client.produce("t", 0, b"", v.as_bytes(), None).await.unwrap().value.offset, v);
+    }
+    // The learner does not count toward the quorum: with it dead, the voter still commits.
+    cluster.procs.get_mut(&2).unwrap().kill().unwrap();
+    for i in 50..100 {
+        let v = format!("r{i}");
+        acked.insert(client.produce("t", 0, b"", v.as_bytes(), None).await.unwrap().value.offset, v);
+    }
+    assert_eq!(client.get(b"k").await.unwrap().value, None, "linearizable reads need no learner");
+    cluster.restart(2);
+    cluster.converged(&client).await;
+    assert_has_all(&client, 2, &acked).await;
+    // The last voter cannot be removed.
+    match admin.remove_node(0, 1).await {
+        Err(ClientError::Broker { error: BrokerError::MembershipRefused { reason, .. }, .. }) => {
+            assert!(reason.contains("last voter"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_voters_shrinks_the_quorum_and_the_cluster_keeps_working() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    // Clients made from here on know the new node.
+    let client = cluster.client();
+    let admin = admin_client(&cluster);
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    client.put(b"k", b"0").await.unwrap();
+    let after = admin.remove_node(0, followers[0]).await.unwrap();
+    assert_eq!(after.voters.len(), 2);
+    let after = admin.remove_node(0, followers[1]).await.unwrap();
+    assert_eq!(after.voters, vec![leader]);
+    // Both removed nodes die: a quorum of one still commits and serves linearizable reads.
+    for f in &followers {
+        cluster.procs.get_mut(f).unwrap().kill().unwrap();
+    }
+    client.put(b"k", b"1").await.unwrap();
+    assert_eq!(client.get(b"k").await.unwrap().value.as_deref(), Some(&b"1"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_membership_changes_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::start(3, |_| {});
+    cluster.leader(&cluster.client()).await;
+    let admin = admin_client(&cluster);
+    let before = admin.members(0).await.unwrap();
+    let refused = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Broker { error, .. }) => error,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let existing = cluster.spec.node(2).unwrap().addr.to_string();
+    assert!(matches!(refused(admin.add_learner(0, 2, &existing).await), BrokerError::MembershipRefused { .. }));
+    assert!(matches!(refused(admin.promote(0, 2, 0, true).await), BrokerError::PromoteRefused { .. }));
+    assert!(matches!(refused(admin.remove_node(0, 9).await), BrokerError::MembershipRefused { .. }));
+    assert!(matches!(refused(admin.add_learner(7, 4, "127.0.0.1:1").await), BrokerError::UnknownGroup(7)));
+    let unreachable = free_ports(1).unwrap()[0];
+    match refused(admin.add_learner(0, 4, &format!("127.0.0.1:{unreachable}")).await) {
+        BrokerError::PeerUnreachable { node: 4, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    // A live node that is not the one named is refused too.
+    match refused(admin.add_learner(0, 4, &existing).await) {
+        BrokerError::PeerUnreachable { reason, .. } => assert!(reason.contains("is node 2"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let addr = start_joining(&mut cluster, 4, &[]).await;
+    admin.add_learner(0, 4, &addr).await.unwrap();
+    match refused(admin.promote(0, 4, 0, false).await) {
+        BrokerError::PromoteRefused { reason, .. } => assert!(reason.contains("min_applied_index 0"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let after = admin.members(0).await.unwrap();
+    let ids = |m: &ordeal_system::pb::broker::MembersResponse| {
+        m.members.iter().map(|m| (m.id, m.is_learner)).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&before), vec![(1, false), (2, false), (3, false)]);
+    assert_eq!(ids(&after), vec![(1, false), (2, false), (3, false), (4, true)]);
+}
+
+/// The files in node `id`'s incoming snapshot directory.
+fn incoming(cluster: &Cluster, id: u64) -> Vec<String> {
+    let data = cluster.spec.node(id).unwrap().data_dir.display().to_string();
+    let dir = std::path::PathBuf::from(format!("{data}.snapshots/in"));
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_a_snapshot_transfer_and_install_restarts_and_catches_up() {
+    let mut cluster = Cluster::start(3, compact_after(50));
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    // About 24 MB of state, so that a transfer takes long enough to be interrupted.
+    let value = vec![b'x'; 48 * 1024];
+    let mut acked = BTreeMap::new();
+    for i in 0..500u32 {
+        let mut v = value.clone();
+        v.extend_from_slice(i.to_string().as_bytes());
+        let offset = client.produce("t", 0, b"", &v, Some((5, u64::from(i)))).await.unwrap().value.offset;
+        acked.insert(offset, String::from_utf8(v).unwrap());
+    }
+    let addr = start_joining(&mut cluster, 4, &[]).await;
+    let client = cluster.client();
+    admin_client(&cluster).add_learner(0, 4, &addr).await.unwrap();
+    // Kill it as soon as a transfer is under way, then as soon as a complete file is there (the
+    // install), whichever of those it gets to see.
+    for (what, done) in [("a partial file", ".tmp"), ("a complete file", ".sst")] {
+        let seen = wait_for(Duration::from_secs(30), what, || async {
+            if incoming(&cluster, 4).iter().any(|f| f.ends_with(done)) {
+                return Some(true);
+            }
+            let caught_up = applied(&client, 4).await.is_some_and(|(a, _)| a > 500);
+            caught_up.then_some(false)
+        })
+        .await;
+        cluster.procs.get_mut(&4).unwrap().kill().unwrap();
+        eprintln!("killed node 4 on {what}: seen {seen}");
+        cluster.restart(4);
+    }
+    let commit = wait_for(Duration::from_secs(15), "the leader's commit", || async {
+        applied(&client, 1).await.map(|(_, c)| c)
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while applied(&client, 4).await.is_none_or(|(a, _)| a < commit) {
+        if std::time::Instant::now() > deadline {
+            // Say why before the temp dir goes.
+            for id in 1..=4 {
+                let log = std::fs::read_to_string(&cluster.spec.node(id).unwrap().log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("== node {id}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            panic!("the restarted node did not catch up in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_has_all(&client, 4, &acked).await;
+}
