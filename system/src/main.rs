@@ -274,6 +274,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_logging(&args.log);
+            fail_stop_on_panic();
             let result = runtime.block_on(ordeal_system::server::run(node_config(*args)));
             // Dropping the runtime drops every task's handle on the database, so RocksDB closes
             // before the process exits.
@@ -289,6 +290,18 @@ fn main() -> ExitCode {
         }
         command => runtime.block_on(client_command(command)),
     }
+}
+
+/// A panic anywhere in a serving node stops the process (exit code 70, as a storage error does):
+/// raft-rs panics on a message it cannot accept, and a node whose raft loop died must not keep
+/// answering status and requests with the state it last had.
+fn fail_stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!("panicked, stopping the node: {info}");
+        std::process::exit(70);
+    }));
 }
 
 fn init_logging(filter: &str) {
