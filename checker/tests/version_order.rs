@@ -275,3 +275,62 @@ fn small_registers_agree_with_stateright() {
     }
     assert!(invalid > 600, "invalid {invalid}");
 }
+
+/// A broker log: appends return their offset, reads return the records from an offset on and
+/// the log's length.
+fn log_history(rng: &mut ChaCha8Rng, processes: usize, ops: usize) -> History {
+    let log = std::cell::RefCell::new(Vec::<i64>::new());
+    let mut fresh = 0;
+    let mut invoke = |rng: &mut ChaCha8Rng| -> (&'static str, Value) {
+        fresh += 1;
+        if rng.random_bool(0.5) {
+            ("read", json!({"key": "p", "from": rng.random_range(0..3)}))
+        } else {
+            ("append", json!({"key": "p", "value": fresh}))
+        }
+    };
+    let mut step = |f: &str, arg: &Value| -> Option<Value> {
+        let mut log = log.borrow_mut();
+        if f == "append" {
+            log.push(arg["value"].as_i64().unwrap_or_default());
+            return Some(json!({"key": "p", "value": arg["value"], "offset": log.len() - 1}));
+        }
+        let from = (arg["from"].as_u64().unwrap_or_default() as usize).min(log.len());
+        Some(json!({"key": "p", "from": from, "values": log[from..], "hw": log.len()}))
+    };
+    simulate(rng, processes, ops, 0.05, &mut invoke, &mut step)
+}
+
+/// Makes one read return what an earlier read returned, at its own time (a stale read), or
+/// drops a record from it (a lost record).
+fn corrupt_log(rng: &mut ChaCha8Rng, h: History) -> History {
+    let mut ops = h.into_ops();
+    let reads: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].f == "read" && ops[i].kind == OpType::Ok).collect();
+    if let [.., a, b] = reads[..] {
+        if ops[a].value["hw"] != ops[b].value["hw"] && rng.random_bool(0.5) {
+            ops[b].value = ops[a].value.clone();
+        } else if let Some(values) = ops[b].value["values"].as_array_mut().filter(|v| !v.is_empty()) {
+            values.remove(0);
+        }
+    }
+    History::from_ops(ops)
+}
+
+#[test]
+fn logs_agree_with_the_search() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x109);
+    let (mut by_order, mut invalid) = (0, 0);
+    for i in 0..3_000 {
+        let mut h = log_history(&mut rng, 2 + i % 5, 5 + i % 30);
+        if i % 2 == 1 {
+            h = corrupt_log(&mut rng, h);
+        }
+        let fast = check("log", &Value::Null, &h, Methods::Any);
+        let search = check("log", &Value::Null, &h, Methods::SearchOnly);
+        assert_eq!(fast.verdict, search.verdict, "history {i}: {:#?}\n{fast:#?}", h.ops());
+        by_order += fast.decided_by.iter().all(|d| d.method == Method::VersionOrder) as usize;
+        invalid += (fast.verdict == Verdict::Invalid) as usize;
+    }
+    assert!(invalid > 600, "invalid {invalid}");
+    assert!(by_order > 2_700, "the version order decided only {by_order} of 3,000");
+}
