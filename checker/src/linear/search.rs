@@ -116,11 +116,15 @@ impl<S: Eq + Clone> Memo<S> {
 
     /// Bytes the next insertion may allocate at once: the arenas and the table double when full.
     fn growth(&self) -> usize {
-        let full = |len: usize, cap: usize, size: usize| if len == cap { cap.max(4) * size } else { 0 };
-        full(self.states.len(), self.states.capacity(), std::mem::size_of::<S>())
-            + full(self.bits.len(), self.bits.capacity(), 8 * self.words)
-            + full(self.chain.len(), self.chain.capacity(), 4)
-            + full(self.table.len(), self.table.capacity(), 2 * 12)
+        // A vector that must grow to hold `more` allocates at least twice its capacity.
+        let grow = |len: usize, cap: usize, more: usize, size: usize| {
+            if len + more > cap { (2 * cap).max(len + more).max(4) * size } else { 0 }
+        };
+        grow(self.states.len(), self.states.capacity(), 1, std::mem::size_of::<S>())
+            + grow(self.bits.len(), self.bits.capacity(), self.words, 8)
+            + grow(self.chain.len(), self.chain.capacity(), 1, 4)
+            // The table's buckets: a key, a value and a control byte, at most 7/8 full.
+            + grow(self.table.len(), self.table.capacity(), 1, 8 * 13 / 7)
     }
 
     /// Makes room for one more entry, or says that the allocator refused it.
