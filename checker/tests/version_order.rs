@@ -65,7 +65,8 @@ fn simulate(
                 slots[s] = Some(op);
             }
             Some(op) => {
-                let (kind, value) = if op.failed { (OpType::Fail, op.arg) } else { (OpType::Ok, op.done.unwrap_or_default()) };
+                let (kind, value) =
+                    if op.failed { (OpType::Fail, op.arg) } else { (OpType::Ok, op.done.unwrap_or_default()) };
                 h.push(Op::invoke(Process::Client(op.process), op.f, value).completed(kind).at(time));
             }
         }
@@ -154,7 +155,12 @@ fn check(model: &str, init: &Value, h: &History, methods: Methods) -> Report {
 
 /// Compares both methods on `cases` histories from `generate`; returns how many the version
 /// order decided alone and how many were invalid.
-fn compare(model: &str, init: &Value, cases: usize, mut generate: impl FnMut(&mut ChaCha8Rng, usize) -> History) -> (usize, usize) {
+fn compare(
+    model: &str,
+    init: &Value,
+    cases: usize,
+    mut generate: impl FnMut(&mut ChaCha8Rng, usize) -> History,
+) -> (usize, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(0x0de1 ^ cases as u64);
     let (mut by_order, mut invalid) = (0, 0);
     for i in 0..cases {
@@ -177,9 +183,8 @@ fn compare(model: &str, init: &Value, cases: usize, mut generate: impl FnMut(&mu
 
 #[test]
 fn registers_agree_with_the_search() {
-    let (by_order, invalid) = compare("cas-register", &Value::Null, 10_000, |rng, i| {
-        register_history(rng, 2 + i % 6, 5 + i % 40)
-    });
+    let (by_order, invalid) =
+        compare("cas-register", &Value::Null, 10_000, |rng, i| register_history(rng, 2 + i % 6, 5 + i % 40));
     assert!(invalid > 2_000 && invalid < 8_000, "invalid {invalid}");
     assert!(by_order > 9_000, "the version order decided only {by_order} of 10,000");
 }

@@ -215,7 +215,15 @@ impl Report {
     /// One line for a terminal: the verdict and why.
     pub fn summary(&self) -> String {
         match self.verdict {
-            Verdict::Valid => format!("valid ({} ops in {} partitions)", self.ops, self.partitions),
+            Verdict::Valid => {
+                let searched = self.decided_by.iter().filter(|d| d.method == Method::Search).count();
+                format!(
+                    "valid ({} ops in {} partitions); decided by the version order: {}, by the search: {searched}",
+                    self.ops,
+                    self.partitions,
+                    self.decided_by.len() - searched
+                )
+            }
             Verdict::Invalid => match self.failures.first() {
                 Some(f) => format!("invalid: {}", f.explanation),
                 None => "invalid".into(),
@@ -545,7 +553,8 @@ fn order_counterexample<M: Model>(
             (vec![op], format!("{}{where_} observed a state that no op produced", name(op)))
         }
         Violation::ConsumedTwice { version, ops: [a, b] } => {
-            let state = version.map_or_else(|| "the same state".to_owned(), |c| format!("the state {} produced", name(c)));
+            let state =
+                version.map_or_else(|| "the same state".to_owned(), |c| format!("the state {} produced", name(c)));
             let mut involved = vec![a, b];
             involved.extend(version);
             (involved, format!("{} and {}{where_} both replaced {state}, which existed only once", name(a), name(b)))
@@ -556,13 +565,20 @@ fn order_counterexample<M: Model>(
         ),
         Violation::Unreachable { ops } => {
             let shown: Vec<String> = ops.iter().take(4).map(|&i| name(i)).collect();
-            (ops, format!("{}{where_} replaced states only each other produced, reached from no write", shown.join(", ")))
+            (
+                ops,
+                format!("{}{where_} replaced states only each other produced, reached from no write", shown.join(", ")),
+            )
         }
         Violation::Cycle { ops } => cycle_explanation(&name, &where_, ops),
         Violation::Interleaved { ab, ba: [b1, a2] } => match ab {
             None => (
                 vec![b1, a2],
-                format!("{}{where_} read the initial state after {} had replaced it", name(a2), name(b1)),
+                format!(
+                    "{}{where_} observed the initial state, yet was invoked after {} returned, which observed or made a later state",
+                    name(a2),
+                    name(b1)
+                ),
             ),
             Some([a1, b2]) => (
                 vec![a1, b2, b1, a2],
@@ -595,9 +611,9 @@ fn order_counterexample<M: Model>(
 fn cycle_explanation(name: &dyn Fn(usize) -> String, where_: &str, mut ops: Vec<usize>) -> (Vec<usize>, String) {
     let (first, last) = (ops[0], *ops.last().expect("a cycle has ops"));
     let between = ops.len().saturating_sub(2);
+    let between = if between == 0 { String::new() } else { format!(" through {between} ops") };
     let explanation = format!(
-        "{} must follow {}{where_} ({between} ops between them, each forced before the next by the order of states), \
-         but it returned before {} was invoked",
+        "{} comes after {}{where_} in every order the states allow{between}, yet it returned before {} was invoked",
         name(last),
         name(first),
         name(first).split(" (").next().unwrap_or_default()

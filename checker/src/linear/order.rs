@@ -219,7 +219,9 @@ fn segments(spans: &[Span], v: &Versions, alive: &[bool]) -> Result<Vec<Segment>
     if !unreached.is_empty() {
         return Err(Violation::Unreachable { ops: unreached });
     }
-    out.extend(v.loose.iter().filter(|&&op| spans[op].ret.is_some()).map(|&op| segment(spans, vec![(Some(op), vec![])])));
+    out.extend(
+        v.loose.iter().filter(|&&op| spans[op].ret.is_some()).map(|&op| segment(spans, vec![(Some(op), vec![])])),
+    );
     Ok(out)
 }
 
@@ -235,9 +237,10 @@ fn segment(spans: &[Span], groups: Vec<(Option<usize>, Vec<usize>)>) -> Segment 
 }
 
 /// Whether segment `a` must wholly precede segment `b`: an op of `a` returned before an op of `b`
-/// was invoked. The initial segment precedes every other.
+/// was invoked. The initial segment precedes every other (so a segment that must precede it is
+/// a violation).
 fn must_precede(segments: &[Segment], a: usize, b: usize) -> bool {
-    a == 0 || (b != 0 && segments[a].first_ret.0 < segments[b].last_call.0)
+    a == 0 || segments[a].first_ret.0 < segments[b].last_call.0
 }
 
 /// Two segments that must each precede the other, found in O(n log n): sorted by earliest

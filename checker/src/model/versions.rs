@@ -261,7 +261,11 @@ fn versions_of_log(calls: &[Call<LogOp>], mut slots: Vec<Option<usize>>, length:
         offset_of[op] = o;
     }
     let mut nodes: Vec<Version> = vec![Version::default()];
-    nodes.extend(slots.iter().enumerate().map(|(o, op)| Version { creator: *op, link: Link::After(o), readers: Vec::new() }));
+    nodes.extend(slots.iter().enumerate().map(|(o, op)| Version {
+        creator: *op,
+        link: Link::After(o),
+        readers: Vec::new(),
+    }));
     for (i, c) in calls.iter().enumerate() {
         if let LogOp::Read { hw, .. } = c.op {
             nodes[hw as usize].readers.push(i);
