@@ -20,8 +20,8 @@ fn hard_history() -> History {
     let mut next = processes;
     let mut ids: Vec<u64> = (0..processes).collect();
     for round in 0..60u64 {
-        for s in 0..processes as usize {
-            let p = Process::Client(ids[s]);
+        for (s, id) in ids.iter_mut().enumerate() {
+            let p = Process::Client(*id);
             let t = round * 1000 + s as u64;
             if rng.random_bool(0.5) {
                 let v = rng.random_range(0..4);
@@ -29,7 +29,7 @@ fn hard_history() -> History {
                 let done = if rng.random_bool(0.3) { OpType::Info } else { OpType::Ok };
                 h.push(Op::invoke(p, "write", json!(v)).completed(done).at(t + 500));
                 if done == OpType::Info {
-                    ids[s] = next;
+                    *id = next;
                     next += 1;
                 }
             } else {
