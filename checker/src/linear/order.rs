@@ -158,29 +158,20 @@ pub fn decide(spans: &[Span], versions: &Versions) -> Decision {
     }
 }
 
-/// Versions whose creator crashed and that nobody observed, directly or through a later version,
-/// are dead: they may never have existed.
+/// The versions that must exist: the initial one, those observed or made by an acknowledged op,
+/// and every version those follow. The rest were made by crashed ops nobody observed, directly or
+/// through a later version: they may never have existed.
 fn drop_unobserved(spans: &[Span], v: &Versions) -> Vec<bool> {
-    let n = v.nodes.len();
-    let mut children = vec![0usize; n];
-    for node in &v.nodes {
-        if let Link::After(p) = node.link {
-            children[p] += 1;
-        }
-    }
-    let mut alive = vec![true; n];
-    let droppable = |i: usize, children: &[usize]| {
-        let node = &v.nodes[i];
-        node.creator.is_some_and(|c| spans[c].ret.is_none()) && node.readers.is_empty() && children[i] == 0
-    };
-    let mut stack: Vec<usize> = (1..n).filter(|&i| droppable(i, &children)).collect();
-    while let Some(i) = stack.pop() {
-        alive[i] = false;
-        if let Link::After(p) = v.nodes[i].link {
-            children[p] -= 1;
-            if p != 0 && alive[p] && droppable(p, &children) {
-                stack.push(p);
-            }
+    let mut alive = vec![false; v.nodes.len()];
+    for (i, node) in v.nodes.iter().enumerate() {
+        let needed = i == 0 || !node.readers.is_empty() || node.creator.is_some_and(|c| spans[c].ret.is_some());
+        let mut at = needed.then_some(i);
+        while let Some(j) = at.filter(|&j| !alive[j]) {
+            alive[j] = true;
+            at = match v.nodes[j].link {
+                Link::After(p) => Some(p),
+                Link::Head | Link::Detached => None,
+            };
         }
     }
     alive
