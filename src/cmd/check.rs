@@ -5,7 +5,7 @@ use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
 use ordeal_checker::formats::{self, Format};
-use ordeal_checker::linear::{self, Method, Options, Report};
+use ordeal_checker::linear::{self, Method, Methods, Options, Report};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;
@@ -38,6 +38,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         timeout: args.timeout.map(Duration::from_secs_f64),
         memory_limit: args.memory_mb << 20,
         stop_at_first_failure: !args.all,
+        methods: if args.search_only { Methods::SearchOnly } else { Methods::Any },
         ..Options::default()
     };
     let mut verdict = Verdict::Valid;

@@ -68,7 +68,8 @@ pub enum PrepareError {
 pub struct Options {
     /// Give up (`unknown`) after this long.
     pub timeout: Option<Duration>,
-    /// Give up (`unknown`) when the search memo exceeds this many bytes.
+    /// Give up (`unknown`) when the process's resident memory, measured, would exceed this many
+    /// bytes, or when the allocator refuses the search memory.
     pub memory_limit: usize,
     /// Worker threads for partitions.
     pub threads: usize,
@@ -460,7 +461,7 @@ impl<S> Ended<S> {
 /// order decides, else by the search.
 fn decide<M: Model>(model: &M, calls: &[Call<M::Op>], budget: &Budget, methods: Methods) -> Ended<M::State> {
     if methods == Methods::SearchOnly {
-        return Ended::Search(search::search(model, calls, budget), Some("--search-only".into()));
+        return Ended::Search(search::search(model, calls, budget), Some("asked for the search alone".into()));
     }
     let why = match model.versions(calls) {
         Derivation::Versions(versions) => {
