@@ -560,6 +560,9 @@ fn order_counterexample<M: Model>(
             involved.extend(version);
             (involved, format!("{} and {}{where_} both replaced {state}, which existed only once", name(a), name(b)))
         }
+        Violation::TwoPlaces { op, offsets: [a, b] } => {
+            (vec![op], format!("{}{where_} took effect once, yet its record is at offsets {a} and {b}", name(op)))
+        }
         Violation::Diverged { op, reads: [r1, r2] } => (
             vec![op, r1, r2],
             format!("{} and {}{where_} disagree on what {} appended to", name(r1), name(r2), name(op)),
@@ -594,6 +597,8 @@ fn order_counterexample<M: Model>(
         },
     };
     let key_op = *ops.last().expect("a violation names ops");
+    let mut seen = std::collections::HashSet::new();
+    let ops: Vec<usize> = ops.into_iter().filter(|op| seen.insert(*op)).collect();
     Counterexample {
         partition,
         op: op_ref(model, &calls[key_op]),

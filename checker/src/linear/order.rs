@@ -81,6 +81,13 @@ pub enum Violation {
         /// The two ops.
         ops: [usize; 2],
     },
+    /// `op` took effect once, yet its record is seen at two offsets of a log.
+    TwoPlaces {
+        /// The append.
+        op: usize,
+        /// The two offsets.
+        offsets: [usize; 2],
+    },
     /// Two reads disagree on which state `op` appended to.
     Diverged {
         /// The append.
@@ -242,10 +249,10 @@ fn two_cycle(segments: &[Segment]) -> Option<Violation> {
     let mut by_ret: Vec<usize> = (0..segments.len()).filter(|&i| !segments[i].groups.is_empty()).collect();
     by_ret.sort_by_key(|&i| (first_ret(i), i));
     // The two latest invocations among each prefix, with their segments.
-    let mut top: Vec<[(u64, usize); 2]> = Vec::with_capacity(by_ret.len());
-    let mut best = [(0u64, usize::MAX); 2];
+    let mut top: Vec<[Option<(u64, usize)>; 2]> = Vec::with_capacity(by_ret.len());
+    let mut best: [Option<(u64, usize)>; 2] = [None, None];
     for &i in &by_ret {
-        let c = (segments[i].last_call.0, i);
+        let c = Some((segments[i].last_call.0, i));
         if c > best[0] {
             best = [c, best[0]];
         } else if c > best[1] {
@@ -256,11 +263,19 @@ fn two_cycle(segments: &[Segment]) -> Option<Violation> {
     for &b in &by_ret {
         let before = by_ret.partition_point(|&a| first_ret(a) < segments[b].last_call.0);
         let Some(pair) = before.checked_sub(1).map(|k| top[k]) else { continue };
-        let (_, a) = if pair[0].1 != b { pair[0] } else { pair[1] };
-        if a != usize::MAX && must_precede(segments, a, b) && must_precede(segments, b, a) {
+        let Some((_, a)) = pair.into_iter().flatten().find(|&(_, a)| a != b) else { continue };
+        if must_precede(segments, a, b) && must_precede(segments, b, a) {
             let (sa, sb) = (&segments[a], &segments[b]);
-            let ab = (a != 0).then_some([sa.first_ret.1, sb.last_call.1]);
-            return Some(Violation::Interleaved { ab, ba: [sb.first_ret.1, sa.last_call.1] });
+            // The initial segment precedes every other by definition: one edge of time suffices.
+            let violation = match (a, b) {
+                (0, _) => Violation::Interleaved { ab: None, ba: [sb.first_ret.1, sa.last_call.1] },
+                (_, 0) => Violation::Interleaved { ab: None, ba: [sa.first_ret.1, sb.last_call.1] },
+                _ => Violation::Interleaved {
+                    ab: Some([sa.first_ret.1, sb.last_call.1]),
+                    ba: [sb.first_ret.1, sa.last_call.1],
+                },
+            };
+            return Some(violation);
         }
     }
     None

@@ -256,7 +256,7 @@ fn versions_of_log(calls: &[Call<LogOp>], mut slots: Vec<Option<usize>>, length:
             return Err(Derivation::Search(format!("no op accounts for the record at offset {o}")));
         };
         if offset_of[op] != usize::MAX {
-            return Err(Derivation::Illegal(Violation::NeverWritten { op }));
+            return Err(Derivation::Illegal(Violation::TwoPlaces { op, offsets: [offset_of[op], o] }));
         }
         offset_of[op] = o;
     }
