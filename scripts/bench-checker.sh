@@ -27,7 +27,7 @@ whole() {
   out=$(mktemp)
   code=0
   /usr/bin/time -f '%e %M' -o "$out" "$ordeal" check "$@" >/dev/null 2>&1 || code=$?
-  read -r wall kb <"$out"
+  read -r wall kb < <(tail -n 1 "$out")
   rm -f "$out"
   echo "$wall s | $((kb / 1024)) MiB | $code"
 }

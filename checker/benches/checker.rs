@@ -45,7 +45,8 @@ fn time_ms(f: impl FnOnce()) -> f64 {
 }
 
 /// In a child process, so that the peak memory is this case's alone: `ORDEAL_BENCH_CHILD` names
-/// the file, `ORDEAL_BENCH_METHODS` the methods, `ORDEAL_BENCH_TIMEOUT_S` a time budget.
+/// the file, `ORDEAL_BENCH_INIT` the registers' initial value (JSON), `ORDEAL_BENCH_METHODS` the
+/// methods, `ORDEAL_BENCH_TIMEOUT_S` a time budget.
 fn child_check(path: &str) {
     let file = || std::fs::File::open(path).expect("generated history opens");
     let methods = methods_named(&std::env::var("ORDEAL_BENCH_METHODS").unwrap_or_default());
@@ -57,7 +58,9 @@ fn child_check(path: &str) {
     let t = Instant::now();
     let ops = jsonl::Reader::new(file()).map(|r| r.expect("generated history parses"));
     let opts = Options { methods, timeout, ..Options::default() };
-    let r = check_by_name("kv", &json!(""), ops, &opts).expect("checks");
+    let init: Value =
+        std::env::var("ORDEAL_BENCH_INIT").ok().and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
+    let r = check_by_name("kv", &init, ops, &opts).expect("checks");
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
     let by_order = r.decided_by.iter().filter(|d| d.method == Method::VersionOrder).count();
     println!(
@@ -69,12 +72,18 @@ fn child_check(path: &str) {
 
 /// Medians of `n` child runs on `path`: (parse ms, read + check ms, peak MiB, verdict, partitions
 /// decided by the version order).
-fn child_runs(path: &Path, methods: &str, n: usize, timeout_s: Option<u64>) -> (f64, f64, f64, String, String) {
+fn child_runs(
+    path: &Path,
+    init: &str,
+    methods: &str,
+    n: usize,
+    timeout_s: Option<u64>,
+) -> (f64, f64, f64, String, String) {
     let (mut parse, mut total, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     let (mut verdict, mut by_order) = (String::new(), String::new());
     for _ in 0..n {
         let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
-        cmd.env("ORDEAL_BENCH_CHILD", path).env("ORDEAL_BENCH_METHODS", methods);
+        cmd.env("ORDEAL_BENCH_CHILD", path).env("ORDEAL_BENCH_METHODS", methods).env("ORDEAL_BENCH_INIT", init);
         if let Some(t) = timeout_s {
             cmd.env("ORDEAL_BENCH_TIMEOUT_S", t.to_string());
         }
@@ -162,7 +171,7 @@ fn main() {
         let path = dir.path().join(format!("h{ops}.jsonl"));
         ordeal_checker::testing::write_register_history(&path, ops, 1000, 50).expect("history written");
         for (_, label) in METHODS {
-            let (parse, total, rss, verdict, _) = child_runs(&path, label, n, None);
+            let (parse, total, rss, verdict, _) = child_runs(&path, "null", label, n, None);
             println!(
                 "| {ops} ops ({} events) | {label} | {parse:.0} ms | **{total:.0} ms** | {rss:.0} MiB | {verdict} |",
                 2 * ops
@@ -179,14 +188,14 @@ fn main() {
             let busy = ordeal_checker::testing::BusyKv { keys: 2, ops_per_key: 5000, clients: 50, seed, stale_read };
             let stale = busy.write(&path).expect("history written");
             let expected = if stale.is_some() { "invalid" } else { "valid" };
-            let (parse, total, rss, verdict, by_order) = child_runs(&path, "version order", n, None);
+            let (parse, total, rss, verdict, by_order) = child_runs(&path, "\"\"", "version order", n, None);
             println!(
                 "| seed {seed}, {} (expected {expected}) | version order | {parse:.0} ms | **{total:.0} ms** | {rss:.0} MiB | {verdict} | {by_order} |",
                 if stale_read { "one stale read" } else { "valid" }
             );
             if seed == 1 {
                 // The search alone, for comparison: bounded by a 60 s budget and the default 1 GiB.
-                let (parse, total, rss, verdict, _) = child_runs(&path, "search only", 1, Some(60));
+                let (parse, total, rss, verdict, _) = child_runs(&path, "\"\"", "search only", 1, Some(60));
                 println!(
                     "| seed 1, {} | search only | {parse:.0} ms | {total:.0} ms | {rss:.0} MiB | {verdict} | |",
                     if stale_read { "one stale read" } else { "valid" }
