@@ -148,8 +148,9 @@ fn corrupt(rng: &mut ChaCha8Rng, h: History) -> History {
 }
 
 fn check(model: &str, init: &Value, h: &History, methods: Methods) -> Report {
-    // The search's budget is bounded in memo size, so the verdicts stay deterministic.
-    let opts = Options { threads: 1, methods, memory_limit: 64 << 20, ..Options::default() };
+    // The search's budget bounds the whole test process's resident memory, shared by the tests
+    // running beside it: a search that ends `unknown` is not compared.
+    let opts = Options { threads: 1, methods, memory_limit: 256 << 20, ..Options::default() };
     check_history(model, init, h, &opts).expect("checks")
 }
 
@@ -162,7 +163,7 @@ fn compare(
     mut generate: impl FnMut(&mut ChaCha8Rng, usize) -> History,
 ) -> (usize, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(0x0de1 ^ cases as u64);
-    let (mut by_order, mut invalid) = (0, 0);
+    let (mut by_order, mut invalid, mut skipped) = (0, 0, 0);
     for i in 0..cases {
         let mut h = generate(&mut rng, i);
         if i % 2 == 1 {
@@ -172,12 +173,15 @@ fn compare(
         assert_ne!(fast.verdict, Verdict::Unknown);
         let search = check(model, init, &h, Methods::SearchOnly);
         // The search may run out of its budget (a few kv histories with many crashed appends).
-        if search.verdict != Verdict::Unknown {
+        if search.verdict == Verdict::Unknown {
+            skipped += 1;
+        } else {
             assert_eq!(fast.verdict, search.verdict, "history {i} ({model}): {:#?}\n{fast:#?}", h.ops());
         }
         by_order += fast.decided_by.iter().all(|d| d.method == Method::VersionOrder) as usize;
         invalid += (fast.verdict == Verdict::Invalid) as usize;
     }
+    assert!(skipped * 100 <= cases, "the search gave up on {skipped} of {cases}: too few compared");
     (by_order, invalid)
 }
 
@@ -324,18 +328,23 @@ fn corrupt_log(rng: &mut ChaCha8Rng, h: History) -> History {
 #[test]
 fn logs_agree_with_the_search() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x109);
-    let (mut by_order, mut invalid) = (0, 0);
+    let (mut by_order, mut invalid, mut skipped) = (0, 0, 0);
     for i in 0..3_000 {
         let mut h = log_history(&mut rng, 2 + i % 5, 5 + i % 30);
         if i % 2 == 1 {
             h = corrupt_log(&mut rng, h);
         }
         let fast = check("log", &Value::Null, &h, Methods::Any);
+        assert_ne!(fast.verdict, Verdict::Unknown);
         let search = check("log", &Value::Null, &h, Methods::SearchOnly);
-        assert_eq!(fast.verdict, search.verdict, "history {i}: {:#?}\n{fast:#?}", h.ops());
+        if search.verdict == Verdict::Unknown {
+            skipped += 1;
+        } else {
+            assert_eq!(fast.verdict, search.verdict, "history {i}: {:#?}\n{fast:#?}", h.ops());
+        }
         by_order += fast.decided_by.iter().all(|d| d.method == Method::VersionOrder) as usize;
         invalid += (fast.verdict == Verdict::Invalid) as usize;
     }
-    assert!(invalid > 600, "invalid {invalid}");
+    assert!(invalid > 600 && skipped <= 30, "invalid {invalid}, the search gave up on {skipped}");
     assert!(by_order > 2_700, "the version order decided only {by_order} of 3,000");
 }

@@ -246,7 +246,8 @@ fn must_precede(segments: &[Segment], a: usize, b: usize) -> bool {
 /// among them (other than `b`) is the only candidate for `b` to have to precede.
 fn two_cycle(segments: &[Segment]) -> Option<Violation> {
     let first_ret = |i: usize| if i == 0 { 0 } else { segments[i].first_ret.0 };
-    let mut by_ret: Vec<usize> = (0..segments.len()).filter(|&i| !segments[i].groups.is_empty()).collect();
+    // Segments without ops (the initial state nobody read) order nothing.
+    let mut by_ret: Vec<usize> = (0..segments.len()).filter(|&i| segments[i].last_call.1 != usize::MAX).collect();
     by_ret.sort_by_key(|&i| (first_ret(i), i));
     // The two latest invocations among each prefix, with their segments.
     let mut top: Vec<[Option<(u64, usize)>; 2]> = Vec::with_capacity(by_ret.len());
