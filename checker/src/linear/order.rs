@@ -224,13 +224,10 @@ fn segments(spans: &[Span], v: &Versions, alive: &[bool]) -> Result<Vec<Segment>
 }
 
 fn segment(spans: &[Span], groups: Vec<(Option<usize>, Vec<usize>)>) -> Segment {
-    let mut first_ret = (u64::MAX, usize::MAX);
-    let mut last_call = (0, usize::MAX);
-    for op in groups.iter().flat_map(|(c, r)| c.iter().chain(r)) {
-        let s = spans[*op];
-        first_ret = first_ret.min((s.ret.unwrap_or(u64::MAX), *op));
-        last_call = last_call.max((s.call, *op));
-    }
+    let ops = || groups.iter().flat_map(|(c, r)| c.iter().chain(r)).copied();
+    // No ops (the initial state nobody read): it returns never and is invoked at time 0.
+    let first_ret = ops().map(|op| (spans[op].ret.unwrap_or(u64::MAX), op)).min().unwrap_or((u64::MAX, usize::MAX));
+    let last_call = ops().map(|op| (spans[op].call, op)).max().unwrap_or((0, usize::MAX));
     Segment { groups, first_ret, last_call }
 }
 
