@@ -574,28 +574,27 @@ fn order_counterexample<M: Model>(
                 format!("{}{where_} replaced states only each other produced, reached from no write", shown.join(", ")),
             )
         }
-        Violation::Cycle { ops } => cycle_explanation(&name, &where_, ops),
-        Violation::Interleaved { ab, ba: [b1, a2] } => match ab {
-            None => (
-                vec![b1, a2],
-                format!(
-                    "{}{where_} observed the initial state, yet was invoked after {} returned, which observed or made a later state",
-                    name(a2),
-                    name(b1)
-                ),
+        Violation::Cycle { ops } => blame(model, calls, &name, &where_, cycle_explanation(&name, ops)),
+        Violation::Interleaved { ab: None, ba: [b1, a2] } => (
+            vec![b1, a2],
+            format!(
+                "{}{where_} cannot be linearized: it observed the initial state, yet was invoked after {} returned, which observed or made a later state",
+                name(a2),
+                name(b1)
             ),
-            Some([a1, b2]) => (
-                vec![a1, b2, b1, a2],
-                format!(
-                    "{} returned before {} was invoked, and {} before {}{where_}: each chain of states (a write and what observed it) must wholly precede the other",
-                    name(a1),
-                    name(b2),
-                    name(b1),
-                    name(a2)
-                ),
-            ),
-        },
+        ),
+        Violation::Interleaved { ab: Some([a1, b2]), ba: [b1, a2] } => {
+            let why = format!(
+                "{} returned before {} was invoked, and {} before {}: each chain of states (a write and what observed it) must wholly precede the other",
+                name(a1),
+                name(b2),
+                name(b1),
+                name(a2)
+            );
+            blame(model, calls, &name, &where_, (vec![a1, b2, b1, a2], why))
+        }
     };
+    // The op a reader would blame comes last: the read, else the op that could not be placed.
     let key_op = *ops.last().expect("a violation names ops");
     let mut seen = std::collections::HashSet::new();
     let ops: Vec<usize> = ops.into_iter().filter(|op| seen.insert(*op)).collect();
@@ -614,12 +613,12 @@ fn order_counterexample<M: Model>(
 
 /// A cycle: the first op precedes the next and so on (one chain of states, or chains that must
 /// follow one another), yet the last returned before the first was invoked.
-fn cycle_explanation(name: &dyn Fn(usize) -> String, where_: &str, mut ops: Vec<usize>) -> (Vec<usize>, String) {
+fn cycle_explanation(name: &dyn Fn(usize) -> String, mut ops: Vec<usize>) -> (Vec<usize>, String) {
     let (first, last) = (ops[0], *ops.last().expect("a cycle has ops"));
     let between = ops.len().saturating_sub(2);
     let between = if between == 0 { String::new() } else { format!(" through {between} ops") };
     let explanation = format!(
-        "{} comes after {}{where_} in every order the states allow{between}, yet it returned before {} was invoked",
+        "{} comes after {} in every order the states allow{between}, yet it returned before {} was invoked",
         name(last),
         name(first),
         name(first).split(" (").next().unwrap_or_default()
@@ -628,6 +627,21 @@ fn cycle_explanation(name: &dyn Fn(usize) -> String, where_: &str, mut ops: Vec<
         ops.drain(16..ops.len() - 16);
     }
     (ops, explanation)
+}
+
+/// Names the op that cannot be linearized, as the search would: the first read among `ops` (a
+/// stale read is what people look for), else the last op; it moves to the end of `ops`.
+fn blame<M: Model>(
+    model: &M,
+    calls: &[Call<M::Op>],
+    name: &dyn Fn(usize) -> String,
+    where_: &str,
+    (mut ops, why): (Vec<usize>, String),
+) -> (Vec<usize>, String) {
+    let last = *ops.last().expect("a violation names ops");
+    let culprit = ops.iter().copied().find(|&i| model.is_read_only(&calls[i].op)).unwrap_or(last);
+    ops.push(culprit);
+    (ops, format!("{}{where_} cannot be linearized: {why}", name(culprit)))
 }
 
 /// The models `ordeal check --model` knows.
