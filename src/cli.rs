@@ -180,7 +180,7 @@ pub struct CheckArgs {
     /// Give up with `unknown` after this many seconds per file.
     #[arg(long)]
     pub timeout: Option<f64>,
-    /// Give up with `unknown` when the search memo exceeds this many MiB.
+    /// Give up with `unknown` when the checker's resident memory (measured) would exceed this many MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory_mb: usize,
     /// Check every partition and report every illegal one, instead of stopping at the first.
@@ -189,6 +189,9 @@ pub struct CheckArgs {
     /// Print one JSON report per file (one per line) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Decide every partition by the search alone, never by the version order (to compare them).
+    #[arg(long)]
+    pub search_only: bool,
     /// History files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

@@ -2,8 +2,9 @@
 //!
 //! * [`checker`]: the [`Checker`] protocol (observe each op, then finish with a verdict) and
 //!   adapters of the checks below, composed to share one pass over a history;
-//! * [`linear`]: linearizability against a sequential [`model`], by a memoized Wing–Gong/Lowe
-//!   search, P-compositional (one search per partition, in parallel), bounded in time and memory;
+//! * [`linear`]: linearizability against a sequential [`model`], P-compositional (each partition
+//!   on its own, in parallel): by the version order where written values are unique (no search,
+//!   near-linear), else by a memoized Wing–Gong/Lowe search bounded in time and measured memory;
 //! * [`formats`]: importers for Jepsen/Knossos EDN, Jepsen etcd console logs and Porcupine kv
 //!   logs, and an EDN exporter;
 //! * [`log`]: anomalies of the broker's partition logs (lost, duplicated, misplaced records);

@@ -79,6 +79,141 @@ pub fn write_register_history(path: &Path, ops: usize, keys: usize, processes: u
     w.flush()
 }
 
+/// Busy keys of a simulated linearizable kv store of strings (Porcupine's kv workload):
+/// `clients` clients, `ops_per_key` ops on each of `keys` keys, half of them gets, the rest
+/// appends of unique tokens and (one in five) puts; each op takes effect at an instant inside its
+/// interval, and about one write in a hundred crashes (`info`), before or after taking effect.
+#[derive(Debug, Clone, Copy)]
+pub struct BusyKv {
+    /// Keys.
+    pub keys: usize,
+    /// Ops per key.
+    pub ops_per_key: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// The seed of every choice.
+    pub seed: u64,
+    /// Make one read, past the middle of the history, return the state its key had before a
+    /// write that completed before the read was invoked: the history is then not linearizable.
+    pub stale_read: bool,
+}
+
+/// A client's op in flight: its process, key, f, invocation value, and the completion value
+/// once it took effect.
+struct Pending {
+    process: u64,
+    key: usize,
+    f: &'static str,
+    arg: Value,
+    done: Option<Value>,
+    invoked: u64,
+}
+
+/// One key of the simulated store: its string, the string before its last change, and when the
+/// op that made the last change completed (`None`: not yet, or crashed).
+#[derive(Default)]
+struct Key {
+    value: String,
+    before: String,
+    changed_by: Option<u64>,
+    change_completed: Option<u64>,
+}
+
+impl BusyKv {
+    /// Writes the history to `path` as JSON Lines; returns the index of the stale read, if any.
+    pub fn write(&self, path: &Path) -> io::Result<Option<u64>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut w = jsonl::Writer::create(path)?;
+        let mut keys: Vec<Key> = (0..self.keys).map(|_| Key::default()).collect();
+        let mut slots: Vec<Option<Pending>> = (0..self.clients).map(|_| None).collect();
+        let mut ids: Vec<u64> = (0..self.clients as u64).collect();
+        let (mut next_id, mut invoked, mut index, mut time, mut fresh) = (self.clients as u64, 0, 0u64, 0u64, 0u64);
+        let total = self.keys * self.ops_per_key;
+        let mut stale = None;
+        while invoked < total || slots.iter().any(Option::is_some) {
+            time += rng.random_range(1_000..20_000);
+            let s = rng.random_range(0..self.clients);
+            let op = match slots[s].take() {
+                None if invoked < total => {
+                    invoked += 1;
+                    fresh += 1;
+                    let p = self.invoke(&mut rng, ids[s], fresh, time);
+                    let op = Op::invoke(Process::Client(p.process), p.f, p.arg.clone());
+                    slots[s] = Some(p);
+                    op
+                }
+                None => continue,
+                // A write crashes, before taking effect or after it.
+                Some(p) if p.f != "read" && rng.random_bool(0.005) => {
+                    ids[s] = next_id;
+                    next_id += 1;
+                    Op::invoke(Process::Client(p.process), p.f, p.arg).completed(OpType::Info)
+                }
+                Some(p) if p.done.is_none() => {
+                    // Takes effect now; the completion comes at the client's next turn.
+                    slots[s] = Some(apply(&mut keys[p.key], p));
+                    continue;
+                }
+                Some(mut p) => {
+                    let key = &mut keys[p.key];
+                    if p.f == "read" {
+                        if self.stale_read
+                            && stale.is_none()
+                            && 2 * invoked > total
+                            && key.change_completed.is_some_and(|t| t < p.invoked)
+                        {
+                            p.done = Some(json!({"key": format!("k{}", p.key), "value": key.before}));
+                            stale = Some(index);
+                        }
+                    } else if key.changed_by == Some(p.invoked) {
+                        key.change_completed = Some(time);
+                    }
+                    Op::invoke(Process::Client(p.process), p.f, p.done.unwrap_or_default()).completed(OpType::Ok)
+                }
+            };
+            let mut op = op.at(time);
+            op.index = index;
+            index += 1;
+            w.write_unflushed(&op)?;
+        }
+        w.flush()?;
+        Ok(stale)
+    }
+
+    fn invoke(&self, rng: &mut ChaCha8Rng, process: u64, fresh: u64, time: u64) -> Pending {
+        let key = rng.random_range(0..self.keys);
+        let k = format!("k{key}");
+        let token = format!("x {process} {fresh} y");
+        let (f, arg) = match rng.random_range(0..10) {
+            0..=4 => ("read", json!({"key": k, "value": null})),
+            5 => ("write", json!({"key": k, "value": token})),
+            _ => ("append", json!({"key": k, "value": token})),
+        };
+        Pending { process, key, f, arg, done: None, invoked: time }
+    }
+}
+
+/// Applies an op to its key; a change remembers the string before it and its op (by invocation
+/// time, unique per op).
+fn apply(key: &mut Key, mut p: Pending) -> Pending {
+    let token = p.arg["value"].as_str().unwrap_or_default().to_owned();
+    match p.f {
+        "read" => {
+            p.done = Some(json!({"key": p.arg["key"], "value": key.value}));
+            return p;
+        }
+        "write" => key.before = std::mem::replace(&mut key.value, token),
+        _ => {
+            key.before = key.value.clone();
+            key.value.push_str(&token);
+        }
+    }
+    key.changed_by = Some(p.invoked);
+    key.change_completed = None;
+    p.done = Some(p.arg.clone());
+    p
+}
+
 /// The peak resident memory of this process so far, in MiB (`VmHWM`), for benchmarks.
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

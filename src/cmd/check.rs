@@ -5,7 +5,7 @@ use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
 use ordeal_checker::formats::{self, Format};
-use ordeal_checker::linear::{self, Options, Report};
+use ordeal_checker::linear::{self, Method, Methods, Options, Report};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;
@@ -38,6 +38,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         timeout: args.timeout.map(Duration::from_secs_f64),
         memory_limit: args.memory_mb << 20,
         stop_at_first_failure: !args.all,
+        methods: if args.search_only { Methods::SearchOnly } else { Methods::Any },
         ..Options::default()
     };
     let mut verdict = Verdict::Valid;
@@ -98,7 +99,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
 /// The evidence of an invalid report, indented under its verdict line.
 fn details(report: &Report) -> String {
     let mut s = String::new();
-    if let Some(f) = report.failures.first() {
+    if let Some(f) = report.failures.first().filter(|f| f.method == Method::VersionOrder) {
+        s += "  the ops of the proof (version order):\n";
+        for op in &f.involved {
+            s += &format!("    op {:>6}  process {:<6} {}\n", op.index, op.process.to_string(), op.op);
+        }
+    } else if let Some(f) = report.failures.first() {
         let skipped = f.prefix_len - f.prefix.len();
         s += &format!(
             "  longest legal order ({} ops{}):\n",

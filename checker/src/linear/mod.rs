@@ -1,19 +1,24 @@
 //! Linearizability: is there a total order of the history's operations, consistent with their
 //! real-time order, that the model accepts?
 //!
-//! [`check`] splits the history into the model's partitions, searches each one
-//! ([`search::search`]) on a pool of threads, largest first, and aggregates: `invalid` if any
-//! partition is illegal, else `unknown` if any search ran out of budget, else `valid`.
+//! [`check`] splits the history into the model's partitions and decides each one on a pool of
+//! threads, largest first: by the version order ([`order::decide`], near-linear) when the model
+//! describes the partition as versions (its written values are unique), else, or when that
+//! cannot tell, by the search ([`search::search`]). It aggregates: `invalid` if any partition is
+//! illegal, else `unknown` if any search ran out of budget, else `valid`; [`Report::decided_by`]
+//! names the method of each partition.
 //!
 //! Semantics: intervals are closed; `fail` completions did not happen and are dropped; `info`
 //! completions and ops that never completed may take effect at any point after their
 //! invocation, or never.
 
+pub mod order;
 pub mod search;
 
 use crate::Verdict;
 use crate::model::Model;
 use ordeal_history::{History, HistoryError, Op, OpType, Paired, Process, Protocol};
+use order::{Decision, Derivation, Span, Violation};
 use search::{Budget, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -63,12 +68,25 @@ pub enum PrepareError {
 pub struct Options {
     /// Give up (`unknown`) after this long.
     pub timeout: Option<Duration>,
-    /// Give up (`unknown`) when the search memo exceeds this many bytes.
+    /// Give up (`unknown`) when the process's resident memory, measured, would exceed this many
+    /// bytes, or when the allocator refuses the search memory.
     pub memory_limit: usize,
     /// Worker threads for partitions.
     pub threads: usize,
     /// Stop at the first illegal partition instead of checking (and reporting) all.
     pub stop_at_first_failure: bool,
+    /// Which methods may decide a partition.
+    pub methods: Methods,
+}
+
+/// Which methods may decide a partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Methods {
+    /// The version order where it applies and decides, else the search.
+    #[default]
+    Any,
+    /// The search alone (to compare the two, and for benchmarks of the search).
+    SearchOnly,
 }
 
 impl Default for Options {
@@ -78,6 +96,7 @@ impl Default for Options {
             memory_limit: 1 << 30,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stop_at_first_failure: true,
+            methods: Methods::Any,
         }
     }
 }
@@ -127,6 +146,35 @@ pub struct Counterexample {
     pub concurrent: Vec<OpRef>,
     /// A sentence for people.
     pub explanation: String,
+    /// The method that found it.
+    #[serde(default)]
+    pub method: Method,
+    /// The ops of the version order's proof (a cycle, two conflicting ops, an impossible read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub involved: Vec<OpRef>,
+}
+
+/// How a partition was decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The version order: values identify writes, no search ([`order`]).
+    VersionOrder,
+    /// The Wing–Gong/Lowe search ([`search`]).
+    #[default]
+    Search,
+}
+
+/// Which method decided a partition, and why the search was needed when it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decided {
+    /// The partition.
+    pub partition: Option<String>,
+    /// The method.
+    pub method: Method,
+    /// Why the version order did not apply (values repeat, ...), when the search decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_search: Option<String>,
 }
 
 /// A partition whose search ran out of budget.
@@ -159,13 +207,24 @@ pub struct Report {
     pub failures: Vec<Counterexample>,
     /// Partitions that ran out of budget.
     pub undecided: Vec<Undecided>,
+    /// How each partition was decided (those a cancelled check never reached are absent).
+    #[serde(default)]
+    pub decided_by: Vec<Decided>,
 }
 
 impl Report {
     /// One line for a terminal: the verdict and why.
     pub fn summary(&self) -> String {
         match self.verdict {
-            Verdict::Valid => format!("valid ({} ops in {} partitions)", self.ops, self.partitions),
+            Verdict::Valid => {
+                let searched = self.decided_by.iter().filter(|d| d.method == Method::Search).count();
+                format!(
+                    "valid ({} ops in {} partitions); decided by the version order: {}, by the search: {searched}",
+                    self.ops,
+                    self.partitions,
+                    self.decided_by.len() - searched
+                )
+            }
             Verdict::Invalid => match self.failures.first() {
                 Some(f) => format!("invalid: {}", f.explanation),
                 None => "invalid".into(),
@@ -313,7 +372,7 @@ pub fn check<M: Model>(
         cancel: AtomicBool::new(false),
     };
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Outcome<M::State>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Ended<M::State>)>> = Mutex::new(Vec::new());
     // Threads pay off only for big histories: spawning costs more than checking a small one.
     let ops: usize = parts.iter().map(|(_, c)| c.len()).sum();
     let threads = opts.threads.min(parts.len()).min(ops / 2000 + 1).max(1);
@@ -321,11 +380,14 @@ pub fn check<M: Model>(
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((_, calls)) = parts.get(i) else { break };
-            let outcome = search::search(model, calls, &budget);
-            if matches!(outcome, Outcome::Illegal(_)) && opts.stop_at_first_failure {
+            if budget.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let ended = decide(model, calls, &budget, opts.methods);
+            if ended.is_illegal() && opts.stop_at_first_failure {
                 budget.cancel.store(true, Ordering::Relaxed);
             }
-            results.lock().unwrap_or_else(|e| e.into_inner()).push((i, outcome));
+            results.lock().unwrap_or_else(|e| e.into_inner()).push((i, ended));
         }
     };
     if threads == 1 {
@@ -339,27 +401,36 @@ pub fn check<M: Model>(
     let mut report = Report {
         model: name.to_owned(),
         verdict: Verdict::Valid,
-        ops: parts.iter().map(|(_, c)| c.len()).sum(),
+        ops,
         partitions: parts.len(),
         partitions_checked: 0,
         elapsed_ms: 0.0,
         failures: Vec::new(),
         undecided: Vec::new(),
+        decided_by: Vec::new(),
     };
     let cancelled = budget.cancel.load(Ordering::Relaxed);
-    for (i, outcome) in results {
+    for (i, ended) in results {
         let (key, calls) = &parts[i];
-        match outcome {
-            Outcome::Linearizable => report.partitions_checked += 1,
-            Outcome::Illegal(f) => {
-                report.partitions_checked += 1;
+        let (method, why_search) = match ended {
+            Ended::Order(None) => (Method::VersionOrder, None),
+            Ended::Order(Some(v)) => {
+                report.failures.push(order_counterexample(model, key.clone(), calls, v));
+                (Method::VersionOrder, None)
+            }
+            Ended::Search(Outcome::Linearizable, why) => (Method::Search, why),
+            Ended::Search(Outcome::Illegal(f), why) => {
                 report.failures.push(counterexample(model, key.clone(), calls, f));
+                (Method::Search, why)
             }
-            Outcome::Aborted(_) if cancelled => {}
-            Outcome::Aborted(reason) => {
-                report.undecided.push(Undecided { partition: key.clone(), ops: calls.len(), reason })
+            Ended::Search(Outcome::Aborted(_), _) if cancelled => continue,
+            Ended::Search(Outcome::Aborted(reason), _) => {
+                report.undecided.push(Undecided { partition: key.clone(), ops: calls.len(), reason });
+                continue;
             }
-        }
+        };
+        report.partitions_checked += 1;
+        report.decided_by.push(Decided { partition: key.clone(), method, why_search });
     }
     report.verdict = if !report.failures.is_empty() {
         Verdict::Invalid
@@ -370,6 +441,41 @@ pub fn check<M: Model>(
     };
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(report)
+}
+
+/// How one partition ended, by either method.
+enum Ended<S> {
+    /// The version order decided: `None` linearizable, else the violation.
+    Order(Option<order::Violation>),
+    /// The search decided or gave up; why the version order did not apply.
+    Search(Outcome<S>, Option<String>),
+}
+
+impl<S> Ended<S> {
+    fn is_illegal(&self) -> bool {
+        matches!(self, Ended::Order(Some(_)) | Ended::Search(Outcome::Illegal(_), _))
+    }
+}
+
+/// Decides one partition: by the version order when the model describes it as versions and the
+/// order decides, else by the search.
+fn decide<M: Model>(model: &M, calls: &[Call<M::Op>], budget: &Budget, methods: Methods) -> Ended<M::State> {
+    if methods == Methods::SearchOnly {
+        return Ended::Search(search::search(model, calls, budget), Some("asked for the search alone".into()));
+    }
+    let why = match model.versions(calls) {
+        Derivation::Versions(versions) => {
+            let spans: Vec<Span> = calls.iter().map(|c| Span { call: c.call, ret: c.ret }).collect();
+            match order::decide(&spans, &versions) {
+                Decision::Linearizable => return Ended::Order(None),
+                Decision::Illegal(v) => return Ended::Order(Some(v)),
+                Decision::Search(why) => why,
+            }
+        }
+        Derivation::Illegal(v) => return Ended::Order(Some(v)),
+        Derivation::Search(why) => why,
+    };
+    Ended::Search(search::search(model, calls, budget), Some(why))
 }
 
 fn op_ref<M: Model>(model: &M, c: &Call<M::Op>) -> OpRef {
@@ -418,7 +524,124 @@ fn counterexample<M: Model>(
         model.describe_state(&state),
         concurrent.len()
     );
-    Counterexample { partition, op, prefix_len, prefix, state: model.describe_state(&state), concurrent, explanation }
+    Counterexample {
+        partition,
+        op,
+        prefix_len,
+        prefix,
+        state: model.describe_state(&state),
+        concurrent,
+        explanation,
+        method: Method::Search,
+        involved: Vec::new(),
+    }
+}
+
+/// The version order's proof as a counterexample: the ops involved and a sentence.
+fn order_counterexample<M: Model>(
+    model: &M,
+    partition: Option<String>,
+    calls: &[Call<M::Op>],
+    violation: Violation,
+) -> Counterexample {
+    let name = |i: usize| {
+        let c = &calls[i];
+        format!("op {} (process {}: {})", c.invoke, c.process, model.describe_op(&c.op))
+    };
+    let where_ = partition.as_ref().map(|p| format!(" on {p}")).unwrap_or_default();
+    let (ops, explanation) = match violation {
+        Violation::NeverWritten { op } => {
+            (vec![op], format!("{}{where_} observed a state that no op produced", name(op)))
+        }
+        Violation::ConsumedTwice { version, ops: [a, b] } => {
+            let state =
+                version.map_or_else(|| "the same state".to_owned(), |c| format!("the state {} produced", name(c)));
+            let mut involved = vec![a, b];
+            involved.extend(version);
+            (involved, format!("{} and {}{where_} both replaced {state}, which existed only once", name(a), name(b)))
+        }
+        Violation::TwoPlaces { op, offsets: [a, b] } => {
+            (vec![op], format!("{}{where_} took effect once, yet its record is at offsets {a} and {b}", name(op)))
+        }
+        Violation::Diverged { op, reads: [r1, r2] } => (
+            vec![op, r1, r2],
+            format!("{} and {}{where_} disagree on what {} appended to", name(r1), name(r2), name(op)),
+        ),
+        Violation::Unreachable { ops } => {
+            let shown: Vec<String> = ops.iter().take(4).map(|&i| name(i)).collect();
+            (
+                ops,
+                format!("{}{where_} replaced states only each other produced, reached from no write", shown.join(", ")),
+            )
+        }
+        Violation::Cycle { ops } => blame(model, calls, &name, &where_, cycle_explanation(&name, ops)),
+        Violation::Interleaved { ab: None, ba: [b1, a2] } => (
+            vec![b1, a2],
+            format!(
+                "{}{where_} cannot be linearized: it observed the initial state, yet was invoked after {} returned, which observed or made a later state",
+                name(a2),
+                name(b1)
+            ),
+        ),
+        Violation::Interleaved { ab: Some([a1, b2]), ba: [b1, a2] } => {
+            let why = format!(
+                "{} returned before {} was invoked, and {} before {}: each chain of states (a write and what observed it) must wholly precede the other",
+                name(a1),
+                name(b2),
+                name(b1),
+                name(a2)
+            );
+            blame(model, calls, &name, &where_, (vec![a1, b2, b1, a2], why))
+        }
+    };
+    // The op a reader would blame comes last: the read, else the op that could not be placed.
+    let key_op = *ops.last().expect("a violation names ops");
+    let mut seen = std::collections::HashSet::new();
+    let ops: Vec<usize> = ops.into_iter().filter(|op| seen.insert(*op)).collect();
+    Counterexample {
+        partition,
+        op: op_ref(model, &calls[key_op]),
+        prefix_len: 0,
+        prefix: Vec::new(),
+        state: "n/a (decided by the version order)".into(),
+        concurrent: Vec::new(),
+        explanation,
+        method: Method::VersionOrder,
+        involved: ops.iter().map(|&i| op_ref(model, &calls[i])).collect(),
+    }
+}
+
+/// A cycle: the first op precedes the next and so on (one chain of states, or chains that must
+/// follow one another), yet the last returned before the first was invoked.
+fn cycle_explanation(name: &dyn Fn(usize) -> String, mut ops: Vec<usize>) -> (Vec<usize>, String) {
+    let (first, last) = (ops[0], *ops.last().expect("a cycle has ops"));
+    let between = ops.len().saturating_sub(2);
+    let between = if between == 0 { String::new() } else { format!(" through {between} ops") };
+    let explanation = format!(
+        "{} comes after {} in every order the states allow{between}, yet it returned before {} was invoked",
+        name(last),
+        name(first),
+        name(first).split(" (").next().unwrap_or_default()
+    );
+    if ops.len() > 32 {
+        ops.drain(16..ops.len() - 16);
+    }
+    (ops, explanation)
+}
+
+/// Names the op that cannot be linearized, as the search would: the first read among `ops` (a
+/// stale read is what people look for), else the last op; it moves to the end of `ops`.
+fn blame<M: Model>(
+    model: &M,
+    calls: &[Call<M::Op>],
+    name: &dyn Fn(usize) -> String,
+    where_: &str,
+    (mut ops, why): (Vec<usize>, String),
+) -> (Vec<usize>, String) {
+    let last = *ops.last().expect("a violation names ops");
+    let culprit = ops.iter().copied().find(|&i| model.is_read_only(&calls[i].op)).unwrap_or(last);
+    ops.push(culprit);
+    (ops, format!("{}{where_} cannot be linearized: {why}", name(culprit)))
 }
 
 /// The models `ordeal check --model` knows.

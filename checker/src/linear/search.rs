@@ -26,9 +26,10 @@ const HEAD: u32 = 0;
 pub struct Budget {
     /// Stop with `unknown` after this instant.
     pub deadline: Option<Instant>,
-    /// Stop with `unknown` when the memo tables together exceed this many bytes.
+    /// Stop with `unknown` when the process's resident memory, measured, would exceed this many
+    /// bytes (where it cannot be measured: when the memo tables together would).
     pub memory_limit: usize,
-    /// Bytes the memo tables hold now.
+    /// Bytes the memo tables hold now (reported with the measured figure).
     pub memory_used: AtomicUsize,
     /// Set to stop every search early (another partition already failed).
     pub cancel: AtomicBool,
@@ -113,7 +114,29 @@ impl<S: Eq + Clone> Memo<S> {
         self.states.len() * self.entry_bytes
     }
 
-    /// Inserts (bits, state) unless present; returns whether it was new.
+    /// Bytes the next insertion may allocate at once: the arenas and the table double when full.
+    fn growth(&self) -> usize {
+        // A vector that must grow to hold `more` allocates at least twice its capacity.
+        let grow = |len: usize, cap: usize, more: usize, size: usize| {
+            if len + more > cap { (2 * cap).max(len + more).max(4) * size } else { 0 }
+        };
+        grow(self.states.len(), self.states.capacity(), 1, std::mem::size_of::<S>())
+            + grow(self.bits.len(), self.bits.capacity(), self.words, 8)
+            + grow(self.chain.len(), self.chain.capacity(), 1, 4)
+            // The table's buckets: a key, a value and a control byte, at most 7/8 full.
+            + grow(self.table.len(), self.table.capacity(), 1, 8 * 13 / 7)
+    }
+
+    /// Makes room for one more entry, or says that the allocator refused it.
+    fn reserve(&mut self) -> Result<(), std::collections::TryReserveError> {
+        self.bits.try_reserve(self.words)?;
+        self.states.try_reserve(1)?;
+        self.chain.try_reserve(1)?;
+        self.table.try_reserve(1)
+    }
+
+    /// Inserts (bits, state) unless present; returns whether it was new. Call [`Memo::reserve`]
+    /// first, so that it allocates nothing.
     fn insert(&mut self, hash: u64, bits: &[u64], state: &S) -> bool {
         let head = self.table.get(&hash).copied().unwrap_or(NIL);
         let mut i = head;
@@ -165,14 +188,16 @@ pub fn search<M: Model>(model: &M, calls: &[Call<M::Op>], budget: &Budget) -> Ou
     let mut entry = list.next[HEAD as usize];
     let mut steps: u64 = 0;
     let mut reported = 0;
+    let mut resident = measured_resident();
 
     let outcome = 'search: loop {
         steps += 1;
-        if steps.is_multiple_of(1024) {
+        if steps.is_multiple_of(4096) {
             let bytes = memo.bytes();
             budget.memory_used.fetch_add(bytes - reported, Ordering::Relaxed);
             reported = bytes;
-            if let Some(reason) = exhausted(budget, bytes) {
+            resident = measured_resident();
+            if let Some(reason) = exhausted(budget, bytes, resident) {
                 break Outcome::Aborted(reason);
             }
         }
@@ -187,9 +212,15 @@ pub fn search<M: Model>(model: &M, calls: &[Call<M::Op>], budget: &Budget) -> Ou
                 continue;
             };
             let read = model.is_read_only(&calls[op].op);
+            if let Err(reason) = room(&mut memo, budget, resident) {
+                break Outcome::Aborted(reason);
+            }
             bits[op / 64] |= 1 << (op % 64);
             let h = bits_hash ^ zobrist[op];
             if memo.insert(h ^ state_hash(&new_state), &bits, &new_state) {
+                if stack.try_reserve(1).is_err() {
+                    break Outcome::Aborted(refused(resident));
+                }
                 stack.push((entry, std::mem::replace(&mut state, new_state), read));
                 bits_hash = h;
                 list.lift(entry);
@@ -260,22 +291,54 @@ impl List {
     }
 }
 
-fn exhausted(budget: &Budget, partition_bytes: usize) -> Option<String> {
+/// The process's resident memory in bytes, measured (`VmRSS`); `None` where it cannot be.
+pub fn measured_resident() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim();
+    kb.parse::<usize>().ok().map(|kb| kb << 10)
+}
+
+fn exhausted(budget: &Budget, partition_bytes: usize, resident: Option<usize>) -> Option<String> {
     if budget.cancel.load(Ordering::Relaxed) {
         return Some("cancelled: another partition already failed".into());
     }
     if budget.deadline.is_some_and(|d| Instant::now() >= d) {
         return Some("time budget exhausted (--timeout)".into());
     }
-    let used = budget.memory_used.load(Ordering::Relaxed);
-    if used > budget.memory_limit {
-        return Some(format!(
-            "memory budget exhausted: the search memo reached {} MiB ({} MiB in this partition)",
-            used >> 20,
-            partition_bytes >> 20
-        ));
+    let memo = budget.memory_used.load(Ordering::Relaxed);
+    if resident.unwrap_or(memo) > budget.memory_limit {
+        return Some(over_budget(budget, resident, memo, partition_bytes));
     }
     None
+}
+
+fn over_budget(budget: &Budget, resident: Option<usize>, memo: usize, partition_bytes: usize) -> String {
+    let measured = resident.map_or_else(|| "not measurable here".to_owned(), |r| format!("{} MiB", r >> 20));
+    format!(
+        "memory budget exhausted: limit {} MiB, resident memory {measured}, search memo {} MiB ({} MiB in this partition)",
+        budget.memory_limit >> 20,
+        memo >> 20,
+        partition_bytes >> 20
+    )
+}
+
+fn refused(resident: Option<usize>) -> String {
+    let measured = resident.map_or_else(|| "not measurable here".to_owned(), |r| format!("{} MiB", r >> 20));
+    format!("memory exhausted: the allocator refused the search more memory (resident {measured})")
+}
+
+/// Makes room in the memo for one entry when the budget allows what that allocates.
+fn room<S: Eq + Clone>(memo: &mut Memo<S>, budget: &Budget, resident: Option<usize>) -> Result<(), String> {
+    let growth = memo.growth();
+    if growth > 0 {
+        let memo_total = budget.memory_used.load(Ordering::Relaxed);
+        let base = resident.unwrap_or(memo_total);
+        if base + growth > budget.memory_limit {
+            let why = over_budget(budget, resident, memo_total, memo.bytes());
+            return Err(format!("{why}; the memo's next growth needs {} MiB more", growth >> 20));
+        }
+    }
+    memo.reserve().map_err(|_| refused(resident))
 }
 
 /// The stack as (op, state after it), oldest first.

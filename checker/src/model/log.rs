@@ -10,6 +10,8 @@
 //! The state is a persistent list, so stepping shares the prefix instead of copying the log.
 
 use super::{Model, ModelError, Val, field, key_of};
+use crate::linear::Call;
+use crate::linear::order::Derivation;
 use ordeal_history::Op;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -150,6 +152,10 @@ impl Model for LogModel {
 
     fn is_read_only(&self, op: &LogOp) -> bool {
         matches!(op, LogOp::Read { .. })
+    }
+
+    fn versions(&self, calls: &[Call<LogOp>]) -> Derivation {
+        super::versions::log(calls)
     }
 
     fn init(&self) -> LogState {

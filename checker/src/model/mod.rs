@@ -4,6 +4,8 @@
 //! (P-compositionality: ops on different partitions commute, so each partition is checked on
 //! its own), and steps a state. Adding a model never touches the search.
 
+use crate::linear::Call;
+use crate::linear::order::Derivation;
 use ordeal_history::Op;
 use serde_json::Value;
 use std::fmt::{self, Debug};
@@ -14,6 +16,7 @@ mod log;
 mod multi_register;
 mod mutex;
 mod register;
+mod versions;
 
 pub use log::LogModel;
 pub use multi_register::MultiRegister;
@@ -47,6 +50,13 @@ pub trait Model: Sync {
     /// order keeps the order valid, so other placements add nothing.
     fn is_read_only(&self, _op: &Self::Op) -> bool {
         false
+    }
+
+    /// One partition as versions, for the version-order decision ([`crate::linear::order`]),
+    /// when the model's written values identify its writes. The default: it cannot say, and the
+    /// search decides.
+    fn versions(&self, _calls: &[Call<Self::Op>]) -> Derivation {
+        Derivation::Search("the model has no version order".into())
     }
 
     /// The initial state of every partition.

@@ -7,6 +7,8 @@
 //! or Jepsen's `independent` tuples `[k, v]` (as `ordeal export --to edn` writes them).
 
 use super::{Model, ModelError, Val, key_of, show};
+use crate::linear::Call;
+use crate::linear::order::Derivation;
 use ordeal_history::Op;
 use serde_json::Value;
 
@@ -111,6 +113,10 @@ impl Model for RegisterModel {
 
     fn is_read_only(&self, op: &RegisterOp) -> bool {
         matches!(op, RegisterOp::Read(..))
+    }
+
+    fn versions(&self, calls: &[Call<RegisterOp>]) -> Derivation {
+        super::versions::registers(&self.init, calls)
     }
 
     fn init(&self) -> Option<Val> {

@@ -1,0 +1,35 @@
+//! Writes busy-key kv histories (see `ordeal_checker::testing::BusyKv`): for each seed, a valid
+//! one from a simulated linearizable store and the same run with one stale read.
+//!
+//! Usage: `cargo run --release -p ordeal-checker --example busy_kv -- DIR [SEEDS] [KEYS] [OPS_PER_KEY] [CLIENTS]`
+//! (defaults: 3 seeds, 2 keys, 5,000 ops per key, 50 clients). Prints one line per file:
+//! its path, the expected verdict, and the index of the stale read.
+
+use ordeal_checker::testing::BusyKv;
+use std::path::PathBuf;
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        eprintln!("usage: busy_kv DIR [SEEDS] [KEYS] [OPS_PER_KEY] [CLIENTS]");
+        std::process::exit(254);
+    };
+    let num = |i: usize, default: usize| -> usize {
+        args.get(i).map_or(Some(default), |a| a.parse().ok()).unwrap_or_else(|| {
+            eprintln!("argument {i} must be a number, found {:?}", args[i]);
+            std::process::exit(254)
+        })
+    };
+    let (seeds, keys, ops_per_key, clients) = (num(1, 3), num(2, 2), num(3, 5000), num(4, 50));
+    std::fs::create_dir_all(&dir)?;
+    for seed in 1..=seeds as u64 {
+        for stale_read in [false, true] {
+            let name = format!("busy-kv-s{seed}-{}.jsonl", if stale_read { "stale" } else { "ok" });
+            let path = dir.join(name);
+            let stale = BusyKv { keys, ops_per_key, clients, seed, stale_read }.write(&path)?;
+            let expected = if stale.is_some() { "invalid" } else { "valid" };
+            println!("{}\t{expected}\t{}", path.display(), stale.map_or("-".into(), |i| i.to_string()));
+        }
+    }
+    Ok(())
+}
