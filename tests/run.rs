@@ -110,6 +110,16 @@ fn stale_reads_are_caught_and_the_offending_op_is_named() {
     assert!(junit.contains("<failure message=\"invalid: op "), "{junit}");
 }
 
+/// A process the test started by hand, killed when the test ends, passed or failed.
+struct Orphan(std::process::Child);
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn cleanup_after_kill_9_leaves_no_broker() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,20 +144,22 @@ fn cleanup_after_kill_9_leaves_no_broker() {
     // environment, as every node the harness starts does, whatever its flags.
     let broker = PathBuf::from(env!("CARGO_BIN_EXE_ordeal")).with_file_name("ordeal-broker");
     let orphan_dir = dir.path().join("latest/nodes/orphan/data");
-    let mut orphan = Command::new(broker)
-        .args(["serve", "--id=1", "--listen=127.0.0.1:0", "--peers=1=127.0.0.1:1"])
-        .arg(format!("--data-dir={}", orphan_dir.display()))
-        .env("ORDEAL_RUN", dir.path().join("latest"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut orphan = Orphan(
+        Command::new(broker)
+            .args(["serve", "--id=1", "--listen=127.0.0.1:0", "--peers=1=127.0.0.1:1"])
+            .arg(format!("--data-dir={}", orphan_dir.display()))
+            .env("ORDEAL_RUN", dir.path().join("latest"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (code, out, err) = ordeal(&["cleanup", "--store", store]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("killed node process") && out.contains("ordeal-broker"), "{out}");
     assert!(out.contains("closed abandoned run"), "{out}");
-    orphan.wait().unwrap();
+    orphan.0.wait().unwrap();
     let t = Instant::now();
     while !brokers_under(dir.path()).is_empty() {
         assert!(t.elapsed() < Duration::from_secs(5), "brokers left: {:?}", brokers_under(dir.path()));
