@@ -323,8 +323,27 @@ pub fn check_admin_token(token: Option<String>) -> impl Fn(GrpcRequest<()>) -> R
         };
         let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         match presented.and_then(|v| v.strip_prefix("Bearer ")) {
-            Some(t) if t == expected => Ok(request),
+            Some(t) if same_secret(t.as_bytes(), expected.as_bytes()) => Ok(request),
             _ => Err(BrokerError::Unauthenticated.into()),
         }
+    }
+}
+
+/// Compares secrets in time that depends on their length only, not on where they first differ
+/// (`==` stops at the first difference, which a caller can time byte by byte).
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len() && presented.iter().zip(expected).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
     }
 }

@@ -73,6 +73,8 @@ impl Default for MembershipConfig {
 /// let peers = ordeal_system::config::parse_peers("1=a:1,2=b:2").unwrap();
 /// assert_eq!(peers[&2], "b:2");
 /// assert!(ordeal_system::config::parse_peers("1=a:1,1=b:2").is_err());
+/// assert!(ordeal_system::config::parse_peers("1=notanaddr").is_err());
+/// assert!(ordeal_system::config::parse_peers("1=host:0").is_err());
 /// ```
 pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut peers = BTreeMap::new();
@@ -84,6 +86,13 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
         }
         if addr.trim().is_empty() {
             return Err(format!("peer {item:?} has an empty address"));
+        }
+        let port_ok = addr
+            .trim()
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+        if !port_ok {
+            return Err(format!("peer {item:?}: address {addr:?} is not HOST:PORT"));
         }
         if peers.insert(id, addr.trim().to_owned()).is_some() {
             return Err(format!("peer id {id} appears twice"));

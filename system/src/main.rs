@@ -275,14 +275,20 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             init_logging(&args.log);
             fail_stop_on_panic();
-            let result = runtime.block_on(ordeal_system::server::run(node_config(*args)));
+            let config = node_config(*args);
+            // A setting that cannot work is bad input (254), said once, before anything starts.
+            if let Err(e) = config.validate() {
+                eprintln!("ordeal-broker: {e}");
+                return ExitCode::from(254);
+            }
+            let result = runtime.block_on(ordeal_system::server::run(config));
             // Dropping the runtime drops every task's handle on the database, so RocksDB closes
             // before the process exits.
             runtime.shutdown_timeout(Duration::from_secs(1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    // Once: the log goes to stderr too.
                     eprintln!("ordeal-broker: {e:#}");
                     ExitCode::from(255)
                 }
