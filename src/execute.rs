@@ -56,11 +56,12 @@ fn enter_private_network_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A run's cluster: the system, its network, and the nemesis over both.
+/// A run's cluster: the system, its network, the nemesis over both, and the test's faults.
 struct Cluster {
     sut: Sut,
     network: Option<Arc<Network>>,
     nemesis: Box<dyn Nemesis>,
+    faults: Vec<FaultSet>,
 }
 
 fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
@@ -90,7 +91,7 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
         nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
-    Ok(Cluster { sut, network, nemesis })
+    Ok(Cluster { sut, network, nemesis, faults })
 }
 
 /// Ctrl-C: the first heals, stops the nodes and still checks what was recorded; the second
@@ -116,7 +117,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
     std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
-    let Cluster { sut, network, nemesis } = build_cluster(&test, &dir)?;
+    let Cluster { sut, network, nemesis, faults } = build_cluster(&test, &dir)?;
     let (interrupt, interrupts) = watch_interrupts();
     let mut info = RunInfo::default();
     let outcome = match sut.system.setup().await {
@@ -126,7 +127,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
                 test.broker_version = s.version.clone();
             }
             write_test(&dir, &test)?;
-            drive(&test, opts, &sut, nemesis, &dir, interrupt).await
+            drive(&test, opts, &sut, nemesis, faults, &dir, interrupt).await
         }
     };
     if !dir.join(store::TEST).exists() {
@@ -170,6 +171,7 @@ async fn drive(
     opts: &Options,
     sut: &Sut,
     nemesis: Box<dyn Nemesis>,
+    faults: Vec<FaultSet>,
     dir: &Path,
     interrupt: watch::Receiver<bool>,
 ) -> anyhow::Result<runner::Summary> {
@@ -181,7 +183,7 @@ async fn drive(
         rate: test.rate,
         time_limit: Duration::from_secs_f64(test.time_limit_s),
         op_timeout: Duration::from_millis(test.op_timeout_ms),
-        faults: fault_sets(test)?,
+        faults,
         cycle_faults: test.nemesis_order == "cycle",
         fault_rounds: test.fault_rounds,
         nemesis_interval: Duration::from_secs_f64(test.nemesis_interval_s),
