@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 pub struct ClockNemesis {
     system: Arc<dyn System>,
     clocks: BTreeMap<u64, PathBuf>,
-    active: Option<FaultSpec>,
+    /// The fault it holds, with what its start did (its stop reports the same).
+    active: Option<(FaultSpec, Value)>,
     /// For a clock strobe: set to stop it.
     strobe: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
@@ -83,7 +84,7 @@ impl Nemesis for ClockNemesis {
     }
 
     async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
-        if let Some(a) = &self.active {
+        if let Some((a, _)) = &self.active {
             return Err(NemesisError::Busy(a.to_string()));
         }
         let (node, path) = self.target(fault, rng).await?;
@@ -105,17 +106,14 @@ impl Nemesis for ClockNemesis {
             }
             _ => return Err(NemesisError::Unhandled(name)),
         };
-        self.active = Some(*fault);
+        self.active = Some((*fault, value.clone()));
         Ok(value)
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
-        if self.active != Some(*fault) {
-            return Ok(Value::Null);
-        }
-        self.active = None;
+        let Some((_, value)) = self.active.take_if(|(f, _)| f == fault) else { return Ok(Value::Null) };
         self.reset().await?;
-        Ok(json!({"fault": fault.to_string()}))
+        Ok(value)
     }
 
     async fn heal_all(&mut self) -> Result<(), NemesisError> {
