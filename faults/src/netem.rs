@@ -145,10 +145,7 @@ impl Nemesis for NetNemesis {
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
-        if self.active.as_ref().is_none_or(|a| a.fault != *fault) {
-            return Ok(Value::Null);
-        }
-        let Some(mut active) = self.active.take() else { return Ok(Value::Null) };
+        let Some(mut active) = self.active.take_if(|a| a.fault == *fault) else { return Ok(Value::Null) };
         if let Some(net) = &self.net {
             blocking(|| net.heal())?;
         }
