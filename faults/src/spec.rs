@@ -127,6 +127,8 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("terminate-leader", Terminate, Leader),
         ("terminate-follower", Terminate, Follower),
         ("terminate-minority", Terminate, Minority),
+        ("terminate-majority", Terminate, Majority),
+        ("terminate-all", Terminate, All),
         ("transfer-leader", TransferLeader, Leader),
         ("partition", Partition(Shape::RandomHalves), All),
         ("partition-halves", Partition(Shape::Halves), All),
@@ -143,11 +145,21 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("clock-strobe", ClockStrobe, One),
         ("upgrade", Upgrade, One),
         ("upgrade-kill", UpgradeKill, One),
-        // Aliases.
+        // Aliases: every name the parser took before the table existed.
         ("kill-one", Kill, One),
+        ("kill-node", Kill, One),
         ("pause-one", Pause, One),
+        ("pause-node", Pause, One),
+        ("terminate-one", Terminate, One),
+        ("terminate-node", Terminate, One),
         ("restart", Terminate, One),
+        ("restart-one", Terminate, One),
+        ("restart-node", Terminate, One),
         ("restart-leader", Terminate, Leader),
+        ("restart-follower", Terminate, Follower),
+        ("restart-minority", Terminate, Minority),
+        ("restart-majority", Terminate, Majority),
+        ("restart-all", Terminate, All),
         ("partition-random-halves", Partition(Shape::RandomHalves), All),
         ("isolate", Partition(Shape::Isolate), One),
         ("partition-majorities-ring", Partition(Shape::MajoritiesRing), All),
@@ -287,6 +299,12 @@ mod tests {
             assert_eq!(spec.to_string(), name);
         }
         assert_eq!(FaultSpec::parse("restart-leader").unwrap().to_string(), "terminate-leader");
+        // Every action-target name the parser took before the table.
+        for action in ["kill", "pause", "terminate", "restart"] {
+            for target in ["leader", "follower", "one", "node", "minority", "majority", "all"] {
+                assert!(FaultSpec::parse(&format!("{action}-{target}")).is_ok(), "{action}-{target}");
+            }
+        }
         assert_eq!(FaultSpec::parse("pause-leader@all").unwrap().to_string(), "pause-leader@all");
         let err = FaultSpec::parse("kill-everyone").unwrap_err().to_string();
         assert!(err.contains("kill-leader"), "{err}");
