@@ -35,18 +35,6 @@ impl System for NoCluster {
     async fn setup(&self) -> Result<(), SystemError> {
         Ok(())
     }
-    async fn teardown(&self) -> Result<(), SystemError> {
-        Ok(())
-    }
-    async fn start(&self, node: u64) -> Result<(), SystemError> {
-        Err(SystemError::UnknownNode(node))
-    }
-    async fn stop(&self, node: u64) -> Result<(), SystemError> {
-        Err(SystemError::UnknownNode(node))
-    }
-    async fn is_running(&self, _node: u64) -> bool {
-        false
-    }
     async fn statuses(&self, _timeout: Duration) -> BTreeMap<u64, NodeView> {
         BTreeMap::new()
     }
