@@ -226,6 +226,8 @@ impl Digest {
             .collect();
         write_oks.sort_unstable();
         let done: Vec<&Op> = self.nemesis.iter().filter(|o| o.kind == OpType::Info).collect();
+        let load = Load::of(self);
+        let mut healed_before = 0;
         let mut out = Vec::new();
         for (i, op) in done.iter().enumerate() {
             if op.f != "start" || op.error.is_some() {
@@ -241,7 +243,10 @@ impl Digest {
             let next = write_oks.iter().find(|w| counts(w)).map(|w| w.0);
             let before = write_oks.partition_point(|(t, _)| *t <= op.time);
             let prev = before.checked_sub(1).map(|i| write_oks[i].0);
+            let calm_since = healed_before.max(load.first_call);
+            healed_before = healed_before.max(stop.unwrap_or(self.end));
             out.push(FaultWindow {
+                load: load.around(calm_since, op.time, stop.unwrap_or(self.end)),
                 fault: op.value["fault"].as_str().unwrap_or(&op.f).to_owned(),
                 targets,
                 start: op.time,
@@ -260,13 +265,16 @@ fn node_ids(v: &Value) -> Vec<u64> {
     v.as_array().map(|t| t.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
 }
 
-/// The nodes a fault's start (`{"fault", "targets"}`, or `{"parts": [...]}` for faults that ran
-/// together) stopped or cut off. Faults are told apart by name: the process faults and the
-/// partitions stop their targets; the others leave them serving.
+/// The nodes a fault's start (`{"fault", "targets", "down"}`, or `{"parts": [...]}` for faults
+/// that ran together) stopped or cut off: the nemesis names them in `down`.
 fn not_serving(start: &Value) -> Vec<u64> {
     if let Some(parts) = start["parts"].as_array() {
         return parts.iter().flat_map(not_serving).collect();
     }
+    if let Some(down) = start.get("down") {
+        return node_ids(down);
+    }
+    // Histories recorded before the nemeses said which nodes they stopped: tell by name.
     let name = start["fault"].as_str().unwrap_or_default();
     let stops = ["kill", "pause", "terminate", "restart", "partition", "isolate"].iter().any(|p| name.starts_with(p));
     if stops { node_ids(&start["targets"]) } else { Vec::new() }
@@ -291,9 +299,71 @@ pub struct FaultWindow {
     /// (check-quorum), and how long after the cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stepped_down_ms: Option<f64>,
+    /// The client load while the fault lasted, beside the calm time before it.
+    #[serde(default)]
+    pub load: FaultLoad,
     /// For an isolated leader: whether it stepped down at all while cut off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stepped_down: Option<bool>,
+}
+
+/// Client operations acknowledged while a fault lasted, beside the same length of calm time just
+/// before it (after the previous fault healed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultLoad {
+    /// Acknowledged (`ok`) client operations per second before the fault; `null` if there was
+    /// no calm time before it.
+    pub before_per_s: Option<f64>,
+    /// Acknowledged client operations per second from the fault until it healed (or the end).
+    pub during_per_s: f64,
+    /// `during_per_s / before_per_s`.
+    pub ratio: Option<f64>,
+    /// Latency of the operations acknowledged while the fault lasted.
+    pub latency: Quantiles,
+}
+
+/// Every acknowledged client operation's completion time and latency, in completion order.
+struct Load {
+    acks: Vec<(u64, u64)>,
+    first_call: u64,
+}
+
+impl Load {
+    fn of(d: &Digest) -> Load {
+        let mut acks: Vec<(u64, u64)> = d
+            .spans
+            .iter()
+            .filter(|s| s.kind == OpType::Ok)
+            .filter_map(|s| s.ret.map(|r| (r, r.saturating_sub(s.call))))
+            .collect();
+        acks.sort_unstable();
+        Load { acks, first_call: d.spans.first().map_or(0, |s| s.call) }
+    }
+
+    /// The acknowledgements in `(from, to]`.
+    fn between(&self, from: u64, to: u64) -> &[(u64, u64)] {
+        let a = self.acks.partition_point(|(t, _)| *t <= from);
+        let b = self.acks.partition_point(|(t, _)| *t <= to);
+        &self.acks[a..b.max(a)]
+    }
+
+    /// The load from `start` to `end`, and before it over as long a time, not reaching back past
+    /// `calm_since`.
+    fn around(&self, calm_since: u64, start: u64, end: u64) -> FaultLoad {
+        let per_s = |n: usize, ns: u64| n as f64 / (ns as f64 / 1e9);
+        let during = self.between(start, end);
+        let long = end.saturating_sub(start);
+        let from = start.saturating_sub(long).max(calm_since);
+        let before_per_s = (start > from).then(|| per_s(self.between(from, start).len(), start - from));
+        let during_per_s = if long > 0 { per_s(during.len(), long) } else { 0.0 };
+        let mut latencies: Vec<u64> = during.iter().map(|(_, l)| *l).collect();
+        FaultLoad {
+            before_per_s,
+            during_per_s,
+            ratio: before_per_s.filter(|b| *b > 0.0).map(|b| during_per_s / b),
+            latency: Quantiles::of(&mut latencies),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +417,37 @@ mod tests {
             h.push(ack);
         }
         Digest::of_history(&h).unwrap().fault_windows(&["write"])[0].gap_ms
+    }
+
+    #[test]
+    fn load_during_a_fault_beside_the_calm_before_it() {
+        let mut h = History::new();
+        let c = Process::Client(0);
+        let ms = 1_000_000;
+        // Ten 1 ms acks a second for one second, then a fault for a second with two 100 ms acks.
+        let mut ack = |call: u64, ret: u64| {
+            h.push(Op::invoke(c, "write", json!(call)).at(call));
+            h.push(Op::invoke(c, "write", json!(call)).at(ret).completed(OpType::Ok));
+        };
+        (0..10).for_each(|i| ack(i * 100 * ms, i * 100 * ms + ms));
+        ack(1_100 * ms, 1_200 * ms);
+        ack(1_500 * ms, 1_600 * ms);
+        h.push(Op::invoke(Process::Nemesis, "start", json!({"fault": "delay"})).at(999 * ms));
+        let started = json!({"fault": "delay", "targets": [1], "down": []});
+        h.push(Op::invoke(Process::Nemesis, "start", started).at(1_000 * ms).completed(OpType::Info));
+        h.push(Op::invoke(Process::Nemesis, "stop", json!({"fault": "delay"})).at(1_999 * ms));
+        h.push(Op::invoke(Process::Nemesis, "stop", json!({})).at(2_000 * ms).completed(OpType::Info));
+        let w = &Digest::of_history(&h).unwrap().fault_windows(&["write"])[0];
+        assert_eq!(w.load.during_per_s, 2.0);
+        assert_eq!(w.load.before_per_s, Some(10.0), "the first call is at 0; its ack at 1 ms counts");
+        assert_eq!(w.load.ratio, Some(0.2));
+        assert_eq!((w.load.latency.count, w.load.latency.p99_ms), (2, 100.0));
+    }
+
+    #[test]
+    fn the_nemesis_names_the_nodes_it_stopped() {
+        assert_eq!(gap_after(json!({"fault": "pause-leader", "targets": [1], "down": []})), Some(0.5));
+        assert_eq!(gap_after(json!({"fault": "future-fault", "targets": [1], "down": [1]})), Some(500.0));
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Nemesis for ClockNemesis {
         let value = match fault.action {
             Action::ClockStrobe => {
                 self.strobe = Some(strobe(path));
-                json!({"fault": name, "targets": [node], "offsets_s": [0, 200], "period_ms": 100})
+                json!({"fault": name, "targets": [node], "offsets_s": [0, 200], "period_ms": 100, "down": []})
             }
             Action::ClockSkew | Action::ClockBump => {
                 let magnitude = if fault.action == Action::ClockSkew {
@@ -102,7 +102,7 @@ impl Nemesis for ClockNemesis {
                 };
                 let offset = if rng.random_bool(0.5) { magnitude } else { -magnitude };
                 set_clock(&path, offset)?;
-                json!({"fault": name, "targets": [node], "offset_s": offset})
+                json!({"fault": name, "targets": [node], "offset_s": offset, "down": []})
             }
             _ => return Err(NemesisError::Unhandled(name)),
         };

@@ -100,8 +100,8 @@ impl NetNemesis {
             (fault.target == Target::Leader).then(|| self.watch_step_down(target, fault.groups.one().unwrap_or(0)));
         let shown: BTreeMap<String, Vec<u64>> =
             grudge.iter().map(|(n, s)| (n.to_string(), s.iter().copied().collect())).collect();
-        let value =
-            json!({"fault": fault.to_string(), "targets": partition::isolated(&grudge, &nodes), "grudge": shown});
+        let isolated = partition::isolated(&grudge, &nodes);
+        let value = json!({"fault": fault.to_string(), "targets": isolated, "down": isolated, "grudge": shown});
         Ok(Active { fault: *fault, value, step_down })
     }
 }
@@ -124,18 +124,18 @@ impl Nemesis for NetNemesis {
             Action::Loss => {
                 let net = self.net(fault)?;
                 blocking(|| net.loss(&nodes, 30))?;
-                simple(json!({"fault": name, "targets": nodes, "percent": 30}))
+                simple(json!({"fault": name, "targets": nodes, "percent": 30, "down": []}))
             }
             Action::Delay => {
                 let (delay, jitter) = (Duration::from_millis(50), Duration::from_millis(10));
                 let net = self.net(fault)?;
                 blocking(|| net.delay(&nodes, delay, jitter))?;
-                simple(json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10}))
+                simple(json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10, "down": []}))
             }
             Action::Slow => {
                 let net = self.net(fault)?;
                 blocking(|| net.slow(&nodes, "1mbit"))?;
-                simple(json!({"fault": name, "targets": nodes, "rate": "1mbit"}))
+                simple(json!({"fault": name, "targets": nodes, "rate": "1mbit", "down": []}))
             }
             _ => return Err(NemesisError::Unhandled(name)),
         };

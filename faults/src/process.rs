@@ -72,7 +72,7 @@ impl ProcessNemesis {
         let others: Vec<u64> = self.system.nodes().into_iter().filter(|n| *n != leader).collect();
         let to = *others.choose(rng).ok_or(NemesisError::NoTarget("other voter"))?;
         power.transfer_leader(leader, group, to).await?;
-        Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to}))
+        Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to, "down": []}))
     }
 
     async fn break_node(&self, action: Action, node: u64) -> Result<(), NemesisError> {
@@ -123,7 +123,8 @@ impl Nemesis for ProcessNemesis {
             self.break_node(fault.action, node).await?;
         }
         self.active.push((*fault, targets.clone()));
-        Ok(json!({"fault": fault.to_string(), "targets": targets}))
+        // Killed, paused and stopped nodes serve nothing until the fault heals.
+        Ok(json!({"fault": fault.to_string(), "targets": targets, "down": targets}))
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {

@@ -85,7 +85,9 @@ impl Nemesis for UpgradeNemesis {
     async fn start(&mut self, fault: &FaultSpec, _rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
         let name = fault.to_string();
         let Some((node, leader)) = self.next().await? else {
-            return Ok(json!({"fault": name, "targets": [], "to": self.to, "note": "every node runs the new build"}));
+            return Ok(
+                json!({"fault": name, "targets": [], "to": self.to, "note": "every node runs the new build", "down": []}),
+            );
         };
         if leader == Some(node) && self.system.nodes().len() > 1 {
             self.move_leader_away(node).await?;
@@ -97,7 +99,9 @@ impl Nemesis for UpgradeNemesis {
         }
         power.restart_on(node, &self.to).await?;
         let catch_up_ms = self.catch_up(node).await?;
-        Ok(json!({"fault": name, "targets": [node], "from": from, "to": self.to, "catch_up_ms": catch_up_ms}))
+        Ok(
+            json!({"fault": name, "targets": [node], "from": from, "to": self.to, "catch_up_ms": catch_up_ms, "down": []}),
+        )
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {

@@ -12,7 +12,7 @@ use crate::store::{self, RunInfo};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use ordeal_checker::Verdict;
 use ordeal_checker::linear::{Counterexample, OpRef};
-use ordeal_checker::perf::{Digest, FaultWindow, Stats};
+use ordeal_checker::perf::{Digest, FaultLoad, FaultWindow, Stats};
 use ordeal_history::{OpType, Test};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -455,7 +455,7 @@ fn faults(faults: &[FaultWindow], fo: &Failover) -> Markup {
     html! {
         h2 { "Faults" }
         table {
-            (header_row(&["#", "fault", "targets", "at", "healed", "write gap", "old leader"]))
+            (header_row(&["#", "fault", "targets", "at", "healed", "write gap", "acks/s during (× before)", "p50 / p99 during", "old leader"]))
             @for (i, f) in faults.iter().enumerate() { (fault_row(i + 1, f)) }
         }
         p.muted { "Median write gap " (ms(fo.gap_ms_median)) ", max " (ms(fo.gap_ms_max)) "." }
@@ -476,8 +476,18 @@ fn fault_row(number: usize, f: &FaultWindow) -> Markup {
             td { (f.fault) }
             td { (format!("{:?}", f.targets)) }
             td { (format!("{:.2} s", f.start as f64 / 1e9)) }
-            td { (healed) } td { (gap) } td { (leader) }
+            td { (healed) } td { (gap) }
+            td { (throughput(&f.load)) }
+            td { (format!("{:.1} / {:.1} ms", f.load.latency.p50_ms, f.load.latency.p99_ms)) }
+            td { (leader) }
         }
+    }
+}
+
+fn throughput(load: &FaultLoad) -> String {
+    match load.ratio {
+        Some(r) => format!("{:.0} ({r:.2}×)", load.during_per_s),
+        None => format!("{:.0}", load.during_per_s),
     }
 }
 
@@ -612,6 +622,7 @@ mod tests {
             stop: Some(2_000_000),
             gap_ms: Some(1.0),
             window_ms: None,
+            load: FaultLoad::default(),
             stepped_down_ms: None,
             stepped_down: None,
         };
