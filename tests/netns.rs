@@ -216,6 +216,68 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
     }
 }
 
+/// A follower whose connections to the live leader are reset (what it would see were the leader's
+/// process gone) campaigns at once, but cannot depose a leader the other followers still hear.
+#[test]
+fn a_follower_whose_link_to_a_live_leader_breaks_does_not_depose_it() {
+    if netns_or_skip("reset_follower").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let (code, out, err) = ordeal(&[
+        "run",
+        "--env",
+        "netns",
+        "--store",
+        store,
+        "--no-progress",
+        "--nemesis",
+        "reset-follower",
+        "--nemesis-order",
+        "cycle",
+        "--fault-rounds",
+        "2",
+        "--time-limit",
+        "120",
+        "--nemesis-interval",
+        "0.5",
+        "--fault-duration",
+        "2",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let history = jsonl(&dir.path().join("latest/history.jsonl"));
+    let status = jsonl(&dir.path().join("latest/status.jsonl"));
+    let leader_at = |t: u64| {
+        let s = status.iter().rev().find(|s| s["time"].as_u64().unwrap() <= t).expect("a status sample");
+        let groups = s["nodes"].as_object().unwrap().iter().map(|(n, v)| (n.clone(), v["groups"][0].clone()));
+        groups.filter(|(_, g)| g["role"] == "leader").map(|(n, g)| (n, g["term"].clone())).collect::<Vec<_>>()
+    };
+    let starts: Vec<&Value> =
+        history.iter().filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "start").collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    for start in starts {
+        let (t, leader) = (start["time"].as_u64().unwrap(), start["value"]["leader"].as_u64().unwrap());
+        let stop = history
+            .iter()
+            .find(|o| o["f"] == "stop" && o["type"] == "info" && o["time"].as_u64().unwrap() > t)
+            .expect("the fault healed")["time"]
+            .as_u64()
+            .unwrap();
+        let before = leader_at(t);
+        assert_eq!(before.len(), 1, "one leader before the fault: {before:?}");
+        assert_eq!(before[0].0, leader.to_string());
+        assert_eq!(leader_at(stop), before, "the live leader kept its term and leadership through the fault");
+    }
+    let campaigned = (1..=3).any(|n| {
+        let log = std::fs::read_to_string(dir.path().join(format!("latest/nodes/n{n}/broker.log"))).unwrap_or_default();
+        log.contains("the leader's port refuses connections")
+    });
+    assert!(campaigned, "no follower saw its leader refuse it: the fault did not bite");
+}
+
 #[test]
 fn the_same_topology_runs_rootless() {
     if netns_or_skip("the_same_topology_runs_rootless").is_none() {

@@ -308,6 +308,20 @@ impl Network {
         Ok(())
     }
 
+    /// Makes `a` and `b` answer each other's TCP packets with a reset: connections between them
+    /// break and new ones are refused, as by a peer whose process is gone. The resets themselves
+    /// pass, or neither side would ever see one.
+    pub fn reset(&self, a: u64, b: u64) -> Result<(), NetError> {
+        for (id, other) in [(a, b), (b, a)] {
+            let script = format!(
+                "flush chain inet ordeal faults\nadd rule inet ordeal faults ip saddr {} tcp flags & rst == 0 reject with tcp reset\n",
+                node_ip(other)
+            );
+            run_in(Some(self.ns(id)?), "nft", &["-f", "-"], Some(&script))?;
+        }
+        Ok(())
+    }
+
     /// Caps each of `nodes`' outgoing bandwidth with a token bucket (`tc tbf`).
     pub fn slow(&self, nodes: &[u64], rate: &str) -> Result<(), NetError> {
         for &id in nodes {

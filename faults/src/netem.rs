@@ -132,6 +132,15 @@ impl Nemesis for NetNemesis {
                 blocking(|| net.delay(&nodes, delay, jitter))?;
                 simple(json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10, "down": []}))
             }
+            Action::Reset => {
+                let leader = crate::process::leaders(&*self.system, fault.groups).await?[0];
+                let followers: Vec<u64> = nodes.iter().copied().filter(|n| *n != leader).collect();
+                let follower = *followers.choose(rng).ok_or(NemesisError::NoTarget("follower"))?;
+                let net = self.net(fault)?;
+                blocking(|| net.reset(follower, leader))?;
+                // Both stay up and serve; only their link is broken.
+                simple(json!({"fault": name, "targets": [follower], "leader": leader, "down": []}))
+            }
             Action::Slow => {
                 let net = self.net(fault)?;
                 blocking(|| net.slow(&nodes, "1mbit"))?;

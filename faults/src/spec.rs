@@ -24,6 +24,10 @@ pub enum Action {
     Delay,
     /// Caps every node's outgoing bandwidth (tc tbf).
     Slow,
+    /// Resets every TCP connection between the target (a follower) and the leader, both ways,
+    /// as the kernel of a crashed peer answers: the follower finds its leader's port refusing
+    /// it while the leader lives on and leads the others.
+    Reset,
     /// Moves one node's wall clock by up to five minutes (libfaketime).
     ClockSkew,
     /// Moves one node's wall clock by hours at once.
@@ -140,6 +144,7 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("loss", Loss, All),
         ("delay", Delay, All),
         ("slow", Slow, All),
+        ("reset-follower", Reset, Follower),
         ("clock-skew", ClockSkew, One),
         ("clock-bump", ClockBump, One),
         ("clock-strobe", ClockStrobe, One),
@@ -194,7 +199,7 @@ pub enum SpecError {
 impl FaultSpec {
     /// Whether the fault needs nodes in network namespaces (`--env netns`).
     pub fn needs_network(&self) -> bool {
-        matches!(self.action, Action::Partition(_) | Action::Loss | Action::Delay | Action::Slow)
+        matches!(self.action, Action::Partition(_) | Action::Loss | Action::Delay | Action::Slow | Action::Reset)
     }
 
     /// Whether the fault moves clocks (nodes then start under libfaketime).

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub peer_drops: AtomicU64,
     /// Times a `--join-as-learner` node found itself a voter (once per group and start).
     pub learner_found_voter: AtomicU64,
+    /// Campaigns started at once because the leader's port refused a connection.
+    pub fast_campaigns: AtomicU64,
     /// Snapshots streamed to peers, their bytes and the time they took in all (ms).
     pub snapshots_sent: AtomicU64,
     /// Bytes of state sent in snapshots.
@@ -104,6 +106,12 @@ impl Metrics {
             );
         };
         counter(&mut out, "ordeal_leader_changes_total", "Leader changes seen by this node.", &self.leader_changes);
+        counter(
+            &mut out,
+            "ordeal_fast_campaigns_total",
+            "Campaigns started at once because the leader's port refused a connection.",
+            &self.fast_campaigns,
+        );
         counter(&mut out, "ordeal_proposals_total", "Proposals accepted by a leader on this node.", &self.proposals);
         counter(&mut out, "ordeal_proposals_failed_total", "Proposals refused or dropped.", &self.proposals_failed);
         counter(&mut out, "ordeal_reads_total", "Linearizable reads served.", &self.reads);

@@ -94,6 +94,8 @@ pub enum Request {
         /// The flush's outcome.
         result: Result<(), String>,
     },
+    /// The peer's port refused a connection: its process is gone.
+    PeerGone(u64),
     /// Before a graceful stop: hand leadership to the most up-to-date voter, if leading.
     StepDown {
         /// Gets the transferee, if a transfer started.
@@ -191,6 +193,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         compacting: false,
         failure: None,
         lag: LagClock::default(),
+        campaign_at: None,
     };
     g.learn_addresses(g.node.store().peer_addresses()?);
     g.on_membership_changed();
@@ -285,7 +288,14 @@ struct Group {
     failure: Option<StorageError>,
     /// When the leader's last index reached which value, for peers' lag in time.
     lag: LagClock,
+    /// When to campaign, the leader's process being gone (see [`Group::leader_gone`]).
+    campaign_at: Option<Instant>,
 }
+
+/// How long followers that found their leader gone wait for each other, by rank: one election
+/// round on a busy machine. Campaigning all at once would split the vote and cost a full
+/// randomized election timeout.
+const CAMPAIGN_STAGGER: Duration = Duration::from_millis(25);
 
 /// Samples of (last index, when it was reached), one per tick over the last minute: a peer whose
 /// match index is `m` lags by the age of the first sample past `m`.
@@ -323,7 +333,8 @@ impl Group {
         let mut next_tick = Instant::now() + self.tick;
         self.publish();
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wake = self.campaign_at.map_or(next_tick, |c| c.min(next_tick));
+            let wait = wake.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Ok(r) => {
@@ -340,6 +351,10 @@ impl Group {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
+            if self.campaign_at.is_some_and(|c| now >= c) {
+                self.campaign_at = None;
+                self.campaign();
+            }
             if now >= next_tick {
                 self.node.tick();
                 next_tick = (next_tick + self.tick).max(now);
@@ -380,6 +395,7 @@ impl Group {
                 self.node.report_snapshot(to, status);
             }
             Request::Flushed { index, result } => self.compact(index, result),
+            Request::PeerGone(peer) => self.leader_gone(peer),
             Request::StepDown { reply } => {
                 let to = self.best_transferee();
                 if let Some(to) = to {
@@ -388,6 +404,36 @@ impl Group {
                 let _ = reply.send(to);
             }
             Request::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// A follower whose leader's process is gone stops honouring its lease and campaigns without
+    /// waiting out the election timeout. Through pre-vote the campaign only wins where a quorum
+    /// has seen the leader go too: the other followers still honour the lease of a leader they
+    /// hear from, so one follower's broken link never deposes a live leader. The followers
+    /// campaign one after another in the order of their ids, so that their votes do not split.
+    fn leader_gone(&mut self, peer: u64) {
+        let raft = &mut self.node.raft;
+        if raft.state != raft::StateRole::Follower || raft.leader_id != peer || !raft.promotable() {
+            return;
+        }
+        let voters = raft.prs().conf().voters().ids();
+        let rank = voters.iter().filter(|v| *v != peer && *v < self.id).count() as u32;
+        tracing::info!(leader = peer, rank, "the leader's port refuses connections; campaigning");
+        raft.leader_id = raft::INVALID_ID;
+        raft.election_elapsed = raft.election_timeout();
+        self.campaign_at = Some(Instant::now() + CAMPAIGN_STAGGER * rank);
+    }
+
+    /// Campaigns, unless a leader was heard of since the campaign was planned.
+    fn campaign(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != raft::StateRole::Follower || raft.leader_id != raft::INVALID_ID {
+            return;
+        }
+        self.metrics.fast_campaigns.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.node.campaign() {
+            tracing::debug!("campaign refused: {e}");
         }
     }
 

@@ -55,6 +55,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .into_iter()
         .unzip();
     let groups = Arc::new(groups);
+    ctx.transport.tell(groups.clone());
     let (stop_peers, peers_stopped) = watch::channel(false);
     let state = Arc::new(NodeState {
         config: config.clone(),

@@ -5,6 +5,11 @@
 //! down the messages are dropped (raft retransmits) and the peer is reported unreachable, so a
 //! slow or dead peer never blocks the loop. The task reconnects with exponential backoff.
 //!
+//! A peer whose port refuses a connection has no process behind it (a paused or cut-off peer
+//! does not refuse: its kernel still answers or nothing does). The groups hear of it at once
+//! ([`Request::PeerGone`]), so a follower need not wait out the election timeout for a leader
+//! that is certainly gone.
+//!
 //! Receiving: [`RaftService`] decodes each envelope and hands its messages to the group's loop.
 //! Anything malformed ends that stream with a status and leaves the node serving.
 
@@ -18,7 +23,7 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,6 +43,9 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// reads this queue directly, so a message crosses no task between the Ready loop and gRPC.
 type Slot = Mutex<Option<mpsc::Sender<Envelope>>>;
 
+/// The groups to tell that a peer is gone; set once they run.
+type Listeners = Arc<OnceLock<Arc<Vec<GroupHandle>>>>;
+
 /// The sending half: a queue and a connection task per peer. Peers come and go as membership
 /// changes apply ([`Transport::set_address`], [`Transport::set_members`]).
 pub struct Transport {
@@ -46,6 +54,7 @@ pub struct Transport {
     /// Each group's members, so that a node removed from every group it was in is dropped.
     members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
     runtime: tokio::runtime::Handle,
+    listeners: Listeners,
 }
 
 struct Peer {
@@ -62,6 +71,7 @@ impl Transport {
             peers: RwLock::new(HashMap::new()),
             members: Mutex::new(BTreeMap::new()),
             runtime: tokio::runtime::Handle::current(),
+            listeners: Arc::default(),
         };
         for (peer, addr) in peers {
             t.set_address(*peer, addr);
@@ -80,7 +90,7 @@ impl Transport {
             return;
         }
         let slot = Arc::new(Mutex::new(None));
-        self.runtime.spawn(peer_loop(peer, addr.to_owned(), Arc::downgrade(&slot)));
+        self.runtime.spawn(peer_loop(peer, addr.to_owned(), Arc::downgrade(&slot), self.listeners.clone()));
         // Replacing the entry drops the old slot, which ends the old connection's task.
         peers.insert(peer, Peer { addr: addr.to_owned(), slot });
         tracing::info!(peer, addr, "peer address set");
@@ -100,6 +110,11 @@ impl Transport {
                 tracing::info!(peer = gone, "peer removed from every group; disconnected");
             }
         }
+    }
+
+    /// From now on, tells `groups` of every peer found gone.
+    pub fn tell(&self, groups: Arc<Vec<GroupHandle>>) {
+        let _ = self.listeners.set(groups);
     }
 
     /// The runtime the transport's tasks run on.
@@ -170,7 +185,7 @@ fn set_slot(slot: &Slot, queue: Option<mpsc::Sender<Envelope>>) {
     }
 }
 
-async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>) {
+async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>, listeners: Listeners) {
     let mut backoff = BACKOFF_MIN;
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
@@ -202,11 +217,30 @@ async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>) {
                     None => return,
                 }
             }
-            Err(e) => tracing::debug!(peer, "connect failed: {e}"),
+            Err(e) => {
+                tracing::debug!(peer, "connect failed: {e}");
+                if refused(&e) {
+                    for g in listeners.get().map(|g| g.as_slice()).unwrap_or_default() {
+                        let _ = g.send(Request::PeerGone(peer));
+                    }
+                }
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Whether the peer's port refused the connection: nothing listens there.
+fn refused(e: &tonic::transport::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The receiving half: the `Raft` gRPC service.
