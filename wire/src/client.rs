@@ -45,6 +45,12 @@ pub struct Suspects(Mutex<HashMap<u64, Instant>>);
 /// How long a node stays suspect after failing.
 const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
+/// How long an attempt may run before the client asks the other nodes whether one of them leads
+/// now, and how often it asks again: a paused or cut-off leader answers nothing, and a client
+/// that waited out its whole timeout on it would add that timeout to every failover.
+const HEDGE_AFTER: Duration = Duration::from_millis(100);
+const HEDGE_EVERY: Duration = Duration::from_millis(50);
+
 impl Suspects {
     fn mark(&self, node: u64) {
         lock(&self.0).insert(node, Instant::now());
@@ -292,6 +298,8 @@ impl Client {
         // Once an attempt may have taken effect, no later failure can be reported as definite.
         let mut unknown: Option<ClientError> = None;
         loop {
+            // Set when an attempt was abandoned for a leader found elsewhere.
+            let mut moved_to = None;
             let last = match self.channel(node).await {
                 Err(e) => {
                     suspects.mark(node);
@@ -299,21 +307,30 @@ impl Client {
                 }
                 Ok(channel) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(
+                    let sent = tokio::time::timeout(
                         self.opts.attempt_timeout.min(remaining),
                         attempt(BrokerClient::new(channel)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(r)) => {
-                            lock(&self.leaders).insert(group, node);
-                            suspects.clear(node);
-                            return Ok(Answered { value: r.into_inner(), node });
-                        }
-                        Ok(Err(status)) => classify(node, &status, Some(self)),
-                        Err(_) => {
+                    );
+                    tokio::select! {
+                        answer = sent => match answer {
+                            Ok(Ok(r)) => {
+                                lock(&self.leaders).insert(group, node);
+                                suspects.clear(node);
+                                return Ok(Answered { value: r.into_inner(), node });
+                            }
+                            Ok(Err(status)) => classify(node, &status, Some(self)),
+                            Err(_) => {
+                                suspects.mark(node);
+                                ClientError::Indeterminate { node, message: "attempt timed out".into() }
+                            }
+                        },
+                        leader = self.leader_elsewhere(group, node), if !at_home => {
+                            // The attempt may still apply on the old leader: it is indeterminate.
                             suspects.mark(node);
-                            ClientError::Indeterminate { node, message: "attempt timed out".into() }
+                            lock(&self.leaders).insert(group, leader);
+                            moved_to = Some(leader);
+                            let message = format!("abandoned: node {leader} leads group {group} now");
+                            ClientError::Indeterminate { node, message }
                         }
                     }
                 }
@@ -344,6 +361,10 @@ impl Client {
                 }
                 _ => node = self.next_node(node),
             }
+            if let Some(leader) = moved_to {
+                node = leader;
+                at_once = true;
+            }
             if Instant::now() + backoff >= deadline {
                 return Err(unknown.unwrap_or(last));
             }
@@ -354,6 +375,23 @@ impl Client {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(50));
             }
+        }
+    }
+
+    /// Resolves with another node that says it leads `group`, once one does: an attempt still
+    /// running on `node` is stuck on a deposed or silent leader. Never resolves while `node`
+    /// is the only node known.
+    async fn leader_elsewhere(&self, group: u32, node: u64) -> u64 {
+        tokio::time::sleep(HEDGE_AFTER).await;
+        loop {
+            let others: Vec<u64> = lock(&self.nodes).keys().copied().filter(|n| *n != node).collect();
+            for other in others {
+                let Ok(Ok(status)) = tokio::time::timeout(HEDGE_EVERY, self.status(other)).await else { continue };
+                if status.groups.iter().any(|g| g.group == group && g.is_leader) {
+                    return other;
+                }
+            }
+            tokio::time::sleep(HEDGE_EVERY).await;
         }
     }
 
