@@ -35,12 +35,18 @@ pub fn grudge(shape: Shape, order: &[u64], target: u64) -> Grudge {
         Shape::OneWay => Grudge::from([(target, order.iter().copied().filter(|x| *x != target).collect())]),
         Shape::MajoritiesRing => {
             let majority = n / 2 + 1;
-            let mut g = Grudge::new();
-            for (i, node) in order.iter().enumerate() {
-                let heard: BTreeSet<u64> = (0..majority).map(|j| order[(i + j) % n]).collect();
-                g.insert(*node, order.iter().copied().filter(|x| !heard.contains(x)).collect());
-            }
-            g
+            // Hearing goes both ways: a TCP connection needs packets in both directions, so a
+            // node that hears another but is not heard by it has no link to it at all. Nodes
+            // within `reach` places of each other on the ring hear each other, a majority each.
+            // Three nodes cannot be laid out so; they each hear the next one only, which over
+            // TCP cuts every link (docs/faults.md).
+            let reach = majority / 2;
+            let hears = |i: usize, j: usize| {
+                let d = (j + n - i) % n;
+                if 2 * reach + 1 < n { d.min(n - d) <= reach } else { d < majority }
+            };
+            let unheard = |i: usize| order.iter().enumerate().filter(move |(j, _)| !hears(i, *j)).map(|(_, x)| *x);
+            order.iter().enumerate().map(|(i, node)| (*node, unheard(i).collect())).collect()
         }
         Shape::Bridge => {
             let (a, rest) = order.split_at(n / 2);
@@ -80,6 +86,18 @@ mod tests {
         let views: BTreeSet<Vec<u64>> = five.iter().map(|n| heard(&ring, *n, &five)).collect();
         assert_eq!(views.len(), 5, "no two nodes hear the same majority");
         assert!(five.iter().all(|n| heard(&ring, *n, &five).len() == 3), "each hears a majority");
+        for a in five {
+            for b in five {
+                assert_eq!(heard(&ring, a, &five).contains(&b), heard(&ring, b, &five).contains(&a), "{a} and {b}");
+            }
+        }
+        for n in 4..=8 {
+            let nodes: Vec<u64> = (1..=n).collect();
+            let ring = grudge(Shape::MajoritiesRing, &nodes, 0);
+            let views: BTreeSet<Vec<u64>> = nodes.iter().map(|x| heard(&ring, *x, &nodes)).collect();
+            assert_eq!(views.len(), nodes.len(), "{n} nodes: no two hear the same majority");
+            assert!(views.iter().all(|v| v.len() > nodes.len() / 2 && v.len() < nodes.len()), "{n}: {views:?}");
+        }
 
         let bridge = grudge(Shape::Bridge, &five, 0);
         assert_eq!(heard(&bridge, 3, &five), five.to_vec(), "the bridge hears everyone");
