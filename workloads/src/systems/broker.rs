@@ -31,7 +31,7 @@ fn bugs(test: &Test) -> Result<Vec<Bug>, SutError> {
         .iter()
         .map(|b| {
             clap::ValueEnum::from_str(b, true)
-                .map_err(|_| SutError::Setting(format!("--bug {b:?}: expected stale-reads or no-dedupe")))
+                .map_err(|_| SutError::Setting(format!("--bug {b:?}: expected one of {}", Bug::names().join(", "))))
         })
         .collect()
 }
