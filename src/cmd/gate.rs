@@ -67,17 +67,16 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
-/// Every case's configuration (its id without the seed) → its runs' results.json.
+/// Every configuration → its runs' results.json.
 fn by_configuration(state: &SuiteState) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for case in state.cases.iter().filter(|c| c.expect == suite::Expect::Valid) {
-        let config = case.id.trim_end_matches(&format!(" seed {}", case.seed)).to_owned();
         let results = case
             .run_dir
             .as_ref()
             .and_then(|d| std::fs::read_to_string(d.join("results.json")).ok())
             .and_then(|t| serde_json::from_str::<Value>(&t).ok());
-        out.entry(config).or_default().extend(results);
+        out.entry(case.config.clone()).or_default().extend(results);
     }
     out
 }
