@@ -4,17 +4,20 @@
 # bug, the median time from the start of the run to the first op a failing checker names (the
 # first anomaly), and the false alarms of the clean build.
 #
-# Usage: scripts/bench-detection.sh [--seeds N] [--debug]
-#        (defaults: 20 seeds, release build; --debug uses the debug build CI tests)
+# Usage: scripts/bench-detection.sh [--seeds N] [--debug] [--suite FILE.toml]
+#        (defaults: 20 seeds, release build, suites/detection.toml; --debug uses the debug build
+#        CI tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=20
 profile=release
+suite=suites/detection.toml
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds="$2"; shift 2 ;;
     --debug) profile=debug; shift ;;
-    *) echo "usage: $0 [--seeds N] [--debug]" >&2; exit 2 ;;
+    --suite) suite="$2"; shift 2 ;;
+    *) echo "usage: $0 [--seeds N] [--debug] [--suite FILE.toml]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordeal/target}"
@@ -25,14 +28,14 @@ else
 fi
 store="$(mktemp -d)"
 trap 'rm -rf "$store"' EXIT
-# The shipped suite, with every entry's seeds replaced by 1..N.
-sed "s/^seeds = .*/seeds = [$(seq -s, 1 "$seeds")]/" suites/detection.toml > "$store/detection.toml"
+# The suite, with every entry's seeds replaced by 1..N.
+sed "s/^seeds = .*/seeds = [$(seq -s, 1 "$seeds")]/" "$suite" > "$store/detection.toml"
 "$CARGO_TARGET_DIR/$profile/ordeal" suite "$store/detection.toml" --store "$store" > "$store/out.txt" || true
 python3 - "$store" <<'PY'
 import glob, json, statistics, sys
 from collections import defaultdict
 store = sys.argv[1]
-state = json.load(open(glob.glob(f"{store}/suites/detection/*/suite.json")[0]))
+state = json.load(open(glob.glob(f"{store}/suites/*/*/suite.json")[0]))
 
 def indices(x):
     """The index of every op a checker's details name as anomalous (not the ops around it)."""

@@ -65,7 +65,15 @@ impl Bug {
         clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_owned()).unwrap_or_default()
     }
 
-    /// Every bug's flag value, for error messages.
+    /// Every bug's flag value, for error messages. The issue's names are aliases.
+    ///
+    /// ```
+    /// use clap::ValueEnum;
+    /// use ordeal_wire::config::Bug;
+    /// assert_eq!(Bug::names().len(), 5);
+    /// assert_eq!(Bug::from_str("stale-read", false), Ok(Bug::StaleReads));
+    /// assert_eq!(Bug::from_str("no-idempotence", false), Ok(Bug::NoDedupe));
+    /// ```
     pub fn names() -> Vec<String> {
         <Bug as clap::ValueEnum>::value_variants().iter().map(|b| b.name()).collect()
     }
