@@ -439,6 +439,9 @@ impl Group {
     /// `--bug ack-before-commit`: replies to this leader's proposals up to `appended`, now that
     /// they are in its own log; their apply later finds nobody waiting.
     fn ack_appended(&mut self, appended: u64) {
+        if !self.seeded.acks_early() {
+            return;
+        }
         for (_, request_id) in self.pending_by_index.range(..=appended) {
             if let Some(applied) = self.pending.get_mut(request_id).and_then(|p| p.early.take())
                 && let Some(p) = self.pending.remove(request_id)

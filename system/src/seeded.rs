@@ -52,6 +52,11 @@ impl Seeded {
         }
     }
 
+    /// Whether replies go out at the leader's append (`ack-before-commit`).
+    pub fn acks_early(&self) -> bool {
+        self.ack_before_commit
+    }
+
     /// Call when this node becomes leader, before it applies anything more. With
     /// `ack-before-commit` alone the count also covers the produces in its log not applied yet,
     /// so that its early replies name the offsets apply will give, and what the bug loses is the
@@ -122,4 +127,81 @@ pub async fn commit_offsets_locally(
     let mut batch = WriteBatch::default();
     fsm::put_consumer_offsets(&mut batch, group, commit);
     state.db.write(batch).map_err(|e| BrokerError::OutcomeUnknown(format!("storage: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::STORAGE_VERSION;
+    use crate::storage::open_db;
+    use bytes::Bytes;
+
+    fn produce(value: &'static [u8]) -> Command {
+        Command {
+            version: STORAGE_VERSION,
+            kind: Some(Kind::Produce(cmd::Produce {
+                topic: "t".into(),
+                value: Bytes::from_static(value),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn stamped(c: &Command) -> Option<u64> {
+        match &c.kind {
+            Some(Kind::Produce(p)) => p.assigned_offset,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn without_bugs_nothing_is_stamped_or_answered_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new());
+        let mut seeded = Seeded::new(&BTreeSet::new());
+        let mut c = produce(b"a");
+        assert_eq!(seeded.on_propose(&mut c, &mut sm).unwrap(), None);
+        assert_eq!(stamped(&c), None);
+        assert!(!seeded.acks_early());
+    }
+
+    #[test]
+    fn ack_before_commit_answers_writes_with_the_offset_apply_will_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new());
+        let mut seeded = Seeded::new(&[Bug::AckBeforeCommit].into());
+        let (mut a, mut b) = (produce(b"a"), produce(b"b"));
+        assert_eq!(
+            seeded.on_propose(&mut a, &mut sm).unwrap(),
+            Some(Applied::Produced { offset: 0, duplicate: false })
+        );
+        assert_eq!(
+            seeded.on_propose(&mut b, &mut sm).unwrap(),
+            Some(Applied::Produced { offset: 1, duplicate: false })
+        );
+        assert_eq!(stamped(&b), None, "the offset is only predicted");
+        let mut put = Command { kind: Some(Kind::Put(cmd::Put::default())), ..Default::default() };
+        assert_eq!(seeded.on_propose(&mut put, &mut sm).unwrap(), Some(Applied::Done));
+    }
+
+    #[test]
+    fn offset_before_commit_puts_two_records_at_one_offset_after_an_election() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut old_leader = Seeded::new(&[Bug::OffsetBeforeCommit].into());
+        let mut new_leader = Seeded::new(&[Bug::OffsetBeforeCommit].into());
+        // The new leader was elected before it applied the old leader's last entry.
+        let storage = crate::storage::RaftStorage::open(db.clone(), 0, &[]).unwrap();
+        let log = RaftLog::new(storage, crate::logging::raft_logger(1, 0));
+        new_leader.on_elected(&mut sm, &log).unwrap();
+        let (mut a, mut b) = (produce(b"a"), produce(b"b"));
+        assert_eq!(old_leader.on_propose(&mut a, &mut sm).unwrap(), None);
+        new_leader.on_propose(&mut b, &mut sm).unwrap();
+        assert_eq!((stamped(&a), stamped(&b)), (Some(0), Some(0)));
+        let mut batch = WriteBatch::default();
+        assert_eq!(sm.apply(&mut batch, &a).unwrap(), Applied::Produced { offset: 0, duplicate: false });
+        assert_eq!(sm.apply(&mut batch, &b).unwrap(), Applied::Produced { offset: 0, duplicate: false });
+    }
 }
