@@ -26,8 +26,8 @@ if [ "$profile" = release ]; then
 else
   cargo build --locked --workspace --bins -q
 fi
-store="$(mktemp -d)"
-trap 'rm -rf "$store"' EXIT
+# The runs stay in the store afterwards, so that every miss can be looked into.
+store="$(mktemp -d -t ordeal-detection.XXXXXX)"
 # The suite, with every entry's seeds replaced by 1..N.
 sed "s/^seeds = .*/seeds = [$(seq -s, 1 "$seeds")]/" "$suite" > "$store/detection.toml"
 "$CARGO_TARGET_DIR/$profile/ordeal" suite "$store/detection.toml" --store "$store" > "$store/out.txt" || true
@@ -75,4 +75,9 @@ for config, cases in configs.items():
     elapsed = statistics.median(c["elapsed_s"] for c in cases)
     rate = f"{100 * len(good) / len(cases):.0f} %"
     print(f"| {config} | {expect} | {len(cases)} | {len(good)} | {rate} | {first} | {elapsed:.1f} |")
+print()
+for c in state["cases"]:
+    if c["verdict"] != c["expect"]:
+        print(f"not as expected: {c['id']}: {c['verdict']}: {c['reason']} ({c['run_dir']})")
+print(f"runs kept in {store}")
 PY
