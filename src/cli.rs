@@ -139,8 +139,8 @@ pub struct RunArgs {
     /// Minimum election timeout, in ticks.
     #[arg(long, default_value_t = 50)]
     pub election_ticks: usize,
-    /// Start the brokers with a deliberate bug (stale-reads, no-dedupe), to see the harness
-    /// catch it.
+    /// Start the brokers with a deliberate bug (stale-reads, no-dedupe, ack-before-commit,
+    /// offset-before-commit, local-offsets), to see the harness catch it.
     #[arg(long)]
     pub bug: Vec<String>,
     /// etcd only: `linearizable` reads (Range through the leader's read index) or

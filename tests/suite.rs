@@ -14,6 +14,11 @@ fn suite_dir(store: &Path) -> std::path::PathBuf {
 
 #[test]
 fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
+    // Its partition entries cut the network: they need namespaces (CI runs as root).
+    if let Some(why) = ordeal_faults::net::unavailable() {
+        println!("SKIPPED: network namespaces are not available here: {why}");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/detection.toml");
     let (code, out, err) =
@@ -21,7 +26,10 @@ fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
     assert_eq!(code, 0, "{out}\n{err}");
     let state = json(&suite_dir(dir.path()).join("suite.json"));
     let cases = state["cases"].as_array().unwrap();
-    assert!(cases.iter().any(|c| c["expect"] == "invalid" && c["verdict"] == "invalid"), "{state}");
+    for bug in ["stale-reads", "no-dedupe", "ack-before-commit", "offset-before-commit", "local-offsets"] {
+        let caught = cases.iter().any(|c| c["config"].as_str().unwrap().ends_with(&format!("bug={bug}")));
+        assert!(caught, "every seeded bug has its configuration: {bug} in {state}");
+    }
     assert!(cases.iter().all(|c| c["verdict"] == c["expect"]), "{state}");
     assert!(cases.iter().all(|c| Path::new(c["run_dir"].as_str().unwrap()).join("report.html").exists()));
 }

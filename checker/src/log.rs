@@ -64,15 +64,36 @@ impl LogReport {
             }
             Verdict::Unknown => format!("unknown: {}", self.reason.as_deref().unwrap_or("no final reads")),
             Verdict::Invalid => format!(
-                "invalid: {} lost, {} misplaced, {} duplicated, {} unexpected of {} acknowledged records",
+                "invalid: {} lost, {} misplaced, {} duplicated, {} unexpected of {} acknowledged records{}{}",
                 self.lost.len(),
                 self.misplaced.len(),
                 self.duplicated.len(),
                 self.unexpected.len(),
-                self.acknowledged
+                self.acknowledged,
+                named("lost", &self.lost),
+                named("duplicated", &self.duplicated),
             ),
         }
     }
+}
+
+/// The first few records of an anomaly by value, partition and offset: the summary names the
+/// lost writes themselves, so that a failed gate or suite line says what was lost.
+fn named(kind: &str, list: &[RecordAnomaly]) -> String {
+    const SHOWN: usize = 5;
+    if list.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = list
+        .iter()
+        .take(SHOWN)
+        .map(|a| match a.acked_offset {
+            Some(o) => format!("{} (partition {}, acknowledged at offset {o})", a.value, a.partition),
+            None => format!("{} (partition {})", a.value, a.partition),
+        })
+        .collect();
+    let more = list.len().saturating_sub(SHOWN);
+    format!("; {kind}: {}{}", shown.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() })
 }
 
 fn key(v: &Value) -> Option<String> {
@@ -233,6 +254,11 @@ mod tests {
         assert_eq!(r.duplicated[0].found_at, vec![1, 2]);
         assert_eq!(r.unexpected[0].value, json!(99));
         assert!(r.misplaced.is_empty(), "12 is at its offset 2 too: a duplicate, not misplaced");
+        assert!(
+            r.summary().contains("; lost: 11 (partition t-0, acknowledged at offset 1); duplicated: 12"),
+            "{}",
+            r.summary()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! timeline's JSON (escaped for a script element by [`script_json`]).
 
 use crate::ReportError;
+use crate::gate::{GateReport, Side, Spread};
 use crate::plot;
 use crate::results::{Analysis, CheckerResult, Failover, Results};
 use crate::store::{self, RunInfo};
@@ -222,6 +223,90 @@ fn index_row(root: &Path, run: &Path) -> Markup {
             td { (started) } td { (nemesis) } td { (length) } td { (ops) } td { (gap) }
             td.muted { (results.as_ref().map_or("", |r| r.reason.as_str())) }
         }
+    }
+}
+
+/// `gate.html`: the gate's verdict, every check, and every configuration with the baseline's runs
+/// and figures beside the candidate's, each run linked to its report.
+pub fn gate(report: &GateReport) -> String {
+    let word = match report.verdict {
+        Verdict::Valid => "PASS",
+        Verdict::Invalid => "FAIL",
+        Verdict::Unknown => "UNDECIDED",
+    };
+    let failed = report.checks.iter().filter(|c| c.outcome != Verdict::Valid).count();
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "ordeal gate: " (report.suite) " — " (word) } style { (PreEscaped(STYLE)) } }
+            body data-ready="yes" {
+                header.banner.(verdict_class(report.verdict)) {
+                    h1 { "GATE " (word) }
+                    p { "suite " (report.suite) ": " (report.checks.len()) " checks, " (failed) " not passed" }
+                }
+                nav {
+                    a href="#checks" { "checks" }
+                    a href="#configs" { "side by side" }
+                    a href="gate.json" { "gate.json" }
+                    a href="baseline/suite.json" { "baseline suite.json" }
+                    a href="candidate/suite.json" { "candidate suite.json" }
+                }
+                main {
+                    section #checks {
+                        h2 { "Checks of the candidate" }
+                        table {
+                            (header_row(&["outcome", "check", "detail", "evidence"]))
+                            @for c in &report.checks {
+                                tr {
+                                    td { (tag(c.outcome)) } td { (c.name) } td { (c.detail) }
+                                    td { @for e in &c.evidence { a href=(e) { "report" } " " } }
+                                }
+                            }
+                        }
+                    }
+                    section #configs {
+                        h2 { "Baseline and candidate, configuration by configuration" }
+                        p.muted { "Figures are median (min – max) over the runs that have them." }
+                        table {
+                            (header_row(&["configuration", "build", "runs", "write gap (ms)", "p99 latency (ms)", "throughput (ops/s)"]))
+                            @for pair in &report.configs {
+                                (side_row(&pair.config, &pair.expect, "baseline", &pair.baseline))
+                                (side_row("", "", "candidate", &pair.candidate))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page.into_string()
+}
+
+fn side_row(config: &str, expect: &str, build: &str, side: &Side) -> Markup {
+    html! {
+        tr {
+            td { (config) @if !expect.is_empty() { br; span.muted { "expect " (expect) } } }
+            td { (build) }
+            td {
+                @for run in &side.runs {
+                    @let shown = html! { "seed " (run.seed) ": " (run.verdict.map_or("not run".to_owned(), |v| v.to_string())) };
+                    @match &run.report {
+                        Some(href) => { a href=(href) { (shown) } br; }
+                        None => { (shown) br; }
+                    }
+                }
+            }
+            td { (spread(side.gap_ms)) } td { (spread(side.p99_ms)) } td { (spread(side.throughput_per_s)) }
+        }
+    }
+}
+
+fn spread(s: Option<Spread>) -> Markup {
+    match s {
+        Some(s) => {
+            html! { (format!("{:.1}", s.median)) " " span.muted { (format!("({:.1} – {:.1}, n={})", s.min, s.max, s.n)) } }
+        }
+        None => html! { span.muted { "-" } },
     }
 }
 

@@ -4,12 +4,15 @@
 //! * [`results`]: analysing a run directory (every checker, statistics, fault windows) into
 //!   `results.json`, whose schema is a compatibility promise (`docs/results.md`);
 //! * [`junit`], [`summary`]: `junit.xml` and `summary.md` for CI;
-//! * [`html`]: the self-contained `report.html` and the store's `index.html`.
+//! * [`html`]: the self-contained `report.html`, the store's `index.html`, and `ordeal gate`'s
+//!   `gate.html`;
+//! * [`gate`]: `gate.json`, what the gate decided and on what evidence.
 //!
 //! **Architecture Invariant:** everything here reads a run directory only; nothing talks to a
 //! cluster. `ordeal report DIR` regenerates every file from the directory alone.
 #![warn(missing_docs)]
 
+pub mod gate;
 pub mod html;
 pub mod junit;
 mod plot;

@@ -66,6 +66,9 @@ pub(super) enum Expect {
 pub(super) struct CaseState {
     /// `ENTRY [FLAG=VALUE ...] seed N`.
     pub(super) id: String,
+    /// `ENTRY [FLAG=VALUE ...]`: the configuration, shared by the case's seeds.
+    #[serde(default)]
+    pub(super) config: String,
     args: Vec<String>,
     pub(super) expect: Expect,
     /// `valid`, `invalid` or `unknown`, once run.
@@ -156,10 +159,10 @@ fn expand(file: &SuiteFile, quick: bool, extra: &[String]) -> Vec<CaseState> {
                 args.extend(["--seed".into(), seed.to_string()]);
                 args.extend(extra.iter().cloned());
                 let shown: Vec<String> = combo.iter().map(|(f, v)| format!("{f}={v}")).collect();
-                let id =
-                    format!("{}{}{} seed {seed}", entry.name, if shown.is_empty() { "" } else { " " }, shown.join(" "));
+                let config = format!("{}{}{}", entry.name, if shown.is_empty() { "" } else { " " }, shown.join(" "));
                 cases.push(CaseState {
-                    id,
+                    id: format!("{config} seed {seed}"),
+                    config,
                     args,
                     expect: entry.expect,
                     verdict: None,

@@ -13,6 +13,7 @@ use crate::pb::broker::admin_server::Admin;
 use crate::pb::broker::broker_server::Broker;
 use crate::pb::broker::*;
 use crate::pb::cmd::{self, Command, command::Kind};
+use crate::seeded;
 use crate::storage::StorageError;
 use crate::{STORAGE_VERSION, shard};
 use rocksdb::DB;
@@ -84,7 +85,7 @@ impl NodeState {
 
     /// Waits until reading group `group`'s state is linearizable; with `local`, only checks the
     /// group exists (the caller asked for this node's possibly stale state).
-    async fn read_barrier(&self, group: u32, local: bool) -> Result<InFlight<'_>, BrokerError> {
+    pub(crate) async fn read_barrier(&self, group: u32, local: bool) -> Result<InFlight<'_>, BrokerError> {
         let guard = self.admit()?;
         let handle = self.group(group)?;
         if local || self.config.bugs.contains(&Bug::StaleReads) {
@@ -176,6 +177,7 @@ impl Broker for BrokerService {
             producer_id: r.producer_id,
             sequence: r.sequence,
             timestamp_ms: now_ms(),
+            assigned_offset: None,
         });
         match self.0.propose(group, kind).await? {
             Applied::Produced { offset, duplicate } => Ok(Response::new(ProduceResponse { offset, duplicate })),
@@ -212,7 +214,12 @@ impl Broker for BrokerService {
             .into_iter()
             .map(|o| cmd::PartitionOffset { topic: o.topic, partition: o.partition, offset: o.offset })
             .collect();
-        match self.0.propose(group, Kind::CommitOffsets(cmd::CommitOffsets { group: r.group, offsets })).await? {
+        let commit = cmd::CommitOffsets { group: r.group, offsets };
+        if self.0.config.bugs.contains(&Bug::LocalOffsets) {
+            seeded::commit_offsets_locally(&self.0, group, &commit).await?;
+            return Ok(Response::new(CommitOffsetsResponse {}));
+        }
+        match self.0.propose(group, Kind::CommitOffsets(commit)).await? {
             Applied::Done => Ok(Response::new(CommitOffsetsResponse {})),
             other => Err(unexpected(other)),
         }

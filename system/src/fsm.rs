@@ -78,7 +78,8 @@ fn register_key(group: u32, key: &[u8]) -> Vec<u8> {
     keys::state(group, REGISTERS, &[key])
 }
 
-type PartitionId = (String, u32);
+/// A partition: topic and number.
+pub type PartitionId = (String, u32);
 
 /// One group's state machine.
 pub struct StateMachine {
@@ -131,14 +132,7 @@ impl StateMachine {
         match &command.kind {
             Some(Kind::Produce(p)) => self.produce(batch, p),
             Some(Kind::CommitOffsets(c)) => {
-                for o in &c.offsets {
-                    let key = keys::state(
-                        self.group,
-                        CONSUMER_OFFSETS,
-                        &[c.group.as_bytes(), &[0], o.topic.as_bytes(), &[0], &o.partition.to_be_bytes()],
-                    );
-                    batch.put(key, o.offset.to_be_bytes());
-                }
+                put_consumer_offsets(batch, self.group, c);
                 Ok(Applied::Done)
             }
             Some(Kind::Put(p)) => {
@@ -176,7 +170,9 @@ impl StateMachine {
                 )));
             }
         }
-        let offset = self.next_offset(&p.topic, p.partition)?;
+        let next = self.next_offset(&p.topic, p.partition)?;
+        // Only a leader with `--bug offset-before-commit` assigns offsets (crate::seeded).
+        let offset = p.assigned_offset.unwrap_or(next);
         let record = StoredRecord {
             version: STORAGE_VERSION,
             key: p.key.clone(),
@@ -184,8 +180,9 @@ impl StateMachine {
             timestamp_ms: p.timestamp_ms,
         };
         batch.put(record_key(self.group, &p.topic, p.partition, offset), record.encode_to_vec());
-        batch.put(next_offset_key(self.group, &p.topic, p.partition), (offset + 1).to_be_bytes());
-        self.next_offsets.insert((p.topic.clone(), p.partition), offset + 1);
+        let next = next.max(offset + 1);
+        batch.put(next_offset_key(self.group, &p.topic, p.partition), next.to_be_bytes());
+        self.next_offsets.insert((p.topic.clone(), p.partition), next);
         if dedupe {
             let st = ProducerState { version: STORAGE_VERSION, sequence: p.sequence, offset };
             batch.put(pkey, st.encode_to_vec());
@@ -206,7 +203,14 @@ impl StateMachine {
         Ok(Some((st.sequence, st.offset)))
     }
 
-    fn next_offset(&mut self, topic: &str, partition: u32) -> Result<u64, StorageError> {
+    /// The next offsets of the partitions this state machine has seen since it started, as
+    /// applied so far.
+    pub fn known_next_offsets(&self) -> HashMap<PartitionId, u64> {
+        self.next_offsets.clone()
+    }
+
+    /// The offset the next record of a partition lands at, as applied so far.
+    pub fn next_offset(&mut self, topic: &str, partition: u32) -> Result<u64, StorageError> {
         if let Some(&o) = self.next_offsets.get(&(topic.to_owned(), partition)) {
             return Ok(o);
         }
@@ -225,6 +229,18 @@ impl StateMachine {
     fn write_register(&mut self, batch: &mut WriteBatch, key: &Bytes, value: Bytes) {
         batch.put(register_key(self.group, key), &value);
         self.pending_registers.insert(key.to_vec(), Some(value));
+    }
+}
+
+/// Adds a consumer group's offset commit to `batch`.
+pub fn put_consumer_offsets(batch: &mut WriteBatch, group: u32, c: &cmd::CommitOffsets) {
+    for o in &c.offsets {
+        let key = keys::state(
+            group,
+            CONSUMER_OFFSETS,
+            &[c.group.as_bytes(), &[0], o.topic.as_bytes(), &[0], &o.partition.to_be_bytes()],
+        );
+        batch.put(key, o.offset.to_be_bytes());
     }
 }
 
@@ -321,6 +337,7 @@ mod tests {
                 producer_id: pid,
                 sequence: seq,
                 timestamp_ms: 0,
+                assigned_offset: None,
             })),
         }
     }

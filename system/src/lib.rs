@@ -28,6 +28,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+pub mod seeded;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

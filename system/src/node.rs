@@ -16,6 +16,7 @@ use crate::logging::raft_logger;
 use crate::membership::{self, Change, LeaderFacts, MemberProgress, MembersView};
 use crate::metrics::Metrics;
 use crate::pb::cmd::Command;
+use crate::seeded::Seeded;
 use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
@@ -194,6 +195,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         failure: None,
         lag: LagClock::default(),
         campaign_at: None,
+        seeded: Seeded::new(&ctx.config.bugs),
     };
     g.learn_addresses(g.node.store().peer_addresses()?);
     g.on_membership_changed();
@@ -245,6 +247,8 @@ struct Pending {
     index: u64,
     proposed_at: Instant,
     reply: Reply<Applied>,
+    /// `--bug ack-before-commit`: the reply sent as soon as the entry is in this node's log.
+    early: Option<Applied>,
 }
 
 struct ReadWaiter {
@@ -290,6 +294,8 @@ struct Group {
     lag: LagClock,
     /// When to campaign, the leader's process being gone (see [`Group::leader_gone`]).
     campaign_at: Option<Instant>,
+    /// The seeded bugs that act here (`--bug`); inert without them.
+    seeded: Seeded,
 }
 
 /// How long followers that found their leader gone wait for each other, by rank: one election
@@ -456,6 +462,14 @@ impl Group {
         self.next_request_id += 1;
         command.request_id = request_id;
         command.proposer = self.id;
+        let early = match self.seeded.on_propose(&mut command, &mut self.sm) {
+            Ok(early) => early,
+            Err(e) => {
+                let _ = reply.send(Err(BrokerError::ProposalDropped(e.to_string())));
+                self.failure = Some(e);
+                return;
+            }
+        };
         if let Err(e) = self.node.propose(vec![], command.encode_to_vec()) {
             // Refused before it entered the log (e.g. a leader transfer is under way).
             self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
@@ -465,7 +479,22 @@ impl Group {
         let index = self.node.raft.raft_log.last_index();
         self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
         self.pending_by_index.insert(index, request_id);
-        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early });
+    }
+
+    /// `--bug ack-before-commit`: replies to this leader's proposals up to `appended`, now that
+    /// they are in its own log; their apply later finds nobody waiting.
+    fn ack_appended(&mut self, appended: u64) {
+        if !self.seeded.acks_early() {
+            return;
+        }
+        for (_, request_id) in self.pending_by_index.range(..=appended) {
+            if let Some(applied) = self.pending.get_mut(request_id).and_then(|p| p.early.take())
+                && let Some(p) = self.pending.remove(request_id)
+            {
+                let _ = p.reply.send(Ok(applied));
+            }
+        }
     }
 
     fn leader_facts(&self, target: u64) -> LeaderFacts {
@@ -507,7 +536,7 @@ impl Group {
         tracing::info!(?change, "membership change proposed");
         let index = self.node.raft.raft_log.last_index();
         self.pending_by_index.insert(index, request_id);
-        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early: None });
     }
 
     fn members(&self) -> Result<MembersView, BrokerError> {
@@ -661,6 +690,9 @@ impl Group {
         if !batch.is_empty() {
             store.write(batch, self.sync && rd.must_sync())?;
         }
+        if let Some(appended) = rd.entries().last().filter(|_| leader) {
+            self.ack_appended(appended.index);
+        }
         // 5. Messages that must wait for the fsync (votes, append responses).
         self.send(rd.take_persisted_messages());
         self.apply(committed)?;
@@ -761,6 +793,11 @@ impl Group {
             self.leader_id = leader_id;
             self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(leader = leader_id, ?role, term = self.node.raft.term, "leader changed");
+            if role == StateRole::Leader
+                && let Err(e) = self.seeded.on_elected(&mut self.sm, &self.node.raft.raft_log)
+            {
+                self.failure = Some(e);
+            }
         }
         if role != StateRole::Leader && !self.reads_in_flight.is_empty() {
             // A deposed leader's reads will never be confirmed.

@@ -8,6 +8,7 @@ use crate::node::{self, GroupContext, GroupHandle, Request};
 use crate::pb::broker::admin_server::AdminServer;
 use crate::pb::broker::broker_server::BrokerServer;
 use crate::pb::broker::raft_server::RaftServer;
+use crate::seeded;
 use crate::snapshot;
 use crate::storage::open_db;
 use crate::transport::{RaftService, Transport};
@@ -25,6 +26,7 @@ const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// Runs a node until it is told to stop.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    seeded::announce(&config.bugs);
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;

@@ -31,12 +31,50 @@ impl RaftTiming {
     }
 }
 
-/// A deliberate bug the broker can be started with (`--bug NAME`).
+/// A deliberate bug the broker can be started with (`--bug NAME`). Each takes effect at one
+/// point of the broker, named in its doc; `docs/broker.md` pairs each with a configuration that
+/// exposes it (`suites/detection.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Bug {
     /// Serve `Get`, `Fetch` and `ListCommittedOffsets` from the local state on any node,
-    /// without ReadIndex: stale reads from followers and deposed leaders.
+    /// without ReadIndex: stale reads from followers and deposed leaders (`read_barrier`).
+    #[value(alias = "stale-read")]
     StaleReads,
-    /// Forget idempotent-producer state: a retried produce lands twice.
+    /// Forget idempotent-producer state: a retried produce lands twice (`StateMachine::produce`).
+    #[value(alias = "no-idempotence")]
     NoDedupe,
+    /// Acknowledge a write once the leader appended it to its own log, before a quorum has:
+    /// writes are lost when that leader fails (`seeded::Seeded::on_propose`).
+    AckBeforeCommit,
+    /// The leader assigns a record's offset when it appends it, counting from its applied state
+    /// at its election: two records at one offset after a leader change
+    /// (`seeded::Seeded::on_propose`).
+    OffsetBeforeCommit,
+    /// Keep committed consumer offsets on the node that took the commit instead of replicating
+    /// them: they regress after a failover (`seeded::commit_offsets_locally`).
+    LocalOffsets,
+}
+
+impl Bug {
+    /// The flag value naming it.
+    ///
+    /// ```
+    /// assert_eq!(ordeal_wire::config::Bug::AckBeforeCommit.name(), "ack-before-commit");
+    /// ```
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+
+    /// Every bug's flag value, for error messages. The issue's names are aliases.
+    ///
+    /// ```
+    /// use clap::ValueEnum;
+    /// use ordeal_wire::config::Bug;
+    /// assert_eq!(Bug::names().len(), 5);
+    /// assert_eq!(Bug::from_str("stale-read", false), Ok(Bug::StaleReads));
+    /// assert_eq!(Bug::from_str("no-idempotence", false), Ok(Bug::NoDedupe));
+    /// ```
+    pub fn names() -> Vec<String> {
+        <Bug as clap::ValueEnum>::value_variants().iter().map(|b| b.name()).collect()
+    }
 }

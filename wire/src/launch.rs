@@ -136,10 +136,7 @@ impl ClusterSpec {
             format!("--max-election-ticks={}", t.max_election_ticks),
             format!("--sync={}", self.sync),
         ];
-        for bug in &self.bugs {
-            let name = clap::ValueEnum::to_possible_value(bug).map(|v| v.get_name().to_owned()).unwrap_or_default();
-            args.push(format!("--bug={name}"));
-        }
+        args.extend(self.bugs.iter().map(|bug| format!("--bug={}", bug.name())));
         args
     }
 

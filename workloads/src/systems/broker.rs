@@ -31,7 +31,7 @@ fn bugs(test: &Test) -> Result<Vec<Bug>, SutError> {
         .iter()
         .map(|b| {
             clap::ValueEnum::from_str(b, true)
-                .map_err(|_| SutError::Setting(format!("--bug {b:?}: expected stale-reads or no-dedupe")))
+                .map_err(|_| SutError::Setting(format!("--bug {b:?}: expected one of {}", Bug::names().join(", "))))
         })
         .collect()
 }
@@ -188,6 +188,13 @@ impl Leaders for BrokerSystem {
     }
 }
 
+/// An attempt that hangs (on a paused or cut-off node) is given up after this fraction of the
+/// op's timeout, so that reads, and appends with their producer id and sequence, are retried on
+/// another node within the op's time, as an idempotent producer retries: a broker that forgets
+/// sequences (`--bug no-dedupe`) then lands the append twice. Plain writes still complete
+/// `info` after an attempt with no answer.
+const ATTEMPTS: u32 = 4;
+
 /// Broker clients for the register and log workloads.
 pub struct BrokerClients {
     nodes: BTreeMap<u64, String>,
@@ -207,7 +214,7 @@ impl ClientFactory for BrokerClients {
     fn open(&self, process: u64) -> Box<dyn Client> {
         let opts = ClientOptions {
             connect_timeout: Duration::from_millis(200).min(self.timeout),
-            attempt_timeout: self.timeout,
+            attempt_timeout: self.timeout / ATTEMPTS,
             deadline: self.timeout,
             admin_token: None,
             suspects: self.suspects.clone(),
