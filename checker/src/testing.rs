@@ -119,11 +119,45 @@ struct Key {
     change_completed: Option<u64>,
 }
 
+/// The file format a generated history is written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileFormat {
+    /// JSON Lines, ordeal's history format.
+    #[default]
+    Jsonl,
+    /// Porcupine's kv test log ([`crate::formats::porcupine::write_line`]), so that Porcupine can
+    /// check the very same file; crashed ops have no completion line there.
+    Porcupine,
+}
+
 impl BusyKv {
     /// Writes the history to `path` as JSON Lines; returns the index of the stale read, if any.
     pub fn write(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.write_as(path, FileFormat::Jsonl)
+    }
+
+    /// Writes the history to `path` in `format`; returns the index of the stale read, if any
+    /// (its index in the JSON Lines form).
+    pub fn write_as(&self, path: &Path, format: FileFormat) -> io::Result<Option<u64>> {
+        match format {
+            FileFormat::Jsonl => {
+                let mut w = jsonl::Writer::create(path)?;
+                let stale = self.generate(|op| w.write_unflushed(op))?;
+                w.flush()?;
+                Ok(stale)
+            }
+            FileFormat::Porcupine => {
+                let mut w = io::BufWriter::new(std::fs::File::create(path)?);
+                let stale = self.generate(|op| crate::formats::porcupine::write_line(&mut w, op))?;
+                io::Write::flush(&mut w)?;
+                Ok(stale)
+            }
+        }
+    }
+
+    /// Runs the simulation, handing each op of the history to `emit` in order.
+    fn generate(&self, mut emit: impl FnMut(&Op) -> io::Result<()>) -> io::Result<Option<u64>> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let mut w = jsonl::Writer::create(path)?;
         let mut keys: Vec<Key> = (0..self.keys).map(|_| Key::default()).collect();
         let mut slots: Vec<Option<Pending>> = (0..self.clients).map(|_| None).collect();
         let mut ids: Vec<u64> = (0..self.clients as u64).collect();
@@ -174,9 +208,8 @@ impl BusyKv {
             let mut op = op.at(time);
             op.index = index;
             index += 1;
-            w.write_unflushed(&op)?;
+            emit(&op)?;
         }
-        w.flush()?;
         Ok(stale)
     }
 

@@ -68,3 +68,36 @@ fn errors_name_file_line_and_expectation() {
         assert!(err.starts_with(&want), "{format:?}: got {err:?}, want it to start with {want:?}");
     }
 }
+
+/// Porcupine's own layout takes the direct scan; the same map with its fields in another order
+/// takes the EDN parser: both give the same op.
+#[test]
+fn porcupine_scan_and_edn_parser_agree() {
+    let fast = r#"{:process 3, :type :ok, :f :get, :key "k1", :value "x 1 y"}"#;
+    let slow = r#"{:type :ok, :process 3, :key "k1", :f :get, :value "x 1 y"}"#;
+    let fast = porcupine::parse_line(fast, 1).unwrap().unwrap();
+    assert_eq!(fast.value, serde_json::json!(["k1", "x 1 y"]));
+    assert_eq!(fast, porcupine::parse_line(slow, 1).unwrap().unwrap());
+}
+
+/// A generated history written in Porcupine's kv format (crashed ops without completions) is
+/// checked like its JSON Lines twin: valid, and invalid with one stale read.
+#[test]
+fn generated_porcupine_logs_check_like_their_jsonl_twins() {
+    use ordeal_checker::Verdict;
+    use ordeal_checker::linear::{Options, check_by_name};
+    use ordeal_checker::testing::{BusyKv, FileFormat};
+    let dir = tempfile::tempdir().unwrap();
+    for stale_read in [false, true] {
+        let busy = BusyKv { keys: 3, ops_per_key: 300, clients: 10, seed: 7, stale_read };
+        let expected = if stale_read { Verdict::Invalid } else { Verdict::Valid };
+        for (format, name) in [(FileFormat::Jsonl, "h.jsonl"), (FileFormat::Porcupine, "h.txt")] {
+            let path = dir.path().join(name);
+            assert_eq!(busy.write_as(&path, format).unwrap().is_some(), stale_read);
+            let (ops, _) = formats::open(&path, None).unwrap();
+            let ops = ops.map(Result::unwrap);
+            let report = check_by_name("kv", &serde_json::json!(""), ops, &Options::default()).unwrap();
+            assert_eq!(report.verdict, expected, "{name}, stale read: {stale_read}");
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! An in-memory history, its validation and its views.
 
 use crate::{Op, OpType, Process};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// A history that breaks the protocol every well-formed history follows.
@@ -289,10 +290,13 @@ pub enum Paired {
 /// ```
 #[derive(Debug, Default)]
 pub struct Protocol {
-    /// process -> (token, invocation index, f) of its op in flight
-    in_flight: HashMap<Process, (usize, u64, String)>,
+    /// process -> (token, invocation index, f's number in `names`) of its op in flight
+    in_flight: FxHashMap<Process, (usize, u64, usize)>,
     /// process -> index of the info completion that retired it
-    retired: HashMap<Process, u64>,
+    retired: FxHashMap<Process, u64>,
+    /// The distinct `f`s, numbered, so that an op in flight holds no copy of its own.
+    names: FxHashMap<String, usize>,
+    name_list: Vec<String>,
 }
 
 impl Protocol {
@@ -306,19 +310,33 @@ impl Protocol {
             if let Some(&info) = self.retired.get(&op.process) {
                 return Err(HistoryError::InvokeAfterInfo { index: op.index, process: op.process, info });
             }
-            self.in_flight.insert(op.process, (token, op.index, op.f.clone()));
+            let f = self.name(&op.f);
+            self.in_flight.insert(op.process, (token, op.index, f));
             return Ok(Paired::Invoked);
         }
         let Some((token, _, f)) = self.in_flight.remove(&op.process) else {
             return Err(HistoryError::CompletionWithoutInvoke { index: op.index, process: op.process });
         };
-        if f != op.f {
-            return Err(HistoryError::MismatchedF { index: op.index, expected: f, found: op.f.clone() });
+        if self.name_list[f] != op.f {
+            return Err(HistoryError::MismatchedF {
+                index: op.index,
+                expected: self.name_list[f].clone(),
+                found: op.f.clone(),
+            });
         }
         if op.kind == OpType::Info && op.process != Process::Nemesis {
             self.retired.insert(op.process, op.index);
         }
         Ok(Paired::Completed { token })
+    }
+
+    fn name(&mut self, f: &str) -> usize {
+        if let Some(&n) = self.names.get(f) {
+            return n;
+        }
+        self.name_list.push(f.to_owned());
+        self.names.insert(f.to_owned(), self.name_list.len() - 1);
+        self.name_list.len() - 1
     }
 
     /// Tokens of the invocations still in flight.

@@ -8,7 +8,7 @@ use ordeal_checker::formats::{self, Format};
 use ordeal_checker::linear::{self, Method, Methods, Options, Report};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn parse_format(name: &str) -> anyhow::Result<Option<Format>> {
     Format::parse(name).map_err(|e| BadInput(format!("--format: {e}")).into())
@@ -54,10 +54,19 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             }
         };
         let init = init.clone().unwrap_or_else(|| detected.default_init());
-        // The history streams through the checker; the first bad line stops it.
+        // The history streams through the checker; the first bad line stops it. The time spent
+        // reading and parsing is measured apart, so that the check's own time can be told.
         let mut bad_line = None;
-        let ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
-        let checked = linear::check_by_name(&args.model, &init, ops, &opts);
+        let mut ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
+        let mut read = Duration::ZERO;
+        let timed = std::iter::from_fn(|| {
+            let started = Instant::now();
+            let op = ops.next();
+            read += started.elapsed();
+            op
+        });
+        let checked = linear::check_by_name(&args.model, &init, timed, &opts);
+        let read_ms = read.as_secs_f64() * 1e3;
         if let Some(e) = bad_line {
             eprintln!("ordeal: error: {e}");
             unreadable = true;
@@ -74,10 +83,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         verdict = verdict.and(report.verdict);
         let mut out = stdout.lock();
         let written = if args.json {
-            let line = json!({"file": file, "format": detected.name(), "report": report});
+            let line = json!({"file": file, "format": detected.name(), "read_ms": read_ms, "report": report});
             writeln!(out, "{line}")
         } else {
-            writeln!(out, "{}: {} [{:.1} ms]", file.display(), report.summary(), report.elapsed_ms)
+            let ms = (report.elapsed_ms, read_ms);
+            writeln!(out, "{}: {} [{:.1} ms, of which reading {:.1} ms]", file.display(), report.summary(), ms.0, ms.1)
                 .and_then(|()| write!(out, "{}", details(&report)))
         };
         // A closed pipe (`| head`) ends the output, not the check.

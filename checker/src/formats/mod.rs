@@ -116,8 +116,8 @@ impl LineError {
 /// The ops of a history file, in order; the first error ends the stream.
 pub type OpStream = Box<dyn Iterator<Item = Result<Op, ImportError>>>;
 
-/// Opens a history file in `format` (detected when `None`). JSON Lines are streamed, so a
-/// history need not fit in memory; other formats are parsed whole first.
+/// Opens a history file in `format` (detected when `None`). JSON Lines and Porcupine's kv logs
+/// are streamed, so a history need not fit in memory; other formats are parsed whole first.
 pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), ImportError> {
     let err = |line: Option<usize>, message: String| ImportError { path: path.to_owned(), line, message };
     let file = std::fs::File::open(path).map_err(|e| err(None, e.to_string()))?;
@@ -140,15 +140,49 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), I
         });
         return Ok((Box::new(ops), format));
     }
+    if format == Format::Porcupine {
+        return Ok((Box::new(porcupine_ops(path.to_owned(), file)), format));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| err(None, e.to_string()))?;
     let parsed = match format {
         Format::Edn => knossos::parse(&text),
         Format::Etcd => etcd::parse(&text),
-        Format::Porcupine => porcupine::parse(&text),
-        Format::Jsonl => unreachable!("handled above"),
+        Format::Porcupine | Format::Jsonl => unreachable!("streamed above"),
     };
     let history = parsed.map_err(|e| err(e.line, e.message))?;
     Ok((Box::new(history.into_ops().into_iter().map(Ok)), format))
+}
+
+/// A Porcupine kv log's ops, read a line at a time into one buffer.
+fn porcupine_ops(path: PathBuf, file: std::fs::File) -> impl Iterator<Item = Result<Op, ImportError>> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let (mut line, mut n, mut index, mut failed) = (String::new(), 0, 0, false);
+    std::iter::from_fn(move || {
+        while !failed {
+            line.clear();
+            n += 1;
+            let mut err = |message: String| {
+                failed = true;
+                ImportError { path: path.clone(), line: Some(n), message }
+            };
+            match reader.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(err(e.to_string()))),
+            }
+            match porcupine::parse_line(line.trim_end_matches(['\n', '\r']), n) {
+                Ok(None) => continue,
+                Ok(Some(mut op)) => {
+                    op.index = index;
+                    index += 1;
+                    return Some(Ok(op));
+                }
+                Err(e) => return Some(Err(err(e.message))),
+            }
+        }
+        None
+    })
 }
 
 /// Reads a whole history file in `format` (detected when `None`).

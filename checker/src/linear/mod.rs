@@ -19,9 +19,9 @@ use crate::Verdict;
 use crate::model::Model;
 use ordeal_history::{History, HistoryError, Op, OpType, Paired, Process, Protocol};
 use order::{Decision, Derivation, Span, Violation};
+use rustc_hash::FxHashMap;
 use search::{Budget, Outcome};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -248,11 +248,14 @@ pub struct Preparer<'m, M: Model> {
     /// Invocations in flight, by token; freed slots are reused.
     pending: Vec<Option<Op>>,
     free: Vec<usize>,
-    /// Calls by partition; the model's single partition, if it has no keys, is under `None`.
-    parts: HashMap<Option<String>, Vec<Call<M::Op>>>,
-    /// Partition name -> its key in `parts`, to find it without allocating.
-    keys: HashMap<String, Option<String>>,
-    names: HashMap<String, Arc<str>>,
+    /// Calls by partition, in order of first appearance; the model's single partition, if it
+    /// has no keys, is named `None`.
+    parts: Partitions<M::Op>,
+    /// Partition name -> its place in `parts`.
+    keyed: FxHashMap<String, usize>,
+    /// The place of the partition named `None`.
+    unkeyed: Option<usize>,
+    names: FxHashMap<String, Arc<str>>,
 }
 
 impl<'m, M: Model> Preparer<'m, M> {
@@ -263,9 +266,10 @@ impl<'m, M: Model> Preparer<'m, M> {
             protocol: Protocol::default(),
             pending: Vec::new(),
             free: Vec::new(),
-            parts: HashMap::new(),
-            keys: HashMap::new(),
-            names: HashMap::new(),
+            parts: Vec::new(),
+            keyed: FxHashMap::default(),
+            unkeyed: None,
+            names: FxHashMap::default(),
         }
     }
 
@@ -296,8 +300,9 @@ impl<'m, M: Model> Preparer<'m, M> {
                 self.add(invoke, None)?;
             }
         }
-        let mut parts: Vec<_> = self.parts.into_iter().collect();
+        let mut parts = self.parts;
         for (_, calls) in &mut parts {
+            // Calls arrive in order of completion: nearly sorted by invocation.
             calls.sort_by_key(|c| c.invoke);
         }
         // Largest first, so that the longest search starts at once; ties by name for determinism.
@@ -337,17 +342,20 @@ impl<'m, M: Model> Preparer<'m, M> {
             f,
             op,
         };
-        let key = match self.model.partition(&call.op) {
-            None => None,
-            Some(k) => match self.keys.get(k) {
-                Some(key) => key.clone(),
-                None => {
-                    self.keys.insert(k.to_owned(), Some(k.to_owned()));
-                    Some(k.to_owned())
-                }
-            },
+        let place = match self.model.partition(&call.op) {
+            None => self.unkeyed,
+            Some(k) => self.keyed.get(k).copied(),
         };
-        self.parts.entry(key).or_default().push(call);
+        let place = place.unwrap_or_else(|| {
+            let key = self.model.partition(&call.op).map(str::to_owned);
+            match &key {
+                None => self.unkeyed = Some(self.parts.len()),
+                Some(k) => drop(self.keyed.insert(k.clone(), self.parts.len())),
+            }
+            self.parts.push((key, Vec::new()));
+            self.parts.len() - 1
+        });
+        self.parts[place].1.push(call);
         Ok(())
     }
 }

@@ -36,22 +36,42 @@ pub enum RegisterOp {
     Append(Option<String>, Val),
 }
 
-/// A keyed value as (key, bare value): `{"key": k, "value": v}` gives `v`, `{"key": k, "from": a,
-/// "to": b}` gives `[a, b]`, and a Jepsen `independent` tuple `[k, v]` gives `v`.
-fn keyed_value(v: &Value) -> Result<(String, Value), ModelError> {
-    if let Some([k, inner]) = v.as_array().map(Vec::as_slice) {
-        let key = match k {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        return Ok((key, inner.clone()));
+/// The bare value of an op, borrowed from the history: a value, or a cas's `from` and `to`.
+#[derive(Clone, Copy)]
+enum Bare<'v> {
+    Value(&'v Value),
+    Cas(&'v Value, &'v Value),
+}
+
+impl<'v> Bare<'v> {
+    /// The bare value of a keyed value: `{"key": k, "value": v}` gives `v`, `{"key": k, "from":
+    /// a, "to": b}` gives `a` and `b`, and a Jepsen `independent` tuple `[k, v]` gives `v`.
+    fn of_keyed(v: &'v Value) -> Self {
+        if let Some([_, inner]) = v.as_array().map(Vec::as_slice) {
+            return Bare::Value(inner);
+        }
+        match (v.get("from"), v.get("to")) {
+            (Some(from), Some(to)) => Bare::Cas(from, to),
+            _ => Bare::Value(v.get("value").unwrap_or(&Value::Null)),
+        }
     }
-    let key = key_of(v)?;
-    let inner = match (v.get("from"), v.get("to")) {
-        (Some(from), Some(to)) => Value::Array(vec![from.clone(), to.clone()]),
-        _ => v.get("value").cloned().unwrap_or(Value::Null),
-    };
-    Ok((key, inner))
+
+    /// A single value; a cas's pair is an error.
+    fn value(self) -> Result<&'v Value, ModelError> {
+        match self {
+            Bare::Value(v) => Ok(v),
+            Bare::Cas(..) => Err(ModelError("expected a single value, found a cas's \"from\" and \"to\"".into())),
+        }
+    }
+}
+
+/// The key of a keyed value (see [`Bare::of_keyed`]).
+fn key_of_keyed(v: &Value) -> Result<String, ModelError> {
+    match v.as_array().map(Vec::as_slice) {
+        Some([Value::String(k), _]) => Ok(k.clone()),
+        Some([k, _]) => Ok(k.to_string()),
+        _ => key_of(v),
+    }
 }
 
 /// The register models.
@@ -75,29 +95,32 @@ impl Model for RegisterModel {
     fn op(&self, invoke: &Op, ok: Option<&Op>) -> Result<Option<RegisterOp>, ModelError> {
         let keyed = self.kind == RegisterKind::Kv;
         // Keyed values become (key, bare value), so that one path serves both kinds.
-        let split = |v: &Value| -> Result<(Option<String>, Value), ModelError> {
-            if keyed { keyed_value(v).map(|(k, inner)| (Some(k), inner)) } else { Ok((None, v.clone())) }
-        };
-        let (key, arg) = split(&invoke.value)?;
+        let bare = |v| if keyed { Bare::of_keyed(v) } else { Bare::Value(v) };
+        let key = if keyed { Some(key_of_keyed(&invoke.value)?) } else { None };
+        let arg = bare(&invoke.value);
         match invoke.f.as_str() {
             "read" | "get" => {
                 let Some(ok) = ok else { return Ok(None) };
-                Ok(Some(RegisterOp::Read(key, Val::from_json(&split(&ok.value)?.1)?)))
+                Ok(Some(RegisterOp::Read(key, Val::from_json(bare(&ok.value).value()?)?)))
             }
-            "write" | "put" => Ok(Some(RegisterOp::Write(key, Val::required(&arg, "written value")?))),
+            "write" | "put" => Ok(Some(RegisterOp::Write(key, Val::required(arg.value()?, "written value")?))),
             "append" => {
-                let v = Val::required(&arg, "appended value")?;
+                let v = Val::required(arg.value()?, "appended value")?;
                 if !matches!(v, Val::Str(_)) {
                     return Err(ModelError(format!("append needs a string, found {v}")));
                 }
                 Ok(Some(RegisterOp::Append(key, v)))
             }
-            "cas" if self.kind != RegisterKind::Register => match arg.as_array().map(Vec::as_slice) {
-                Some([from, to]) => {
-                    Ok(Some(RegisterOp::Cas(key, Val::from_json(from)?, Val::required(to, "cas target")?)))
-                }
-                _ => Err(ModelError(format!("cas value must be [from, to], found {}", invoke.value))),
-            },
+            "cas" if self.kind != RegisterKind::Register => {
+                let (from, to) = match arg {
+                    Bare::Cas(from, to) => (from, to),
+                    Bare::Value(v) => match v.as_array().map(Vec::as_slice) {
+                        Some([from, to]) => (from, to),
+                        _ => return Err(ModelError(format!("cas value must be [from, to], found {}", invoke.value))),
+                    },
+                };
+                Ok(Some(RegisterOp::Cas(key, Val::from_json(from)?, Val::required(to, "cas target")?)))
+            }
             "cas" => Err(ModelError("the register model has no cas; use cas-register".into())),
             f => Err(ModelError(format!("unknown register operation {f:?}: expected read, write, cas or append"))),
         }

@@ -159,9 +159,15 @@ impl<'a> Appends<'a> {
         }
         // For each append, the read that first named what it followed.
         let mut named_by = vec![usize::MAX; calls.len()];
+        // Reads that returned the very same string name the same version: cut each string once.
+        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
         for (i, c) in calls.iter().enumerate() {
             let RegisterOp::Read(_, v) = &c.op else { continue };
             let Some(Val::Str(s)) = v else { return Err(never(i)) };
+            if let Some(&version) = seen.get(&**s) {
+                nodes[version].readers.push(i);
+                continue;
+            }
             let (head, appended) = self.cut(s)?.ok_or_else(|| never(i))?;
             let mut at = if head == INIT { 0 } else { version_of[head] };
             for op in appended {
@@ -176,6 +182,7 @@ impl<'a> Appends<'a> {
                 }
                 at = v;
             }
+            seen.insert(s, at);
             nodes[at].readers.push(i);
         }
         // Appends no read returned: acknowledged ones follow some segment's end, crashed ones may

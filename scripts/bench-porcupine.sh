@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# ordeal check beside Porcupine on the very same kv files, the two alternating run by run: a
+# generated history of 100,000 ops over 1,000 keys in Porcupine's kv format
+# (scripts/gen-busy-kv.sh, seed 1: valid, and its twin with one stale read) and any other
+# Porcupine kv logs given. Prints a markdown table of medians: whole process (wall, CPU, peak
+# RSS from /usr/bin/time) and the check alone, after parsing (ordeal: the report's elapsed_ms less
+# the read_ms spent reading and parsing the streamed file; Porcupine: CheckEvents, wall and CPU).
+#
+# Porcupine is not part of this repository: PORCUPINE_KV names a driver binary that takes kv log
+# paths and prints, per file, "PATH<TAB>linearizable=BOOL<TAB>parse_ms=N<TAB>check_ms=N<TAB>
+# check_cpu_ms=N" (docs/benchmarks.md says how the measured one was built). Without it, only
+# ordeal runs.
+#
+# Usage: [PORCUPINE_KV=/path/to/driver] scripts/bench-porcupine.sh [--runs N] [KV_LOG...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=5
+if [ "${1:-}" = "--runs" ]; then runs=$2; shift 2; fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordeal/target}"
+cargo build --quiet --locked --release --bin ordeal -p ordeal
+ordeal="$CARGO_TARGET_DIR/release/ordeal"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+scripts/gen-busy-kv.sh "$dir" 1 1000 100 50 porcupine >/dev/null
+files=("$dir/busy-kv-s1-ok.txt" "$dir/busy-kv-s1-stale.txt" "$@")
+
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+# One process under /usr/bin/time: its stdout to $dir/out, "wall cpu_s rss_kb" to $dir/rows.$2.
+timed() {
+  local tool=$1 tag=$2
+  shift 2
+  /usr/bin/time -f '%e %U %S %M' -o "$dir/time" "$@" >"$dir/out" 2>/dev/null || true
+  # The last line: a failing command's status line comes first.
+  tail -n 1 "$dir/time" | awk '{printf "%s %.2f %s\n", $1, $2 + $3, $4}' >>"$dir/rows.$tool.$tag"
+}
+
+echo "| file | tool | verdict | whole process: wall | CPU | peak RSS | check alone: wall | CPU |"
+echo "|---|---|---|---|---|---|---|---|"
+for f in "${files[@]}"; do
+  tag=$(basename "$f")
+  for _ in $(seq "$runs"); do
+    timed ordeal "$tag" "$ordeal" check --model kv --json "$f"
+    elapsed=$(sed -n 's/.*"elapsed_ms":\([0-9.e+-]*\).*/\1/p' "$dir/out")
+    read=$(sed -n 's/.*"read_ms":\([0-9.e+-]*\).*/\1/p' "$dir/out")
+    awk -v e="$elapsed" -v r="$read" 'BEGIN {printf "%.1f\n", e - r}' >>"$dir/check.ordeal.$tag"
+    verdict_ordeal=$(sed -n 's/.*"verdict":"\([a-z]*\)".*/\1/p' "$dir/out")
+    if [ -n "${PORCUPINE_KV:-}" ]; then
+      timed porcupine "$tag" "$PORCUPINE_KV" "$f"
+      tr '\t' '\n' <"$dir/out" | sed -n 's/^check_ms=//p' >>"$dir/check.porcupine.$tag"
+      tr '\t' '\n' <"$dir/out" | sed -n 's/^check_cpu_ms=//p' >>"$dir/cpu.porcupine.$tag"
+      verdict_porcupine=$(tr '\t' '\n' <"$dir/out" | sed -n 's/^linearizable=//p')
+    fi
+  done
+  for tool in ordeal porcupine; do
+    [ -f "$dir/rows.$tool.$tag" ] || continue
+    wall=$(cut -d' ' -f1 "$dir/rows.$tool.$tag" | median)
+    cpu=$(cut -d' ' -f2 "$dir/rows.$tool.$tag" | median)
+    rss=$(($(cut -d' ' -f3 "$dir/rows.$tool.$tag" | median) / 1024))
+    check=$(median <"$dir/check.$tool.$tag")
+    if [ "$tool" = ordeal ]; then
+      echo "| $tag | ordeal | $verdict_ordeal | $wall s | $cpu s | $rss MiB | $check ms | (≤ whole process) |"
+    else
+      echo "| $tag | Porcupine | linearizable=$verdict_porcupine | $wall s | $cpu s | $rss MiB | $check ms | $(median <"$dir/cpu.porcupine.$tag") ms |"
+    fi
+  done
+done
