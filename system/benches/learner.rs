@@ -12,6 +12,10 @@
 //! `member promote` until granted; etcd promotes once the learner's match index is within 10% of
 //! the leader's), started with `--snapshot-count=1000` so that its log is compacted and the
 //! learner, too, catches up from a snapshot.
+//!
+//! `ORDEAL_BENCH_PAYLOAD=random` fills the records with pseudo-random bytes instead of one
+//! repeated byte: the broker's snapshot files are compressed, etcd's are not, so the default
+//! payload flatters the broker and the random one shows the incompressible case.
 
 #[allow(dead_code)]
 mod etcd;
@@ -102,11 +106,31 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A 64 KB record: one repeated byte, or (with `ORDEAL_BENCH_PAYLOAD=random`) pseudo-random
+/// bytes that no compressor shrinks, different for every `i`.
+fn record(i: u64) -> Vec<u8> {
+    if std::env::var("ORDEAL_BENCH_PAYLOAD").as_deref() != Ok("random") {
+        return vec![b'x'; RECORD_BYTES];
+    }
+    // xorshift64*, seeded by the record's number.
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..RECORD_BYTES / 8)
+        .flat_map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes()
+        })
+        .collect()
+}
+
 /// What one system did.
 struct Outcome {
     promotable: Duration,
     snapshot_bytes: f64,
     snapshot_secs: f64,
+    /// The broker's: the compressed file's bytes and the time its leader took to make it.
+    snapshot_file: Option<(f64, f64)>,
     before: (f64, f64, usize, usize),
     during: (f64, f64, usize, usize),
 }
@@ -147,6 +171,14 @@ async fn bench() {
         )
     });
     let lat = |w: &(f64, f64, usize, usize)| format!("{:.2} / {:.2} ms ({} ok, {} failed)", w.0, w.1, w.2, w.3);
+    row("snapshot file: bytes moved; made in (on the leader)", &|o| match o.snapshot_file {
+        Some((bytes, secs)) => format!("{:.1} MB; {:.2} s", bytes / 1e6, secs),
+        None => "– (the database file; made while it streams)".into(),
+    });
+    row("snapshot made + received", &|o| {
+        let secs = o.snapshot_secs + o.snapshot_file.map_or(0.0, |f| f.1);
+        format!("{:.2} s: {:.0} MB/s", secs, o.snapshot_bytes / 1e6 / secs)
+    });
     row("load p50 / p99 before", &|o| lat(&o.before));
     row("load p50 / p99 during catch-up", &|o| lat(&o.during));
     row("p99 during / before", &|o| format!("{:.2}×", o.during.1 / o.before.1));
@@ -174,9 +206,9 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     client.prefer(leader);
     let c = client.clone();
     // Not idempotent: concurrent writers would present one producer's sequences out of order.
-    fill(state_mb, move |_| {
+    fill(state_mb, move |i| {
         let c = c.clone();
-        async move { c.produce("big", 0, b"", &vec![b'x'; RECORD_BYTES], None).await.is_ok() }
+        async move { c.produce("big", 0, b"", &record(i), None).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -227,11 +259,17 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     stop.store(true, Ordering::Relaxed);
     let samples = load.await.expect("load task");
     let m = http_get(&http.to_string(), "/metrics").await;
+    let leader_http = spec.nodes.iter().find(|n| n.id == leader).expect("the leader is a node").http;
+    let sent = http_get(&leader_http.to_string(), "/metrics").await;
     drop(procs);
     Outcome {
         promotable: promoted,
         snapshot_bytes: metric(&m, "ordeal_snapshot_received_bytes_total"),
         snapshot_secs: metric(&m, "ordeal_snapshot_receive_milliseconds_total") / 1e3,
+        snapshot_file: Some((
+            metric(&m, "ordeal_snapshot_received_file_bytes_total"),
+            metric(&sent, "ordeal_snapshot_generate_milliseconds_total") / 1e3,
+        )),
         before: window(&samples, load_started + Duration::from_secs(1), joined),
         during: window(&samples, joined, done),
     }
@@ -275,7 +313,7 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     let c = client.clone();
     fill(state_mb, move |i| {
         let mut c = c.clone();
-        async move { c.put(format!("big/{i}").into_bytes(), vec![b'x'; RECORD_BYTES]).await.is_ok() }
+        async move { c.put(format!("big/{i}").into_bytes(), record(i)).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -314,6 +352,7 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
         promotable: promoted,
         snapshot_bytes: metric(&m, "etcd_mvcc_db_total_size_in_bytes"),
         snapshot_secs: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_sum"),
+        snapshot_file: None,
         before: window(&samples, load_started + Duration::from_secs(1), joined),
         during: window(&samples, joined, done),
     }
