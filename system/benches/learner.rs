@@ -7,8 +7,10 @@
 //! applied index at least the leader's commit index when it joined) until it is granted.
 //!
 //! Reported: the time from starting the node to a granted promotion; the snapshot's size and
-//! rate as the learner received it; the load's p50/p99 before the join and between the join and
-//! the promotion. etcd 3.4 runs the same schedule in the same run (`member add --learner`, then
+//! rate as the learner received it (and, for the broker, with the time its leader took to make
+//! the file added); the load's p50/p99 before the join and between the join and the promotion.
+//! `ORDEAL_BENCH_RUNS` rounds (default 1), each the broker then etcd; every figure is the median
+//! over the rounds, followed by each round's. etcd 3.4 runs the same schedule in the same run (`member add --learner`, then
 //! `member promote` until granted; etcd promotes once the learner's match index is within 10% of
 //! the leader's), started with `--snapshot-count=1000` so that its log is compacted and the
 //! learner, too, catches up from a snapshot.
@@ -150,38 +152,59 @@ async fn bench() {
     let state_mb = env_u64("ORDEAL_BENCH_STATE_MB", 200);
     let rate = env_u64("ORDEAL_BENCH_RATE", 1000);
     let before = Duration::from_secs(env_u64("ORDEAL_BENCH_BEFORE_S", 5));
-    let ours = broker(state_mb, rate, before).await;
-    let theirs = match etcd::find_binary() {
-        Some(binary) => Some(etcd_run(&binary, state_mb, rate, before).await),
-        None => None,
-    };
-    println!("| {state_mb} MB, {rate} writes/s | ordeal-broker | etcd 3.4 |");
+    let runs = env_u64("ORDEAL_BENCH_RUNS", 1).max(1);
+    let etcd_binary = etcd::find_binary();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // Round by round, so that both systems see the same phases of the machine's load.
+    for run in 1..=runs {
+        ours.push(broker(state_mb, rate, before).await);
+        if let Some(binary) = &etcd_binary {
+            theirs.push(etcd_run(binary, state_mb, rate, before).await);
+        }
+        eprintln!("round {run} of {runs} done");
+    }
+    println!("| {state_mb} MB, {rate} writes/s; median of {runs} (each round) | ordeal-broker | etcd 3.4 |");
     println!("|---|---|---|");
-    let row = |name: &str, f: &dyn Fn(&Outcome) -> String| {
-        let t = theirs.as_ref().map_or("–".to_string(), f);
-        println!("| {name} | {} | {t} |", f(&ours));
+    let row = |name: &str, unit: &str, f: &dyn Fn(&Outcome) -> f64| {
+        let t = if theirs.is_empty() { "–".to_string() } else { cell(theirs.iter().map(f).collect(), unit) };
+        println!("| {name} | {} | {t} |", cell(ours.iter().map(f).collect(), unit));
     };
-    row("join to promotion granted", &|o| format!("{:.2} s", o.promotable.as_secs_f64()));
-    row("snapshot received", &|o| {
-        format!(
-            "{:.0} MB in {:.2} s: {:.0} MB/s",
-            o.snapshot_bytes / 1e6,
-            o.snapshot_secs,
-            o.snapshot_bytes / 1e6 / o.snapshot_secs
-        )
+    row("join to promotion granted", " s", &|o| o.promotable.as_secs_f64());
+    row("snapshot received: state MB / receive time", " MB/s", &|o| o.snapshot_bytes / 1e6 / o.snapshot_secs);
+    row("snapshot made + received (etcd makes it while it streams)", " MB/s", &|o| {
+        o.snapshot_bytes / 1e6 / (o.snapshot_secs + o.snapshot_file.map_or(0.0, |f| f.1))
     });
-    let lat = |w: &(f64, f64, usize, usize)| format!("{:.2} / {:.2} ms ({} ok, {} failed)", w.0, w.1, w.2, w.3);
-    row("snapshot file: bytes moved; made in (on the leader)", &|o| match o.snapshot_file {
-        Some((bytes, secs)) => format!("{:.1} MB; {:.2} s", bytes / 1e6, secs),
-        None => "– (the database file; made while it streams)".into(),
-    });
-    row("snapshot made + received", &|o| {
-        let secs = o.snapshot_secs + o.snapshot_file.map_or(0.0, |f| f.1);
-        format!("{:.2} s: {:.0} MB/s", secs, o.snapshot_bytes / 1e6 / secs)
-    });
-    row("load p50 / p99 before", &|o| lat(&o.before));
-    row("load p50 / p99 during catch-up", &|o| lat(&o.during));
-    row("p99 during / before", &|o| format!("{:.2}×", o.during.1 / o.before.1));
+    row("snapshot state moved", " MB", &|o| o.snapshot_bytes / 1e6);
+    if let Some(o) = ours.first()
+        && o.snapshot_file.is_some()
+    {
+        let file = cell(ours.iter().map(|o| o.snapshot_file.map_or(0.0, |f| f.0) / 1e6).collect(), " MB");
+        println!("| snapshot file on the wire (compressed) | {file} | (the state) |");
+    }
+    row("load p50 before", " ms", &|o| o.before.0);
+    row("load p99 before", " ms", &|o| o.before.1);
+    row("load p50 from join to promotion", " ms", &|o| o.during.0);
+    row("load p99 from join to promotion", " ms", &|o| o.during.1);
+    row("p99 during / before", "×", &|o| o.during.1 / o.before.1);
+    let failed: usize = ours.iter().chain(&theirs).map(|o| o.before.3 + o.during.3).sum();
+    println!("| failed writes, all rounds and systems | {failed} | |");
+    if !theirs.is_empty() {
+        let ratio =
+            |f: &dyn Fn(&Outcome) -> f64| cell(ours.iter().zip(&theirs).map(|(a, b)| f(a) / f(b)).collect(), "×");
+        println!(
+            "| snapshot rate, broker / etcd in the same round: received; made + received | {}; {} | |",
+            ratio(&|o| o.snapshot_bytes / o.snapshot_secs),
+            ratio(&|o| o.snapshot_bytes / (o.snapshot_secs + o.snapshot_file.map_or(0.0, |f| f.1))),
+        );
+    }
+}
+
+/// "median (each round's figure)".
+fn cell(mut v: Vec<f64>, unit: &str) -> String {
+    let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    if v.len() == 1 { format!("{median:.2}{unit}") } else { format!("**{median:.2}{unit}** ({})", each.join(", ")) }
 }
 
 async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {

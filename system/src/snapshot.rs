@@ -47,7 +47,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -56,8 +55,9 @@ use tonic::{Status, Streaming};
 /// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the chunk stream. 2: the stream
 /// carries an SST file's bytes; 1: key-value pairs (still received).
 pub const SNAPSHOT_VERSION: u32 = 2;
-/// Bytes per chunk.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes per chunk: large, so that a chunk costs one hop to a blocking thread and one gRPC
+/// message per 4 MB, and within the 8 MB stream window of the receiving node's port.
+pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks queued between the file and the network, on either side.
 const CHUNKS_QUEUED: usize = 4;
 /// The longest wait for one chunk to move (either side), and for connecting.
@@ -123,12 +123,18 @@ pub struct Generator {
     db: Arc<DB>,
     group: u32,
     slot: Arc<Mutex<Slot>>,
+    max_bytes_per_s: u64,
 }
 
 impl Generator {
     /// A generator for `group`.
     pub fn new(db: Arc<DB>, group: u32) -> Generator {
-        Generator { db, group, slot: Arc::default() }
+        Generator { db, group, slot: Arc::default(), max_bytes_per_s: 0 }
+    }
+
+    /// Reads at most `bytes_per_s` bytes of state a second while making a snapshot (0: unpaced).
+    pub fn pace(&mut self, bytes_per_s: u64) {
+        self.max_bytes_per_s = bytes_per_s;
     }
 
     /// A snapshot at `request_index` or later if one is ready (it is handed out once); otherwise
@@ -185,8 +191,9 @@ impl Generator {
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let path = dir.join(format!("g{}-{nanos}.sst", self.group));
+        let mut pace = Pace::new(self.max_bytes_per_s);
         let state_bytes =
-            write_sst(&view, self.group, &path).inspect_err(|_| remove_path(&path.display().to_string()))?;
+            write_sst(&view, self.group, &path, &mut pace).inspect_err(|_| remove_path(&path.display().to_string()))?;
         let header = SnapshotHeader {
             version: SNAPSHOT_VERSION,
             path: path.display().to_string(),
@@ -205,7 +212,12 @@ impl Generator {
 
 /// Writes the group's snapshot keys as `view` sees them into an SST file at `path`; returns the
 /// bytes of keys and values written.
-fn write_sst(view: &SnapshotWithThreadMode<'_, DB>, group: u32, path: &Path) -> Result<u64, StorageError> {
+fn write_sst(
+    view: &SnapshotWithThreadMode<'_, DB>,
+    group: u32,
+    path: &Path,
+    pace: &mut Pace,
+) -> Result<u64, StorageError> {
     let mut opts = Options::default();
     opts.set_compression_type(COMPRESSION);
     let mut sst = SstFileWriter::create(&opts);
@@ -225,15 +237,45 @@ fn write_sst(view: &SnapshotWithThreadMode<'_, DB>, group: u32, path: &Path) -> 
     read.set_iterate_upper_bound(hi.to_vec());
     let mut it = view.raw_iterator_opt(read);
     it.seek(lo);
+    let mut unpaced = 0;
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
         sst.put(k, v)?;
         bytes += (k.len() + v.len()) as u64;
+        unpaced += k.len() + v.len();
+        if unpaced >= CHUNK_BYTES {
+            std::thread::sleep(pace.wait_after(unpaced as u64));
+            unpaced = 0;
+        }
         it.next();
     }
     it.status()?;
     // finish() syncs the file.
     sst.finish()?;
     Ok(bytes)
+}
+
+/// Keeps a stream of bytes under a budget: after each piece, how long to wait so that the bytes
+/// so far have taken at least bytes / budget seconds.
+struct Pace {
+    bytes_per_s: u64,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    /// A budget of `bytes_per_s` (0: none).
+    fn new(bytes_per_s: u64) -> Pace {
+        Pace { bytes_per_s, started: Instant::now(), bytes: 0 }
+    }
+
+    fn wait_after(&mut self, bytes: u64) -> Duration {
+        if self.bytes_per_s == 0 {
+            return Duration::ZERO;
+        }
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_s as f64);
+        due.saturating_sub(self.started.elapsed())
+    }
 }
 
 /// Lowers the calling thread's CPU priority to `nice`.
@@ -289,6 +331,8 @@ pub struct SendContext {
     pub done: SyncSender<Request>,
     /// Counts snapshots sent.
     pub metrics: Arc<Metrics>,
+    /// File bytes a second at most (0: unpaced).
+    pub max_bytes_per_s: u64,
 }
 
 /// Streams the snapshot in `msg` to its peer on `runtime`, then tells the loop how it went.
@@ -349,7 +393,7 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
         ..Default::default()
     };
     tx.send(first).await.map_err(|_| "stream closed".to_string())?;
-    let reader = tokio::spawn(stream_file(file.to_path_buf(), tx));
+    let reader = tokio::spawn(stream_file(file.to_path_buf(), tx, Pace::new(ctx.max_bytes_per_s)));
     let mut client = RaftClient::new(channel).max_encoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES);
     // A failed call returns at once (dropping the queue ends the reader): raft must hear of the
     // failure now.
@@ -362,16 +406,30 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
 }
 
 /// Reads the file into chunks, the last one `done` with the file's length; returns the length.
-async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>) -> Result<u64, String> {
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: Pace) -> Result<u64, String> {
+    let failed = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(&path).map_err(failed)?;
+    let mut file = Some(file);
     let mut total = 0u64;
     loop {
-        let mut data = BytesMut::with_capacity(CHUNK_BYTES);
-        while data.len() < CHUNK_BYTES {
-            if file.read_buf(&mut data).await.map_err(|e| format!("{}: {e}", path.display()))? == 0 {
-                break;
+        // One blocking read of a whole chunk (the file hands itself back with it).
+        let Some(mut f) = file.take() else { return Err("the file was lost".into()) };
+        let (f, data) = tokio::task::spawn_blocking(move || {
+            let mut data = BytesMut::zeroed(CHUNK_BYTES);
+            let mut n = 0;
+            while n < CHUNK_BYTES {
+                match std::io::Read::read(&mut f, &mut data[n..])? {
+                    0 => break,
+                    read => n += read,
+                }
             }
-        }
+            data.truncate(n);
+            Ok::<_, std::io::Error>((f, data))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(failed)?;
+        file = Some(f);
         total += data.len() as u64;
         let done = data.len() < CHUNK_BYTES;
         let chunk = SnapshotChunk { data: data.freeze(), done, total_bytes: total, ..Default::default() };
@@ -383,6 +441,7 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>) -> Result<u
         if done {
             return Ok(total);
         }
+        tokio::time::sleep(pace.wait_after(CHUNK_BYTES as u64)).await;
     }
 }
 
@@ -490,8 +549,11 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             if chunk.total_bytes != file_bytes {
                 return Err(format!("{file_bytes} bytes arrived of {}", chunk.total_bytes));
             }
+            let started = Instant::now();
             file.sync_all().map_err(|e| e.to_string())?;
+            let synced = started.elapsed();
             let state_bytes = check_sst(path, group)?;
+            tracing::info!(file_bytes, ?synced, checked = ?started.elapsed() - synced, "snapshot file synced and checked");
             return Ok(Received { state_bytes, file_bytes });
         }
     }
@@ -806,5 +868,13 @@ mod tests {
         assert_eq!(header.state_bytes, 5 + 8 + 7 + 1);
         let got = check_sst(Path::new(&header.path), 0).unwrap();
         assert_eq!(got, header.state_bytes);
+    }
+
+    #[test]
+    fn a_pace_waits_until_the_bytes_fit_the_budget() {
+        let mut pace = Pace::new(1_000_000);
+        let wait = pace.wait_after(500_000);
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert_eq!(Pace::new(0).wait_after(u64::MAX), Duration::ZERO);
     }
 }

@@ -421,6 +421,11 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// Paces the making of snapshots to `bytes_per_s` bytes of state a second (0: unpaced).
+    pub fn pace_snapshots(&mut self, bytes_per_s: u64) {
+        self.snapshots.pace(bytes_per_s);
+    }
+
     /// A failure of making a snapshot in the background, which stops the node like any other.
     pub fn take_failure(&self) -> Option<StorageError> {
         self.snapshots.take_failure()
