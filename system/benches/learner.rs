@@ -199,9 +199,14 @@ async fn bench() {
     }
 }
 
-/// "median (each round's figure)".
+/// "median (each round's figure)"; a round without the figure (NaN: etcd's learner caught up
+/// without a snapshot) is listed but left out of the median.
 fn cell(mut v: Vec<f64>, unit: &str) -> String {
     let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return format!("– ({})", each.join(", "));
+    }
     v.sort_by(f64::total_cmp);
     let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
     if v.len() == 1 { format!("{median:.2}{unit}") } else { format!("**{median:.2}{unit}** ({})", each.join(", ")) }
