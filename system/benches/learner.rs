@@ -7,11 +7,17 @@
 //! applied index at least the leader's commit index when it joined) until it is granted.
 //!
 //! Reported: the time from starting the node to a granted promotion; the snapshot's size and
-//! rate as the learner received it; the load's p50/p99 before the join and between the join and
-//! the promotion. etcd 3.4 runs the same schedule in the same run (`member add --learner`, then
+//! rate as the learner received it (and, for the broker, with the time its leader took to make
+//! the file added); the load's p50/p99 before the join and between the join and the promotion.
+//! `ORDEAL_BENCH_RUNS` rounds (default 1), each the broker then etcd; every figure is the median
+//! over the rounds, followed by each round's. etcd 3.4 runs the same schedule in the same run (`member add --learner`, then
 //! `member promote` until granted; etcd promotes once the learner's match index is within 10% of
 //! the leader's), started with `--snapshot-count=1000` so that its log is compacted and the
 //! learner, too, catches up from a snapshot.
+//!
+//! `ORDEAL_BENCH_PAYLOAD=random` fills the records with pseudo-random bytes instead of one
+//! repeated byte: the broker's snapshot files are compressed, etcd's are not, so the default
+//! payload flatters the broker and the random one shows the incompressible case.
 
 #[allow(dead_code)]
 mod etcd;
@@ -102,11 +108,31 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A 64 KB record: one repeated byte, or (with `ORDEAL_BENCH_PAYLOAD=random`) pseudo-random
+/// bytes that no compressor shrinks, different for every `i`.
+fn record(i: u64) -> Vec<u8> {
+    if std::env::var("ORDEAL_BENCH_PAYLOAD").as_deref() != Ok("random") {
+        return vec![b'x'; RECORD_BYTES];
+    }
+    // xorshift64*, seeded by the record's number.
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..RECORD_BYTES / 8)
+        .flat_map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes()
+        })
+        .collect()
+}
+
 /// What one system did.
 struct Outcome {
     promotable: Duration,
     snapshot_bytes: f64,
     snapshot_secs: f64,
+    /// The broker's: the compressed file's bytes and the time its leader took to make it.
+    snapshot_file: Option<(f64, f64)>,
     before: (f64, f64, usize, usize),
     during: (f64, f64, usize, usize),
 }
@@ -126,30 +152,64 @@ async fn bench() {
     let state_mb = env_u64("ORDEAL_BENCH_STATE_MB", 200);
     let rate = env_u64("ORDEAL_BENCH_RATE", 1000);
     let before = Duration::from_secs(env_u64("ORDEAL_BENCH_BEFORE_S", 5));
-    let ours = broker(state_mb, rate, before).await;
-    let theirs = match etcd::find_binary() {
-        Some(binary) => Some(etcd_run(&binary, state_mb, rate, before).await),
-        None => None,
-    };
-    println!("| {state_mb} MB, {rate} writes/s | ordeal-broker | etcd 3.4 |");
+    let runs = env_u64("ORDEAL_BENCH_RUNS", 1).max(1);
+    let etcd_binary = etcd::find_binary();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // Round by round, so that both systems see the same phases of the machine's load.
+    for run in 1..=runs {
+        ours.push(broker(state_mb, rate, before).await);
+        if let Some(binary) = &etcd_binary {
+            theirs.push(etcd_run(binary, state_mb, rate, before).await);
+        }
+        eprintln!("round {run} of {runs} done");
+    }
+    println!("| {state_mb} MB, {rate} writes/s; median of {runs} (each round) | ordeal-broker | etcd 3.4 |");
     println!("|---|---|---|");
-    let row = |name: &str, f: &dyn Fn(&Outcome) -> String| {
-        let t = theirs.as_ref().map_or("–".to_string(), f);
-        println!("| {name} | {} | {t} |", f(&ours));
+    let row = |name: &str, unit: &str, f: &dyn Fn(&Outcome) -> f64| {
+        let t = if theirs.is_empty() { "–".to_string() } else { cell(theirs.iter().map(f).collect(), unit) };
+        println!("| {name} | {} | {t} |", cell(ours.iter().map(f).collect(), unit));
     };
-    row("join to promotion granted", &|o| format!("{:.2} s", o.promotable.as_secs_f64()));
-    row("snapshot received", &|o| {
-        format!(
-            "{:.0} MB in {:.2} s: {:.0} MB/s",
-            o.snapshot_bytes / 1e6,
-            o.snapshot_secs,
-            o.snapshot_bytes / 1e6 / o.snapshot_secs
-        )
+    row("join to promotion granted", " s", &|o| o.promotable.as_secs_f64());
+    row("snapshot received: state MB / receive time", " MB/s", &|o| o.snapshot_bytes / 1e6 / o.snapshot_secs);
+    row("snapshot made + received (etcd makes it while it streams)", " MB/s", &|o| {
+        o.snapshot_bytes / 1e6 / (o.snapshot_secs + o.snapshot_file.map_or(0.0, |f| f.1))
     });
-    let lat = |w: &(f64, f64, usize, usize)| format!("{:.2} / {:.2} ms ({} ok, {} failed)", w.0, w.1, w.2, w.3);
-    row("load p50 / p99 before", &|o| lat(&o.before));
-    row("load p50 / p99 during catch-up", &|o| lat(&o.during));
-    row("p99 during / before", &|o| format!("{:.2}×", o.during.1 / o.before.1));
+    row("snapshot state moved", " MB", &|o| o.snapshot_bytes / 1e6);
+    if let Some(o) = ours.first()
+        && o.snapshot_file.is_some()
+    {
+        let file = cell(ours.iter().map(|o| o.snapshot_file.map_or(0.0, |f| f.0) / 1e6).collect(), " MB");
+        println!("| snapshot file on the wire (compressed) | {file} | (the state) |");
+    }
+    row("load p50 before", " ms", &|o| o.before.0);
+    row("load p99 before", " ms", &|o| o.before.1);
+    row("load p50 from join to promotion", " ms", &|o| o.during.0);
+    row("load p99 from join to promotion", " ms", &|o| o.during.1);
+    row("p99 during / before", "×", &|o| o.during.1 / o.before.1);
+    let failed: usize = ours.iter().chain(&theirs).map(|o| o.before.3 + o.during.3).sum();
+    println!("| failed writes, all rounds and systems | {failed} | |");
+    if !theirs.is_empty() {
+        let ratio =
+            |f: &dyn Fn(&Outcome) -> f64| cell(ours.iter().zip(&theirs).map(|(a, b)| f(a) / f(b)).collect(), "×");
+        println!(
+            "| snapshot rate, broker / etcd in the same round: received; made + received | {}; {} | |",
+            ratio(&|o| o.snapshot_bytes / o.snapshot_secs),
+            ratio(&|o| o.snapshot_bytes / (o.snapshot_secs + o.snapshot_file.map_or(0.0, |f| f.1))),
+        );
+    }
+}
+
+/// "median (each round's figure)"; a round without the figure (NaN: etcd's learner caught up
+/// without a snapshot) is listed but left out of the median.
+fn cell(mut v: Vec<f64>, unit: &str) -> String {
+    let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return format!("– ({})", each.join(", "));
+    }
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    if v.len() == 1 { format!("{median:.2}{unit}") } else { format!("**{median:.2}{unit}** ({})", each.join(", ")) }
 }
 
 async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
@@ -174,9 +234,9 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     client.prefer(leader);
     let c = client.clone();
     // Not idempotent: concurrent writers would present one producer's sequences out of order.
-    fill(state_mb, move |_| {
+    fill(state_mb, move |i| {
         let c = c.clone();
-        async move { c.produce("big", 0, b"", &vec![b'x'; RECORD_BYTES], None).await.is_ok() }
+        async move { c.produce("big", 0, b"", &record(i), None).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -227,11 +287,17 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     stop.store(true, Ordering::Relaxed);
     let samples = load.await.expect("load task");
     let m = http_get(&http.to_string(), "/metrics").await;
+    let leader_http = spec.nodes.iter().find(|n| n.id == leader).expect("the leader is a node").http;
+    let sent = http_get(&leader_http.to_string(), "/metrics").await;
     drop(procs);
     Outcome {
         promotable: promoted,
         snapshot_bytes: metric(&m, "ordeal_snapshot_received_bytes_total"),
         snapshot_secs: metric(&m, "ordeal_snapshot_receive_milliseconds_total") / 1e3,
+        snapshot_file: Some((
+            metric(&m, "ordeal_snapshot_received_file_bytes_total"),
+            metric(&sent, "ordeal_snapshot_generate_milliseconds_total") / 1e3,
+        )),
         before: window(&samples, load_started + Duration::from_secs(1), joined),
         during: window(&samples, joined, done),
     }
@@ -275,7 +341,7 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     let c = client.clone();
     fill(state_mb, move |i| {
         let mut c = c.clone();
-        async move { c.put(format!("big/{i}").into_bytes(), vec![b'x'; RECORD_BYTES]).await.is_ok() }
+        async move { c.put(format!("big/{i}").into_bytes(), record(i)).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -314,6 +380,7 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
         promotable: promoted,
         snapshot_bytes: metric(&m, "etcd_mvcc_db_total_size_in_bytes"),
         snapshot_secs: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_sum"),
+        snapshot_file: None,
         before: window(&samples, load_started + Duration::from_secs(1), joined),
         during: window(&samples, joined, done),
     }

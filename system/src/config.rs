@@ -53,6 +53,9 @@ pub struct MembershipConfig {
     pub snapshot_entries: u64,
     /// ... or once the entries appended since the last compaction reach this many bytes.
     pub snapshot_bytes: u64,
+    /// Paces snapshots: at most this many bytes a second of state read while making one, and of
+    /// file bytes while sending one; 0 paces nothing.
+    pub snapshot_max_bytes_per_s: u64,
 }
 
 impl Default for MembershipConfig {
@@ -63,6 +66,7 @@ impl Default for MembershipConfig {
             max_promote_lag: 1000,
             snapshot_entries: 10_000,
             snapshot_bytes: 64 * 1024 * 1024,
+            snapshot_max_bytes_per_s: 0,
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub snapshot_bytes_sent: AtomicU64,
     /// Time spent sending snapshots, in ms.
     pub snapshot_send_ms: AtomicU64,
+    /// Time spent making the snapshots that were sent, in ms.
+    pub snapshot_generate_ms: AtomicU64,
     /// Snapshots that could not be sent.
     pub snapshots_failed: AtomicU64,
     /// Snapshots received in full.
@@ -42,6 +44,8 @@ pub struct Metrics {
     pub snapshot_bytes_received: AtomicU64,
     /// Time spent receiving snapshots, in ms.
     pub snapshot_receive_ms: AtomicU64,
+    /// Bytes of the files snapshots arrived in (compressed).
+    pub snapshot_file_bytes_received: AtomicU64,
     /// Snapshots switched in.
     pub snapshots_installed: AtomicU64,
     /// Time spent switching snapshots in, in ms.
@@ -75,17 +79,19 @@ impl Metrics {
         }
     }
 
-    /// Records a snapshot sent.
-    pub fn observe_snapshot_sent(&self, bytes: u64, took: Duration) {
+    /// Records a snapshot sent: its state bytes, how long making it took, and sending it.
+    pub fn observe_snapshot_sent(&self, bytes: u64, generated: Duration, took: Duration) {
         self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
         self.snapshot_bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        self.snapshot_generate_ms.fetch_add(generated.as_millis() as u64, Ordering::Relaxed);
         self.snapshot_send_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Records a snapshot received.
-    pub fn observe_snapshot_received(&self, bytes: u64, took: Duration) {
+    /// Records a snapshot received: its state bytes, the bytes of its file, and the time it took.
+    pub fn observe_snapshot_received(&self, bytes: u64, file_bytes: u64, took: Duration) {
         self.snapshots_received.fetch_add(1, Ordering::Relaxed);
         self.snapshot_bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        self.snapshot_file_bytes_received.fetch_add(file_bytes, Ordering::Relaxed);
         self.snapshot_receive_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
     }
 
@@ -127,16 +133,26 @@ impl Metrics {
             "A --join-as-learner node found itself a voter.",
             &self.learner_found_voter,
         );
-        let snapshot_counters: [(&str, &str, &AtomicU64); 10] = [
+        let snapshot_counters: [(&str, &str, &AtomicU64); 12] = [
             ("ordeal_snapshots_sent_total", "Snapshots streamed to peers.", &self.snapshots_sent),
             ("ordeal_snapshot_sent_bytes_total", "State bytes sent in snapshots.", &self.snapshot_bytes_sent),
             ("ordeal_snapshot_send_milliseconds_total", "Time spent sending snapshots.", &self.snapshot_send_ms),
+            (
+                "ordeal_snapshot_generate_milliseconds_total",
+                "Time spent making the snapshots that were sent.",
+                &self.snapshot_generate_ms,
+            ),
             ("ordeal_snapshots_failed_total", "Snapshots that could not be sent.", &self.snapshots_failed),
             ("ordeal_snapshots_received_total", "Snapshots received in full.", &self.snapshots_received),
             (
                 "ordeal_snapshot_received_bytes_total",
                 "State bytes received in snapshots.",
                 &self.snapshot_bytes_received,
+            ),
+            (
+                "ordeal_snapshot_received_file_bytes_total",
+                "Bytes of the files snapshots arrived in (compressed).",
+                &self.snapshot_file_bytes_received,
             ),
             (
                 "ordeal_snapshot_receive_milliseconds_total",

@@ -156,6 +156,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     }
     // A joining node starts with no configuration; it learns one from the log or a snapshot.
     let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
+    storage.pace_snapshots(ctx.config.membership.snapshot_max_bytes_per_s);
     let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
@@ -732,8 +733,13 @@ impl Group {
             self.node.report_snapshot(to, raft::SnapshotStatus::Failure);
             return;
         };
-        let ctx =
-            snapshot::SendContext { from: self.id, address, done: self.tx.clone(), metrics: self.metrics.clone() };
+        let ctx = snapshot::SendContext {
+            from: self.id,
+            address,
+            done: self.tx.clone(),
+            metrics: self.metrics.clone(),
+            max_bytes_per_s: self.config.membership.snapshot_max_bytes_per_s,
+        };
         snapshot::spawn_send(self.transport.runtime(), ctx, self.group, m);
     }
 
