@@ -39,4 +39,8 @@ pub enum Bug {
     StaleReads,
     /// Forget idempotent-producer state: a retried produce lands twice.
     NoDedupe,
+    /// Promote a learner once it has received anything (its snapshot, entries): the leader
+    /// judges it by its match index, as etcd 3.4 does, and neither asks what it applied nor
+    /// checks `min_applied_index`.
+    LaxPromote,
 }

@@ -31,9 +31,15 @@ fn bugs(test: &Test) -> Result<Vec<Bug>, SutError> {
         .iter()
         .map(|b| {
             clap::ValueEnum::from_str(b, true)
-                .map_err(|_| SutError::Setting(format!("--bug {b:?}: expected stale-reads or no-dedupe")))
+                .map_err(|_| SutError::Setting(format!("--bug {b:?}: expected one of {}", bug_names())))
         })
         .collect()
+}
+
+/// The broker's bug names, for errors.
+fn bug_names() -> String {
+    let names = <Bug as clap::ValueEnum>::value_variants().iter().filter_map(clap::ValueEnum::to_possible_value);
+    names.map(|v| v.get_name().to_owned()).collect::<Vec<_>>().join(", ")
 }
 
 fn validate(test: &Test) -> Result<(), SutError> {
