@@ -168,7 +168,8 @@ mod tests {
         assert_eq!(bad.verdict, Verdict::Invalid);
         assert!(bad.summary.contains("premature promote of node 4 accepted"), "{}", bad.summary);
         assert_eq!(bad.details["violations"].as_array().unwrap().len(), 2, "also below its gate");
-        let nested = finish(&[json!({"fault": "a+b", "parts": [{"fault": "replace", "premature": promote(true, 12)}]})]);
+        let nested =
+            finish(&[json!({"fault": "a+b", "parts": [{"fault": "replace", "premature": promote(true, 12)}]})]);
         assert_eq!(nested.verdict, Verdict::Invalid, "a set's parts are read");
     }
 

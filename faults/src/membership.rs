@@ -166,10 +166,13 @@ impl MembershipNemesis {
     async fn promote(&self, node: u64, paused: bool, before: Option<u64>) -> Result<PromoteRecord, NemesisError> {
         let min_applied_index = self.leader_commit().await.ok_or(NemesisError::NoTarget("leader"))?;
         let outcome = self.power()?.promote(node, min_applied_index).await;
+        let time = self.now();
         if paused && let Some(p) = self.system.processes() {
             p.resume(node).await?;
         }
-        let after = self.applied(node).await;
+        let sample = self.sample(node).await;
+        self.write(&sample);
+        let after = sample.applied_index;
         let (accepted, reason) = match outcome {
             Ok(()) => (true, None),
             Err(SystemError::Refused { reason, .. }) => (false, Some(reason)),
@@ -183,6 +186,7 @@ impl MembershipNemesis {
             paused,
             accepted,
             reason,
+            time,
         })
     }
 
@@ -199,10 +203,13 @@ impl MembershipNemesis {
         self.paused = Some(node);
         let began = Instant::now();
         while began.elapsed() < FALL_BEHIND {
-            if self.leader_commit().await.is_some_and(|c| c >= before.unwrap_or(0) + BEHIND_BY) {
+            let next = tokio::time::Instant::now() + SAMPLE_EVERY;
+            let sample = self.sample(node).await;
+            self.write(&sample);
+            if sample.leader_commit.is_some_and(|c| c >= before.unwrap_or(0) + BEHIND_BY) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep_until(next).await;
         }
         let record = self.promote(node, true, before).await;
         if record.is_err() {

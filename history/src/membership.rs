@@ -32,6 +32,9 @@ pub struct PromoteRecord {
     /// The system's reason for a refusal, or the error.
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the answer came, in ns since the run started.
+    #[serde(default)]
+    pub time: u64,
 }
 
 impl PromoteRecord {
@@ -113,6 +116,7 @@ mod tests {
             paused: true,
             accepted: true,
             reason: None,
+            time: 0,
         };
         assert!(p.missed_gate());
         assert!(!PromoteRecord { accepted: false, ..p.clone() }.missed_gate());
