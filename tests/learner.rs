@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{json, ordeal};
+use common::{json, load, ordeal};
 use serde_json::Value;
 use std::path::Path;
 
@@ -69,9 +69,16 @@ fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_re
     assert!(learner["promotable_ms"].is_number() && learner["entries_per_s"].is_number(), "{learner}");
     let samples = std::fs::read_to_string(run.join("catchup.jsonl")).unwrap();
     assert!(samples.lines().count() >= 1, "catch-up samples written");
-    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(report.contains("Learner catch-up"), "the catch-up plot is in the report");
-    assert!(report.contains("premature promote"), "the refusal is shown");
+    // The catch-up plot renders in a real browser, with the premature promote marked.
+    let report = std::fs::canonicalize(run.join("report.html")).unwrap();
+    let (dom, _) = load(&format!("file://{}", report.display()), &dir.path().join("profile"));
+    let node = replace["targets"][0].as_u64().unwrap();
+    let at = dom.find(&format!("<figure class=\"plot\" id=\"catch-up-{node}\">")).expect("a catch-up plot per learner");
+    let figure = &dom[at..at + dom[at..].find("</figure>").unwrap()];
+    assert!(figure.contains("<svg") && figure.contains("<polyline"), "the plot has its lines");
+    assert!(figure.contains("premature promote refused"), "the refusal is marked");
+    assert!(figure.contains("gated promote accepted"), "the promote is marked");
+    assert!(dom.contains("premature promote(s) refused"), "the membership check shows");
 }
 
 #[test]

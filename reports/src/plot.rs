@@ -323,12 +323,7 @@ fn samples(status: &str) -> Vec<Sample> {
                                     .as_array()
                                     .map(|gs| {
                                         gs.iter()
-                                            .map(|g| {
-                                                (
-                                                    g["role"].as_str().unwrap_or("?").to_owned(),
-                                                    g["term"].as_u64().unwrap_or(0),
-                                                )
-                                            })
+                                            .map(|g| (role(g, id), g["term"].as_u64().unwrap_or(0)))
                                             .collect()
                                     })
                                     .unwrap_or_default()
@@ -342,6 +337,16 @@ fn samples(status: &str) -> Vec<Sample> {
             Sample { time, nodes }
         })
         .collect()
+}
+
+/// A node's role in a group's status: `learner` when the group lists it as one (raft itself calls
+/// a learner a follower).
+fn role(group: &Value, id: u64) -> String {
+    let learners = group["learners"].as_array();
+    if learners.is_some_and(|l| l.iter().any(|n| n.as_u64() == Some(id))) {
+        return "learner".into();
+    }
+    group["role"].as_str().unwrap_or("?").to_owned()
 }
 
 fn role_color(role: Option<&str>) -> RGBColor {
