@@ -501,9 +501,12 @@ fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
     Ok(html! { @for (id, (svg, caption)) in &plots { (figure(id, svg, caption)) } })
 }
 
+/// A plot's SVG and its caption.
+type Plot = (String, String);
+
 /// A catch-up plot per learner, from `catchup.jsonl` and the membership checker's promote
 /// records (none when the run changed no membership).
-fn catch_up_plots(dir: &Path, r: &Results) -> Result<Vec<(u64, (String, String))>, ReportError> {
+fn catch_up_plots(dir: &Path, r: &Results) -> Result<Vec<(u64, Plot)>, ReportError> {
     let path = dir.join(store::CATCHUP);
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Vec::new()) };
     let samples: Vec<CatchUpSample> = text

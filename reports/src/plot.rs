@@ -322,9 +322,7 @@ fn samples(status: &str) -> Vec<Sample> {
                                 n["groups"]
                                     .as_array()
                                     .map(|gs| {
-                                        gs.iter()
-                                            .map(|g| (role(g, id), g["term"].as_u64().unwrap_or(0)))
-                                            .collect()
+                                        gs.iter().map(|g| (role(g, id), g["term"].as_u64().unwrap_or(0))).collect()
                                     })
                                     .unwrap_or_default()
                             });
@@ -450,7 +448,8 @@ pub fn catch_up(
     let times = samples.iter().map(|s| secs(s.time)).chain(promotes.iter().map(|p| secs(p.1.time)));
     let (t0, t1) = times.fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
     let pad = ((t1 - t0) * 0.1).max(0.2);
-    let x = (t0 - pad).max(0.0)..(t1 + pad);
+    // Room on the right for the last promote's label.
+    let x = (t0 - pad).max(0.0)..(t1 + 3.0 * pad);
     let indices = samples.iter().flat_map(|s| [s.applied_index, s.leader_commit]).flatten();
     let gates = promotes.iter().map(|p| p.1.min_applied_index);
     let max_y = indices.chain(gates).max().unwrap_or(1) as f64 * 1.15 + 1.0;
@@ -469,7 +468,7 @@ pub fn catch_up(
         chart.configure_mesh().x_desc("time (s)").y_desc("raft index").draw().map_err(err)?;
         bands(&mut chart, &near, 0.0, max_y)?;
         snapshot_bands(&mut chart, samples, max_y)?;
-        for (kind, p) in promotes {
+        for (i, (kind, p)) in promotes.iter().enumerate() {
             let color = if p.accepted { OK } else { FAIL };
             let at = secs(p.time);
             let label = format!(
@@ -481,7 +480,9 @@ pub fn catch_up(
                 .draw_series(std::iter::once(PathElement::new(vec![(at, 0.0), (at, max_y)], color.stroke_width(2))))
                 .map_err(err)?;
             let font = ("sans-serif", 12).into_font().color(&color);
-            chart.draw_series(std::iter::once(Text::new(label, (at, max_y * 0.55), font))).map_err(err)?;
+            // Staggered, so that promotes close in time keep their labels apart.
+            let y = max_y * (0.95 - 0.08 * (i % 4) as f64);
+            chart.draw_series(std::iter::once(Text::new(label, (at, y), font))).map_err(err)?;
         }
         let applied = samples.iter().filter_map(|s| Some((secs(s.time), s.applied_index? as f64)));
         let commit = samples.iter().filter_map(|s| Some((secs(s.time), s.leader_commit? as f64)));
