@@ -166,9 +166,18 @@ fn learner_catchup(test: &mut Test) {
     test.nemesis.insert(0, "replace".into());
     test.nemesis_order = "cycle".into();
     test.spare_nodes = test.spare_nodes.max(rounds);
+    // The rounds end the main phase; the time limit only bounds it, with room for each fault's
+    // own steps (a replace attaches, catches up, promotes and removes).
+    let faults = test.nemesis.len() as f64;
+    let round_s = faults * (test.nemesis_interval_s + test.fault_duration_s + REPLACE_BOUND_S);
+    test.time_limit_s = test.time_limit_s.max(rounds as f64 * round_s);
     test.snapshot_entries.get_or_insert(LEARNER_SNAPSHOT_ENTRIES);
     test.name = format!("learner-catchup-{}", test.name);
 }
+
+/// What one fault of the learner-catchup preset may take beyond its interval and duration, for
+/// the time limit that bounds the run.
+const REPLACE_BOUND_S: f64 = 15.0;
 
 /// The learner-catchup preset's `--snapshot-entries`: small, so that the log is compacted
 /// before the first learner joins and it catches up from a snapshot.
