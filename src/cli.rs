@@ -61,7 +61,10 @@ pub struct RunArgs {
     pub test: Option<PathBuf>,
     /// A preset: `rolling-upgrade` moves every node, one at a time (followers first, the leader
     /// last), from the --from build to the --to build while the workload and the --nemesis
-    /// faults run; the main phase ends once every node runs --to.
+    /// faults run; the main phase ends once every node runs --to. `learner-catchup` replaces a
+    /// voter by a fresh learner (attached, caught up through a snapshot, promoted under the
+    /// gate) before each of the --nemesis faults in turn, --fault-rounds times (default 2), and
+    /// tries one premature promote that must be refused.
     #[arg(long)]
     pub scenario: Option<String>,
     /// rolling-upgrade: the build the nodes start on (default: as --broker).
@@ -80,7 +83,8 @@ pub struct RunArgs {
     pub workload: String,
     /// Faults to inject, comma-separated (`none` for none): kill, kill-leader, kill-follower,
     /// kill-minority, kill-majority, kill-all, pause, pause-leader, pause-follower, ...,
-    /// terminate, terminate-leader, transfer-leader, partitions, loss, delay, slow, clock faults.
+    /// terminate, terminate-leader, transfer-leader, partitions, loss, delay, slow, clock faults,
+    /// membership changes (add-learner, promote, remove, replace).
     /// A leader fault may name its group (`kill-leader@2`, `kill-leader@all`); faults joined by
     /// `+` run at the same time (`partition-halves+kill-follower`).
     #[arg(long, default_value = "none")]
@@ -113,6 +117,14 @@ pub struct RunArgs {
     /// this many times; --time-limit then only bounds the run (reaching it first is an error).
     #[arg(long)]
     pub fault_rounds: Option<usize>,
+    /// Places for nodes that join (membership faults); default: 3 when a membership fault is
+    /// named, else none.
+    #[arg(long)]
+    pub spare_nodes: Option<usize>,
+    /// Broker: compact the raft log after this many entries, so that joining nodes catch up
+    /// from a snapshot (default: the broker's own).
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
     /// Seconds of quiet before each fault.
     #[arg(long, default_value_t = 3.0)]
     pub nemesis_interval: f64,

@@ -5,7 +5,10 @@
 use anyhow::Context as _;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::net::{self, Network};
-use ordeal_faults::{ClockNemesis, Compose, FaultSet, Nemesis, NetNemesis, ProcessNemesis, System, UpgradeNemesis};
+use ordeal_faults::{
+    ClockNemesis, Compose, FaultSet, MembershipNemesis, Nemesis, NetNemesis, ProcessNemesis, RunClock, System,
+    UpgradeNemesis,
+};
 use ordeal_history::Test;
 use ordeal_reports::store::{self, RunInfo};
 use ordeal_workloads::recorder::Recorder;
@@ -62,36 +65,43 @@ struct Cluster {
     network: Option<Arc<Network>>,
     nemesis: Box<dyn Nemesis>,
     faults: Vec<FaultSet>,
+    /// Set to the history's clock once it starts; the membership nemesis times its samples by it.
+    clock: RunClock,
 }
 
 fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     // Absolute: node processes carry it (cleanup finds them by it) and run in other directories.
     let nodes_dir = std::path::absolute(dir.join("nodes")).context("resolving the run directory")?;
     let faults = fault_sets(test)?;
+    // Spare slots are laid out like the nodes' (ports, namespace) and join later.
+    let places = test.nodes + test.spare_nodes;
     let (mut layout, network) = match test.env.as_str() {
         "netns" => {
-            let ids: Vec<u64> = (1..=test.nodes as u64).collect();
+            let ids: Vec<u64> = (1..=places as u64).collect();
             let net = Network::create(&run_id(dir), &ids).context("building the run's network")?;
-            (Layout::netns(&net, test.nodes, &nodes_dir), Some(Arc::new(net)))
+            (Layout::netns(&net, places, &nodes_dir), Some(Arc::new(net)))
         }
-        _ => (Layout::local(test.nodes, &nodes_dir).context("reserving ports")?, None),
+        _ => (Layout::local(places, &nodes_dir).context("reserving ports")?, None),
     };
+    layout = layout.with_spares(test.spare_nodes);
     if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::needs_clock)) {
         layout = layout.with_clocks().context("creating the clock control files")?;
     }
     let registration = systems::by_name(&test.system)?;
     let sut = (registration.build)(test, &layout, PathBuf::from(&test.broker_binary))?;
     let system: Arc<dyn System> = sut.system.clone();
+    let clock = RunClock::default();
     let mut nemeses: Vec<Box<dyn Nemesis>> = vec![
         Box::new(NetNemesis::new(system.clone(), network.clone())),
         Box::new(ClockNemesis::new(system.clone(), layout.clocks.clone())),
         Box::new(ProcessNemesis::new(system.clone())),
+        Box::new(MembershipNemesis::new(system.clone(), Some(dir.join(store::CATCHUP)), clock.clone())),
     ];
     if let Some(to) = &test.upgrade_binary {
         nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
-    Ok(Cluster { sut, network, nemesis, faults })
+    Ok(Cluster { sut, network, nemesis, faults, clock })
 }
 
 /// Ctrl-C: the first heals, stops the nodes and still checks what was recorded; the second
@@ -117,7 +127,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
     std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
-    let Cluster { sut, network, nemesis, faults } = build_cluster(&test, &dir)?;
+    let Cluster { sut, network, nemesis, faults, clock } = build_cluster(&test, &dir)?;
     let (interrupt, interrupts) = watch_interrupts();
     let mut info = RunInfo::default();
     let outcome = match sut.system.setup().await {
@@ -127,7 +137,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
                 test.broker_version = s.version.clone();
             }
             write_test(&dir, &test)?;
-            drive(&test, opts, &sut, nemesis, faults, &dir, interrupt).await
+            drive(&test, opts, &sut, (nemesis, faults, clock), &dir, interrupt).await
         }
     };
     if !dir.join(store::TEST).exists() {
@@ -170,13 +180,13 @@ async fn drive(
     test: &Test,
     opts: &Options,
     sut: &Sut,
-    nemesis: Box<dyn Nemesis>,
-    faults: Vec<FaultSet>,
+    (nemesis, faults, clock): (Box<dyn Nemesis>, Vec<FaultSet>, RunClock),
     dir: &Path,
     interrupt: watch::Receiver<bool>,
 ) -> anyhow::Result<runner::Summary> {
     let generator = workload::by_name(&test.workload)?.generator(test.keys, test.ops_per_key);
     let recorder = Arc::new(Recorder::create(&dir.join(store::HISTORY)).context("creating history.jsonl")?);
+    let _ = clock.set(recorder.origin());
     let plan = Plan {
         seed: test.seed,
         concurrency: test.concurrency,

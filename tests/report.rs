@@ -3,41 +3,10 @@
 
 mod common;
 
-use common::{ordeal, run_args};
+use common::{load, ordeal, run_args};
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn chromium() -> &'static str {
-    let path = "/usr/bin/chromium";
-    assert!(Path::new(path).exists(), "{path} is missing: scripts/setup.sh installs Debian's chromium");
-    path
-}
-
-/// Loads `url` headless; returns the DOM after scripts ran, and the browser's log.
-fn load(url: &str, profile: &Path) -> (String, String) {
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

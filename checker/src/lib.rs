@@ -8,6 +8,7 @@
 //! * [`formats`]: importers for Jepsen/Knossos EDN, Jepsen etcd console logs and Porcupine kv
 //!   logs, and an EDN exporter;
 //! * [`log`]: anomalies of the broker's partition logs (lost, duplicated, misplaced records);
+//! * [`membership`]: premature and gated promotions, and the voter set during catch-ups;
 //! * [`perf`]: latency and throughput statistics.
 //!
 //! Every checker is a pure function of the history: no clock reads except its own budget, no
@@ -18,6 +19,7 @@ pub mod checker;
 pub mod formats;
 pub mod linear;
 pub mod log;
+pub mod membership;
 pub mod model;
 pub mod perf;
 #[doc(hidden)]

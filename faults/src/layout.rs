@@ -49,6 +49,9 @@ impl Slot {
 pub struct Layout {
     /// One per node, by id.
     pub slots: Vec<Slot>,
+    /// Places for nodes that join later (fresh directory, ports, namespace), ids after the
+    /// nodes'.
+    pub spares: Vec<Slot>,
     /// Each node's libfaketime control file, when clocks can be moved.
     pub clocks: BTreeMap<u64, PathBuf>,
 }
@@ -65,7 +68,7 @@ impl Layout {
                 slot(i as u64 + 1, IpAddr::V4(Ipv4Addr::LOCALHOST), own, dir, None)
             })
             .collect();
-        Ok(Layout { slots, clocks: BTreeMap::new() })
+        Ok(Layout { slots, spares: Vec::new(), clocks: BTreeMap::new() })
     }
 
     /// `n` nodes, each in its namespace of `net`, on fixed ports of its own address.
@@ -73,13 +76,20 @@ impl Layout {
         let slots = (1..=n as u64)
             .map(|id| slot(id, IpAddr::V4(net::node_ip(id)), [7000, 8000, 9000], dir, net.ns_path(id)))
             .collect();
-        Layout { slots, clocks: BTreeMap::new() }
+        Layout { slots, spares: Vec::new(), clocks: BTreeMap::new() }
+    }
+
+    /// Keeps the last `k` slots as spares: nodes that may join later, not started at setup.
+    pub fn with_spares(mut self, k: usize) -> Layout {
+        let at = self.slots.len().saturating_sub(k);
+        self.spares = self.slots.split_off(at);
+        self
     }
 
     /// Starts every node under libfaketime with a control file at offset zero, so that the clock
     /// nemesis can move its clock.
     pub fn with_clocks(mut self) -> io::Result<Layout> {
-        for slot in &mut self.slots {
+        for slot in self.slots.iter_mut().chain(&mut self.spares) {
             std::fs::create_dir_all(&slot.dir)?;
             let control = slot.dir.join("faketime.rc");
             std::fs::write(&control, "+0\n")?;

@@ -16,6 +16,7 @@
 
 mod clock;
 pub mod layout;
+pub mod membership;
 pub mod net;
 mod netem;
 pub mod partition;
@@ -26,10 +27,11 @@ pub mod system;
 mod upgrade;
 
 pub use clock::ClockNemesis;
+pub use membership::{MembershipNemesis, RunClock};
 pub use netem::{LIBFAKETIME, NetNemesis, faketime_env};
 pub use process::ProcessNemesis;
 pub use spec::{Action, FAULTS, FaultSet, FaultSpec, Groups, Shape, SpecError, Target, fault_names};
-pub use system::{GroupState, Leaders, NodeView, Processes, System, SystemError, Upgrade};
+pub use system::{GroupState, Leaders, Member, Members, Membership, NodeView, Processes, System, SystemError, Upgrade};
 pub use upgrade::UpgradeNemesis;
 
 use async_trait::async_trait;

@@ -39,6 +39,14 @@ pub enum Action {
     Upgrade,
     /// The same, but SIGKILL instead of a graceful stop.
     UpgradeKill,
+    /// Starts a fresh node in a spare slot, attaches it as a learner, and samples its catch-up.
+    AddLearner,
+    /// Promotes a learner, with the leader's commit index at that moment as `min_applied_index`.
+    Promote,
+    /// Removes a learner, else a voter that does not lead.
+    Remove,
+    /// Adds a learner, waits until it caught up, promotes it, removes an old voter.
+    Replace,
 }
 
 /// How a partition splits the nodes.
@@ -150,6 +158,10 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("clock-strobe", ClockStrobe, One),
         ("upgrade", Upgrade, One),
         ("upgrade-kill", UpgradeKill, One),
+        ("add-learner", AddLearner, One),
+        ("promote", Promote, One),
+        ("remove", Remove, One),
+        ("replace", Replace, One),
         // Aliases: every name the parser took before the table existed.
         ("kill-one", Kill, One),
         ("kill-node", Kill, One),
@@ -210,6 +222,11 @@ impl FaultSpec {
     /// Whether the fault moves a node to another build.
     pub fn is_upgrade(&self) -> bool {
         matches!(self.action, Action::Upgrade | Action::UpgradeKill)
+    }
+
+    /// Whether the fault changes the membership (it needs spare slots).
+    pub fn is_membership(&self) -> bool {
+        matches!(self.action, Action::AddLearner | Action::Promote | Action::Remove | Action::Replace)
     }
 
     /// Whether the fault stops or freezes processes.

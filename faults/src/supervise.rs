@@ -45,6 +45,18 @@ impl Supervisor {
         lock(&self.binaries).keys().copied().collect()
     }
 
+    /// Supervises one more node (one that joins the cluster), starting on `binary`.
+    pub fn add(&self, node: u64, binary: &Path) {
+        lock(&self.binaries).entry(node).or_insert_with(|| binary.to_path_buf());
+    }
+
+    /// Stops supervising `node` (removed from the cluster), stopping it first.
+    pub async fn forget(&self, node: u64) -> Result<(), SystemError> {
+        self.stop(node).await?;
+        lock(&self.binaries).remove(&node);
+        Ok(())
+    }
+
     fn known(&self, node: u64) -> Result<PathBuf, SystemError> {
         lock(&self.binaries).get(&node).cloned().ok_or(SystemError::UnknownNode(node))
     }

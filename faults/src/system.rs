@@ -3,8 +3,8 @@
 //! [`System`] is what every system can do: start and stop its nodes and say how they are. The
 //! powers only some systems have are separate traits, reached through accessors that return
 //! `None` when the system lacks them: [`Processes`] (kill, pause, resume: any system whose nodes
-//! are local processes), [`Leaders`] (leaders per group, and moving them), and [`Upgrade`]
-//! (restart a node on another binary). The nemeses ask for the power a fault needs and report a
+//! are local processes), [`Leaders`] (leaders per group, and moving them), [`Upgrade`]
+//! (restart a node on another binary) and [`Membership`] (learners joining, promoted, removed). The nemeses ask for the power a fault needs and report a
 //! fault the system cannot take as [`SystemError::Unsupported`].
 //!
 //! What the harness reads of a running cluster is system-neutral: a [`NodeView`] per node with a
@@ -43,6 +43,14 @@ pub enum SystemError {
     /// The cluster did not reach the wanted state within the bound.
     #[error("{0}")]
     NotReady(String),
+    /// The system refused a membership change (definitely: nothing changed), saying why.
+    #[error("node {node}: refused: {reason}")]
+    Refused {
+        /// The node the change was about.
+        node: u64,
+        /// The system's reason, with its figures.
+        reason: String,
+    },
     /// The system does not have the power the operation needs.
     #[error("{system} cannot {power}")]
     Unsupported {
@@ -142,6 +150,10 @@ pub trait System: Send + Sync {
     fn upgrade(&self) -> Option<&dyn Upgrade> {
         self.supervisor().map(|s| s as &dyn Upgrade)
     }
+    /// The power to add learners, promote and remove members, if the system has it.
+    fn membership(&self) -> Option<&dyn Membership> {
+        None
+    }
 }
 
 /// The system's supervisor, or why the operation cannot be done without one.
@@ -176,6 +188,67 @@ pub trait Upgrade: Send + Sync {
     async fn restart_on(&self, node: u64, binary: &Path) -> Result<(), SystemError>;
     /// The binary the node runs (or last ran).
     fn binary(&self, node: u64) -> Option<std::path::PathBuf>;
+}
+
+/// Changing who is a member of the cluster (group 0): nodes join from spare slots of the layout
+/// as learners, are promoted to voters, and are removed. [`System::nodes`] follows the changes:
+/// a joined node is a node, a removed one is not.
+#[async_trait]
+pub trait Membership: Send + Sync {
+    /// The spare slots no node has joined from yet.
+    fn spares(&self) -> Vec<u64>;
+    /// Starts a fresh node in spare slot `node` and attaches it as a learner.
+    async fn add_learner(&self, node: u64) -> Result<(), SystemError>;
+    /// Makes learner `node` a voter if it has applied `min_applied_index` (the system's gate);
+    /// a refusal is [`SystemError::Refused`].
+    async fn promote(&self, node: u64, min_applied_index: u64) -> Result<(), SystemError>;
+    /// Removes member `node` and stops its process.
+    async fn remove(&self, node: u64) -> Result<(), SystemError>;
+    /// The members as the leader sees them.
+    async fn members(&self) -> Result<Members, SystemError>;
+}
+
+/// A cluster's members as its leader sees them, system-neutral.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// The leader that answered.
+    pub leader: u64,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Every voter and learner.
+    pub members: Vec<Member>,
+}
+
+/// One member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its id.
+    pub id: u64,
+    /// Whether it is a learner (else a voter).
+    pub learner: bool,
+    /// The highest index the leader knows it holds.
+    pub match_index: u64,
+    /// The index it reports having applied, when it answered.
+    pub applied_index: Option<u64>,
+    /// Whether the leader is sending it a snapshot right now.
+    pub snapshot: bool,
+}
+
+impl Members {
+    /// The voters' ids.
+    pub fn voters(&self) -> Vec<u64> {
+        self.members.iter().filter(|m| !m.learner).map(|m| m.id).collect()
+    }
+
+    /// The learners' ids.
+    pub fn learners(&self) -> Vec<u64> {
+        self.members.iter().filter(|m| m.learner).map(|m| m.id).collect()
+    }
+
+    /// Member `id`, if it is one.
+    pub fn get(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
 }
 
 /// The leader of `group` that every reachable node agrees on, if any.

@@ -29,6 +29,7 @@
 
 mod history;
 pub mod jsonl;
+pub mod membership;
 mod op;
 mod test;
 

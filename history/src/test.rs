@@ -66,6 +66,13 @@ pub struct Test {
     /// The build the `upgrade` faults move nodes to (the nodes start on `broker_binary`).
     #[serde(default)]
     pub upgrade_binary: Option<String>,
+    /// Places kept for nodes that join during the run (membership faults), beside `nodes`.
+    #[serde(default)]
+    pub spare_nodes: usize,
+    /// The broker compacts its raft log after this many entries (`--snapshot-entries`), so that
+    /// a joining node catches up from a snapshot; `None` leaves the broker's default.
+    #[serde(default)]
+    pub snapshot_entries: Option<u64>,
     /// The system's binary that ran (`ordeal-broker`, `etcd`).
     pub broker_binary: String,
     /// The version the system reported.

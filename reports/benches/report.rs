@@ -43,6 +43,8 @@ fn test(ops: usize) -> Test {
         etcd_reads: "linearizable".into(),
         scenario: None,
         upgrade_binary: None,
+        spare_nodes: 0,
+        snapshot_entries: None,
         broker_binary: "generated".into(),
         broker_version: "generated".into(),
         history_format: 1,

@@ -14,6 +14,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use ordeal_checker::Verdict;
 use ordeal_checker::linear::{Counterexample, OpRef};
 use ordeal_checker::perf::{Digest, FaultLoad, FaultWindow, Stats};
+use ordeal_history::membership::{CatchUpSample, PromoteRecord};
 use ordeal_history::{OpType, Test};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -591,7 +592,42 @@ fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
     }
     let raft = plot::raft_timeline(&status, d, &r.faults).map_err(plot_err)?;
     plots.extend(raft.into_iter().enumerate().map(|(i, plot)| (format!("raft-{i}"), plot)));
+    plots.extend(catch_up_plots(dir, r)?.into_iter().map(|(node, plot)| (format!("catch-up-{node}"), plot)));
     Ok(html! { @for (id, (svg, caption)) in &plots { (figure(id, svg, caption)) } })
+}
+
+/// A plot's SVG and its caption.
+type Plot = (String, String);
+
+/// A catch-up plot per learner, from `catchup.jsonl` and the membership checker's promote
+/// records (none when the run changed no membership).
+fn catch_up_plots(dir: &Path, r: &Results) -> Result<Vec<(u64, Plot)>, ReportError> {
+    let path = dir.join(store::CATCHUP);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Vec::new()) };
+    let samples: Vec<CatchUpSample> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| ReportError::file(&path, format!("line {}: {e}", i + 1))))
+        .collect::<Result<_, _>>()?;
+    let details = r.checkers.iter().find(|c| c.name == "membership").map(|c| &c.details);
+    let records = |key: &str| -> Vec<PromoteRecord> {
+        details.and_then(|d| serde_json::from_value(d[key].clone()).ok()).unwrap_or_default()
+    };
+    let (premature, promotes) = (records("premature"), records("promotes"));
+    let learners: std::collections::BTreeSet<u64> = samples.iter().map(|s| s.node).collect();
+    let mut out = Vec::new();
+    for node in learners {
+        let own: Vec<CatchUpSample> = samples.iter().filter(|s| s.node == node).cloned().collect();
+        let marks: Vec<(&str, &PromoteRecord)> = premature
+            .iter()
+            .map(|p| ("premature", p))
+            .chain(promotes.iter().map(|p| ("gated", p)))
+            .filter(|(_, p)| p.node == node)
+            .collect();
+        let plot = plot::catch_up(node, &own, &marks, &r.faults).map_err(|e| ReportError::file(&path, e))?;
+        out.push((node, plot));
+    }
+    Ok(out)
 }
 
 /// `svg` is inserted as markup: plotters drew it from our own code and escapes the text in it

@@ -5,6 +5,7 @@
 
 use ordeal_checker::perf::{Digest, FaultWindow};
 use ordeal_history::OpType;
+use ordeal_history::membership::{CatchUpSample, PromoteRecord};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
@@ -321,14 +322,7 @@ fn samples(status: &str) -> Vec<Sample> {
                                 n["groups"]
                                     .as_array()
                                     .map(|gs| {
-                                        gs.iter()
-                                            .map(|g| {
-                                                (
-                                                    g["role"].as_str().unwrap_or("?").to_owned(),
-                                                    g["term"].as_u64().unwrap_or(0),
-                                                )
-                                            })
-                                            .collect()
+                                        gs.iter().map(|g| (role(g, id), g["term"].as_u64().unwrap_or(0))).collect()
                                     })
                                     .unwrap_or_default()
                             });
@@ -343,11 +337,22 @@ fn samples(status: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// A node's role in a group's status: `learner` when the group lists it as one (raft itself calls
+/// a learner a follower).
+fn role(group: &Value, id: u64) -> String {
+    let learners = group["learners"].as_array();
+    if learners.is_some_and(|l| l.iter().any(|n| n.as_u64() == Some(id))) {
+        return "learner".into();
+    }
+    group["role"].as_str().unwrap_or("?").to_owned()
+}
+
 fn role_color(role: Option<&str>) -> RGBColor {
     match role {
         Some("leader") => RGBColor(31, 78, 160),
         Some("follower") => RGBColor(158, 196, 235),
         Some("candidate" | "pre-candidate") => INFO,
+        Some("learner") => RGBColor(150, 210, 150),
         Some(_) => RGBColor(200, 200, 200),
         None => RGBColor(90, 90, 90),
     }
@@ -359,7 +364,14 @@ pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result
     let samples = samples(status);
     let groups =
         samples.iter().flat_map(|s| s.nodes.iter()).filter_map(|n| n.1.as_ref().map(Vec::len)).max().unwrap_or(0);
-    let nodes: Vec<u64> = samples.first().map(|s| s.nodes.iter().map(|n| n.0).collect()).unwrap_or_default();
+    // Every node that was ever a member: nodes join and leave with membership changes, and a lane
+    // is empty while its node is not a member.
+    let nodes: Vec<u64> = samples
+        .iter()
+        .flat_map(|s| s.nodes.iter().map(|n| n.0))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if samples.is_empty() || nodes.is_empty() {
         return Ok(Vec::new());
     }
@@ -387,7 +399,8 @@ pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result
             let mut last_leader_term = None;
             for (i, s) in samples.iter().enumerate() {
                 let next = samples.get(i + 1).map_or(end, |n| n.time);
-                for (lane, (_, groups)) in s.nodes.iter().enumerate() {
+                for (id, groups) in &s.nodes {
+                    let lane = nodes.iter().position(|n| n == id).unwrap_or(0);
                     let role = groups.as_ref().map(|gs| gs.get(g).map_or("?", |r| r.0.as_str()));
                     let y = lane as f64;
                     chart
@@ -418,7 +431,89 @@ pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result
             }
             Ok(())
         })?;
-        out.push((chart, format!("Raft group {g}: each node's role over time (dark blue leader, light blue follower, amber candidate, dark grey down), sampled every 250 ms.")));
+        out.push((chart, format!("Raft group {g}: each node's role over time (dark blue leader, light blue follower, green learner, amber candidate, dark grey down, empty while not a member), sampled every 250 ms.")));
     }
     Ok(out)
+}
+
+/// One learner's catch-up: its applied index against the leader's commit index over time, the
+/// samples in which a snapshot was on its way to it as bands, each promote as a line (green
+/// accepted, red refused, labelled), and the faults as bands.
+pub fn catch_up(
+    node: u64,
+    samples: &[CatchUpSample],
+    promotes: &[(&str, &PromoteRecord)],
+    faults: &[FaultWindow],
+) -> Result<(String, String), String> {
+    let times = samples.iter().map(|s| secs(s.time)).chain(promotes.iter().map(|p| secs(p.1.time)));
+    let (t0, t1) = times.fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    let pad = ((t1 - t0) * 0.1).max(0.2);
+    // Room on the right for the last promote's label.
+    let x = (t0 - pad).max(0.0)..(t1 + 3.0 * pad);
+    let indices = samples.iter().flat_map(|s| [s.applied_index, s.leader_commit]).flatten();
+    let gates = promotes.iter().map(|p| p.1.min_applied_index);
+    let max_y = indices.chain(gates).max().unwrap_or(1) as f64 * 1.15 + 1.0;
+    let near: Vec<FaultWindow> = faults
+        .iter()
+        .filter(|f| secs(f.start) <= x.end && f.stop.is_none_or(|s| secs(s) >= x.start))
+        .cloned()
+        .collect();
+    let chart = svg(H, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x.clone(), 0.0..max_y)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("time (s)").y_desc("raft index").draw().map_err(err)?;
+        bands(&mut chart, &near, 0.0, max_y)?;
+        snapshot_bands(&mut chart, samples, max_y)?;
+        for (i, (kind, p)) in promotes.iter().enumerate() {
+            let color = if p.accepted { OK } else { FAIL };
+            let at = secs(p.time);
+            let label = format!(
+                "{kind} promote {} (min {})",
+                if p.accepted { "accepted" } else { "refused" },
+                p.min_applied_index
+            );
+            chart
+                .draw_series(std::iter::once(PathElement::new(vec![(at, 0.0), (at, max_y)], color.stroke_width(2))))
+                .map_err(err)?;
+            let font = ("sans-serif", 12).into_font().color(&color);
+            // Staggered, so that promotes close in time keep their labels apart.
+            let y = max_y * (0.95 - 0.08 * (i % 4) as f64);
+            chart.draw_series(std::iter::once(Text::new(label, (at, y), font))).map_err(err)?;
+        }
+        let applied = samples.iter().filter_map(|s| Some((secs(s.time), s.applied_index? as f64)));
+        let commit = samples.iter().filter_map(|s| Some((secs(s.time), s.leader_commit? as f64)));
+        lines(
+            &mut chart,
+            [("learner applied", BLUE, applied.collect::<Vec<_>>()), ("leader commit", BLACK, commit.collect())],
+        )
+    })?;
+    let caption = format!(
+        "Learner catch-up of node {node}: its applied index (blue) against the leader's commit index (black), sampled every 100 ms; \
+         grey bands: a snapshot on its way to it; green line: promote accepted, red line: premature or refused promote; red bands: faults."
+    );
+    Ok((chart, caption))
+}
+
+/// Grey bands over the samples in which the leader was sending `node` a snapshot.
+fn snapshot_bands(
+    chart: &mut ChartContext<
+        '_,
+        SVGBackend<'_>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    samples: &[CatchUpSample],
+    max_y: f64,
+) -> Result<(), String> {
+    for pair in samples.windows(2).filter(|w| w[0].snapshot == Some(true)) {
+        let band = Rectangle::new(
+            [(secs(pair[0].time), 0.0), (secs(pair[1].time), max_y)],
+            RGBColor(120, 120, 120).mix(0.25).filled(),
+        );
+        chart.draw_series(std::iter::once(band)).map_err(err)?;
+    }
+    Ok(())
 }

@@ -24,6 +24,8 @@ pub const TEST: &str = "test.json";
 pub const HISTORY: &str = "history.jsonl";
 /// Node status samples.
 pub const STATUS: &str = "status.jsonl";
+/// Learner catch-up samples (`ordeal_history::membership::CatchUpSample`, one per line).
+pub const CATCHUP: &str = "catchup.jsonl";
 /// How the run went.
 pub const RUN: &str = "run.json";
 /// The analysis.

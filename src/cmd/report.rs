@@ -32,5 +32,11 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     let path = dir.join(store::TEST);
     let test: Test = store::read_json(&path)?;
     let workload = workload::by_name(&test.workload).with_context(|| path.display().to_string())?;
-    Ok(ordeal_reports::write_all(dir, workload.checkers(&test), workload.writes())?)
+    let mut checkers = workload.checkers(&test);
+    // Membership faults leave their evidence in the nemesis ops, whatever the workload.
+    let faults = crate::execute::fault_sets(&test).with_context(|| path.display().to_string())?;
+    if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::is_membership)) {
+        checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::new()));
+    }
+    Ok(ordeal_reports::write_all(dir, checkers, workload.writes())?)
 }

@@ -52,6 +52,12 @@ fn validate(test: &Test) -> Result<(), String> {
     if any(FaultSpec::is_upgrade).is_some() && test.upgrade_binary.is_none() {
         return Err("upgrade faults need --to BIN, the build to move nodes to".into());
     }
+    if any(FaultSpec::is_membership).is_some() && test.spare_nodes == 0 {
+        return Err("membership faults need --spare-nodes N, places for the nodes that join".into());
+    }
+    if test.nodes + test.spare_nodes > 9 {
+        return Err("--nodes and --spare-nodes together must be at most 9".into());
+    }
     if test.fault_rounds.is_some() && test.nemesis_order != "cycle" {
         return Err("--fault-rounds needs --nemesis-order cycle".into());
     }
@@ -129,6 +135,8 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         started_at: String::new(),
         scenario: args.scenario.clone(),
         upgrade_binary: None,
+        spare_nodes: args.spare_nodes.unwrap_or(0),
+        snapshot_entries: args.snapshot_entries,
     };
     if let Some(to) = &args.to {
         if !to.is_file() {
@@ -139,10 +147,41 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
     match args.scenario.as_deref() {
         None => {}
         Some("rolling-upgrade") => rolling_upgrade(&mut test)?,
-        Some(other) => return Err(bad(format!("--scenario {other:?}: expected rolling-upgrade"))),
+        Some("learner-catchup") => learner_catchup(&mut test),
+        Some(other) => return Err(bad(format!("--scenario {other:?}: expected rolling-upgrade or learner-catchup"))),
+    }
+    let membership = execute::fault_sets(&test).is_ok_and(|f| f.iter().any(|s| s.any(FaultSpec::is_membership)));
+    if args.spare_nodes.is_none() && membership && test.spare_nodes == 0 {
+        test.spare_nodes = 3;
     }
     Ok(test)
 }
+
+/// The learner-catchup preset: a `replace` (a fresh learner attached, caught up, promoted, an
+/// old voter removed) before each of the other faults in turn, for `--fault-rounds` rounds
+/// (default 2), with a spare place per replace and a log compacted early enough that every
+/// learner needs a snapshot.
+fn learner_catchup(test: &mut Test) {
+    let rounds = *test.fault_rounds.get_or_insert(2);
+    test.nemesis.insert(0, "replace".into());
+    test.nemesis_order = "cycle".into();
+    test.spare_nodes = test.spare_nodes.max(rounds);
+    // The rounds end the main phase; the time limit only bounds it, with room for each fault's
+    // own steps (a replace attaches, catches up, promotes and removes).
+    let faults = test.nemesis.len() as f64;
+    let round_s = faults * (test.nemesis_interval_s + test.fault_duration_s + REPLACE_BOUND_S);
+    test.time_limit_s = test.time_limit_s.max(rounds as f64 * round_s);
+    test.snapshot_entries.get_or_insert(LEARNER_SNAPSHOT_ENTRIES);
+    test.name = format!("learner-catchup-{}", test.name);
+}
+
+/// What one fault of the learner-catchup preset may take beyond its interval and duration, for
+/// the time limit that bounds the run.
+const REPLACE_BOUND_S: f64 = 15.0;
+
+/// The learner-catchup preset's `--snapshot-entries`: small, so that the log is compacted
+/// before the first learner joins and it catches up from a snapshot.
+const LEARNER_SNAPSHOT_ENTRIES: u64 = 100;
 
 /// The rolling-upgrade preset: an `upgrade` step before each of the other faults in turn, as
 /// many rounds as there are nodes, so the main phase ends once every node runs the new build.

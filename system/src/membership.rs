@@ -13,6 +13,7 @@
 
 use crate::api::NodeState;
 use crate::client::{Client, ClientOptions};
+use crate::config::Bug;
 use crate::error::BrokerError;
 use crate::fsm::Applied;
 use crate::node::Request;
@@ -316,6 +317,12 @@ pub async fn promote(state: &NodeState, r: PromoteRequest) -> Result<MembershipR
         learner_applied: 0,
         leader_commit: view.commit_index,
     };
+    if state.config.bugs.contains(&Bug::LaxPromote)
+        && !r.skip_catch_up_check
+        && lax_promotable(state, r.group, r.id).await?
+    {
+        return propose(state, r.group, Change::Promote { id: r.id, gate: None }).await;
+    }
     let gate = if r.skip_catch_up_check {
         None
     } else if !view.learners.contains(&r.id) {
@@ -339,6 +346,17 @@ pub async fn promote(state: &NodeState, r: PromoteRequest) -> Result<MembershipR
         })
     };
     propose(state, r.group, Change::Promote { id: r.id, gate }).await
+}
+
+/// `--bug lax-promote`, the one place it acts: the leader judges the learner by what it has
+/// received (its match index, which counts a snapshot as soon as it arrived) rather than by what
+/// it applied, and asks nothing of it, so a learner that has received anything is promoted
+/// without the gate, however far behind it is.
+async fn lax_promotable(state: &NodeState, group: u32, id: u64) -> Result<bool, BrokerError> {
+    let (reply, rx) = oneshot::channel();
+    state.group(group)?.send(Request::Members { reply })?;
+    let view = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+    Ok(view.members.iter().any(|m| m.id == id && m.is_learner && m.match_index > 0))
 }
 
 /// `Admin.RemoveNode`.

@@ -66,3 +66,33 @@ pub fn wait_for_history(store: &Path, what: &str, ready: impl Fn(&str) -> bool) 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn chromium() -> &'static str {
+    let path = "/usr/bin/chromium";
+    assert!(Path::new(path).exists(), "{path} is missing: scripts/setup.sh installs Debian's chromium");
+    path
+}
+
+/// Loads `url` in headless Chromium (installed by `scripts/setup.sh`); returns the DOM after scripts ran, and the browser's log.
+pub fn load(url: &str, profile: &Path) -> (String, String) {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}

@@ -44,6 +44,11 @@ impl Recorder {
         })
     }
 
+    /// The instant the test clock counts from.
+    pub fn origin(&self) -> Instant {
+        self.start
+    }
+
     /// Nanoseconds since the test started.
     pub fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64

@@ -1,12 +1,12 @@
 //! ordeal-broker: its cluster ([`BrokerSystem`], every power: kill and pause, leaders per group,
-//! restart on another binary) and its clients for the register and log workloads.
+//! restart on another binary, membership) and its clients for the register and log workloads.
 
 use super::{Registration, Sut, SutError};
 use crate::client::{Client, ClientFactory, Completion, NoopClients, ok};
 use async_trait::async_trait;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::supervise::Supervisor;
-use ordeal_faults::system::{self, GroupState, Leaders, NodeView, System, SystemError};
+use ordeal_faults::system::{self, GroupState, Leaders, Member, Members, Membership, NodeView, System, SystemError};
 use ordeal_history::{OpType, Test};
 use ordeal_wire::client::{Client as BrokerClient, ClientError, ClientOptions, Suspects};
 use ordeal_wire::config::{Bug, RaftTiming};
@@ -15,9 +15,9 @@ use ordeal_wire::launch::{ClusterSpec, NodeSpec, find_binary};
 use ordeal_wire::pb::broker::PartitionOffset;
 use ordeal_wire::status::NodeStatus;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The topic the log workload uses.
@@ -36,6 +36,7 @@ fn bugs(test: &Test) -> Result<Vec<Bug>, SutError> {
         .collect()
 }
 
+/// The broker's bug names, for errors.
 fn validate(test: &Test) -> Result<(), SutError> {
     bugs(test)?;
     if test.etcd_reads != "linearizable" {
@@ -44,64 +45,192 @@ fn validate(test: &Test) -> Result<(), SutError> {
     Ok(())
 }
 
+/// A node's spec from its slot.
+fn node_spec(s: &ordeal_faults::layout::Slot) -> NodeSpec {
+    NodeSpec {
+        id: s.id,
+        addr: s.addr(0),
+        http: s.addr(1),
+        data_dir: s.dir.join("data"),
+        log: s.log("broker"),
+        netns: s.netns.clone(),
+        env: s.env.clone(),
+    }
+}
+
 fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError> {
-    let nodes = layout
-        .slots
-        .iter()
-        .map(|s| NodeSpec {
-            id: s.id,
-            addr: s.addr(0),
-            http: s.addr(1),
-            data_dir: s.dir.join("data"),
-            log: s.log("broker"),
-            netns: s.netns.clone(),
-            env: s.env.clone(),
-        })
-        .collect();
+    let nodes = layout.slots.iter().map(node_spec).collect();
+    let spares = layout.spares.iter().map(node_spec).collect();
     let timing = RaftTiming {
         tick: Duration::from_millis(test.tick_ms),
         heartbeat_ticks: test.heartbeat_ticks,
         election_ticks: test.election_ticks,
         max_election_ticks: 0,
     };
-    let spec = ClusterSpec { binary, nodes, groups: test.groups, timing, sync: true, bugs: bugs(test)?, env: vec![] };
+    let mut env = vec![];
+    if let Some(n) = test.snapshot_entries {
+        env.push(("ORDEAL_BROKER_SNAPSHOT_ENTRIES".to_string(), n.to_string()));
+    }
+    let spec = ClusterSpec { binary, nodes, groups: test.groups, timing, sync: true, bugs: bugs(test)?, env };
     let timeout = Duration::from_millis(test.op_timeout_ms);
     let clients: Arc<dyn ClientFactory> = match test.workload.as_str() {
         "register" | "log" => Arc::new(BrokerClients::new(spec.peers(), timeout)),
         "noop" => Arc::new(NoopClients),
         other => return Err(SutError::Workload { system: "broker", workload: other.into() }),
     };
-    Ok(Sut { system: Arc::new(BrokerSystem::new(spec)), clients })
+    Ok(Sut { system: Arc::new(BrokerSystem::new(spec, spares)), clients })
 }
+
+/// How long a membership change may take (it probes the node concerned, then commits).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cluster of broker processes.
 pub struct BrokerSystem {
+    /// The initial voters.
     spec: ClusterSpec,
+    /// Places for nodes that join; each started with `--join`.
+    spares: Vec<NodeSpec>,
+    /// The nodes now in the cluster: the initial ones, plus those that joined, less those removed.
+    current: Mutex<BTreeSet<u64>>,
+    /// Spares that have been used (a removed node's place is not used again).
+    used: Mutex<BTreeSet<u64>>,
     processes: Supervisor,
     status: Arc<BrokerClient>,
+    admin: BrokerClient,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl BrokerSystem {
-    /// A cluster as `spec` describes it; nothing runs until [`System::setup`].
-    pub fn new(spec: ClusterSpec) -> Self {
+    /// A cluster as `spec` describes it, with `spares` to join later; nothing runs until
+    /// [`System::setup`].
+    pub fn new(spec: ClusterSpec, spares: Vec<NodeSpec>) -> Self {
         let opts = ClientOptions {
             connect_timeout: Duration::from_millis(200),
             attempt_timeout: Duration::from_millis(500),
             deadline: Duration::from_millis(500),
             ..ClientOptions::default()
         };
-        let status = Arc::new(BrokerClient::new(spec.peers(), opts));
+        let mut everyone = spec.peers();
+        everyone.extend(spares.iter().map(|n| (n.id, n.addr.to_string())));
+        let status = Arc::new(BrokerClient::new(everyone.clone(), opts.clone()));
+        let admin_opts = ClientOptions { attempt_timeout: ADMIN_TIMEOUT, deadline: ADMIN_TIMEOUT, ..opts };
+        let admin = BrokerClient::new(everyone, admin_opts);
         let ids: Vec<u64> = spec.nodes.iter().map(|n| n.id).collect();
-        let launcher = spec.clone();
+        let (launcher, joiners) = (spec.clone(), spares.clone());
         let processes = Supervisor::new(
             &ids,
             &spec.binary,
             Box::new(move |id, binary| {
-                let node = launcher.node(id).ok_or_else(|| std::io::Error::other(format!("no node {id}")))?;
-                Ok(launcher.launch(node, binary))
+                if let Some(node) = launcher.node(id) {
+                    return Ok(launcher.launch(node, binary));
+                }
+                let node = joiners
+                    .iter()
+                    .find(|n| n.id == id)
+                    .ok_or_else(|| std::io::Error::other(format!("no node {id}")))?;
+                Ok(joining(&launcher, node, binary))
             }),
         );
-        BrokerSystem { spec, processes, status }
+        let current = Mutex::new(ids.into_iter().collect());
+        BrokerSystem { spec, spares, current, used: Mutex::default(), processes, status, admin }
+    }
+
+    fn spare(&self, node: u64) -> Result<&NodeSpec, SystemError> {
+        self.spares.iter().find(|n| n.id == node).ok_or(SystemError::UnknownNode(node))
+    }
+
+    /// Waits (bounded) until `node` answers its status.
+    async fn answers(&self, node: u64) -> Result<(), SystemError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.status.status(node).await.is_err() {
+            if let Some(status) = self.processes.exited(node)? {
+                return Err(SystemError::Process { node, message: format!("exited at start with {status}") });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SystemError::NotReady(format!("node {node} did not answer within 15 s of starting")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The launch of a node that joins: `--join`, and an address book of the initial voters and
+/// itself.
+fn joining(initial: &ClusterSpec, node: &NodeSpec, binary: &Path) -> ordeal_wire::launch::Launch {
+    let mut spec = initial.clone();
+    let mut node = node.clone();
+    node.env.push(("ORDEAL_BROKER_JOIN".into(), "true".into()));
+    spec.nodes.push(node.clone());
+    spec.launch(&node, binary)
+}
+
+/// A broker's answer to a membership change, as a system error.
+fn membership_error(node: u64, e: ClientError) -> SystemError {
+    match e {
+        ClientError::Broker {
+            error: error @ (BrokerError::PromoteRefused { .. } | BrokerError::MembershipRefused { .. }),
+            ..
+        } => SystemError::Refused { node, reason: error.to_string() },
+        other => SystemError::Request { node, message: other.to_string() },
+    }
+}
+
+#[async_trait]
+impl Membership for BrokerSystem {
+    fn spares(&self) -> Vec<u64> {
+        let used = lock(&self.used);
+        self.spares.iter().map(|n| n.id).filter(|id| !used.contains(id)).collect()
+    }
+
+    async fn add_learner(&self, node: u64) -> Result<(), SystemError> {
+        let address = self.spare(node)?.addr.to_string();
+        if !lock(&self.used).insert(node) {
+            return Err(SystemError::Refused { node, reason: "its place was used already".into() });
+        }
+        self.processes.add(node, &self.spec.binary);
+        self.processes.start(node)?;
+        self.answers(node).await?;
+        match self.admin.add_learner(0, node, &address).await {
+            Err(e @ ClientError::Broker { .. }) => {
+                self.processes.forget(node).await?;
+                Err(membership_error(node, e))
+            }
+            // Unsure or done: it runs, so it is a node of the cluster either way.
+            other => {
+                lock(&self.current).insert(node);
+                other.map(|_| ()).map_err(|e| membership_error(node, e))
+            }
+        }
+    }
+
+    async fn promote(&self, node: u64, min_applied_index: u64) -> Result<(), SystemError> {
+        self.admin.promote(0, node, min_applied_index, false).await.map(|_| ()).map_err(|e| membership_error(node, e))
+    }
+
+    async fn remove(&self, node: u64) -> Result<(), SystemError> {
+        self.admin.remove_node(0, node).await.map_err(|e| membership_error(node, e))?;
+        lock(&self.current).remove(&node);
+        self.processes.forget(node).await
+    }
+
+    async fn members(&self) -> Result<Members, SystemError> {
+        let r = self.admin.members(0).await.map_err(|e| membership_error(0, e))?;
+        let members = r
+            .members
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                learner: m.is_learner,
+                match_index: m.match_index,
+                applied_index: m.reachable.then_some(m.applied_index),
+                snapshot: m.progress_state == "snapshot",
+            })
+            .collect();
+        Ok(Members { leader: r.leader_id, commit_index: r.commit_index, members })
     }
 }
 
@@ -131,15 +260,16 @@ impl System for BrokerSystem {
     }
 
     fn nodes(&self) -> Vec<u64> {
-        self.spec.nodes.iter().map(|n| n.id).collect()
+        lock(&self.current).iter().copied().collect()
     }
 
     fn addresses(&self) -> BTreeMap<u64, String> {
-        self.spec.peers()
+        let all = self.spec.nodes.iter().chain(&self.spares);
+        all.filter(|n| lock(&self.current).contains(&n.id)).map(|n| (n.id, n.addr.to_string())).collect()
     }
 
     fn log_file(&self, node: u64) -> Option<&Path> {
-        self.spec.node(node).map(|n| n.log.as_path())
+        self.spec.node(node).or_else(|| self.spares.iter().find(|n| n.id == node)).map(|n| n.log.as_path())
     }
 
     async fn setup(&self) -> Result<(), SystemError> {
@@ -170,6 +300,10 @@ impl System for BrokerSystem {
     }
 
     fn leaders(&self) -> Option<&dyn Leaders> {
+        Some(self)
+    }
+
+    fn membership(&self) -> Option<&dyn Membership> {
         Some(self)
     }
 }

@@ -1,0 +1,138 @@
+//! What the membership nemesis records: the evidence of each promotion and catch-up, carried in
+//! the values of its nemesis ops in the history, and the catch-up samples it writes beside the
+//! history (`catchup.jsonl`, one [`CatchUpSample`] per line). Both are read back by the checks
+//! and the report; fields are only ever added, with defaults (`docs/formats.md`).
+
+use serde::{Deserialize, Serialize};
+
+/// The key of a [`PromoteRecord`] in a nemesis op's value.
+pub const PROMOTE: &str = "promote";
+/// The key of the deliberately premature [`PromoteRecord`] in a nemesis op's value.
+pub const PREMATURE: &str = "premature";
+/// The key of a [`CatchUpRecord`] in a nemesis op's value.
+pub const CATCH_UP: &str = "catch_up";
+
+/// One promotion the nemesis asked for, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRecord {
+    /// The learner.
+    pub node: u64,
+    /// The gate asked for: the leader's commit index when the promote was sent.
+    pub min_applied_index: u64,
+    /// The learner's applied index just before (as it reported it), when it answered.
+    pub learner_applied_before: Option<u64>,
+    /// The learner's applied index just after the answer, when it answered: the gate cannot have
+    /// seen more (applied indices only grow).
+    pub learner_applied_after: Option<u64>,
+    /// Whether the learner was paused while the promote was decided (it could apply nothing).
+    #[serde(default)]
+    pub paused: bool,
+    /// Whether the system made it a voter.
+    pub accepted: bool,
+    /// The system's reason for a refusal, or the error.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the answer came, in ns since the run started.
+    #[serde(default)]
+    pub time: u64,
+}
+
+impl PromoteRecord {
+    /// Whether an accepted promote is shown to have missed its gate: the learner's applied index
+    /// right after the answer is still below `min_applied_index`.
+    pub fn missed_gate(&self) -> bool {
+        self.accepted && self.learner_applied_after.is_some_and(|a| a < self.min_applied_index)
+    }
+}
+
+/// One learner's catch-up, from attachment until it had applied what the leader had committed
+/// when it was attached (or the bound ran out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUpRecord {
+    /// The learner.
+    pub node: u64,
+    /// When it was attached, in ns since the run started.
+    pub start: u64,
+    /// The leader's commit index then: the target.
+    pub target_index: u64,
+    /// How long until it had applied the target, in ms; `None` when the bound ran out first.
+    pub promotable_ms: Option<f64>,
+    /// The learner's applied index at the last sample.
+    pub applied_index: u64,
+    /// Whether a snapshot was seen on its way to it.
+    pub snapshot_seen: bool,
+    /// The voter set the leader reported when the catch-up began.
+    pub voters_before: Vec<u64>,
+    /// Every distinct voter set the leader reported during the catch-up.
+    pub voter_sets: Vec<Vec<u64>>,
+    /// Samples taken.
+    pub samples: usize,
+}
+
+impl CatchUpRecord {
+    /// Entries applied per second while catching up, when it caught up.
+    pub fn entries_per_s(&self) -> Option<f64> {
+        self.promotable_ms.filter(|ms| *ms > 0.0).map(|ms| self.target_index as f64 / (ms / 1e3))
+    }
+
+    /// The voter sets that lack a voter of `voters_before`: the quorum shrank while it caught up.
+    pub fn shrunk(&self) -> Vec<&Vec<u64>> {
+        self.voter_sets.iter().filter(|s| self.voters_before.iter().any(|v| !s.contains(v))).collect()
+    }
+}
+
+/// One sample of a learner's catch-up, every ≤ 100 ms while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpSample {
+    /// When, in ns since the run started (the history's clock).
+    pub time: u64,
+    /// The learner.
+    pub node: u64,
+    /// Its applied index, when it answered.
+    pub applied_index: Option<u64>,
+    /// The leader, when one was agreed on.
+    pub leader: Option<u64>,
+    /// The leader's commit index, when it answered.
+    pub leader_commit: Option<u64>,
+    /// Whether the leader was sending it a snapshot; `None` when the leader did not say in time.
+    pub snapshot: Option<bool>,
+    /// The voters, as the leader reported them.
+    pub voters: Vec<u64>,
+    /// The learners, as the leader reported them.
+    pub learners: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_and_shrinks_are_judged_from_the_figures() {
+        let p = PromoteRecord {
+            node: 4,
+            min_applied_index: 100,
+            learner_applied_before: Some(10),
+            learner_applied_after: Some(12),
+            paused: true,
+            accepted: true,
+            reason: None,
+            time: 0,
+        };
+        assert!(p.missed_gate());
+        assert!(!PromoteRecord { accepted: false, ..p.clone() }.missed_gate());
+        assert!(!PromoteRecord { learner_applied_after: Some(100), ..p }.missed_gate());
+        let c = CatchUpRecord {
+            node: 4,
+            start: 0,
+            target_index: 500,
+            promotable_ms: Some(250.0),
+            applied_index: 520,
+            snapshot_seen: true,
+            voters_before: vec![1, 2, 3],
+            voter_sets: vec![vec![1, 2, 3], vec![1, 3]],
+            samples: 3,
+        };
+        assert_eq!(c.entries_per_s(), Some(2000.0));
+        assert_eq!(c.shrunk(), vec![&vec![1, 3]]);
+    }
+}
