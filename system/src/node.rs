@@ -9,7 +9,7 @@
 //! A dedicated thread (not a tokio task) because the fsync blocks; the rest of the node never
 //! waits on this thread except through the channel and reply oneshots.
 
-use crate::config::{NodeConfig, RaftTiming};
+use crate::config::{Bug, NodeConfig, RaftTiming};
 use crate::error::BrokerError;
 use crate::fsm::{Applied, StateMachine};
 use crate::logging::raft_logger;
@@ -19,6 +19,7 @@ use crate::pb::cmd::Command;
 use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
+use crate::version;
 pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
 use protobuf::Message as _;
@@ -35,6 +36,9 @@ use tokio::sync::{oneshot, watch};
 
 /// How many requests may wait for a group's loop before callers are told it is overloaded.
 const QUEUE_CAPACITY: usize = 16 * 1024;
+/// A leader considers raising the cluster version every this many ticks (a gate entry that
+/// was lost with a leadership change is proposed again).
+const GATE_TICKS: usize = 10;
 
 /// The node ids and client addresses of every known peer, for leader hints.
 pub type PeerTable = Arc<RwLock<BTreeMap<u64, String>>>;
@@ -153,7 +157,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     }
     // A joining node starts with no configuration; it learns one from the log or a snapshot.
     let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
-    let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
+    let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone(), ctx.config.release)?;
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
     let cfg = raft_config(ctx.config.id, &ctx.config.timing, applied);
@@ -191,6 +195,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         compacting: false,
         failure: None,
         lag: LagClock::default(),
+        gate_ticks: GATE_TICKS,
     };
     g.learn_addresses(g.node.store().peer_addresses()?);
     g.on_membership_changed();
@@ -285,6 +290,8 @@ struct Group {
     failure: Option<StorageError>,
     /// When the leader's last index reached which value, for peers' lag in time.
     lag: LagClock,
+    /// Ticks until the leader next considers raising the cluster version.
+    gate_ticks: usize,
 }
 
 /// Samples of (last index, when it was reached), one per tick over the last minute: a peer whose
@@ -345,6 +352,7 @@ impl Group {
                 next_tick = (next_tick + self.tick).max(now);
                 self.expire(now);
                 self.record_lag(now);
+                self.maybe_raise_cluster_version();
             }
             self.issue_reads();
             self.on_ready()?;
@@ -410,6 +418,7 @@ impl Group {
         self.next_request_id += 1;
         command.request_id = request_id;
         command.proposer = self.id;
+        command.version = version::command_format(self.sm.cluster_version());
         if let Err(e) = self.node.propose(vec![], command.encode_to_vec()) {
             // Refused before it entered the log (e.g. a leader transfer is under way).
             self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
@@ -420,6 +429,35 @@ impl Group {
         self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
         self.pending_by_index.insert(index, request_id);
         self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply });
+    }
+
+    /// The feature gate, on the leader: once every member of the group runs a release newer
+    /// than the group's cluster version (as their peer envelopes say), propose the minimum of
+    /// their releases as the new one. Never proposes a lower version; `--bug early-feature`
+    /// proposes this node's release without asking the members.
+    fn maybe_raise_cluster_version(&mut self) {
+        self.gate_ticks = self.gate_ticks.saturating_sub(1);
+        if self.gate_ticks > 0 || self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        self.gate_ticks = GATE_TICKS;
+        let own = self.config.release.release;
+        let target = if self.config.bugs.contains(&Bug::EarlyFeature) {
+            own
+        } else {
+            let cs = self.node.raft.prs().conf().to_conf_state();
+            let others = cs.voters.iter().chain(&cs.learners).filter(|m| **m != self.id);
+            others.map(|m| self.transport.peer_release(*m).unwrap_or(0)).fold(own, u32::min)
+        };
+        if target <= self.sm.cluster_version() {
+            return;
+        }
+        let kind = crate::pb::cmd::command::Kind::SetClusterVersion(crate::pb::cmd::SetClusterVersion { version: target });
+        let command = Command { version: version::command_format(target), request_id: 0, proposer: self.id, kind: Some(kind) };
+        match self.node.propose(vec![], command.encode_to_vec()) {
+            Ok(()) => tracing::info!(from = self.sm.cluster_version(), to = target, "proposed a cluster version"),
+            Err(e) => tracing::debug!("cluster version proposal dropped: {e}"),
+        }
     }
 
     fn leader_facts(&self, target: u64) -> LeaderFacts {
@@ -664,7 +702,8 @@ impl Group {
         let index = snap.get_metadata().index;
         self.node.mut_store().apply_snapshot(snap)?;
         // The state machine's caches describe the state that was just replaced.
-        self.sm = StateMachine::new(self.node.store().db().clone(), self.group, self.config.bugs.clone());
+        self.sm =
+            StateMachine::new(self.node.store().db().clone(), self.group, self.config.bugs.clone(), self.config.release)?;
         self.learn_addresses(self.node.store().peer_addresses()?);
         self.on_membership_changed();
         self.metrics.observe_snapshot_installed(started.elapsed());
@@ -753,7 +792,7 @@ impl Group {
                 EntryType::EntryNormal => {
                     let applied = match Command::decode(&e.data[..]) {
                         Ok(command) => {
-                            let applied = self.sm.apply(&mut batch, &command)?;
+                            let applied = self.sm.apply(&mut batch, e.index, &command)?;
                             if command.proposer != self.id {
                                 continue;
                             }
@@ -898,6 +937,7 @@ impl Group {
             voters,
             learners,
             progress,
+            cluster_version: self.sm.cluster_version(),
         };
         self.view.send_if_modified(|old| {
             let changed = *old != view;

@@ -22,7 +22,6 @@
 //! then the marker is deleted. A node that finds a marker at start repeats the switch from the
 //! file, so a crash at any point leaves it either on its old state or on the new one.
 
-use crate::WIRE_VERSION;
 use crate::metrics::Metrics;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
@@ -48,6 +47,9 @@ use tonic::{Status, Streaming};
 
 /// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the chunk stream.
 pub const SNAPSHOT_VERSION: u32 = 1;
+/// The chunk stream has not changed since wire version 1: it is sent as 1, which every release
+/// reads, and received in any version this build speaks.
+const WIRE_VERSION: u32 = 1;
 /// About this many bytes of pairs per chunk.
 pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks queued between reading the checkpoint and the network, on either side.
@@ -360,7 +362,7 @@ pub async fn receive(
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-    if first.wire_version == 0 || first.wire_version > WIRE_VERSION {
+    if first.wire_version == 0 || first.wire_version > crate::version::Release::current().wire_max {
         return Err(Status::failed_precondition(format!(
             "peer protocol version {} is not supported",
             first.wire_version

@@ -39,4 +39,7 @@ pub enum Bug {
     StaleReads,
     /// Forget idempotent-producer state: a retried produce lands twice.
     NoDedupe,
+    /// Switch the cluster to this release's cluster version (and its new formats) as soon as
+    /// this node leads, without waiting until every member supports it.
+    EarlyFeature,
 }
