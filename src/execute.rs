@@ -88,7 +88,7 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
         Box::new(ProcessNemesis::new(system.clone())),
     ];
     if let Some(to) = &test.upgrade_binary {
-        nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(to))));
+        nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(&test.broker_binary), PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
     Ok(Cluster { sut, network, nemesis, faults })

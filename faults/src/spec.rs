@@ -35,6 +35,9 @@ pub enum Action {
     Upgrade,
     /// The same, but SIGKILL instead of a graceful stop.
     UpgradeKill,
+    /// Moves the node upgraded last back to the old build, once per run (later ones do
+    /// nothing); a later `upgrade` moves it forward again.
+    Rollback,
 }
 
 /// How a partition splits the nodes.
@@ -145,6 +148,7 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("clock-strobe", ClockStrobe, One),
         ("upgrade", Upgrade, One),
         ("upgrade-kill", UpgradeKill, One),
+        ("rollback", Rollback, One),
         // Aliases: every name the parser took before the table existed.
         ("kill-one", Kill, One),
         ("kill-node", Kill, One),
@@ -204,7 +208,7 @@ impl FaultSpec {
 
     /// Whether the fault moves a node to another build.
     pub fn is_upgrade(&self) -> bool {
-        matches!(self.action, Action::Upgrade | Action::UpgradeKill)
+        matches!(self.action, Action::Upgrade | Action::UpgradeKill | Action::Rollback)
     }
 
     /// Whether the fault stops or freezes processes.

@@ -32,5 +32,9 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     let path = dir.join(store::TEST);
     let test: Test = store::read_json(&path)?;
     let workload = workload::by_name(&test.workload).with_context(|| path.display().to_string())?;
-    Ok(ordeal_reports::write_all(dir, workload.checkers(&test), workload.writes())?)
+    let mut checkers = workload.checkers(&test);
+    if test.scenario.as_deref() == Some("rolling-upgrade") {
+        checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));
+    }
+    Ok(ordeal_reports::write_all(dir, checkers, workload.writes())?)
 }
