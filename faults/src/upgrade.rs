@@ -108,8 +108,32 @@ impl UpgradeNemesis {
         self.last_upgraded = Some(node);
         // A mixed cluster led by the new build: its messages and entries must suit the old
         // followers (and a feature switched on too early shows at once).
-        let leads = self.next().await?.is_some() && self.move_leader_to(node).await;
-        Ok(json!({"fault": name, "targets": [node], "from": from, "to": to, "catch_up_ms": catch_up_ms, "leads": leads}))
+        let old_remain = self.next().await?.is_some();
+        let leads = old_remain && self.move_leader_to(node).await;
+        // The last step: the cluster version should now rise; wait for it, so that the status
+        // samples show where it settled before the next fault.
+        let gate_ms = if old_remain { None } else { self.wait_cluster_version().await };
+        Ok(json!({
+            "fault": name, "targets": [node], "from": from, "to": to, "catch_up_ms": catch_up_ms, "leads": leads,
+            "cluster_version_ms": gate_ms,
+        }))
+    }
+
+    /// Waits (bounded) until every node reports a cluster version of at least the lowest
+    /// release among them; how long it took, or `None` when the system reports no releases or
+    /// the version did not rise in time (the upgrade checker then says so from the samples).
+    async fn wait_cluster_version(&self) -> Option<f64> {
+        let started = Instant::now();
+        while started.elapsed() < CATCH_UP {
+            let views = self.system.statuses(Duration::from_millis(500)).await;
+            let lowest = views.values().map(|v| v.release).min()??;
+            let versions = || views.values().flat_map(|v| v.groups.iter().map(|g| g.cluster_version));
+            if views.len() == self.system.nodes().len() && versions().all(|c| c >= Some(lowest)) {
+                return Some(started.elapsed().as_secs_f64() * 1e3);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// Hands leadership of group 0 to `node`; whether it took it (a failed transfer is no error:

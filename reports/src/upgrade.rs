@@ -189,18 +189,19 @@ impl UpgradeCheck {
         (out, details)
     }
 
-    /// (the lowest release, the lowest cluster version) at the last sample in which every node
-    /// answered with both.
+    /// (the lowest of the nodes' last reported releases, the highest cluster version reported
+    /// in the last sample that has one): a version once applied is committed, so one node
+    /// reporting it is enough, and a node down at the end is judged by the build it last ran.
     fn final_version(&self) -> Option<(u32, u32)> {
-        self.samples.iter().rev().find_map(|s| {
-            let up: Vec<&NodeSample> = s.nodes.values().filter(|n| n.up).collect();
-            if up.len() < self.nodes.len() {
-                return None;
+        let mut release: BTreeMap<u64, Option<u32>> = BTreeMap::new();
+        for n in self.samples.iter().flat_map(|s| &s.nodes) {
+            if n.1.up {
+                release.insert(*n.0, n.1.release);
             }
-            let release = up.iter().map(|n| n.release).min().flatten()?;
-            let version = up.iter().map(|n| n.cluster_version).min().flatten()?;
-            Some((release, version))
-        })
+        }
+        let lowest = release.values().copied().min().flatten()?;
+        let version = self.samples.iter().rev().find_map(|s| s.nodes.values().filter_map(|n| n.cluster_version).max())?;
+        Some((lowest, version))
     }
 }
 
