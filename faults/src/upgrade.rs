@@ -149,12 +149,16 @@ impl UpgradeNemesis {
     async fn rollback(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
         let name = fault.to_string();
         let Some(node) = self.last_upgraded.filter(|_| !self.rolled_back) else {
-            return Ok(json!({"fault": name, "targets": [], "note": "one rollback per run, and only after an upgrade"}));
+            return Ok(
+                json!({"fault": name, "targets": [], "note": "one rollback per run, and only after an upgrade"}),
+            );
         };
         let from_binary = self.from.clone();
         let (from, catch_up_ms) = self.restart(node, &from_binary, false).await?;
         self.rolled_back = true;
-        Ok(json!({"fault": name, "targets": [node], "from": from, "to": from_binary, "catch_up_ms": catch_up_ms, "rollback": true}))
+        Ok(
+            json!({"fault": name, "targets": [node], "from": from, "to": from_binary, "catch_up_ms": catch_up_ms, "rollback": true}),
+        )
     }
 }
 

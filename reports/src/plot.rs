@@ -479,17 +479,27 @@ pub fn upgrade_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Res
                 };
                 let y = lane as f64;
                 chart
-                    .draw_series(std::iter::once(Rectangle::new([(s.time_s, y + 0.15), (next, y + 0.85)], fill.filled())))
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(s.time_s, y + 0.15), (next, y + 0.85)],
+                        fill.filled(),
+                    )))
                     .map_err(err)?;
             }
         }
         if let Some((version, at)) = flip {
             chart
-                .draw_series(std::iter::once(PathElement::new(vec![(at, 0.0), (at, lanes + 0.1)], FAIL.stroke_width(2))))
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(at, 0.0), (at, lanes + 0.1)],
+                    FAIL.stroke_width(2),
+                )))
                 .map_err(err)?;
             let text = format!("cluster version {version}");
             chart
-                .draw_series(std::iter::once(Text::new(text, (at, lanes + 0.45), ("sans-serif", 12).into_font().color(&FAIL))))
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (at, lanes + 0.45),
+                    ("sans-serif", 12).into_font().color(&FAIL),
+                )))
                 .map_err(err)?;
         }
         let font = ("sans-serif", 13).into_font().color(&BLACK);
@@ -512,6 +522,8 @@ pub fn upgrade_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Res
     };
     Ok(Some((
         chart,
-        format!("Upgrade timeline: each node's build over time (dark grey down); {gate}. Throughput and latency beneath."),
+        format!(
+            "Upgrade timeline: each node's build over time (dark grey down); {gate}. Throughput and latency beneath."
+        ),
     )))
 }

@@ -166,7 +166,9 @@ impl UpgradeCheck {
             let when = all_new.map_or("no step left every node on the new build".into(), |f| {
                 format!("the last node began moving at {f:.1} s")
             });
-            out.push(format!("the cluster switched to version {version} at {at:.1} s, before every node ran the new build ({when})"));
+            out.push(format!(
+                "the cluster switched to version {version} at {at:.1} s, before every node ran the new build ({when})"
+            ));
         }
         let final_version = self.final_version();
         if let Some((expected, found)) = final_version
@@ -200,7 +202,8 @@ impl UpgradeCheck {
             }
         }
         let lowest = release.values().copied().min().flatten()?;
-        let version = self.samples.iter().rev().find_map(|s| s.nodes.values().filter_map(|n| n.cluster_version).max())?;
+        let version =
+            self.samples.iter().rev().find_map(|s| s.nodes.values().filter_map(|n| n.cluster_version).max())?;
         Some((lowest, version))
     }
 }
@@ -242,7 +245,9 @@ impl Checker for UpgradeCheck {
                 "{} steps; cluster version {v} from {at:.1} s, after every node ran the new build; progress after each",
                 self.steps.len()
             ),
-            (None, None) => format!("{} steps, progress after each; no release change reported (no gate)", self.steps.len()),
+            (None, None) => {
+                format!("{} steps, progress after each; no release change reported (no gate)", self.steps.len())
+            }
         };
         details["violations"] = json!(violations);
         Ok(CheckerResult { name: "upgrade".into(), verdict, summary, details })
@@ -257,7 +262,10 @@ mod tests {
         let nodes: serde_json::Map<String, Value> = nodes
             .iter()
             .map(|(id, r, cv)| {
-                (id.to_string(), json!({"up": true, "version": "0.1.0", "release": r, "groups": [{"cluster_version": cv}]}))
+                (
+                    id.to_string(),
+                    json!({"up": true, "version": "0.1.0", "release": r, "groups": [{"cluster_version": cv}]}),
+                )
             })
             .collect();
         json!({"time": t_s * 1_000_000_000, "nodes": nodes}).to_string()
@@ -272,7 +280,13 @@ mod tests {
             nodes: vec![1, 2],
             steps: steps
                 .iter()
-                .map(|(node, start_s, end_s)| Step { node: *node, to: "B".into(), start_s: *start_s, end_s: *end_s, rollback: false })
+                .map(|(node, start_s, end_s)| Step {
+                    node: *node,
+                    to: "B".into(),
+                    start_s: *start_s,
+                    end_s: *end_s,
+                    rollback: false,
+                })
                 .collect(),
             nemesis_start_s: 0.0,
             oks_s: vec![100.0],
@@ -282,10 +296,12 @@ mod tests {
 
     #[test]
     fn the_gate_may_flip_only_once_the_last_node_moved() {
-        let status = [line(1, &[(1, 1, 1), (2, 1, 1)]), line(5, &[(1, 2, 1), (2, 1, 1)]), line(9, &[(1, 2, 2), (2, 2, 2)])];
+        let status =
+            [line(1, &[(1, 1, 1), (2, 1, 1)]), line(5, &[(1, 2, 1), (2, 1, 1)]), line(9, &[(1, 2, 2), (2, 2, 2)])];
         let good = check(&status, &[(1, 2.0, 3.0), (2, 6.0, 8.0)]);
         assert_eq!(good.verdict, Verdict::Valid, "{good:?}");
-        let early = [line(1, &[(1, 1, 1), (2, 1, 1)]), line(5, &[(1, 2, 2), (2, 1, 1)]), line(9, &[(1, 2, 2), (2, 2, 2)])];
+        let early =
+            [line(1, &[(1, 1, 1), (2, 1, 1)]), line(5, &[(1, 2, 2), (2, 1, 1)]), line(9, &[(1, 2, 2), (2, 2, 2)])];
         let bad = check(&early, &[(1, 2.0, 3.0), (2, 6.0, 8.0)]);
         assert_eq!(bad.verdict, Verdict::Invalid);
         assert!(bad.summary.contains("before every node ran the new build"), "{}", bad.summary);

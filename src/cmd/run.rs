@@ -171,7 +171,10 @@ fn upgrade_builds(args: &RunArgs, test: &mut Test, binary: PathBuf) -> anyhow::R
     }
     let release = release_of(&to)?;
     if release < 2 {
-        return Err(bad(format!("--to {} is release {release}, which has no predecessor to emulate; pass --from", to.display())));
+        return Err(bad(format!(
+            "--to {} is release {release}, which has no predecessor to emulate; pass --from",
+            to.display()
+        )));
     }
     let dir = args.store.join(".bin");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -107,7 +107,9 @@ impl StateMachine {
     pub fn new(db: Arc<DB>, group: u32, bugs: BTreeSet<Bug>, release: Release) -> Result<Self, StorageError> {
         let key = keys::state(group, CLUSTER_VERSION, &[]);
         let cluster_version = match db.get(&key)? {
-            Some(v) => v.as_slice().try_into().map(u32::from_be_bytes).map_err(|_| corrupt(&key, "expected 4 bytes"))?,
+            Some(v) => {
+                v.as_slice().try_into().map(u32::from_be_bytes).map_err(|_| corrupt(&key, "expected 4 bytes"))?
+            }
             None => 1,
         };
         if cluster_version > release.release {
@@ -232,8 +234,13 @@ impl StateMachine {
         let offset = self.next_offset(&p.topic, p.partition)?;
         let format = version::storage_format(self.cluster_version);
         let crc32c = if format >= 2 { record_checksum(&p.key, &p.value, p.timestamp_ms) } else { 0 };
-        let record =
-            StoredRecord { version: format, key: p.key.clone(), value: p.value.clone(), timestamp_ms: p.timestamp_ms, crc32c };
+        let record = StoredRecord {
+            version: format,
+            key: p.key.clone(),
+            value: p.value.clone(),
+            timestamp_ms: p.timestamp_ms,
+            crc32c,
+        };
         batch.put(record_key(self.group, &p.topic, p.partition, offset), record.encode_to_vec());
         batch.put(next_offset_key(self.group, &p.topic, p.partition), (offset + 1).to_be_bytes());
         self.next_offsets.insert((p.topic.clone(), p.partition), offset + 1);
@@ -448,7 +455,11 @@ mod tests {
     }
 
     fn set_cluster_version(version: u32) -> Command {
-        Command { version: 2, kind: Some(Kind::SetClusterVersion(cmd::SetClusterVersion { version })), ..Default::default() }
+        Command {
+            version: 2,
+            kind: Some(Kind::SetClusterVersion(cmd::SetClusterVersion { version })),
+            ..Default::default()
+        }
     }
 
     fn stored(db: &DB, offset: u64) -> StoredRecord {

@@ -1,8 +1,8 @@
 //! `GET /v1/status` (JSON) and `GET /metrics` (Prometheus text).
 
+use crate::BUILD_VERSION;
 use crate::api::NodeState;
 use crate::metrics::Metrics;
-use crate::BUILD_VERSION;
 use crate::version;
 use axum::extract::State;
 use axum::routing::get;

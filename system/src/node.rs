@@ -452,8 +452,10 @@ impl Group {
         if target <= self.sm.cluster_version() {
             return;
         }
-        let kind = crate::pb::cmd::command::Kind::SetClusterVersion(crate::pb::cmd::SetClusterVersion { version: target });
-        let command = Command { version: version::command_format(target), request_id: 0, proposer: self.id, kind: Some(kind) };
+        let kind =
+            crate::pb::cmd::command::Kind::SetClusterVersion(crate::pb::cmd::SetClusterVersion { version: target });
+        let command =
+            Command { version: version::command_format(target), request_id: 0, proposer: self.id, kind: Some(kind) };
         match self.node.propose(vec![], command.encode_to_vec()) {
             Ok(()) => tracing::info!(from = self.sm.cluster_version(), to = target, "proposed a cluster version"),
             Err(e) => tracing::debug!("cluster version proposal dropped: {e}"),
@@ -702,8 +704,12 @@ impl Group {
         let index = snap.get_metadata().index;
         self.node.mut_store().apply_snapshot(snap)?;
         // The state machine's caches describe the state that was just replaced.
-        self.sm =
-            StateMachine::new(self.node.store().db().clone(), self.group, self.config.bugs.clone(), self.config.release)?;
+        self.sm = StateMachine::new(
+            self.node.store().db().clone(),
+            self.group,
+            self.config.bugs.clone(),
+            self.config.release,
+        )?;
         self.learn_addresses(self.node.store().peer_addresses()?);
         self.on_membership_changed();
         self.metrics.observe_snapshot_installed(started.elapsed());

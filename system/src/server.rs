@@ -28,7 +28,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db = open_db_reading(&config.data_dir, config.release.storage_max).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let db = open_db_reading(&config.data_dir, config.release.storage_max)
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
     for g in 0..config.groups {
         snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
     }
@@ -88,7 +89,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 RaftService::new(config.id, groups.clone(), peers_stopped, inbox)
                     .with_versions(config.release, ctx.transport.releases()),
             )
-                .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
+            .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
         )
         // Nagle's algorithm with delayed ACKs would add 40 ms to small replies.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {

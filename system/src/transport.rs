@@ -16,12 +16,12 @@
 //! sender's release; the receiver keeps the latest per peer while the stream lasts
 //! ([`PeerReleases`]), which is what a leader's feature gate reads.
 
-use crate::version::Release;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
 use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
 use crate::snapshot;
+use crate::version::Release;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;

@@ -121,12 +121,7 @@ mod tests {
         assert_eq!(c.release, RELEASE);
         let expect = format!(
             "release {}; wire {}-{}; storage 1-{}; commands 1-{}; emulates release {}",
-            c.release,
-            c.wire_min,
-            c.wire_max,
-            c.storage_max,
-            c.command_max,
-            RELEASES[0].release
+            c.release, c.wire_min, c.wire_max, c.storage_max, c.command_max, RELEASES[0].release
         );
         assert!(LONG_VERSION.contains(&expect), "{LONG_VERSION} vs {expect}");
     }
