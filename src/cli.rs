@@ -67,12 +67,18 @@ pub struct RunArgs {
     /// tries one premature promote that must be refused.
     #[arg(long)]
     pub scenario: Option<String>,
-    /// rolling-upgrade: the build the nodes start on (default: as --broker).
+    /// rolling-upgrade: the build the nodes start on (default: the --to build emulating its
+    /// previous release, `--emulate-version`).
     #[arg(long, value_name = "BIN")]
     pub from: Option<PathBuf>,
-    /// rolling-upgrade (or any `upgrade` fault): the build the nodes move to.
+    /// rolling-upgrade (or any `upgrade` fault): the build the nodes move to (rolling-upgrade's
+    /// default: as --broker).
     #[arg(long, value_name = "BIN")]
     pub to: Option<PathBuf>,
+    /// rolling-upgrade: after the first node moved, move it back to the --from build once (a
+    /// later step moves it forward again).
+    #[arg(long)]
+    pub rollback: bool,
     /// The system under test: `broker` (ordeal-broker) or `etcd` (etcd 3.4, from Debian's
     /// etcd-server).
     #[arg(long, default_value = "broker")]

@@ -98,7 +98,7 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
         Box::new(MembershipNemesis::new(system.clone(), Some(dir.join(store::CATCHUP)), clock.clone())),
     ];
     if let Some(to) = &test.upgrade_binary {
-        nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(to))));
+        nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(&test.broker_binary), PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
     Ok(Cluster { sut, network, nemesis, faults, clock })

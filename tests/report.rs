@@ -70,3 +70,54 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+/// A rolling upgrade from the emulated predecessor to this build, one node rolled back on the
+/// way, leader kills between the steps: valid, the gate flipped only after the last step, and
+/// the upgrade timeline renders in Chromium.
+#[test]
+fn a_rolling_upgrade_with_a_rollback_is_valid_and_its_timeline_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (code, out, err) = ordeal(&[
+        "run",
+        "--scenario",
+        "rolling-upgrade",
+        "--rollback",
+        "--nemesis",
+        "kill-leader",
+        "--env",
+        "local",
+        "--rate",
+        "300",
+        "--time-limit",
+        "120",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1",
+        "--store",
+        store.to_str().unwrap(),
+        "--no-progress",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let results = common::json(&store.join("latest/results.json"));
+    let upgrade = results["checkers"].as_array().unwrap().iter().find(|c| c["name"] == "upgrade").unwrap();
+    let d = &upgrade["details"];
+    assert_eq!(upgrade["verdict"], "valid", "{upgrade}");
+    let steps = d["steps"].as_array().unwrap();
+    assert_eq!(steps.iter().filter(|s| s["rollback"] == true).count(), 1, "one rollback: {steps:?}");
+    assert_eq!(steps.len(), 5, "three upgrades, one rollback, the rolled-back node again: {steps:?}");
+    assert!(d["gate"]["at_s"].as_f64().unwrap() >= d["every_node_new_from_s"].as_f64().unwrap(), "{d}");
+    assert_eq!(d["final"]["cluster_version"], 2);
+
+    let report = std::fs::canonicalize(store.join("latest/report.html")).unwrap();
+    let (dom, _) = load(&format!("file://{}", report.display()), &dir.path().join("profile"));
+    let at = dom.find("<figure class=\"plot\" id=\"upgrade\">").expect("the upgrade timeline is drawn");
+    let figure = &dom[at..at + dom[at..].find("</figure>").unwrap()];
+    assert!(figure.matches("<rect").count() > 20, "lanes are drawn");
+    assert!(figure.contains("release 1") && figure.contains("release 2") && figure.contains("cluster version 2"));
+    let next = &dom[at + figure.len()..];
+    assert!(next.find("id=\"throughput\"") < next.find("id=\"quantiles\""), "throughput right beneath");
+}

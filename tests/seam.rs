@@ -193,3 +193,43 @@ fn a_rolling_upgrade_to_a_broken_build_is_caught() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("cannot be linearized"), "{out}");
 }
+
+/// A candidate that switches the new format on before every node reads it: the old nodes stop
+/// with the reason, and the run is invalid with that evidence.
+#[test]
+fn an_early_feature_gate_is_caught_with_the_refusal_as_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (code, out, err) = ordeal(&[
+        "run",
+        "--scenario",
+        "rolling-upgrade",
+        "--bug",
+        "early-feature",
+        "--nemesis",
+        "kill-leader",
+        "--env",
+        "local",
+        "--rate",
+        "300",
+        "--time-limit",
+        "120",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1",
+        "--store",
+        store.to_str().unwrap(),
+        "--no-progress",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("upgrade          invalid"), "{out}");
+    let results = json(&store.join("latest/results.json"));
+    let upgrade = results["checkers"].as_array().unwrap().iter().find(|c| c["name"] == "upgrade").unwrap().clone();
+    let refusals = upgrade["details"]["refusals"].as_array().unwrap();
+    assert!(refusals.iter().any(|r| r.as_str().unwrap().contains("this build reads up to 1")), "{upgrade}");
+    let report = std::fs::read_to_string(store.join("latest/report.html")).unwrap();
+    assert!(report.contains("this build reads up to 1"), "the report shows the refusal");
+}

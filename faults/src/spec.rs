@@ -47,6 +47,9 @@ pub enum Action {
     Remove,
     /// Adds a learner, waits until it caught up, promotes it, removes an old voter.
     Replace,
+    /// Moves the node upgraded last back to the old build, once per run (later ones do
+    /// nothing); a later `upgrade` moves it forward again.
+    Rollback,
 }
 
 /// How a partition splits the nodes.
@@ -162,6 +165,7 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("promote", Promote, One),
         ("remove", Remove, One),
         ("replace", Replace, One),
+        ("rollback", Rollback, One),
         // Aliases: every name the parser took before the table existed.
         ("kill-one", Kill, One),
         ("kill-node", Kill, One),
@@ -221,7 +225,7 @@ impl FaultSpec {
 
     /// Whether the fault moves a node to another build.
     pub fn is_upgrade(&self) -> bool {
-        matches!(self.action, Action::Upgrade | Action::UpgradeKill)
+        matches!(self.action, Action::Upgrade | Action::UpgradeKill | Action::Rollback)
     }
 
     /// Whether the fault changes the membership (it needs spare slots).

@@ -82,6 +82,10 @@ pub struct GroupState {
     /// Non-voting members.
     #[serde(default)]
     pub learners: Vec<u64>,
+    /// The cluster version the group agreed on, where the system has one (the feature gate of
+    /// a rolling upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_version: Option<u32>,
 }
 
 /// One node's state: the build it runs and its groups.
@@ -91,6 +95,10 @@ pub struct NodeView {
     pub id: u64,
     /// The build version it reports.
     pub version: String,
+    /// The release whose formats and features it uses, where the system numbers them (an
+    /// emulated older release shows here, not in `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<u32>,
     /// Its wall clock when it answered, in ms since the Unix epoch, where it reports one (shows
     /// clock faults).
     pub time_ms: Option<u64>,

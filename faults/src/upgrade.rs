@@ -1,14 +1,17 @@
 //! The upgrade nemesis: a rolling upgrade, one node per fault. Each `upgrade` moves the next
 //! node still on the old build to the new one (followers first, the leader last), after handing
-//! its leadership away, and waits until it has caught up; a node stays upgraded (nothing to
-//! heal). Faults of the other nemeses run between and beside the steps.
+//! its leadership away, waits until it has caught up, and, while old nodes remain, hands it the
+//! leadership, so that a new build leads old followers; a node stays upgraded (nothing to
+//! heal). One `rollback` per run moves the node upgraded last back to the old build (a later
+//! `upgrade` moves it forward again). Faults of the other nemeses run between and beside the
+//! steps.
 
 use crate::system::{self, System, SystemError};
 use crate::{Action, FaultSpec, Nemesis, NemesisError};
 use async_trait::async_trait;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +21,17 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 /// The upgrade nemesis.
 pub struct UpgradeNemesis {
     system: Arc<dyn System>,
+    from: PathBuf,
     to: PathBuf,
+    /// The node the last `upgrade` moved.
+    last_upgraded: Option<u64>,
+    rolled_back: bool,
 }
 
 impl UpgradeNemesis {
-    /// Moves nodes of `system` to `to`, one per fault.
-    pub fn new(system: Arc<dyn System>, to: PathBuf) -> Self {
-        UpgradeNemesis { system, to }
+    /// Moves nodes of `system` from `from` to `to`, one per fault.
+    pub fn new(system: Arc<dyn System>, from: PathBuf, to: PathBuf) -> Self {
+        UpgradeNemesis { system, from, to, last_upgraded: None, rolled_back: false }
     }
 
     fn unsupported(&self, power: &'static str) -> NemesisError {
@@ -41,10 +48,11 @@ impl UpgradeNemesis {
         Ok(old.first().map(|n| (*n, leader)))
     }
 
-    /// Hands leadership of group 0 from `node` to another node, and waits (bounded) until it moved.
-    async fn move_leader_away(&self, node: u64) -> Result<(), NemesisError> {
+    /// Hands leadership of group 0 from `node` to `to` (another node when `None`), and waits
+    /// (bounded) until it moved.
+    async fn move_leader(&self, node: u64, to: Option<u64>) -> Result<(), NemesisError> {
         let Some(leaders) = self.system.leaders() else { return Ok(()) };
-        let Some(to) = self.system.nodes().into_iter().find(|n| *n != node) else { return Ok(()) };
+        let Some(to) = to.or_else(|| self.system.nodes().into_iter().find(|n| *n != node)) else { return Ok(()) };
         leaders.transfer_leader(node, 0, to).await?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while system::leader(&*self.system, 0).await == Some(node) && Instant::now() < deadline {
@@ -74,6 +82,86 @@ impl UpgradeNemesis {
         }
         Err(SystemError::NotReady(format!("node {node} did not catch up within {CATCH_UP:?} of its upgrade")).into())
     }
+
+    /// Moves `node` to `binary`: leadership away first, SIGKILL first with `kill`, then the
+    /// restart and the catch-up. Returns the binary it left and the catch-up time.
+    async fn restart(&self, node: u64, binary: &Path, kill: bool) -> Result<(Option<PathBuf>, f64), NemesisError> {
+        if system::leader(&*self.system, 0).await == Some(node) && self.system.nodes().len() > 1 {
+            self.move_leader(node, None).await?;
+        }
+        let power = self.system.upgrade().ok_or_else(|| self.unsupported("restart on another binary"))?;
+        let from = power.binary(node);
+        if kill {
+            self.system.processes().ok_or_else(|| self.unsupported("kill"))?.kill(node).await?;
+        }
+        power.restart_on(node, binary).await?;
+        Ok((from, self.catch_up(node).await?))
+    }
+
+    async fn upgrade(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
+        let name = fault.to_string();
+        let Some((node, _)) = self.next().await? else {
+            return Ok(
+                json!({"fault": name, "targets": [], "to": self.to, "note": "every node runs the new build", "down": []}),
+            );
+        };
+        let to = self.to.clone();
+        let (from, catch_up_ms) = self.restart(node, &to, fault.action == Action::UpgradeKill).await?;
+        self.last_upgraded = Some(node);
+        // A mixed cluster led by the new build: its messages and entries must suit the old
+        // followers (and a feature switched on too early shows at once).
+        let old_remain = self.next().await?.is_some();
+        let leads = old_remain && self.move_leader_to(node).await;
+        // The last step: the cluster version should now rise; wait for it, so that the status
+        // samples show where it settled before the next fault.
+        let gate_ms = if old_remain { None } else { self.wait_cluster_version().await };
+        Ok(json!({
+            "fault": name, "targets": [node], "from": from, "to": to, "catch_up_ms": catch_up_ms, "leads": leads,
+            "cluster_version_ms": gate_ms, "down": [],
+        }))
+    }
+
+    /// Waits (bounded) until every node reports a cluster version of at least the lowest
+    /// release among them; how long it took, or `None` when the system reports no releases or
+    /// the version did not rise in time (the upgrade checker then says so from the samples).
+    async fn wait_cluster_version(&self) -> Option<f64> {
+        let started = Instant::now();
+        while started.elapsed() < CATCH_UP {
+            let views = self.system.statuses(Duration::from_millis(500)).await;
+            let lowest = views.values().map(|v| v.release).min()??;
+            let versions = || views.values().flat_map(|v| v.groups.iter().map(|g| g.cluster_version));
+            if views.len() == self.system.nodes().len() && versions().all(|c| c >= Some(lowest)) {
+                return Some(started.elapsed().as_secs_f64() * 1e3);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Hands leadership of group 0 to `node`; whether it took it (a failed transfer is no error:
+    /// the step's purpose, the upgrade, is done).
+    async fn move_leader_to(&self, node: u64) -> bool {
+        let Some(leader) = system::leader(&*self.system, 0).await else { return false };
+        if leader != node && self.move_leader(leader, Some(node)).await.is_err() {
+            return false;
+        }
+        system::leader(&*self.system, 0).await == Some(node)
+    }
+
+    async fn rollback(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
+        let name = fault.to_string();
+        let Some(node) = self.last_upgraded.filter(|_| !self.rolled_back) else {
+            return Ok(
+                json!({"fault": name, "targets": [], "note": "one rollback per run, and only after an upgrade", "down": []}),
+            );
+        };
+        let from_binary = self.from.clone();
+        let (from, catch_up_ms) = self.restart(node, &from_binary, false).await?;
+        self.rolled_back = true;
+        Ok(
+            json!({"fault": name, "targets": [node], "from": from, "to": from_binary, "catch_up_ms": catch_up_ms, "rollback": true, "down": []}),
+        )
+    }
 }
 
 #[async_trait]
@@ -83,25 +171,10 @@ impl Nemesis for UpgradeNemesis {
     }
 
     async fn start(&mut self, fault: &FaultSpec, _rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
-        let name = fault.to_string();
-        let Some((node, leader)) = self.next().await? else {
-            return Ok(
-                json!({"fault": name, "targets": [], "to": self.to, "note": "every node runs the new build", "down": []}),
-            );
-        };
-        if leader == Some(node) && self.system.nodes().len() > 1 {
-            self.move_leader_away(node).await?;
+        match fault.action {
+            Action::Rollback => self.rollback(fault).await,
+            _ => self.upgrade(fault).await,
         }
-        let power = self.system.upgrade().ok_or_else(|| self.unsupported("restart on another binary"))?;
-        let from = power.binary(node);
-        if fault.action == Action::UpgradeKill {
-            self.system.processes().ok_or_else(|| self.unsupported("kill"))?.kill(node).await?;
-        }
-        power.restart_on(node, &self.to).await?;
-        let catch_up_ms = self.catch_up(node).await?;
-        Ok(
-            json!({"fault": name, "targets": [node], "from": from, "to": self.to, "catch_up_ms": catch_up_ms, "down": []}),
-        )
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {

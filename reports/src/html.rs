@@ -587,6 +587,11 @@ fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
         ("quantiles".to_owned(), plot::quantiles(d, &r.faults).map_err(plot_err)?),
         ("throughput".to_owned(), plot::throughput(d, &r.faults).map_err(plot_err)?),
     ];
+    // A rolling upgrade: its timeline first, with throughput and latency right beneath it.
+    if let Some(upgrade) = plot::upgrade_timeline(&status, d, &r.faults).map_err(plot_err)? {
+        plots.rotate_right(1);
+        plots.insert(0, ("upgrade".to_owned(), upgrade));
+    }
     if !r.faults.is_empty() {
         plots.push(("gaps".to_owned(), plot::gaps(&r.faults).map_err(plot_err)?));
     }

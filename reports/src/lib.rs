@@ -4,6 +4,8 @@
 //! * [`results`]: analysing a run directory (every checker, statistics, fault windows) into
 //!   `results.json`, whose schema is a compatibility promise (`docs/results.md`);
 //! * [`junit`], [`summary`]: `junit.xml` and `summary.md` for CI;
+//! * [`upgrade`]: the rolling-upgrade checks (the feature gate, the final cluster version,
+//!   progress after every step, refused nodes);
 //! * [`html`]: the self-contained `report.html`, the store's `index.html`, and `ordeal gate`'s
 //!   `gate.html`;
 //! * [`gate`]: `gate.json`, what the gate decided and on what evidence.
@@ -19,6 +21,7 @@ mod plot;
 pub mod results;
 pub mod store;
 pub mod summary;
+pub mod upgrade;
 
 use std::path::Path;
 

@@ -517,3 +517,108 @@ fn snapshot_bands(
     }
     Ok(())
 }
+
+/// Colours of the builds in the upgrade timeline, in order of appearance.
+const BUILD_COLORS: [RGBColor; 4] =
+    [RGBColor(158, 196, 235), RGBColor(46, 139, 87), RGBColor(230, 159, 0), RGBColor(148, 103, 189)];
+
+/// A node's build as the upgrade timeline names it: the release where it reports one.
+fn build_label(n: &crate::upgrade::NodeSample) -> String {
+    match n.release {
+        Some(r) => format!("{} release {r}", n.version),
+        None => n.version.clone(),
+    }
+}
+
+/// Which node ran which build when: a lane per node coloured by build (down in dark grey), the
+/// moment the cluster version switched marked; `None` when the nodes never changed builds.
+pub fn upgrade_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result<Option<(String, String)>, String> {
+    let samples = crate::upgrade::samples(status);
+    let mut labels: Vec<String> = Vec::new();
+    for n in samples.iter().flat_map(|s| s.nodes.values()).filter(|n| n.up) {
+        let l = build_label(n);
+        if !labels.contains(&l) {
+            labels.push(l);
+        }
+    }
+    let nodes: Vec<u64> = samples.first().map(|s| s.nodes.keys().copied().collect()).unwrap_or_default();
+    if labels.len() < 2 || nodes.is_empty() {
+        return Ok(None);
+    }
+    let flip = crate::upgrade::gate_flip(&samples);
+    let end = secs(d.end).max(samples.last().map_or(0.0, |s| s.time_s)).max(0.001);
+    let color = |l: &str| BUILD_COLORS[labels.iter().position(|x| x == l).unwrap_or(0) % BUILD_COLORS.len()];
+    let lanes = nodes.len() as f64;
+    let chart = svg(110 + 40 * nodes.len() as u32, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-end * 0.06..end, 0.0..lanes + 0.8)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("node")
+            .y_label_formatter(&|_| String::new())
+            .disable_y_mesh()
+            .draw()
+            .map_err(err)?;
+        bands(&mut chart, faults, 0.0, lanes)?;
+        for (i, s) in samples.iter().enumerate() {
+            let next = samples.get(i + 1).map_or(end, |n| n.time_s);
+            for (lane, node) in nodes.iter().enumerate() {
+                let fill = match s.nodes.get(node).filter(|n| n.up) {
+                    Some(n) => color(&build_label(n)),
+                    None => RGBColor(90, 90, 90),
+                };
+                let y = lane as f64;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(s.time_s, y + 0.15), (next, y + 0.85)],
+                        fill.filled(),
+                    )))
+                    .map_err(err)?;
+            }
+        }
+        if let Some((version, at)) = flip {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(at, 0.0), (at, lanes + 0.1)],
+                    FAIL.stroke_width(2),
+                )))
+                .map_err(err)?;
+            let text = format!("cluster version {version}");
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (at, lanes + 0.45),
+                    ("sans-serif", 12).into_font().color(&FAIL),
+                )))
+                .map_err(err)?;
+        }
+        let font = ("sans-serif", 13).into_font().color(&BLACK);
+        for (lane, node) in nodes.iter().enumerate() {
+            let at = (-end * 0.055, lane as f64 + 0.6);
+            chart.plotting_area().draw(&Text::new(format!("n{node}"), at, font.clone())).map_err(err)?;
+        }
+        for (i, l) in labels.iter().enumerate() {
+            let x = end * (0.02 + 0.3 * i as f64);
+            let swatch = Rectangle::new([(x, lanes + 0.2), (x + end * 0.02, lanes + 0.6)], color(l).filled());
+            chart.draw_series(std::iter::once(swatch)).map_err(err)?;
+            let label = Text::new(l.clone(), (x + end * 0.025, lanes + 0.6), ("sans-serif", 12));
+            chart.draw_series(std::iter::once(label)).map_err(err)?;
+        }
+        Ok(())
+    })?;
+    let gate = match flip {
+        Some((v, at)) => format!("the red line marks the cluster switching to version {v} at {at:.1} s"),
+        None => "the cluster version never changed".into(),
+    };
+    Ok(Some((
+        chart,
+        format!(
+            "Upgrade timeline: each node's build over time (dark grey down); {gate}. Throughput and latency beneath."
+        ),
+    )))
+}

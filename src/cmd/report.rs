@@ -38,5 +38,8 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::is_membership)) {
         checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::new()));
     }
+    if test.scenario.as_deref() == Some("rolling-upgrade") {
+        checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));
+    }
     Ok(ordeal_reports::write_all(dir, checkers, workload.writes())?)
 }

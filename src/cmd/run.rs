@@ -145,8 +145,9 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         test.upgrade_binary = Some(std::path::absolute(to)?.display().to_string());
     }
     match args.scenario.as_deref() {
+        None if args.rollback => return Err(bad("--rollback belongs to --scenario rolling-upgrade")),
         None => {}
-        Some("rolling-upgrade") => rolling_upgrade(&mut test)?,
+        Some("rolling-upgrade") => rolling_upgrade(&mut test, args.rollback),
         Some("learner-catchup") => learner_catchup(&mut test),
         Some(other) => return Err(bad(format!("--scenario {other:?}: expected rolling-upgrade or learner-catchup"))),
     }
@@ -184,16 +185,74 @@ const REPLACE_BOUND_S: f64 = 15.0;
 const LEARNER_SNAPSHOT_ENTRIES: u64 = 100;
 
 /// The rolling-upgrade preset: an `upgrade` step before each of the other faults in turn, as
-/// many rounds as there are nodes, so the main phase ends once every node runs the new build.
-fn rolling_upgrade(test: &mut Test) -> anyhow::Result<()> {
-    if test.upgrade_binary.is_none() {
-        return Err(bad("--scenario rolling-upgrade needs --to BIN (and --from BIN, or --broker)"));
-    }
+/// many rounds as there are nodes (one more with a rollback), so the main phase ends once every
+/// node runs the new build.
+fn rolling_upgrade(test: &mut Test, rollback: bool) {
     test.nemesis.insert(0, "upgrade".into());
+    if rollback {
+        test.nemesis.insert(1, "rollback".into());
+    }
     test.nemesis_order = "cycle".into();
-    test.fault_rounds = Some(test.nodes);
+    test.fault_rounds = Some(test.nodes + usize::from(rollback));
     test.name = format!("rolling-upgrade-{}", test.name);
-    Ok(())
+}
+
+/// Rolling-upgrade's builds when not given: B is the system's binary, A the same binary as its
+/// previous release (a wrapper script in the store that sets `ORDEAL_BROKER_EMULATE_VERSION`).
+fn upgrade_builds(args: &RunArgs, test: &mut Test, binary: PathBuf) -> anyhow::Result<PathBuf> {
+    let to = match &test.upgrade_binary {
+        Some(to) => PathBuf::from(to),
+        None => binary.clone(),
+    };
+    test.upgrade_binary = Some(to.display().to_string());
+    if args.from.is_some() {
+        return Ok(binary);
+    }
+    let release = release_of(&to)?;
+    if release < 2 {
+        return Err(bad(format!(
+            "--to {} is release {release}, which has no predecessor to emulate; pass --from",
+            to.display()
+        )));
+    }
+    let dir = args.store.join(".bin");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tag = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        to.hash(&mut h);
+        h.finish() & 0xffff_ffff
+    };
+    let wrapper = dir.join(format!("ordeal-broker-release-{}-{tag:08x}", release - 1));
+    let script = format!(
+        "#!/bin/sh\n# {} behaving as release {} (ordeal run --scenario rolling-upgrade without --from)\nORDEAL_BROKER_EMULATE_VERSION={} exec {} \"$@\"\n",
+        to.display(),
+        release - 1,
+        release - 1,
+        shell_quote(&to.display().to_string())
+    );
+    std::fs::write(&wrapper, script).with_context(|| format!("writing {}", wrapper.display()))?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(wrapper)
+}
+
+/// The release a broker build names in `--version` (`... (release N; ...)`).
+fn release_of(binary: &Path) -> anyhow::Result<u32> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("release ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "{} does not name its release in --version ({:?}); pass --from BIN",
+                binary.display(),
+                text.trim()
+            ))
+        })
 }
 
 /// The test a `test.json` describes; its environment is re-resolved on this machine.
@@ -242,8 +301,11 @@ pub fn prepare(args: &RunArgs) -> anyhow::Result<(Test, Options)> {
         Some(path) => load(path)?,
         None => resolve(args)?,
     };
+    let mut binary = binary(args, &test)?;
+    if args.test.is_none() && test.scenario.as_deref() == Some("rolling-upgrade") {
+        binary = upgrade_builds(args, &mut test, binary)?;
+    }
     validate(&test).map_err(bad)?;
-    let binary = binary(args, &test)?;
     test.broker_binary = binary.display().to_string();
     test.started_at = chrono::Utc::now().to_rfc3339();
     let opts = Options {

@@ -14,8 +14,8 @@ use crate::pb::broker::broker_server::Broker;
 use crate::pb::broker::*;
 use crate::pb::cmd::{self, Command, command::Kind};
 use crate::seeded;
+use crate::shard;
 use crate::storage::StorageError;
-use crate::{STORAGE_VERSION, shard};
 use rocksdb::DB;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,7 +74,8 @@ impl NodeState {
     async fn propose(&self, group: u32, kind: Kind) -> Result<Applied, BrokerError> {
         let _guard = self.admit()?;
         let (reply, rx) = oneshot::channel();
-        let command = Command { version: STORAGE_VERSION, request_id: 0, proposer: self.config.id, kind: Some(kind) };
+        // The loop sets the command format (and the request id) when it proposes.
+        let command = Command { version: 0, request_id: 0, proposer: self.config.id, kind: Some(kind) };
         self.group(group)?.send(Request::Propose { command, reply })?;
         match tokio::time::timeout(self.config.request_timeout, rx).await {
             Ok(Ok(result)) => result,

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     pub bugs: BTreeSet<Bug>,
     /// Membership and log compaction.
     pub membership: MembershipConfig,
+    /// The release whose formats and features this node uses: its own, or an older one under
+    /// `--emulate-version`.
+    pub release: crate::version::Release,
 }
 
 /// How a node joins, how strict promotion is, and when the log is compacted.

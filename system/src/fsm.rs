@@ -7,11 +7,11 @@
 //! RocksDB; the API only calls them after ReadIndex confirmed that this node has applied
 //! everything committed before the read began.
 
-use crate::STORAGE_VERSION;
 use crate::config::Bug;
 use crate::pb::broker::{PartitionOffset, Record};
 use crate::pb::cmd::{self, Command, ProducerState, StoredRecord, command::Kind};
-use crate::storage::{StorageError, decode_u64, keys};
+use crate::storage::{StorageError, decode_u64, keys, storage_format};
+use crate::version::{self, Release};
 use bytes::Bytes;
 use prost::Message;
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
@@ -23,6 +23,8 @@ const NEXT_OFFSET: u8 = b'N';
 const PRODUCERS: u8 = b'Q';
 const CONSUMER_OFFSETS: u8 = b'O';
 const REGISTERS: u8 = b'K';
+/// The group's cluster version (`u32`; absent means 1).
+const CLUSTER_VERSION: u8 = b'V';
 
 /// The result of applying one command, sent to the client that proposed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,19 +95,46 @@ pub struct StateMachine {
     producers: HashMap<(u64, PartitionId), (u64, u64)>,
     /// Register writes of the batch being built, so that later entries in it see them.
     pending_registers: HashMap<Vec<u8>, Option<Bytes>>,
+    /// What this node reads and supports.
+    release: Release,
+    /// The group's cluster version: which formats it writes. Only raised, by `SetClusterVersion`.
+    cluster_version: u32,
 }
 
 impl StateMachine {
-    /// The state machine of `group`.
-    pub fn new(db: Arc<DB>, group: u32, bugs: BTreeSet<Bug>) -> Self {
-        StateMachine {
+    /// The state machine of `group` as release `release` runs it. Refuses a state whose cluster
+    /// version the release does not support (an old build restarted on a newer cluster's data,
+    /// or a snapshot from it), and raises the directory's storage format to the state's.
+    pub fn new(db: Arc<DB>, group: u32, bugs: BTreeSet<Bug>, release: Release) -> Result<Self, StorageError> {
+        let key = keys::state(group, CLUSTER_VERSION, &[]);
+        let cluster_version = match db.get(&key)? {
+            Some(v) => {
+                v.as_slice().try_into().map(u32::from_be_bytes).map_err(|_| corrupt(&key, "expected 4 bytes"))?
+            }
+            None => 1,
+        };
+        if cluster_version > release.release {
+            return Err(StorageError::ClusterTooNew { group, found: cluster_version, supported: release.release });
+        }
+        // A snapshot brings its state's cluster version but not the directory's format marker.
+        if storage_format(&db)? < version::storage_format(cluster_version) {
+            db.put(keys::FORMAT, version::storage_format(cluster_version).to_be_bytes())?;
+        }
+        Ok(StateMachine {
             db,
             group,
             bugs,
             next_offsets: HashMap::new(),
             producers: HashMap::new(),
             pending_registers: HashMap::new(),
-        }
+            release,
+            cluster_version,
+        })
+    }
+
+    /// The group's cluster version.
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
     }
 
     /// The last applied index, as persisted.
@@ -127,8 +156,16 @@ impl StateMachine {
         self.pending_registers.clear();
     }
 
-    /// Applies one command, adding its writes to `batch`.
-    pub fn apply(&mut self, batch: &mut WriteBatch, command: &Command) -> Result<Applied, StorageError> {
+    /// Applies one command, the entry at `index`, adding its writes to `batch`. A command this
+    /// release cannot read is an error that stops the node: skipping it would diverge.
+    pub fn apply(&mut self, batch: &mut WriteBatch, index: u64, command: &Command) -> Result<Applied, StorageError> {
+        if command.version > self.release.command_max {
+            return Err(StorageError::CommandTooNew {
+                index,
+                found: command.version,
+                supported: self.release.command_max,
+            });
+        }
         match &command.kind {
             Some(Kind::Produce(p)) => self.produce(batch, p),
             Some(Kind::CommitOffsets(c)) => {
@@ -148,11 +185,29 @@ impl StateMachine {
                 self.write_register(batch, &c.key, c.value.clone());
                 Ok(Applied::Done)
             }
-            // A command from a newer build that this one cannot interpret. Every replica of
-            // this build skips it identically; a rolling upgrade keeps such features off until
-            // every node understands them.
-            None => Ok(Applied::Rejected("command kind unknown to this build".into())),
+            Some(Kind::SetClusterVersion(v)) => self.set_cluster_version(batch, v.version),
+            // A kind from a newer build: the replicas that know it apply it, so skipping it here
+            // would diverge. The cluster version keeps new kinds off until every member reads them.
+            None => Err(StorageError::UnknownCommand { index, format: command.version }),
         }
+    }
+
+    /// The feature gate: raises the group's cluster version (never lowers it) and the data
+    /// directory's storage format with it, in the same batch.
+    fn set_cluster_version(&mut self, batch: &mut WriteBatch, to: u32) -> Result<Applied, StorageError> {
+        if to > self.release.release {
+            return Err(StorageError::ClusterTooNew { group: self.group, found: to, supported: self.release.release });
+        }
+        if to > self.cluster_version {
+            batch.put(keys::state(self.group, CLUSTER_VERSION, &[]), to.to_be_bytes());
+            let format = version::storage_format(to);
+            if storage_format(&self.db)? < format {
+                batch.put(keys::FORMAT, format.to_be_bytes());
+            }
+            tracing::info!(group = self.group, from = self.cluster_version, to, "cluster version raised");
+            self.cluster_version = to;
+        }
+        Ok(Applied::Done)
     }
 
     fn produce(&mut self, batch: &mut WriteBatch, p: &cmd::Produce) -> Result<Applied, StorageError> {
@@ -173,18 +228,21 @@ impl StateMachine {
         let next = self.next_offset(&p.topic, p.partition)?;
         // Only a leader with `--bug offset-before-commit` assigns offsets (crate::seeded).
         let offset = p.assigned_offset.unwrap_or(next);
+        let format = version::storage_format(self.cluster_version);
+        let crc32c = if format >= 2 { record_checksum(&p.key, &p.value, p.timestamp_ms) } else { 0 };
         let record = StoredRecord {
-            version: STORAGE_VERSION,
+            version: format,
             key: p.key.clone(),
             value: p.value.clone(),
             timestamp_ms: p.timestamp_ms,
+            crc32c,
         };
         batch.put(record_key(self.group, &p.topic, p.partition, offset), record.encode_to_vec());
         let next = next.max(offset + 1);
         batch.put(next_offset_key(self.group, &p.topic, p.partition), next.to_be_bytes());
         self.next_offsets.insert((p.topic.clone(), p.partition), next);
         if dedupe {
-            let st = ProducerState { version: STORAGE_VERSION, sequence: p.sequence, offset };
+            let st = ProducerState { version: format, sequence: p.sequence, offset };
             batch.put(pkey, st.encode_to_vec());
             self.producers.insert(id, (p.sequence, offset));
         }
@@ -244,6 +302,11 @@ pub fn put_consumer_offsets(batch: &mut WriteBatch, group: u32, c: &cmd::CommitO
     }
 }
 
+/// The checksum of a stored record (storage format 2).
+fn record_checksum(key: &[u8], value: &[u8], timestamp_ms: u64) -> u32 {
+    version::crc32c(&[key, value, &timestamp_ms.to_be_bytes()])
+}
+
 fn corrupt(key: &[u8], e: impl ToString) -> StorageError {
     StorageError::Corrupt { key: key.escape_ascii().to_string(), what: e.to_string() }
 }
@@ -290,6 +353,9 @@ pub mod read {
             }
             let offset = decode_u64(&k, &k[prefix.len()..])?;
             let r = StoredRecord::decode(&*v).map_err(|e| corrupt(&k, e))?;
+            if r.version >= 2 && r.crc32c != record_checksum(&r.key, &r.value, r.timestamp_ms) {
+                return Err(corrupt(&k, "record checksum mismatch"));
+            }
             records.push(Record { key: r.key, value: r.value, timestamp_ms: r.timestamp_ms, offset });
         }
         Ok((records, hw))
@@ -326,7 +392,7 @@ mod tests {
 
     fn produce(topic: &str, pid: u64, seq: u64, value: &'static [u8]) -> Command {
         Command {
-            version: STORAGE_VERSION,
+            version: 1,
             request_id: 1,
             proposer: 1,
             kind: Some(Kind::Produce(cmd::Produce {
@@ -358,12 +424,12 @@ mod tests {
     fn offsets_are_dense_and_retries_land_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new(), Release::current()).unwrap();
         let mut b = WriteBatch::default();
         let r: Vec<Applied> =
             [produce("t", 7, 1, b"a"), produce("t", 7, 1, b"a"), produce("t", 0, 0, b"b"), produce("u", 0, 0, b"c")]
                 .iter()
-                .map(|c| sm.apply(&mut b, c).unwrap())
+                .map(|c| sm.apply(&mut b, 1, c).unwrap())
                 .collect();
         db.write(b).unwrap();
         sm.batch_written();
@@ -377,12 +443,12 @@ mod tests {
             ]
         );
         let mut b = WriteBatch::default();
-        let mut fresh = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut fresh = StateMachine::new(db.clone(), 0, BTreeSet::new(), Release::current()).unwrap();
         assert_eq!(
-            fresh.apply(&mut b, &produce("t", 7, 1, b"a")).unwrap(),
+            fresh.apply(&mut b, 1, &produce("t", 7, 1, b"a")).unwrap(),
             Applied::Produced { offset: 0, duplicate: true }
         );
-        assert!(matches!(sm.apply(&mut b, &produce("t", 7, 0, b"a")).unwrap(), Applied::Rejected(_)));
+        assert!(matches!(sm.apply(&mut b, 1, &produce("t", 7, 0, b"a")).unwrap(), Applied::Rejected(_)));
         let (records, hw) = read::fetch(&db, 0, "t", 0, 1, 10).unwrap();
         assert_eq!(hw, 2);
         assert_eq!(records.iter().map(|r| (r.offset, r.value.as_ref())).collect::<Vec<_>>(), vec![(1, &b"b"[..])]);
@@ -392,16 +458,74 @@ mod tests {
     fn cas_sees_earlier_writes_of_its_own_batch() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new(), Release::current()).unwrap();
         let mut b = WriteBatch::default();
-        assert_eq!(sm.apply(&mut b, &cas(b"k", None, b"1")).unwrap(), Applied::Done);
-        assert_eq!(sm.apply(&mut b, &cas(b"k", Some(b"1"), b"2")).unwrap(), Applied::Done);
+        assert_eq!(sm.apply(&mut b, 1, &cas(b"k", None, b"1")).unwrap(), Applied::Done);
+        assert_eq!(sm.apply(&mut b, 1, &cas(b"k", Some(b"1"), b"2")).unwrap(), Applied::Done);
         assert_eq!(
-            sm.apply(&mut b, &cas(b"k", None, b"3")).unwrap(),
+            sm.apply(&mut b, 1, &cas(b"k", None, b"3")).unwrap(),
             Applied::CasMismatch { current: Some(Bytes::from_static(b"2")) }
         );
         db.write(b).unwrap();
         sm.batch_written();
         assert_eq!(read::register(&db, 0, b"k").unwrap(), Some(Bytes::from_static(b"2")));
+    }
+
+    fn set_cluster_version(version: u32) -> Command {
+        Command {
+            version: 2,
+            kind: Some(Kind::SetClusterVersion(cmd::SetClusterVersion { version })),
+            ..Default::default()
+        }
+    }
+
+    fn stored(db: &DB, offset: u64) -> StoredRecord {
+        StoredRecord::decode(&*db.get(record_key(0, "t", 0, offset)).unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_gate_switches_the_record_format_on_once_and_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new(), Release::current()).unwrap();
+        let mut b = WriteBatch::default();
+        sm.apply(&mut b, 1, &produce("t", 0, 0, b"old")).unwrap();
+        assert_eq!(sm.apply(&mut b, 2, &set_cluster_version(2)).unwrap(), Applied::Done);
+        sm.apply(&mut b, 3, &produce("t", 0, 0, b"new")).unwrap();
+        assert_eq!(sm.apply(&mut b, 4, &set_cluster_version(1)).unwrap(), Applied::Done);
+        db.write(b).unwrap();
+        assert_eq!(sm.cluster_version(), 2, "never lowered");
+        assert_eq!((stored(&db, 0).version, stored(&db, 0).crc32c), (1, 0));
+        let new = stored(&db, 1);
+        assert_eq!((new.version, new.crc32c), (2, record_checksum(b"", b"new", 0)));
+        assert_eq!(storage_format(&db).unwrap(), 2);
+        let (records, _) = read::fetch(&db, 0, "t", 0, 0, 10).unwrap();
+        assert_eq!(records.len(), 2, "both formats read back");
+        // A flipped bit in a checksummed record is caught on read.
+        let mut bad = new.clone();
+        bad.value = Bytes::from_static(b"nex");
+        db.put(record_key(0, "t", 0, 1), bad.encode_to_vec()).unwrap();
+        assert!(matches!(read::fetch(&db, 0, "t", 0, 0, 10), Err(StorageError::Corrupt { .. })));
+        // Release 1 refuses to run this state, whether found on disk or arriving in the log.
+        let old = Release::emulate(1).unwrap();
+        let err = StateMachine::new(db.clone(), 0, BTreeSet::new(), old).err().unwrap();
+        assert!(matches!(err, StorageError::ClusterTooNew { found: 2, supported: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn an_old_release_stops_at_a_newer_command_instead_of_skipping_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let old = Release::emulate(1).unwrap();
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new(), old).unwrap();
+        let mut b = WriteBatch::default();
+        let err = sm.apply(&mut b, 7, &set_cluster_version(2)).err().unwrap();
+        assert!(matches!(err, StorageError::CommandTooNew { index: 7, found: 2, supported: 1 }), "{err}");
+        let unknown = Command { version: 1, kind: None, ..Default::default() };
+        let err = sm.apply(&mut b, 8, &unknown).err().unwrap();
+        assert!(matches!(err, StorageError::UnknownCommand { index: 8, .. }), "{err}");
+        // Even a format-1 gate entry above the release is refused (a forged or buggy proposal).
+        let gate = Command { version: 1, ..set_cluster_version(2) };
+        assert!(matches!(sm.apply(&mut b, 9, &gate), Err(StorageError::ClusterTooNew { .. })));
     }
 }

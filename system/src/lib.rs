@@ -12,6 +12,7 @@
 //! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
 //! * [`transport`]: peer streams that never block the Ready loop;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
+//! * [`version`]: releases, format versions and the cluster version that gates new formats;
 //! * [`membership`]: adding learners, promoting them, removing nodes;
 //! * [`snapshot`]: log compaction's other half: state machine snapshots, streamed and switched in;
 //! * `ordeal-wire` (re-exported as [`client`], [`error`], [`shard`], [`launch`]): the protos, the
@@ -33,13 +34,10 @@ pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod transport;
+pub mod version;
 
 // The client-facing pieces live in `ordeal-wire`, which the harness uses without the server.
 pub use ordeal_wire::{client, error, launch, shard};
 
-/// The version of the on-disk format this build writes and the newest it reads.
-pub const STORAGE_VERSION: u32 = 1;
-/// The version of the peer protocol this build speaks.
-pub const WIRE_VERSION: u32 = 1;
 /// This build's version, reported by `Status` so that upgrade tests can see who runs what.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use ordeal_system::client::{Client, ClientError, ClientOptions};
 use ordeal_system::config::{Bug, MembershipConfig, NodeConfig, RaftTiming, parse_peers};
 use ordeal_system::pb::broker::PartitionOffset;
+use ordeal_system::version::Release;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 /// A Raft-replicated log, key-value and consumer-offset store.
 #[derive(Parser)]
-#[command(name = "ordeal-broker", version)]
+#[command(name = "ordeal-broker", version = ordeal_system::version::LONG_VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -255,6 +256,10 @@ struct ServeArgs {
     /// Enable a deliberate bug (for testing the tester).
     #[arg(long, value_enum)]
     bug: Vec<Bug>,
+    /// Behave as release N (formats written and read, peer protocol, features), to test an
+    /// upgrade from the previous release with this one binary.
+    #[arg(long, env = "ORDEAL_BROKER_EMULATE_VERSION")]
+    emulate_version: Option<u32>,
     /// Log filter (`RUST_LOG` syntax).
     #[arg(long, default_value = "info")]
     log: String,
@@ -328,6 +333,14 @@ fn node_config(a: ServeArgs) -> NodeConfig {
             std::process::exit(254);
         }
     };
+    let release = match a.emulate_version.map(Release::emulate) {
+        None => Release::current(),
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            eprintln!("ordeal-broker: {e}");
+            std::process::exit(254);
+        }
+    };
     NodeConfig {
         id: a.id,
         listen: a.listen,
@@ -354,6 +367,7 @@ fn node_config(a: ServeArgs) -> NodeConfig {
             snapshot_bytes: a.snapshot_bytes,
             snapshot_max_bytes_per_s: a.snapshot_max_mb_per_s.saturating_mul(1_000_000),
         },
+        release,
     }
 }
 

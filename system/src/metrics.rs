@@ -197,6 +197,9 @@ impl Metrics {
         };
         gauge(&mut out, "ordeal_applied_index", "Last applied log index.", &|g| g.applied_index);
         gauge(&mut out, "ordeal_commit_index", "Last committed log index.", &|g| g.commit_index);
+        gauge(&mut out, "ordeal_cluster_version", "The cluster version the group agreed on.", &|g| {
+            u64::from(g.cluster_version)
+        });
         gauge(&mut out, "ordeal_term", "Current raft term.", &|g| g.term);
         gauge(&mut out, "ordeal_is_leader", "1 when this node leads the group.", &|g| u64::from(g.is_leader));
         let _ = writeln!(

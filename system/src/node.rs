@@ -9,7 +9,7 @@
 //! A dedicated thread (not a tokio task) because the fsync blocks; the rest of the node never
 //! waits on this thread except through the channel and reply oneshots.
 
-use crate::config::{NodeConfig, RaftTiming};
+use crate::config::{Bug, NodeConfig, RaftTiming};
 use crate::error::BrokerError;
 use crate::fsm::{Applied, StateMachine};
 use crate::logging::raft_logger;
@@ -20,6 +20,7 @@ use crate::seeded::Seeded;
 use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
+use crate::version;
 pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
 use protobuf::Message as _;
@@ -36,6 +37,9 @@ use tokio::sync::{oneshot, watch};
 
 /// How many requests may wait for a group's loop before callers are told it is overloaded.
 const QUEUE_CAPACITY: usize = 16 * 1024;
+/// A leader considers raising the cluster version every this many ticks (a gate entry that
+/// was lost with a leadership change is proposed again).
+const GATE_TICKS: usize = 10;
 
 /// The node ids and client addresses of every known peer, for leader hints.
 pub type PeerTable = Arc<RwLock<BTreeMap<u64, String>>>;
@@ -157,7 +161,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     // A joining node starts with no configuration; it learns one from the log or a snapshot.
     let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
     storage.pace_snapshots(ctx.config.membership.snapshot_max_bytes_per_s);
-    let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone());
+    let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone(), ctx.config.release)?;
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
     let cfg = raft_config(ctx.config.id, &ctx.config.timing, applied);
@@ -197,6 +201,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         lag: LagClock::default(),
         campaign_at: None,
         seeded: Seeded::new(&ctx.config.bugs),
+        gate_ticks: GATE_TICKS,
     };
     g.learn_addresses(g.node.store().peer_addresses()?);
     g.on_membership_changed();
@@ -297,6 +302,8 @@ struct Group {
     campaign_at: Option<Instant>,
     /// The seeded bugs that act here (`--bug`); inert without them.
     seeded: Seeded,
+    /// Ticks until the leader next considers raising the cluster version.
+    gate_ticks: usize,
 }
 
 /// How long followers that found their leader gone wait for each other, by rank: one election
@@ -367,6 +374,7 @@ impl Group {
                 next_tick = (next_tick + self.tick).max(now);
                 self.expire(now);
                 self.record_lag(now);
+                self.maybe_raise_cluster_version();
             }
             self.issue_reads();
             self.on_ready()?;
@@ -463,6 +471,7 @@ impl Group {
         self.next_request_id += 1;
         command.request_id = request_id;
         command.proposer = self.id;
+        command.version = version::command_format(self.sm.cluster_version());
         let early = match self.seeded.on_propose(&mut command, &mut self.sm) {
             Ok(early) => early,
             Err(e) => {
@@ -495,6 +504,37 @@ impl Group {
             {
                 let _ = p.reply.send(Ok(applied));
             }
+        }
+    }
+
+    /// The feature gate, on the leader: once every member of the group runs a release newer
+    /// than the group's cluster version (as their peer envelopes say), propose the minimum of
+    /// their releases as the new one. Never proposes a lower version; `--bug early-feature`
+    /// proposes this node's release without asking the members.
+    fn maybe_raise_cluster_version(&mut self) {
+        self.gate_ticks = self.gate_ticks.saturating_sub(1);
+        if self.gate_ticks > 0 || self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        self.gate_ticks = GATE_TICKS;
+        let own = self.config.release.release;
+        let target = if self.config.bugs.contains(&Bug::EarlyFeature) {
+            own
+        } else {
+            let cs = self.node.raft.prs().conf().to_conf_state();
+            let others = cs.voters.iter().chain(&cs.learners).filter(|m| **m != self.id);
+            others.map(|m| self.transport.peer_release(*m).unwrap_or(0)).fold(own, u32::min)
+        };
+        if target <= self.sm.cluster_version() {
+            return;
+        }
+        let kind =
+            crate::pb::cmd::command::Kind::SetClusterVersion(crate::pb::cmd::SetClusterVersion { version: target });
+        let command =
+            Command { version: version::command_format(target), request_id: 0, proposer: self.id, kind: Some(kind) };
+        match self.node.propose(vec![], command.encode_to_vec()) {
+            Ok(()) => tracing::info!(from = self.sm.cluster_version(), to = target, "proposed a cluster version"),
+            Err(e) => tracing::debug!("cluster version proposal dropped: {e}"),
         }
     }
 
@@ -748,7 +788,12 @@ impl Group {
         let index = snap.get_metadata().index;
         self.node.mut_store().apply_snapshot(snap)?;
         // The state machine's caches describe the state that was just replaced.
-        self.sm = StateMachine::new(self.node.store().db().clone(), self.group, self.config.bugs.clone());
+        self.sm = StateMachine::new(
+            self.node.store().db().clone(),
+            self.group,
+            self.config.bugs.clone(),
+            self.config.release,
+        )?;
         self.learn_addresses(self.node.store().peer_addresses()?);
         self.on_membership_changed();
         self.metrics.observe_snapshot_installed(started.elapsed());
@@ -842,7 +887,7 @@ impl Group {
                 EntryType::EntryNormal => {
                     let applied = match Command::decode(&e.data[..]) {
                         Ok(command) => {
-                            let applied = self.sm.apply(&mut batch, &command)?;
+                            let applied = self.sm.apply(&mut batch, e.index, &command)?;
                             if command.proposer != self.id {
                                 continue;
                             }
@@ -987,6 +1032,7 @@ impl Group {
             voters,
             learners,
             progress,
+            cluster_version: self.sm.cluster_version(),
         };
         self.view.send_if_modified(|old| {
             let changed = *old != view;

@@ -100,7 +100,7 @@ impl Seeded {
                 Some(Applied::Produced { offset, duplicate: false })
             }
             Some(Kind::Put(_) | Kind::CommitOffsets(_)) => Some(Applied::Done),
-            Some(Kind::Cas(_)) | None => None,
+            Some(Kind::Cas(_) | Kind::SetClusterVersion(_)) | None => None,
         };
         Ok(early.filter(|_| self.ack_before_commit))
     }
@@ -132,13 +132,13 @@ pub async fn commit_offsets_locally(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::STORAGE_VERSION;
     use crate::storage::open_db;
+    use crate::version::Release;
     use bytes::Bytes;
 
     fn produce(value: &'static [u8]) -> Command {
         Command {
-            version: STORAGE_VERSION,
+            version: crate::version::command_format(1),
             kind: Some(Kind::Produce(cmd::Produce {
                 topic: "t".into(),
                 value: Bytes::from_static(value),
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn without_bugs_nothing_is_stamped_or_answered_early() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new());
+        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new(), Release::current()).unwrap();
         let mut seeded = Seeded::new(&BTreeSet::new());
         let mut c = produce(b"a");
         assert_eq!(seeded.on_propose(&mut c, &mut sm).unwrap(), None);
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn ack_before_commit_answers_writes_with_the_offset_apply_will_give() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new());
+        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new(), Release::current()).unwrap();
         let mut seeded = Seeded::new(&[Bug::AckBeforeCommit].into());
         let (mut a, mut b) = (produce(b"a"), produce(b"b"));
         assert_eq!(
@@ -189,7 +189,7 @@ mod tests {
     fn offset_before_commit_puts_two_records_at_one_offset_after_an_election() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new());
+        let mut sm = StateMachine::new(db.clone(), 0, BTreeSet::new(), Release::current()).unwrap();
         let mut old_leader = Seeded::new(&[Bug::OffsetBeforeCommit].into());
         let mut new_leader = Seeded::new(&[Bug::OffsetBeforeCommit].into());
         // The new leader was elected before it applied the old leader's last entry.
@@ -201,7 +201,7 @@ mod tests {
         new_leader.on_propose(&mut b, &mut sm).unwrap();
         assert_eq!((stamped(&a), stamped(&b)), (Some(0), Some(0)));
         let mut batch = WriteBatch::default();
-        assert_eq!(sm.apply(&mut batch, &a).unwrap(), Applied::Produced { offset: 0, duplicate: false });
-        assert_eq!(sm.apply(&mut batch, &b).unwrap(), Applied::Produced { offset: 0, duplicate: false });
+        assert_eq!(sm.apply(&mut batch, 1, &a).unwrap(), Applied::Produced { offset: 0, duplicate: false });
+        assert_eq!(sm.apply(&mut batch, 2, &b).unwrap(), Applied::Produced { offset: 0, duplicate: false });
     }
 }

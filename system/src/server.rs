@@ -10,7 +10,7 @@ use crate::pb::broker::broker_server::BrokerServer;
 use crate::pb::broker::raft_server::RaftServer;
 use crate::seeded;
 use crate::snapshot;
-use crate::storage::open_db;
+use crate::storage::open_db_reading;
 use crate::transport::{RaftService, Transport};
 use anyhow::Context as _;
 use std::sync::atomic::Ordering;
@@ -30,7 +30,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db = open_db(&config.data_dir).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let db = open_db_reading(&config.data_dir, config.release.storage_max)
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
     for g in 0..config.groups {
         snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
     }
@@ -47,7 +48,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         db: db.clone(),
         config: config.clone(),
         peers: peers.clone(),
-        transport: Transport::start(config.id, &config.peers),
+        transport: Transport::start(config.id, &config.peers, config.release),
         metrics: metrics.clone(),
     };
     let (groups, threads): (Vec<GroupHandle>, Vec<_>) = (0..config.groups)
@@ -87,8 +88,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             check_admin_token(config.admin_token.clone()),
         ))
         .add_service(
-            RaftServer::new(RaftService::new(config.id, groups.clone(), peers_stopped, inbox))
-                .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
+            RaftServer::new(
+                RaftService::new(config.id, groups.clone(), peers_stopped, inbox)
+                    .with_versions(config.release, ctx.transport.releases()),
+            )
+            .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
         )
         // Nagle's algorithm with delayed ACKs would add 40 ms to small replies.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {

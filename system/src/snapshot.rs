@@ -26,7 +26,6 @@
 //! then the marker is deleted. A node that finds a marker at start repeats the switch from the
 //! file, so a crash at any point leaves it either on its old state or on the new one.
 
-use crate::WIRE_VERSION;
 use crate::metrics::Metrics;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
@@ -55,6 +54,10 @@ use tonic::{Status, Streaming};
 /// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the chunk stream. 2: the stream
 /// carries an SST file's bytes; 1: key-value pairs (still received).
 pub const SNAPSHOT_VERSION: u32 = 2;
+/// The chunk stream's envelope has not changed since wire version 1 (its content is told apart by
+/// `snapshot_version`): it is sent as 1, which every release reads, and received in any version
+/// this build speaks.
+const WIRE_VERSION: u32 = 1;
 /// Bytes per chunk: large, so that a chunk costs one hop to a blocking thread and one gRPC
 /// message per 4 MB, and within the 8 MB stream window of the receiving node's port.
 pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -473,7 +476,7 @@ pub async fn receive(
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-    if first.wire_version == 0 || first.wire_version > WIRE_VERSION {
+    if first.wire_version == 0 || first.wire_version > crate::version::Release::current().wire_max {
         return Err(Status::failed_precondition(format!(
             "peer protocol version {} is not supported",
             first.wire_version

@@ -14,7 +14,6 @@
 //! | `I` group | a snapshot install under way (`SnapshotInstall`, versioned; see [`crate::snapshot`]) |
 //! | `S` group ... | the state machine (see [`crate::fsm`]) |
 
-use crate::STORAGE_VERSION;
 use crate::snapshot::Generator;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -39,11 +38,49 @@ pub enum StorageError {
         what: String,
     },
     /// The data directory was written by a newer build.
-    #[error("data directory has storage format {found}; this build reads up to {supported}")]
+    #[error(
+        "data directory has storage format {found}; this build reads up to {supported} (the cluster moved to a newer version: run a newer build)"
+    )]
     FormatTooNew {
         /// The version on disk.
         found: u32,
         /// The newest this build reads.
+        supported: u32,
+    },
+    /// A log entry holds a command in a format newer than this build reads.
+    #[error(
+        "log entry {index} holds a command of format {found}; this build reads up to {supported} (the cluster moved to a newer version without this node: run a newer build)"
+    )]
+    CommandTooNew {
+        /// The entry's index.
+        index: u64,
+        /// Its command format.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// A log entry holds a command kind this build does not know: applying it as a no-op would
+    /// make this replica diverge from those that know it.
+    #[error(
+        "log entry {index} holds a command kind this build does not know (format {format}); stopping rather than diverging from the replicas that apply it"
+    )]
+    UnknownCommand {
+        /// The entry's index.
+        index: u64,
+        /// Its command format.
+        format: u32,
+    },
+    /// The group's state (from the log or a snapshot) is at a cluster version newer than this
+    /// build's release supports.
+    #[error(
+        "group {group} runs at cluster version {found}; this build supports up to {supported} (an old build cannot rejoin a cluster that moved on: run a newer build)"
+    )]
+    ClusterTooNew {
+        /// The group.
+        group: u32,
+        /// Its cluster version.
+        found: u32,
+        /// This build's release.
         supported: u32,
     },
 }
@@ -124,8 +161,14 @@ pub mod keys {
     }
 }
 
-/// Opens (or creates) the node's database and checks its format version.
+/// Opens (or creates) the node's database and checks its format version: this build's.
 pub fn open_db(dir: &Path) -> Result<Arc<DB>, StorageError> {
+    open_db_reading(dir, crate::version::Release::current().storage_max)
+}
+
+/// Opens (or creates) the node's database, refusing a storage format newer than `readable`. A
+/// new directory starts at format 1: the newer formats come with the cluster version.
+pub fn open_db_reading(dir: &Path, readable: u32) -> Result<Arc<DB>, StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.set_max_background_jobs(2);
@@ -133,16 +176,22 @@ pub fn open_db(dir: &Path) -> Result<Arc<DB>, StorageError> {
     // times faster on repetitive data, and snapshots read the whole state (`crate::snapshot`).
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let db = DB::open(&opts, dir)?;
-    match db.get(keys::FORMAT)? {
-        Some(v) => {
-            let found = decode_u32(keys::FORMAT, &v)?;
-            if found > STORAGE_VERSION {
-                return Err(StorageError::FormatTooNew { found, supported: STORAGE_VERSION });
-            }
-        }
-        None => db.put(keys::FORMAT, STORAGE_VERSION.to_be_bytes())?,
+    let found = storage_format(&db)?;
+    if found > readable {
+        return Err(StorageError::FormatTooNew { found, supported: readable });
+    }
+    if db.get(keys::FORMAT)?.is_none() {
+        db.put(keys::FORMAT, 1u32.to_be_bytes())?;
     }
     Ok(Arc::new(db))
+}
+
+/// The data directory's storage format (1 when not yet written).
+pub fn storage_format(db: &DB) -> Result<u32, StorageError> {
+    match db.get(keys::FORMAT)? {
+        Some(v) => decode_u32(keys::FORMAT, &v),
+        None => Ok(1),
+    }
 }
 
 fn escape(key: &[u8]) -> String {
@@ -582,9 +631,17 @@ mod tests {
     fn newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        db.put(keys::FORMAT, (STORAGE_VERSION + 1).to_be_bytes()).unwrap();
+        assert_eq!(storage_format(&db).unwrap(), 1, "a new directory starts at format 1");
+        db.put(keys::FORMAT, 2u32.to_be_bytes()).unwrap();
+        drop(db);
+        // Release 1 (emulated) refuses what release 2 reads.
+        let err = open_db_reading(dir.path(), 1).err().unwrap();
+        assert!(matches!(err, StorageError::FormatTooNew { found: 2, supported: 1 }), "{err}");
+        drop(open_db(dir.path()).unwrap());
+        let db = open_db(dir.path()).unwrap();
+        db.put(keys::FORMAT, 3u32.to_be_bytes()).unwrap();
         drop(db);
         let err = open_db(dir.path()).err().unwrap();
-        assert!(matches!(err, StorageError::FormatTooNew { .. }), "{err}");
+        assert!(matches!(err, StorageError::FormatTooNew { found: 3, supported: 2 }), "{err}");
     }
 }

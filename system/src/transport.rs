@@ -12,17 +12,26 @@
 //!
 //! Receiving: [`RaftService`] decodes each envelope and hands its messages to the group's loop.
 //! Anything malformed ends that stream with a status and leaves the node serving.
+//!
+//! Versions: each connection speaks one wire version. A sender starts at the newest its release
+//! speaks; a receiver refuses a version it does not speak with FAILED_PRECONDITION, and the
+//! sender then reconnects one version lower (down to its oldest), so a peer one release apart is
+//! served in the older protocol. Any other end of the stream (the peer restarted, perhaps on
+//! another build) starts again from the newest. From wire version 2 on an envelope carries its
+//! sender's release; the receiver keeps the latest per peer while the stream lasts
+//! ([`PeerReleases`]), which is what a leader's feature gate reads.
 
-use crate::WIRE_VERSION;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
 use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
 use crate::snapshot;
+use crate::version::Release;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -55,23 +64,52 @@ pub struct Transport {
     members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
     runtime: tokio::runtime::Handle,
     listeners: Listeners,
+    release: Release,
+    releases: Arc<PeerReleases>,
 }
 
 struct Peer {
     addr: String,
     slot: Arc<Slot>,
+    /// The wire version this connection speaks, negotiated by its task.
+    wire: Arc<AtomicU32>,
+}
+
+/// The release each connected peer last announced (wire version 1 peers count as release 1).
+#[derive(Default)]
+pub struct PeerReleases(Mutex<HashMap<u64, u32>>);
+
+impl PeerReleases {
+    fn set(&self, peer: u64, release: u32) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(peer, release);
+        }
+    }
+
+    fn forget(&self, peer: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&peer);
+        }
+    }
+
+    fn get(&self, peer: u64) -> Option<u32> {
+        self.0.lock().ok()?.get(&peer).copied()
+    }
 }
 
 impl Transport {
     /// Starts a sender task per peer other than `id`, on the current tokio runtime. A task ends
     /// when its peer is dropped or the transport is.
-    pub fn start(id: u64, peers: &BTreeMap<u64, String>) -> Arc<Transport> {
+    /// `release` decides the wire versions spoken.
+    pub fn start(id: u64, peers: &BTreeMap<u64, String>, release: Release) -> Arc<Transport> {
         let t = Transport {
             id,
             peers: RwLock::new(HashMap::new()),
             members: Mutex::new(BTreeMap::new()),
             runtime: tokio::runtime::Handle::current(),
             listeners: Arc::default(),
+            release,
+            releases: Arc::default(),
         };
         for (peer, addr) in peers {
             t.set_address(*peer, addr);
@@ -90,9 +128,17 @@ impl Transport {
             return;
         }
         let slot = Arc::new(Mutex::new(None));
-        self.runtime.spawn(peer_loop(peer, addr.to_owned(), Arc::downgrade(&slot), self.listeners.clone()));
+        let wire = Arc::new(AtomicU32::new(self.release.wire_max));
+        self.runtime.spawn(peer_loop(
+            peer,
+            addr.to_owned(),
+            Arc::downgrade(&slot),
+            wire.clone(),
+            self.release,
+            self.listeners.clone(),
+        ));
         // Replacing the entry drops the old slot, which ends the old connection's task.
-        peers.insert(peer, Peer { addr: addr.to_owned(), slot });
+        peers.insert(peer, Peer { addr: addr.to_owned(), slot, wire });
         tracing::info!(peer, addr, "peer address set");
     }
 
@@ -117,6 +163,16 @@ impl Transport {
         let _ = self.listeners.set(groups);
     }
 
+    /// The release `peer` announced on its current stream to this node, if it is connected.
+    pub fn peer_release(&self, peer: u64) -> Option<u32> {
+        self.releases.get(peer)
+    }
+
+    /// What the receiving side records peers' releases in.
+    pub fn releases(&self) -> Arc<PeerReleases> {
+        self.releases.clone()
+    }
+
     /// The runtime the transport's tasks run on.
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
@@ -139,13 +195,16 @@ impl Transport {
         let mut unreachable = Vec::new();
         let Ok(peers) = self.peers.read() else { return unreachable };
         for (to, messages) in by_peer {
-            let Some(slot) = peers.get(&to).map(|p| &p.slot) else {
+            let Some(Peer { slot, wire, .. }) = peers.get(&to) else {
                 // A node just removed, or one whose address has not arrived yet.
                 tracing::debug!(to, "message for an unknown peer dropped");
                 continue;
             };
+            let wire_version = wire.load(Ordering::Relaxed);
+            // Wire version 1 has no release field: leave it at its default.
+            let release = if wire_version >= 2 { self.release.release } else { 0 };
             for messages in split(messages) {
-                let env = Envelope { wire_version: WIRE_VERSION, from: self.id, to, group, messages };
+                let env = Envelope { wire_version, from: self.id, to, group, messages, release };
                 let queued = match slot.lock() {
                     Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
                     Err(_) => false,
@@ -185,7 +244,26 @@ fn set_slot(slot: &Slot, queue: Option<mpsc::Sender<Envelope>>) {
     }
 }
 
-async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>, listeners: Listeners) {
+/// After a stream to `peer` ended: one version lower if the peer refused this one, else the
+/// newest again (the peer may have restarted on another build).
+fn negotiate(peer: u64, wire: &AtomicU32, release: Release, ended: &Result<Response<SendAck>, Status>) {
+    let current = wire.load(Ordering::Relaxed);
+    let refused = matches!(ended, Err(s) if s.code() == tonic::Code::FailedPrecondition);
+    let next = if refused { current.saturating_sub(1).max(release.wire_min) } else { release.wire_max };
+    if next != current {
+        tracing::info!(peer, from = current, to = next, "peer protocol version changed");
+        wire.store(next, Ordering::Relaxed);
+    }
+}
+
+async fn peer_loop(
+    peer: u64,
+    addr: String,
+    slot: Weak<Slot>,
+    wire: Arc<AtomicU32>,
+    release: Release,
+    listeners: Listeners,
+) {
     let mut backoff = BACKOFF_MIN;
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
@@ -211,6 +289,7 @@ async fn peer_loop(peer: u64, addr: String, slot: Weak<Slot>, listeners: Listene
                 drop(s);
                 let mut client = RaftClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
                 let res = client.send(ReceiverStream::new(stream)).await;
+                negotiate(peer, &wire, release, &res);
                 tracing::info!(peer, "peer stream ended: {:?}", res.err());
                 match slot.upgrade() {
                     Some(s) => set_slot(&s, None),
@@ -249,6 +328,8 @@ pub struct RaftService {
     groups: Arc<Vec<GroupHandle>>,
     stopped: watch::Receiver<bool>,
     inbox: Arc<snapshot::Inbox>,
+    release: Release,
+    releases: Arc<PeerReleases>,
 }
 
 impl RaftService {
@@ -260,26 +341,30 @@ impl RaftService {
         stopped: watch::Receiver<bool>,
         inbox: Arc<snapshot::Inbox>,
     ) -> Self {
-        RaftService { id, groups, stopped, inbox }
+        RaftService { id, groups, stopped, inbox, release: Release::current(), releases: Arc::default() }
     }
-}
 
-#[tonic::async_trait]
-impl Raft for RaftService {
-    async fn send(&self, request: GrpcRequest<Streaming<Envelope>>) -> Result<Response<SendAck>, Status> {
-        let mut stream = request.into_inner();
+    /// Speaks the wire versions of `release`, and records each peer's announced release in
+    /// `releases` (the transport's, for the feature gate).
+    pub fn with_versions(self, release: Release, releases: Arc<PeerReleases>) -> Self {
+        RaftService { release, releases, ..self }
+    }
+
+    /// Serves one peer stream; the peer's release is known while it lasts.
+    async fn receive(&self, stream: &mut Streaming<Envelope>, from: &mut Option<u64>) -> Result<(), Status> {
         let mut stopped = self.stopped.clone();
         loop {
             let env = tokio::select! {
                 m = stream.message() => match m? {
                     Some(env) => env,
-                    None => break,
+                    None => return Ok(()),
                 },
                 _ = stopped.wait_for(|s| *s) => return Err(Status::unavailable("node is stopping")),
             };
-            if env.wire_version == 0 || env.wire_version > WIRE_VERSION {
+            let (min, max) = (self.release.wire_min, self.release.wire_max);
+            if env.wire_version < min || env.wire_version > max {
                 return Err(Status::failed_precondition(format!(
-                    "peer protocol version {} is not supported (this build speaks 1..={WIRE_VERSION})",
+                    "peer protocol version {} is not supported (this build speaks {min}..={max})",
                     env.wire_version
                 )));
             }
@@ -289,6 +374,8 @@ impl Raft for RaftService {
             let Some(group) = self.groups.get(env.group as usize) else {
                 return Err(Status::not_found(format!("unknown raft group {}", env.group)));
             };
+            *from = Some(env.from);
+            self.releases.set(env.from, if env.wire_version >= 2 { env.release } else { 1 });
             for bytes in env.messages {
                 let m = Message::parse_from_bytes(&bytes)
                     .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
@@ -296,7 +383,19 @@ impl Raft for RaftService {
                 let _ = group.send(Request::Raft(Box::new(m)));
             }
         }
-        Ok(Response::new(SendAck {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(&self, request: GrpcRequest<Streaming<Envelope>>) -> Result<Response<SendAck>, Status> {
+        let mut from = None;
+        let result = self.receive(&mut request.into_inner(), &mut from).await;
+        // Until it connects again (perhaps on another build), the peer's release is unknown.
+        if let Some(peer) = from {
+            self.releases.forget(peer);
+        }
+        result.map(|()| Response::new(SendAck {}))
     }
 
     async fn snapshot(&self, request: GrpcRequest<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {

@@ -145,11 +145,17 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     // A well-formed gRPC envelope with undecodable raft bytes is refused, and raft carries on.
     use ordeal_system::pb::broker::{Envelope, raft_client::RaftClient};
     let mut peer = RaftClient::connect(format!("http://{addr}")).await.unwrap();
-    let env =
-        Envelope { wire_version: 1, from: 2, to: leader, group: 0, messages: vec![Bytes::from_static(&[0xff; 16])] };
+    let env = Envelope {
+        wire_version: 1,
+        from: 2,
+        to: leader,
+        group: 0,
+        messages: vec![Bytes::from_static(&[0xff; 16])],
+        release: 0,
+    };
     let status = peer.send(tokio_stream::iter([env])).await.unwrap_err();
     assert!(status.message().contains("undecodable raft message"), "{status:?}");
-    let env = Envelope { wire_version: 99, from: 2, to: leader, group: 0, messages: vec![] };
+    let env = Envelope { wire_version: 99, from: 2, to: leader, group: 0, messages: vec![], release: 0 };
     let status = peer.send(tokio_stream::iter([env])).await.unwrap_err();
     assert!(status.message().contains("version 99 is not supported"), "{status:?}");
     assert_eq!(client.produce("t", 0, b"", b"again", None).await.unwrap().value.offset, 1);

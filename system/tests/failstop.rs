@@ -25,11 +25,12 @@ async fn a_node_whose_raft_loop_panics_exits() {
     m.term = term;
     m.commit = 1 << 40;
     let envelope = Envelope {
-        wire_version: ordeal_system::WIRE_VERSION,
+        wire_version: ordeal_system::version::Release::current().wire_max,
         from: leader,
         to: follower,
         group: 0,
         messages: vec![m.write_to_bytes().unwrap().into()],
+        release: 0,
     };
     let addr = format!("http://{}", cluster.spec.node(follower).unwrap().addr);
     let mut raft = RaftClient::connect(addr).await.unwrap();

@@ -57,6 +57,9 @@ pub enum Bug {
     /// judges it by its match index, as etcd 3.4 does, and neither asks what it applied nor
     /// checks `min_applied_index`.
     LaxPromote,
+    /// Switch the cluster to this release's cluster version (and its new formats) as soon as
+    /// this node leads, without waiting until every member supports it.
+    EarlyFeature,
 }
 
 impl Bug {

@@ -15,8 +15,18 @@ pub struct NodeStatus {
     pub version: String,
     /// The peer protocol version it speaks.
     pub wire_version: u32,
-    /// The storage format version it writes.
+    /// The storage format version it writes now (its groups' cluster version decides).
     pub storage_version: u32,
+    /// The release whose formats and features it uses (an older one under
+    /// `--emulate-version`); 0 from builds older than release numbers.
+    #[serde(default)]
+    pub release: u32,
+    /// The oldest peer protocol version it speaks (`wire_version` is the newest).
+    #[serde(default)]
+    pub wire_version_min: u32,
+    /// The newest storage format it reads.
+    #[serde(default)]
+    pub storage_version_max: u32,
     /// One entry per raft group.
     pub groups: Vec<GroupView>,
     /// The node's wall clock when it answered, in ms since the Unix epoch (raft never reads
@@ -68,6 +78,9 @@ pub struct GroupView {
     pub learners: Vec<u64>,
     /// On the leader only: each peer's progress.
     pub progress: Vec<PeerView>,
+    /// The cluster version the group agreed on through its log; 0 from builds older than it.
+    #[serde(default)]
+    pub cluster_version: u32,
 }
 
 impl From<NodeStatus> for StatusResponse {
@@ -78,6 +91,9 @@ impl From<NodeStatus> for StatusResponse {
             version: s.version,
             wire_version: s.wire_version,
             storage_version: s.storage_version,
+            release: s.release,
+            wire_version_min: s.wire_version_min,
+            storage_version_max: s.storage_version_max,
             group_count: s.groups.len() as u32,
             groups: s.groups.into_iter().map(Into::into).collect(),
             time_ms: s.time_ms,
@@ -93,6 +109,9 @@ impl From<StatusResponse> for NodeStatus {
             version: s.version,
             wire_version: s.wire_version,
             storage_version: s.storage_version,
+            release: s.release,
+            wire_version_min: s.wire_version_min,
+            storage_version_max: s.storage_version_max,
             groups: s.groups.into_iter().map(GroupView::from).collect(),
             time_ms: s.time_ms,
         }
@@ -124,6 +143,7 @@ impl From<GroupView> for GroupStatus {
                 .collect(),
             role: v.role,
             last_index: v.last_index,
+            cluster_version: v.cluster_version,
         }
     }
 }
@@ -153,6 +173,7 @@ impl From<GroupStatus> for GroupView {
                     is_learner: p.is_learner,
                 })
                 .collect(),
+            cluster_version: s.cluster_version,
         }
     }
 }

@@ -385,7 +385,9 @@ async fn sample_statuses(
             .into_iter()
             .map(|n| {
                 let v = match statuses.get(&n) {
-                    Some(s) => json!({"up": true, "version": s.version, "time_ms": s.time_ms, "groups": s.groups}),
+                    Some(s) => json!({
+                        "up": true, "version": s.version, "release": s.release, "time_ms": s.time_ms, "groups": s.groups
+                    }),
                     None => json!({"up": false}),
                 };
                 (n.to_string(), v)

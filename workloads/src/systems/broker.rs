@@ -248,9 +248,12 @@ fn view(s: NodeStatus) -> NodeView {
             applied_index: g.applied_index,
             voters: g.voters,
             learners: g.learners,
+            // Builds from before the cluster version report 0.
+            cluster_version: (g.cluster_version > 0).then_some(g.cluster_version),
         })
         .collect();
-    NodeView { id: s.id, version: s.version, time_ms: Some(s.time_ms), groups }
+    let release = (s.release > 0).then_some(s.release);
+    NodeView { id: s.id, version: s.version, release, time_ms: Some(s.time_ms), groups }
 }
 
 #[async_trait]

@@ -273,8 +273,9 @@ fn view(node: u64, s: pb::StatusResponse, ids: &BTreeMap<u64, u64>, voters: &[u6
         // Membership is fixed at start: the harness never adds or removes etcd members.
         voters: voters.to_vec(),
         learners: vec![],
+        cluster_version: None,
     };
-    NodeView { id: node, version: s.version, time_ms: None, groups: vec![group] }
+    NodeView { id: node, version: s.version, release: None, time_ms: None, groups: vec![group] }
 }
 
 #[async_trait]

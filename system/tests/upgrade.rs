@@ -1,0 +1,109 @@
+//! Mixed releases in one cluster: the cluster version waits for the last member, an old
+//! release that meets the new format stops instead of misreading it, and peers one wire version
+//! apart talk in the older one.
+
+mod common;
+
+use common::{Cluster, wait_for};
+use ordeal_system::client::Client;
+use std::time::Duration;
+
+const EMULATE: &str = "ORDEAL_BROKER_EMULATE_VERSION";
+
+/// Node `id` runs as release 1 from its next start on (or as itself, with `None`).
+fn emulate(cluster: &mut Cluster, id: u64, release: Option<&str>) {
+    let node = cluster.spec.nodes.iter_mut().find(|n| n.id == id).unwrap();
+    node.env.retain(|(k, _)| k != EMULATE);
+    if let Some(r) = release {
+        node.env.push((EMULATE.into(), r.into()));
+    }
+}
+
+/// Every node's (release, cluster version of group 0).
+async fn versions(cluster: &Cluster, client: &Client) -> Option<Vec<(u32, u32)>> {
+    let mut out = Vec::new();
+    for id in cluster.procs.keys() {
+        let s = client.status(*id).await.ok()?;
+        out.push((s.release, s.groups[0].cluster_version));
+    }
+    Some(out)
+}
+
+fn log_of(cluster: &Cluster, id: u64) -> String {
+    std::fs::read_to_string(&cluster.spec.node(id).unwrap().log).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_version_waits_for_the_last_member_and_an_old_node_cannot_come_back() {
+    let mut cluster = Cluster::start(3, |spec| {
+        spec.nodes[2].env.push((EMULATE.into(), "1".into()));
+    });
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    client.put(b"k", b"1").await.unwrap();
+    // Node 3 speaks wire version 1 only: the others fall back to it, and it keeps up.
+    cluster.converged(&client).await;
+    // Mixed: node 3 is release 1, so the cluster stays at version 1 (several gate rounds pass).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let v = versions(&cluster, &client).await.unwrap_or_default();
+        assert!(v.iter().all(|(_, cv)| *cv <= 1), "the gate flipped with a release-1 member: {v:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = client.status(3).await.unwrap();
+    assert_eq!((s.release, s.wire_version, s.storage_version_max), (1, 1, 1));
+    // Node 3 moves to release 2: the gate flips everywhere.
+    cluster.procs.get_mut(&3).unwrap().terminate(Duration::from_secs(5)).unwrap();
+    emulate(&mut cluster, 3, None);
+    cluster.restart(3);
+    wait_for(Duration::from_secs(20), "cluster version 2 on every node", || async {
+        versions(&cluster, &client).await.filter(|v| v.iter().all(|(r, cv)| (*r, *cv) == (2, 2)))
+    })
+    .await;
+    client.put(b"k", b"2").await.unwrap();
+    let s = client.status(3).await.unwrap();
+    assert_eq!((s.storage_version, s.wire_version, s.wire_version_min), (2, 2, 1));
+    // Rolling node 3 back now is refused: its data is in the new format.
+    cluster.procs.get_mut(&3).unwrap().terminate(Duration::from_secs(5)).unwrap();
+    emulate(&mut cluster, 3, Some("1"));
+    cluster.restart(3);
+    let process = cluster.procs.get_mut(&3).unwrap();
+    let status = wait_for(Duration::from_secs(10), "the rolled-back node to exit", || {
+        let exited = process.has_exited().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(!status.success(), "{status}");
+    let log = log_of(&cluster, 3);
+    assert!(log.contains("storage format 2; this build reads up to 1"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_gate_stops_the_old_node_with_the_reason() {
+    let mut cluster = Cluster::start(3, |spec| {
+        spec.nodes[2].env.push((EMULATE.into(), "1".into()));
+        spec.bugs = vec![ordeal_system::config::Bug::EarlyFeature];
+    });
+    let client = cluster.client();
+    // Whoever leads first among the release-2 nodes switches version 2 on; node 3 then meets a
+    // command it cannot read, and stops rather than skipping it.
+    let process = cluster.procs.get_mut(&3).unwrap();
+    let status = wait_for(Duration::from_secs(30), "the release-1 node to stop", || {
+        let exited = process.has_exited().unwrap();
+        let client = &client;
+        async move {
+            if exited.is_none() && client.status(3).await.is_ok_and(|s| s.groups[0].is_leader) {
+                // Release 1's gate has nothing newer to switch on: a release-2 node must lead.
+                let _ = client.transfer_leader(3, 0, 1).await;
+            }
+            exited
+        }
+    })
+    .await;
+    assert_eq!(status.code(), Some(70), "{status}");
+    let log = log_of(&cluster, 3);
+    assert!(log.contains("holds a command of format 2; this build reads up to 1"), "{log}");
+    cluster.procs.remove(&3);
+    cluster.leader(&client).await;
+    client.put(b"after", b"1").await.unwrap();
+}
