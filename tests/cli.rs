@@ -131,3 +131,27 @@ fn a_keyed_history_exported_to_edn_checks_the_same() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("op 4 (process 0: read -> 5) on k1 cannot be linearized"), "{out}");
 }
+
+#[test]
+fn issue_17_check_never_passes_a_broken_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":{"key":"k","value":1}}"#;
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cases = [
+        ("empty", Vec::new(), 2, "unknown: the history holds no op"),
+        ("garbage", format!("{write}\nnot an op\n").into_bytes(), 254, "garbage.jsonl:2: column"),
+        ("truncated", format!("{write}\n{{\"index\":1,\"ti").into_bytes(), 254, "truncated last line"),
+        ("random", random, 254, "random.jsonl"),
+    ];
+    for (name, text, code, expected) in &cases {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&path, text).unwrap();
+        let (got, out, err) = ordeal(&["check", "--model", "kv", "--format", "jsonl", path.to_str().unwrap()]);
+        assert_eq!(got, *code, "{name}: {out}{err}");
+        assert!(out.contains(expected) || err.contains(expected), "{name}: {out}{err} lacks {expected:?}");
+    }
+    std::fs::write(dir.path().join("test.json"), "{}").unwrap();
+    let (code, _, err) = ordeal(&["check", "--model", "kv", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 254);
+    assert!(err.contains("is a run directory: `ordeal report"), "{err}");
+}

@@ -5,7 +5,7 @@ use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
 use ordeal_checker::formats::{self, Format};
-use ordeal_checker::linear::{self, Method, Methods, Options, Report};
+use ordeal_checker::linear::{self, Method, Methods, Options, Report, Undecided};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;
@@ -45,6 +45,14 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     let mut unreadable = false;
     let stdout = std::io::stdout();
     for file in &args.files {
+        if file.join("test.json").is_file() {
+            eprintln!(
+                "ordeal: error: {} is a run directory: `ordeal report {0}` checks it with its workload's checkers",
+                file.display()
+            );
+            unreadable = true;
+            continue;
+        }
         let (ops, detected) = match formats::open(file, format) {
             Ok(x) => x,
             Err(e) => {
@@ -64,7 +72,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             continue;
         }
         let report = match checked {
-            Ok(r) => r,
+            Ok(r) => fail_closed_on_empty(r),
             Err(e) => {
                 eprintln!("ordeal: error: {}: {e}", file.display());
                 unreadable = true;
@@ -94,6 +102,15 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             Verdict::Unknown => Outcome::Unknown,
         }
     })
+}
+
+/// A history without a single op verifies nothing: unknown, never valid.
+fn fail_closed_on_empty(mut report: Report) -> Report {
+    if report.ops == 0 && report.verdict == Verdict::Valid {
+        report.verdict = Verdict::Unknown;
+        report.undecided.push(Undecided { partition: None, ops: 0, reason: "the history holds no op".into() });
+    }
+    report
 }
 
 /// The evidence of an invalid report, indented under its verdict line.
