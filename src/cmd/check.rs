@@ -26,8 +26,8 @@ pub fn parse_init(text: &str) -> Result<Value, BadInput> {
 /// Checks each file; the exit code combines the verdicts (invalid beats unknown beats valid),
 /// and any unreadable file makes it 254.
 pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
-    if !linear::MODELS.contains(&args.model.as_str()) {
-        return Err(BadInput(format!("--model {:?}: expected one of {:?}", args.model, linear::MODELS)).into());
+    if let Some(model) = &args.model {
+        known_model(model)?;
     }
     let format = parse_format(&args.format)?;
     let init = args.init.as_deref().map(parse_init).transpose()?;
@@ -53,7 +53,8 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             unreadable = true;
             continue;
         }
-        let (ops, detected) = match formats::open(file, format) {
+        let opened = formats::stated(file).and_then(|stated| Ok((stated, formats::open(file, format)?)));
+        let (stated, (ops, detected)) = match opened {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("ordeal: error: {e}");
@@ -61,11 +62,22 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
                 continue;
             }
         };
-        let init = init.clone().unwrap_or_else(|| detected.default_init());
+        // The flags win over what a file states, which wins over its format's default.
+        let Some(model) = args.model.clone().or(stated.as_ref().map(|s| s.model.clone())) else {
+            eprintln!("ordeal: error: {}: --model is needed: the file does not state its model", file.display());
+            unreadable = true;
+            continue;
+        };
+        if let Err(e) = known_model(&model) {
+            eprintln!("ordeal: error: {}: {e}", file.display());
+            unreadable = true;
+            continue;
+        }
+        let init = init.clone().or(stated.map(|s| s.init)).unwrap_or_else(|| detected.default_init());
         // The history streams through the checker; the first bad line stops it.
         let mut bad_line = None;
         let ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
-        let checked = linear::check_by_name(&args.model, &init, ops, &opts);
+        let checked = linear::check_by_name(&model, &init, ops, &opts);
         if let Some(e) = bad_line {
             eprintln!("ordeal: error: {e}");
             unreadable = true;
@@ -102,6 +114,14 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             Verdict::Unknown => Outcome::Unknown,
         }
     })
+}
+
+fn known_model(model: &str) -> Result<(), BadInput> {
+    if linear::MODELS.contains(&model) {
+        Ok(())
+    } else {
+        Err(BadInput(format!("--model {model:?}: expected one of {:?}", linear::MODELS)))
+    }
 }
 
 /// A history without a single op verifies nothing: unknown, never valid.
@@ -152,12 +172,35 @@ fn details(report: &Report) -> String {
     s
 }
 
+/// The model of a history whose file does not say: the log model for the log workload's
+/// appends, a register per key for keyed values, else one cas-register.
+fn default_model(history: &ordeal_history::History) -> &'static str {
+    let ops = history.ops();
+    if ops.iter().any(|op| op.f == "append") {
+        "log"
+    } else if ops.iter().any(|op| op.is_client() && op.value.get("key").is_some()) {
+        "kv"
+    } else {
+        "cas-register"
+    }
+}
+
 /// Converts a history file to EDN or JSON Lines.
 pub fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
     let format = parse_format(&args.format)?;
-    let (history, _) = formats::import(&args.file, format).map_err(|e| BadInput(e.to_string()))?;
+    let stated = formats::stated(&args.file).map_err(|e| BadInput(e.to_string()))?;
+    let (history, detected) = formats::import(&args.file, format).map_err(|e| BadInput(e.to_string()))?;
+    if let Some(model) = &args.model {
+        known_model(model)?;
+    }
     let text = match args.to.as_str() {
-        "edn" => formats::export_edn(&history),
+        "edn" => {
+            // The export states the semantics the history was read with.
+            let model = args.model.clone().or(stated.as_ref().map(|s| s.model.clone()));
+            let model = model.unwrap_or_else(|| default_model(&history).into());
+            let init = stated.map_or_else(|| detected.default_init(), |s| s.init);
+            formats::export_edn(&history, &model, &init)
+        }
         "jsonl" => {
             let mut buf = Vec::new();
             let mut w = ordeal_history::jsonl::Writer::new(&mut buf);
