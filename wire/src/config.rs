@@ -39,4 +39,7 @@ pub enum Bug {
     StaleReads,
     /// Forget idempotent-producer state: a retried produce lands twice.
     NoDedupe,
+    /// Step every peer's raft message unchecked, as raft-rs alone would: a forged one can kill
+    /// the raft thread (which then stops the process) or depose the leader.
+    TrustPeers,
 }
