@@ -29,6 +29,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db = open_db(&config.data_dir).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    crate::storage::claim(&db, config.id).with_context(|| config.data_dir.display().to_string())?;
     for g in 0..config.groups {
         snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
     }

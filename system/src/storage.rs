@@ -5,6 +5,7 @@
 //! | key | value |
 //! |---|---|
 //! | `m/format` | storage format version, `u32` |
+//! | `m/node` | the id of the node the directory belongs to, `u64` |
 //! | `L` group index | raft log entry (raft's protobuf codec) |
 //! | `H` group | raft hard state |
 //! | `C` group | raft conf state (voters and learners: membership lives here only) |
@@ -38,6 +39,16 @@ pub enum StorageError {
         /// What was wrong.
         what: String,
     },
+    /// The data directory belongs to another node: its log and votes are that node's.
+    #[error(
+        "the data directory belongs to node {found}, not node {id}: start node {found} on it, or give node {id} a directory of its own"
+    )]
+    WrongNode {
+        /// The node the directory belongs to.
+        found: u64,
+        /// The id this node was started with.
+        id: u64,
+    },
     /// The data directory was written by a newer build.
     #[error("data directory has storage format {found}; this build reads up to {supported}")]
     FormatTooNew {
@@ -58,6 +69,8 @@ impl From<StorageError> for raft::Error {
 pub mod keys {
     /// The storage format version.
     pub const FORMAT: &[u8] = b"m/format";
+    /// The node the directory belongs to.
+    pub const NODE: &[u8] = b"m/node";
 
     fn tagged(tag: u8, group: u32) -> [u8; 5] {
         let g = group.to_be_bytes();
@@ -140,6 +153,18 @@ pub fn open_db(dir: &Path) -> Result<Arc<DB>, StorageError> {
         None => db.put(keys::FORMAT, STORAGE_VERSION.to_be_bytes())?,
     }
     Ok(Arc::new(db))
+}
+
+/// Claims the database for node `id`, or refuses one another node wrote: a node that took over
+/// another's log and votes would vote twice in a term and ack entries it never had.
+pub fn claim(db: &DB, id: u64) -> Result<(), StorageError> {
+    match db.get(keys::NODE)? {
+        Some(v) => match decode_u64(keys::NODE, &v)? {
+            found if found == id => Ok(()),
+            found => Err(StorageError::WrongNode { found, id }),
+        },
+        None => Ok(db.put(keys::NODE, id.to_be_bytes())?),
+    }
 }
 
 fn escape(key: &[u8]) -> String {
