@@ -184,15 +184,16 @@ pub struct RunArgs {
 /// Flags of `ordeal check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The sequential model: register, cas-register, multi-register, kv, log or mutex.
+    /// The sequential model: register, cas-register, multi-register, kv, log or mutex. Needed
+    /// unless the file states it (an `ordeal export` does).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// The files' format: auto, jsonl, edn (Knossos/Jepsen), etcd (Jepsen console log) or
     /// porcupine (kv log).
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// The registers' initial value as JSON (`null`: absent). Default per format: 0 for EDN, ""
-    /// for Porcupine kv, absent otherwise.
+    /// for Porcupine kv, absent otherwise; what an `ordeal export` states.
     #[arg(long)]
     pub init: Option<String>,
     /// Give up with `unknown` after this many seconds per file.
@@ -224,6 +225,10 @@ pub struct ExportArgs {
     /// The output format: edn (Knossos/Elle) or jsonl.
     #[arg(long, default_value = "edn")]
     pub to: String,
+    /// The model an EDN export states it is checked with (default: log for a history of
+    /// appends, else kv).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Write here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,

@@ -72,15 +72,20 @@ fn export_to_edn_round_trips_through_check() {
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&edn).unwrap();
     assert!(
-        text.starts_with("[{:index 0, :time 1, :process 0, :type :invoke, :f :read, :value nil}"),
+        text.starts_with(
+            "; ordeal {:model \"cas-register\", :init nil, :independent false}\n\
+             [{:index 0, :time 1, :process 0, :type :invoke, :f :read, :value nil}"
+        ),
         "{}",
-        &text[..100]
+        &text[..150]
     );
-    // Re-checked as EDN (nil reads then mean "unknown", so the initial value is moot): still invalid.
-    assert_eq!(
-        ordeal(&["check", "--model", "cas-register", "--format", "edn", "--init", "null", edn.to_str().unwrap()]).0,
-        1
-    );
+    // Re-checked as EDN with the model and initial value it states: still invalid.
+    let (code, out, err) = ordeal(&["check", "--format", "edn", edn.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    // A Knossos history states nothing: the model must be named.
+    let (code, _, err) = ordeal(&["check", &corpus("knossos/cas-register/bad/bad-analysis.edn")]);
+    assert_eq!(code, 254);
+    assert!(err.contains("--model is needed"), "{err}");
 }
 
 #[test]
@@ -127,7 +132,58 @@ fn a_keyed_history_exported_to_edn_checks_the_same() {
     // A stale read after the cas: invalid in both formats.
     let (code, out, _) = ordeal(&["check", "--model", "kv", native.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    let (code, out, _) = ordeal(&["check", "--model", "kv", "--init", "null", edn.to_str().unwrap()]);
+    let (code, out, _) = ordeal(&["check", edn.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("op 4 (process 0: read -> 5) on k1 cannot be linearized"), "{out}");
+}
+
+#[test]
+fn issue_17_exports_keep_time_node_and_error_and_check_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = dir.path().join("h.jsonl");
+    // A log: appends acknowledged with offsets, a read of them, a failed append.
+    let ops = [
+        r#"{"index":0,"time":10,"process":0,"type":"invoke","f":"append","value":{"key":"t","value":7},"node":2}"#,
+        r#"{"index":1,"time":20,"process":0,"type":"ok","f":"append","value":{"key":"t","value":7,"offset":0},"node":2}"#,
+        r#"{"index":2,"time":30,"process":1,"type":"invoke","f":"append","value":{"key":"t","value":8},"node":3}"#,
+        r#"{"index":3,"time":40,"process":1,"type":"fail","f":"append","value":{"key":"t","value":8},"error":"not leader","node":3}"#,
+        r#"{"index":4,"time":50,"process":0,"type":"invoke","f":"read","value":{"key":"t","from":0},"node":1}"#,
+        r#"{"index":5,"time":60,"process":0,"type":"ok","f":"read","value":{"key":"t","from":0,"values":[7],"hw":1},"node":1}"#,
+    ];
+    std::fs::write(&native, ops.join("\n") + "\n").unwrap();
+    let (edn, back) = (dir.path().join("h.edn"), dir.path().join("back.jsonl"));
+    assert_eq!(ordeal(&["export", "-o", edn.to_str().unwrap(), native.to_str().unwrap()]).0, 0);
+    let (code, out, err) = ordeal(&["check", edn.to_str().unwrap()]);
+    assert_eq!(code, 0, "the export states the log model: {out}{err}");
+    assert_eq!(ordeal(&["export", "--to", "jsonl", "-o", back.to_str().unwrap(), edn.to_str().unwrap()]).0, 0);
+    let back = std::fs::read_to_string(back).unwrap();
+    for (a, b) in ops.iter().zip(back.lines()) {
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(a).unwrap(), serde_json::from_str(b).unwrap());
+        assert_eq!(a, b, "EDN -> JSON Lines keeps every field");
+    }
+}
+
+#[test]
+fn issue_17_check_never_passes_a_broken_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":{"key":"k","value":1}}"#;
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cases = [
+        ("empty", Vec::new(), 2, "unknown: the history holds no op"),
+        ("garbage", format!("{write}\nnot an op\n").into_bytes(), 254, "garbage.jsonl:2: column"),
+        ("truncated", format!("{write}\n{{\"index\":1,\"ti").into_bytes(), 254, "truncated last line"),
+        ("random", random, 254, "random.jsonl"),
+    ];
+    for (name, text, code, expected) in &cases {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&path, text).unwrap();
+        let (got, out, err) = ordeal(&["check", "--model", "kv", "--format", "jsonl", path.to_str().unwrap()]);
+        assert_eq!(got, *code, "{name}: {out}{err}");
+        assert!(out.contains(expected) || err.contains(expected), "{name}: {out}{err} lacks {expected:?}");
+    }
+    std::fs::write(dir.path().join("test.json"), "{}").unwrap();
+    let (code, _, err) = ordeal(&["check", "--model", "kv", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 254);
+    assert!(err.contains("is a run directory: `ordeal report"), "{err}");
 }

@@ -121,3 +121,88 @@ fn a_rolling_upgrade_with_a_rollback_is_valid_and_its_timeline_renders() {
     let next = &dom[at + figure.len()..];
     assert!(next.find("id=\"throughput\"") < next.find("id=\"quantiles\""), "throughput right beneath");
 }
+
+/// A register history of `ops` lines: a write of 1, then a read of `read`.
+fn register_history(read: u64) -> Vec<String> {
+    let op = |index: u64, kind: &str, f: &str, value: serde_json::Value| {
+        serde_json::json!({"index": index, "time": index * 1000, "process": 0, "type": kind, "f": f, "value": value})
+            .to_string()
+    };
+    let kv = |v: Option<u64>| serde_json::json!({"key": "k0", "value": v});
+    vec![
+        op(0, "invoke", "write", kv(Some(1))),
+        op(1, "ok", "write", kv(Some(1))),
+        op(2, "invoke", "read", kv(None)),
+        op(3, "ok", "read", kv(Some(read))),
+    ]
+}
+
+/// A run directory as `ordeal run` leaves it, with `history` verbatim and `run` as its
+/// `run.json` (none when `None`).
+fn run_dir(history: &[u8], run: Option<serde_json::Value>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let test = serde_json::json!({
+        "name": "register-none", "workload": "register", "nemesis": [], "env": "local", "nodes": 3,
+        "groups": 1, "concurrency": 1, "rate": 10.0, "time_limit_s": 1.0, "seed": 1, "op_timeout_ms": 100,
+        "nemesis_interval_s": 1.0, "fault_duration_s": 1.0, "keys": 1, "tick_ms": 10, "heartbeat_ticks": 2,
+        "election_ticks": 10, "bugs": [], "broker_binary": "broker", "broker_version": "0", "ordeal_version": "0",
+        "command": "", "started_at": "",
+    });
+    std::fs::write(dir.path().join("test.json"), test.to_string()).unwrap();
+    std::fs::write(dir.path().join("history.jsonl"), history).unwrap();
+    if let Some(run) = run {
+        std::fs::write(dir.path().join("run.json"), run.to_string()).unwrap();
+    }
+    dir
+}
+
+/// How a complete run of `events` ops ended, as `run.json` says.
+fn finished(events: usize) -> serde_json::Value {
+    serde_json::json!({"interrupted": false, "heal_error": null, "final_reads_complete": true,
+        "nemesis_errors": [], "events": events, "elapsed_s": 1.0, "harness_error": null})
+}
+
+/// `ordeal report` of a run directory: the exit code, the defects it says, and the JUnit run case.
+fn check(history: &[u8], run: Option<serde_json::Value>, code: i32, defect: &str, why: &str) {
+    let dir = run_dir(history, run);
+    let (got, out, err) = ordeal(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(got, code, "{why}: {out}{err}");
+    let results = common::json(&dir.path().join("results.json"));
+    let kinds: Vec<&str> = results["defects"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&defect), "{why}: defects {kinds:?} lack {defect}");
+    assert_ne!(results["verdict"], "valid", "{why}");
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(junit.contains(r#"errors="1""#) || junit.contains(r#"failures="1""#), "{why}: {junit}");
+    assert!(junit.contains("<error message=\""), "{why}: the run case says why: {junit}");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("the record is incomplete"), "{why}: the report shows it");
+}
+
+#[test]
+fn issue_17_report_fails_closed_on_a_broken_record() {
+    let good = register_history(1);
+    let text = |lines: &[String]| (lines.join("\n") + "\n").into_bytes();
+    // The baseline: the same history, whole, is valid.
+    let dir = run_dir(&text(&good), Some(finished(4)));
+    let (code, out, _) = ordeal(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+
+    let mut garbage = good[..2].to_vec();
+    garbage.push("{\"this is\": not an op".into());
+    garbage.extend(register_history(7)[2..].iter().cloned()); // an impossible read behind it
+    check(&text(&garbage), Some(finished(5)), 254, "unreadable", "a garbage line");
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    check(&random, Some(finished(4)), 254, "unreadable", "random bytes");
+    let mut cut = text(&good);
+    cut.truncate(cut.len() - 10);
+    check(&cut, None, 2, "truncated", "a last line cut short by a crash");
+    check(&text(&good[..2]), Some(finished(4)), 2, "truncated", "fewer ops than the run recorded");
+    check(b"", Some(finished(0)), 2, "empty", "an empty history");
+    check(&text(&good), None, 2, "unfinished", "no run.json: the harness died");
+    let mut interrupted = finished(4);
+    interrupted["interrupted"] = true.into();
+    check(&text(&good), Some(interrupted), 2, "interrupted", "Ctrl-C");
+    let mut unhealed = finished(4);
+    unhealed["heal_error"] = "n2 did not come back".into();
+    check(&text(&good), Some(unhealed), 2, "unhealed", "a cluster that did not heal");
+}

@@ -170,3 +170,27 @@ fn cleanup_after_kill_9_leaves_no_broker() {
     assert!(!dir.path().join("latest/ordeal.pid").exists());
     assert!(!dir.path().join("latest/nodes/n1/data").exists());
 }
+
+#[test]
+fn issue_17_a_run_interrupted_with_ctrl_c_is_not_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["run", "--store", store, "--no-progress", "--time-limit", "60", "--seed", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 100);
+    let sent = Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = run.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "an interrupted run is unknown: {stdout}");
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert_eq!(results(dir.path())["defects"][0]["kind"], "interrupted");
+    // Analysed again later, it still is.
+    let (code, out, _) = ordeal(&["report", dir.path().join("latest").to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(brokers_under(dir.path()).is_empty());
+}

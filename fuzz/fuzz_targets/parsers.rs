@@ -1,6 +1,6 @@
 //! Every history parser on arbitrary bytes: errors are fine, panics are bugs.
 //!
-//! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run parsers` (cargo-fuzz wants nightly flags).
+//! Run: `scripts/fuzz.sh parsers` (or `RUSTC_BOOTSTRAP=1 cargo fuzz run parsers`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -136,8 +136,11 @@ pub fn report(dir: &Path, a: &Analysis) -> Result<String, ReportError> {
                 }
                 (nav())
                 main {
-                    @if let Some(w) = &r.history_warning {
-                        section { b { "History warning:" } " " (w) }
+                    @if !r.defects.is_empty() {
+                        section #defects {
+                            b { "Not a valid run: the record is incomplete" }
+                            ul { @for d in &r.defects { li { (d.to_string()) } } }
+                        }
                     }
                     (test_section(r))
                     (checkers_section(r))
@@ -768,6 +771,7 @@ mod tests {
             faults: vec![fault],
             failover: Failover::default(),
             history_warning: Some(HOSTILE.into()),
+            defects: vec![crate::results::Defect::Unreadable(HOSTILE.into())],
         };
         let digest = Digest {
             names: vec![HOSTILE.into()],

@@ -75,16 +75,14 @@ fn case(w: &mut Writer<Vec<u8>>, suite: &str, c: &Case) -> io::Result<()> {
     Ok(())
 }
 
-/// Renders a run's JUnit XML: a case for the run itself (did it complete and heal?) and one per
-/// checker.
+/// Renders a run's JUnit XML: a case for the run itself (is its record whole: a readable,
+/// complete history of a run that finished and healed?) and one per checker.
 pub fn render(r: &Results) -> String {
-    let run_ok = r.run.as_ref().is_none_or(|run| run.heal_error.is_none() && run.harness_error.is_none());
-    let run_message =
-        r.run.as_ref().and_then(|run| run.harness_error.clone().or(run.heal_error.clone())).unwrap_or_default();
+    let defects: Vec<String> = r.defects.iter().map(ToString::to_string).collect();
     let mut cases = vec![Case {
         name: "run".into(),
-        outcome: if run_ok { Verdict::Valid } else { Verdict::Unknown },
-        message: run_message,
+        outcome: if defects.is_empty() { Verdict::Valid } else { Verdict::Unknown },
+        message: defects.join("; "),
         time_s: r.stats.duration_s,
     }];
     cases.extend(r.checkers.iter().map(|c| Case {

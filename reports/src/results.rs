@@ -52,6 +52,52 @@ pub struct Results {
     pub failover: Failover,
     /// A warning about the history file (a truncated last line), if any.
     pub history_warning: Option<String>,
+    /// Why the record cannot support a verdict of valid; empty when it is complete.
+    #[serde(default)]
+    pub defects: Vec<Defect>,
+}
+
+/// Why what a run left behind cannot support a verdict of valid. Any defect turns `valid` into
+/// `unknown`: a verifier must not vouch for ops it did not see, nor for a cluster it left broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
+pub enum Defect {
+    /// A line of the history is not an op (garbage, random bytes, not UTF-8): unreadable input.
+    Unreadable(String),
+    /// The history stops early: its last line is cut short, or it holds fewer ops than the run
+    /// recorded.
+    Truncated(String),
+    /// The history holds no client op: nothing was verified.
+    Empty,
+    /// The run left no `run.json`: the harness died (or still runs) before its end.
+    Unfinished,
+    /// The run was interrupted (Ctrl-C) before its end.
+    Interrupted,
+    /// The cluster could not be healed at the end of the run.
+    Unhealed(String),
+    /// The harness failed and ended the run early.
+    HarnessFailed(String),
+}
+
+impl std::fmt::Display for Defect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Defect::Unreadable(m) => write!(f, "unreadable history: {m}"),
+            Defect::Truncated(m) => write!(f, "truncated history: {m}"),
+            Defect::Empty => f.write_str("the history holds no client op"),
+            Defect::Unfinished => write!(f, "the run did not finish (it left no {})", store::RUN),
+            Defect::Interrupted => f.write_str("the run was interrupted before its end"),
+            Defect::Unhealed(m) => write!(f, "the cluster did not heal: {m}"),
+            Defect::HarnessFailed(m) => write!(f, "the run did not complete: {m}"),
+        }
+    }
+}
+
+impl Results {
+    /// Whether the history could not be read: bad input rather than an undecided check.
+    pub fn unreadable(&self) -> bool {
+        self.defects.iter().any(|d| matches!(d, Defect::Unreadable(_)))
+    }
 }
 
 /// A run's results with the digest of its history, from which reports draw.
@@ -62,24 +108,61 @@ pub struct Analysis {
     pub digest: Digest,
 }
 
-/// A warning about the history file, filled in when its stream ends early.
-type Warning = std::rc::Rc<std::cell::RefCell<Option<String>>>;
+/// The error that ended the history's stream early, filled in when it does.
+type StreamError = std::rc::Rc<std::cell::RefCell<Option<jsonl::Error>>>;
 
-/// Streams the history file; a truncated last line (a crash mid-write) ends it, and shows up
-/// in the returned warning.
-fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, Warning), ReportError> {
+/// Streams the history file up to its first bad line, which shows up in the returned error.
+fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, StreamError), ReportError> {
     let file = std::fs::File::open(path).map_err(|e| ReportError::file(path, e))?;
-    let warning = Warning::default();
-    let seen = warning.clone();
-    let shown = path.display().to_string();
-    let ops = jsonl::Reader::new(file).map_while(move |r| match r {
-        Ok(op) => Some(op),
-        Err(e) => {
-            *seen.borrow_mut() = Some(format!("{shown}: {e}"));
-            None
-        }
-    });
-    Ok((ops, warning))
+    let error = StreamError::default();
+    let seen = error.clone();
+    let ops = jsonl::Reader::new(file).map_while(move |r| r.map_err(|e| *seen.borrow_mut() = Some(e)).ok());
+    Ok((ops, error))
+}
+
+/// Everything that keeps the record from supporting a verdict of valid: how the history's
+/// stream ended after `read` ops, whether it holds any client op, and how the run went.
+fn defects(
+    shown: &Path,
+    stream: Option<jsonl::Error>,
+    read: u64,
+    clients: usize,
+    run: Option<&RunInfo>,
+) -> Vec<Defect> {
+    let mut out = Vec::new();
+    match stream {
+        // A cut-short last line after good ops is a crash mid-write; one with nothing before
+        // it is no history at all.
+        Some(e) if e.is_truncation() && read > 0 => out.push(Defect::Truncated(format!("{}: {e}", shown.display()))),
+        Some(e) => out.push(Defect::Unreadable(format!("{}: {e}", shown.display()))),
+        None => {}
+    }
+    if let Some(recorded) = run.map(|r| r.events).filter(|&n| n > read) {
+        out.push(Defect::Truncated(format!("{} holds {read} ops; the run recorded {recorded}", shown.display())));
+    }
+    if clients == 0 {
+        out.push(Defect::Empty);
+    }
+    let Some(run) = run else {
+        out.push(Defect::Unfinished);
+        return out;
+    };
+    if run.interrupted {
+        out.push(Defect::Interrupted);
+    }
+    if let Some(e) = &run.heal_error {
+        out.push(Defect::Unhealed(e.clone()));
+    }
+    if let Some(e) = &run.harness_error {
+        out.push(Defect::HarnessFailed(e.clone()));
+    }
+    out
+}
+
+/// `run.json`: absent when the run did not finish; present but unreadable is an error.
+fn run_info(dir: &Path) -> Result<Option<RunInfo>, ReportError> {
+    let path = dir.join(store::RUN);
+    if path.exists() { store::read_json(&path).map(Some) } else { Ok(None) }
 }
 
 /// Runs `checkers` (the workload's) over the run's history, in the one pass that also digests
@@ -87,13 +170,20 @@ fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, Warning), ReportError> 
 pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> Result<Analysis, ReportError> {
     let test: Test = store::read_json(&dir.join(store::TEST))?;
     test.check_format().map_err(|e| ReportError::file(&dir.join(store::TEST), e))?;
-    let run: Option<RunInfo> = store::read_json(&dir.join(store::RUN)).ok();
+    let run = run_info(dir)?;
     let path = dir.join(store::HISTORY);
-    let (stream, warning) = ops(&path)?;
+    let (stream, stream_error) = ops(&path)?;
     let mut checking = Compose::new(checkers);
-    let digest = Digest::of(stream.inspect(|op| checking.observe(op))).map_err(|e| ReportError::file(&path, e))?;
+    let mut read = 0u64;
+    let digest = Digest::of(stream.inspect(|op| {
+        read += 1;
+        checking.observe(op)
+    }))
+    .map_err(|e| ReportError::file(&path, e))?;
     let checkers = checking.finish().map_err(|e| ReportError::file(&path, e))?;
-    let truncated = warning.borrow().clone();
+    let stream_error = stream_error.borrow_mut().take();
+    let history_warning = stream_error.as_ref().map(|e| format!("{}: {e}", path.display()));
+    let defects = defects(&path, stream_error, read, digest.spans.len(), run.as_ref());
     let stats = digest.stats();
     let faults = digest.fault_windows(writes);
     let mut gaps: Vec<f64> = faults.iter().filter_map(|f| f.gap_ms).collect();
@@ -114,11 +204,10 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
             stats.total.ok + stats.total.fail + stats.total.info
         ),
     };
-    let harness_error = run.as_ref().and_then(|r| r.harness_error.clone());
-    let reason = match harness_error {
-        Some(e) if verdict == Verdict::Valid => {
+    let reason = match defects.first() {
+        Some(d) if verdict == Verdict::Valid => {
             verdict = Verdict::Unknown;
-            format!("the run did not complete: {e}")
+            d.to_string()
         }
         _ => reason,
     };
@@ -132,7 +221,8 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
         stats,
         faults,
         failover,
-        history_warning: truncated,
+        history_warning,
+        defects,
     };
     Ok(Analysis { results, digest })
 }

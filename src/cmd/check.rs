@@ -5,7 +5,7 @@ use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
 use ordeal_checker::formats::{self, Format};
-use ordeal_checker::linear::{self, Method, Methods, Options, Report};
+use ordeal_checker::linear::{self, Method, Methods, Options, Report, Undecided};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -26,8 +26,8 @@ pub fn parse_init(text: &str) -> Result<Value, BadInput> {
 /// Checks each file; the exit code combines the verdicts (invalid beats unknown beats valid),
 /// and any unreadable file makes it 254.
 pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
-    if !linear::MODELS.contains(&args.model.as_str()) {
-        return Err(BadInput(format!("--model {:?}: expected one of {:?}", args.model, linear::MODELS)).into());
+    if let Some(model) = &args.model {
+        known_model(model)?;
     }
     let format = parse_format(&args.format)?;
     let init = args.init.as_deref().map(parse_init).transpose()?;
@@ -45,7 +45,16 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     let mut unreadable = false;
     let stdout = std::io::stdout();
     for file in &args.files {
-        let (ops, detected) = match formats::open(file, format) {
+        if file.join("test.json").is_file() {
+            eprintln!(
+                "ordeal: error: {} is a run directory: `ordeal report {0}` checks it with its workload's checkers",
+                file.display()
+            );
+            unreadable = true;
+            continue;
+        }
+        let opened = formats::stated(file).and_then(|stated| Ok((stated, formats::open(file, format)?)));
+        let (stated, (ops, detected)) = match opened {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("ordeal: error: {e}");
@@ -53,7 +62,18 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
                 continue;
             }
         };
-        let init = init.clone().unwrap_or_else(|| detected.default_init());
+        // The flags win over what a file states, which wins over its format's default.
+        let Some(model) = args.model.clone().or(stated.as_ref().map(|s| s.model.clone())) else {
+            eprintln!("ordeal: error: {}: --model is needed: the file does not state its model", file.display());
+            unreadable = true;
+            continue;
+        };
+        if let Err(e) = known_model(&model) {
+            eprintln!("ordeal: error: {}: {e}", file.display());
+            unreadable = true;
+            continue;
+        }
+        let init = init.clone().or(stated.map(|s| s.init)).unwrap_or_else(|| detected.default_init());
         // The history streams through the checker; the first bad line stops it. The time spent
         // reading and parsing is measured apart, so that the check's own time can be told.
         let mut bad_line = None;
@@ -65,7 +85,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             read += started.elapsed();
             op
         });
-        let checked = linear::check_by_name(&args.model, &init, timed, &opts);
+        let checked = linear::check_by_name(&model, &init, timed, &opts);
         let read_ms = read.as_secs_f64() * 1e3;
         if let Some(e) = bad_line {
             eprintln!("ordeal: error: {e}");
@@ -73,7 +93,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             continue;
         }
         let report = match checked {
-            Ok(r) => r,
+            Ok(r) => fail_closed_on_empty(r),
             Err(e) => {
                 eprintln!("ordeal: error: {}: {e}", file.display());
                 unreadable = true;
@@ -104,6 +124,23 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             Verdict::Unknown => Outcome::Unknown,
         }
     })
+}
+
+fn known_model(model: &str) -> Result<(), BadInput> {
+    if linear::MODELS.contains(&model) {
+        Ok(())
+    } else {
+        Err(BadInput(format!("--model {model:?}: expected one of {:?}", linear::MODELS)))
+    }
+}
+
+/// A history without a single op verifies nothing: unknown, never valid.
+fn fail_closed_on_empty(mut report: Report) -> Report {
+    if report.ops == 0 && report.verdict == Verdict::Valid {
+        report.verdict = Verdict::Unknown;
+        report.undecided.push(Undecided { partition: None, ops: 0, reason: "the history holds no op".into() });
+    }
+    report
 }
 
 /// The evidence of an invalid report, indented under its verdict line.
@@ -145,12 +182,35 @@ fn details(report: &Report) -> String {
     s
 }
 
+/// The model of a history whose file does not say: the log model for the log workload's
+/// appends, a register per key for keyed values, else one cas-register.
+fn default_model(history: &ordeal_history::History) -> &'static str {
+    let ops = history.ops();
+    if ops.iter().any(|op| op.f == "append") {
+        "log"
+    } else if ops.iter().any(|op| op.is_client() && op.value.get("key").is_some()) {
+        "kv"
+    } else {
+        "cas-register"
+    }
+}
+
 /// Converts a history file to EDN or JSON Lines.
 pub fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
     let format = parse_format(&args.format)?;
-    let (history, _) = formats::import(&args.file, format).map_err(|e| BadInput(e.to_string()))?;
+    let stated = formats::stated(&args.file).map_err(|e| BadInput(e.to_string()))?;
+    let (history, detected) = formats::import(&args.file, format).map_err(|e| BadInput(e.to_string()))?;
+    if let Some(model) = &args.model {
+        known_model(model)?;
+    }
     let text = match args.to.as_str() {
-        "edn" => formats::export_edn(&history),
+        "edn" => {
+            // The export states the semantics the history was read with.
+            let model = args.model.clone().or(stated.as_ref().map(|s| s.model.clone()));
+            let model = model.unwrap_or_else(|| default_model(&history).into());
+            let init = stated.map_or_else(|| detected.default_init(), |s| s.init);
+            formats::export_edn(&history, &model, &init)
+        }
         "jsonl" => {
             let mut buf = Vec::new();
             let mut w = ordeal_history::jsonl::Writer::new(&mut buf);

@@ -18,12 +18,22 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
     }
     let r = write_all(dir).map_err(|e| BadInput(format!("{e:#}")))?;
     say!("{}: {}", r.verdict.to_string().to_uppercase(), r.reason);
+    for d in &r.defects {
+        say!("  {d}");
+    }
     say!("  report: {}", dir.join(store::REPORT).display());
-    Ok(match r.verdict {
+    Ok(outcome(&r))
+}
+
+/// The exit code of a run's results: its verdict, except that a history that cannot be read is
+/// bad input (254) whatever was checked before its first bad line.
+pub fn outcome(r: &Results) -> Outcome {
+    match r.verdict {
+        _ if r.unreadable() => Outcome::BadInput,
         Verdict::Valid => Outcome::Valid,
         Verdict::Invalid => Outcome::Invalid,
         Verdict::Unknown => Outcome::Unknown,
-    })
+    }
 }
 
 /// Analyses a run directory with the checkers of its test's workload and writes every report

@@ -4,7 +4,6 @@ use crate::cli::RunArgs;
 use crate::execute::{self, Options};
 use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
-use ordeal_checker::Verdict;
 use ordeal_faults::{FaultSpec, LIBFAKETIME, net};
 use ordeal_history::Test;
 use ordeal_reports::store;
@@ -325,17 +324,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if let Some(e) = results.run.as_ref().and_then(|r| r.harness_error.as_ref()) {
         anyhow::bail!("the run failed: {e} (partial results in {})", dir.display());
     }
-    Ok(match results.verdict {
-        Verdict::Valid => Outcome::Valid,
-        Verdict::Invalid => Outcome::Invalid,
-        Verdict::Unknown => Outcome::Unknown,
-    })
+    Ok(super::report::outcome(&results))
 }
 
 fn print_outcome(dir: &Path, r: &ordeal_reports::results::Results) {
     say!("{}: {}", r.verdict.to_string().to_uppercase(), r.reason);
     for c in &r.checkers {
         say!("  {:<16} {:<8} {}", c.name, c.verdict.to_string(), c.summary);
+    }
+    for d in &r.defects {
+        say!("  {d}");
     }
     let s = &r.stats.total;
     say!("  ops: {} ok, {} fail, {} info ({:.0}/s)", s.ok, s.fail, s.info, r.stats.throughput_per_s);

@@ -111,6 +111,22 @@ impl NodeState {
     }
 }
 
+/// Partitions of a topic are numbered `0..MAX_PARTITIONS`: a partition comes into being with
+/// its first record, so an unbounded number would let a typo or a hostile client create state
+/// without end.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Refuses a partition number outside `0..MAX_PARTITIONS`.
+pub fn validate_partition(partition: u32) -> Result<(), BrokerError> {
+    if partition >= MAX_PARTITIONS {
+        return Err(BrokerError::InvalidArgument(format!(
+            "partition {partition} is out of range: partitions are numbered 0 to {}",
+            MAX_PARTITIONS - 1
+        )));
+    }
+    Ok(())
+}
+
 /// Topic and consumer-group names: Kafka's rule, 1 to 249 of `[A-Za-z0-9._-]`.
 pub fn validate_name(what: &str, name: &str) -> Result<(), BrokerError> {
     if name.is_empty() {
@@ -168,6 +184,7 @@ impl Broker for BrokerService {
     async fn produce(&self, request: GrpcRequest<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let r = request.into_inner();
         validate_name("topic", &r.topic)?;
+        validate_partition(r.partition)?;
         validate_record(&self.0.config, &r.key, &r.value)?;
         let group = shard::group_of_partition(&r.topic, r.partition, self.0.group_count());
         let kind = Kind::Produce(cmd::Produce {
@@ -189,6 +206,7 @@ impl Broker for BrokerService {
     async fn fetch(&self, request: GrpcRequest<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
         let r = request.into_inner();
         validate_name("topic", &r.topic)?;
+        validate_partition(r.partition)?;
         let group = shard::group_of_partition(&r.topic, r.partition, self.0.group_count());
         let _guard = self.0.read_barrier(group, r.local).await?;
         let max = match r.max_records as usize {
@@ -208,6 +226,7 @@ impl Broker for BrokerService {
         validate_name("consumer group", &r.group)?;
         for o in &r.offsets {
             validate_name("topic", &o.topic)?;
+            validate_partition(o.partition)?;
         }
         let group = shard::group_of_consumer_group(&r.group, self.0.group_count());
         let offsets = r

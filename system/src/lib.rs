@@ -11,6 +11,7 @@
 //! * [`fsm`]: the state machine, deterministic in (state, entry);
 //! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
 //! * [`transport`]: peer streams that never block the Ready loop;
+//! * [`vet`]: raft messages from peers checked before raft-rs sees them;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
 //! * [`version`]: releases, format versions and the cluster version that gates new formats;
 //! * [`membership`]: adding learners, promoting them, removing nodes;
@@ -35,6 +36,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod transport;
 pub mod version;
+pub mod vet;
 
 // The client-facing pieces live in `ordeal-wire`, which the harness uses without the server.
 pub use ordeal_wire::{client, error, launch, shard};

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use ordeal_system::client::{Client, ClientError, ClientOptions};
 use ordeal_system::config::{Bug, MembershipConfig, NodeConfig, RaftTiming, parse_peers};
 use ordeal_system::pb::broker::PartitionOffset;
+use ordeal_system::storage;
 use ordeal_system::version::Release;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -299,7 +300,10 @@ fn main() -> ExitCode {
                 Err(e) => {
                     // Once: the log goes to stderr too.
                     eprintln!("ordeal-broker: {e:#}");
-                    ExitCode::from(255)
+                    // Another node's data directory is a setting that cannot work, as a bad flag is.
+                    let wrong_node =
+                        e.chain().any(|c| matches!(c.downcast_ref(), Some(storage::StorageError::WrongNode { .. })));
+                    ExitCode::from(if wrong_node { 254 } else { 255 })
                 }
             }
         }

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub reads: AtomicU64,
     /// Batches of raft messages dropped because a peer's queue was full or its link down.
     pub peer_drops: AtomicU64,
+    /// Raft messages from peers dropped unstepped ([`crate::vet`]): non-members, forged senders,
+    /// messages that contradict the local log.
+    pub peer_messages_rejected: AtomicU64,
     /// Times a `--join-as-learner` node found itself a voter (once per group and start).
     pub learner_found_voter: AtomicU64,
     /// Campaigns started at once because the leader's port refused a connection.
@@ -126,6 +129,12 @@ impl Metrics {
             "ordeal_peer_drops_total",
             "Raft message batches dropped: peer queue full or link down.",
             &self.peer_drops,
+        );
+        counter(
+            &mut out,
+            "ordeal_peer_messages_rejected_total",
+            "Raft messages from peers dropped unstepped: non-members, forged senders, impossible indices.",
+            &self.peer_messages_rejected,
         );
         counter(
             &mut out,

@@ -21,6 +21,7 @@ use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
 use crate::version;
+use crate::vet;
 pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
 use protobuf::Message as _;
@@ -392,11 +393,7 @@ impl Group {
             Request::Read { reply } => {
                 self.reads_queued.push(ReadWaiter { deadline: Instant::now() + self.read_timeout, reply })
             }
-            Request::Raft(m) => {
-                if let Err(e) = self.node.step(*m) {
-                    tracing::debug!("dropped a raft message: {e}");
-                }
-            }
+            Request::Raft(m) => self.step(*m),
             Request::TransferLeader { to, reply } => {
                 let result = self.transfer_leader(to);
                 let _ = reply.send(result);
@@ -449,6 +446,27 @@ impl Group {
         self.metrics.fast_campaigns.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.node.campaign() {
             tracing::debug!("campaign refused: {e}");
+        }
+    }
+
+    /// Steps a peer's message into raft once [`vet`] finds nothing wrong with it.
+    fn step(&mut self, m: Message) {
+        let raft = &self.node.raft;
+        // A joining node knows no members until the leader's snapshot names them.
+        let knows_members = raft.prs().iter().next().is_some();
+        let local = vet::Local {
+            is_member: |id| !knows_members || raft.prs().get(id).is_some(),
+            last_index: raft.raft_log.last_index(),
+        };
+        if !self.config.bugs.contains(&Bug::TrustPeers)
+            && let Err(why) = vet::message(&m, &local)
+        {
+            self.metrics.peer_messages_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(from = m.from, group = self.group, "raft message dropped: {why}");
+            return;
+        }
+        if let Err(e) = self.node.step(m) {
+            tracing::debug!("dropped a raft message: {e}");
         }
     }
 

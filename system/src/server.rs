@@ -32,6 +32,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db = open_db_reading(&config.data_dir, config.release.storage_max)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    crate::storage::claim(&db, config.id).with_context(|| config.data_dir.display().to_string())?;
     for g in 0..config.groups {
         snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
     }

@@ -5,6 +5,7 @@
 //! | key | value |
 //! |---|---|
 //! | `m/format` | storage format version, `u32` |
+//! | `m/node` | the id of the node the directory belongs to, `u64` |
 //! | `L` group index | raft log entry (raft's protobuf codec) |
 //! | `H` group | raft hard state |
 //! | `C` group | raft conf state (voters and learners: membership lives here only) |
@@ -36,6 +37,16 @@ pub enum StorageError {
         key: String,
         /// What was wrong.
         what: String,
+    },
+    /// The data directory belongs to another node: its log and votes are that node's.
+    #[error(
+        "the data directory belongs to node {found}, not node {id}: start node {found} on it, or give node {id} a directory of its own"
+    )]
+    WrongNode {
+        /// The node the directory belongs to.
+        found: u64,
+        /// The id this node was started with.
+        id: u64,
     },
     /// The data directory was written by a newer build.
     #[error(
@@ -95,6 +106,8 @@ impl From<StorageError> for raft::Error {
 pub mod keys {
     /// The storage format version.
     pub const FORMAT: &[u8] = b"m/format";
+    /// The node the directory belongs to.
+    pub const NODE: &[u8] = b"m/node";
 
     fn tagged(tag: u8, group: u32) -> [u8; 5] {
         let g = group.to_be_bytes();
@@ -191,6 +204,18 @@ pub fn storage_format(db: &DB) -> Result<u32, StorageError> {
     match db.get(keys::FORMAT)? {
         Some(v) => decode_u32(keys::FORMAT, &v),
         None => Ok(1),
+    }
+}
+
+/// Claims the database for node `id`, or refuses one another node wrote: a node that took over
+/// another's log and votes would vote twice in a term and ack entries it never had.
+pub fn claim(db: &DB, id: u64) -> Result<(), StorageError> {
+    match db.get(keys::NODE)? {
+        Some(v) => match decode_u64(keys::NODE, &v)? {
+            found if found == id => Ok(()),
+            found => Err(StorageError::WrongNode { found, id }),
+        },
+        None => Ok(db.put(keys::NODE, id.to_be_bytes())?),
     }
 }
 

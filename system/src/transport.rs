@@ -379,6 +379,11 @@ impl RaftService {
             for bytes in env.messages {
                 let m = Message::parse_from_bytes(&bytes)
                     .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+                if let Err(why) = crate::vet::envelope(&m, env.from, env.to) {
+                    self.inbox.metrics.peer_messages_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(from = env.from, "raft message dropped: {why}");
+                    continue;
+                }
                 // A full queue drops the message; raft retransmits.
                 let _ = group.send(Request::Raft(Box::new(m)));
             }

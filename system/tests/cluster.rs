@@ -115,6 +115,12 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     );
     definite_invalid(client.produce("", 0, b"", b"v", None).await.map(|_| ()), "topic name is empty");
     definite_invalid(client.produce("a/b", 0, b"", b"v", None).await.map(|_| ()), "contains '/'");
+    // Issue 17: partitions are bounded, not created on demand at any number.
+    definite_invalid(
+        client.produce("t", 1 << 30, b"", b"v", None).await.map(|_| ()),
+        "partition 1073741824 is out of range",
+    );
+    definite_invalid(client.fetch("t", 1024, 0, 1).await.map(|_| ()), "partitions are numbered 0 to 1023");
     match client.list_committed_offsets("nobody").await {
         Err(ClientError::Broker { error: BrokerError::UnknownConsumerGroup(g), .. }) => assert_eq!(g, "nobody"),
         other => panic!("{other:?}"),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cluster, wait_for};
+use common::{Cluster, counter, metrics, wait_for};
 use ordeal_system::client::{Client, ClientError, ClientOptions};
 use ordeal_system::error::BrokerError;
 use ordeal_system::launch::{NodeSpec, free_ports};
@@ -105,26 +105,6 @@ async fn assert_has_all(client: &Client, node: u64, acked: &BTreeMap<u64, String
 /// Sets every node (joiners too) to compact its log after `entries` entries.
 fn compact_after(entries: u64) -> impl FnOnce(&mut ordeal_system::launch::ClusterSpec) {
     move |spec| spec.env.push(("ORDEAL_BROKER_SNAPSHOT_ENTRIES".into(), entries.to_string()))
-}
-
-/// The value of an unlabelled-but-for-node counter in a metrics page.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn metrics(http: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(http)).await.unwrap().unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body)).await.unwrap().unwrap();
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,9 @@ pub enum Bug {
     /// Switch the cluster to this release's cluster version (and its new formats) as soon as
     /// this node leads, without waiting until every member supports it.
     EarlyFeature,
+    /// Step every peer's raft message unchecked, as raft-rs alone would: a forged one can kill
+    /// the raft thread (which then stops the process) or depose the leader.
+    TrustPeers,
 }
 
 impl Bug {

@@ -2,10 +2,16 @@
 //!
 //! Semantics: `:fail` ops did not happen; `:info` ops may or may not have. An `:ok :read` whose
 //! value is `nil` means the value read is unknown: such a read constrains nothing, so it is left
-//! out with its invocation. Nemesis ops are skipped. `:time` is ignored (not monotone in file
-//! order); file order is the real order. Initial register value: 0.
+//! out with its invocation. Nemesis ops are skipped. File order is the real order; `:time` is
+//! kept when every op has one and they never go back in file order, else an op's time is its
+//! position. `:node` and `:error` are kept. Initial register value: 0.
+//!
+//! A file that ordeal exported states its model and initial value on its first line
+//! ([`super::stated`]) and is read as it was written: `nil` reads and nemesis ops are kept, and
+//! `jepsen.independent` tuples become keyed values again.
 
 use super::edn::{Edn, Parser};
+use super::stated::{self, Stated};
 use super::{LineError, edn_to_json, name_of};
 use ordeal_history::{History, Op, OpType, Process};
 
@@ -26,13 +32,30 @@ pub fn parse(text: &str) -> Result<History, LineError> {
             other => return Err(LineError::at(line, format!("expected op maps, found {}", other.kind()))),
         }
     }
+    let stated = Stated::of(text).transpose().map_err(|e| LineError::at(1, e))?;
     let mut ops = Vec::with_capacity(maps.len());
+    let mut times = Vec::with_capacity(maps.len());
     for (position, (line, m)) in maps.iter().enumerate() {
-        if let Some(op) = op_from_map(m, position as u64).map_err(|e| LineError::at(*line, e))? {
+        // An ordeal export keeps its nemesis ops; Knossos histories drop them.
+        let op = match process_of(m) {
+            Ok(Process::Nemesis) if stated.is_none() => Ok(None),
+            Ok(process) => op_of(m, process, position as u64).map(Some),
+            Err(e) => Err(e),
+        };
+        if let Some(mut op) = op.map_err(|e| LineError::at(*line, e))? {
+            if stated.as_ref().is_some_and(|s| s.independent) && op.is_client() {
+                op.value = stated::unindependent(&op.f, std::mem::take(&mut op.value));
+            }
+            times.push(match m.get("time") {
+                Some(Edn::Int(t)) => u64::try_from(*t).ok(),
+                _ => None,
+            });
             ops.push(op);
         }
     }
-    let unknown = unknown_reads(&ops);
+    keep_times(&mut ops, &times);
+    // An ordeal export states what a nil read means; in a Knossos history it means unknown.
+    let unknown = if stated.is_some() { Default::default() } else { unknown_reads(&ops) };
     let mut h = History::new();
     for (i, op) in ops.into_iter().enumerate() {
         if !unknown.contains(&i) {
@@ -40,6 +63,16 @@ pub fn parse(text: &str) -> Result<History, LineError> {
         }
     }
     Ok(h)
+}
+
+/// Gives the ops the file's `:time`s when every op has one and they never go back.
+fn keep_times(ops: &mut [Op], times: &[Option<u64>]) {
+    let monotone = times.iter().try_fold(0u64, |last, t| t.filter(|t| *t >= last)).is_some();
+    if monotone {
+        for (op, t) in ops.iter_mut().zip(times) {
+            op.time = t.unwrap_or(op.time);
+        }
+    }
 }
 
 /// Positions of `:ok :read nil` completions and their invocations.
@@ -63,15 +96,26 @@ fn unknown_reads(ops: &[Op]) -> std::collections::HashSet<usize> {
 
 /// One op map; `None` for nemesis ops.
 pub(crate) fn op_from_map(m: &Edn<'_>, position: u64) -> Result<Option<Op>, String> {
+    match process_of(m)? {
+        Process::Nemesis => Ok(None),
+        process => op_of(m, process, position).map(Some),
+    }
+}
+
+fn process_of(m: &Edn<'_>) -> Result<Process, String> {
     if !matches!(m, Edn::Map(_) | Edn::Tagged(..)) {
         return Err(format!("expected an op map, found {}", m.kind()));
     }
-    let process = match m.get("process") {
-        Some(Edn::Int(p)) if *p >= 0 => Process::Client(*p as u64),
-        Some(Edn::Keyword(k)) if k.as_ref() == "nemesis" => return Ok(None),
-        Some(other) => return Err(format!(":process must be a non-negative integer or :nemesis, found {other}")),
-        None => return Err("op map has no :process".into()),
-    };
+    match m.get("process") {
+        Some(Edn::Int(p)) if *p >= 0 => Ok(Process::Client(*p as u64)),
+        Some(Edn::Keyword(k)) if k.as_ref() == "nemesis" => Ok(Process::Nemesis),
+        Some(other) => Err(format!(":process must be a non-negative integer or :nemesis, found {other}")),
+        None => Err("op map has no :process".into()),
+    }
+}
+
+/// The op of a map whose process is known, at time `position`.
+fn op_of(m: &Edn<'_>, process: Process, position: u64) -> Result<Op, String> {
     let kind = match m.get("type").and_then(name_of) {
         Some("invoke") => OpType::Invoke,
         Some("ok") => OpType::Ok,
@@ -87,5 +131,9 @@ pub(crate) fn op_from_map(m: &Edn<'_>, position: u64) -> Result<Option<Op>, Stri
         Edn::Str(s) => s.to_string(),
         other => other.to_string(),
     });
-    Ok(Some(op))
+    op.node = match m.get("node") {
+        Some(Edn::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    Ok(op)
 }

@@ -9,13 +9,15 @@
 //!
 //! Every importer produces a native [`History`]; the differences in meaning are resolved there
 //! (a Knossos `:ok :read nil` becomes an `info` read, which constrains nothing), so the models
-//! see one semantics. Imported histories have no usable clock (Knossos `:time` is not monotone
-//! in file order, and file order is the real order), so an op's time is its line's position.
+//! see one semantics. File order is the real order; an imported op keeps its `:time` when the
+//! file's times never go back, else its time is its position. An EDN file that ordeal exported
+//! states its model and initial value ([`stated`]), so checking it gives the original's verdict.
 
 pub mod edn;
 pub mod etcd;
 pub mod knossos;
 pub mod porcupine;
+pub mod stated;
 
 use ordeal_history::{History, Op, jsonl};
 use serde_json::Value;
@@ -229,24 +231,30 @@ fn name_of<'e>(v: &'e edn::Edn<'_>) -> Option<&'e str> {
 }
 
 /// Writes a history as a Knossos/Jepsen EDN vector of op maps, so that Knossos and Elle can
-/// re-check it. Keyed values (`{"key": k, ...}`) become `jepsen.independent` tuples `[k v]`, with
-/// `v` the value, or `[from to]` for a cas.
-pub fn export_edn(history: &History) -> String {
+/// re-check it, under a first line that states the `model` it is checked with and the registers'
+/// `init`ial value ([`stated`]), so that `ordeal check` of the export gives the original's
+/// verdict. Keyed register values (`{"key": k, "value": v}`, or `from`/`to` for a cas) become
+/// `jepsen.independent` tuples `[k v]` (`[k [from to]]`); other values are written whole.
+pub fn export_edn(history: &History, model: &str, init: &Value) -> String {
     use edn::Edn;
+    let keyed = |op: &Op| op.is_client() && op.value.as_object().is_some_and(stated::is_register_shaped);
+    let independent = history.ops().iter().any(keyed);
+    let mut out = stated::Stated { model: model.into(), init: init.clone(), independent }.header();
+    out.push('[');
     let kw = |s: &str| Edn::keyword(s.to_owned());
-    let mut out = String::from("[");
     for (i, op) in history.ops().iter().enumerate() {
         let process = match op.process {
             ordeal_history::Process::Client(p) => Edn::Int(p as i64),
             ordeal_history::Process::Nemesis => kw("nemesis"),
         };
+        let value = if keyed(op) { tuple(&op.value) } else { json_to_edn(&op.value) };
         let mut entries = vec![
             (kw("index"), Edn::Int(op.index as i64)),
             (kw("time"), Edn::Int(op.time as i64)),
             (kw("process"), process),
             (kw("type"), kw(&op.kind.to_string())),
             (kw("f"), kw(&op.f)),
-            (kw("value"), independent(&op.value)),
+            (kw("value"), value),
         ];
         if let Some(e) = &op.error {
             entries.push((kw("error"), Edn::Str(e.as_str().into())));
@@ -263,19 +271,25 @@ pub fn export_edn(history: &History) -> String {
     out
 }
 
-fn independent(v: &Value) -> edn::Edn<'_> {
+/// A keyed register value as a `jepsen.independent` tuple.
+fn tuple(v: &Value) -> edn::Edn<'_> {
     use edn::Edn;
-    if let Some(map) = v.as_object()
-        && let Some(key) = map.get("key")
-    {
-        let inner = match (map.get("from"), map.get("to"), map.get("value")) {
-            (Some(from), Some(to), _) => Edn::Vector(vec![json_to_edn(from), json_to_edn(to)]),
-            (_, _, Some(value)) => json_to_edn(value),
-            _ => Edn::Nil,
-        };
-        return Edn::Vector(vec![json_to_edn(key), inner]);
-    }
-    json_to_edn(v)
+    let inner = match (v.get("from"), v.get("to")) {
+        (Some(from), Some(to)) => Edn::Vector(vec![json_to_edn(from), json_to_edn(to)]),
+        _ => v.get("value").map_or(Edn::Nil, json_to_edn),
+    };
+    Edn::Vector(vec![v.get("key").map_or(Edn::Nil, json_to_edn), inner])
+}
+
+/// What the file at `path` states about its history, if it is an ordeal export.
+pub fn stated(path: &Path) -> Result<Option<stated::Stated>, ImportError> {
+    use std::io::{BufRead, Read};
+    let err = |line, message| ImportError { path: path.to_owned(), line, message };
+    let file = std::fs::File::open(path).map_err(|e| err(None, e.to_string()))?;
+    let mut first = Vec::new();
+    // The header is one short line; a history without one may have no newline for megabytes.
+    std::io::BufReader::new(file.take(4096)).read_until(b'\n', &mut first).map_err(|e| err(None, e.to_string()))?;
+    stated::Stated::of(&String::from_utf8_lossy(&first)).transpose().map_err(|e| err(Some(1), e))
 }
 
 /// Converts JSON to EDN: object keys become keywords.

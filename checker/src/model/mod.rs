@@ -23,10 +23,24 @@ pub use multi_register::MultiRegister;
 pub use mutex::Mutex;
 pub use register::{RegisterKind, RegisterModel};
 
-/// A history op the model cannot interpret.
+/// A history op the model cannot interpret. Its message quotes the op's value, which may be
+/// megabytes: shown, it is cut to [`ModelError::SHOWN_CHARS`] characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
 pub struct ModelError(pub String);
+
+impl ModelError {
+    /// The most characters of the message that are shown.
+    pub const SHOWN_CHARS: usize = 300;
+}
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(Self::SHOWN_CHARS) {
+            Some((cut, _)) => write!(f, "{}... ({} bytes in all)", &self.0[..cut], self.0.len()),
+            None => f.write_str(&self.0),
+        }
+    }
+}
 
 /// A sequential specification.
 pub trait Model: Sync {
@@ -142,4 +156,20 @@ pub(crate) fn key_of(value: &Value) -> Result<String, ModelError> {
 /// The field `name` of an op's value object.
 pub(crate) fn field<'a>(value: &'a Value, name: &str) -> Result<&'a Value, ModelError> {
     value.get(name).ok_or_else(|| ModelError(format!("expected a \"{name}\" field in {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_17_a_wrong_model_error_never_quotes_a_huge_value() {
+        let huge = serde_json::json!({"value": "x".repeat(50 << 20)});
+        let shown = key_of(&huge).unwrap_err().to_string();
+        assert!(shown.len() < 400, "{} bytes", shown.len());
+        assert!(shown.starts_with("expected an object with a \"key\", found {\"value\":\"xxx"), "{shown:.80}");
+        assert!(shown.ends_with(" bytes in all)"), "{}", &shown[300..]);
+        let short = key_of(&serde_json::json!(3)).unwrap_err().to_string();
+        assert_eq!(short, "expected an object with a \"key\", found 3");
+    }
 }
