@@ -91,7 +91,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(
             RaftServer::new(
                 RaftService::new(config.id, groups.clone(), peers_stopped, inbox)
-                    .with_versions(config.release, ctx.transport.releases()),
+                    .with_transport(config.release, ctx.transport.clone()),
             )
             .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
         )

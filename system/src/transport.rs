@@ -59,6 +59,9 @@ type Listeners = Arc<OnceLock<Arc<Vec<GroupHandle>>>>;
 /// changes apply ([`Transport::set_address`], [`Transport::set_members`]).
 pub struct Transport {
     id: u64,
+    /// This node's own address as `--peers` names it (empty if it does not), sent with every
+    /// envelope (see [`Transport::learn_address`]).
+    addr: String,
     peers: RwLock<HashMap<u64, Peer>>,
     /// Each group's members, so that a node removed from every group it was in is dropped.
     members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
@@ -104,6 +107,7 @@ impl Transport {
     pub fn start(id: u64, peers: &BTreeMap<u64, String>, release: Release) -> Arc<Transport> {
         let t = Transport {
             id,
+            addr: peers.get(&id).cloned().unwrap_or_default(),
             peers: RwLock::new(HashMap::new()),
             members: Mutex::new(BTreeMap::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -140,6 +144,15 @@ impl Transport {
         // Replacing the entry drops the old slot, which ends the old connection's task.
         peers.insert(peer, Peer { addr: addr.to_owned(), slot, wire });
         tracing::info!(peer, addr, "peer address set");
+    }
+
+    /// Connects to `peer` at `addr` (an envelope's sender address) unless its address is known
+    /// already: addresses from the log and `--peers` take precedence.
+    pub fn learn_address(&self, peer: u64, addr: &str) {
+        let known = self.peers.read().map_or(true, |peers| peers.contains_key(&peer));
+        if !known && !addr.is_empty() {
+            self.set_address(peer, addr);
+        }
     }
 
     /// Records `group`'s members; a peer that was a member of some group and now is of none is
@@ -204,7 +217,8 @@ impl Transport {
             // Wire version 1 has no release field: leave it at its default.
             let release = if wire_version >= 2 { self.release.release } else { 0 };
             for messages in split(messages) {
-                let env = Envelope { wire_version, from: self.id, to, group, messages, release };
+                let from_address = self.addr.clone();
+                let env = Envelope { wire_version, from: self.id, to, group, messages, release, from_address };
                 let queued = match slot.lock() {
                     Ok(queue) => queue.as_ref().is_some_and(|q| q.try_send(env).is_ok()),
                     Err(_) => false,
@@ -330,6 +344,8 @@ pub struct RaftService {
     inbox: Arc<snapshot::Inbox>,
     release: Release,
     releases: Arc<PeerReleases>,
+    /// Where senders' addresses are learned, if anywhere.
+    transport: Option<Arc<Transport>>,
 }
 
 impl RaftService {
@@ -341,13 +357,21 @@ impl RaftService {
         stopped: watch::Receiver<bool>,
         inbox: Arc<snapshot::Inbox>,
     ) -> Self {
-        RaftService { id, groups, stopped, inbox, release: Release::current(), releases: Arc::default() }
+        RaftService {
+            id,
+            groups,
+            stopped,
+            inbox,
+            release: Release::current(),
+            releases: Arc::default(),
+            transport: None,
+        }
     }
 
-    /// Speaks the wire versions of `release`, and records each peer's announced release in
-    /// `releases` (the transport's, for the feature gate).
-    pub fn with_versions(self, release: Release, releases: Arc<PeerReleases>) -> Self {
-        RaftService { release, releases, ..self }
+    /// Speaks the wire versions of `release`, records each peer's announced release in
+    /// `transport` (for the feature gate) and teaches it the addresses of senders it lacks.
+    pub fn with_transport(self, release: Release, transport: Arc<Transport>) -> Self {
+        RaftService { release, releases: transport.releases(), transport: Some(transport), ..self }
     }
 
     /// Serves one peer stream; the peer's release is known while it lasts.
@@ -374,6 +398,11 @@ impl RaftService {
             let Some(group) = self.groups.get(env.group as usize) else {
                 return Err(Status::not_found(format!("unknown raft group {}", env.group)));
             };
+            if *from != Some(env.from)
+                && let Some(t) = &self.transport
+            {
+                t.learn_address(env.from, &env.from_address);
+            }
             *from = Some(env.from);
             self.releases.set(env.from, if env.wire_version >= 2 { env.release } else { 1 });
             for bytes in env.messages {

@@ -158,10 +158,19 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
         group: 0,
         messages: vec![Bytes::from_static(&[0xff; 16])],
         release: 0,
+        from_address: String::new(),
     };
     let status = peer.send(tokio_stream::iter([env])).await.unwrap_err();
     assert!(status.message().contains("undecodable raft message"), "{status:?}");
-    let env = Envelope { wire_version: 99, from: 2, to: leader, group: 0, messages: vec![], release: 0 };
+    let env = Envelope {
+        wire_version: 99,
+        from: 2,
+        to: leader,
+        group: 0,
+        messages: vec![],
+        release: 0,
+        ..Default::default()
+    };
     let status = peer.send(tokio_stream::iter([env])).await.unwrap_err();
     assert!(status.message().contains("version 99 is not supported"), "{status:?}");
     assert_eq!(client.produce("t", 0, b"", b"again", None).await.unwrap().value.offset, 1);

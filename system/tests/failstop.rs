@@ -29,6 +29,7 @@ async fn send(spec: &ClusterSpec, from: u64, to: u64, messages: Vec<Message>) {
         group: 0,
         messages: vec![m.write_to_bytes().unwrap().into()],
         release: 0,
+        from_address: String::new(),
     });
     let addr = format!("http://{}", spec.node(to).unwrap().addr);
     let mut raft = RaftClient::connect(addr).await.unwrap();

@@ -370,3 +370,65 @@ async fn a_node_killed_during_a_snapshot_transfer_and_install_restarts_and_catch
     }
     assert_has_all(&client, 4, &acked).await;
 }
+
+/// Adds a started joiner `id` as a learner and waits until it has applied what the group had
+/// committed when it was added; returns that index.
+async fn add_and_catch_up(cluster: &Cluster, admin: &Client, leader: u64, id: u64, addr: &str) -> u64 {
+    let client = cluster.client();
+    admin.add_learner(0, id, addr).await.unwrap();
+    let target = applied(&client, leader).await.unwrap().1;
+    wait_for(Duration::from_secs(30), &format!("learner {id} to catch up"), || async {
+        applied(&client, id).await.filter(|(a, _)| *a >= target).map(|(a, _)| a)
+    })
+    .await
+}
+
+/// A leader that joined after a learner's address book was written (here node 4, itself joined
+/// through a snapshot, promoted and made leader) still catches that learner up: the learner
+/// learns the leader's address from its envelopes and answers, so the leader sends a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_answers_a_leader_missing_from_its_address_book_and_gets_a_snapshot() {
+    let mut cluster = Cluster::start(3, compact_after(100));
+    let client = cluster.client();
+    let first = cluster.leader(&client).await;
+    let load = Load::start(cluster.client());
+    wait_for(Duration::from_secs(30), "some load", || async { (load.count() >= 300).then_some(()) }).await;
+
+    // Node 4 joins through a snapshot, is promoted and made the leader.
+    let addr = start_joining(&mut cluster, 4, &[("ORDEAL_BROKER_JOIN_AS_LEARNER", "true")]).await;
+    let admin = admin_client(&cluster);
+    let caught_up = add_and_catch_up(&cluster, &admin, first, 4, &addr).await;
+    wait_for(Duration::from_secs(30), "node 4's promotion", || async {
+        admin.promote(0, 4, caught_up, false).await.ok()
+    })
+    .await;
+    let client = cluster.client();
+    wait_for(Duration::from_secs(30), "node 4 to lead", || async {
+        let leader = cluster.leader(&client).await;
+        if leader != 4 {
+            let _ = client.transfer_leader(leader, 0, 4).await;
+            return None;
+        }
+        Some(())
+    })
+    .await;
+    let m = metrics(cluster.spec.node(4).unwrap().http).await;
+    assert!(counter(&m, "ordeal_snapshots_installed_total") >= 1, "{m}");
+    let written = load.count();
+    wait_for(Duration::from_secs(30), "load under node 4", || async { (load.count() >= written + 300).then_some(()) })
+        .await;
+
+    // Node 5 joins behind node 4's first log entry: node 4 must make and send it a snapshot.
+    // Its address book names the initial voters only (as `--join` allows), not its leader.
+    let joined = cluster.spec.nodes.remove(3);
+    let addr = start_joining(&mut cluster, 5, &[("ORDEAL_BROKER_JOIN_AS_LEARNER", "true")]).await;
+    cluster.spec.nodes.insert(3, joined);
+    let admin = admin_client(&cluster);
+    add_and_catch_up(&cluster, &admin, 4, 5, &addr).await;
+    let acked = load.finish().await;
+    let client = cluster.client();
+    cluster.converged(&client).await;
+    assert_has_all(&client, 5, &acked).await;
+    let m = metrics(cluster.spec.node(4).unwrap().http).await;
+    assert!(counter(&m, "ordeal_snapshots_sent_total") >= 1, "{m}");
+}
