@@ -63,7 +63,7 @@ fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_re
     assert_eq!(replace["promote"]["accepted"], true, "{replace}");
     assert!(replace["removed"].is_u64(), "an old voter was removed: {replace}");
     let results = json(&run.join("results.json"));
-    let membership = results["checkers"].as_array().unwrap().iter().find(|c| c["name"] == "membership").unwrap();
+    let membership = common::checker(&results, "membership");
     assert_eq!(membership["verdict"], "valid", "{membership}");
     let learner = &membership["details"]["learners"][0];
     assert!(learner["promotable_ms"].is_number() && learner["entries_per_s"].is_number(), "{learner}");

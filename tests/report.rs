@@ -78,32 +78,10 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
 fn a_rolling_upgrade_with_a_rollback_is_valid_and_its_timeline_renders() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let (code, out, err) = ordeal(&[
-        "run",
-        "--scenario",
-        "rolling-upgrade",
-        "--rollback",
-        "--nemesis",
-        "kill-leader",
-        "--env",
-        "local",
-        "--rate",
-        "300",
-        "--time-limit",
-        "120",
-        "--nemesis-interval",
-        "1",
-        "--fault-duration",
-        "1",
-        "--store",
-        store.to_str().unwrap(),
-        "--no-progress",
-        "--seed",
-        "5",
-    ]);
+    let (code, out, err) = common::rolling_upgrade(&store, &["--rollback"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let results = common::json(&store.join("latest/results.json"));
-    let upgrade = results["checkers"].as_array().unwrap().iter().find(|c| c["name"] == "upgrade").unwrap();
+    let upgrade = common::checker(&results, "upgrade");
     let d = &upgrade["details"];
     assert_eq!(upgrade["verdict"], "valid", "{upgrade}");
     let steps = d["steps"].as_array().unwrap();

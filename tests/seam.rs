@@ -200,34 +200,11 @@ fn a_rolling_upgrade_to_a_broken_build_is_caught() {
 fn an_early_feature_gate_is_caught_with_the_refusal_as_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let (code, out, err) = ordeal(&[
-        "run",
-        "--scenario",
-        "rolling-upgrade",
-        "--bug",
-        "early-feature",
-        "--nemesis",
-        "kill-leader",
-        "--env",
-        "local",
-        "--rate",
-        "300",
-        "--time-limit",
-        "120",
-        "--nemesis-interval",
-        "1",
-        "--fault-duration",
-        "1",
-        "--store",
-        store.to_str().unwrap(),
-        "--no-progress",
-        "--seed",
-        "5",
-    ]);
+    let (code, out, err) = common::rolling_upgrade(&store, &["--bug", "early-feature"]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("upgrade          invalid"), "{out}");
     let results = json(&store.join("latest/results.json"));
-    let upgrade = results["checkers"].as_array().unwrap().iter().find(|c| c["name"] == "upgrade").unwrap().clone();
+    let upgrade = common::checker(&results, "upgrade").clone();
     let refusals = upgrade["details"]["refusals"].as_array().unwrap();
     assert!(refusals.iter().any(|r| r.as_str().unwrap().contains("this build reads up to 1")), "{upgrade}");
     let report = std::fs::read_to_string(store.join("latest/report.html")).unwrap();

@@ -80,6 +80,39 @@ fn latency_axes<'a, 'b>(
     Ok(chart)
 }
 
+type LinearChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Axes for one lane per node: time up to `end` s (with room left of zero for the lane labels)
+/// against `lanes` lanes and `head` of room above them, fault bands drawn over the lanes.
+fn lane_axes<'a, 'b>(
+    root: &'a Area<'b>,
+    end: f64,
+    lanes: f64,
+    head: f64,
+    faults: &[FaultWindow],
+) -> Result<LinearChart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-end * 0.06..end, 0.0..lanes + head)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("node")
+        .y_label_formatter(&|_| String::new())
+        .disable_y_mesh()
+        .draw()
+        .map_err(err)?;
+    bands(&mut chart, faults, 0.0, lanes)?;
+    Ok(chart)
+}
+
 /// Latency of every op over time, coloured by outcome, shaped by operation, on a log scale.
 pub fn latency(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), String> {
     let points: Vec<(f64, f64, OpType, u16)> = d
@@ -380,22 +413,7 @@ pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result
     for g in 0..groups.clamp(1, 4) {
         let height = 80 + 40 * nodes.len() as u32;
         let chart = svg(height, |root| {
-            let mut chart = ChartBuilder::on(root)
-                .margin(10)
-                .x_label_area_size(35)
-                .y_label_area_size(60)
-                // Room left of zero for the lane labels.
-                .build_cartesian_2d(-end.max(0.001) * 0.06..end.max(0.001), 0.0..nodes.len() as f64)
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("time (s)")
-                .y_desc("node")
-                .y_label_formatter(&|_| String::new())
-                .disable_y_mesh()
-                .draw()
-                .map_err(err)?;
-            bands(&mut chart, faults, 0.0, nodes.len() as f64)?;
+            let mut chart = lane_axes(root, end.max(0.001), nodes.len() as f64, 0.0, faults)?;
             let mut last_leader_term = None;
             for (i, s) in samples.iter().enumerate() {
                 let next = samples.get(i + 1).map_or(end, |n| n.time);
@@ -499,15 +517,7 @@ pub fn catch_up(
 }
 
 /// Grey bands over the samples in which the leader was sending `node` a snapshot.
-fn snapshot_bands(
-    chart: &mut ChartContext<
-        '_,
-        SVGBackend<'_>,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    samples: &[CatchUpSample],
-    max_y: f64,
-) -> Result<(), String> {
+fn snapshot_bands(chart: &mut LinearChart<'_, '_>, samples: &[CatchUpSample], max_y: f64) -> Result<(), String> {
     for pair in samples.windows(2).filter(|w| w[0].snapshot == Some(true)) {
         let band = Rectangle::new(
             [(secs(pair[0].time), 0.0), (secs(pair[1].time), max_y)],
@@ -550,21 +560,7 @@ pub fn upgrade_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Res
     let color = |l: &str| BUILD_COLORS[labels.iter().position(|x| x == l).unwrap_or(0) % BUILD_COLORS.len()];
     let lanes = nodes.len() as f64;
     let chart = svg(110 + 40 * nodes.len() as u32, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(-end * 0.06..end, 0.0..lanes + 0.8)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc("node")
-            .y_label_formatter(&|_| String::new())
-            .disable_y_mesh()
-            .draw()
-            .map_err(err)?;
-        bands(&mut chart, faults, 0.0, lanes)?;
+        let mut chart = lane_axes(root, end, lanes, 0.8, faults)?;
         for (i, s) in samples.iter().enumerate() {
             let next = samples.get(i + 1).map_or(end, |n| n.time_s);
             for (lane, node) in nodes.iter().enumerate() {

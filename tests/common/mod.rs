@@ -35,6 +35,43 @@ pub fn run_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `ordeal run --scenario rolling-upgrade` on loopback under leader kills (a fault every second,
+/// 300 ops/s, seed 5, a generous time limit: the run ends once every node moved), into `store`,
+/// then `extra`.
+pub fn rolling_upgrade(store: &Path, extra: &[&str]) -> (i32, String, String) {
+    let store = store.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        "--scenario",
+        "rolling-upgrade",
+        "--nemesis",
+        "kill-leader",
+        "--env",
+        "local",
+        "--rate",
+        "300",
+        "--time-limit",
+        "120",
+        "--nemesis-interval",
+        "1",
+        "--fault-duration",
+        "1",
+        "--store",
+        store,
+        "--no-progress",
+        "--seed",
+        "5",
+    ];
+    args.extend_from_slice(extra);
+    ordeal(&args)
+}
+
+/// The entry of checker `name` in a run's `results.json`.
+pub fn checker<'a>(results: &'a Value, name: &str) -> &'a Value {
+    let checkers = results["checkers"].as_array().expect("results.json lists its checkers");
+    checkers.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} checker in {results}"))
+}
+
 /// Starts `ordeal ARGS` in the background, its output discarded.
 pub fn spawn_ordeal(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ordeal"))
