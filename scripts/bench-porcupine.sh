@@ -6,12 +6,14 @@
 # RSS from /usr/bin/time) and the check alone, after parsing (ordeal: the report's elapsed_ms less
 # the read_ms spent reading and parsing the streamed file; Porcupine: CheckEvents, wall and CPU).
 #
-# Porcupine is not part of this repository: PORCUPINE_KV names a driver binary that takes kv log
+# Porcupine is not part of this repository. PORCUPINE_KV names a driver binary that takes kv log
 # paths and prints, per file, "PATH<TAB>linearizable=BOOL<TAB>parse_ms=N<TAB>check_ms=N<TAB>
-# check_cpu_ms=N" (docs/benchmarks.md says how the measured one was built). Without it, only
-# ordeal runs.
+# check_cpu_ms=N". Or PORCUPINE_SRC names a Porcupine checkout (measured: 55508eb) and the
+# committed driver, scripts/porcupine-kv (Porcupine's own kv model and parser), is built from it
+# with `go build` (Go 1.19 from Debian was used). Without either, only ordeal runs.
 #
-# Usage: [PORCUPINE_KV=/path/to/driver] scripts/bench-porcupine.sh [--runs N] [KV_LOG...]
+# Usage: [PORCUPINE_KV=/path/to/driver | PORCUPINE_SRC=/path/to/porcupine]
+#        scripts/bench-porcupine.sh [--runs N] [KV_LOG...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=5
@@ -21,6 +23,12 @@ cargo build --quiet --locked --release --bin ordeal -p ordeal
 ordeal="$CARGO_TARGET_DIR/release/ordeal"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
+if [ -z "${PORCUPINE_KV:-}" ] && [ -n "${PORCUPINE_SRC:-}" ]; then
+  cp -r scripts/porcupine-kv "$dir/driver"
+  (cd "$dir/driver" && go mod edit -replace "github.com/anishathalye/porcupine=$(realpath "$PORCUPINE_SRC")" &&
+    go build -o porcupine-kv .)
+  PORCUPINE_KV="$dir/driver/porcupine-kv"
+fi
 scripts/gen-busy-kv.sh "$dir" 1 1000 100 50 porcupine >/dev/null
 files=("$dir/busy-kv-s1-ok.txt" "$dir/busy-kv-s1-stale.txt" "$@")
 
