@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Broker benchmark: 3 real nodes on loopback, fsync on, 256-byte records. One producer's
-# latency, 16 producers' throughput and latency, and the write gap after kill -9 of the leader
+# latency, 16 and 64 producers' throughput and latency, and the write gap after kill -9 of the leader
 # (median of ORDEAL_BENCH_KILLS, default 5), beside etcd 3.4 (Debian's etcd-server) measured
 # in the same run. Prints a markdown table.
 #
