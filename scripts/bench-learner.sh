@@ -3,7 +3,7 @@
 # 3-node broker cluster under 1,000 log appends/s with leader kills, each round replacing a voter
 # by a fresh learner that catches up from a snapshot (the log is compacted every 100 entries).
 # Prints each learner's time to promotable (attachment -> applied what the leader had committed
-# then) and catch-up rate, from the run's results.json (the `membership` checker's figures).
+# then) and catch-up rate (entries/s, and MB/s of snapshot state received), from the run's results.json (the `membership` checker's figures).
 #
 # Usage: scripts/bench-learner.sh [--rounds N]   (default 3 learners)
 set -euo pipefail
@@ -28,12 +28,13 @@ import json, statistics, sys
 r = json.load(open(sys.argv[1]))
 m = next(c for c in r["checkers"] if c["name"] == "membership")
 print(f"verdict {r['verdict']}; membership: {m['summary']}")
-print("| learner | entries to catch up | snapshot seen | time to promotable (ms) | entries/s |")
-print("|---|---|---|---|---|")
+print("| learner | entries to catch up | snapshot bytes | time to promotable (ms) | entries/s | MB/s |")
+print("|---|---|---|---|---|---|")
 for l in m["details"]["learners"]:
-    ms = l["promotable_ms"]
-    rate = l["entries_per_s"]
-    print(f"| n{l['node']} | {l['entries']} | {l['snapshot_seen']} | {ms:.0f} | {rate:.0f} |" if ms else f"| n{l['node']} | {l['entries']} | {l['snapshot_seen']} | not within the bound | - |")
+    ms, rate, mb = l["promotable_ms"], l["entries_per_s"], l.get("mb_per_s")
+    head = f"| n{l['node']} | {l['entries']} | {l.get('snapshot_bytes')} |"
+    mbs = f"{mb:.2f}" if mb is not None else "-"
+    print(f"{head} {ms:.0f} | {rate:.0f} | {mbs} |" if ms else f"{head} not within the bound | - | - |")
 done = [l["promotable_ms"] for l in m["details"]["learners"] if l["promotable_ms"]]
 if done:
     print(f"median time to promotable: {statistics.median(done):.0f} ms")

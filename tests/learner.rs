@@ -67,6 +67,11 @@ fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_re
     assert_eq!(membership["verdict"], "valid", "{membership}");
     let learner = &membership["details"]["learners"][0];
     assert!(learner["promotable_ms"].is_number() && learner["entries_per_s"].is_number(), "{learner}");
+    assert!(learner["mb_per_s"].is_number() && learner["snapshot_bytes"].as_u64() > Some(0), "{learner}");
+    assert!(
+        membership["details"]["commits_judged"].as_u64() > Some(0),
+        "the learner-quorum check judged: {membership}"
+    );
     let samples = std::fs::read_to_string(run.join("catchup.jsonl")).unwrap();
     assert!(samples.lines().count() >= 1, "catch-up samples written");
     // The catch-up plot renders in a real browser, with the premature promote marked.
@@ -78,6 +83,14 @@ fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_re
     assert!(figure.contains("<svg") && figure.contains("<polyline"), "the plot has its lines");
     assert!(figure.contains("premature promote refused"), "the refusal is marked");
     assert!(figure.contains("gated promote accepted"), "the promote is marked");
+    assert!(figure.contains("MB/s"), "the catch-up rate in MB/s is in the caption");
+    let at = dom.find("<figure class=\"plot\" id=\"raft-0\">").expect("a raft role timeline");
+    let roles = &dom[at..at + dom[at..].find("</figure>").unwrap()];
+    for change in ["add-learner", "promote refused", "promote", "remove"] {
+        // plotters writes each label on a line of its own inside its <text>.
+        let label = format!(">\n{change}\n</text>");
+        assert!(roles.contains(&label), "{change} is marked on the role timeline");
+    }
     assert!(dom.contains("premature promote(s) refused"), "the membership check shows");
 }
 

@@ -6,6 +6,10 @@
 //! * every accepted promote met its gate: the learner's applied index right after the answer was
 //!   at least `min_applied_index` (applied indices only grow, so the gate cannot have seen more);
 //! * the voter set never shrank while a learner caught up;
+//! * no write was committed by a quorum that counts a learner: in the catch-up samples
+//!   (`catchup.jsonl`), wherever the same leader in the same term raised its commit index between
+//!   two answers, the new commit index is at most what a majority of the *voters* hold
+//!   ([`LeaderProgress::counted_a_learner`]);
 //!
 //! and, as figures, each learner's time to promotable and catch-up rate. A run that named
 //! membership faults but never tried its premature promote is `unknown`: the refusal it should
@@ -13,7 +17,9 @@
 
 use crate::Verdict;
 use crate::checker::{CheckError, Checker, CheckerResult};
-use ordeal_history::membership::{CATCH_UP, CatchUpRecord, PREMATURE, PROMOTE, PromoteRecord};
+use ordeal_history::membership::{
+    CATCH_UP, CatchUpRecord, CatchUpSample, LeaderProgress, PREMATURE, PROMOTE, PromoteRecord,
+};
 use ordeal_history::{Op, OpType, Process};
 use serde_json::{Value, json};
 
@@ -23,6 +29,10 @@ pub struct MembershipChecker {
     premature: Vec<PromoteRecord>,
     promotes: Vec<PromoteRecord>,
     catch_ups: Vec<CatchUpRecord>,
+    /// Every member removed: (node, when the removal was answered, ns since the run started).
+    removals: Vec<(u64, u64)>,
+    /// The leader progress of every catch-up sample, in time order.
+    progress: Vec<(u64, LeaderProgress)>,
     /// Records that did not parse: evidence the check cannot read.
     unreadable: Vec<String>,
 }
@@ -33,11 +43,30 @@ impl MembershipChecker {
         MembershipChecker::default()
     }
 
-    /// Takes the records of one fault's value (a set's value holds its parts').
-    fn take(&mut self, value: &Value) {
-        for part in value.get("parts").and_then(Value::as_array).into_iter().flatten() {
-            self.take(part);
+    /// A checker that also judges the leader progress in `samples` (the lines of
+    /// `catchup.jsonl`, or why they could not be read, which makes the verdict unknown).
+    pub fn with_samples(samples: Result<Vec<CatchUpSample>, String>) -> Self {
+        let mut checker = MembershipChecker::default();
+        match samples {
+            Ok(mut samples) => {
+                samples.sort_by_key(|s| s.time);
+                checker.progress = samples.into_iter().filter_map(|s| Some((s.time, s.progress?))).collect();
+            }
+            Err(e) => checker.unreadable.push(e),
         }
+        checker
+    }
+
+    /// Takes the records of one fault's value (a set's value holds its parts').
+    fn take(&mut self, value: &Value, time: u64) {
+        for part in value.get("parts").and_then(Value::as_array).into_iter().flatten() {
+            self.take(part, time);
+        }
+        let removed = match value.get("fault").and_then(Value::as_str) {
+            Some("remove") => value["targets"][0].as_u64(),
+            _ => value.get("removed").and_then(Value::as_u64),
+        };
+        self.removals.extend(removed.map(|node| (node, time)));
         read(value, PREMATURE, &mut self.premature, &mut self.unreadable);
         read(value, PROMOTE, &mut self.promotes, &mut self.unreadable);
         read(value, CATCH_UP, &mut self.catch_ups, &mut self.unreadable);
@@ -72,7 +101,33 @@ impl MembershipChecker {
                 ));
             }
         }
+        for pair in self.progress.windows(2) {
+            let ((_, before), (time, after)) = (&pair[0], &pair[1]);
+            if after.counted_a_learner(before) {
+                out.push(format!(
+                    "commit {} by leader {} in term {} at {:.3} s counted a learner: the voters' majority held only {} ({:?})",
+                    after.commit_index,
+                    after.leader,
+                    after.term,
+                    *time as f64 / 1e9,
+                    after.voter_quorum_index(),
+                    after.members.iter().map(|m| (m.id, m.learner, m.match_index)).collect::<Vec<_>>(),
+                ));
+            }
+        }
         out
+    }
+
+    /// Pairs of successive answers of one leader in one term with a rising commit: how often
+    /// the learner-quorum check had something to judge.
+    fn commits_judged(&self) -> usize {
+        self.progress
+            .windows(2)
+            .filter(|p| {
+                let (a, b) = (&p[0].1, &p[1].1);
+                a.leader == b.leader && a.term == b.term && b.term != 0 && b.commit_index > a.commit_index
+            })
+            .count()
     }
 }
 
@@ -95,7 +150,7 @@ impl Checker for MembershipChecker {
 
     fn observe(&mut self, op: &Op) {
         if op.process == Process::Nemesis && op.f == "start" && op.kind != OpType::Invoke {
-            self.take(&op.value);
+            self.take(&op.value, op.time);
         }
     }
 
@@ -111,8 +166,10 @@ impl Checker for MembershipChecker {
             let refused = self.premature.iter().filter(|p| !p.accepted).count();
             let accepted = self.promotes.iter().filter(|p| p.accepted).count();
             let summary = format!(
-                "{refused} premature promote(s) refused, {accepted} promote(s) met their gate, {} catch-up(s) kept every voter",
-                self.catch_ups.len()
+                "{refused} premature promote(s) refused, {accepted} promote(s) met their gate, {} catch-up(s) kept every voter, \
+                 {} sampled commit(s) carried by the voters alone",
+                self.catch_ups.len(),
+                self.commits_judged(),
             );
             (Verdict::Valid, summary)
         };
@@ -125,6 +182,8 @@ impl Checker for MembershipChecker {
                     "promotable_ms": c.promotable_ms,
                     "entries": c.target_index,
                     "entries_per_s": c.entries_per_s(),
+                    "snapshot_bytes": c.snapshot_bytes,
+                    "mb_per_s": c.mb_per_s(),
                     "snapshot_seen": c.snapshot_seen,
                     "samples": c.samples,
                 })
@@ -132,6 +191,8 @@ impl Checker for MembershipChecker {
             .collect();
         let details = json!({
             "violations": violations,
+            "commits_judged": self.commits_judged(),
+            "removals": self.removals.iter().map(|(node, time)| json!({"node": node, "time": time})).collect::<Vec<_>>(),
             "learners": learners,
             "premature": self.premature,
             "promotes": self.promotes,
@@ -179,5 +240,53 @@ mod tests {
         let garbled = finish(&[json!({"fault": "replace", "premature": {"node": "x"}})]);
         assert_eq!(garbled.verdict, Verdict::Unknown);
         assert!(garbled.summary.contains("unreadable"), "{}", garbled.summary);
+    }
+
+    /// `catchup.jsonl` of a real run (`ordeal run --scenario learner-catchup --nemesis
+    /// partition,kill-leader --env netns --seed 24`): learners n4 and n5 catch up and are promoted.
+    const RECORDED: &str = include_str!("../tests/data/catchup-recorded.jsonl");
+
+    fn judge(trace: &str) -> CheckerResult {
+        let samples = trace.lines().map(|l| serde_json::from_str(l).map_err(|e| e.to_string())).collect();
+        let mut c = Box::new(MembershipChecker::with_samples(samples));
+        let invoke = Op::invoke(Process::Nemesis, "start", json!({"fault": "replace"}));
+        c.observe(&invoke);
+        let value = json!({"fault": "replace", "premature": promote(false, 10)});
+        c.observe(&Op { value, ..invoke.completed(OpType::Info) });
+        c.finish().unwrap()
+    }
+
+    #[test]
+    fn a_commit_carried_by_a_learner_in_a_recorded_trace_is_named() {
+        let clean = judge(RECORDED);
+        assert_eq!(clean.verdict, Verdict::Valid, "{}", clean.summary);
+        assert!(clean.details["commits_judged"].as_u64().unwrap() >= 10, "{}", clean.details);
+        // The same trace, but at 3.283 s leader n3 commits 440 while voters n1 and n2 still hold
+        // 427 and only learner n4 holds 440 beside it: what a leader counting learners' acks shows.
+        let doctored: String = RECORDED
+            .lines()
+            .map(|l| {
+                if !l.starts_with(r#"{"time":3283444805,"#) {
+                    return l.to_owned();
+                }
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                for m in v["progress"]["members"].as_array_mut().unwrap().iter_mut().take(2) {
+                    m["match_index"] = json!(427);
+                }
+                v.to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let bad = judge(&doctored);
+        assert_eq!(bad.verdict, Verdict::Invalid);
+        assert!(
+            bad.summary.starts_with(
+                "commit 440 by leader 3 in term 2 at 3.283 s counted a learner: the voters' majority held only 427"
+            ),
+            "{}",
+            bad.summary
+        );
+        let garbled = judge("{\"time\": 1, \"node\":");
+        assert_eq!(garbled.verdict, Verdict::Unknown, "an unreadable trace is not valid");
     }
 }

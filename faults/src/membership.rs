@@ -18,7 +18,9 @@
 use crate::system::{Members, Membership, System, SystemError};
 use crate::{Action, FaultSpec, Nemesis, NemesisError};
 use async_trait::async_trait;
-use ordeal_history::membership::{CATCH_UP, CatchUpRecord, CatchUpSample, PREMATURE, PROMOTE, PromoteRecord};
+use ordeal_history::membership::{
+    CATCH_UP, CatchUpRecord, CatchUpSample, LeaderProgress, MemberMatch, PREMATURE, PROMOTE, PromoteRecord,
+};
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -93,6 +95,7 @@ impl MembershipNemesis {
             voters_before: before.voters(),
             voter_sets: Vec::new(),
             samples: 0,
+            snapshot_bytes: None,
         };
         while began.elapsed() < CATCH_UP_BOUND {
             let next = tokio::time::Instant::now() + SAMPLE_EVERY;
@@ -103,6 +106,7 @@ impl MembershipNemesis {
             if !sample.voters.is_empty() && !record.voter_sets.contains(&sample.voters) {
                 record.voter_sets.push(sample.voters.clone());
             }
+            record.snapshot_bytes = sample.snapshot_bytes.or(record.snapshot_bytes);
             self.write(&sample);
             if sample.applied_index.is_some_and(|a| a >= record.target_index) {
                 record.promotable_ms = Some(began.elapsed().as_secs_f64() * 1e3);
@@ -124,9 +128,26 @@ impl MembershipNemesis {
                 None => None,
             }
         };
-        let (views, members) = tokio::join!(self.system.statuses(bound), members);
+        let bytes = async {
+            match self.system.membership() {
+                Some(m) => tokio::time::timeout(bound, m.snapshot_bytes(node)).await.ok().flatten(),
+                None => None,
+            }
+        };
+        let (views, members, snapshot_bytes) = tokio::join!(self.system.statuses(bound), members, bytes);
         let leader = self_reported_leader(&views);
         let leader_group = leader.and_then(|l| views.get(&l)?.groups.first().cloned());
+        let progress = members.as_ref().map(|m| LeaderProgress {
+            leader: m.leader,
+            // The term of the same leader's status; 0 (never compared) when it did not say.
+            term: views.get(&m.leader).and_then(|v| v.groups.first()).map_or(0, |g| g.term),
+            commit_index: m.commit_index,
+            members: m
+                .members
+                .iter()
+                .map(|p| MemberMatch { id: p.id, learner: p.learner, match_index: p.match_index })
+                .collect(),
+        });
         CatchUpSample {
             time,
             node,
@@ -136,6 +157,8 @@ impl MembershipNemesis {
             snapshot: members.as_ref().and_then(|m| m.get(node)).map(|m| m.snapshot),
             voters: leader_group.as_ref().map(|g| g.voters.clone()).unwrap_or_default(),
             learners: leader_group.map(|g| g.learners).unwrap_or_default(),
+            progress,
+            snapshot_bytes,
         }
     }
 

@@ -214,6 +214,11 @@ pub trait Membership: Send + Sync {
     async fn remove(&self, node: u64) -> Result<(), SystemError>;
     /// The members as the leader sees them.
     async fn members(&self) -> Result<Members, SystemError>;
+    /// Bytes of state `node` has received in snapshots, where the system counts them (the
+    /// catch-up rate in MB/s).
+    async fn snapshot_bytes(&self, _node: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// A cluster's members as its leader sees them, system-neutral.

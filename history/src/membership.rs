@@ -67,12 +67,23 @@ pub struct CatchUpRecord {
     pub voter_sets: Vec<Vec<u64>>,
     /// Samples taken.
     pub samples: usize,
+    /// Bytes of state the learner had received in snapshots when it caught up, where the system
+    /// counts them.
+    #[serde(default)]
+    pub snapshot_bytes: Option<u64>,
 }
 
 impl CatchUpRecord {
     /// Entries applied per second while catching up, when it caught up.
     pub fn entries_per_s(&self) -> Option<f64> {
         self.promotable_ms.filter(|ms| *ms > 0.0).map(|ms| self.target_index as f64 / (ms / 1e3))
+    }
+
+    /// Snapshot bytes received per second while catching up, in MB/s (10^6 bytes), when it
+    /// caught up and the system counts snapshot bytes.
+    pub fn mb_per_s(&self) -> Option<f64> {
+        let ms = self.promotable_ms.filter(|ms| *ms > 0.0)?;
+        Some(self.snapshot_bytes? as f64 / 1e6 / (ms / 1e3))
     }
 
     /// The voter sets that lack a voter of `voters_before`: the quorum shrank while it caught up.
@@ -100,6 +111,55 @@ pub struct CatchUpSample {
     pub voters: Vec<u64>,
     /// The learners, as the leader reported them.
     pub learners: Vec<u64>,
+    /// The leader's replication progress, from one answer, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<LeaderProgress>,
+    /// Bytes of state the learner has received in snapshots, where the system counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes: Option<u64>,
+}
+
+/// A leader's commit index and every member's match index, as one answer gave them: the
+/// evidence that no commit was carried by a quorum that counts a learner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderProgress {
+    /// The leader that answered.
+    pub leader: u64,
+    /// Its term, from its status in the same sample (0 when it did not say).
+    pub term: u64,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Every member, the leader itself included.
+    pub members: Vec<MemberMatch>,
+}
+
+/// One member's match index as its leader knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMatch {
+    /// The member.
+    pub id: u64,
+    /// Whether it is a learner (its acks must not count toward a commit).
+    pub learner: bool,
+    /// The highest index the leader knows it holds.
+    pub match_index: u64,
+}
+
+impl LeaderProgress {
+    /// The highest index a majority of the voters hold: the most the voters alone can commit.
+    pub fn voter_quorum_index(&self) -> u64 {
+        let mut matches: Vec<u64> = self.members.iter().filter(|m| !m.learner).map(|m| m.match_index).collect();
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        matches.get(matches.len() / 2).copied().unwrap_or(0)
+    }
+
+    /// Whether this answer shows a commit only a quorum counting a learner could have made: the
+    /// commit rose since `before` (the same leader in the same term, whose followers' match
+    /// indexes only grow, so a carried-over commit of an earlier term is not mistaken for one)
+    /// beyond what a majority of the voters hold.
+    pub fn counted_a_learner(&self, before: &LeaderProgress) -> bool {
+        let same_reign = self.leader == before.leader && self.term == before.term && self.term != 0;
+        same_reign && self.commit_index > before.commit_index && self.commit_index > self.voter_quorum_index()
+    }
 }
 
 #[cfg(test)]
@@ -131,8 +191,29 @@ mod tests {
             voters_before: vec![1, 2, 3],
             voter_sets: vec![vec![1, 2, 3], vec![1, 3]],
             samples: 3,
+            snapshot_bytes: Some(1_000_000),
         };
+        assert_eq!(c.mb_per_s(), Some(4.0));
         assert_eq!(c.entries_per_s(), Some(2000.0));
         assert_eq!(c.shrunk(), vec![&vec![1, 3]]);
+    }
+
+    fn progress(term: u64, commit: u64, matches: &[(u64, bool, u64)]) -> LeaderProgress {
+        let members = matches.iter().map(|&(id, learner, match_index)| MemberMatch { id, learner, match_index });
+        LeaderProgress { leader: 1, term, commit_index: commit, members: members.collect() }
+    }
+
+    #[test]
+    fn a_commit_beyond_the_voters_majority_counted_a_learner() {
+        let before = progress(2, 100, &[(1, false, 100), (2, false, 100), (3, false, 90), (4, true, 90)]);
+        // Voters 1 and 2 hold 150: a majority of three.
+        let fine = progress(2, 150, &[(1, false, 150), (2, false, 150), (3, false, 90), (4, true, 150)]);
+        assert_eq!(fine.voter_quorum_index(), 150);
+        assert!(!fine.counted_a_learner(&before));
+        // Only the leader and the learner hold 150.
+        let counted = progress(2, 150, &[(1, false, 150), (2, false, 100), (3, false, 90), (4, true, 150)]);
+        assert!(counted.counted_a_learner(&before));
+        // A new term resets the followers' matches while the commit carries over: not evidence.
+        assert!(!progress(3, 150, &[(1, false, 150), (2, false, 0), (3, false, 0)]).counted_a_learner(&before));
     }
 }

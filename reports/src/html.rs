@@ -598,7 +598,7 @@ fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
     if !r.faults.is_empty() {
         plots.push(("gaps".to_owned(), plot::gaps(&r.faults).map_err(plot_err)?));
     }
-    let raft = plot::raft_timeline(&status, d, &r.faults).map_err(plot_err)?;
+    let raft = plot::raft_timeline(&status, d, &r.faults, &membership_marks(r)).map_err(plot_err)?;
     plots.extend(raft.into_iter().enumerate().map(|(i, plot)| (format!("raft-{i}"), plot)));
     plots.extend(catch_up_plots(dir, r)?.into_iter().map(|(node, plot)| (format!("catch-up-{node}"), plot)));
     Ok(html! { @for (id, (svg, caption)) in &plots { (figure(id, svg, caption)) } })
@@ -606,6 +606,28 @@ fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
 
 /// A plot's SVG and its caption.
 type Plot = (String, String);
+
+/// The membership changes the membership checker found, for the raft role timeline: each
+/// learner's attachment, each promote (refused ones too) and each removal.
+fn membership_marks(r: &Results) -> Vec<plot::MembershipMark> {
+    let Some(d) = r.checkers.iter().find(|c| c.name == "membership").map(|c| &c.details) else { return Vec::new() };
+    let list = |key: &str| d[key].as_array().cloned().unwrap_or_default();
+    let mark = |v: &Value, time: &str, label: &str| {
+        Some(plot::MembershipMark { time: v[time].as_u64()?, node: v["node"].as_u64()?, label: label.into() })
+    };
+    let promote = |v: &Value| {
+        let label = if v["accepted"] == Value::Bool(true) { "promote" } else { "promote refused" };
+        mark(v, "time", label)
+    };
+    let mut marks: Vec<plot::MembershipMark> = list("catch_ups")
+        .iter()
+        .filter_map(|v| mark(v, "start", "add-learner"))
+        .chain(list("premature").iter().chain(&list("promotes")).filter_map(promote))
+        .chain(list("removals").iter().filter_map(|v| mark(v, "time", "remove")))
+        .collect();
+    marks.sort_by_key(|m| m.time);
+    marks
+}
 
 /// A catch-up plot per learner, from `catchup.jsonl` and the membership checker's promote
 /// records (none when the run changed no membership).
@@ -632,10 +654,27 @@ fn catch_up_plots(dir: &Path, r: &Results) -> Result<Vec<(u64, Plot)>, ReportErr
             .chain(promotes.iter().map(|p| ("gated", p)))
             .filter(|(_, p)| p.node == node)
             .collect();
-        let plot = plot::catch_up(node, &own, &marks, &r.faults).map_err(|e| ReportError::file(&path, e))?;
-        out.push((node, plot));
+        let (svg, caption) = plot::catch_up(node, &own, &marks, &r.faults).map_err(|e| ReportError::file(&path, e))?;
+        let learner = details
+            .and_then(|d| d["learners"].as_array())
+            .and_then(|ls| ls.iter().find(|l| l["node"].as_u64() == Some(node)));
+        out.push((node, (svg, format!("{caption}{}", learner.map(rate).unwrap_or_default()))));
     }
     Ok(out)
+}
+
+/// A learner's catch-up figures from the membership checker, for its plot's caption.
+fn rate(learner: &Value) -> String {
+    let figure = |key: &str, unit: &str, digits: usize| {
+        learner[key].as_f64().map_or_else(|| format!("{key}: none"), |v| format!("{v:.digits$} {unit}"))
+    };
+    format!(
+        " Promotable after {}; catch-up rate {} and {} (snapshot bytes received {}).",
+        figure("promotable_ms", "ms", 0),
+        figure("entries_per_s", "entries/s", 0),
+        figure("mb_per_s", "MB/s", 2),
+        learner["snapshot_bytes"].as_u64().map_or_else(|| "not counted".into(), |b| b.to_string()),
+    )
 }
 
 /// `svg` is inserted as markup: plotters drew it from our own code and escapes the text in it

@@ -391,9 +391,26 @@ fn role_color(role: Option<&str>) -> RGBColor {
     }
 }
 
+/// A membership change, marked on the raft role timeline in its node's lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipMark {
+    /// When, in ns since the run started.
+    pub time: u64,
+    /// The node that joined, was promoted or was removed.
+    pub node: u64,
+    /// `add-learner`, `promote`, `promote refused` or `remove`.
+    pub label: String,
+}
+
 /// Which node led each raft group when: a lane per node, coloured by role (down in dark grey),
-/// with the term written where leadership changed.
-pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result<Vec<(String, String)>, String> {
+/// with the term written where leadership changed and the membership changes (group 0's) marked
+/// in their node's lane.
+pub fn raft_timeline(
+    status: &str,
+    d: &Digest,
+    faults: &[FaultWindow],
+    changes: &[MembershipMark],
+) -> Result<Vec<(String, String)>, String> {
     let samples = samples(status);
     let groups =
         samples.iter().flat_map(|s| s.nodes.iter()).filter_map(|n| n.1.as_ref().map(Vec::len)).max().unwrap_or(0);
@@ -442,6 +459,9 @@ pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result
                     }
                 }
             }
+            if g == 0 {
+                membership_marks(&mut chart, &nodes, changes)?;
+            }
             let label = ("sans-serif", 13).into_font().color(&BLACK);
             for (lane, node) in nodes.iter().enumerate() {
                 let at = (-end * 0.055, lane as f64 + 0.6);
@@ -449,9 +469,23 @@ pub fn raft_timeline(status: &str, d: &Digest, faults: &[FaultWindow]) -> Result
             }
             Ok(())
         })?;
-        out.push((chart, format!("Raft group {g}: each node's role over time (dark blue leader, light blue follower, green learner, amber candidate, dark grey down, empty while not a member), sampled every 250 ms.")));
+        out.push((chart, format!("Raft group {g}: each node's role over time (dark blue leader, light blue follower, green learner, amber candidate, dark grey down, empty while not a member), sampled every 250 ms{}.", if g == 0 && !changes.is_empty() { "; black ticks: membership changes, labelled" } else { "" })));
     }
     Ok(out)
+}
+
+/// A black tick across each change's lane at its time, with its label above.
+fn membership_marks(chart: &mut LinearChart<'_, '_>, nodes: &[u64], changes: &[MembershipMark]) -> Result<(), String> {
+    for c in changes {
+        let Some(lane) = nodes.iter().position(|n| *n == c.node) else { continue };
+        let (at, y) = (secs(c.time), lane as f64);
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(at, y), (at, y + 1.0)], BLACK.stroke_width(2))))
+            .map_err(err)?;
+        let font = ("sans-serif", 11).into_font().color(&BLACK);
+        chart.draw_series(std::iter::once(Text::new(c.label.clone(), (at, y + 0.45), font))).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// One learner's catch-up: its applied index against the leader's commit index over time, the

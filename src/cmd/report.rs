@@ -46,10 +46,21 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     // Membership faults leave their evidence in the nemesis ops, whatever the workload.
     let faults = crate::execute::fault_sets(&test).with_context(|| path.display().to_string())?;
     if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::is_membership)) {
-        checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::new()));
+        let samples = catch_up_samples(&dir.join(store::CATCHUP));
+        checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::with_samples(samples)));
     }
     if test.scenario.as_deref() == Some("rolling-upgrade") {
         checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));
     }
     Ok(ordeal_reports::write_all(dir, checkers, workload.writes())?)
+}
+
+/// The lines of a run's `catchup.jsonl` (none when the run wrote none), or which line failed to
+/// parse and why.
+fn catch_up_samples(path: &Path) -> Result<Vec<ordeal_history::membership::CatchUpSample>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1)))
+        .collect()
 }

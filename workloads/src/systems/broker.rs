@@ -232,6 +232,32 @@ impl Membership for BrokerSystem {
             .collect();
         Ok(Members { leader: r.leader_id, commit_index: r.commit_index, members })
     }
+
+    async fn snapshot_bytes(&self, node: u64) -> Option<u64> {
+        let http = self.spare(node).ok()?.http;
+        let text = http_get(http, "/metrics").await.map_err(|e| tracing::debug!("{http}/metrics: {e}")).ok()?;
+        metric(&text, "ordeal_snapshot_received_bytes_total")
+    }
+}
+
+/// The body of `GET path` from a node's HTTP listener (HTTP/1.0: the server closes when done).
+async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await?;
+    let mut answer = String::new();
+    stream.take(1 << 20).read_to_string(&mut answer).await?;
+    Ok(answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// The value of counter `name` (labelled or not) in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    let value = |l: &str| -> Option<f64> {
+        let rest = l.strip_prefix(name)?;
+        let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    };
+    text.lines().find_map(value).map(|v| v as u64)
 }
 
 /// The neutral view of a broker node's status.
@@ -509,5 +535,18 @@ impl Client for Broker {
                 node: None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    #[test]
+    fn counters_are_read_with_or_without_labels() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total{node=\"4\"} 1234\nab_total 7\nb 2\n";
+        assert_eq!(metric(text, "a_total"), Some(1234));
+        assert_eq!(metric(text, "ab_total"), Some(7));
+        assert_eq!(metric(text, "c"), None);
     }
 }
