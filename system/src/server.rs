@@ -74,6 +74,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         id: config.id,
         dir: snapshot::incoming_dir(&config.data_dir),
         metrics: metrics.clone(),
+        snapshot_max: config.release.snapshot_max,
     });
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()

@@ -18,8 +18,12 @@
 //! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, which is synced, then
 //! checked: RocksDB must read every block of it (checksums) and every key must belong to the
 //! group's snapshot. Only then is the raft message handed to the group, its `data` naming the
-//! file. A transfer that breaks off leaves a partial file, which the next start removes. Streams
-//! of version 1 (pairs, which the receiver wrote into an SST itself) are still accepted.
+//! file. A transfer that breaks off leaves a partial file, which the next start removes.
+//!
+//! Formats: the SST file's bytes are stream format 2, which release 1 cannot read. Until the
+//! cluster version reaches 2 ([`crate::version::snapshot_format`]) a leader streams format 1
+//! instead, the file's key-value pairs, and the receiver writes them into an SST itself; a node
+//! of release 1 (or emulating it) refuses a format 2 stream before writing any of it.
 //!
 //! Installing ([`switch_in`]): a marker naming the file is written (synced) first; then the
 //! group's old state and log are deleted and the file is ingested (one atomic step in RocksDB);
@@ -51,8 +55,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Status, Streaming};
 
-/// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the chunk stream. 2: the stream
-/// carries an SST file's bytes; 1: key-value pairs (still received).
+/// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the newest chunk stream this build
+/// writes. 2: the stream carries an SST file's bytes; 1: key-value pairs. Which one a leader
+/// sends is the cluster version's choice ([`crate::version::snapshot_format`]).
 pub const SNAPSHOT_VERSION: u32 = 2;
 /// The chunk stream's envelope has not changed since wire version 1 (its content is told apart by
 /// `snapshot_version`): it is sent as 1, which every release reads, and received in any version
@@ -336,6 +341,8 @@ pub struct SendContext {
     pub metrics: Arc<Metrics>,
     /// File bytes a second at most (0: unpaced).
     pub max_bytes_per_s: u64,
+    /// The stream format to send, as the group's cluster version allows.
+    pub format: u32,
 }
 
 /// Streams the snapshot in `msg` to its peer on `runtime`, then tells the loop how it went.
@@ -388,7 +395,7 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
     let first = SnapshotChunk {
         wire_version: WIRE_VERSION,
-        snapshot_version: SNAPSHOT_VERSION,
+        snapshot_version: ctx.format,
         from: ctx.from,
         to: msg.to,
         group,
@@ -396,7 +403,14 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
         ..Default::default()
     };
     tx.send(first).await.map_err(|_| "stream closed".to_string())?;
-    let reader = tokio::spawn(stream_file(file.to_path_buf(), tx, Pace::new(ctx.max_bytes_per_s)));
+    let pace = Pace::new(ctx.max_bytes_per_s);
+    let reader = match ctx.format {
+        1 => {
+            let (file, runtime) = (file.to_path_buf(), tokio::runtime::Handle::current());
+            tokio::task::spawn_blocking(move || stream_pairs(&file, group, tx, pace, &runtime))
+        }
+        _ => tokio::spawn(stream_file(file.to_path_buf(), tx, pace)),
+    };
     let mut client = RaftClient::new(channel).max_encoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES);
     // A failed call returns at once (dropping the queue ends the reader): raft must hear of the
     // failure now.
@@ -448,6 +462,37 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
     }
 }
 
+/// Version 1: streams the file's pairs in chunks of about [`CHUNK_BYTES`], the last one `done`
+/// with their count; returns the bytes of the file they came from.
+fn stream_pairs(
+    file: &Path,
+    group: u32,
+    tx: mpsc::Sender<SnapshotChunk>,
+    mut pace: Pace,
+    runtime: &tokio::runtime::Handle,
+) -> Result<u64, String> {
+    let push = |chunk: SnapshotChunk| match runtime.block_on(tokio::time::timeout(CHUNK_TIMEOUT, tx.send(chunk))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the stream ended early".to_string()),
+        Err(_) => Err("the peer took no chunk for 30 s".to_string()),
+    };
+    let (mut chunk, mut size, mut pairs) = (SnapshotChunk::default(), 0usize, 0u64);
+    scan_sst(file, group, &file.with_extension("pairs"), |k, v| {
+        chunk.keys.push(Bytes::copy_from_slice(k));
+        chunk.values.push(Bytes::copy_from_slice(v));
+        size += k.len() + v.len();
+        pairs += 1;
+        if size >= CHUNK_BYTES {
+            push(std::mem::take(&mut chunk))?;
+            std::thread::sleep(pace.wait_after(size as u64));
+            size = 0;
+        }
+        Ok(())
+    })?;
+    push(SnapshotChunk { done: true, total_pairs: pairs, ..chunk })?;
+    std::fs::metadata(file).map(|m| m.len()).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Receiving (the follower or learner)
 
@@ -459,6 +504,8 @@ pub struct Inbox {
     pub dir: PathBuf,
     /// Counts snapshots received.
     pub metrics: Arc<Metrics>,
+    /// The newest stream format this node reads (its release's, which `--emulate-version` sets).
+    pub snapshot_max: u32,
 }
 
 /// What arrived: bytes of keys and values, and of the file they came in.
@@ -482,12 +529,10 @@ pub async fn receive(
             first.wire_version
         )));
     }
-    if first.snapshot_version > SNAPSHOT_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "snapshot version {} is not supported (this build reads up to {SNAPSHOT_VERSION})",
-            first.snapshot_version
-        )));
-    }
+    readable(&first, inbox.snapshot_max).map_err(|refused| {
+        tracing::error!("{refused}");
+        Status::failed_precondition(refused)
+    })?;
     let group = groups
         .get(first.group as usize)
         .ok_or_else(|| Status::not_found(format!("unknown raft group {}", first.group)))?;
@@ -535,6 +580,18 @@ pub async fn receive(
     Ok(SnapshotAck {})
 }
 
+/// Refuses a stream of a format newer than `snapshot_max` before reading any of it, as a build
+/// of an older release does: it is never written, let alone misread.
+fn readable(first: &SnapshotChunk, snapshot_max: u32) -> Result<(), String> {
+    if first.snapshot_version > snapshot_max {
+        return Err(format!(
+            "a snapshot of format {} from node {} refused: this build reads up to {snapshot_max}",
+            first.snapshot_version, first.from
+        ));
+    }
+    Ok(())
+}
+
 async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<SnapshotChunk>, Status> {
     tokio::time::timeout(CHUNK_TIMEOUT, stream.message())
         .await
@@ -568,14 +625,38 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
 /// into a scratch database beside it and reads every pair (each block's checksum), and every key
 /// must belong to the group's snapshot. Returns the bytes of its keys and values.
 fn check_sst(path: &Path, group: u32) -> Result<u64, String> {
-    let scratch = path.with_extension("check");
-    let _ = std::fs::remove_dir_all(&scratch);
-    let checked = read_in_scratch(path, group, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    checked
+    let (mut bytes, mut pairs) = (0u64, 0u64);
+    scan_sst(path, group, &path.with_extension("check"), |k, v| {
+        bytes += (k.len() + v.len()) as u64;
+        pairs += 1;
+        Ok(())
+    })?;
+    if pairs == 0 {
+        return Err("an empty snapshot".into());
+    }
+    Ok(bytes)
 }
 
-fn read_in_scratch(path: &Path, group: u32, scratch: &Path) -> Result<u64, String> {
+/// Hands every pair of the SST file at `path` to `each`, in key order, read through a scratch
+/// database at `scratch` (removed afterwards); a key that is not the group's snapshot's stops it.
+fn scan_sst(
+    path: &Path,
+    group: u32,
+    scratch: &Path,
+    each: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(scratch);
+    let scanned = scan_in_scratch(path, group, scratch, each);
+    let _ = std::fs::remove_dir_all(scratch);
+    scanned
+}
+
+fn scan_in_scratch(
+    path: &Path,
+    group: u32,
+    scratch: &Path,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     let db = DB::open(&opts, scratch).map_err(|e| format!("scratch database: {e}"))?;
@@ -588,20 +669,14 @@ fn read_in_scratch(path: &Path, group: u32, scratch: &Path) -> Result<u64, Strin
     read.fill_cache(false);
     let mut it = db.raw_iterator_opt(read);
     it.seek_to_first();
-    let (mut bytes, mut pairs) = (0u64, 0u64);
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
         if !in_snapshot(group, k) {
             return Err(format!("key {} is not the group's", k.escape_ascii()));
         }
-        bytes += (k.len() + v.len()) as u64;
-        pairs += 1;
+        each(k, v)?;
         it.next();
     }
-    it.status().map_err(|e| format!("unreadable: {e}"))?;
-    if pairs == 0 {
-        return Err("an empty snapshot".into());
-    }
-    Ok(bytes)
+    it.status().map_err(|e| format!("unreadable: {e}"))
 }
 
 /// Version 1: writes the pairs of every chunk into an SST file at `path`, checking that each
@@ -871,6 +946,32 @@ mod tests {
         assert_eq!(header.state_bytes, 5 + 8 + 7 + 1);
         let got = check_sst(Path::new(&header.path), 0).unwrap();
         assert_eq!(got, header.state_bytes);
+    }
+
+    #[test]
+    fn a_format_1_stream_carries_the_made_snapshot_as_pairs_and_release_1_refuses_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(&dir.path().join("data")).unwrap();
+        db.put(keys::applied(0), 7u64.to_be_bytes()).unwrap();
+        db.put(keys::truncated(0), [7u64.to_be_bytes(), 2u64.to_be_bytes()].concat()).unwrap();
+        for i in 0..100u32 {
+            db.put(keys::state(0, b'K', &[&i.to_be_bytes()]), [i as u8; 64]).unwrap();
+        }
+        let made = header_of(&Generator::new(db.clone(), 0).make().unwrap().unwrap());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // As on a blocking thread of the runtime, where the sender runs it.
+        let _inside = runtime.enter();
+        let (tx, rx) = mpsc::channel(64);
+        let file_bytes = stream_pairs(Path::new(&made.path), 0, tx, Pace::new(0), runtime.handle()).unwrap();
+        assert_eq!(file_bytes, std::fs::metadata(&made.path).unwrap().len());
+        let got = write_pairs(&dir.path().join("in.sst"), 0, rx).unwrap();
+        assert_eq!(got.state_bytes, made.state_bytes);
+        assert_eq!(check_sst(&dir.path().join("in.sst"), 0).unwrap(), made.state_bytes);
+        let first = |v| SnapshotChunk { snapshot_version: v, from: 3, ..Default::default() };
+        let release_1 = crate::version::Release::emulate(1).unwrap().snapshot_max;
+        assert!(readable(&first(1), release_1).is_ok() && readable(&first(2), SNAPSHOT_VERSION).is_ok());
+        let refused = readable(&first(2), release_1).unwrap_err();
+        assert!(refused.contains("format 2 from node 3 refused: this build reads up to 1"), "{refused}");
     }
 
     #[test]

@@ -36,21 +36,26 @@ pub struct Release {
     pub storage_max: u32,
     /// The newest command format it reads.
     pub command_max: u32,
+    /// The newest snapshot stream format it reads ([`snapshot_format`]).
+    pub snapshot_max: u32,
 }
 
 /// Every release this build can be: itself and its predecessor.
 ///
-/// Release 1 speaks wire version 1 only and reads storage and command format 1. Release 2 adds
-/// the peer envelope's `release` field (wire 2), stored records with a checksum (storage 2) and
-/// the `SetClusterVersion` command (command 2), the latter two behind the cluster version.
+/// Release 1 speaks wire version 1 only and reads storage, command and snapshot format 1.
+/// Release 2 adds the peer envelope's `release` field (wire 2), stored records with a checksum
+/// (storage 2), the `SetClusterVersion` command (command 2) and snapshots streamed as one SST
+/// file (snapshot 2), the last three behind the cluster version.
 pub const RELEASES: [Release; 2] = [
-    Release { release: 1, wire_min: 1, wire_max: 1, storage_max: 1, command_max: 1 },
-    Release { release: 2, wire_min: 1, wire_max: 2, storage_max: 2, command_max: 2 },
+    Release { release: 1, wire_min: 1, wire_max: 1, storage_max: 1, command_max: 1, snapshot_max: 1 },
+    Release { release: 2, wire_min: 1, wire_max: 2, storage_max: 2, command_max: 2, snapshot_max: 2 },
 ];
 
 /// The version string of `ordeal-broker --version`.
-pub const LONG_VERSION: &str =
-    concat!(env!("CARGO_PKG_VERSION"), " (release 2; wire 1-2; storage 1-2; commands 1-2; emulates release 1)");
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (release 2; wire 1-2; storage 1-2; commands 1-2; snapshots 1-2; emulates release 1)"
+);
 
 impl Release {
     /// This build's own release.
@@ -79,6 +84,20 @@ pub fn storage_format(cluster: u32) -> u32 {
 
 /// The command format proposed under cluster version `cluster`.
 pub fn command_format(cluster: u32) -> u32 {
+    cluster.clamp(1, 2)
+}
+
+/// The snapshot stream format a leader sends under cluster version `cluster`: 1 streams the
+/// state's key-value pairs, which every release reads; 2 streams the snapshot's SST file as it
+/// is, which only release 2 reads, so it waits for the gate like the other formats.
+///
+/// ```
+/// use ordeal_system::version::{RELEASES, snapshot_format};
+/// assert_eq!((snapshot_format(1), snapshot_format(2)), (1, 2));
+/// // Whatever the cluster version, every member's release reads what is sent.
+/// assert!(RELEASES.iter().all(|r| snapshot_format(r.release) <= r.snapshot_max));
+/// ```
+pub fn snapshot_format(cluster: u32) -> u32 {
     cluster.clamp(1, 2)
 }
 
@@ -120,8 +139,8 @@ mod tests {
         let c = Release::current();
         assert_eq!(c.release, RELEASE);
         let expect = format!(
-            "release {}; wire {}-{}; storage 1-{}; commands 1-{}; emulates release {}",
-            c.release, c.wire_min, c.wire_max, c.storage_max, c.command_max, RELEASES[0].release
+            "release {}; wire {}-{}; storage 1-{}; commands 1-{}; snapshots 1-{}; emulates release {}",
+            c.release, c.wire_min, c.wire_max, c.storage_max, c.command_max, c.snapshot_max, RELEASES[0].release
         );
         assert!(LONG_VERSION.contains(&expect), "{LONG_VERSION} vs {expect}");
     }

@@ -107,3 +107,51 @@ async fn an_early_gate_stops_the_old_node_with_the_reason() {
     cluster.leader(&client).await;
     client.put(b"after", b"1").await.unwrap();
 }
+
+/// With `ORDEAL_OLD_BROKER` (a build of an earlier commit, `scripts/build-release.sh REF`) the
+/// old node runs that build; without it, this build emulating release 1.
+const OLD_BROKER: &str = "ORDEAL_OLD_BROKER";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_node_catches_up_through_a_snapshot_it_reads_while_the_gate_is_off() {
+    let old = std::env::var_os(OLD_BROKER).map(std::path::PathBuf::from);
+    let mut cluster = Cluster::start(3, |spec| {
+        match &old {
+            Some(binary) => spec.binary = binary.clone(),
+            None => spec.nodes[2].env.push((EMULATE.into(), "1".into())),
+        }
+        spec.env.push(("ORDEAL_BROKER_SNAPSHOT_ENTRIES".into(), "50".into()));
+    });
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    let new = ordeal_system::launch::find_binary().unwrap();
+    if old.is_some() {
+        // Nodes 1 and 2 move to this build; node 3 stays on the old one.
+        for id in [1, 2] {
+            cluster.procs.get_mut(&id).unwrap().terminate(Duration::from_secs(5)).unwrap();
+            cluster.spec.binary = new.clone();
+            cluster.restart(id);
+            cluster.converged(&client).await;
+        }
+    }
+    cluster.procs.get_mut(&3).unwrap().terminate(Duration::from_secs(5)).unwrap();
+    cluster.procs.remove(&3);
+    // Past the compaction point: node 3's next entries are gone from the leader's log.
+    for i in 0..200u32 {
+        client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+    }
+    cluster.spec.binary = old.unwrap_or(new);
+    cluster.restart(3);
+    // The leader (this build, cluster version 1) sends format 1, which the old node reads; a
+    // format 2 stream would be refused and node 3 would never catch up.
+    cluster.converged(&client).await;
+    let m = common::metrics(cluster.spec.node(3).unwrap().http).await;
+    assert!(common::counter(&m, "ordeal_snapshots_installed_total") >= 1, "{m}");
+    let leader = cluster.leader(&client).await;
+    assert_ne!(leader, 3);
+    let sent = common::metrics(cluster.spec.node(leader).unwrap().http).await;
+    assert!(common::counter(&sent, "ordeal_snapshots_sent_total") >= 1, "{sent}");
+    for id in [1, 2] {
+        assert_eq!(client.status(id).await.unwrap().groups[0].cluster_version, 1);
+    }
+}
