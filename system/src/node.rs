@@ -797,6 +797,7 @@ impl Group {
             done: self.tx.clone(),
             metrics: self.metrics.clone(),
             max_bytes_per_s: self.config.membership.snapshot_max_bytes_per_s,
+            tls: self.transport.tls(),
         };
         snapshot::spawn_send(self.transport.runtime(), ctx, self.group, m);
     }

@@ -48,7 +48,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::{Status, Streaming};
 
 /// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the chunk stream. 2: the stream
@@ -336,6 +335,8 @@ pub struct SendContext {
     pub metrics: Arc<Metrics>,
     /// File bytes a second at most (0: unpaced).
     pub max_bytes_per_s: u64,
+    /// This node's credentials for dialing the peer, when peers authenticate.
+    pub tls: Option<Arc<crate::peer_auth::PeerTls>>,
 }
 
 /// Streams the snapshot in `msg` to its peer on `runtime`, then tells the loop how it went.
@@ -372,7 +373,7 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
     // The receiver names its own file; the sender's path means nothing there.
     msg.mut_snapshot().data = Bytes::new();
     let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
-    let endpoint = Endpoint::from_shared(format!("http://{}", ctx.address))
+    let endpoint = crate::peer_auth::endpoint(ctx.tls.as_deref(), msg.to, &ctx.address)
         .map_err(|e| e.to_string())?
         .connect_timeout(CHUNK_TIMEOUT)
         .tcp_nodelay(true)
@@ -473,6 +474,7 @@ pub async fn receive(
     inbox: &Inbox,
     groups: &[GroupHandle],
     mut stream: Streaming<SnapshotChunk>,
+    sender: &crate::peer_auth::Sender,
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
@@ -496,6 +498,7 @@ pub async fn receive(
     if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != inbox.id {
         return Err(Status::invalid_argument("the header is not a snapshot for this node"));
     }
+    sender.check(msg.from)?;
     let meta = msg.get_snapshot().get_metadata();
     std::fs::create_dir_all(&inbox.dir).map_err(|e| Status::internal(e.to_string()))?;
     let name = format!("g{}-{}-{}-{}.sst", first.group, meta.index, meta.term, msg.from);
