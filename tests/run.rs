@@ -56,6 +56,7 @@ fn register_under_leader_kills_and_pauses_is_valid() {
     assert!(!dir.path().join("latest/nodes/n1/data").exists(), "data directories are removed");
     assert!(!dir.path().join("latest/ordeal.pid").exists());
     assert!(brokers_under(dir.path()).is_empty());
+    peers_authenticated_and_no_key_left(&dir.path().join("latest"));
     // The run can be analysed again from its directory alone.
     let (code, out, _) = ordeal(&["report", dir.path().join("latest").to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
@@ -193,4 +194,21 @@ fn issue_17_a_run_interrupted_with_ctrl_c_is_not_valid() {
     let (code, out, _) = ordeal(&["report", dir.path().join("latest").to_str().unwrap()]);
     assert_eq!(code, 2, "{out}");
     assert!(brokers_under(dir.path()).is_empty());
+    peers_authenticated_and_no_key_left(&dir.path().join("latest"));
+}
+
+/// The run's nodes authenticated their peers with the run's CA (each node's log says so at
+/// every start, and its `/v1/status` says `peer_auth`), and no private key outlived the run.
+fn peers_authenticated_and_no_key_left(run: &Path) {
+    let tls = run.join("nodes/tls");
+    assert!(tls.join("ca.crt").is_file() && tls.join("node-1.crt").is_file(), "the run's CA issued certificates");
+    let keys: Vec<_> = std::fs::read_dir(&tls)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert!(keys.is_empty(), "private keys left: {keys:?}");
+    let log = std::fs::read_to_string(run.join("nodes/n1/broker.log")).unwrap();
+    assert!(log.contains("peers authenticate with mutual TLS"), "{log}");
+    assert!(!log.contains("not authenticated"), "{log}");
 }

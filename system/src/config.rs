@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// The release whose formats and features this node uses: its own, or an older one under
     /// `--emulate-version`.
     pub release: crate::version::Release,
+    /// The node's cluster CA, certificate and key: peers then authenticate with mutual TLS
+    /// ([`crate::peer_auth`]); `None` leaves them unauthenticated.
+    pub tls: Option<ordeal_wire::certs::NodeFiles>,
 }
 
 /// How a node joins, how strict promotion is, and when the log is compacted.

@@ -24,6 +24,7 @@ pub fn node_status(state: &NodeState) -> NodeStatus {
         release: release.release,
         wire_version_min: release.wire_min,
         storage_version_max: release.storage_max,
+        peer_auth: state.config.tls.is_some(),
         groups,
         time_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     }

@@ -11,6 +11,7 @@
 //! * [`fsm`]: the state machine, deterministic in (state, entry);
 //! * [`node`]: the one thread per group that owns the `RawNode` (the Ready loop);
 //! * [`transport`]: peer streams that never block the Ready loop;
+//! * [`peer_auth`]: mutual TLS between peers on the shared port;
 //! * [`vet`]: raft messages from peers checked before raft-rs sees them;
 //! * [`api`], [`http`]: the client, admin and status surfaces;
 //! * [`version`]: releases, format versions and the cluster version that gates new formats;
@@ -30,6 +31,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+pub mod peer_auth;
 pub mod seeded;
 pub mod server;
 pub mod snapshot;
@@ -39,7 +41,7 @@ pub mod version;
 pub mod vet;
 
 // The client-facing pieces live in `ordeal-wire`, which the harness uses without the server.
-pub use ordeal_wire::{client, error, launch, shard};
+pub use ordeal_wire::{certs, client, error, launch, shard};
 
 /// This build's version, reported by `Status` so that upgrade tests can see who runs what.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,11 +6,12 @@
 //! effect); 2 the outcome is unknown; 254 bad arguments; 255 the node failed.
 
 use clap::{Args, Parser, Subcommand};
+use ordeal_system::certs::NodeFiles;
 use ordeal_system::client::{Client, ClientError, ClientOptions};
 use ordeal_system::config::{Bug, MembershipConfig, NodeConfig, RaftTiming, parse_peers};
 use ordeal_system::pb::broker::PartitionOffset;
-use ordeal_system::storage;
 use ordeal_system::version::Release;
+use ordeal_system::{peer_auth, storage};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -261,6 +262,16 @@ struct ServeArgs {
     /// upgrade from the previous release with this one binary.
     #[arg(long, env = "ORDEAL_BROKER_EMULATE_VERSION")]
     emulate_version: Option<u32>,
+    /// The cluster CA's certificate (PEM): with --tls-cert and --tls-key, peers authenticate
+    /// each other with mutual TLS (docs/broker.md "Peer authentication").
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by the cluster CA for its id.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// Log filter (`RUST_LOG` syntax).
     #[arg(long, default_value = "info")]
     log: String,
@@ -303,7 +314,9 @@ fn main() -> ExitCode {
                     // Another node's data directory is a setting that cannot work, as a bad flag is.
                     let wrong_node =
                         e.chain().any(|c| matches!(c.downcast_ref(), Some(storage::StorageError::WrongNode { .. })));
-                    ExitCode::from(if wrong_node { 254 } else { 255 })
+                    // So is a credential file that does not load.
+                    let bad_credentials = e.chain().any(|c| c.downcast_ref::<peer_auth::TlsError>().is_some());
+                    ExitCode::from(if wrong_node || bad_credentials { 254 } else { 255 })
                 }
             }
         }
@@ -372,6 +385,11 @@ fn node_config(a: ServeArgs) -> NodeConfig {
             snapshot_max_bytes_per_s: a.snapshot_max_mb_per_s.saturating_mul(1_000_000),
         },
         release,
+        tls: match (a.tls_ca, a.tls_cert, a.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(NodeFiles { ca, cert, key }),
+            // clap requires all three or none.
+            _ => None,
+        },
     }
 }
 

@@ -27,6 +27,12 @@ pub struct Metrics {
     /// Raft messages from peers dropped unstepped ([`crate::vet`]): non-members, forged senders,
     /// messages that contradict the local log.
     pub peer_messages_rejected: AtomicU64,
+    /// Peer connections and calls refused by peer authentication ([`crate::peer_auth`]): TLS
+    /// handshakes that failed, raft calls without a certificate, and certificates that do not
+    /// name the sender claimed.
+    pub peer_auth_rejected: AtomicU64,
+    /// 1 when peers must authenticate (the node has TLS credentials), else 0.
+    pub peer_auth_enabled: AtomicU64,
     /// Times a `--join-as-learner` node found itself a voter (once per group and start).
     pub learner_found_voter: AtomicU64,
     /// Campaigns started at once because the leader's port refused a connection.
@@ -135,6 +141,17 @@ impl Metrics {
             "ordeal_peer_messages_rejected_total",
             "Raft messages from peers dropped unstepped: non-members, forged senders, impossible indices.",
             &self.peer_messages_rejected,
+        );
+        counter(
+            &mut out,
+            "ordeal_peer_auth_rejected_total",
+            "Peer connections and raft calls refused: failed TLS handshakes, no certificate, a certificate naming another node.",
+            &self.peer_auth_rejected,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ordeal_peer_auth_enabled 1 when peers must authenticate with mutual TLS.\n# TYPE ordeal_peer_auth_enabled gauge\nordeal_peer_auth_enabled{{node=\"{node}\"}} {}",
+            self.peer_auth_enabled.load(Ordering::Relaxed)
         );
         counter(
             &mut out,

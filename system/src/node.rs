@@ -798,6 +798,7 @@ impl Group {
             metrics: self.metrics.clone(),
             max_bytes_per_s: self.config.membership.snapshot_max_bytes_per_s,
             format: version::snapshot_format(self.sm.cluster_version()),
+            tls: self.transport.tls(),
         };
         snapshot::spawn_send(self.transport.runtime(), ctx, self.group, m);
     }

@@ -8,6 +8,7 @@ use crate::node::{self, GroupContext, GroupHandle, Request};
 use crate::pb::broker::admin_server::AdminServer;
 use crate::pb::broker::broker_server::BrokerServer;
 use crate::pb::broker::raft_server::RaftServer;
+use crate::peer_auth::{self, PeerTls};
 use crate::seeded;
 use crate::snapshot;
 use crate::storage::open_db_reading;
@@ -18,7 +19,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tonic::transport::server::TcpIncoming;
 
 /// HTTP/2 flow-control window per stream on the node's port.
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
@@ -44,12 +44,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::default());
+    let tls = peer_tls(&config)?;
+    metrics.peer_auth_enabled.store(u64::from(tls.is_some()), Ordering::Relaxed);
     let peers = Arc::new(RwLock::new(config.peers.clone()));
     let ctx = GroupContext {
         db: db.clone(),
         config: config.clone(),
         peers: peers.clone(),
-        transport: Transport::start(config.id, &config.peers, config.release),
+        transport: Transport::start(config.id, &config.peers, config.release, tls.clone()),
         metrics: metrics.clone(),
     };
     let (groups, threads): (Vec<GroupHandle>, Vec<_>) = (0..config.groups)
@@ -76,6 +78,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         snapshot_max: config.release.snapshot_max,
     });
+    let mut raft = RaftService::new(config.id, groups.clone(), peers_stopped, inbox)
+        .with_transport(config.release, ctx.transport.clone());
+    if tls.is_some() {
+        raft = raft.with_peer_auth();
+    }
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -89,15 +96,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             AdminService(state.clone()),
             check_admin_token(config.admin_token.clone()),
         ))
-        .add_service(
-            RaftServer::new(
-                RaftService::new(config.id, groups.clone(), peers_stopped, inbox)
-                    .with_transport(config.release, ctx.transport.clone()),
-            )
-            .max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES),
-        )
-        // Nagle's algorithm with delayed ACKs would add 40 ms to small replies.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
+        .add_service(RaftServer::new(raft).max_decoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(peer_auth::incoming(listener, tls, metrics.clone()), async {
             let _ = grpc_stopped.await;
         });
     let grpc = tokio::spawn(grpc);
@@ -128,6 +128,25 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node's peer credentials, if it has any; without them it warns, once, that anyone who
+/// reaches its port can speak raft to it.
+fn peer_tls(config: &NodeConfig) -> anyhow::Result<Option<Arc<PeerTls>>> {
+    match &config.tls {
+        Some(files) => {
+            let tls = PeerTls::load(files)?;
+            tracing::info!(cert = %files.cert.display(), "peers authenticate with mutual TLS");
+            Ok(Some(Arc::new(tls)))
+        }
+        None => {
+            tracing::warn!(
+                "peer traffic is not authenticated: anyone who reaches this port can send raft messages \
+                 (start with --tls-ca, --tls-cert and --tls-key to require certificates)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 async fn wait_for_signal() {

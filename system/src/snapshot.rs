@@ -52,7 +52,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::{Status, Streaming};
 
 /// The version of [`SnapshotHeader`], [`SnapshotInstall`] and the newest chunk stream this build
@@ -343,6 +342,8 @@ pub struct SendContext {
     pub max_bytes_per_s: u64,
     /// The stream format to send, as the group's cluster version allows.
     pub format: u32,
+    /// This node's credentials for dialing the peer, when peers authenticate.
+    pub tls: Option<Arc<crate::peer_auth::PeerTls>>,
 }
 
 /// Streams the snapshot in `msg` to its peer on `runtime`, then tells the loop how it went.
@@ -379,7 +380,7 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
     // The receiver names its own file; the sender's path means nothing there.
     msg.mut_snapshot().data = Bytes::new();
     let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
-    let endpoint = Endpoint::from_shared(format!("http://{}", ctx.address))
+    let endpoint = crate::peer_auth::endpoint(ctx.tls.as_deref(), msg.to, &ctx.address)
         .map_err(|e| e.to_string())?
         .connect_timeout(CHUNK_TIMEOUT)
         .tcp_nodelay(true)
@@ -520,6 +521,7 @@ pub async fn receive(
     inbox: &Inbox,
     groups: &[GroupHandle],
     mut stream: Streaming<SnapshotChunk>,
+    sender: &crate::peer_auth::Sender,
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
@@ -541,6 +543,7 @@ pub async fn receive(
     if msg.get_msg_type() != MessageType::MsgSnapshot || msg.to != inbox.id {
         return Err(Status::invalid_argument("the header is not a snapshot for this node"));
     }
+    sender.check(msg.from)?;
     let meta = msg.get_snapshot().get_metadata();
     std::fs::create_dir_all(&inbox.dir).map_err(|e| Status::internal(e.to_string()))?;
     let name = format!("g{}-{}-{}-{}.sst", first.group, meta.index, meta.term, msg.from);

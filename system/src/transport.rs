@@ -25,6 +25,7 @@ use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
 use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
+use crate::peer_auth::{self, PeerAuth, PeerTls, Sender};
 use crate::snapshot;
 use crate::version::Release;
 use bytes::Bytes;
@@ -36,7 +37,6 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 const PEER_QUEUE: usize = 4096;
@@ -69,6 +69,8 @@ pub struct Transport {
     listeners: Listeners,
     release: Release,
     releases: Arc<PeerReleases>,
+    /// This node's credentials for dialing peers, when peers authenticate.
+    tls: Option<Arc<PeerTls>>,
 }
 
 struct Peer {
@@ -103,8 +105,13 @@ impl PeerReleases {
 impl Transport {
     /// Starts a sender task per peer other than `id`, on the current tokio runtime. A task ends
     /// when its peer is dropped or the transport is.
-    /// `release` decides the wire versions spoken.
-    pub fn start(id: u64, peers: &BTreeMap<u64, String>, release: Release) -> Arc<Transport> {
+    /// `release` decides the wire versions spoken; with `tls` every peer is dialled over TLS.
+    pub fn start(
+        id: u64,
+        peers: &BTreeMap<u64, String>,
+        release: Release,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Arc<Transport> {
         let t = Transport {
             id,
             addr: peers.get(&id).cloned().unwrap_or_default(),
@@ -114,6 +121,7 @@ impl Transport {
             listeners: Arc::default(),
             release,
             releases: Arc::default(),
+            tls,
         };
         for (peer, addr) in peers {
             t.set_address(*peer, addr);
@@ -140,6 +148,7 @@ impl Transport {
             wire.clone(),
             self.release,
             self.listeners.clone(),
+            self.tls.clone(),
         ));
         // Replacing the entry drops the old slot, which ends the old connection's task.
         peers.insert(peer, Peer { addr: addr.to_owned(), slot, wire });
@@ -184,6 +193,11 @@ impl Transport {
     /// What the receiving side records peers' releases in.
     pub fn releases(&self) -> Arc<PeerReleases> {
         self.releases.clone()
+    }
+
+    /// This node's credentials for dialing peers, when peers authenticate.
+    pub fn tls(&self) -> Option<Arc<PeerTls>> {
+        self.tls.clone()
     }
 
     /// The runtime the transport's tasks run on.
@@ -277,9 +291,10 @@ async fn peer_loop(
     wire: Arc<AtomicU32>,
     release: Release,
     listeners: Listeners,
+    tls: Option<Arc<PeerTls>>,
 ) {
     let mut backoff = BACKOFF_MIN;
-    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+    let endpoint = match peer_auth::endpoint(tls.as_deref(), peer, &addr) {
         Ok(e) => e
             .connect_timeout(Duration::from_millis(250))
             .tcp_nodelay(true)
@@ -346,6 +361,8 @@ pub struct RaftService {
     releases: Arc<PeerReleases>,
     /// Where senders' addresses are learned, if anywhere.
     transport: Option<Arc<Transport>>,
+    /// Whether callers must present a certificate naming the sender they claim.
+    auth: PeerAuth,
 }
 
 impl RaftService {
@@ -361,11 +378,18 @@ impl RaftService {
             id,
             groups,
             stopped,
-            inbox,
             release: Release::current(),
             releases: Arc::default(),
             transport: None,
+            auth: PeerAuth { required: false, metrics: inbox.metrics.clone() },
+            inbox,
         }
+    }
+
+    /// Requires every caller to present a certificate from the cluster CA naming the sender it
+    /// claims ([`crate::peer_auth`]).
+    pub fn with_peer_auth(self) -> Self {
+        RaftService { auth: PeerAuth { required: true, ..self.auth.clone() }, ..self }
     }
 
     /// Speaks the wire versions of `release`, records each peer's announced release in
@@ -375,7 +399,12 @@ impl RaftService {
     }
 
     /// Serves one peer stream; the peer's release is known while it lasts.
-    async fn receive(&self, stream: &mut Streaming<Envelope>, from: &mut Option<u64>) -> Result<(), Status> {
+    async fn receive(
+        &self,
+        stream: &mut Streaming<Envelope>,
+        sender: &Sender,
+        from: &mut Option<u64>,
+    ) -> Result<(), Status> {
         let mut stopped = self.stopped.clone();
         loop {
             let env = tokio::select! {
@@ -398,10 +427,11 @@ impl RaftService {
             let Some(group) = self.groups.get(env.group as usize) else {
                 return Err(Status::not_found(format!("unknown raft group {}", env.group)));
             };
-            if *from != Some(env.from)
-                && let Some(t) = &self.transport
-            {
-                t.learn_address(env.from, &env.from_address);
+            if *from != Some(env.from) {
+                sender.check(env.from)?;
+                if let Some(t) = &self.transport {
+                    t.learn_address(env.from, &env.from_address);
+                }
             }
             *from = Some(env.from);
             self.releases.set(env.from, if env.wire_version >= 2 { env.release } else { 1 });
@@ -423,8 +453,9 @@ impl RaftService {
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, request: GrpcRequest<Streaming<Envelope>>) -> Result<Response<SendAck>, Status> {
+        let sender = self.auth.sender(&request)?;
         let mut from = None;
-        let result = self.receive(&mut request.into_inner(), &mut from).await;
+        let result = self.receive(&mut request.into_inner(), &sender, &mut from).await;
         // Until it connects again (perhaps on another build), the peer's release is unknown.
         if let Some(peer) = from {
             self.releases.forget(peer);
@@ -433,9 +464,10 @@ impl Raft for RaftService {
     }
 
     async fn snapshot(&self, request: GrpcRequest<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
+        let sender = self.auth.sender(&request)?;
         let mut stopped = self.stopped.clone();
         tokio::select! {
-            r = snapshot::receive(&self.inbox, &self.groups, request.into_inner()) => r.map(Response::new),
+            r = snapshot::receive(&self.inbox, &self.groups, request.into_inner(), &sender) => r.map(Response::new),
             _ = stopped.wait_for(|s| *s) => Err(Status::unavailable("node is stopping")),
         }
     }

@@ -150,7 +150,10 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     assert_eq!(a.value.offset, 0);
     // A well-formed gRPC envelope with undecodable raft bytes is refused, and raft carries on.
     use ordeal_system::pb::broker::{Envelope, raft_client::RaftClient};
-    let mut peer = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+    // As node 2, with its certificate: peers authenticate before anything is decoded.
+    let tls = ordeal_system::peer_auth::PeerTls::load(&cluster.spec.tls.as_ref().unwrap().files(2)).unwrap();
+    let endpoint = ordeal_system::peer_auth::endpoint(Some(&tls), leader, &addr.to_string()).unwrap();
+    let mut peer = RaftClient::new(endpoint.connect().await.unwrap());
     let env = Envelope {
         wire_version: 1,
         from: 2,

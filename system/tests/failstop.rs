@@ -1,12 +1,15 @@
 //! A node never steps a message raft-rs would die of, nor one from a stranger; and a node whose
-//! raft loop dies anyway stops: it never keeps serving the state it last had (issue 17).
+//! raft loop dies anyway stops: it never keeps serving the state it last had; and a peer that
+//! cannot show a certificate of the cluster naming the sender it claims is refused (issue 17).
 
 mod common;
 
 use common::{Cluster, counter, metrics, wait_for};
+use ordeal_system::certs::ClusterCa;
 use ordeal_system::launch::ClusterSpec;
 use ordeal_system::pb::broker::Envelope;
 use ordeal_system::pb::broker::raft_client::RaftClient;
+use ordeal_system::peer_auth::{self, PeerTls};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::time::Duration;
@@ -20,9 +23,9 @@ fn message(kind: MessageType, from: u64, to: u64, term: u64, f: impl FnOnce(&mut
     m
 }
 
-/// Sends `messages` to `to` in envelopes claiming to come from `from`, one stream.
-async fn send(spec: &ClusterSpec, from: u64, to: u64, messages: Vec<Message>) {
-    let envelopes = messages.iter().map(|m| Envelope {
+/// Envelopes claiming to come from `from`, one per message.
+fn envelopes(from: u64, to: u64, messages: &[Message]) -> Vec<Envelope> {
+    let envelope = |m: &Message| Envelope {
         wire_version: ordeal_system::version::Release::current().wire_max,
         from,
         to,
@@ -30,12 +33,41 @@ async fn send(spec: &ClusterSpec, from: u64, to: u64, messages: Vec<Message>) {
         messages: vec![m.write_to_bytes().unwrap().into()],
         release: 0,
         from_address: String::new(),
-    });
-    let addr = format!("http://{}", spec.node(to).unwrap().addr);
-    let mut raft = RaftClient::connect(addr).await.unwrap();
+    };
+    messages.iter().map(envelope).collect()
+}
+
+/// Sends `messages` to node `to` in one stream of envelopes claiming `from`, over a connection
+/// made with `tls` (plain without); returns how the stream ended.
+async fn send_with(
+    spec: &ClusterSpec,
+    tls: Option<&PeerTls>,
+    from: u64,
+    to: u64,
+    messages: Vec<Message>,
+) -> Result<(), String> {
+    let addr = spec.node(to).unwrap().addr.to_string();
+    let channel = peer_auth::endpoint(tls, to, &addr).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
+    let mut raft = RaftClient::new(channel);
+    let sent = raft.send(tokio_stream::iter(envelopes(from, to, &messages)));
+    match tokio::time::timeout(Duration::from_secs(5), sent).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// Node `id`'s credentials from the cluster CA (issued now for an id that has none: a
+/// stranger holding a certificate of the cluster).
+fn credentials(spec: &ClusterSpec, id: u64) -> PeerTls {
+    let ca = spec.tls.as_ref().expect("test clusters authenticate their peers");
+    PeerTls::load(&ca.ensure(id, "127.0.0.1".parse().unwrap()).unwrap()).unwrap()
+}
+
+/// Sends `messages` to `to` in envelopes claiming to come from `from`, authenticated as `from`.
+async fn send(spec: &ClusterSpec, from: u64, to: u64, messages: Vec<Message>) {
     // The stream may end with an error as a process goes: what matters is what the node does.
-    let _ = tokio::time::timeout(Duration::from_secs(5), raft.send(tokio_stream::iter(envelopes.collect::<Vec<_>>())))
-        .await;
+    let _ = send_with(spec, Some(&credentials(spec, from)), from, to, messages).await;
 }
 
 /// A heartbeat from the leader whose commit index lies far past the follower's log: raft-rs
@@ -107,4 +139,57 @@ async fn a_node_whose_raft_loop_panics_exits() {
     assert_eq!(status.code(), Some(70), "{status}");
     // The others keep serving.
     client.put(b"after", b"1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_the_clusters_certificate_for_their_id_are_refused_and_counted() {
+    let cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let (target, other) = {
+        let mut followers = cluster.procs.keys().copied().filter(|id| *id != leader);
+        (followers.next().unwrap(), followers.next().unwrap())
+    };
+    let spec = &cluster.spec;
+    let term = client.status(target).await.unwrap().groups[0].term;
+    // What each forger sends: a vote request from the leader's id with a term far ahead.
+    let vote = || vec![message(MessageType::MsgRequestVote, leader, target, term + 1000, |m| m.log_term = term + 1000)];
+
+    // No certificate at all: a plain connection.
+    let plain = send_with(spec, None, leader, target, vote()).await;
+    assert!(plain.as_ref().is_err_and(|e| e.contains("Unauthenticated")), "{plain:?}");
+    // A certificate for the right id, from another CA: the handshake fails.
+    let foreign = ClusterCa::new(&cluster.dir.path().join("foreign")).unwrap();
+    let foreign_files = foreign.issue(leader, "127.0.0.1".parse().unwrap()).unwrap();
+    let ours = spec.tls.as_ref().unwrap().files(leader);
+    let forged = PeerTls::load(&ordeal_system::certs::NodeFiles { ca: ours.ca, ..foreign_files }).unwrap();
+    let wrong_ca = send_with(spec, Some(&forged), leader, target, vote()).await;
+    assert!(wrong_ca.is_err(), "a certificate from another CA was accepted");
+    // A valid certificate of another member, claiming the leader's id.
+    let impostor = send_with(spec, Some(&credentials(spec, other)), leader, target, vote()).await;
+    assert!(impostor.as_ref().is_err_and(|e| e.contains("PermissionDenied")), "{impostor:?}");
+
+    let m = metrics(spec.node(target).unwrap().http).await;
+    assert!(counter(&m, "ordeal_peer_auth_rejected_total") >= 3, "every refusal is counted:\n{m}");
+    assert_eq!(counter(&m, "ordeal_peer_auth_enabled"), 1);
+    // The cluster keeps serving, under the same term, with peer authentication on everywhere.
+    client.put(b"after", b"1").await.unwrap();
+    for id in cluster.procs.keys() {
+        let s = client.status(*id).await.unwrap();
+        assert!(s.peer_auth, "node {id} reports its peers authenticated");
+        assert!(s.groups[0].term < term + 1000, "node {id}: {:?}", s.groups[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_credentials_still_runs_and_says_its_peers_are_unauthenticated() {
+    let mut cluster = Cluster::start(1, |spec| spec.tls = None);
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    client.put(b"k", b"v").await.unwrap();
+    assert!(!client.status(1).await.unwrap().peer_auth);
+    let process = cluster.procs.get_mut(&1).unwrap();
+    process.terminate(Duration::from_secs(5)).unwrap();
+    let log = std::fs::read_to_string(&cluster.spec.node(1).unwrap().log).unwrap();
+    assert_eq!(log.matches("peer traffic is not authenticated").count(), 1, "warned once:\n{log}");
 }

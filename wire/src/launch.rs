@@ -7,6 +7,7 @@
 //! it is done signalling it (so a recycled PID is never signalled), kills it on drop, and asks the
 //! kernel to kill it if the parent dies first (`PR_SET_PDEATHSIG`).
 
+use crate::certs::ClusterCa;
 use crate::config::{Bug, RaftTiming};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -56,6 +57,9 @@ pub struct ClusterSpec {
     pub bugs: Vec<Bug>,
     /// Environment variables for every node (e.g. `LD_PRELOAD` for clock faults).
     pub env: Vec<(String, String)>,
+    /// The cluster CA whose certificates the nodes authenticate each other with (mutual TLS on
+    /// peer traffic); `None` starts nodes without credentials, and their peers unauthenticated.
+    pub tls: Option<ClusterCa>,
 }
 
 /// Raft timing for tests: 10 ms ticks, heartbeats every 50 ms, elections after 500–1000 ms.
@@ -87,7 +91,8 @@ pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
 }
 
 impl ClusterSpec {
-    /// `n` nodes on 127.0.0.1 with fresh ports, data under `dir/n<id>/`.
+    /// `n` nodes on 127.0.0.1 with fresh ports, data under `dir/n<id>/`, peer TLS on with a
+    /// new CA in `dir/tls/`.
     pub fn local(binary: PathBuf, n: usize, dir: &Path) -> io::Result<ClusterSpec> {
         let ports = free_ports(2 * n)?;
         let nodes = (0..n)
@@ -105,7 +110,8 @@ impl ClusterSpec {
                 }
             })
             .collect();
-        Ok(ClusterSpec { binary, nodes, groups: 1, timing: fast_timing(), sync: true, bugs: vec![], env: vec![] })
+        let tls = Some(ClusterCa::new(&dir.join("tls"))?);
+        Ok(ClusterSpec { binary, nodes, groups: 1, timing: fast_timing(), sync: true, bugs: vec![], env: vec![], tls })
     }
 
     /// Every node's id and gRPC address.
@@ -137,7 +143,21 @@ impl ClusterSpec {
             format!("--sync={}", self.sync),
         ];
         args.extend(self.bugs.iter().map(|bug| format!("--bug={}", bug.name())));
+        if let Some(ca) = &self.tls {
+            let files = ca.files(node.id);
+            args.push(format!("--tls-ca={}", files.ca.display()));
+            args.push(format!("--tls-cert={}", files.cert.display()));
+            args.push(format!("--tls-key={}", files.key.display()));
+        }
         args
+    }
+
+    /// Issues `node` its certificate and key, if the cluster uses TLS and it has none yet.
+    pub fn credentials(&self, node: &NodeSpec) -> io::Result<()> {
+        match &self.tls {
+            Some(ca) => ca.ensure(node.id, node.addr.ip()).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// How to start node `node` on `binary`.
@@ -156,6 +176,7 @@ impl ClusterSpec {
         let node = self
             .node(id)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no node {id} in the cluster")))?;
+        self.credentials(node)?;
         self.launch(node, &self.binary).spawn(id)
     }
 }

@@ -7,12 +7,14 @@
 //! * [`status`]: the status a node reports (`Status` RPC, `/v1/status`);
 //! * [`shard`]: which raft group owns a key, partition or consumer group;
 //! * [`config`]: the settings a launcher passes on the command line (timing, bugs);
+//! * [`certs`]: a per-run cluster CA and node certificates for mutual peer TLS;
 //! * [`launch`]: starting `ordeal-broker` processes, the one place that knows its flags.
 //!
 //! The harness depends on this crate and never on `ordeal-system`, so what it verifies is the
 //! broker as a separate program.
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -27,6 +27,10 @@ pub struct NodeStatus {
     /// The newest storage format it reads.
     #[serde(default)]
     pub storage_version_max: u32,
+    /// Whether its peers must authenticate (mutual TLS with the cluster CA); a node started
+    /// without credentials accepts raft traffic from anyone who can reach its port.
+    #[serde(default)]
+    pub peer_auth: bool,
     /// One entry per raft group.
     pub groups: Vec<GroupView>,
     /// The node's wall clock when it answered, in ms since the Unix epoch (raft never reads
@@ -92,6 +96,7 @@ impl From<NodeStatus> for StatusResponse {
             wire_version: s.wire_version,
             storage_version: s.storage_version,
             release: s.release,
+            peer_auth: s.peer_auth,
             wire_version_min: s.wire_version_min,
             storage_version_max: s.storage_version_max,
             group_count: s.groups.len() as u32,
@@ -110,6 +115,7 @@ impl From<StatusResponse> for NodeStatus {
             wire_version: s.wire_version,
             storage_version: s.storage_version,
             release: s.release,
+            peer_auth: s.peer_auth,
             wire_version_min: s.wire_version_min,
             storage_version_max: s.storage_version_max,
             groups: s.groups.into_iter().map(GroupView::from).collect(),

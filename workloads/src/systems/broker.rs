@@ -8,6 +8,7 @@ use ordeal_faults::layout::Layout;
 use ordeal_faults::supervise::Supervisor;
 use ordeal_faults::system::{self, GroupState, Leaders, Member, Members, Membership, NodeView, System, SystemError};
 use ordeal_history::{OpType, Test};
+use ordeal_wire::certs::{ClusterCa, binary_supports_tls};
 use ordeal_wire::client::{Client as BrokerClient, ClientError, ClientOptions, Suspects};
 use ordeal_wire::config::{Bug, RaftTiming};
 use ordeal_wire::error::BrokerError;
@@ -71,7 +72,11 @@ fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError>
     if let Some(n) = test.snapshot_entries {
         env.push(("ORDEAL_BROKER_SNAPSHOT_ENTRIES".to_string(), n.to_string()));
     }
-    let spec = ClusterSpec { binary, nodes, groups: test.groups, timing, sync: true, bugs: bugs(test)?, env };
+    let tls = cluster_ca(test, layout, &binary).map_err(|e| SutError::Setting(format!("peer TLS: {e}")))?;
+    let spec = ClusterSpec { binary, nodes, groups: test.groups, timing, sync: true, bugs: bugs(test)?, env, tls };
+    for node in spec.nodes.iter().chain(&spares) {
+        spec.credentials(node).map_err(|e| SutError::Setting(format!("node {} certificate: {e}", node.id)))?;
+    }
     let timeout = Duration::from_millis(test.op_timeout_ms);
     let clients: Arc<dyn ClientFactory> = match test.workload.as_str() {
         "register" | "log" => Arc::new(BrokerClients::new(spec.peers(), timeout)),
@@ -79,6 +84,20 @@ fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError>
         other => return Err(SutError::Workload { system: "broker", workload: other.into() }),
     };
     Ok(Sut { system: Arc::new(BrokerSystem::new(spec, spares)), clients })
+}
+
+/// The run's cluster CA, in the nodes' directory beside their own (`nodes/tls/`), so that peers
+/// authenticate with mutual TLS; `None` when a build the run uses predates the TLS flags (a
+/// rolling upgrade from an old release): a node that dials TLS cannot reach one that does not
+/// speak it, so the whole cluster then runs without.
+fn cluster_ca(test: &Test, layout: &Layout, binary: &Path) -> std::io::Result<Option<ClusterCa>> {
+    let upgrade = test.upgrade_binary.as_deref().map(Path::new);
+    if let Some(old) = std::iter::once(binary).chain(upgrade).find(|b| !binary_supports_tls(b)) {
+        tracing::warn!("{} has no --tls-ca: this run's peers are not authenticated", old.display());
+        return Ok(None);
+    }
+    let Some(nodes_dir) = layout.slots.first().and_then(|s| s.dir.parent()) else { return Ok(None) };
+    ClusterCa::new(&nodes_dir.join("tls")).map(Some)
 }
 
 /// How long a membership change may take (it probes the node concerned, then commits).
@@ -138,6 +157,12 @@ impl BrokerSystem {
         BrokerSystem { spec, spares, current, used: Mutex::default(), processes, status, admin }
     }
 
+    fn remove_keys(&self) {
+        if let Some(Err(e)) = self.spec.tls.as_ref().map(ClusterCa::remove_keys) {
+            tracing::warn!("removing the nodes' private keys: {e}");
+        }
+    }
+
     fn spare(&self, node: u64) -> Result<&NodeSpec, SystemError> {
         self.spares.iter().find(|n| n.id == node).ok_or(SystemError::UnknownNode(node))
     }
@@ -155,6 +180,13 @@ impl BrokerSystem {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+impl Drop for BrokerSystem {
+    /// Also on a panic or an early error: no private key outlives the run.
+    fn drop(&mut self) {
+        self.remove_keys();
     }
 }
 
@@ -326,6 +358,13 @@ impl System for BrokerSystem {
 
     fn supervisor(&self) -> Option<&Supervisor> {
         Some(&self.processes)
+    }
+
+    /// Stops every node, then removes their private keys (a restart would need them until now).
+    async fn teardown(&self) -> Result<(), SystemError> {
+        let stopped = self.processes.stop_all().await;
+        self.remove_keys();
+        stopped
     }
 
     fn leaders(&self) -> Option<&dyn Leaders> {
