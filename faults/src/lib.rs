@@ -16,6 +16,7 @@
 
 mod clock;
 pub mod layout;
+pub mod lazyfs;
 pub mod membership;
 pub mod net;
 mod netem;
