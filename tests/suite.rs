@@ -26,7 +26,7 @@ fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
     assert_eq!(code, 0, "{out}\n{err}");
     let state = json(&suite_dir(dir.path()).join("suite.json"));
     let cases = state["cases"].as_array().unwrap();
-    for bug in ["stale-reads", "no-dedupe", "ack-before-commit", "offset-before-commit", "local-offsets"] {
+    for bug in ["stale-reads", "no-dedupe", "ack-before-commit", "offset-before-commit", "local-offsets", "fsync-lie"] {
         let caught = cases.iter().any(|c| c["config"].as_str().unwrap().ends_with(&format!("bug={bug}")));
         assert!(caught, "every seeded bug has its configuration: {bug} in {state}");
     }

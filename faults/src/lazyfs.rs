@@ -14,13 +14,14 @@
 //! The mount lives as long as the [`LazyFs`] value: dropping it unmounts. A harness killed
 //! hard leaves a dead mount behind, which `ordeal cleanup` removes ([`leftovers`], [`unmount`]).
 
+use crate::layout::Layout;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use nix::libc;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
@@ -149,6 +150,27 @@ impl Drop for LazyFs {
         if let Err(e) = unmount(&self.mountpoint) {
             tracing::warn!("unmounting lazyfs at {}: {e}", self.mountpoint.display());
         }
+    }
+}
+
+/// Every node's data directory on a lazyfs of its own, for the crash faults.
+#[derive(Default)]
+pub struct Disks(BTreeMap<u64, LazyFs>);
+
+impl Disks {
+    /// Mounts a lazyfs at each slot's data directory, its files in the slot's `disk/`.
+    pub fn mount(layout: &Layout) -> Result<Disks, LazyFsError> {
+        let mut disks = BTreeMap::new();
+        for slot in layout.slots.iter().chain(&layout.spares) {
+            disks.insert(slot.id, LazyFs::mount(&slot.dir.join("disk"), &slot.data_dir())?);
+        }
+        Ok(Disks(disks))
+    }
+
+    /// Loses `node`'s writes since their last fsync (call while it is dead); nothing when its
+    /// directory is not on lazyfs.
+    pub fn lose_unsynced(&self, node: u64) -> Result<Lost, LazyFsError> {
+        self.0.get(&node).map_or(Ok(Lost::default()), LazyFs::lose_unsynced)
     }
 }
 
@@ -340,7 +362,11 @@ impl Fs {
     fn unlink_at(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let path = self.child(parent, name)?;
         let m = fs::symlink_metadata(&path)?;
-        if dir { fs::remove_dir(&path)? } else { fs::remove_file(&path)? }
+        if dir {
+            fs::remove_dir(&path)?
+        } else {
+            fs::remove_file(&path)?
+        }
         lock(&self.state).removed(m.ino(), &path, m.nlink());
         Ok(())
     }
