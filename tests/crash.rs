@@ -87,3 +87,33 @@ fn crashes_lose_acknowledged_writes_only_of_a_broker_that_lies_about_fsync() {
         assert!(lazyfs::leftovers(store).is_empty(), "no mount outlives its run");
     }
 }
+
+#[test]
+fn cleanup_unmounts_what_a_killed_harness_left() {
+    if fuse_or_skip("cleanup_unmounts_what_a_killed_harness_left").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let mut run = common::spawn_ordeal(&[
+        "run",
+        "--store",
+        store,
+        "--no-progress",
+        "--env",
+        "local",
+        "--nemesis",
+        "crash-all",
+        "--time-limit",
+        "60",
+    ]);
+    common::wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 100);
+    assert_eq!(lazyfs::leftovers(dir.path()).len(), 3, "one mount per node");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(lazyfs::leftovers(dir.path()).len(), 3, "a harness killed hard leaves its mounts");
+    let (code, out, err) = ordeal(&["cleanup", "--store", store]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("unmounted lazyfs at"), "{out}");
+    assert!(lazyfs::leftovers(dir.path()).is_empty(), "{out}");
+}
