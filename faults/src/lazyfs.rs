@@ -18,7 +18,7 @@ use crate::layout::Layout;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use nix::libc;
 use std::collections::{BTreeMap, HashMap};
@@ -651,6 +651,12 @@ impl Filesystem for Fs {
     ) {
         let result = self.create_at(parent, name, mode & !umask, flags);
         answer!(result, reply, |(a, fh)| reply.created(&TTL, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO));
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        // No extended attributes: the kernel stops asking (the default answers the same, with a
+        // warning on every write, which asks for `security.capability`).
+        reply.error(Errno::ENOSYS);
     }
 
     fn fallocate(
