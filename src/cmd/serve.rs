@@ -48,14 +48,17 @@ async fn index(State(root): State<Arc<PathBuf>>) -> Response {
     }
 }
 
-/// `path` (from a URL) inside the store, or the response refusing it.
-fn resolve(root: &Path, path: &str) -> Result<PathBuf, Response> {
+/// Why a request is refused: its status and message.
+type Refusal = (StatusCode, String);
+
+/// `path` (from a URL) inside the store, or why it is refused.
+fn resolve(root: &Path, path: &str) -> Result<PathBuf, Refusal> {
     if path.split('/').any(|c| c == "..") {
-        return Err((StatusCode::BAD_REQUEST, "no .. in paths").into_response());
+        return Err((StatusCode::BAD_REQUEST, "no .. in paths".into()));
     }
     match std::fs::canonicalize(root.join(path.trim_start_matches('/'))) {
         Ok(full) if full.starts_with(root) => Ok(full),
-        _ => Err((StatusCode::NOT_FOUND, format!("{path}: not found")).into_response()),
+        _ => Err((StatusCode::NOT_FOUND, format!("{path}: not found"))),
     }
 }
 
@@ -67,14 +70,14 @@ struct CompareQuery {
 }
 
 async fn compare(State(root): State<Arc<PathBuf>>, Query(q): Query<CompareQuery>) -> Response {
-    let load = |path: &str| -> Result<Results, Response> {
+    let load = |path: &str| -> Result<Results, Refusal> {
         let dir = resolve(&root, path)?;
         ordeal_reports::store::read_json(&dir.join(ordeal_reports::store::RESULTS))
-            .map_err(|e| (StatusCode::NOT_FOUND, format!("{path} is not an analysed run: {e}")).into_response())
+            .map_err(|e| (StatusCode::NOT_FOUND, format!("{path} is not an analysed run: {e}")))
     };
     let (a, b) = match (load(&q.a), load(&q.b)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     let (pa, pb) = (q.a.trim_matches('/'), q.b.trim_matches('/'));
     let page = ordeal_reports::html::compare(&Compared { path: pa, results: &a }, &Compared { path: pb, results: &b });
@@ -84,7 +87,7 @@ async fn compare(State(root): State<Arc<PathBuf>>, Query(q): Query<CompareQuery>
 async fn file(State(root): State<Arc<PathBuf>>, UrlPath(path): UrlPath<String>) -> Response {
     let full = match resolve(&root, &path) {
         Ok(full) => full,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if full.is_dir() {
         return listing(&path, &full);
