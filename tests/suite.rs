@@ -19,6 +19,11 @@ fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
         println!("SKIPPED: network namespaces are not available here: {why}");
         return;
     }
+    // Its crash entries keep the nodes' data on lazyfs (FUSE, root).
+    if let Some(why) = ordeal_faults::lazyfs::unavailable() {
+        println!("SKIPPED: lazyfs cannot mount here: {why}");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/detection.toml");
     let (code, out, err) =
