@@ -4,20 +4,23 @@
 # bug, the median time from the start of the run to the first op a failing checker names (the
 # first anomaly), and the false alarms of the clean build.
 #
-# Usage: scripts/bench-detection.sh [--seeds N] [--debug] [--suite FILE.toml]
+# Usage: scripts/bench-detection.sh [--seeds N] [--debug] [--suite FILE.toml] [--expect valid|invalid]
 #        (defaults: 20 seeds, release build, suites/detection.toml; --debug uses the debug build
-#        CI tests)
+#        CI tests; --expect keeps only the entries expecting that verdict: `--expect valid` measures
+#        the false alarms of the clean build alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=20
 profile=release
 suite=suites/detection.toml
+expect=
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds="$2"; shift 2 ;;
     --debug) profile=debug; shift ;;
     --suite) suite="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seeds N] [--debug] [--suite FILE.toml]" >&2; exit 2 ;;
+    --expect) expect="$2"; shift 2 ;;
+    *) echo "usage: $0 [--seeds N] [--debug] [--suite FILE.toml] [--expect valid|invalid]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordeal/target}"
@@ -28,8 +31,14 @@ else
 fi
 # The runs stay in the store afterwards, so that every miss can be looked into.
 store="$(mktemp -d -t ordeal-detection.XXXXXX)"
-# The suite, with every entry's seeds replaced by 1..N.
-sed "s/^seeds = .*/seeds = [$(seq -s, 1 "$seeds")]/" "$suite" > "$store/detection.toml"
+# The suite, with every entry's seeds replaced by 1..N (and only the entries expecting $expect).
+sed "s/^seeds = .*/seeds = [$(seq -s, 1 "$seeds")]/" "$suite" | python3 -c '
+import sys
+expect = sys.argv[1]
+head, *entries = sys.stdin.read().split("[[entry]]")
+kept = [e for e in entries if not expect or f"expect = \"{expect}\"" in e]
+sys.stdout.write("[[entry]]".join([head] + kept))
+' "$expect" > "$store/detection.toml"
 "$CARGO_TARGET_DIR/$profile/ordeal" suite "$store/detection.toml" --store "$store" > "$store/out.txt" || true
 python3 - "$store" <<'PY'
 import glob, json, statistics, sys

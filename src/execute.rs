@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use ordeal_faults::layout::Layout;
+use ordeal_faults::lazyfs::Disks;
 use ordeal_faults::net::{self, Network};
 use ordeal_faults::{
     ClockNemesis, Compose, FaultSet, MembershipNemesis, Nemesis, NetNemesis, ProcessNemesis, RunClock, System,
@@ -65,6 +66,8 @@ struct Cluster {
     network: Option<Arc<Network>>,
     nemesis: Box<dyn Nemesis>,
     faults: Vec<FaultSet>,
+    /// The nodes' lazyfs mounts when the run crashes nodes; unmounted when dropped.
+    disks: Option<Arc<Disks>>,
     /// Set to the history's clock once it starts; the membership nemesis times its samples by it.
     clock: RunClock,
 }
@@ -87,6 +90,11 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::needs_clock)) {
         layout = layout.with_clocks().context("creating the clock control files")?;
     }
+    let disks = if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::needs_disk)) {
+        Some(Arc::new(Disks::mount(&layout).context("putting the data directories on lazyfs")?))
+    } else {
+        None
+    };
     let registration = systems::by_name(&test.system)?;
     let sut = (registration.build)(test, &layout, PathBuf::from(&test.broker_binary))?;
     let system: Arc<dyn System> = sut.system.clone();
@@ -94,14 +102,17 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     let mut nemeses: Vec<Box<dyn Nemesis>> = vec![
         Box::new(NetNemesis::new(system.clone(), network.clone())),
         Box::new(ClockNemesis::new(system.clone(), layout.clocks.clone())),
-        Box::new(ProcessNemesis::new(system.clone())),
+        Box::new(match &disks {
+            Some(d) => ProcessNemesis::new(system.clone()).with_disks(d.clone()),
+            None => ProcessNemesis::new(system.clone()),
+        }),
         Box::new(MembershipNemesis::new(system.clone(), Some(dir.join(store::CATCHUP)), clock.clone())),
     ];
     if let Some(to) = &test.upgrade_binary {
         nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(&test.broker_binary), PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
-    Ok(Cluster { sut, network, nemesis, faults, clock })
+    Ok(Cluster { sut, network, nemesis, faults, disks, clock })
 }
 
 /// Ctrl-C: the first heals, stops the nodes and still checks what was recorded; the second
@@ -127,7 +138,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
     std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
-    let Cluster { sut, network, nemesis, faults, clock } = build_cluster(&test, &dir)?;
+    let Cluster { sut, network, nemesis, faults, disks, clock } = build_cluster(&test, &dir)?;
     let (interrupt, interrupts) = watch_interrupts();
     let mut info = RunInfo::default();
     let outcome = match sut.system.setup().await {
@@ -149,6 +160,8 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     drop(sut);
     // After the nodes: tearing the namespaces down under running nodes would be a fault of its own.
     drop(network);
+    // After the nodes too (the nemesis held the other reference, and is gone with the run).
+    drop(disks);
     interrupts.abort();
     if !opts.keep_data {
         store::remove_data(&dir);

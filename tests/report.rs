@@ -49,15 +49,7 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
     assert!(dom.contains("kill-leader"), "fault bands are labelled");
 
     // The store over HTTP.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args(["serve", "--store", store_arg, "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 200];
-    let n = serve.stdout.as_mut().unwrap().read(&mut first).unwrap();
-    let line = String::from_utf8_lossy(&first[..n]).to_string();
-    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let (_serve, addr) = serve_store(store_arg);
     let (code, index) = http_get(&addr, "/");
     assert_eq!(code, 200);
     assert!(index.contains("register-kill-leader") && index.contains("report.html"), "{index}");
@@ -67,8 +59,68 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
     assert_eq!(http_get(&addr, "/latest/results.json").0, 200);
     assert_eq!(http_get(&addr, "/latest/../../etc/passwd").0, 400);
     assert_eq!(http_get(&addr, "/nothing-here").0, 404);
-    serve.kill().unwrap();
-    serve.wait().unwrap();
+}
+
+/// An `ordeal serve` process, killed when the test ends, passed or failed.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ordeal serve --store STORE` started; its address, from the line it prints.
+fn serve_store(store: &str) -> (Served, String) {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["serve", "--store", store, "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 200];
+    let n = serve.stdout.as_mut().unwrap().read(&mut first).unwrap();
+    let line = String::from_utf8_lossy(&first[..n]).to_string();
+    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    (Served(serve), addr)
+}
+
+/// Two analysed runs of one store, a valid one and one with an impossible read, side by side
+/// in `ordeal serve`: both verdicts, the settings that differ marked, both checkers' findings,
+/// both reports' plots; and in Chromium.
+#[test]
+fn serve_compares_two_runs_side_by_side() {
+    let store = tempfile::tempdir().unwrap();
+    let text = |lines: &[String]| (lines.join("\n") + "\n").into_bytes();
+    for (name, read, seed) in [("good", 1, 1), ("bad", 7, 2)] {
+        let run = run_dir(&text(&register_history(read)), Some(finished(4)));
+        let mut test = common::json(&run.path().join("test.json"));
+        test["seed"] = seed.into();
+        std::fs::write(run.path().join("test.json"), test.to_string()).unwrap();
+        let code = ordeal(&["report", run.path().to_str().unwrap()]).0;
+        assert_eq!(code, if read == 1 { 0 } else { 1 });
+        let to = store.path().join("register-none").join(name);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(run.keep(), &to).unwrap();
+    }
+    let (_serve, addr) = serve_store(store.path().to_str().unwrap());
+    let url = "/compare?a=register-none/good&b=register-none/bad";
+    let (code, page) = http_get(&addr, url);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<h1>A valid — B invalid</h1>"), "{page}");
+    assert!(page.contains("<th>seed</th><td class=\"differs\">1</td><td class=\"differs\">2</td>"), "{page}");
+    assert!(page.contains("<th>workload</th><td class=\"\">register</td>"), "equal settings are not marked");
+    let b_checker = page.split("id=\"checkers\"").nth(1).unwrap_or("");
+    assert!(b_checker.contains("<span class=\"tag invalid\">invalid</span>"), "B's finding: {page}");
+    assert!(page.contains("src=\"/register-none/good/report.html#plots\""), "A's plots");
+    assert!(page.contains("src=\"/register-none/bad/report.html#plots\""), "B's plots");
+    assert_eq!(http_get(&addr, "/compare?a=register-none/good&b=../../etc").0, 400);
+    assert_eq!(http_get(&addr, "/compare?a=register-none/good&b=register-none").0, 404, "not a run");
+    assert_eq!(http_get(&addr, "/compare?a=register-none/good").0, 400, "b is missing");
+    let profile = store.path().join("profile");
+    let (dom, log) = load(&format!("http://{addr}{url}"), &profile);
+    assert!(dom.contains("data-ready=\"yes\"") && dom.contains("A valid"), "{dom}");
+    assert!(!log.contains("Uncaught"), "{log}");
 }
 
 /// A rolling upgrade from the emulated predecessor to this build, one node rolled back on the

@@ -38,6 +38,11 @@ impl Slot {
         SocketAddr::new(self.host, self.ports[i])
     }
 
+    /// The node's data directory (a lazyfs mount when the run has crash faults).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// The file the node's output goes to.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))

@@ -16,6 +16,7 @@
 
 mod clock;
 pub mod layout;
+pub mod lazyfs;
 pub mod membership;
 pub mod net;
 mod netem;
@@ -58,6 +59,9 @@ pub enum NemesisError {
         /// What it needs (`--env netns`, libfaketime).
         what: &'static str,
     },
+    /// A crash could not lose the node's un-fsynced writes.
+    #[error(transparent)]
+    Disk(#[from] lazyfs::LazyFsError),
     /// Changing the network failed.
     #[error(transparent)]
     Network(#[from] net::NetError),

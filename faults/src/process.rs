@@ -1,6 +1,8 @@
 //! Process faults: kill, pause, graceful stop, and leadership transfer, aimed at a group's
 //! leader or follower, one node, a minority, a majority or all. Several may be active at once.
 
+use crate::lazyfs::Disks;
+use crate::lazyfs::Lost;
 use crate::system::{self, System};
 use crate::{Action, FaultSpec, Groups, Nemesis, NemesisError, Target};
 use async_trait::async_trait;
@@ -17,6 +19,8 @@ pub struct ProcessNemesis {
     active: Vec<(FaultSpec, Vec<u64>)>,
     /// Every node this nemesis killed, stopped or paused and has not repaired yet.
     broken: BTreeSet<u64>,
+    /// The nodes' lazyfs mounts, which a crash makes lose their un-fsynced writes.
+    disks: Option<Arc<Disks>>,
 }
 
 /// The nodes a leader or follower fault aims at.
@@ -37,7 +41,13 @@ pub(crate) async fn leaders(system: &dyn System, groups: Groups) -> Result<Vec<u
 impl ProcessNemesis {
     /// A nemesis acting on `system`.
     pub fn new(system: Arc<dyn System>) -> Self {
-        ProcessNemesis { system, active: Vec::new(), broken: BTreeSet::new() }
+        ProcessNemesis { system, active: Vec::new(), broken: BTreeSet::new(), disks: None }
+    }
+
+    /// Crashes lose the un-fsynced writes of these disks.
+    pub fn with_disks(mut self, disks: Arc<Disks>) -> Self {
+        self.disks = Some(disks);
+        self
     }
 
     async fn targets(&self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Vec<u64>, NemesisError> {
@@ -75,20 +85,30 @@ impl ProcessNemesis {
         Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to, "down": []}))
     }
 
-    async fn break_node(&self, action: Action, node: u64) -> Result<(), NemesisError> {
+    /// Breaks `node`; a crash answers with what its disk lost.
+    async fn break_node(&self, action: Action, node: u64) -> Result<Option<Lost>, NemesisError> {
         let unsupported = |power| system::SystemError::Unsupported { system: self.system.name(), power };
         match action {
             Action::Kill => self.system.processes().ok_or(unsupported("kill"))?.kill(node).await?,
+            Action::Crash => {
+                let disks = self.disks.as_ref().ok_or_else(|| NemesisError::NotSetUp {
+                    fault: "crash".into(),
+                    what: "data directories on lazyfs",
+                })?;
+                // Dead and reaped first: no write of it may land after the loss.
+                self.system.processes().ok_or(unsupported("kill"))?.kill(node).await?;
+                return Ok(Some(disks.lose_unsynced(node)?));
+            }
             Action::Pause => self.system.processes().ok_or(unsupported("pause"))?.pause(node).await?,
             _ => self.system.stop(node).await?,
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn repair(&mut self, action: Action, nodes: &[u64]) -> Result<(), NemesisError> {
         for &node in nodes {
             match action {
-                Action::Kill | Action::Terminate => self.system.start(node).await?,
+                Action::Kill | Action::Crash | Action::Terminate => self.system.start(node).await?,
                 Action::Pause => {
                     if let Some(p) = self.system.processes() {
                         p.resume(node).await?;
@@ -118,13 +138,20 @@ impl Nemesis for ProcessNemesis {
             return Ok(value);
         }
         let targets = self.targets(fault, rng).await?;
+        let mut lost = serde_json::Map::new();
         for &node in &targets {
             self.broken.insert(node);
-            self.break_node(fault.action, node).await?;
+            if let Some(l) = self.break_node(fault.action, node).await? {
+                lost.insert(node.to_string(), json!(l));
+            }
         }
         self.active.push((*fault, targets.clone()));
         // Killed, paused and stopped nodes serve nothing until the fault heals.
-        Ok(json!({"fault": fault.to_string(), "targets": targets, "down": targets}))
+        let mut value = json!({"fault": fault.to_string(), "targets": targets, "down": targets});
+        if !lost.is_empty() {
+            value["lost_unsynced"] = Value::Object(lost);
+        }
+        Ok(value)
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {

@@ -12,6 +12,9 @@ pub enum Action {
     Kill,
     /// SIGSTOP; healed by SIGCONT.
     Pause,
+    /// SIGKILL, then the node's writes since their last fsync are lost, as in a power failure
+    /// (its data directory is a lazyfs mount); healed by starting the node again.
+    Crash,
     /// SIGTERM (graceful stop with leadership transfer); healed by starting the node again.
     Terminate,
     /// Asks the leader to hand leadership to another voter; nothing to heal.
@@ -132,6 +135,12 @@ pub const FAULTS: &[(&str, Action, Target)] = {
         ("kill-minority", Kill, Minority),
         ("kill-majority", Kill, Majority),
         ("kill-all", Kill, All),
+        ("crash", Crash, One),
+        ("crash-leader", Crash, Leader),
+        ("crash-follower", Crash, Follower),
+        ("crash-minority", Crash, Minority),
+        ("crash-majority", Crash, Majority),
+        ("crash-all", Crash, All),
         ("pause", Pause, One),
         ("pause-leader", Pause, Leader),
         ("pause-follower", Pause, Follower),
@@ -223,6 +232,11 @@ impl FaultSpec {
         matches!(self.action, Action::ClockSkew | Action::ClockBump | Action::ClockStrobe)
     }
 
+    /// Whether the fault loses un-fsynced writes (nodes then keep their data on lazyfs).
+    pub fn needs_disk(&self) -> bool {
+        self.action == Action::Crash
+    }
+
     /// Whether the fault moves a node to another build.
     pub fn is_upgrade(&self) -> bool {
         matches!(self.action, Action::Upgrade | Action::UpgradeKill | Action::Rollback)
@@ -235,7 +249,7 @@ impl FaultSpec {
 
     /// Whether the fault stops or freezes processes.
     pub fn is_process(&self) -> bool {
-        matches!(self.action, Action::Kill | Action::Pause | Action::Terminate | Action::TransferLeader)
+        matches!(self.action, Action::Kill | Action::Crash | Action::Pause | Action::Terminate | Action::TransferLeader)
     }
 
     /// Parses `kill-leader`, `pause`, `kill-leader@2`, `pause-leader@all`, ...
@@ -258,8 +272,8 @@ impl FaultSpec {
             Some(_) if !matches!(target, Target::Leader | Target::Follower) => {
                 return Err(SpecError::Group(name.into(), "only leader and follower faults name a group"));
             }
-            Some("all") if !matches!(action, Action::Kill | Action::Pause | Action::Terminate) => {
-                return Err(SpecError::Group(name.into(), "@all is for kill, pause and terminate"));
+            Some("all") if !matches!(action, Action::Kill | Action::Crash | Action::Pause | Action::Terminate) => {
+                return Err(SpecError::Group(name.into(), "@all is for kill, crash, pause and terminate"));
             }
             Some("all") => Groups::All,
             Some(g) => {

@@ -286,6 +286,99 @@ pub fn gate(report: &GateReport) -> String {
     page.into_string()
 }
 
+/// One run of a comparison: where it lies in the store (its URL path) and what it found.
+pub struct Compared<'a> {
+    /// The run directory relative to the store, e.g. `log-kill-leader/20261130T220933.345Z`.
+    pub path: &'a str,
+    /// Its `results.json`.
+    pub results: &'a Results,
+}
+
+/// The comparison page of `ordeal serve` (`/compare?a=RUN&b=RUN`): two runs side by side, their
+/// verdicts, settings (differences marked), checkers, figures, and their reports' plots.
+pub fn compare(a: &Compared, b: &Compared) -> String {
+    let row = |name: &str, x: Markup, y: Markup| {
+        let differ = x.0 != y.0;
+        html! { tr { th { (name) } td.(if differ { "differs" } else { "" }) { (x) } td.(if differ { "differs" } else { "" }) { (y) } } }
+    };
+    let text = |v: String| html! { (v) };
+    let (ta, tb) = (test_rows(&a.results.test), test_rows(&b.results.test));
+    let mut checkers: Vec<&str> =
+        a.results.checkers.iter().chain(&b.results.checkers).map(|c| c.name.as_str()).collect();
+    checkers.sort_unstable();
+    checkers.dedup();
+    let checker = |r: &Results, name: &str| match r.checkers.iter().find(|c| c.name == name) {
+        Some(c) => html! { (tag(c.verdict)) " " (c.summary) },
+        None => html! { span.muted { "not run" } },
+    };
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "ordeal: " (a.path) " vs " (b.path) }
+                style { (PreEscaped(STYLE)) "td.differs { background: #fff6d6; } iframe { width: 49%; height: 900px; border: 1px solid #eef0f4; }" }
+            }
+            body data-ready="yes" {
+                header.banner.(verdict_class(a.results.verdict.and(b.results.verdict))) {
+                    h1 { "A " (a.results.verdict) " — B " (b.results.verdict) }
+                    p { "A: " (a.path) br; "B: " (b.path) }
+                }
+                nav { a href="/" { "all runs" } a href="#figures" { "figures" } a href="#checkers" { "checkers" } a href="#plots" { "plots" } }
+                main {
+                    section #test {
+                        h2 { "Runs" }
+                        table {
+                            (header_row(&["", "A", "B"]))
+                            (row("report", html! { a href={ "/" (a.path) "/report.html" } { (a.path) } }, html! { a href={ "/" (b.path) "/report.html" } { (b.path) } }))
+                            (row("verdict", html! { (tag(a.results.verdict)) " " (a.results.reason) }, html! { (tag(b.results.verdict)) " " (b.results.reason) }))
+                            @for ((k, x), (_, y)) in ta.into_iter().zip(tb) { (row(k, text(x), text(y))) }
+                        }
+                    }
+                    section #figures {
+                        h2 { "Figures" }
+                        table {
+                            (header_row(&["", "A", "B"]))
+                            @for (name, f) in FIGURES { (row(name, text(f(a.results)), text(f(b.results)))) }
+                        }
+                    }
+                    section #checkers {
+                        h2 { "Checkers" }
+                        table {
+                            (header_row(&["checker", "A", "B"]))
+                            @for name in checkers { (row(name, checker(a.results, name), checker(b.results, name))) }
+                        }
+                    }
+                    section #plots {
+                        h2 { "Plots" }
+                        iframe src={ "/" (a.path) "/report.html#plots" } title="A" {}
+                        " "
+                        iframe src={ "/" (b.path) "/report.html#plots" } title="B" {}
+                    }
+                }
+            }
+        }
+    };
+    page.into_string()
+}
+
+/// The figures a comparison sets side by side, each as its text.
+type Figure = (&'static str, fn(&Results) -> String);
+const FIGURES: [Figure; 6] = [
+    ("ops (ok / fail / info)", |r| format!("{} / {} / {}", r.stats.total.ok, r.stats.total.fail, r.stats.total.info)),
+    ("throughput (ok ops/s)", |r| format!("{:.0}", r.stats.throughput_per_s)),
+    ("latency p50 / p99 / max (ms)", |r| {
+        let l = &r.stats.total.latency;
+        format!("{:.1} / {:.1} / {:.1}", l.p50_ms, l.p99_ms, l.max_ms)
+    }),
+    ("faults (recovered)", |r| format!("{} ({})", r.failover.faults, r.failover.recovered)),
+    ("write gap median / max (ms)", |r| {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        format!("{} / {}", ms(r.failover.gap_ms_median), ms(r.failover.gap_ms_max))
+    }),
+    ("duration (s)", |r| format!("{:.1}", r.stats.duration_s)),
+];
+
 fn side_row(config: &str, expect: &str, build: &str, side: &Side) -> Markup {
     html! {
         tr {

@@ -103,7 +103,10 @@ pub fn runs(store: &Path) -> Vec<PathBuf> {
 pub fn remove_data(run_dir: &Path) {
     let Ok(nodes) = std::fs::read_dir(run_dir.join("nodes")) else { return };
     for node in nodes.flatten() {
-        let _ = std::fs::remove_dir_all(node.path().join("data"));
+        // `disk`: where a lazyfs mount kept the data of a run with crash faults.
+        for data in ["data", "disk"] {
+            let _ = std::fs::remove_dir_all(node.path().join(data));
+        }
     }
 }
 

@@ -1,13 +1,15 @@
 //! `ordeal cleanup`: remove what a hard-killed run left behind.
 //!
 //! It touches only what a run of this store created: node processes (of any system) whose run
-//! directory lies in the store, and runs whose harness is gone (marked by a stale `ordeal.pid`).
+//! directory lies in the store, lazyfs mounts under the store, and runs whose harness is gone
+//! (marked by a stale `ordeal.pid`).
 
 use crate::cli::CleanupArgs;
 use crate::exit::Outcome;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use ordeal_faults::layout::RUN_ENV;
+use ordeal_faults::lazyfs;
 use ordeal_reports::store::{self, RunInfo};
 use std::path::Path;
 
@@ -20,6 +22,13 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
     let killed = kill_nodes_under(&root);
     for (pid, cmd) in &killed {
         say!("killed node process {pid}: {cmd}");
+    }
+    // After the nodes: a mount their harness left is dead, and its directory unusable.
+    for mount in lazyfs::leftovers(&root) {
+        match lazyfs::unmount(&mount) {
+            Ok(()) => say!("unmounted lazyfs at {}", mount.display()),
+            Err(e) => say!("could not unmount lazyfs at {}: {e}", mount.display()),
+        }
     }
     let mut closed = 0;
     for run in store::runs(&root) {

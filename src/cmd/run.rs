@@ -45,6 +45,11 @@ fn validate(test: &Test) -> Result<(), String> {
     if any(FaultSpec::needs_clock).is_some() && !Path::new(LIBFAKETIME).exists() {
         return Err(format!("clock faults need libfaketime at {LIBFAKETIME} (scripts/setup.sh installs it)"));
     }
+    if let Some(f) = any(FaultSpec::needs_disk)
+        && let Some(why) = ordeal_faults::lazyfs::unavailable()
+    {
+        return Err(format!("--nemesis {f} keeps the data directories on lazyfs (FUSE), which cannot mount: {why}"));
+    }
     if !matches!(test.nemesis_order.as_str(), "random" | "cycle") {
         return Err(format!("--nemesis-order {:?}: expected random or cycle", test.nemesis_order));
     }

@@ -371,7 +371,7 @@ fn node_config(a: ServeArgs) -> NodeConfig {
             election_ticks: a.election_ticks,
             max_election_ticks: a.max_election_ticks,
         },
-        sync: a.sync,
+        sync: ordeal_system::seeded::syncs_log(a.sync, &a.bug.iter().copied().collect()),
         max_record_bytes: a.max_record_bytes,
         admin_token: a.admin_token,
         request_timeout: Duration::from_millis(a.request_timeout_ms),

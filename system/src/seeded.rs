@@ -10,6 +10,8 @@
 //!   with its own.
 //! * `local-offsets`: [`commit_offsets_locally`] writes a consumer-offset commit into the
 //!   serving node's database instead of the raft log.
+//! * `fsync-lie`: [`syncs_log`] turns off the fsync behind every acknowledgement, while the
+//!   node still answers and votes as if its log were durable.
 //!
 //! `stale-reads` (`api::NodeState::read_barrier`) and `no-dedupe` (`StateMachine::produce`) are a
 //! single test each where the correct code already decides.
@@ -31,6 +33,13 @@ pub fn announce(bugs: &BTreeSet<Bug>) {
     for bug in bugs {
         tracing::warn!("DELIBERATE BUG ENABLED: --bug {}: this node is broken on purpose", bug.name());
     }
+}
+
+/// Whether the Ready loop fsyncs the raft log before it acknowledges, given `--sync`:
+/// `fsync-lie` says no, and nothing else changes (RocksDB still writes every entry to its WAL,
+/// so a killed process loses nothing; a crash that drops the page cache's dirty data does).
+pub fn syncs_log(sync: bool, bugs: &BTreeSet<Bug>) -> bool {
+    sync && !bugs.contains(&Bug::FsyncLie)
 }
 
 /// A group's seeded bugs of the Ready loop and the leader's state they need.

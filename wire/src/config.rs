@@ -60,6 +60,10 @@ pub enum Bug {
     /// Switch the cluster to this release's cluster version (and its new formats) as soon as
     /// this node leads, without waiting until every member supports it.
     EarlyFeature,
+    /// Write the raft log without fsync while still acknowledging as if it were durable: a
+    /// crash that loses un-fsynced writes (the `crash-*` faults) loses acknowledged ones
+    /// (`seeded::syncs_log`).
+    FsyncLie,
     /// Step every peer's raft message unchecked, as raft-rs alone would: a forged one can kill
     /// the raft thread (which then stops the process) or depose the leader.
     TrustPeers,

@@ -52,7 +52,7 @@ fn node_spec(s: &ordeal_faults::layout::Slot) -> NodeSpec {
         id: s.id,
         addr: s.addr(0),
         http: s.addr(1),
-        data_dir: s.dir.join("data"),
+        data_dir: s.data_dir(),
         log: s.log("broker"),
         netns: s.netns.clone(),
         env: s.env.clone(),

@@ -90,7 +90,7 @@ fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError>
             name: format!("n{}", s.id),
             client_url: format!("http://{}", s.addr(0)),
             peer_url: format!("http://{}", s.addr(1)),
-            data_dir: s.dir.join("data"),
+            data_dir: s.data_dir(),
             log: s.log("etcd"),
             netns: s.netns.clone(),
             env: s.env.clone(),
