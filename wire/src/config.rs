@@ -29,6 +29,11 @@ impl RaftTiming {
     pub fn election_timeout(&self) -> Duration {
         self.tick * self.election_ticks as u32
     }
+
+    /// The randomized election timeout's upper bound (exclusive), in ticks.
+    pub fn max_election_ticks(&self) -> usize {
+        if self.max_election_ticks == 0 { 2 * self.election_ticks } else { self.max_election_ticks }
+    }
 }
 
 /// A deliberate bug the broker can be started with (`--bug NAME`). Each takes effect at one
