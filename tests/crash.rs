@@ -8,17 +8,6 @@ use common::{checker, json, jsonl, ordeal};
 use ordeal_faults::lazyfs;
 use std::path::Path;
 
-/// `None` (with the reason printed) where FUSE mounts are impossible.
-fn fuse_or_skip(test: &str) -> Option<()> {
-    match lazyfs::unavailable() {
-        Some(why) => {
-            println!("SKIPPED {test}: {why}");
-            None
-        }
-        None => Some(()),
-    }
-}
-
 /// Two rounds of `crash-all` under appends, into `store`, then `extra`: the run ends once both
 /// crashes ran (the time limit only bounds it).
 fn crash_run(store: &Path, extra: &[&str]) -> (i32, String, String) {
@@ -61,7 +50,10 @@ fn losses(store: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn crashes_lose_acknowledged_writes_only_of_a_broker_that_lies_about_fsync() {
-    if fuse_or_skip("crashes_lose_acknowledged_writes_only_of_a_broker_that_lies_about_fsync").is_none() {
+    if !common::runs_here(
+        "crashes_lose_acknowledged_writes_only_of_a_broker_that_lies_about_fsync",
+        lazyfs::unavailable(),
+    ) {
         return;
     }
     let clean = tempfile::tempdir().unwrap();
@@ -90,7 +82,7 @@ fn crashes_lose_acknowledged_writes_only_of_a_broker_that_lies_about_fsync() {
 
 #[test]
 fn cleanup_unmounts_what_a_killed_harness_left() {
-    if fuse_or_skip("cleanup_unmounts_what_a_killed_harness_left").is_none() {
+    if !common::runs_here("cleanup_unmounts_what_a_killed_harness_left", lazyfs::unavailable()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

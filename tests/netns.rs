@@ -10,15 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `None` when this machine cannot build namespaces, with the reason printed.
-fn netns_or_skip(test: &str) -> Option<()> {
-    match ordeal_faults::net::unavailable() {
-        Some(why) => {
-            println!("SKIPPED {test}: network namespaces are not available here: {why}");
-            None
-        }
-        None => Some(()),
-    }
+/// What this machine lacks to build namespaces, if anything.
+fn netns_missing() -> Option<String> {
+    ordeal_faults::net::unavailable().map(|why| format!("network namespaces are not available here: {why}"))
 }
 
 /// Processes started since `since` (in clock ticks after boot) that are `sleep infinity`
@@ -69,7 +63,7 @@ fn assert_no_residue(since: u64, store: &Path) {
 
 #[test]
 fn every_network_and_clock_fault_keeps_the_history_valid_and_leaves_nothing() {
-    if netns_or_skip("every_network_and_clock_fault").is_none() {
+    if !common::runs_here("every_network_and_clock_fault", netns_missing()) {
         return;
     }
     {
@@ -129,7 +123,7 @@ fn every_network_and_clock_fault_keeps_the_history_valid_and_leaves_nothing() {
 
 #[test]
 fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() {
-    if netns_or_skip("an_isolated_leader").is_none() {
+    if !common::runs_here("an_isolated_leader", netns_missing()) {
         return;
     }
     {
@@ -220,7 +214,7 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
 /// process gone) campaigns at once, but cannot depose a leader the other followers still hear.
 #[test]
 fn a_follower_whose_link_to_a_live_leader_breaks_does_not_depose_it() {
-    if netns_or_skip("reset_follower").is_none() {
+    if !common::runs_here("reset_follower", netns_missing()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +274,7 @@ fn a_follower_whose_link_to_a_live_leader_breaks_does_not_depose_it() {
 
 #[test]
 fn the_same_topology_runs_rootless() {
-    if netns_or_skip("the_same_topology_runs_rootless").is_none() {
+    if !common::runs_here("the_same_topology_runs_rootless", netns_missing()) {
         return;
     }
     // Under /tmp, whatever TMPDIR says: the unprivileged user must be able to reach it.
@@ -339,7 +333,7 @@ fn the_same_topology_runs_rootless() {
 
 #[test]
 fn kill_9_of_a_netns_run_leaves_nothing() {
-    if netns_or_skip("kill_9_of_a_netns_run").is_none() {
+    if !common::runs_here("kill_9_of_a_netns_run", netns_missing()) {
         return;
     }
     {

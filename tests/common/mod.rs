@@ -8,6 +8,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs `ordeal ARGS` to completion: (exit code, stdout, stderr).
+/// Whether `test` can run on this machine: `missing` names what it lacks (namespaces, FUSE...),
+/// printed as the reason the test is skipped.
+pub fn runs_here(test: &str, missing: Option<String>) -> bool {
+    match missing {
+        Some(why) => {
+            println!("SKIPPED {test}: {why}");
+            false
+        }
+        None => true,
+    }
+}
+
 pub fn ordeal(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ordeal")).args(args).output().expect("ordeal runs");
     (
