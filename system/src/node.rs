@@ -318,8 +318,9 @@ struct Group {
     gate_ticks: usize,
 }
 
-/// How long followers that found their leader gone wait for each other, by rank: one election
-/// round on a busy machine. Campaigning all at once would split the vote and cost a full
+/// How long followers wait for each other, by rank, when their leader is gone (a refused
+/// connection, [`Group::leader_gone`]) or silent (the election timeout,
+/// [`Group::order_election`]): one election round on a busy machine. Campaigning all at once would split the vote and cost a full
 /// randomized election timeout.
 const CAMPAIGN_STAGGER: Duration = Duration::from_millis(25);
 
