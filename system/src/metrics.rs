@@ -162,7 +162,11 @@ impl Metrics {
         let snapshot_counters: [(&str, &str, &AtomicU64); 12] = [
             ("ordeal_snapshots_sent_total", "Snapshots streamed to peers.", &self.snapshots_sent),
             ("ordeal_snapshot_sent_bytes_total", "State bytes sent in snapshots.", &self.snapshot_bytes_sent),
-            ("ordeal_snapshot_send_milliseconds_total", "Time spent sending snapshots.", &self.snapshot_send_ms),
+            (
+                "ordeal_snapshot_send_milliseconds_total",
+                "Time spent sending snapshots, from the start of making the file (it streams while it is made) to the receiver's answer.",
+                &self.snapshot_send_ms,
+            ),
             (
                 "ordeal_snapshot_generate_milliseconds_total",
                 "Time spent making the snapshots that were sent.",

@@ -833,7 +833,7 @@ impl Group {
             format: version::snapshot_format(self.sm.cluster_version()),
             tls: self.transport.tls(),
         };
-        snapshot::spawn_send(self.transport.runtime(), ctx, self.group, m);
+        snapshot::spawn_send(ctx, self.group, m);
     }
 
     fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), StorageError> {

@@ -22,6 +22,9 @@ use tokio::sync::{oneshot, watch};
 
 /// HTTP/2 flow-control window per stream on the node's port.
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// The largest HTTP/2 frame peers may send to the node's port: HTTP/2's default of 16 KB cuts a
+/// snapshot's 4 MB chunk into 256 frames, each a header to write and parse and a wake-up.
+const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// Runs a node until it is told to stop.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
@@ -91,6 +94,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         // the services' own queues, so larger windows add no unbounded buffering.
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(2 * STREAM_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .add_service(BrokerServer::new(BrokerService(state.clone())))
         .add_service(AdminServer::with_interceptor(
             AdminService(state.clone()),

@@ -5,15 +5,19 @@
 //! Making one ([`Generator`]) happens off the Ready loop, on a thread of lowered CPU priority:
 //! raft-rs asks `Storage::snapshot` synchronously, so the first ask starts a thread that reads the
 //! applied index, its term, the configuration and the group's keys from one RocksDB snapshot (a
-//! consistent view that needs no flush) and writes them into an LZ4-compressed SST file; until it
-//! is ready raft-rs hears "temporarily unavailable" and asks again with the next heartbeat. The
-//! snapshot's `data` only names the file ([`SnapshotHeader`]); the state never sits in a raft
-//! message. The file is made once and then moved as it is (the layout TiKV uses): neither side
-//! decodes or re-encodes a pair while it travels, and compressible state moves compressed.
+//! consistent view that needs no flush) and writes them into an LZ4-compressed SST file; until
+//! that file is open raft-rs hears "temporarily unavailable" and asks again with the next
+//! heartbeat. The snapshot's `data` only names the file ([`SnapshotHeader`]); the state never sits
+//! in a raft message. The file is made once and then moved as it is (the layout TiKV uses):
+//! neither side decodes or re-encodes a pair while it travels, and compressible state moves
+//! compressed.
 //!
 //! Sending ([`spawn_send`]): the loop hands every `MsgSnapshot` to a task that streams the file
 //! in chunks of [`CHUNK_BYTES`] (a bounded queue, so memory stays bounded), then reports the
-//! outcome to raft (`report_snapshot`).
+//! outcome to raft (`report_snapshot`). The file is streamed while it is being written (an SST
+//! file is written front to back; its index and footer come last), so making and moving it
+//! overlap; a writer that fails fails the stream. Transfers run on their own runtime at lowered
+//! priority (both sides).
 //!
 //! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, which is synced, then
 //! checked: RocksDB must read every block of it (checksums) and every key must belong to the
@@ -44,6 +48,7 @@ use rocksdb::{
     DB, DBCompressionType, IngestExternalFileOptions, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
     WriteBatch, WriteOptions,
 };
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -69,13 +74,15 @@ pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 const CHUNKS_QUEUED: usize = 4;
 /// The longest wait for one chunk to move (either side), and for connecting.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a sender waits for more of a file that is still being written before it looks again.
+const TAIL_WAIT: Duration = Duration::from_millis(2);
 /// A generated snapshot older than this is made again rather than sent.
 const MAX_AGE: Duration = Duration::from_secs(60);
 /// Snapshot files are compressed with LZ4: cheap to make and to read, and the data's own
 /// compression (see [`crate::storage::open_db`]).
 const COMPRESSION: DBCompressionType = DBCompressionType::Lz4;
-/// The nice value of the thread that makes a snapshot: on a busy machine the node's
-/// foreground (the raft loop, client requests) goes first.
+/// The nice value of the threads that make, send and receive snapshots: on a busy machine the
+/// node's foreground (the raft loop, client requests) goes first.
 const GENERATE_NICE: i32 = 10;
 
 /// Where outgoing snapshot files live: beside the live data, outside RocksDB's own directory.
@@ -170,18 +177,23 @@ impl Generator {
 
     fn generate(&self) {
         lower_priority(GENERATE_NICE);
-        let result = self.make();
+        // Handed to raft as soon as the file is open: its sender streams the file as it grows.
+        let publish = |snap: &Snapshot| {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.ready = Some((Instant::now(), snap.clone()));
+        };
+        let result = self.make(publish);
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.generating = false;
-        match result {
-            Ok(Some(snap)) => slot.ready = Some((Instant::now(), snap)),
-            Ok(None) => {}
-            Err(e) => slot.failed = Some(e.to_string()),
+        if let Err(e) = result {
+            slot.failed = Some(e.to_string());
         }
     }
 
-    /// Writes the snapshot file from one consistent view and returns the snapshot naming it.
-    fn make(&self) -> Result<Option<Snapshot>, StorageError> {
+    /// Writes the snapshot file from one consistent view and returns the snapshot naming it;
+    /// `opened` gets that snapshot (without its final figures) once the file exists, before
+    /// anything is written into it.
+    fn make(&self, opened: impl FnOnce(&Snapshot)) -> Result<Option<Snapshot>, StorageError> {
         let started = Instant::now();
         let view = self.db.snapshot();
         let applied = match view.get(keys::applied(self.group))? {
@@ -198,22 +210,83 @@ impl Generator {
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let path = dir.join(format!("g{}-{nanos}.sst", self.group));
-        let mut pace = Pace::new(self.max_bytes_per_s);
-        let state_bytes =
-            write_sst(&view, self.group, &path, &mut pace).inspect_err(|_| remove_path(&path.display().to_string()))?;
-        let header = SnapshotHeader {
-            version: SNAPSHOT_VERSION,
-            path: path.display().to_string(),
-            state_bytes,
-            generate_ms: started.elapsed().as_millis() as u64,
-        };
+        let mut header =
+            SnapshotHeader { version: SNAPSHOT_VERSION, path: path.display().to_string(), ..Default::default() };
         let mut snap = Snapshot { data: header.encode_to_vec().into(), ..Default::default() };
         let meta = snap.mut_metadata();
         meta.index = applied;
         meta.term = term;
         meta.set_conf_state(conf);
+        let mut pace = Pace::new(self.max_bytes_per_s);
+        Writing::start(&header.path);
+        let written = write_sst(&view, self.group, &path, &mut pace, || opened(&snap));
+        let state_bytes = written.inspect_err(|e| {
+            Writing::end(&header.path, Err(e.to_string()));
+            let _ = std::fs::remove_file(&path);
+        })?;
+        header.state_bytes = state_bytes;
+        header.generate_ms = started.elapsed().as_millis() as u64;
+        Writing::end(&header.path, Ok(header.clone()));
+        snap.data = header.encode_to_vec().into();
         tracing::info!(group = self.group, index = applied, term, state_bytes, took = ?started.elapsed(), "snapshot made");
         Ok(Some(snap))
+    }
+}
+
+/// Snapshot files being written, by path, and how their writing ended: the sender of one streams
+/// it while it grows (it only has raft's message, whose data names the file), and learns the
+/// final figures here. A path not listed names a complete file.
+static WRITING: Mutex<BTreeMap<String, Writing>> = Mutex::new(BTreeMap::new());
+
+#[derive(Clone)]
+enum Writing {
+    /// Being written since then.
+    Under(Instant),
+    /// Written (its figures), having started then.
+    Done(SnapshotHeader, Instant),
+    Failed(String),
+}
+
+impl Writing {
+    fn table() -> std::sync::MutexGuard<'static, BTreeMap<String, Writing>> {
+        WRITING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(path: &str) {
+        Writing::table().insert(path.to_string(), Writing::Under(Instant::now()));
+    }
+
+    /// Records the end, unless the file was given up (removed) meanwhile.
+    fn end(path: &str, end: Result<SnapshotHeader, String>) {
+        if let Some(w) = Writing::table().get_mut(path) {
+            *w = match (end, &w) {
+                (Ok(header), Writing::Under(since)) => Writing::Done(header, *since),
+                (Ok(_), _) => return,
+                (Err(e), _) => Writing::Failed(e),
+            };
+        }
+    }
+
+    /// How the writing of the file at `path` stands; `None`: not written here or long complete.
+    fn of(path: &str) -> Option<Writing> {
+        Writing::table().get(path).cloned()
+    }
+
+    /// Whether the file at `path` is complete (a failed one is an error).
+    fn complete(path: &str) -> std::io::Result<bool> {
+        match Writing::of(path) {
+            None | Some(Writing::Done(..)) => Ok(true),
+            Some(Writing::Under(_)) => Ok(false),
+            Some(Writing::Failed(e)) => Err(std::io::Error::other(format!("making the snapshot failed: {e}"))),
+        }
+    }
+
+    /// Waits until the file at `path` is complete.
+    fn wait(path: &str) -> std::io::Result<()> {
+        while !Writing::complete(path)? {
+            std::thread::sleep(TAIL_WAIT);
+        }
+        Ok(())
     }
 }
 
@@ -224,11 +297,13 @@ fn write_sst(
     group: u32,
     path: &Path,
     pace: &mut Pace,
+    opened: impl FnOnce(),
 ) -> Result<u64, StorageError> {
     let mut opts = Options::default();
     opts.set_compression_type(COMPRESSION);
     let mut sst = SstFileWriter::create(&opts);
     sst.open(path)?;
+    opened();
     let mut bytes = 0u64;
     for k in snapshot_keys(group) {
         if let Some(v) = view.get(&k)? {
@@ -321,6 +396,7 @@ fn remove_path(path: &str) {
     if path.is_empty() {
         return;
     }
+    Writing::table().remove(path);
     let path = Path::new(path);
     let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
 }
@@ -346,20 +422,30 @@ pub struct SendContext {
     pub tls: Option<Arc<crate::peer_auth::PeerTls>>,
 }
 
-/// Streams the snapshot in `msg` to its peer on `runtime`, then tells the loop how it went.
-pub fn spawn_send(runtime: &tokio::runtime::Handle, ctx: SendContext, group: u32, msg: Message) {
-    runtime.spawn(async move {
+/// Streams the snapshot in `msg` to its peer on the [`transfers`] runtime, then tells the loop
+/// how it went.
+pub fn spawn_send(ctx: SendContext, group: u32, msg: Message) {
+    transfers().spawn(async move {
         let to = msg.to;
         let header = header_of(msg.get_snapshot());
-        let started = Instant::now();
+        // Streamed while it is made, a send takes from the start of making the file.
+        let started = match Writing::of(&header.path) {
+            Some(Writing::Under(since) | Writing::Done(_, since)) => since,
+            _ => Instant::now(),
+        };
         let result = send(&ctx, group, msg, Path::new(&header.path)).await;
+        // Made while it was sent: the final figures are the writer's.
+        let made = match Writing::of(&header.path) {
+            Some(Writing::Done(made, _)) => made,
+            _ => header.clone(),
+        };
         let path = header.path.clone();
         let _ = tokio::task::spawn_blocking(move || remove_path(&path)).await;
         let ok = match result {
             Ok(file_bytes) => {
-                let generated = Duration::from_millis(header.generate_ms);
-                ctx.metrics.observe_snapshot_sent(header.state_bytes, generated, started.elapsed());
-                tracing::info!(to, group, header.state_bytes, file_bytes, elapsed = ?started.elapsed(), "snapshot sent");
+                let generated = Duration::from_millis(made.generate_ms);
+                ctx.metrics.observe_snapshot_sent(made.state_bytes, generated, started.elapsed());
+                tracing::info!(to, group, made.state_bytes, file_bytes, elapsed = ?started.elapsed(), "snapshot sent");
                 true
             }
             Err(e) => {
@@ -373,6 +459,23 @@ pub fn spawn_send(runtime: &tokio::runtime::Handle, ctx: SendContext, group: u32
         let done = ctx.done.clone();
         let _ = tokio::task::spawn_blocking(move || done.send(Request::SnapshotSent { to, ok }).is_ok()).await;
     });
+}
+
+/// The runtime snapshots move on (both sides), its threads and blocking pool at
+/// [`GENERATE_NICE`]: a transfer's copies, encoding and checks take the CPU the raft loops and
+/// client requests leave, and its chunks queue behind their messages.
+fn transfers() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("snapshot")
+            .on_thread_start(|| lower_priority(GENERATE_NICE))
+            .enable_all()
+            .build()
+            // Only fails when the process cannot start a thread, as the node's own runtime would.
+            .expect("starting the snapshot runtime")
+    })
 }
 
 /// Streams the file to the peer; returns its length.
@@ -424,6 +527,7 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
 }
 
 /// Reads the file into chunks, the last one `done` with the file's length; returns the length.
+/// A file still being written is streamed as it grows.
 async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: Pace) -> Result<u64, String> {
     let failed = |e: std::io::Error| format!("{}: {e}", path.display());
     let file = std::fs::File::open(&path).map_err(failed)?;
@@ -432,24 +536,14 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
     loop {
         // One blocking read of a whole chunk (the file hands itself back with it).
         let Some(mut f) = file.take() else { return Err("the file was lost".into()) };
-        let (f, data) = tokio::task::spawn_blocking(move || {
-            let mut data = BytesMut::zeroed(CHUNK_BYTES);
-            let mut n = 0;
-            while n < CHUNK_BYTES {
-                match std::io::Read::read(&mut f, &mut data[n..])? {
-                    0 => break,
-                    read => n += read,
-                }
-            }
-            data.truncate(n);
-            Ok::<_, std::io::Error>((f, data))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(failed)?;
+        let name = path.display().to_string();
+        let (f, data, done) =
+            tokio::task::spawn_blocking(move || read_chunk(&mut f, &name).map(|(data, done)| (f, data, done)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(failed)?;
         file = Some(f);
         total += data.len() as u64;
-        let done = data.len() < CHUNK_BYTES;
         let chunk = SnapshotChunk { data: data.freeze(), done, total_bytes: total, ..Default::default() };
         match tokio::time::timeout(CHUNK_TIMEOUT, tx.send(chunk)).await {
             Ok(Ok(())) => {}
@@ -461,6 +555,29 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
         }
         tokio::time::sleep(pace.wait_after(CHUNK_BYTES as u64)).await;
     }
+}
+
+/// Reads a chunk of [`CHUNK_BYTES`] from `f`, the file at `path`, waiting for more while it is
+/// being written; returns it and whether it ends the file.
+fn read_chunk(f: &mut std::fs::File, path: &str) -> std::io::Result<(BytesMut, bool)> {
+    let mut data = BytesMut::zeroed(CHUNK_BYTES);
+    let (mut n, mut grew) = (0, Instant::now());
+    while n < CHUNK_BYTES {
+        // Asked before reading: nothing to read once the writer had finished is the end.
+        let complete = Writing::complete(path)?;
+        match std::io::Read::read(f, &mut data[n..])? {
+            0 if complete => {
+                data.truncate(n);
+                return Ok((data, true));
+            }
+            0 if grew.elapsed() > CHUNK_TIMEOUT => {
+                return Err(std::io::Error::other("the snapshot file stopped growing for 30 s"));
+            }
+            0 => std::thread::sleep(TAIL_WAIT),
+            read => (n, grew) = (n + read, Instant::now()),
+        }
+    }
+    Ok((data, false))
 }
 
 /// Version 1: streams the file's pairs in chunks of about [`CHUNK_BYTES`], the last one `done`
@@ -477,6 +594,7 @@ fn stream_pairs(
         Ok(Err(_)) => Err("the stream ended early".to_string()),
         Err(_) => Err("the peer took no chunk for 30 s".to_string()),
     };
+    Writing::wait(&file.display().to_string()).map_err(|e| e.to_string())?;
     let (mut chunk, mut size, mut pairs) = (SnapshotChunk::default(), 0usize, 0u64);
     scan_sst(file, group, &file.with_extension("pairs"), |k, v| {
         chunk.keys.push(Bytes::copy_from_slice(k));
@@ -550,7 +668,7 @@ pub async fn receive(
     let path = inbox.dir.join(name);
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
     let (g, tmp, version) = (first.group, path.with_extension("tmp"), first.snapshot_version);
-    let writer = tokio::task::spawn_blocking(move || match version {
+    let writer = transfers().spawn_blocking(move || match version {
         0 | 1 => write_pairs(&tmp, g, rx),
         _ => write_raw(&tmp, g, rx),
     });
@@ -943,7 +1061,7 @@ mod tests {
         db.put(keys::state(0, b'K', &[b"a"]), b"1").unwrap();
         db.put(keys::state(1, b'K', &[b"b"]), b"2").unwrap();
         db.put(keys::log(0, 8), b"entry").unwrap();
-        let snap = Generator::new(db.clone(), 0).make().unwrap().unwrap();
+        let snap = Generator::new(db.clone(), 0).make(|_| {}).unwrap().unwrap();
         assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (7, 2));
         let header = header_of(&snap);
         assert_eq!(header.state_bytes, 5 + 8 + 7 + 1);
@@ -960,7 +1078,7 @@ mod tests {
         for i in 0..100u32 {
             db.put(keys::state(0, b'K', &[&i.to_be_bytes()]), [i as u8; 64]).unwrap();
         }
-        let made = header_of(&Generator::new(db.clone(), 0).make().unwrap().unwrap());
+        let made = header_of(&Generator::new(db.clone(), 0).make(|_| {}).unwrap().unwrap());
         let runtime = tokio::runtime::Runtime::new().unwrap();
         // As on a blocking thread of the runtime, where the sender runs it.
         let _inside = runtime.enter();
@@ -975,6 +1093,50 @@ mod tests {
         assert!(readable(&first(1), release_1).is_ok() && readable(&first(2), SNAPSHOT_VERSION).is_ok());
         let refused = readable(&first(2), release_1).unwrap_err();
         assert!(refused.contains("format 2 from node 3 refused: this build reads up to 1"), "{refused}");
+    }
+
+    /// Reads the file at `path` chunk by chunk as a sender does, until its end or an error.
+    fn tail(path: &Path) -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(path)?;
+        let mut got = Vec::new();
+        loop {
+            let (data, done) = read_chunk(&mut f, &path.display().to_string())?;
+            got.extend_from_slice(&data);
+            if done {
+                return Ok(got);
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_being_written_is_streamed_to_its_end_and_a_failed_one_fails_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing.sst");
+        let name = path.display().to_string();
+        Writing::start(&name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&[1; 1000]).unwrap();
+        let reader = std::thread::spawn({
+            let path = path.clone();
+            move || tail(&path)
+        });
+        // The reader has read what is there and waits for the writer, which is not done.
+        std::thread::sleep(TAIL_WAIT * 10);
+        assert!(!reader.is_finished());
+        file.write_all(&[2; CHUNK_BYTES]).unwrap();
+        Writing::end(&name, Ok(SnapshotHeader::default()));
+        let got = reader.join().unwrap().unwrap();
+        assert_eq!(got.len(), 1000 + CHUNK_BYTES);
+        assert!(got[..1000].iter().all(|b| *b == 1) && got[1000..].iter().all(|b| *b == 2));
+        remove_path(&name);
+        assert!(Writing::of(&name).is_none() && !path.exists());
+
+        Writing::start(&name);
+        std::fs::write(&path, [3; 10]).unwrap();
+        Writing::end(&name, Err("disk full".into()));
+        let err = tail(&path).unwrap_err().to_string();
+        assert!(err.contains("making the snapshot failed: disk full"), "{err}");
+        remove_path(&name);
     }
 
     #[test]
