@@ -2,9 +2,14 @@
 # ordeal check beside Porcupine on the very same kv files, the two alternating run by run: a
 # generated history of 100,000 ops over 1,000 keys in Porcupine's kv format
 # (scripts/gen-busy-kv.sh, seed 1: valid, and its twin with one stale read) and any other
-# Porcupine kv logs given. Prints a markdown table of medians: whole process (wall, CPU, peak
-# RSS from /usr/bin/time) and the check alone, after parsing (ordeal: the report's elapsed_ms less
-# the read_ms spent reading and parsing the streamed file; Porcupine: CheckEvents, wall and CPU).
+# Porcupine kv logs given. Prints a markdown table of medians: whole process (`ordeal check`
+# and Porcupine's driver: wall, CPU, peak RSS from /usr/bin/time) and the check alone, then the
+# ratios. The check alone is timed the same way on both sides, by twin drivers: each parses the
+# whole file into memory first, untimed, then times one call, wall and process CPU (every
+# thread): Porcupine's CheckEvents(kvModel, events), ordeal's check_by_name("kv", ops)
+# (checker/examples/porcupine_kv.rs). Both partition by key; neither frees its parsed input
+# inside the timed call. The load average is printed before and after: the CPU figures are the
+# ones a loaded machine distorts least.
 #
 # Porcupine is not part of this repository. PORCUPINE_KV names a driver binary that takes kv log
 # paths and prints, per file, "PATH<TAB>linearizable=BOOL<TAB>parse_ms=N<TAB>check_ms=N<TAB>
@@ -19,8 +24,9 @@ cd "$(dirname "$0")/.."
 runs=5
 if [ "${1:-}" = "--runs" ]; then runs=$2; shift 2; fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordeal/target}"
-cargo build --quiet --locked --release --bin ordeal -p ordeal
+cargo build --quiet --locked --release --bin ordeal -p ordeal --example porcupine_kv -p ordeal-checker
 ordeal="$CARGO_TARGET_DIR/release/ordeal"
+twin="$CARGO_TARGET_DIR/release/examples/porcupine_kv"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 if [ -z "${PORCUPINE_KV:-}" ] && [ -n "${PORCUPINE_SRC:-}" ]; then
@@ -43,21 +49,28 @@ timed() {
   tail -n 1 "$dir/time" | awk '{printf "%s %.2f %s\n", $1, $2 + $3, $4}' >>"$dir/rows.$tool.$tag"
 }
 
+# A twin driver's check_ms and check_cpu_ms, from $dir/out, to $dir/{check,cpu}.$1.$2.
+check_alone() {
+  tr '\t' '\n' <"$dir/out" | sed -n 's/^check_ms=//p' >>"$dir/check.$1.$2"
+  tr '\t' '\n' <"$dir/out" | sed -n 's/^check_cpu_ms=//p' >>"$dir/cpu.$1.$2"
+}
+
+echo "Load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
 echo "| file | tool | verdict | whole process: wall | CPU | peak RSS | check alone: wall | CPU |"
 echo "|---|---|---|---|---|---|---|---|"
+ratios=()
 for f in "${files[@]}"; do
   tag=$(basename "$f")
   for _ in $(seq "$runs"); do
     timed ordeal "$tag" "$ordeal" check --model kv --json "$f"
-    elapsed=$(sed -n 's/.*"elapsed_ms":\([0-9.e+-]*\).*/\1/p' "$dir/out")
-    read=$(sed -n 's/.*"read_ms":\([0-9.e+-]*\).*/\1/p' "$dir/out")
-    awk -v e="$elapsed" -v r="$read" 'BEGIN {printf "%.1f\n", e - r}' >>"$dir/check.ordeal.$tag"
     verdict_ordeal=$(sed -n 's/.*"verdict":"\([a-z]*\)".*/\1/p' "$dir/out")
+    "$twin" "$f" >"$dir/out" 2>/dev/null || true
+    check_alone ordeal "$tag"
     if [ -n "${PORCUPINE_KV:-}" ]; then
       timed porcupine "$tag" "$PORCUPINE_KV" "$f"
-      tr '\t' '\n' <"$dir/out" | sed -n 's/^check_ms=//p' >>"$dir/check.porcupine.$tag"
-      tr '\t' '\n' <"$dir/out" | sed -n 's/^check_cpu_ms=//p' >>"$dir/cpu.porcupine.$tag"
       verdict_porcupine=$(tr '\t' '\n' <"$dir/out" | sed -n 's/^linearizable=//p')
+      check_alone porcupine "$tag"
     fi
   done
   for tool in ordeal porcupine; do
@@ -66,10 +79,18 @@ for f in "${files[@]}"; do
     cpu=$(cut -d' ' -f2 "$dir/rows.$tool.$tag" | median)
     rss=$(($(cut -d' ' -f3 "$dir/rows.$tool.$tag" | median) / 1024))
     check=$(median <"$dir/check.$tool.$tag")
+    check_cpu=$(median <"$dir/cpu.$tool.$tag")
     if [ "$tool" = ordeal ]; then
-      echo "| $tag | ordeal | $verdict_ordeal | $wall s | $cpu s | $rss MiB | $check ms | (≤ whole process) |"
+      echo "| $tag | ordeal | $verdict_ordeal | $wall s | $cpu s | $rss MiB | $check ms | $check_cpu ms |"
     else
-      echo "| $tag | Porcupine | linearizable=$verdict_porcupine | $wall s | $cpu s | $rss MiB | $check ms | $(median <"$dir/cpu.porcupine.$tag") ms |"
+      echo "| $tag | Porcupine | linearizable=$verdict_porcupine | $wall s | $cpu s | $rss MiB | $check ms | $check_cpu ms |"
     fi
   done
+  if [ -n "${PORCUPINE_KV:-}" ]; then
+    ratio() { awk -v a="$(median <"$1")" -v b="$(median <"$2")" 'BEGIN {printf "%.1f", a / b}'; }
+    ratios+=("$tag: Porcupine / ordeal, check alone: wall $(ratio "$dir/check.porcupine.$tag" "$dir/check.ordeal.$tag")x, CPU $(ratio "$dir/cpu.porcupine.$tag" "$dir/cpu.ordeal.$tag")x; whole process: wall $(ratio <(cut -d' ' -f1 "$dir/rows.porcupine.$tag") <(cut -d' ' -f1 "$dir/rows.ordeal.$tag"))x, peak RSS $(ratio <(cut -d' ' -f3 "$dir/rows.porcupine.$tag") <(cut -d' ' -f3 "$dir/rows.ordeal.$tag"))x")
+  fi
 done
+echo
+printf '%s\n' "${ratios[@]}"
+echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -291,7 +291,7 @@ pub enum Paired {
 #[derive(Debug, Default)]
 pub struct Protocol {
     /// process -> (token, invocation index, f's number in `names`) of its op in flight
-    in_flight: FxHashMap<Process, (usize, u64, usize)>,
+    in_flight: ByProcess<(usize, u64, usize)>,
     /// process -> index of the info completion that retired it
     retired: FxHashMap<Process, u64>,
     /// The distinct `f`s, numbered, so that an op in flight holds no copy of its own.
@@ -304,7 +304,7 @@ impl Protocol {
     /// an invocation; it is ignored for completions.
     pub fn push<V>(&mut self, op: &Op<V>, token: usize) -> Result<Paired, HistoryError> {
         if op.kind == OpType::Invoke {
-            if let Some((_, pending, _)) = self.in_flight.get(&op.process) {
+            if let Some((_, pending, _)) = self.in_flight.get(op.process) {
                 return Err(HistoryError::ConcurrentInvoke { index: op.index, process: op.process, pending: *pending });
             }
             if let Some(&info) = self.retired.get(&op.process) {
@@ -314,7 +314,7 @@ impl Protocol {
             self.in_flight.insert(op.process, (token, op.index, f));
             return Ok(Paired::Invoked);
         }
-        let Some((token, _, f)) = self.in_flight.remove(&op.process) else {
+        let Some((token, _, f)) = self.in_flight.remove(op.process) else {
             return Err(HistoryError::CompletionWithoutInvoke { index: op.index, process: op.process });
         };
         if self.name_list[f] != op.f {
@@ -342,5 +342,58 @@ impl Protocol {
     /// Tokens of the invocations still in flight.
     pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
         self.in_flight.values().map(|(token, _, _)| *token)
+    }
+}
+
+/// A value per process: in a vector indexed by client number for the small, dense numbers
+/// histories use (a lookup per op, cheaper than hashing), in a map for the others.
+#[derive(Debug)]
+struct ByProcess<T> {
+    dense: Vec<Option<T>>,
+    sparse: FxHashMap<Process, T>,
+}
+
+impl<T> Default for ByProcess<T> {
+    fn default() -> Self {
+        ByProcess { dense: Vec::new(), sparse: FxHashMap::default() }
+    }
+}
+
+impl<T> ByProcess<T> {
+    /// Client numbers below this are kept in the vector.
+    const DENSE: u64 = 1 << 16;
+
+    fn slot(&self, p: Process) -> Option<usize> {
+        p.client().filter(|&c| c < Self::DENSE).map(|c| c as usize)
+    }
+
+    fn get(&self, p: Process) -> Option<&T> {
+        match self.slot(p) {
+            Some(i) => self.dense.get(i).and_then(Option::as_ref),
+            None => self.sparse.get(&p),
+        }
+    }
+
+    fn insert(&mut self, p: Process, value: T) {
+        match self.slot(p) {
+            Some(i) => {
+                if self.dense.len() <= i {
+                    self.dense.resize_with(i + 1, || None);
+                }
+                self.dense[i] = Some(value);
+            }
+            None => drop(self.sparse.insert(p, value)),
+        }
+    }
+
+    fn remove(&mut self, p: Process) -> Option<T> {
+        match self.slot(p) {
+            Some(i) => self.dense.get_mut(i).and_then(Option::take),
+            None => self.sparse.remove(&p),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.dense.iter().flatten().chain(self.sparse.values())
     }
 }

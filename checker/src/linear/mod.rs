@@ -16,12 +16,13 @@ pub mod order;
 pub mod search;
 
 use crate::Verdict;
-use crate::model::Model;
+use crate::model::{Model, ModelError};
 use ordeal_history::{History, HistoryError, Op, OpType, Paired, Process, Protocol};
 use order::{Decision, Derivation, Span, Violation};
 use rustc_hash::FxHashMap;
 use search::{Budget, Outcome};
 use serde::{Deserialize, Serialize};
+use std::borrow::{Borrow, Cow};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -241,12 +242,14 @@ impl Report {
 pub type Partitions<O> = Vec<(Option<String>, Vec<Call<O>>)>;
 
 /// Turns ops, pushed one at a time in history order, into the model's partitions of calls. Only
-/// invocations in flight are held, so a history need not fit in memory as ops.
-pub struct Preparer<'m, M: Model> {
+/// invocations in flight are held, so a history need not fit in memory as ops. The ops are owned
+/// (`B` = [`Op`], a history streamed from a file) or borrowed (`&Op`, a history in memory,
+/// which is then neither copied nor freed here).
+pub struct Preparer<'m, M: Model, B: Borrow<Op> = Op> {
     model: &'m M,
     protocol: Protocol,
     /// Invocations in flight, by token; freed slots are reused.
-    pending: Vec<Option<Op>>,
+    pending: Vec<Option<B>>,
     free: Vec<usize>,
     /// Calls by partition, in order of first appearance; the model's single partition, if it
     /// has no keys, is named `None`.
@@ -255,10 +258,12 @@ pub struct Preparer<'m, M: Model> {
     keyed: FxHashMap<String, usize>,
     /// The place of the partition named `None`.
     unkeyed: Option<usize>,
-    names: FxHashMap<String, Arc<str>>,
+    /// The distinct `f`s, shared by the calls: a handful (those the model knows), so a scan
+    /// finds one sooner than a hash would.
+    names: Vec<Arc<str>>,
 }
 
-impl<'m, M: Model> Preparer<'m, M> {
+impl<'m, M: Model, B: Borrow<Op>> Preparer<'m, M, B> {
     /// An empty preparer for `model`.
     pub fn new(model: &'m M) -> Self {
         Preparer {
@@ -269,14 +274,14 @@ impl<'m, M: Model> Preparer<'m, M> {
             parts: Vec::new(),
             keyed: FxHashMap::default(),
             unkeyed: None,
-            names: FxHashMap::default(),
+            names: Vec::new(),
         }
     }
 
     /// Takes the next op of the history.
-    pub fn push(&mut self, op: Op) -> Result<(), PrepareError> {
+    pub fn push(&mut self, op: B) -> Result<(), PrepareError> {
         let token = self.free.last().copied().unwrap_or(self.pending.len());
-        match self.protocol.push(&op, token)? {
+        match self.protocol.push(op.borrow(), token)? {
             Paired::Invoked => {
                 if self.free.pop().is_none() {
                     self.pending.push(None);
@@ -286,7 +291,7 @@ impl<'m, M: Model> Preparer<'m, M> {
             Paired::Completed { token } => {
                 let invoke = self.pending[token].take().expect("the protocol pairs tokens it handed out");
                 self.free.push(token);
-                self.add(invoke, Some(op))?;
+                self.add(invoke.borrow(), Some(op.borrow()))?;
             }
         }
         Ok(())
@@ -297,7 +302,7 @@ impl<'m, M: Model> Preparer<'m, M> {
         let open: Vec<usize> = self.protocol.in_flight().collect();
         for token in open {
             if let Some(invoke) = self.pending[token].take() {
-                self.add(invoke, None)?;
+                self.add(invoke.borrow(), None)?;
             }
         }
         let mut parts = self.parts;
@@ -310,29 +315,40 @@ impl<'m, M: Model> Preparer<'m, M> {
         Ok(parts)
     }
 
-    fn add(&mut self, invoke: Op, completion: Option<Op>) -> Result<(), PrepareError> {
+    fn add(&mut self, invoke: &Op, completion: Option<&Op>) -> Result<(), PrepareError> {
         if !invoke.is_client() {
             return Ok(());
         }
-        let (ok, ret) = match completion.as_ref().map(|c| c.kind) {
+        let (ok, ret) = match completion.map(|c| c.kind) {
             Some(OpType::Fail) => return Ok(()),
-            Some(OpType::Ok) => (completion.as_ref(), completion.as_ref().map(|c| c.time)),
+            Some(OpType::Ok) => (completion, completion.map(|c| c.time)),
             _ => (None, None),
         };
-        let op = self.model.op(&invoke, ok).map_err(|e| PrepareError::Op {
-            index: invoke.index,
-            f: invoke.f.clone(),
-            message: e.0,
-        })?;
-        let Some(op) = op else { return Ok(()) };
-        let f = match self.names.get(&invoke.f) {
+        let bad = |e: ModelError| PrepareError::Op { index: invoke.index, f: invoke.f.clone(), message: e.0 };
+        // The key first: a malformed one is an error even on an op that cannot matter.
+        let key = self.model.partition(invoke).map_err(bad)?;
+        let Some(op) = self.model.op(invoke, ok).map_err(bad)? else { return Ok(()) };
+        let f = match self.names.iter().find(|f| ***f == *invoke.f) {
             Some(f) => f.clone(),
             None => {
                 let f: Arc<str> = invoke.f.as_str().into();
-                self.names.insert(invoke.f.clone(), f.clone());
+                self.names.push(f.clone());
                 f
             }
         };
+        let place = match key.as_deref() {
+            None => self.unkeyed,
+            Some(k) => self.keyed.get(k).copied(),
+        };
+        let place = place.unwrap_or_else(|| {
+            let key = key.map(Cow::into_owned);
+            match &key {
+                None => self.unkeyed = Some(self.parts.len()),
+                Some(k) => drop(self.keyed.insert(k.clone(), self.parts.len())),
+            }
+            self.parts.push((key, Vec::new()));
+            self.parts.len() - 1
+        });
         let call = Call {
             call: invoke.time,
             ret,
@@ -342,29 +358,16 @@ impl<'m, M: Model> Preparer<'m, M> {
             f,
             op,
         };
-        let place = match self.model.partition(&call.op) {
-            None => self.unkeyed,
-            Some(k) => self.keyed.get(k).copied(),
-        };
-        let place = place.unwrap_or_else(|| {
-            let key = self.model.partition(&call.op).map(str::to_owned);
-            match &key {
-                None => self.unkeyed = Some(self.parts.len()),
-                Some(k) => drop(self.keyed.insert(k.clone(), self.parts.len())),
-            }
-            self.parts.push((key, Vec::new()));
-            self.parts.len() - 1
-        });
         self.parts[place].1.push(call);
         Ok(())
     }
 }
 
-/// Checks the ops of a history, in history order, against `model`.
-pub fn check<M: Model>(
+/// Checks the ops of a history, in history order (owned or borrowed), against `model`.
+pub fn check<M: Model, B: Borrow<Op>>(
     model: &M,
     name: &str,
-    ops: impl IntoIterator<Item = Op>,
+    ops: impl IntoIterator<Item = B>,
     opts: &Options,
 ) -> Result<Report, PrepareError> {
     let started = Instant::now();
@@ -474,7 +477,7 @@ fn decide<M: Model>(model: &M, calls: &[Call<M::Op>], budget: &Budget, methods: 
     let why = match model.versions(calls) {
         Derivation::Versions(versions) => {
             let spans: Vec<Span> = calls.iter().map(|c| Span { call: c.call, ret: c.ret }).collect();
-            match order::decide(&spans, &versions) {
+            match order::decide(&spans, versions) {
                 Decision::Linearizable => return Ended::Order(None),
                 Decision::Illegal(v) => return Ended::Order(Some(v)),
                 Decision::Search(why) => why,
@@ -681,15 +684,15 @@ pub fn check_history(
     history: &History,
     opts: &Options,
 ) -> Result<Report, ModelChoiceError> {
-    check_by_name(name, init, history.ops().iter().cloned(), opts)
+    check_by_name(name, init, history.ops(), opts)
 }
 
-/// Checks the ops of a history, in history order, against the model called `name`, whose
-/// registers start at `init`.
-pub fn check_by_name(
+/// Checks the ops of a history, in history order (owned or borrowed), against the model called
+/// `name`, whose registers start at `init`.
+pub fn check_by_name<B: Borrow<Op>>(
     name: &str,
     init: &serde_json::Value,
-    history: impl IntoIterator<Item = Op>,
+    history: impl IntoIterator<Item = B>,
     opts: &Options,
 ) -> Result<Report, ModelChoiceError> {
     use crate::model::*;

@@ -150,9 +150,9 @@ struct Segment {
 }
 
 /// Decides one partition described by `versions`; `spans[i]` is op `i`'s interval.
-pub fn decide(spans: &[Span], versions: &Versions) -> Decision {
-    let alive = drop_unobserved(spans, versions);
-    let segments = match segments(spans, versions, &alive) {
+pub fn decide(spans: &[Span], mut versions: Versions) -> Decision {
+    let alive = drop_unobserved(spans, &versions);
+    let segments = match segments(spans, &mut versions, &alive) {
         Ok(s) => s,
         Err(v) => return Decision::Illegal(v),
     };
@@ -185,7 +185,8 @@ fn drop_unobserved(spans: &[Span], v: &Versions) -> Vec<bool> {
 }
 
 /// The chains of live versions, the initial one first, then the loose ops as segments of one op.
-fn segments(spans: &[Span], v: &Versions, alive: &[bool]) -> Result<Vec<Segment>, Violation> {
+/// The versions' readers move into the segments.
+fn segments(spans: &[Span], v: &mut Versions, alive: &[bool]) -> Result<Vec<Segment>, Violation> {
     let n = v.nodes.len();
     let mut child: Vec<Option<usize>> = vec![None; n];
     for (i, node) in v.nodes.iter().enumerate().filter(|(i, _)| alive[*i]) {
@@ -197,14 +198,14 @@ fn segments(spans: &[Span], v: &Versions, alive: &[bool]) -> Result<Vec<Segment>
         child[p] = Some(i);
     }
     let mut reached = vec![false; n];
-    let mut out = Vec::new();
-    let heads = (0..n).filter(|&i| alive[i] && (i == 0 || v.nodes[i].link == Link::Head));
+    let heads: Vec<usize> = (0..n).filter(|&i| alive[i] && (i == 0 || v.nodes[i].link == Link::Head)).collect();
+    let mut out = Vec::with_capacity(heads.len() + v.loose.len());
     for head in heads {
         let mut groups = Vec::new();
         let mut at = Some(head);
         while let Some(i) = at {
             reached[i] = true;
-            groups.push((v.nodes[i].creator, v.nodes[i].readers.clone()));
+            groups.push((v.nodes[i].creator, std::mem::take(&mut v.nodes[i].readers)));
             at = child[i];
         }
         out.push(segment(spans, groups));

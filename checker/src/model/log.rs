@@ -13,25 +13,22 @@ use super::{Model, ModelError, Val, field, key_of};
 use crate::linear::Call;
 use crate::linear::order::Derivation;
 use ordeal_history::Op;
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// A log op with its output.
+/// A log op with its output (its key is its partition's name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogOp {
-    /// Appended `value` to partition `key`, at `offset` when known.
+    /// Appended `value`, at `offset` when known.
     Append {
-        /// The partition.
-        key: String,
         /// The record.
         value: Val,
         /// Where it landed, when the append was acknowledged.
         offset: Option<u64>,
     },
-    /// Read partition `key` from `from`.
+    /// Read from `from`.
     Read {
-        /// The partition.
-        key: String,
         /// The first offset read.
         from: u64,
         /// The values read.
@@ -103,16 +100,19 @@ impl LogState {
 #[derive(Debug, Clone, Default)]
 pub struct LogModel;
 
+/// Consumer-offset ops of the log workload are registers, checked on their own.
+fn is_consumer_offset(invoke: &Op) -> bool {
+    matches!(invoke.f.as_str(), "commit" | "list")
+}
+
 impl Model for LogModel {
     type Op = LogOp;
     type State = LogState;
 
     fn op(&self, invoke: &Op, ok: Option<&Op>) -> Result<Option<LogOp>, ModelError> {
-        // Consumer-offset ops of the log workload are registers, checked on their own.
-        if matches!(invoke.f.as_str(), "commit" | "list") {
+        if is_consumer_offset(invoke) {
             return Ok(None);
         }
-        let key = key_of(&invoke.value)?;
         match invoke.f.as_str() {
             "append" | "produce" | "send" => {
                 let value = Val::required(field(&invoke.value, "value")?, "appended value")?;
@@ -123,7 +123,7 @@ impl Model for LogModel {
                         })?),
                         None => None,
                     };
-                Ok(Some(LogOp::Append { key, value, offset }))
+                Ok(Some(LogOp::Append { value, offset }))
             }
             "read" | "fetch" | "poll" => {
                 let Some(ok) = ok else { return Ok(None) };
@@ -138,16 +138,14 @@ impl Model for LogModel {
                     .iter()
                     .map(|v| Val::required(v, "read value"))
                     .collect::<Result<_, _>>()?;
-                Ok(Some(LogOp::Read { key, from: num("from")?, values, hw: num("hw")? }))
+                Ok(Some(LogOp::Read { from: num("from")?, values, hw: num("hw")? }))
             }
             f => Err(ModelError(format!("unknown log operation {f:?}: expected append or read"))),
         }
     }
 
-    fn partition<'o>(&self, op: &'o LogOp) -> Option<&'o str> {
-        match op {
-            LogOp::Append { key, .. } | LogOp::Read { key, .. } => Some(key),
-        }
+    fn partition<'o>(&self, invoke: &'o Op) -> Result<Option<Cow<'o, str>>, ModelError> {
+        if is_consumer_offset(invoke) { Ok(None) } else { key_of(&invoke.value).map(Some) }
     }
 
     fn is_read_only(&self, op: &LogOp) -> bool {

@@ -8,6 +8,7 @@ use crate::linear::Call;
 use crate::linear::order::Derivation;
 use ordeal_history::Op;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -54,9 +55,11 @@ pub trait Model: Sync {
     /// Returns `None` for ops that cannot affect the verdict (a read whose output is unknown).
     fn op(&self, invoke: &Op, ok: Option<&Op>) -> Result<Option<Self::Op>, ModelError>;
 
-    /// The partition of an op; ops of different partitions must commute. `None`: one partition.
-    fn partition<'o>(&self, _op: &'o Self::Op) -> Option<&'o str> {
-        None
+    /// The partition of a client operation, read from its invocation before [`Model::op`] (the
+    /// key is borrowed, not copied into every op); ops of different partitions must commute.
+    /// `None`: one partition.
+    fn partition<'o>(&self, _invoke: &'o Op) -> Result<Option<Cow<'o, str>>, ModelError> {
+        Ok(None)
     }
 
     /// Whether `op` never changes any state (a read). The search then linearizes it as soon as
@@ -144,10 +147,10 @@ pub fn show(v: &Option<Val>) -> String {
 }
 
 /// A key as a string: JSON strings as they are, numbers in decimal.
-pub(crate) fn key_of(value: &Value) -> Result<String, ModelError> {
+pub(crate) fn key_of(value: &Value) -> Result<Cow<'_, str>, ModelError> {
     match value.get("key") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::String(s)) => Ok(Cow::Borrowed(s)),
+        Some(Value::Number(n)) => Ok(Cow::Owned(n.to_string())),
         Some(other) => Err(ModelError(format!("key must be a string or an integer, found {other}"))),
         None => Err(ModelError(format!("expected an object with a \"key\", found {value}"))),
     }

@@ -11,6 +11,7 @@ use crate::linear::Call;
 use crate::linear::order::Derivation;
 use ordeal_history::Op;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Which register model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,17 +24,17 @@ pub enum RegisterKind {
     Kv,
 }
 
-/// A register operation with its output.
+/// A register operation with its output (its key, for `kv`, is its partition's name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegisterOp {
     /// Read and saw this value (`None`: absent).
-    Read(Option<String>, Option<Val>),
+    Read(Option<Val>),
     /// Wrote a value.
-    Write(Option<String>, Val),
+    Write(Val),
     /// Replaced `from` (`None`: absent) with `to`. Only successful cas ops reach the model.
-    Cas(Option<String>, Option<Val>, Val),
+    Cas(Option<Val>, Val),
     /// Appended a string suffix.
-    Append(Option<String>, Val),
+    Append(Val),
 }
 
 /// The bare value of an op, borrowed from the history: a value, or a cas's `from` and `to`.
@@ -66,10 +67,10 @@ impl<'v> Bare<'v> {
 }
 
 /// The key of a keyed value (see [`Bare::of_keyed`]).
-fn key_of_keyed(v: &Value) -> Result<String, ModelError> {
+fn key_of_keyed(v: &Value) -> Result<Cow<'_, str>, ModelError> {
     match v.as_array().map(Vec::as_slice) {
-        Some([Value::String(k), _]) => Ok(k.clone()),
-        Some([k, _]) => Ok(k.to_string()),
+        Some([Value::String(k), _]) => Ok(Cow::Borrowed(k)),
+        Some([k, _]) => Ok(Cow::Owned(k.to_string())),
         _ => key_of(v),
     }
 }
@@ -96,20 +97,19 @@ impl Model for RegisterModel {
         let keyed = self.kind == RegisterKind::Kv;
         // Keyed values become (key, bare value), so that one path serves both kinds.
         let bare = |v| if keyed { Bare::of_keyed(v) } else { Bare::Value(v) };
-        let key = if keyed { Some(key_of_keyed(&invoke.value)?) } else { None };
         let arg = bare(&invoke.value);
         match invoke.f.as_str() {
             "read" | "get" => {
                 let Some(ok) = ok else { return Ok(None) };
-                Ok(Some(RegisterOp::Read(key, Val::from_json(bare(&ok.value).value()?)?)))
+                Ok(Some(RegisterOp::Read(Val::from_json(bare(&ok.value).value()?)?)))
             }
-            "write" | "put" => Ok(Some(RegisterOp::Write(key, Val::required(arg.value()?, "written value")?))),
+            "write" | "put" => Ok(Some(RegisterOp::Write(Val::required(arg.value()?, "written value")?))),
             "append" => {
                 let v = Val::required(arg.value()?, "appended value")?;
                 if !matches!(v, Val::Str(_)) {
                     return Err(ModelError(format!("append needs a string, found {v}")));
                 }
-                Ok(Some(RegisterOp::Append(key, v)))
+                Ok(Some(RegisterOp::Append(v)))
             }
             "cas" if self.kind != RegisterKind::Register => {
                 let (from, to) = match arg {
@@ -119,19 +119,15 @@ impl Model for RegisterModel {
                         _ => return Err(ModelError(format!("cas value must be [from, to], found {}", invoke.value))),
                     },
                 };
-                Ok(Some(RegisterOp::Cas(key, Val::from_json(from)?, Val::required(to, "cas target")?)))
+                Ok(Some(RegisterOp::Cas(Val::from_json(from)?, Val::required(to, "cas target")?)))
             }
             "cas" => Err(ModelError("the register model has no cas; use cas-register".into())),
             f => Err(ModelError(format!("unknown register operation {f:?}: expected read, write, cas or append"))),
         }
     }
 
-    fn partition<'o>(&self, op: &'o RegisterOp) -> Option<&'o str> {
-        match op {
-            RegisterOp::Read(k, _) | RegisterOp::Write(k, _) | RegisterOp::Cas(k, _, _) | RegisterOp::Append(k, _) => {
-                k.as_deref()
-            }
-        }
+    fn partition<'o>(&self, invoke: &'o Op) -> Result<Option<Cow<'o, str>>, ModelError> {
+        if self.kind == RegisterKind::Kv { key_of_keyed(&invoke.value).map(Some) } else { Ok(None) }
     }
 
     fn is_read_only(&self, op: &RegisterOp) -> bool {
@@ -148,10 +144,10 @@ impl Model for RegisterModel {
 
     fn step(&self, state: &Option<Val>, op: &RegisterOp) -> Option<Option<Val>> {
         match op {
-            RegisterOp::Read(_, v) => (v == state).then(|| state.clone()),
-            RegisterOp::Write(_, v) => Some(Some(v.clone())),
-            RegisterOp::Cas(_, from, to) => (from == state).then(|| Some(to.clone())),
-            RegisterOp::Append(_, Val::Str(suffix)) => {
+            RegisterOp::Read(v) => (v == state).then(|| state.clone()),
+            RegisterOp::Write(v) => Some(Some(v.clone())),
+            RegisterOp::Cas(from, to) => (from == state).then(|| Some(to.clone())),
+            RegisterOp::Append(Val::Str(suffix)) => {
                 let base = match state {
                     None => "",
                     Some(Val::Str(s)) => s,
@@ -159,16 +155,16 @@ impl Model for RegisterModel {
                 };
                 Some(Some(Val::Str(format!("{base}{suffix}").into())))
             }
-            RegisterOp::Append(_, Val::Int(_)) => None,
+            RegisterOp::Append(Val::Int(_)) => None,
         }
     }
 
     fn describe_op(&self, op: &RegisterOp) -> String {
         match op {
-            RegisterOp::Read(_, v) => format!("read -> {}", show(v)),
-            RegisterOp::Write(_, v) => format!("write {v}"),
-            RegisterOp::Cas(_, from, to) => format!("cas {} -> {to}", show(from)),
-            RegisterOp::Append(_, v) => format!("append {v}"),
+            RegisterOp::Read(v) => format!("read -> {}", show(v)),
+            RegisterOp::Write(v) => format!("write {v}"),
+            RegisterOp::Cas(from, to) => format!("cas {} -> {to}", show(from)),
+            RegisterOp::Append(v) => format!("append {v}"),
         }
     }
 

@@ -9,7 +9,6 @@ use super::register::RegisterOp;
 use crate::linear::Call;
 use crate::linear::order::{Derivation, Link, Version, Versions, Violation};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
 
 /// Early exits of the builders, as the derivation they end with.
 type Built<T> = Result<T, Derivation>;
@@ -31,23 +30,24 @@ pub(super) fn registers(init: &Option<Val>, calls: &[Call<RegisterOp>]) -> Deriv
 }
 
 fn registers_of(init: &Option<Val>, calls: &[Call<RegisterOp>]) -> Built<Derivation> {
-    let mut nodes = vec![Version::default()];
+    let mut nodes = Vec::with_capacity(calls.len() + 1);
+    nodes.push(Version::default());
     let mut by_value: FxHashMap<Option<&Val>, usize> = FxHashMap::default();
     by_value.insert(init.as_ref(), 0);
     for (i, c) in calls.iter().enumerate() {
-        let (RegisterOp::Write(_, v) | RegisterOp::Cas(_, _, v)) = &c.op else { continue };
+        let (RegisterOp::Write(v) | RegisterOp::Cas(_, v)) = &c.op else { continue };
         if by_value.insert(Some(v), nodes.len()).is_some() {
             return Err(repeat(v));
         }
         nodes.push(Version { creator: Some(i), ..Version::default() });
     }
     for (i, c) in calls.iter().enumerate() {
-        let RegisterOp::Read(_, v) = &c.op else { continue };
+        let RegisterOp::Read(v) = &c.op else { continue };
         let version = *by_value.get(&v.as_ref()).ok_or_else(|| never(i))?;
         nodes[version].readers.push(i);
     }
     for (i, c) in calls.iter().enumerate() {
-        let RegisterOp::Cas(_, from, to) = &c.op else { continue };
+        let RegisterOp::Cas(from, to) = &c.op else { continue };
         let version = by_value[&Some(to)];
         // A cas from its own value needs a state only it produces: as if never written.
         match by_value.get(&from.as_ref()).filter(|&&p| p != version) {
@@ -67,11 +67,11 @@ fn appends(init: &Option<Val>, calls: &[Call<RegisterOp>]) -> Derivation {
     let Some(Val::Str(init)) = init else {
         return Derivation::Search("appends to a register that does not start as a string".into());
     };
-    let mut parser = Appends::new(init);
+    let mut parser = Appends::new(init, calls.len());
     for (i, c) in calls.iter().enumerate() {
         let added = match &c.op {
-            RegisterOp::Write(_, Val::Str(s)) => parser.heads.add(s, i),
-            RegisterOp::Append(_, Val::Str(s)) => parser.tokens.add(s, i),
+            RegisterOp::Write(Val::Str(s)) => parser.heads.add(s, i),
+            RegisterOp::Append(Val::Str(s)) => parser.tokens.add(s, i),
             RegisterOp::Read(..) => Ok(()),
             _ => Err(Derivation::Search("appends mixed with cas or integer values".into())),
         };
@@ -82,19 +82,26 @@ fn appends(init: &Option<Val>, calls: &[Call<RegisterOp>]) -> Derivation {
     parser.run(calls).unwrap_or_else(|d| d)
 }
 
-/// Strings that name ops, with their distinct lengths, so that a read can be cut into them.
+/// Strings that name ops, with their distinct lengths (ascending; a handful), so that a read
+/// can be cut into them.
 #[derive(Default)]
 struct Names<'a> {
     by_name: FxHashMap<&'a str, usize>,
-    lengths: BTreeSet<usize>,
+    lengths: Vec<usize>,
 }
 
 impl<'a> Names<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Names { by_name: FxHashMap::with_capacity_and_hasher(n, Default::default()), lengths: Vec::new() }
+    }
+
     fn add(&mut self, name: &'a str, op: usize) -> Built<()> {
         if self.by_name.insert(name, op).is_some() {
             return Err(repeat(&format!("{name:?}")));
         }
-        self.lengths.insert(name.len());
+        if let Err(at) = self.lengths.binary_search(&name.len()) {
+            self.lengths.insert(at, name.len());
+        }
         Ok(())
     }
 
@@ -115,18 +122,20 @@ struct Appends<'a> {
 const INIT: usize = usize::MAX;
 
 impl<'a> Appends<'a> {
-    fn new(init: &'a str) -> Self {
+    /// For a partition of `n` ops.
+    fn new(init: &'a str, n: usize) -> Self {
         let mut heads = Names::default();
         heads.by_name.insert(init, INIT);
-        heads.lengths.insert(init.len());
-        Appends { heads, tokens: Names::default() }
+        heads.lengths.push(init.len());
+        Appends { heads, tokens: Names::with_capacity(n) }
     }
 
-    /// The only way to cut `s` into a head and appended tokens: `Ok(None)` when there is none.
-    fn cut(&self, s: &str) -> Built<Option<(usize, Vec<usize>)>> {
+    /// The only way to cut `s` into a head and appended tokens (left in `appended`): `Ok(None)`
+    /// when there is none. `walk` is scratch space, kept by the caller to save allocations.
+    fn cut(&self, s: &str, appended: &mut Vec<usize>, walk: &mut Vec<usize>) -> Built<Option<usize>> {
         let mut found = None;
         for (head, len) in self.heads.at(s, 0) {
-            let mut appended = Vec::new();
+            walk.clear();
             let mut at = len;
             while at < s.len() {
                 let mut next = self.tokens.at(s, at);
@@ -134,14 +143,15 @@ impl<'a> Appends<'a> {
                 if next.next().is_some() {
                     return Err(Derivation::Search(format!("the read value {s:?} can be cut in more than one way")));
                 }
-                appended.push(op);
+                walk.push(op);
                 at += l;
             }
             if at == s.len() {
                 if found.is_some() {
                     return Err(Derivation::Search(format!("the read value {s:?} can be cut in more than one way")));
                 }
-                found = Some((head, appended));
+                found = Some(head);
+                std::mem::swap(appended, walk);
             }
         }
         Ok(found)
@@ -150,7 +160,8 @@ impl<'a> Appends<'a> {
     fn run(&self, calls: &[Call<RegisterOp>]) -> Built<Derivation> {
         // Versions: the initial one, then one per put and per append, in op order.
         let mut version_of = vec![usize::MAX; calls.len()];
-        let mut nodes = vec![Version::default()];
+        let mut nodes = Vec::with_capacity(calls.len() + 1);
+        nodes.push(Version::default());
         for (i, c) in calls.iter().enumerate() {
             if !matches!(c.op, RegisterOp::Read(..)) {
                 version_of[i] = nodes.len();
@@ -160,17 +171,18 @@ impl<'a> Appends<'a> {
         // For each append, the read that first named what it followed.
         let mut named_by = vec![usize::MAX; calls.len()];
         // Reads that returned the very same string name the same version: cut each string once.
-        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut seen: FxHashMap<&str, usize> = FxHashMap::with_capacity_and_hasher(calls.len(), Default::default());
+        let (mut appended, mut walk) = (Vec::new(), Vec::new());
         for (i, c) in calls.iter().enumerate() {
-            let RegisterOp::Read(_, v) = &c.op else { continue };
+            let RegisterOp::Read(v) = &c.op else { continue };
             let Some(Val::Str(s)) = v else { return Err(never(i)) };
             if let Some(&version) = seen.get(&**s) {
                 nodes[version].readers.push(i);
                 continue;
             }
-            let (head, appended) = self.cut(s)?.ok_or_else(|| never(i))?;
+            let head = self.cut(s, &mut appended, &mut walk)?.ok_or_else(|| never(i))?;
             let mut at = if head == INIT { 0 } else { version_of[head] };
-            for op in appended {
+            for &op in &appended {
                 let v = version_of[op];
                 match nodes[v].link {
                     Link::Head => {
