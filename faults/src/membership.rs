@@ -75,9 +75,11 @@ impl MembershipNemesis {
     /// Attaches a fresh node and follows its catch-up.
     async fn add(&mut self) -> Result<(u64, CatchUpRecord), NemesisError> {
         let node = *self.power()?.spares().first().ok_or(NemesisError::NoTarget("spare slot"))?;
+        // Timed from the attachment's answer, with the leader's commit then as the target: a
+        // system may take a while to accept it (etcd refuses while a voter is newly connected).
+        self.power()?.add_learner(node).await?;
         let start = self.now();
         let before = self.power()?.members().await?;
-        self.power()?.add_learner(node).await?;
         let record = self.catch_up(node, start, &before).await;
         Ok((node, record))
     }
@@ -210,6 +212,7 @@ impl MembershipNemesis {
             accepted,
             reason,
             time,
+            own_gate: self.power()?.own_gate().map(String::from),
         })
     }
 

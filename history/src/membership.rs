@@ -35,6 +35,10 @@ pub struct PromoteRecord {
     /// When the answer came, in ns since the run started.
     #[serde(default)]
     pub time: u64,
+    /// The system's own gate, when it does not take `min_applied_index` (etcd's): the promote
+    /// is measured against `min_applied_index`, not held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_gate: Option<String>,
 }
 
 impl PromoteRecord {
@@ -42,6 +46,11 @@ impl PromoteRecord {
     /// right after the answer is still below `min_applied_index`.
     pub fn missed_gate(&self) -> bool {
         self.accepted && self.learner_applied_after.is_some_and(|a| a < self.min_applied_index)
+    }
+
+    /// Whether the system was held to `min_applied_index` (it takes it as its gate).
+    pub fn asserted(&self) -> bool {
+        self.own_gate.is_none()
     }
 }
 
@@ -177,6 +186,7 @@ mod tests {
             accepted: true,
             reason: None,
             time: 0,
+            own_gate: None,
         };
         assert!(p.missed_gate());
         assert!(!PromoteRecord { accepted: false, ..p.clone() }.missed_gate());
