@@ -11,7 +11,8 @@
 //!   the removal of an old voter.
 //!
 //! Once per run, after the first catch-up, it promotes a learner it made fall behind on purpose
-//! (paused while the leader commits on): the gate must refuse. Every promotion's figures go
+//! (paused while the leader commits on): the gate must refuse (a system with a gate of its own,
+//! [`Membership::own_gate`], is measured against ours instead: whatever it answers is recorded). Every promotion's figures go
 //! into the fault's value ([`PromoteRecord`], [`CatchUpRecord`]), so they land in the history
 //! as a nemesis op, and the samples go to `catchup.jsonl` ([`CatchUpSample`]).
 
