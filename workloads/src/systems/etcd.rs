@@ -122,9 +122,9 @@ fn build(test: &Test, layout: &Layout, binary: PathBuf) -> Result<Sut, SutError>
 struct Settings {
     heartbeat_ms: u64,
     election_ms: u64,
-    /// `--snapshot-count` (from `--snapshot-entries`): applied entries between snapshots. etcd
-    /// 3.4 keeps the last 5,000 entries in its log after a snapshot whatever this is, so a learner
-    /// needs a snapshot only once the leader's index is past that.
+    /// `--snapshot-count` (from `--snapshot-entries`): applied entries between snapshots. Each
+    /// compacts the log (keeping at most 5,000 entries), so a member that joins later starts
+    /// from a snapshot.
     snapshot_count: Option<u64>,
 }
 
@@ -284,7 +284,7 @@ impl EtcdSystem {
         self.members.iter().chain(&self.spares).find(|m| m.id == node)
     }
 
-    /// etcd's member id of `node`, or a refusal naming it.
+    /// etcd's member id of `node`, or an error naming it.
     fn known_id(&self, node: u64) -> Result<u64, SystemError> {
         self.member_id(node).ok_or_else(|| SystemError::Request { node, message: "etcd's member id is unknown".into() })
     }
@@ -864,6 +864,20 @@ mod tests {
         assert_eq!((lost.groups[0].role.as_str(), lost.groups[0].leader_id), ("candidate", 0));
         // A leader whose id is not known yet is not named.
         assert_eq!(view(2, status(0xbbbb, 0xcccc), &ids, &members).groups[0].leader_id, 0);
+    }
+
+    #[test]
+    fn the_leaders_raft_status_gives_commit_match_indexes_and_snapshots() {
+        // The shape etcd 3.4.23 publishes at /debug/vars.
+        let vars = json!({"cmdline": ["etcd"], "raft.status": {"id": "aaaa", "term": 2, "vote": "aaaa", "commit": 535,
+            "lead": "aaaa", "raftState": "StateLeader", "applied": 535, "progress": {
+                "aaaa": {"match": 536, "next": 537, "state": "StateReplicate"},
+                "cccc": {"match": 0, "next": 520, "state": "StateSnapshot"}}, "leadtransferee": "0"}});
+        let status = RaftStatus::parse(&vars).expect("a raft status");
+        assert_eq!((status.commit, status.state.as_str()), (535, "StateLeader"));
+        assert_eq!(status.progress["aaaa"], (536, "StateReplicate".to_string()));
+        assert_eq!(status.progress["cccc"], (0, "StateSnapshot".to_string()));
+        assert_eq!(RaftStatus::parse(&json!({"raft.status": {"commit": "x"}})), None, "garbled");
     }
 
     #[test]
