@@ -1,7 +1,9 @@
 //! `ordeal run --scenario learner-catchup` end to end on real broker processes: a fresh learner
 //! joins under load and leader kills, catches up from a snapshot, is promoted under the gate and
 //! replaces a voter; the premature promote is refused, and a broker whose gate is lax
-//! (`--bug lax-promote`) is caught with the evidence named.
+//! (`--bug lax-promote`) is caught with the evidence named. The same scenario runs against etcd
+//! (`scripts/setup.sh` installs it; this test does not skip without it), whose own gate is
+//! measured, not held to ours.
 
 mod common;
 
@@ -9,8 +11,8 @@ use common::{json, load, ordeal};
 use serde_json::Value;
 use std::path::Path;
 
-/// One round of the scenario (a `replace`, then a leader kill), bounded by a generous time limit;
-/// the run ends as soon as both faults ran.
+/// One round of the scenario (a `replace`, then a leader kill) with `extra` (the system and its
+/// workload), bounded by a generous time limit; the run ends as soon as both faults ran.
 fn learner_catchup(store: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
         "run",
@@ -18,8 +20,6 @@ fn learner_catchup(store: &str, extra: &[&str]) -> (i32, String, String) {
         "learner-catchup",
         "--nemesis",
         "kill-leader",
-        "--workload",
-        "log",
         "--env",
         "local",
         "--fault-rounds",
@@ -54,7 +54,7 @@ fn replaces(run: &Path) -> Vec<Value> {
 fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let (code, out, err) = learner_catchup(store.to_str().unwrap(), &[]);
+    let (code, out, err) = learner_catchup(store.to_str().unwrap(), &["--workload", "log"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let run = store.join("latest");
     let replace = &replaces(&run)[0]["value"];
@@ -98,9 +98,38 @@ fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_re
 fn a_lax_promotion_gate_is_caught_with_its_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let (code, out, err) = learner_catchup(store.to_str().unwrap(), &["--bug", "lax-promote"]);
+    let (code, out, err) = learner_catchup(store.to_str().unwrap(), &["--workload", "log", "--bug", "lax-promote"]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("membership"), "{out}");
     assert!(out.contains("premature promote of node") && out.contains("accepted"), "{out}");
     assert!(out.contains("min_applied_index"), "the figures are named: {out}");
+}
+
+#[test]
+fn etcd_learners_join_are_promoted_and_replace_a_voter_with_their_gate_measured() {
+    assert!(Path::new("/usr/bin/etcd").is_file(), "etcd is missing: scripts/setup.sh installs etcd-server");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (code, out, err) = learner_catchup(store.to_str().unwrap(), &["--system", "etcd", "--workload", "register"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let run = store.join("latest");
+    let replace = &replaces(&run)[0]["value"];
+    let node = replace["targets"][0].as_u64().unwrap();
+    assert!(replace["catch_up"]["promotable_ms"].is_number(), "the learner caught up: {replace}");
+    // etcd's gate decides (the premature promote either way); the record says it was etcd's.
+    let premature = &replace["premature"];
+    assert!(premature["accepted"].is_boolean() && premature["paused"] == true, "{replace}");
+    assert!(premature["own_gate"].as_str().unwrap().contains("etcd"), "{replace}");
+    assert!(replace["removed"].is_u64(), "an old voter was removed: {replace}");
+    let results = json(&run.join("results.json"));
+    let membership = common::checker(&results, "membership");
+    assert_eq!(membership["verdict"], "valid", "{membership}");
+    assert!(membership["details"]["commits_judged"].as_u64() > Some(0), "etcd's progress was judged: {membership}");
+    assert_eq!(common::checker(&results, "linearizability")["verdict"], "valid", "{results}");
+    // The learner and its promotion show in etcd's own member lists, as sampled.
+    let samples = std::fs::read_to_string(run.join("catchup.jsonl")).unwrap();
+    let sampled: Vec<Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let listed =
+        |key: &str| sampled.iter().any(|s| s[key].as_array().unwrap().iter().any(|n| n.as_u64() == Some(node)));
+    assert!(listed("learners") && listed("voters"), "node {node} sampled as learner, then voter");
 }

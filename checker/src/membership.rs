@@ -14,6 +14,12 @@
 //! and, as figures, each learner's time to promotable and catch-up rate. A run that named
 //! membership faults but never tried its premature promote is `unknown`: the refusal it should
 //! show is missing.
+//!
+//! The two promote checks hold a system to `min_applied_index` only when it takes it as its
+//! gate. A system with a gate of its own (etcd 3.4: the learner's match index within 10% of the
+//! leader's) is measured against it instead: a premature promote it accepts, or a promote it
+//! accepts below `min_applied_index`, is named in the summary and in `details.laxer_than_ours`,
+//! not counted as a violation. The voter-set and learner-quorum checks hold for every system.
 
 use crate::Verdict;
 use crate::checker::{CheckError, Checker, CheckerResult};
@@ -74,25 +80,7 @@ impl MembershipChecker {
 
     /// Every violation, named with its figures.
     fn violations(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for p in self.premature.iter().filter(|p| p.accepted) {
-            out.push(format!(
-                "premature promote of node {} accepted: min_applied_index {}, learner applied {} before and {} after{}",
-                p.node,
-                p.min_applied_index,
-                shown(p.learner_applied_before),
-                shown(p.learner_applied_after),
-                if p.paused { " (paused throughout)" } else { "" },
-            ));
-        }
-        for p in self.premature.iter().chain(&self.promotes).filter(|p| p.missed_gate()) {
-            out.push(format!(
-                "promote of node {} accepted below its gate: min_applied_index {} but the learner had applied {} after",
-                p.node,
-                p.min_applied_index,
-                shown(p.learner_applied_after),
-            ));
-        }
+        let mut out = self.gate_findings(true);
         for c in &self.catch_ups {
             for set in c.shrunk() {
                 out.push(format!(
@@ -118,6 +106,35 @@ impl MembershipChecker {
         out
     }
 
+    /// The accepted premature promotes and the promotes accepted below `min_applied_index`, of
+    /// the systems held to it (`asserted`: violations) or of those with their own gate (not:
+    /// how much laxer their gate is than ours, as measured).
+    fn gate_findings(&self, asserted: bool) -> Vec<String> {
+        let held = |p: &&PromoteRecord| p.asserted() == asserted;
+        let mut out = Vec::new();
+        for p in self.premature.iter().filter(held).filter(|p| p.accepted) {
+            out.push(format!(
+                "premature promote of node {} accepted{}: min_applied_index {}, learner applied {} before and {} after{}",
+                p.node,
+                by_gate(p),
+                p.min_applied_index,
+                shown(p.learner_applied_before),
+                shown(p.learner_applied_after),
+                if p.paused { " (paused throughout)" } else { "" },
+            ));
+        }
+        for p in self.premature.iter().chain(&self.promotes).filter(held).filter(|p| p.missed_gate()) {
+            out.push(format!(
+                "promote of node {} accepted below its gate{}: min_applied_index {} but the learner had applied {} after",
+                p.node,
+                by_gate(p),
+                p.min_applied_index,
+                shown(p.learner_applied_after),
+            ));
+        }
+        out
+    }
+
     /// Pairs of successive answers of one leader in one term with a rising commit: how often
     /// the learner-quorum check had something to judge.
     fn commits_judged(&self) -> usize {
@@ -129,6 +146,11 @@ impl MembershipChecker {
             })
             .count()
     }
+}
+
+/// Whose gate let a promote through, when it was the system's own.
+fn by_gate(p: &PromoteRecord) -> String {
+    p.own_gate.as_ref().map_or_else(String::new, |g| format!(" by the system's own gate ({g})"))
 }
 
 fn shown(index: Option<u64>) -> String {
@@ -156,6 +178,7 @@ impl Checker for MembershipChecker {
 
     fn finish(self: Box<Self>) -> Result<CheckerResult, CheckError> {
         let violations = self.violations();
+        let laxer = self.gate_findings(false);
         let (verdict, summary) = if !violations.is_empty() {
             (Verdict::Invalid, violations[0].clone())
         } else if !self.unreadable.is_empty() {
@@ -165,12 +188,15 @@ impl Checker for MembershipChecker {
         } else {
             let refused = self.premature.iter().filter(|p| !p.accepted).count();
             let accepted = self.promotes.iter().filter(|p| p.accepted).count();
-            let summary = format!(
-                "{refused} premature promote(s) refused, {accepted} promote(s) met their gate, {} catch-up(s) kept every voter, \
+            let mut summary = format!(
+                "{refused} premature promote(s) refused, {accepted} promote(s) accepted, {} catch-up(s) kept every voter, \
                  {} sampled commit(s) carried by the voters alone",
                 self.catch_ups.len(),
                 self.commits_judged(),
             );
+            if !laxer.is_empty() {
+                summary += &format!("; measured, not asserted: {}", laxer.join("; "));
+            }
             (Verdict::Valid, summary)
         };
         let learners: Vec<Value> = self
@@ -191,6 +217,7 @@ impl Checker for MembershipChecker {
             .collect();
         let details = json!({
             "violations": violations,
+            "laxer_than_ours": laxer,
             "commits_judged": self.commits_judged(),
             "removals": self.removals.iter().map(|(node, time)| json!({"node": node, "time": time})).collect::<Vec<_>>(),
             "learners": learners,
@@ -232,6 +259,23 @@ mod tests {
         let nested =
             finish(&[json!({"fault": "a+b", "parts": [{"fault": "replace", "premature": promote(true, 12)}]})]);
         assert_eq!(nested.verdict, Verdict::Invalid, "a set's parts are read");
+    }
+
+    #[test]
+    fn a_system_with_its_own_gate_is_measured_not_held_to_min_applied_index() {
+        let own = |accepted: bool, after: u64| {
+            let mut p = promote(accepted, after);
+            p["own_gate"] = json!("match index within 10%");
+            p
+        };
+        let lax = finish(&[json!({"fault": "replace", "premature": own(true, 12), "promote": own(true, 90)})]);
+        assert_eq!(lax.verdict, Verdict::Valid, "{}", lax.summary);
+        let found = lax.details["laxer_than_ours"].as_array().unwrap();
+        assert_eq!(found.len(), 3, "the premature promote, and both promotes below the gate: {found:?}");
+        assert!(lax.summary.contains("measured, not asserted: premature promote of node 4 accepted by the system's own gate (match index within 10%)"), "{}", lax.summary);
+        let strict = finish(&[json!({"fault": "replace", "premature": own(false, 10), "promote": own(true, 120)})]);
+        assert_eq!(strict.verdict, Verdict::Valid);
+        assert!(strict.details["laxer_than_ours"].as_array().unwrap().is_empty(), "{}", strict.details);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   the removal of an old voter.
 //!
 //! Once per run, after the first catch-up, it promotes a learner it made fall behind on purpose
-//! (paused while the leader commits on): the gate must refuse. Every promotion's figures go
+//! (paused while the leader commits on): the gate must refuse (a system with a gate of its own,
+//! [`Membership::own_gate`], is measured against ours instead: whatever it answers is recorded). Every promotion's figures go
 //! into the fault's value ([`PromoteRecord`], [`CatchUpRecord`]), so they land in the history
 //! as a nemesis op, and the samples go to `catchup.jsonl` ([`CatchUpSample`]).
 
@@ -75,9 +76,11 @@ impl MembershipNemesis {
     /// Attaches a fresh node and follows its catch-up.
     async fn add(&mut self) -> Result<(u64, CatchUpRecord), NemesisError> {
         let node = *self.power()?.spares().first().ok_or(NemesisError::NoTarget("spare slot"))?;
+        // Timed from the attachment's answer, with the leader's commit then as the target: a
+        // system may take a while to accept it (etcd refuses while a voter is newly connected).
+        self.power()?.add_learner(node).await?;
         let start = self.now();
         let before = self.power()?.members().await?;
-        self.power()?.add_learner(node).await?;
         let record = self.catch_up(node, start, &before).await;
         Ok((node, record))
     }
@@ -210,6 +213,7 @@ impl MembershipNemesis {
             accepted,
             reason,
             time,
+            own_gate: self.power()?.own_gate().map(String::from),
         })
     }
 

@@ -35,6 +35,10 @@ pub struct PromoteRecord {
     /// When the answer came, in ns since the run started.
     #[serde(default)]
     pub time: u64,
+    /// The system's own gate, when it does not take `min_applied_index` (etcd's): the promote
+    /// is measured against `min_applied_index`, not held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_gate: Option<String>,
 }
 
 impl PromoteRecord {
@@ -42,6 +46,11 @@ impl PromoteRecord {
     /// right after the answer is still below `min_applied_index`.
     pub fn missed_gate(&self) -> bool {
         self.accepted && self.learner_applied_after.is_some_and(|a| a < self.min_applied_index)
+    }
+
+    /// Whether the system was held to `min_applied_index` (it takes it as its gate).
+    pub fn asserted(&self) -> bool {
+        self.own_gate.is_none()
     }
 }
 
@@ -155,10 +164,20 @@ impl LeaderProgress {
     /// Whether this answer shows a commit only a quorum counting a learner could have made: the
     /// commit rose since `before` (the same leader in the same term, whose followers' match
     /// indexes only grow, so a carried-over commit of an earlier term is not mistaken for one)
-    /// beyond what a majority of the voters hold.
+    /// beyond what a majority of the voters hold. The voters must be the same in both answers:
+    /// across a promote, the old voters may have committed what the new majority does not hold
+    /// yet (seen: voters 1, 4, 5 committed 16765, then 6 joined them holding 16764).
     pub fn counted_a_learner(&self, before: &LeaderProgress) -> bool {
         let same_reign = self.leader == before.leader && self.term == before.term && self.term != 0;
-        same_reign && self.commit_index > before.commit_index && self.commit_index > self.voter_quorum_index()
+        let voters = |p: &LeaderProgress| -> Vec<u64> {
+            let mut ids: Vec<u64> = p.members.iter().filter(|m| !m.learner).map(|m| m.id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        same_reign
+            && voters(self) == voters(before)
+            && self.commit_index > before.commit_index
+            && self.commit_index > self.voter_quorum_index()
     }
 }
 
@@ -177,6 +196,7 @@ mod tests {
             accepted: true,
             reason: None,
             time: 0,
+            own_gate: None,
         };
         assert!(p.missed_gate());
         assert!(!PromoteRecord { accepted: false, ..p.clone() }.missed_gate());
@@ -213,6 +233,12 @@ mod tests {
         // Only the leader and the learner hold 150.
         let counted = progress(2, 150, &[(1, false, 150), (2, false, 100), (3, false, 90), (4, true, 150)]);
         assert!(counted.counted_a_learner(&before));
+        // A promote between the answers (the one seen in a broker run): voters 1 and 2 of 1, 2, 3
+        // carried 150, then learner 4 became a voter holding 140, like 3.
+        let learner = progress(2, 100, &[(1, false, 100), (2, false, 100), (3, false, 90), (4, true, 90)]);
+        let promoted = progress(2, 150, &[(1, false, 150), (2, false, 151), (3, false, 140), (4, false, 140)]);
+        assert_eq!(promoted.voter_quorum_index(), 140);
+        assert!(!promoted.counted_a_learner(&learner), "the old voters committed it");
         // A new term resets the followers' matches while the commit carries over: not evidence.
         assert!(!progress(3, 150, &[(1, false, 150), (2, false, 0), (3, false, 0)]).counted_a_learner(&before));
     }

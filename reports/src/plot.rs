@@ -523,10 +523,12 @@ pub fn catch_up(
         for (i, (kind, p)) in promotes.iter().enumerate() {
             let color = if p.accepted { OK } else { FAIL };
             let at = secs(p.time);
+            // A system with its own gate was not asked for the min: say so where it shows.
             let label = format!(
-                "{kind} promote {} (min {})",
+                "{kind} promote {} (min {}{})",
                 if p.accepted { "accepted" } else { "refused" },
-                p.min_applied_index
+                p.min_applied_index,
+                if p.asserted() { "" } else { ", not its gate" }
             );
             chart
                 .draw_series(std::iter::once(PathElement::new(vec![(at, 0.0), (at, max_y)], color.stroke_width(2))))

@@ -273,7 +273,7 @@ impl Membership for BrokerSystem {
 }
 
 /// The body of `GET path` from a node's HTTP listener (HTTP/1.0: the server closes when done).
-async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+pub(super) async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await?;
@@ -283,7 +283,7 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<
 }
 
 /// The value of counter `name` (labelled or not) in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> Option<u64> {
+pub(super) fn metric(text: &str, name: &str) -> Option<u64> {
     let value = |l: &str| -> Option<f64> {
         let rest = l.strip_prefix(name)?;
         let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
