@@ -441,7 +441,9 @@ async fn nemesis_loop(
             if plan.cycle_faults { plan.faults.get(turn % plan.faults.len().max(1)) } else { plan.faults.choose(rng) };
         let Some(faults) = next.cloned() else { break };
         turn += 1;
-        if !sleep_or_stop(Instant::now() + plan.nemesis_interval, interrupt).await || Instant::now() >= deadline {
+        // The quiet time is cut at the deadline: the phase ends then, not an interval later.
+        let quiet = (Instant::now() + plan.nemesis_interval).min(deadline);
+        if !sleep_or_stop(quiet, interrupt).await || Instant::now() >= deadline {
             if let Some(w) = wanted.filter(|_| !*interrupt.borrow()) {
                 errors.push(format!("the time limit came after {} of {w} faults", turn - 1));
             }
