@@ -183,4 +183,13 @@ rate = 40
     assert_eq!(phases[2]["invoked"].as_object().unwrap().keys().collect::<Vec<_>>(), ["read"]);
     let report = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(report.contains("<h2>Phases</h2>") && report.contains("final-reads"), "the report shows the phases");
+
+    // The phases are part of the test value: a test.json whose final reads would write is refused.
+    let mut test = test;
+    test["phases"][2]["mix"] = serde_json::json!({"write": 1.0});
+    let path = dir.path().join("test.json");
+    std::fs::write(&path, test.to_string()).unwrap();
+    let (code, _, err) = ordeal(&["run", "--test", path.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("phases[2] (final-reads).mix: write is not a read"), "{err}");
 }
