@@ -12,6 +12,7 @@ use ordeal_faults::{
 };
 use ordeal_history::Test;
 use ordeal_reports::store::{self, RunInfo};
+use ordeal_workloads::phases::{self, PlanPhase};
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
 use ordeal_workloads::systems::{self, Sut};
@@ -172,6 +173,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
             info.heal_error = summary.healed.err();
             info.final_reads_complete = summary.final_reads_complete;
             info.nemesis_errors = summary.nemesis_errors;
+            info.phases = summary.phases;
             info.events = summary.counts.events;
         }
         Err(e) => info.harness_error = Some(format!("{e:#}")),
@@ -197,14 +199,19 @@ async fn drive(
     dir: &Path,
     interrupt: watch::Receiver<bool>,
 ) -> anyhow::Result<runner::Summary> {
-    let generator = workload::by_name(&test.workload)?.generator(test.keys, test.ops_per_key);
+    let workload = workload::by_name(&test.workload)?;
+    let generator = workload.generator(test.keys, test.ops_per_key);
+    let phases = if test.phases.is_empty() {
+        vec![PlanPhase::main(Duration::from_secs_f64(test.time_limit_s), test.rate)]
+    } else {
+        phases::plan(workload.ops(), &test.phases, test.rate)?
+    };
     let recorder = Arc::new(Recorder::create(&dir.join(store::HISTORY)).context("creating history.jsonl")?);
     let _ = clock.set(recorder.origin());
     let plan = Plan {
         seed: test.seed,
         concurrency: test.concurrency,
-        rate: test.rate,
-        time_limit: Duration::from_secs_f64(test.time_limit_s),
+        phases,
         op_timeout: Duration::from_millis(test.op_timeout_ms),
         faults,
         cycle_faults: test.nemesis_order == "cycle",

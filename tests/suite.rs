@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json, ordeal};
+use common::{json, jsonl, ordeal};
 use std::path::Path;
 
 fn suite_dir(store: &Path) -> std::path::PathBuf {
@@ -80,10 +80,116 @@ fn bad_suite_files_are_refused_before_anything_runs() {
         ("[[entry]]\nname = \"x\"\nexpect = \"maybe\"\n", "unknown variant"),
         ("name = \"empty\"\n", "no [[entry]]"),
         ("[[entry]]\nname = \"x\"\nexpect = \"valid\"\nargs = [\"--nodes\", \"many\"]\n", "--nodes"),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\n[[entry.phase]]\nkind = \"main\"\nduration_s = 0\n",
+            "entry \"x\": phases[0] (main).duration_s: 0 is not a positive number of seconds",
+        ),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\n[[entry.phase]]\nkind = \"heal\"\nduration_s = 1\nrate = 0\n",
+            "entry \"x\": phases[0] (heal).rate: 0 ops/s is not positive",
+        ),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\n[[entry.phase]]\nkind = \"main\"\nduration_s = 1\nmix = { append = 1 }\n",
+            "entry \"x\": phases[0] (main).mix: unknown op kind \"append\": this workload's are read, write, cas",
+        ),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\n[[entry.phase]]\nkind = \"final-reads\"\nduration_s = 1\nmix = { write = 1 }\n",
+            "entry \"x\": phases[0] (final-reads).mix: write is not a read",
+        ),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\n[[entry.phase]]\nkind = \"later\"\nduration_s = 1\n",
+            "unknown variant `later`",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let (code, _, err) = ordeal(&["suite", file.to_str().unwrap(), "--store", dir.path().to_str().unwrap()]);
         assert_eq!(code, 254, "{text}: {err}");
         assert!(err.contains(expected), "{text}: {err}");
     }
+}
+
+/// A suite entry with phases: writes only under faults, then a heal with the load going on, then
+/// reads only at a lower rate. The history shows each phase's mix and rate.
+#[test]
+fn an_entry_with_phases_runs_each_with_its_own_mix_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("phases.toml");
+    std::fs::write(
+        &file,
+        r#"args = ["--env", "local", "--workload", "register", "--nemesis", "pause-follower",
+  "--nemesis-interval", "0.5", "--fault-duration", "1", "--rate", "200", "--time-limit", "30"]
+[[entry]]
+name = "phased"
+expect = "valid"
+[[entry.phase]]
+kind = "main"
+duration_s = 2.5
+mix = { write = 1 }
+[[entry.phase]]
+kind = "heal"
+duration_s = 1
+rate = 100
+[[entry.phase]]
+kind = "final-reads"
+duration_s = 1.5
+rate = 40
+"#,
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let (code, out, err) = ordeal(&["suite", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let state = json(&suite_dir(&store).join("suite.json"));
+    let run = Path::new(state["cases"][0]["run_dir"].as_str().unwrap()).to_path_buf();
+    let test = json(&run.join("test.json"));
+    assert_eq!(test["phases"].as_array().unwrap().len(), 3, "{test}");
+    assert_eq!(test["time_limit_s"], 5.0, "the phases' total replaces --time-limit");
+
+    // The phases' spans, and every client op invoked in each, straight from the history.
+    let spans = json(&run.join("run.json"))["phases"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = spans.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["main", "heal", "final-reads"]);
+    let history = jsonl(&run.join("history.jsonl"));
+    let invoked_in = |span: &serde_json::Value| -> Vec<String> {
+        let (start, end) = (span["start"].as_u64().unwrap(), span["end"].as_u64().unwrap());
+        history
+            .iter()
+            .filter(|op| op["type"] == "invoke" && op["process"].is_u64())
+            .filter(|op| (start..end).contains(&op["time"].as_u64().unwrap()))
+            .map(|op| op["f"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (main, heal, reads) = (invoked_in(&spans[0]), invoked_in(&spans[1]), invoked_in(&spans[2]));
+    assert!(!main.is_empty() && main.iter().all(|f| f == "write"), "main writes only: {main:?}");
+    assert!(!reads.is_empty() && reads.iter().all(|f| f == "read"), "final reads only read: {reads:?}");
+    assert!(!heal.is_empty(), "the load goes on while healing");
+    // The heal phase begins by healing every fault.
+    let heal_start = spans[1]["start"].as_u64().unwrap();
+    assert!(history.iter().any(|op| op["process"] == "nemesis"
+        && op["f"] == "stop"
+        && op["value"]["fault"] == "all"
+        && op["time"].as_u64().unwrap() >= heal_start));
+
+    // results.json sums each phase up; the rate limiter holds each phase to its own rate.
+    let results = json(&run.join("results.json"));
+    let phases = results["phases"].as_array().unwrap();
+    for (p, asked) in phases.iter().zip([200.0, 100.0, 40.0]) {
+        assert_eq!(p["rate"], asked, "{p}");
+        let seconds = p["end_s"].as_f64().unwrap() - p["start_s"].as_f64().unwrap();
+        let invoked: u64 = p["invoked"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+        // At most one op per slot of the rate, plus the slot at the phase's start.
+        assert!(invoked as f64 <= asked * seconds + 1.0, "{p}");
+    }
+    assert_eq!(phases[2]["invoked"].as_object().unwrap().keys().collect::<Vec<_>>(), ["read"]);
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.contains("<h2>Phases</h2>") && report.contains("final-reads"), "the report shows the phases");
+
+    // The phases are part of the test value: a test.json whose final reads would write is refused.
+    let mut test = test;
+    test["phases"][2]["mix"] = serde_json::json!({"write": 1.0});
+    let path = dir.path().join("test.json");
+    std::fs::write(&path, test.to_string()).unwrap();
+    let (code, _, err) = ordeal(&["run", "--test", path.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("phases[2] (final-reads).mix: write is not a read"), "{err}");
 }

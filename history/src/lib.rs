@@ -35,7 +35,7 @@ mod test;
 
 pub use history::{History, HistoryError, Pair, Paired, Protocol};
 pub use op::{Op, OpType, Process};
-pub use test::Test;
+pub use test::{Phase, PhaseKind, PhaseSpan, Test};
 
 /// The version of the on-disk history format written by this crate.
 ///

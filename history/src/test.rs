@@ -2,6 +2,7 @@
 //! reproduce it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A test's whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,12 @@ pub struct Test {
     /// a joining node catches up from a snapshot; `None` leaves the broker's default.
     #[serde(default)]
     pub snapshot_entries: Option<u64>,
+    /// The run's phases in order (Jepsen's `phases`); empty means one main phase of
+    /// `time_limit_s` at `rate` with the workload's own op mix. With phases, `time_limit_s` is
+    /// the sum of their durations. Either way the run ends by healing everything and making the
+    /// workload's final reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
     /// The system's binary that ran (`ordeal-broker`, `etcd`).
     pub broker_binary: String,
     /// The version the system reported.
@@ -86,6 +93,60 @@ pub struct Test {
     pub command: String,
     /// When the run started (RFC 3339, UTC).
     pub started_at: String,
+}
+
+/// One phase of a run: how long it lasts, how fast and which ops the clients send, and what the
+/// nemesis does meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// What the nemesis does.
+    pub kind: PhaseKind,
+    /// Length, in seconds.
+    pub duration_s: f64,
+    /// Total client ops per second; `None`: the test's `rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Op kind of the workload (`read`, `write`, `cas`; `append`, ...) → relative weight; empty:
+    /// the workload's own weights (of its read-only kinds, in a final-reads phase).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mix: BTreeMap<String, f64>,
+}
+
+/// What the nemesis does during a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhaseKind {
+    /// Faults are injected.
+    Main,
+    /// Every fault is healed as the phase starts; the load goes on.
+    Heal,
+    /// No faults; the clients only read.
+    FinalReads,
+}
+
+impl std::fmt::Display for PhaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PhaseKind::Main => "main",
+            PhaseKind::Heal => "heal",
+            PhaseKind::FinalReads => "final-reads",
+        })
+    }
+}
+
+/// When a phase ran, on the history's clock (ns): an op belongs to the phase its invocation's
+/// time falls in, `start <= time < end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    /// The phase's kind.
+    pub kind: PhaseKind,
+    /// Its first instant.
+    pub start: u64,
+    /// The instant the next phase (or the closing heal) began.
+    pub end: u64,
+    /// The rate it asked for; 0 means no limit.
+    pub rate: f64,
 }
 
 fn broker() -> String {
@@ -141,9 +202,24 @@ mod tests {
         let mut test: Test = serde_json::from_str(OLD).unwrap();
         assert_eq!((test.system.as_str(), test.nemesis_order.as_str(), test.ops_per_key), ("broker", "random", 200));
         assert_eq!(test.history_format, 1);
+        assert!(test.phases.is_empty(), "a test from before phases is one main phase");
         assert!(test.check_format().is_ok());
         test.history_format = crate::FORMAT_VERSION + 1;
         let err = test.check_format().unwrap_err();
         assert!(err.contains("newer than this ordeal reads"), "{err}");
+    }
+
+    #[test]
+    fn phases_round_trip_and_runs_without_them_write_none() {
+        let mut test: Test = serde_json::from_str(OLD).unwrap();
+        assert!(!serde_json::to_string(&test).unwrap().contains("phases"));
+        let mix = BTreeMap::from([("read".to_owned(), 1.0)]);
+        test.phases = vec![
+            Phase { kind: PhaseKind::Main, duration_s: 6.0, rate: None, mix: BTreeMap::new() },
+            Phase { kind: PhaseKind::FinalReads, duration_s: 1.5, rate: Some(50.0), mix },
+        ];
+        let text = serde_json::to_string(&test).unwrap();
+        assert!(text.contains(r#"{"kind":"final-reads","duration_s":1.5,"rate":50.0,"mix":{"read":1.0}}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Test>(&text).unwrap(), test);
     }
 }

@@ -45,6 +45,7 @@ fn test(ops: usize) -> Test {
         upgrade_binary: None,
         spare_nodes: 0,
         snapshot_entries: None,
+        phases: Vec::new(),
         broker_binary: "generated".into(),
         broker_version: "generated".into(),
         history_format: 1,

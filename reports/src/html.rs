@@ -8,7 +8,7 @@
 use crate::ReportError;
 use crate::gate::{GateReport, Side, Spread};
 use crate::plot;
-use crate::results::{Analysis, CheckerResult, Failover, Results};
+use crate::results::{Analysis, CheckerResult, Failover, PhaseStats, Results};
 use crate::store::{self, RunInfo};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use ordeal_checker::Verdict;
@@ -529,6 +529,7 @@ fn checkers_section(r: &Results) -> Markup {
             }
             @for c in &r.checkers { (evidence(c)) }
             (operations(&r.stats))
+            @if !r.phases.is_empty() { (phases(&r.phases)) }
             @if !r.faults.is_empty() { (faults(&r.faults, &r.failover)) }
         }
     }
@@ -632,6 +633,26 @@ fn operations(st: &Stats) -> Markup {
     }
 }
 
+fn phases(phases: &[PhaseStats]) -> Markup {
+    html! {
+        h2 { "Phases" }
+        table {
+            (header_row(&["phase", "from", "to", "rate asked", "invoked/s", "ops invoked"]))
+            @for p in phases {
+                tr {
+                    td { (p.kind) }
+                    td { (format!("{:.2} s", p.start_s)) }
+                    td { (format!("{:.2} s", p.end_s)) }
+                    td { @if p.rate > 0.0 { (format!("{:.0}/s", p.rate)) } @else { "no limit" } }
+                    td { (format!("{:.0}", p.invoked_per_s)) }
+                    td { (p.invoked.iter().map(|(f, n)| format!("{f} {n}")).collect::<Vec<_>>().join(", ")) }
+                }
+            }
+        }
+        p.muted { "Ops belong to the phase their invocation falls in; the closing final reads come after the last." }
+    }
+}
+
 fn faults(faults: &[FaultWindow], fo: &Failover) -> Markup {
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
     html! {
@@ -681,7 +702,7 @@ fn figures(dir: &Path, a: &Analysis) -> Result<Markup, ReportError> {
     let mut plots = vec![
         ("latency".to_owned(), plot::latency(d, &r.faults).map_err(plot_err)?),
         ("quantiles".to_owned(), plot::quantiles(d, &r.faults).map_err(plot_err)?),
-        ("throughput".to_owned(), plot::throughput(d, &r.faults).map_err(plot_err)?),
+        ("throughput".to_owned(), plot::throughput(d, &r.faults, &r.phases).map_err(plot_err)?),
     ];
     // A rolling upgrade: its timeline first, with throughput and latency right beneath it.
     if let Some(upgrade) = plot::upgrade_timeline(&status, d, &r.faults).map_err(plot_err)? {
@@ -904,6 +925,7 @@ mod tests {
             failover: Failover::default(),
             history_warning: Some(HOSTILE.into()),
             defects: vec![crate::results::Defect::Unreadable(HOSTILE.into())],
+            phases: Vec::new(),
         };
         let digest = Digest {
             names: vec![HOSTILE.into()],

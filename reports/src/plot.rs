@@ -3,9 +3,10 @@
 //! Every chart shares the test's time axis (seconds since the start) and draws each fault as a
 //! shaded band, so that latency, throughput and leadership line up with what the nemesis did.
 
+use crate::results::PhaseStats;
 use ordeal_checker::perf::{Digest, FaultWindow};
-use ordeal_history::OpType;
 use ordeal_history::membership::{CatchUpSample, PromoteRecord};
+use ordeal_history::{OpType, PhaseKind};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
@@ -241,8 +242,25 @@ pub fn quantiles(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String),
     Ok((chart, format!("Latency quantiles of ok ops per {width:.0} s window.")))
 }
 
-/// Completions per second by outcome.
-pub fn throughput(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String), String> {
+/// The phases as bands along the top of a chart, each labelled with its kind and rate.
+fn phase_bands(chart: &mut LinearChart<'_, '_>, phases: &[PhaseStats], max_y: f64) -> Result<(), String> {
+    for p in phases {
+        let color = match p.kind {
+            PhaseKind::Main => RGBColor(120, 120, 200),
+            PhaseKind::Heal => RGBColor(80, 170, 80),
+            PhaseKind::FinalReads => RGBColor(170, 90, 200),
+        };
+        let band = Rectangle::new([(p.start_s, max_y * 0.93), (p.end_s, max_y)], color.mix(0.35).filled());
+        chart.draw_series(std::iter::once(band)).map_err(err)?;
+        let rate = if p.rate > 0.0 { format!(" {:.0}/s", p.rate) } else { String::new() };
+        let label = Text::new(format!("{}{rate}", p.kind), (p.start_s, max_y * 0.995), ("sans-serif", 11).into_font());
+        chart.draw_series(std::iter::once(label)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Completions per second by outcome, the phases as bands along the top.
+pub fn throughput(d: &Digest, faults: &[FaultWindow], phases: &[PhaseStats]) -> Result<(String, String), String> {
     let (width, n) = buckets(d);
     let mut counts = vec![[0u64; 3]; n];
     for s in &d.spans {
@@ -264,6 +282,7 @@ pub fn throughput(d: &Digest, faults: &[FaultWindow]) -> Result<(String, String)
             .map_err(err)?;
         chart.configure_mesh().x_desc("time (s)").y_desc("ops/s").draw().map_err(err)?;
         bands(&mut chart, faults, 0.0, max_y)?;
+        phase_bands(&mut chart, phases, max_y)?;
         let names = [("ok", OK), ("fail", FAIL), ("info", INFO)];
         lines(
             &mut chart,

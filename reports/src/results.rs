@@ -6,8 +6,9 @@ use crate::store::{self, RunInfo};
 use ordeal_checker::Verdict;
 use ordeal_checker::checker::{self, Checker, Compose};
 use ordeal_checker::perf::{Digest, FaultWindow, Stats};
-use ordeal_history::{Op, Test, jsonl};
+use ordeal_history::{Op, PhaseKind, PhaseSpan, Test, jsonl};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The version of the `results.json` schema.
@@ -55,6 +56,50 @@ pub struct Results {
     /// Why the record cannot support a verdict of valid; empty when it is complete.
     #[serde(default)]
     pub defects: Vec<Defect>,
+    /// Each phase as it ran: the ops invoked in it and how fast (runs before phases: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseStats>,
+}
+
+/// One phase as it ran: the client ops invoked in it (their invocation time in its span), by
+/// kind, and their rate. The closing final reads come after the last phase and count in none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// The phase's kind.
+    pub kind: PhaseKind,
+    /// Its start, in seconds of the test's time.
+    pub start_s: f64,
+    /// Its end.
+    pub end_s: f64,
+    /// The rate it asked for, in ops/s; 0 means no limit.
+    pub rate: f64,
+    /// Client ops invoked in it per second.
+    pub invoked_per_s: f64,
+    /// Client ops invoked in it, by `f`.
+    pub invoked: BTreeMap<String, u64>,
+}
+
+/// What the clients invoked in each phase of `spans`.
+fn phase_stats(spans: &[PhaseSpan], d: &Digest) -> Vec<PhaseStats> {
+    spans
+        .iter()
+        .map(|p| {
+            let mut invoked = BTreeMap::new();
+            for s in d.spans.iter().filter(|s| (p.start..p.end).contains(&s.call)) {
+                *invoked.entry(d.names[usize::from(s.f)].clone()).or_default() += 1;
+            }
+            let seconds = p.end.saturating_sub(p.start) as f64 / 1e9;
+            let total: u64 = invoked.values().sum();
+            PhaseStats {
+                kind: p.kind,
+                start_s: p.start as f64 / 1e9,
+                end_s: p.end as f64 / 1e9,
+                rate: p.rate,
+                invoked_per_s: if seconds > 0.0 { total as f64 / seconds } else { 0.0 },
+                invoked,
+            }
+        })
+        .collect()
 }
 
 /// Why what a run left behind cannot support a verdict of valid. Any defect turns `valid` into
@@ -211,7 +256,9 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
         }
         _ => reason,
     };
+    let phases = run.as_ref().map(|r| phase_stats(&r.phases, &digest)).unwrap_or_default();
     let results = Results {
+        phases,
         version: RESULTS_VERSION,
         verdict,
         reason,

@@ -60,6 +60,9 @@ pub struct RunInfo {
     pub elapsed_s: f64,
     /// A harness failure that ended the run early, if any.
     pub harness_error: Option<String>,
+    /// When each phase ran, on the history's clock (runs before phases existed have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<ordeal_history::PhaseSpan>,
 }
 
 /// Creates a fresh run directory `store/<test>/<timestamp>/` and points `store/latest` at it.

@@ -5,7 +5,7 @@ use crate::execute::{self, Options};
 use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_faults::{FaultSpec, LIBFAKETIME, net};
-use ordeal_history::Test;
+use ordeal_history::{Phase, Test};
 use ordeal_reports::store;
 use ordeal_workloads::{systems, workload};
 use std::path::{Path, PathBuf};
@@ -30,9 +30,30 @@ fn environment(asked: &str) -> anyhow::Result<String> {
     .into())
 }
 
+/// Checks phases against the workload's op kinds; `rounds`: whether fault rounds (which end a
+/// single main phase) are asked for.
+pub(super) fn check_phases(workload: &str, phases: &[Phase], rounds: bool) -> Result<(), String> {
+    let w = workload::by_name(workload).map_err(|e| format!("--workload: {e}"))?;
+    ordeal_workloads::phases::plan(w.ops(), phases, 0.0).map_err(|e| e.to_string())?;
+    if rounds && !phases.is_empty() {
+        return Err(
+            "phases: fault rounds (--fault-rounds, --scenario) end a single main phase; use one or the other".into()
+        );
+    }
+    Ok(())
+}
+
+/// Gives `test` its phases; its time limit becomes their total length.
+pub(super) fn set_phases(test: &mut Test, phases: &[Phase]) {
+    if !phases.is_empty() {
+        test.time_limit_s = phases.iter().map(|p| p.duration_s).sum();
+        test.phases = phases.to_vec();
+    }
+}
+
 /// Checks a test's settings, whether they came from flags or from a `test.json`.
 fn validate(test: &Test) -> Result<(), String> {
-    workload::by_name(&test.workload).map_err(|e| format!("--workload: {e}"))?;
+    check_phases(&test.workload, &test.phases, test.fault_rounds.is_some())?;
     let registration = systems::by_name(&test.system).map_err(|e| format!("--system: {e}"))?;
     (registration.validate)(test).map_err(|e| e.to_string())?;
     let faults = execute::fault_sets(test).map_err(|e| format!("--nemesis: {e}"))?;
@@ -141,6 +162,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         upgrade_binary: None,
         spare_nodes: args.spare_nodes.unwrap_or(0),
         snapshot_entries: args.snapshot_entries,
+        phases: Vec::new(),
     };
     if let Some(to) = &args.to {
         if !to.is_file() {
@@ -298,13 +320,14 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// The test and the options to run it with, from flags or a `test.json`: checked, the binary
-/// found, nothing started.
-pub fn prepare(args: &RunArgs) -> anyhow::Result<(Test, Options)> {
+/// The test and the options to run it with, from flags or a `test.json`, with `phases` when
+/// given (a suite entry's): checked, the binary found, nothing started.
+pub fn prepare(args: &RunArgs, phases: &[Phase]) -> anyhow::Result<(Test, Options)> {
     let mut test = match &args.test {
         Some(path) => load(path)?,
         None => resolve(args)?,
     };
+    set_phases(&mut test, phases);
     let mut binary = binary(args, &test)?;
     if args.test.is_none() && test.scenario.as_deref() == Some("rolling-upgrade") {
         binary = upgrade_builds(args, &mut test, binary)?;
@@ -322,7 +345,7 @@ pub fn prepare(args: &RunArgs) -> anyhow::Result<(Test, Options)> {
 
 /// Runs a test from flags, or from a `test.json`.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
-    let (test, opts) = prepare(&args)?;
+    let (test, opts) = prepare(&args, &[])?;
     let dir = execute::run_test(test, &opts)?;
     let results = super::report::write_all(&dir).context("analysing the run")?;
     print_outcome(&dir, &results);

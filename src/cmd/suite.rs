@@ -12,6 +12,7 @@ use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use clap::Parser as _;
 use ordeal_checker::Verdict;
+use ordeal_history::Phase;
 use ordeal_reports::junit::{self, Case};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +48,9 @@ struct Entry {
     #[serde(default = "one_seed")]
     seeds: Vec<u64>,
     expect: Expect,
+    /// The phases every case of the entry runs (default: one main phase of `--time-limit`).
+    #[serde(default, rename = "phase")]
+    phases: Vec<Phase>,
 }
 
 fn one_seed() -> Vec<u64> {
@@ -79,6 +83,9 @@ pub(super) struct CaseState {
     /// The seed, so that runs of one configuration can be grouped.
     #[serde(default)]
     pub(super) seed: u64,
+    /// The entry's phases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    phases: Vec<Phase>,
 }
 
 impl CaseState {
@@ -170,6 +177,7 @@ fn expand(file: &SuiteFile, quick: bool, extra: &[String]) -> Vec<CaseState> {
                     run_dir: None,
                     elapsed_s: 0.0,
                     seed: *seed,
+                    phases: entry.phases.clone(),
                 });
             }
         }
@@ -193,7 +201,7 @@ fn run_args(case: &CaseState, store: &Path) -> anyhow::Result<RunArgs> {
 fn run_case(case: &mut CaseState, store: &Path) -> bool {
     let started = Instant::now();
     let outcome = run_args(case, store)
-        .and_then(|args| super::run::prepare(&args))
+        .and_then(|args| super::run::prepare(&args, &case.phases))
         .and_then(|(test, opts)| execute::run_test(test, &opts))
         .and_then(|dir| Ok((super::report::write_all(&dir).context("analysing the run")?, dir)));
     match outcome {
@@ -265,7 +273,11 @@ pub fn suite(args: SuiteArgs) -> anyhow::Result<Outcome> {
 /// state in `dir` after each. An interrupted run stops the suite with how to resume it.
 pub(super) fn run_all(dir: &Path, state: &mut SuiteState, store: &Path) -> anyhow::Result<()> {
     for case in &state.cases {
-        run_args(case, store)?; // every case's flags parse before anything runs
+        // Every case's flags and phases are checked before anything runs.
+        let args = run_args(case, store)?;
+        let rounds = args.fault_rounds.is_some() || args.scenario.is_some();
+        super::run::check_phases(&args.workload, &case.phases, rounds)
+            .map_err(|e| bad(format!("entry {:?}: {e}", case.config)))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     save(dir, state)?;

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use ordeal_faults::{Compose, NodeView, System, SystemError};
 use ordeal_workloads::client::NoopClients;
+use ordeal_workloads::phases::PlanPhase;
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
 use ordeal_workloads::workload;
@@ -53,7 +54,8 @@ async fn main() {
         for _ in 0..runs {
             let path = dir.path().join("history.jsonl");
             let recorder = Arc::new(Recorder::create(&path).expect("history file"));
-            let plan = Plan { concurrency, rate: 0.0, time_limit: Duration::from_secs(secs), ..Plan::default() };
+            let plan =
+                Plan { concurrency, phases: vec![PlanPhase::main(Duration::from_secs(secs), 0.0)], ..Plan::default() };
             let clients = Arc::new(NoopClients);
             let (_tx, interrupt) = tokio::sync::watch::channel(false);
             let t = Instant::now();

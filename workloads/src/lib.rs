@@ -4,6 +4,8 @@
 //!   writes and its checkers, found by name;
 //! * [`generator`]: pure op schedules: every random choice comes from a seeded RNG the runner
 //!   passes in;
+//! * [`phases`]: a test's phases checked against the workload's op kinds, as the runner drives
+//!   them;
 //! * [`client`]: turns an invocation into a completion against the broker, telling `ok` from a
 //!   definite `fail` from an indeterminate `info`;
 //! * [`recorder`]: assigns index and time and streams every op to `history.jsonl`, flushed;
@@ -14,6 +16,7 @@
 
 pub mod client;
 pub mod generator;
+pub mod phases;
 pub mod recorder;
 pub mod runner;
 pub mod systems;

@@ -1,21 +1,24 @@
 //! The interpreter: runs a test's phases against a live cluster.
 //!
-//! 1. **main**: `concurrency` client workers draw ops from the generator under a total rate
-//!    limit until the time limit; the nemesis starts a fault every `nemesis_interval`, holds it
-//!    for `fault_duration`, and heals it; a sampler records every node's status;
+//! 1. **the phases**, in order: `concurrency` client workers draw ops from the generator, with
+//!    the phase's op mix, under the phase's total rate limit, until the phase's end; in a
+//!    **main** phase the nemesis starts a fault every `nemesis_interval`, holds it for
+//!    `fault_duration`, and heals it; a **heal** phase begins by healing every fault; a
+//!    **final-reads** phase only reads. A sampler records every node's status throughout;
 //! 2. **heal**: every fault is repaired and the run waits until the cluster is healthy;
 //! 3. **final**: the generator's final reads, through a fresh client process.
 //!
-//! An interrupt (Ctrl-C) ends the main phase at once and skips the final reads; healing still
+//! An interrupt (Ctrl-C) ends the phases at once and skips the final reads; healing still
 //! happens. A process whose op completed `info` retires; a fresh process id takes its slot.
 
 use crate::client::{ClientFactory, Completion};
 use crate::generator::Generator;
+use crate::phases::{Mix, PlanPhase};
 use crate::recorder::{Counts, Recorder};
 use indicatif::{ProgressBar, ProgressStyle};
 use ordeal_faults::system::{self, System};
 use ordeal_faults::{FaultSet, Nemesis};
-use ordeal_history::{Op, OpType, Process};
+use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, Process};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
@@ -34,10 +37,8 @@ pub struct Plan {
     pub seed: u64,
     /// Client processes at a time.
     pub concurrency: usize,
-    /// Total client ops per second; 0 means no limit.
-    pub rate: f64,
-    /// Length of the main phase.
-    pub time_limit: Duration,
+    /// The phases, in order: their lengths, rates and op mixes.
+    pub phases: Vec<PlanPhase>,
     /// Per-op timeout.
     pub op_timeout: Duration,
     /// Faults to draw from (each a set that starts and heals together); none means no nemesis.
@@ -46,7 +47,8 @@ pub struct Plan {
     pub cycle_faults: bool,
     /// With `cycle_faults`: end the main phase once every fault has run and healed this many
     /// times (the time limit then only bounds the run, and reaching it first is a nemesis
-    /// error). Tests decide by "every fault ran", not by how many fit in a time.
+    /// error). Tests decide by "every fault ran", not by how many fit in a time. Meant for a
+    /// single main phase.
     pub fault_rounds: Option<usize>,
     /// Quiet time before each fault.
     pub nemesis_interval: Duration,
@@ -75,6 +77,8 @@ pub struct Summary {
     pub healed: Result<(), String>,
     /// Whether the final reads all completed.
     pub final_reads_complete: bool,
+    /// When each phase ran (those that began, when interrupted).
+    pub phases: Vec<PhaseSpan>,
 }
 
 impl Default for Plan {
@@ -82,8 +86,7 @@ impl Default for Plan {
         Plan {
             seed: 0,
             concurrency: 5,
-            rate: 0.0,
-            time_limit: Duration::from_secs(10),
+            phases: vec![PlanPhase::main(Duration::from_secs(10), 0.0)],
             op_timeout: Duration::from_secs(1),
             faults: Vec::new(),
             cycle_faults: false,
@@ -143,6 +146,18 @@ async fn perform(
     timeout: Duration,
 ) -> (Op, Op) {
     let invoke = recorder.record(Op::invoke(Process::Client(process), f, value.clone()));
+    (invoke, complete(recorder, client, process, f, value, timeout).await)
+}
+
+/// Performs an op whose invocation is recorded through `client`, and records its completion.
+async fn complete(
+    recorder: &Recorder,
+    client: &mut Box<dyn crate::client::Client>,
+    process: u64,
+    f: &'static str,
+    value: Value,
+    timeout: Duration,
+) -> Op {
     // The client enforces the timeout itself; this bound only guards against a client that
     // would not, and its expiry is an unknown outcome like any other.
     let c = match tokio::time::timeout(timeout + Duration::from_millis(500), client.invoke(f, &value)).await {
@@ -158,7 +173,58 @@ async fn perform(
     let mut done = Op::invoke(Process::Client(process), f, result).completed(c.kind);
     done.error = c.error;
     done.node = c.node;
-    (invoke, recorder.record(done))
+    recorder.record(done)
+}
+
+/// What every client worker shares: the schedule, and each phase's end, rate and mix.
+struct Drive {
+    generator: Mutex<(Box<dyn Generator>, ChaCha8Rng)>,
+    recorder: Arc<Recorder>,
+    clients: Arc<dyn ClientFactory>,
+    ends: Vec<Instant>,
+    limiters: Vec<Limiter>,
+    mixes: Vec<Option<Mix>>,
+    concurrency: u64,
+    timeout: Duration,
+}
+
+/// One client slot through the phases: draws each op with the current phase's mix, under its
+/// rate, until the last phase ends (`phase` passes the number of phases) or an interrupt.
+async fn worker(drive: Arc<Drive>, slot: u64, mut phase: watch::Receiver<usize>, interrupt: watch::Receiver<bool>) {
+    let mut process = slot;
+    let mut client = drive.clients.open(process);
+    loop {
+        let i = *phase.borrow();
+        if i >= drive.ends.len() || *interrupt.borrow() {
+            break;
+        }
+        if drive.limiters[i].acquire(drive.ends[i]).await.is_none() {
+            // No slot left in this phase: wait for the next one.
+            if phase.wait_for(|p| *p != i).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let (f, value, invoke) = {
+            // Held while the op is drawn and its invocation recorded: the phase switch waits
+            // for it, so an op's invocation time falls in the phase whose mix it was drawn from.
+            let current = phase.borrow();
+            if *current != i {
+                continue;
+            }
+            let mut g = lock(&drive.generator);
+            let (schedule, rng) = &mut *g;
+            let (f, value) = schedule.op(rng, drive.mixes[i].as_ref());
+            let invoke = drive.recorder.record(Op::invoke(Process::Client(process), f, value.clone()));
+            (f, value, invoke)
+        };
+        let done = complete(&drive.recorder, &mut client, process, f, value, drive.timeout).await;
+        lock(&drive.generator).0.update(&invoke, &done);
+        if done.kind == OpType::Info {
+            process += drive.concurrency;
+            client = drive.clients.open(process);
+        }
+    }
 }
 
 /// Runs the test. The cluster must be set up; it is healed but not torn down.
@@ -173,69 +239,54 @@ pub async fn run(
     interrupt: watch::Receiver<bool>,
 ) -> Summary {
     let started = Instant::now();
-    let deadline = started + plan.time_limit;
-    let generator: Shared<(Box<dyn Generator>, ChaCha8Rng)> =
-        Arc::new(Mutex::new((generator, ChaCha8Rng::seed_from_u64(plan.seed))));
-    let limiter = Arc::new(Limiter::new(plan.rate));
+    let first_start = recorder.now();
+    let ends: Vec<Instant> = plan
+        .phases
+        .iter()
+        .scan(started, |end, p| {
+            *end += p.duration;
+            Some(*end)
+        })
+        .collect();
+    let time_limit = ends.last().map_or(Duration::ZERO, |e| e.duration_since(started));
+    let drive = Arc::new(Drive {
+        generator: Mutex::new((generator, ChaCha8Rng::seed_from_u64(plan.seed))),
+        recorder: recorder.clone(),
+        clients: clients.clone(),
+        limiters: plan.phases.iter().map(|p| Limiter::new(p.rate)).collect(),
+        mixes: plan.phases.iter().map(|p| p.mix.clone()).collect(),
+        ends: ends.clone(),
+        concurrency: plan.concurrency as u64,
+        timeout: plan.op_timeout,
+    });
     let fault_now: Shared<String> = Arc::new(Mutex::new(String::new()));
     let (stop_tx, stop) = watch::channel(false);
-    // Set by the nemesis when its fault rounds are done: the main phase ends.
-    let (rounds_tx, rounds_done) = watch::channel(false);
+    let (phase_tx, phase) = watch::channel(0usize);
 
-    // Main phase: workers, nemesis, sampler, progress.
-    let mut workers = Vec::new();
-    for slot in 0..plan.concurrency {
-        let (generator, limiter, recorder, clients, stop, interrupt, rounds_done) = (
-            generator.clone(),
-            limiter.clone(),
-            recorder.clone(),
-            clients.clone(),
-            stop.clone(),
-            interrupt.clone(),
-            rounds_done.clone(),
-        );
-        let (concurrency, timeout) = (plan.concurrency as u64, plan.op_timeout);
-        workers.push(tokio::spawn(async move {
-            let mut process = slot as u64;
-            let mut client = clients.open(process);
-            while Instant::now() < deadline && !*interrupt.borrow() && !*stop.borrow() && !*rounds_done.borrow() {
-                if limiter.acquire(deadline).await.is_none() {
-                    break;
-                }
-                let (f, value) = {
-                    let mut g = lock(&generator);
-                    let (schedule, rng) = &mut *g;
-                    schedule.op(rng)
-                };
-                let (invoke, done) = perform(&recorder, &mut client, process, f, value, timeout).await;
-                lock(&generator).0.update(&invoke, &done);
-                if done.kind == OpType::Info {
-                    process += concurrency;
-                    client = clients.open(process);
-                }
-            }
-        }));
-    }
-    let nemesis_task = tokio::spawn(nemesis_loop(
+    // The phases: workers, nemesis, sampler, progress.
+    let workers: Vec<_> = (0..plan.concurrency as u64)
+        .map(|slot| tokio::spawn(worker(drive.clone(), slot, phase.clone(), interrupt.clone())))
+        .collect();
+    let phases_task = tokio::spawn(drive_phases(
         plan.clone(),
         nemesis,
         recorder.clone(),
         fault_now.clone(),
-        deadline,
+        (ends, first_start),
         interrupt.clone(),
-        rounds_tx,
+        phase_tx,
     ));
     let sampler = plan.status_log.clone().map(|path| {
         tokio::spawn(sample_statuses(system.clone(), path, plan.status_interval, recorder.clone(), stop.clone()))
     });
-    let progress = plan.progress.then(|| {
-        tokio::spawn(show_progress(recorder.clone(), fault_now.clone(), started, plan.time_limit, stop.clone()))
-    });
+    let progress = plan
+        .progress
+        .then(|| tokio::spawn(show_progress(recorder.clone(), fault_now.clone(), started, time_limit, stop.clone())));
 
     for w in workers {
         let _ = w.await;
     }
-    let (mut nemesis, nemesis_errors) = match nemesis_task.await {
+    let (mut nemesis, nemesis_errors, phases) = match phases_task.await {
         Ok(x) => x,
         Err(e) => {
             return Summary {
@@ -244,6 +295,7 @@ pub async fn run(
                 nemesis_errors: vec![],
                 healed: Err(format!("the nemesis task failed: {e}")),
                 final_reads_complete: false,
+                phases: vec![],
             };
         }
     };
@@ -257,7 +309,7 @@ pub async fn run(
     let mut final_reads_complete = false;
     if !interrupted && healed.is_ok() {
         *lock(&fault_now) = "final reads".into();
-        let ops = lock(&generator).0.final_ops();
+        let ops = lock(&drive.generator).0.final_ops();
         let mut process = 10 * plan.concurrency as u64 + 1_000_000;
         let mut client = clients.open(process);
         final_reads_complete = true;
@@ -286,23 +338,75 @@ pub async fn run(
     if let Some(p) = progress {
         let _ = p.await;
     }
-    Summary { interrupted, counts: recorder.counts(), nemesis_errors, healed, final_reads_complete }
+    Summary { interrupted, counts: recorder.counts(), nemesis_errors, healed, final_reads_complete, phases }
 }
 
-/// Repairs everything and waits for a healthy cluster; recorded as a nemesis `stop` of all.
-async fn heal(
-    nemesis: &mut dyn Nemesis,
-    system: &dyn System,
-    recorder: &Recorder,
-    timeout: Duration,
-) -> Result<(), String> {
+/// Runs the phases' clock and the nemesis: faults in main phases, a heal as each heal phase
+/// begins. `phase` moves to each next phase at its end, or past the last on an interrupt.
+/// Returns the nemesis, to be healed, its errors, and when each phase ran.
+async fn drive_phases(
+    plan: Plan,
+    mut nemesis: Box<dyn Nemesis>,
+    recorder: Arc<Recorder>,
+    fault_now: Shared<String>,
+    (ends, mut start): (Vec<Instant>, u64),
+    mut interrupt: watch::Receiver<bool>,
+    phase: watch::Sender<usize>,
+) -> (Box<dyn Nemesis>, Vec<String>, Vec<PhaseSpan>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
+    let mut errors = Vec::new();
+    let mut spans = Vec::new();
+    for (i, (p, mut end)) in plan.phases.iter().zip(ends.iter().copied()).enumerate() {
+        match p.kind {
+            PhaseKind::Main => {
+                errors.extend(
+                    nemesis_loop(&plan, &mut *nemesis, &recorder, &fault_now, end, &mut interrupt, &mut rng).await,
+                );
+                // Fault rounds end the phase once they are done.
+                if plan.fault_rounds.is_some() && plan.cycle_faults {
+                    end = end.min(Instant::now());
+                }
+            }
+            PhaseKind::Heal => {
+                *lock(&fault_now) = "healing, load goes on".into();
+                errors.extend(heal_all(&mut *nemesis, &recorder).await.err().map(|e| format!("heal: {e}")));
+            }
+            PhaseKind::FinalReads => *lock(&fault_now) = "reads only".into(),
+        }
+        let interrupted = !sleep_or_stop(end, &mut interrupt).await;
+        phase.send_modify(|current| {
+            *current = if interrupted { plan.phases.len() } else { i + 1 };
+            let now = recorder.now();
+            spans.push(PhaseSpan { kind: p.kind, start, end: now, rate: p.rate });
+            start = now;
+        });
+        lock(&fault_now).clear();
+        if interrupted {
+            break;
+        }
+    }
+    (nemesis, errors, spans)
+}
+
+/// Repairs everything; recorded as a nemesis `stop` of all.
+async fn heal_all(nemesis: &mut dyn Nemesis, recorder: &Recorder) -> Result<(), String> {
     let value = json!({"fault": "all"});
     recorder.record(Op::invoke(Process::Nemesis, "stop", value.clone()));
     let result = nemesis.heal_all().await.map_err(|e| e.to_string());
     let mut done = Op::invoke(Process::Nemesis, "stop", value).completed(OpType::Info);
     done.error = result.as_ref().err().cloned();
     recorder.record(done);
-    result?;
+    result
+}
+
+/// Repairs everything and waits for a healthy cluster.
+async fn heal(
+    nemesis: &mut dyn Nemesis,
+    system: &dyn System,
+    recorder: &Recorder,
+    timeout: Duration,
+) -> Result<(), String> {
+    heal_all(nemesis, recorder).await?;
     system::wait_healthy(system, timeout).await.map_err(|e| e.to_string())
 }
 
@@ -315,54 +419,52 @@ async fn sleep_or_stop(until: Instant, interrupt: &mut watch::Receiver<bool>) ->
     !interrupted && !*interrupt.borrow()
 }
 
-/// Starts and stops faults until the deadline. Returns the nemesis, to be healed, and errors.
+/// Starts and stops faults until the deadline, or until the fault rounds are done. Returns the
+/// errors.
 async fn nemesis_loop(
-    plan: Plan,
-    mut nemesis: Box<dyn Nemesis>,
-    recorder: Arc<Recorder>,
-    fault_now: Shared<String>,
+    plan: &Plan,
+    nemesis: &mut dyn Nemesis,
+    recorder: &Recorder,
+    fault_now: &Mutex<String>,
     deadline: Instant,
-    mut interrupt: watch::Receiver<bool>,
-    rounds_done: watch::Sender<bool>,
-) -> (Box<dyn Nemesis>, Vec<String>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
+    interrupt: &mut watch::Receiver<bool>,
+    rng: &mut ChaCha8Rng,
+) -> Vec<String> {
     let mut errors = Vec::new();
     let mut turn = 0;
     let wanted = plan.fault_rounds.filter(|_| plan.cycle_faults).map(|r| r * plan.faults.len());
     loop {
         if wanted.is_some_and(|w| turn >= w) {
-            let _ = rounds_done.send(true);
             break;
         }
-        let next = if plan.cycle_faults {
-            plan.faults.get(turn % plan.faults.len().max(1))
-        } else {
-            plan.faults.choose(&mut rng)
-        };
+        let next =
+            if plan.cycle_faults { plan.faults.get(turn % plan.faults.len().max(1)) } else { plan.faults.choose(rng) };
         let Some(faults) = next.cloned() else { break };
         turn += 1;
-        if !sleep_or_stop(Instant::now() + plan.nemesis_interval, &mut interrupt).await || Instant::now() >= deadline {
+        // The quiet time is cut at the deadline: the phase ends then, not an interval later.
+        let quiet = (Instant::now() + plan.nemesis_interval).min(deadline);
+        if !sleep_or_stop(quiet, interrupt).await || Instant::now() >= deadline {
             if let Some(w) = wanted.filter(|_| !*interrupt.borrow()) {
                 errors.push(format!("the time limit came after {} of {w} faults", turn - 1));
             }
             break;
         }
         let name = faults.to_string();
-        let started = nemesis_op(&recorder, "start", &name, start_set(&mut *nemesis, &faults, &mut rng)).await;
+        let started = nemesis_op(recorder, "start", &name, start_set(nemesis, &faults, rng)).await;
         errors.extend(started.error.iter().map(|e| format!("start {name}: {e}")));
         let shown = format!("{name} {}", started.value.get("targets").map(|t| t.to_string()).unwrap_or_default());
-        *lock(&fault_now) = shown;
+        *lock(fault_now) = shown;
         let until = if wanted.is_some() {
             Instant::now() + plan.fault_duration
         } else {
             (Instant::now() + plan.fault_duration).min(deadline)
         };
-        sleep_or_stop(until, &mut interrupt).await;
-        let stopped = nemesis_op(&recorder, "stop", &name, stop_set(&mut *nemesis, &faults)).await;
+        sleep_or_stop(until, interrupt).await;
+        let stopped = nemesis_op(recorder, "stop", &name, stop_set(nemesis, &faults)).await;
         errors.extend(stopped.error.iter().map(|e| format!("stop {name}: {e}")));
-        lock(&fault_now).clear();
+        lock(fault_now).clear();
     }
-    (nemesis, errors)
+    errors
 }
 
 /// Appends every node's status to `path` at each interval until stopped.

@@ -5,6 +5,7 @@
 
 use super::{Workload, linearizable};
 use crate::generator::Generator;
+use crate::phases::{Mix, OpKind};
 use ordeal_checker::Checker;
 use ordeal_checker::checker::FinalReads;
 use ordeal_history::{Op, OpType, Test};
@@ -23,6 +24,10 @@ impl Workload for Log {
 
     fn writes(&self) -> &'static [&'static str] {
         &["append"]
+    }
+
+    fn ops(&self) -> &'static [OpKind] {
+        OPS
     }
 
     fn default_keys(&self) -> usize {
@@ -57,6 +62,14 @@ fn offsets(op: &Op) -> Option<Cow<'_, Op>> {
     Some(Cow::Owned(Op { f: f.into(), ..op.clone() }))
 }
 
+/// Appends, reads from near the end, consumer-offset commits and listings.
+const OPS: &[OpKind] = &[
+    OpKind { name: "append", weight: 55.0, read_only: false },
+    OpKind { name: "read", weight: 30.0, read_only: true },
+    OpKind { name: "commit", weight: 10.0, read_only: false },
+    OpKind { name: "list", weight: 5.0, read_only: true },
+];
+
 /// Partition logs: appends of unique values, reads from near the end, and consumer-offset
 /// commits and listings, over a few partitions.
 pub struct LogGen {
@@ -72,20 +85,20 @@ impl LogGen {
 }
 
 impl Generator for LogGen {
-    fn op(&mut self, rng: &mut ChaCha8Rng) -> (&'static str, Value) {
+    fn op(&mut self, rng: &mut ChaCha8Rng, mix: Option<&Mix>) -> (&'static str, Value) {
         let p = rng.random_range(0..self.hw.len());
-        let roll: f64 = rng.random();
-        if roll < 0.55 {
-            let value = self.next_value;
-            self.next_value += 1;
-            ("append", json!({"key": p, "value": value}))
-        } else if roll < 0.85 {
-            let back = rng.random_range(0..8u64);
-            ("read", json!({"key": p, "from": self.hw[p].saturating_sub(back)}))
-        } else if roll < 0.95 {
-            ("commit", json!({"key": p, "value": rng.random_range(0..=self.hw[p])}))
-        } else {
-            ("list", json!({"key": p}))
+        match Mix::pick(OPS, mix, rng.random()) {
+            "append" => {
+                let value = self.next_value;
+                self.next_value += 1;
+                ("append", json!({"key": p, "value": value}))
+            }
+            "read" => {
+                let back = rng.random_range(0..8u64);
+                ("read", json!({"key": p, "from": self.hw[p].saturating_sub(back)}))
+            }
+            "commit" => ("commit", json!({"key": p, "value": rng.random_range(0..=self.hw[p])})),
+            _ => ("list", json!({"key": p})),
         }
     }
 

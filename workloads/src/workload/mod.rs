@@ -8,6 +8,7 @@ mod noop;
 mod register;
 
 use crate::generator::Generator;
+use crate::phases::OpKind;
 use ordeal_checker::checker::{Checker, Linearizable, Select};
 use ordeal_checker::linear::Options;
 use ordeal_history::Test;
@@ -19,6 +20,8 @@ pub trait Workload: Sync {
     fn name(&self) -> &'static str;
     /// The write-like operations whose first acknowledgement after a fault ends its write gap.
     fn writes(&self) -> &'static [&'static str];
+    /// The op kinds its generator makes, with their weights in its own mix.
+    fn ops(&self) -> &'static [OpKind];
     /// Keys (or partitions) in use when `--keys` is not given.
     fn default_keys(&self) -> usize;
     /// Its op schedule over `keys` keys, moving to a fresh key after `ops_per_key` ops where

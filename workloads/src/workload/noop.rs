@@ -2,6 +2,7 @@
 
 use super::Workload;
 use crate::generator::Generator;
+use crate::phases::{Mix, OpKind};
 use ordeal_checker::Checker;
 use ordeal_history::Test;
 use rand_chacha::ChaCha8Rng;
@@ -17,6 +18,10 @@ impl Workload for Noop {
 
     fn writes(&self) -> &'static [&'static str] {
         &["write"]
+    }
+
+    fn ops(&self) -> &'static [OpKind] {
+        &[OpKind { name: "write", weight: 1.0, read_only: false }]
     }
 
     fn default_keys(&self) -> usize {
@@ -50,7 +55,7 @@ impl Default for NoopGen {
 }
 
 impl Generator for NoopGen {
-    fn op(&mut self, _rng: &mut ChaCha8Rng) -> (&'static str, Value) {
+    fn op(&mut self, _rng: &mut ChaCha8Rng, _mix: Option<&Mix>) -> (&'static str, Value) {
         self.0 += 1;
         ("write", json!({"key": "k0", "value": self.0}))
     }

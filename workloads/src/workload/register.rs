@@ -3,6 +3,7 @@
 
 use super::{Workload, linearizable};
 use crate::generator::Generator;
+use crate::phases::{Mix, OpKind};
 use ordeal_checker::Checker;
 use ordeal_history::{Op, OpType, Test};
 use rand::Rng;
@@ -23,6 +24,10 @@ impl Workload for Register {
         &["write", "cas"]
     }
 
+    fn ops(&self) -> &'static [OpKind] {
+        OPS
+    }
+
     fn default_keys(&self) -> usize {
         10
     }
@@ -35,6 +40,13 @@ impl Workload for Register {
         vec![linearizable("linearizability", "kv", |op| Some(Cow::Borrowed(op)))]
     }
 }
+
+/// Half reads, then writes, then compare-and-sets.
+const OPS: &[OpKind] = &[
+    OpKind { name: "read", weight: 5.0, read_only: true },
+    OpKind { name: "write", weight: 3.0, read_only: false },
+    OpKind { name: "cas", weight: 2.0, read_only: false },
+];
 
 /// Registers: reads, writes of unique values, and compare-and-sets, over a rotating set of keys.
 ///
@@ -69,7 +81,7 @@ impl RegisterGen {
 }
 
 impl Generator for RegisterGen {
-    fn op(&mut self, rng: &mut ChaCha8Rng) -> (&'static str, Value) {
+    fn op(&mut self, rng: &mut ChaCha8Rng, mix: Option<&Mix>) -> (&'static str, Value) {
         let slot = rng.random_range(0..self.active.len());
         let key = self.active[slot].0;
         self.active[slot].1 -= 1;
@@ -78,13 +90,13 @@ impl Generator for RegisterGen {
             self.next_key += 1;
         }
         let name = Self::key_name(key);
-        let roll: f64 = rng.random();
-        if roll < 0.5 {
+        let f = Mix::pick(OPS, mix, rng.random());
+        if f == "read" {
             return ("read", json!({"key": name}));
         }
         let value = self.next_value;
         self.next_value += 1;
-        if roll < 0.8 {
+        if f == "write" {
             return ("write", json!({"key": name, "value": value}));
         }
         let from = self.last_written.get(&key).copied();
@@ -121,7 +133,7 @@ mod tests {
         let run = |seed| {
             let mut g = RegisterGen::new(3, 5);
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..50).map(|_| g.op(&mut rng)).collect::<Vec<_>>()
+            (0..50).map(|_| g.op(&mut rng, None)).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -131,7 +143,7 @@ mod tests {
     fn register_keys_rotate_and_writes_are_unique() {
         let mut g = RegisterGen::new(2, 3);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let ops: Vec<_> = (0..60).map(|_| g.op(&mut rng)).collect();
+        let ops: Vec<_> = (0..60).map(|_| g.op(&mut rng, None)).collect();
         let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
         let mut written = std::collections::BTreeSet::new();
         for (f, v) in &ops {
