@@ -32,7 +32,9 @@ pub use membership::{MembershipNemesis, RunClock};
 pub use netem::{LIBFAKETIME, NetNemesis, faketime_env};
 pub use process::ProcessNemesis;
 pub use spec::{Action, FAULTS, FaultSet, FaultSpec, Groups, Shape, SpecError, Target, fault_names};
-pub use system::{GroupState, Leaders, Member, Members, Membership, NodeView, Processes, System, SystemError, Upgrade};
+pub use system::{
+    GroupState, Leaders, Member, Members, Membership, NodeView, Processes, SpareSlots, System, SystemError, Upgrade,
+};
 pub use upgrade::UpgradeNemesis;
 
 use async_trait::async_trait;

@@ -227,6 +227,32 @@ pub trait Membership: Send + Sync {
     }
 }
 
+/// Which spare slots a [`Membership`] power has handed out. Each slot is used once: a removed
+/// node's place (its directory, ports and log) is not used again.
+#[derive(Debug, Default)]
+pub struct SpareSlots(std::sync::Mutex<std::collections::BTreeSet<u64>>);
+
+impl SpareSlots {
+    fn used(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ids among `spares` not handed out yet ([`Membership::spares`]).
+    pub fn free(&self, spares: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        let used = self.used();
+        spares.into_iter().filter(|id| !used.contains(id)).collect()
+    }
+
+    /// Hands out slot `node`, or refuses one handed out already.
+    pub fn claim(&self, node: u64) -> Result<(), SystemError> {
+        if self.used().insert(node) {
+            Ok(())
+        } else {
+            Err(SystemError::Refused { node, reason: "its place was used already".into() })
+        }
+    }
+}
+
 /// A cluster's members as its leader sees them, system-neutral.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {

@@ -6,7 +6,9 @@ use crate::client::{Client, ClientFactory, Completion, NoopClients, ok};
 use async_trait::async_trait;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::supervise::Supervisor;
-use ordeal_faults::system::{self, GroupState, Leaders, Member, Members, Membership, NodeView, System, SystemError};
+use ordeal_faults::system::{
+    self, GroupState, Leaders, Member, Members, Membership, NodeView, SpareSlots, System, SystemError,
+};
 use ordeal_history::{OpType, Test};
 use ordeal_wire::certs::{ClusterCa, binary_supports_tls};
 use ordeal_wire::client::{Client as BrokerClient, ClientError, ClientOptions, Suspects};
@@ -111,8 +113,8 @@ pub struct BrokerSystem {
     spares: Vec<NodeSpec>,
     /// The nodes now in the cluster: the initial ones, plus those that joined, less those removed.
     current: Mutex<BTreeSet<u64>>,
-    /// Spares that have been used (a removed node's place is not used again).
-    used: Mutex<BTreeSet<u64>>,
+    /// The spare slots handed out.
+    used: SpareSlots,
     processes: Supervisor,
     status: Arc<BrokerClient>,
     admin: BrokerClient,
@@ -154,7 +156,7 @@ impl BrokerSystem {
             }),
         );
         let current = Mutex::new(ids.into_iter().collect());
-        BrokerSystem { spec, spares, current, used: Mutex::default(), processes, status, admin }
+        BrokerSystem { spec, spares, current, used: SpareSlots::default(), processes, status, admin }
     }
 
     fn remove_keys(&self) {
@@ -214,15 +216,12 @@ fn membership_error(node: u64, e: ClientError) -> SystemError {
 #[async_trait]
 impl Membership for BrokerSystem {
     fn spares(&self) -> Vec<u64> {
-        let used = lock(&self.used);
-        self.spares.iter().map(|n| n.id).filter(|id| !used.contains(id)).collect()
+        self.used.free(self.spares.iter().map(|n| n.id))
     }
 
     async fn add_learner(&self, node: u64) -> Result<(), SystemError> {
         let address = self.spare(node)?.addr.to_string();
-        if !lock(&self.used).insert(node) {
-            return Err(SystemError::Refused { node, reason: "its place was used already".into() });
-        }
+        self.used.claim(node)?;
         self.processes.add(node, &self.spec.binary);
         self.processes.start(node)?;
         self.answers(node).await?;

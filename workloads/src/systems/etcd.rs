@@ -13,7 +13,9 @@ use crate::client::{Client, ClientFactory, Completion, NoopClients, ok};
 use async_trait::async_trait;
 use ordeal_faults::layout::Layout;
 use ordeal_faults::supervise::Supervisor;
-use ordeal_faults::system::{self, GroupState, Leaders, Members, Membership, NodeView, System, SystemError};
+use ordeal_faults::system::{
+    self, GroupState, Leaders, Members, Membership, NodeView, SpareSlots, System, SystemError,
+};
 use ordeal_history::{OpType, Test};
 use ordeal_wire::launch::Launch;
 use serde_json::{Value, json};
@@ -221,8 +223,8 @@ pub struct EtcdSystem {
     spares: Vec<Member>,
     /// The members now: the initial ones, plus those that joined, less those removed.
     current: Mutex<BTreeSet<u64>>,
-    /// Spares that have been used (a removed member's place is not used again).
-    used: Mutex<BTreeSet<u64>>,
+    /// The spare slots handed out.
+    used: SpareSlots,
     /// Each joined member's `--initial-cluster`, as etcd's MemberAdd answered it.
     joined: Arc<Mutex<BTreeMap<u64, String>>>,
     binary: PathBuf,
@@ -267,7 +269,7 @@ impl EtcdSystem {
         let endpoints = members.iter().chain(&spares).map(|m| (m.id, m.client_url.clone())).collect();
         EtcdSystem {
             current: Mutex::new(ids.into_iter().collect()),
-            used: Mutex::default(),
+            used: SpareSlots::default(),
             joined,
             binary,
             members,
@@ -522,17 +524,14 @@ impl System for EtcdSystem {
 #[async_trait]
 impl Membership for EtcdSystem {
     fn spares(&self) -> Vec<u64> {
-        let used = lock(&self.used);
-        self.spares.iter().map(|m| m.id).filter(|id| !used.contains(id)).collect()
+        self.used.free(self.spares.iter().map(|m| m.id))
     }
 
     /// etcd's way: MemberAdd (as a learner) first, then the member starts with the cluster
     /// MemberAdd answered as its `--initial-cluster` and `--initial-cluster-state=existing`.
     async fn add_learner(&self, node: u64) -> Result<(), SystemError> {
         let spare = self.spares.iter().find(|m| m.id == node).ok_or(SystemError::UnknownNode(node))?;
-        if !lock(&self.used).insert(node) {
-            return Err(SystemError::Refused { node, reason: "its place was used already".into() });
-        }
+        self.used.claim(node)?;
         let request = pb::MemberAddRequest { peer_ur_ls: vec![spare.peer_url.clone()], is_learner: true };
         let added = self.reconfigure(node, |mut c| {
             let request = request.clone();
