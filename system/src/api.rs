@@ -16,6 +16,7 @@ use crate::pb::cmd::{self, Command, command::Kind};
 use crate::seeded;
 use crate::shard;
 use crate::storage::StorageError;
+use crate::version::Feature;
 use rocksdb::DB;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -160,6 +161,65 @@ fn validate_record(config: &NodeConfig, key: &[u8], value: &[u8]) -> Result<(), 
     Ok(())
 }
 
+/// Checks a produce and makes its command; returns the group it belongs to.
+fn produce_command(state: &NodeState, r: ProduceRequest) -> Result<(u32, cmd::Produce), BrokerError> {
+    validate_name("topic", &r.topic)?;
+    validate_partition(r.partition)?;
+    validate_record(&state.config, &r.key, &r.value)?;
+    let group = shard::group_of_partition(&r.topic, r.partition, state.group_count());
+    let produce = cmd::Produce {
+        topic: r.topic,
+        partition: r.partition,
+        key: r.key,
+        value: r.value,
+        producer_id: r.producer_id,
+        sequence: r.sequence,
+        timestamp_ms: now_ms(),
+        assigned_offset: None,
+    };
+    Ok((group, produce))
+}
+
+/// The most records one produce batch may carry.
+pub const MAX_BATCH_RECORDS: usize = 1024;
+
+/// A produce batch's valid records (with their positions) and their group (none when no record
+/// is valid), and a result for each position in which the invalid records' refusals are already
+/// set. Refuses the whole batch when it is empty, too long, or spans groups.
+fn batch_commands(
+    state: &NodeState,
+    records: Vec<ProduceRequest>,
+) -> Result<(Option<u32>, Vec<ProduceResult>, Vec<(usize, cmd::Produce)>), BrokerError> {
+    if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
+        let n = records.len();
+        return Err(BrokerError::InvalidArgument(format!("a batch holds 1 to {MAX_BATCH_RECORDS} records, not {n}")));
+    }
+    let mut results = vec![ProduceResult::default(); records.len()];
+    let mut produces = Vec::with_capacity(records.len());
+    let mut group = None;
+    for (i, r) in records.into_iter().enumerate() {
+        if r.producer_id == 0 {
+            results[i] = refused(BrokerError::InvalidArgument("a batched record needs a producer id".into()));
+            continue;
+        }
+        match produce_command(state, r) {
+            Ok((g, _)) if group.is_some_and(|first| first != g) => {
+                return Err(BrokerError::InvalidArgument("the records of a batch span raft groups".into()));
+            }
+            Ok((g, p)) => {
+                group = Some(g);
+                produces.push((i, p));
+            }
+            Err(e) => results[i] = refused(e),
+        }
+    }
+    Ok((group, results, produces))
+}
+
+fn refused(e: BrokerError) -> ProduceResult {
+    ProduceResult { offset: 0, duplicate: false, error: Some(e.to_detail()) }
+}
+
 fn storage_failure(e: StorageError) -> Status {
     tracing::error!("read failed: {e}");
     Status::internal(format!("storage: {e}"))
@@ -182,25 +242,44 @@ pub struct BrokerService(pub Arc<NodeState>);
 #[tonic::async_trait]
 impl Broker for BrokerService {
     async fn produce(&self, request: GrpcRequest<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
-        let r = request.into_inner();
-        validate_name("topic", &r.topic)?;
-        validate_partition(r.partition)?;
-        validate_record(&self.0.config, &r.key, &r.value)?;
-        let group = shard::group_of_partition(&r.topic, r.partition, self.0.group_count());
-        let kind = Kind::Produce(cmd::Produce {
-            topic: r.topic,
-            partition: r.partition,
-            key: r.key,
-            value: r.value,
-            producer_id: r.producer_id,
-            sequence: r.sequence,
-            timestamp_ms: now_ms(),
-            assigned_offset: None,
-        });
-        match self.0.propose(group, kind).await? {
+        let (group, produce) = produce_command(&self.0, request.into_inner())?;
+        match self.0.propose(group, Kind::Produce(produce)).await? {
             Applied::Produced { offset, duplicate } => Ok(Response::new(ProduceResponse { offset, duplicate })),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn produce_batch(
+        &self,
+        request: GrpcRequest<ProduceBatchRequest>,
+    ) -> Result<Response<ProduceBatchResponse>, Status> {
+        // What an older release says, since it has no such call: the client then sends the
+        // records one by one. Likewise until the group's cluster version has the feature, so
+        // that no member ever meets an entry it cannot read.
+        if !Feature::ProduceBatch.in_release(&self.0.config.release) {
+            return Err(Status::unimplemented("produce batches need release 3"));
+        }
+        let (group, mut results, produces) = batch_commands(&self.0, request.into_inner().records)?;
+        let Some(group) = group else {
+            return Ok(Response::new(ProduceBatchResponse { results }));
+        };
+        let cluster = self.0.group(group)?.cluster_version();
+        if !Feature::ProduceBatch.on(cluster) {
+            return Err(Status::unimplemented(format!("group {group} is at cluster version {cluster}, below 3")));
+        }
+        let (positions, records): (Vec<usize>, Vec<cmd::Produce>) = produces.into_iter().unzip();
+        let applied = match self.0.propose(group, Kind::ProduceBatch(cmd::ProduceBatch { records })).await? {
+            Applied::Batch(applied) if applied.len() == positions.len() => applied,
+            other => return Err(unexpected(other)),
+        };
+        for (i, a) in positions.into_iter().zip(applied) {
+            results[i] = match a {
+                Applied::Produced { offset, duplicate } => ProduceResult { offset, duplicate, error: None },
+                Applied::Rejected(why) => refused(BrokerError::InvalidArgument(why)),
+                other => return Err(unexpected(other)),
+            };
+        }
+        Ok(Response::new(ProduceBatchResponse { results }))
     }
 
     async fn fetch(&self, request: GrpcRequest<FetchRequest>) -> Result<Response<FetchResponse>, Status> {

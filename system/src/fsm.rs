@@ -36,6 +36,9 @@ pub enum Applied {
         /// Whether this (producer, sequence) had already landed.
         duplicate: bool,
     },
+    /// A batch of produces (`ProduceBatch`): one [`Applied::Produced`] or [`Applied::Rejected`]
+    /// per record, in the batch's order.
+    Batch(Vec<Applied>),
     /// A put or an offset commit took effect.
     Done,
     /// A compare-and-set found another value and changed nothing.
@@ -168,6 +171,11 @@ impl StateMachine {
         }
         match &command.kind {
             Some(Kind::Produce(p)) => self.produce(batch, p),
+            // Record by record, each de-duplicated on its own: a retried batch, or a record of it
+            // retried alone, lands once, whatever else the retry carries.
+            Some(Kind::ProduceBatch(b)) => {
+                b.records.iter().map(|p| self.produce(batch, p)).collect::<Result<_, _>>().map(Applied::Batch)
+            }
             Some(Kind::CommitOffsets(c)) => {
                 put_consumer_offsets(batch, self.group, c);
                 Ok(Applied::Done)

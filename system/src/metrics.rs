@@ -20,6 +20,10 @@ pub struct Metrics {
     pub proposals: AtomicU64,
     /// Proposals refused or dropped.
     pub proposals_failed: AtomicU64,
+    /// Produce batches (`ProduceBatch`, one raft entry each) accepted by a leader on this node.
+    pub produce_batches: AtomicU64,
+    /// Records in those batches.
+    pub produce_batch_records: AtomicU64,
     /// Linearizable reads served.
     pub reads: AtomicU64,
     /// Batches of raft messages dropped because a peer's queue was full or its link down.
@@ -129,6 +133,18 @@ impl Metrics {
         );
         counter(&mut out, "ordeal_proposals_total", "Proposals accepted by a leader on this node.", &self.proposals);
         counter(&mut out, "ordeal_proposals_failed_total", "Proposals refused or dropped.", &self.proposals_failed);
+        counter(
+            &mut out,
+            "ordeal_produce_batches_total",
+            "Produce batches (one raft entry each) accepted by a leader on this node.",
+            &self.produce_batches,
+        );
+        counter(
+            &mut out,
+            "ordeal_produce_batch_records_total",
+            "Records in the produce batches accepted by a leader on this node.",
+            &self.produce_batch_records,
+        );
         counter(&mut out, "ordeal_reads_total", "Linearizable reads served.", &self.reads);
         counter(
             &mut out,

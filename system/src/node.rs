@@ -15,12 +15,12 @@ use crate::fsm::{Applied, StateMachine};
 use crate::logging::raft_logger;
 use crate::membership::{self, Change, LeaderFacts, MemberProgress, MembersView};
 use crate::metrics::Metrics;
-use crate::pb::cmd::Command;
+use crate::pb::cmd::{Command, command::Kind};
 use crate::seeded::Seeded;
 use crate::snapshot;
 use crate::storage::{RaftStorage, StorageError};
 use crate::transport::Transport;
-use crate::version;
+use crate::version::{self, Feature};
 use crate::vet;
 pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
@@ -126,6 +126,11 @@ impl GroupHandle {
             TrySendError::Full(_) => BrokerError::Overloaded,
             TrySendError::Disconnected(_) => BrokerError::ShuttingDown,
         })
+    }
+
+    /// The group's cluster version as last published: never ahead of the state machine's.
+    pub fn cluster_version(&self) -> u32 {
+        self.view.borrow().cluster_version
     }
 
     /// The latest published view.
@@ -518,6 +523,17 @@ impl Group {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        let batch_records = match &command.kind {
+            Some(Kind::ProduceBatch(b)) => Some(b.records.len() as u64),
+            _ => None,
+        };
+        // The API only sends a batch once the gate is on (its view never runs ahead of the state
+        // machine); a batch below it would stop the members that cannot read it.
+        if batch_records.is_some() && !Feature::ProduceBatch.on(self.sm.cluster_version()) {
+            let why = format!("cluster version {} has no produce batches", self.sm.cluster_version());
+            let _ = reply.send(Err(BrokerError::ProposalDropped(why)));
+            return;
+        }
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         command.request_id = request_id;
@@ -539,6 +555,10 @@ impl Group {
         }
         let index = self.node.raft.raft_log.last_index();
         self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
+        if let Some(records) = batch_records {
+            self.metrics.produce_batches.fetch_add(1, Ordering::Relaxed);
+            self.metrics.produce_batch_records.fetch_add(records, Ordering::Relaxed);
+        }
         self.pending_by_index.insert(index, request_id);
         self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early });
     }
@@ -579,8 +599,7 @@ impl Group {
         if target <= self.sm.cluster_version() {
             return;
         }
-        let kind =
-            crate::pb::cmd::command::Kind::SetClusterVersion(crate::pb::cmd::SetClusterVersion { version: target });
+        let kind = Kind::SetClusterVersion(crate::pb::cmd::SetClusterVersion { version: target });
         let command =
             Command { version: version::command_format(target), request_id: 0, proposer: self.id, kind: Some(kind) };
         match self.node.propose(vec![], command.encode_to_vec()) {

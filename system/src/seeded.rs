@@ -82,8 +82,16 @@ impl Seeded {
             .entries(log.applied + 1, None, GetEntriesContext::empty(false))
             .map_err(|e| StorageError::Corrupt { key: "unapplied log entries".into(), what: e.to_string() })?;
         for e in unapplied.iter().filter(|e| e.get_entry_type() == EntryType::EntryNormal) {
-            if let Ok(Command { kind: Some(Kind::Produce(p)), .. }) = Command::decode(&e.data[..]) {
-                self.assign_offset(&p, sm)?;
+            match Command::decode(&e.data[..]) {
+                Ok(Command { kind: Some(Kind::Produce(p)), .. }) => {
+                    self.assign_offset(&p, sm)?;
+                }
+                Ok(Command { kind: Some(Kind::ProduceBatch(b)), .. }) => {
+                    for p in &b.records {
+                        self.assign_offset(p, sm)?;
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -101,17 +109,25 @@ impl Seeded {
             return Ok(None);
         }
         let early = match &mut command.kind {
-            Some(Kind::Produce(p)) => {
-                let offset = self.assign_offset(p, sm)?;
-                if self.offset_before_commit {
-                    p.assigned_offset = Some(offset);
-                }
-                Some(Applied::Produced { offset, duplicate: false })
+            Some(Kind::Produce(p)) => Some(self.stamp(p, sm)?),
+            Some(Kind::ProduceBatch(b)) => {
+                let stamped = b.records.iter_mut().map(|p| self.stamp(p, sm));
+                Some(Applied::Batch(stamped.collect::<Result<_, _>>()?))
             }
             Some(Kind::Put(_) | Kind::CommitOffsets(_)) => Some(Applied::Done),
             Some(Kind::Cas(_) | Kind::SetClusterVersion(_)) | None => None,
         };
         Ok(early.filter(|_| self.ack_before_commit))
+    }
+
+    /// Assigns a produce its offset as this leader counts (and stamps it, with
+    /// `offset-before-commit`); returns the reply `ack-before-commit` sends.
+    fn stamp(&mut self, p: &mut cmd::Produce, sm: &mut StateMachine) -> Result<Applied, StorageError> {
+        let offset = self.assign_offset(p, sm)?;
+        if self.offset_before_commit {
+            p.assigned_offset = Some(offset);
+        }
+        Ok(Applied::Produced { offset, duplicate: false })
     }
 
     fn assign_offset(&mut self, p: &cmd::Produce, sm: &mut StateMachine) -> Result<u64, StorageError> {

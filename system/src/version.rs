@@ -21,7 +21,7 @@
 //! upgrade from the previous release is testable with one binary.
 
 /// This build's release.
-pub const RELEASE: u32 = 2;
+pub const RELEASE: u32 = 3;
 
 /// What one release reads, writes and speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,21 +40,57 @@ pub struct Release {
     pub snapshot_max: u32,
 }
 
-/// Every release this build can be: itself and its predecessor.
+/// Every release this build can be: itself and its predecessors.
 ///
 /// Release 1 speaks wire version 1 only and reads storage, command and snapshot format 1.
 /// Release 2 adds the peer envelope's `release` field (wire 2), stored records with a checksum
 /// (storage 2), the `SetClusterVersion` command (command 2) and snapshots streamed as one SST
 /// file (snapshot 2), the last three behind the cluster version.
-pub const RELEASES: [Release; 2] = [
+/// Release 3 adds the `ProduceBatch` client call and command (command 3, [`Feature::ProduceBatch`]).
+pub const RELEASES: [Release; 3] = [
     Release { release: 1, wire_min: 1, wire_max: 1, storage_max: 1, command_max: 1, snapshot_max: 1 },
     Release { release: 2, wire_min: 1, wire_max: 2, storage_max: 2, command_max: 2, snapshot_max: 2 },
+    Release { release: 3, wire_min: 1, wire_max: 2, storage_max: 2, command_max: 3, snapshot_max: 2 },
 ];
+
+/// A named feature that a release brings and the cluster version switches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Several idempotent produces in one raft entry (`ProduceBatch`, command format 3): one
+    /// proposal, one log entry and one reply for records that would otherwise take one each.
+    /// Below it a leader proposes one entry per record, and a node that does not have it (its
+    /// release is older) answers the client call UNIMPLEMENTED.
+    ProduceBatch,
+}
+
+impl Feature {
+    /// The release (and cluster version) that brings the feature.
+    pub fn since(self) -> u32 {
+        match self {
+            Feature::ProduceBatch => 3,
+        }
+    }
+
+    /// Whether the feature is on at cluster version `cluster`.
+    ///
+    /// ```
+    /// use ordeal_system::version::Feature;
+    /// assert!(!Feature::ProduceBatch.on(2) && Feature::ProduceBatch.on(3));
+    /// ```
+    pub fn on(self, cluster: u32) -> bool {
+        cluster >= self.since()
+    }
+
+    /// Whether release `release` has the feature (serves its client call, reads its command).
+    pub fn in_release(self, release: &Release) -> bool {
+        release.release >= self.since()
+    }
+}
 
 /// The version string of `ordeal-broker --version`.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (release 2; wire 1-2; storage 1-2; commands 1-2; snapshots 1-2; emulates release 1)"
+    " (release 3; wire 1-2; storage 1-2; commands 1-3; snapshots 1-2; emulates releases 1-2)"
 );
 
 impl Release {
@@ -68,7 +104,7 @@ impl Release {
     /// ```
     /// use ordeal_system::version::Release;
     /// assert_eq!(Release::emulate(1).unwrap().wire_max, 1);
-    /// assert!(Release::emulate(0).is_err() && Release::emulate(3).is_err());
+    /// assert!(Release::emulate(0).is_err() && Release::emulate(4).is_err());
     /// ```
     pub fn emulate(n: u32) -> Result<Release, String> {
         RELEASES.iter().find(|r| r.release == n).copied().ok_or_else(|| {
@@ -84,7 +120,7 @@ pub fn storage_format(cluster: u32) -> u32 {
 
 /// The command format proposed under cluster version `cluster`.
 pub fn command_format(cluster: u32) -> u32 {
-    cluster.clamp(1, 2)
+    cluster.clamp(1, 3)
 }
 
 /// The snapshot stream format a leader sends under cluster version `cluster`: 1 streams the
@@ -139,8 +175,15 @@ mod tests {
         let c = Release::current();
         assert_eq!(c.release, RELEASE);
         let expect = format!(
-            "release {}; wire {}-{}; storage 1-{}; commands 1-{}; snapshots 1-{}; emulates release {}",
-            c.release, c.wire_min, c.wire_max, c.storage_max, c.command_max, c.snapshot_max, RELEASES[0].release
+            "release {}; wire {}-{}; storage 1-{}; commands 1-{}; snapshots 1-{}; emulates releases {}-{}",
+            c.release,
+            c.wire_min,
+            c.wire_max,
+            c.storage_max,
+            c.command_max,
+            c.snapshot_max,
+            RELEASES[0].release,
+            RELEASES[RELEASES.len() - 2].release
         );
         assert!(LONG_VERSION.contains(&expect), "{LONG_VERSION} vs {expect}");
     }

@@ -6,6 +6,7 @@ mod common;
 
 use common::{Cluster, wait_for};
 use ordeal_system::client::Client;
+use ordeal_system::version::RELEASE;
 use std::time::Duration;
 
 const EMULATE: &str = "ORDEAL_BROKER_EMULATE_VERSION";
@@ -52,12 +53,12 @@ async fn the_cluster_version_waits_for_the_last_member_and_an_old_node_cannot_co
     }
     let s = client.status(3).await.unwrap();
     assert_eq!((s.release, s.wire_version, s.storage_version_max), (1, 1, 1));
-    // Node 3 moves to release 2: the gate flips everywhere.
+    // Node 3 moves to this release: the gate flips everywhere.
     cluster.procs.get_mut(&3).unwrap().terminate(Duration::from_secs(5)).unwrap();
     emulate(&mut cluster, 3, None);
     cluster.restart(3);
-    wait_for(Duration::from_secs(20), "cluster version 2 on every node", || async {
-        versions(&cluster, &client).await.filter(|v| v.iter().all(|(r, cv)| (*r, *cv) == (2, 2)))
+    wait_for(Duration::from_secs(20), "this release's cluster version on every node", || async {
+        versions(&cluster, &client).await.filter(|v| v.iter().all(|(r, cv)| (*r, *cv) == (RELEASE, RELEASE)))
     })
     .await;
     client.put(b"k", b"2").await.unwrap();
@@ -85,7 +86,7 @@ async fn an_early_gate_stops_the_old_node_with_the_reason() {
         spec.bugs = vec![ordeal_system::config::Bug::EarlyFeature];
     });
     let client = cluster.client();
-    // Whoever leads first among the release-2 nodes switches version 2 on; node 3 then meets a
+    // Whoever leads first among this release's nodes switches its version on; node 3 then meets a
     // command it cannot read, and stops rather than skipping it.
     let process = cluster.procs.get_mut(&3).unwrap();
     let status = wait_for(Duration::from_secs(30), "the release-1 node to stop", || {
@@ -93,7 +94,7 @@ async fn an_early_gate_stops_the_old_node_with_the_reason() {
         let client = &client;
         async move {
             if exited.is_none() && client.status(3).await.is_ok_and(|s| s.groups[0].is_leader) {
-                // Release 1's gate has nothing newer to switch on: a release-2 node must lead.
+                // Release 1's gate has nothing newer to switch on: a newer node must lead.
                 let _ = client.transfer_leader(3, 0, 1).await;
             }
             exited
@@ -102,7 +103,7 @@ async fn an_early_gate_stops_the_old_node_with_the_reason() {
     .await;
     assert_eq!(status.code(), Some(70), "{status}");
     let log = log_of(&cluster, 3);
-    assert!(log.contains("holds a command of format 2; this build reads up to 1"), "{log}");
+    assert!(log.contains(&format!("holds a command of format {RELEASE}; this build reads up to 1")), "{log}");
     cluster.procs.remove(&3);
     cluster.leader(&client).await;
     client.put(b"after", b"1").await.unwrap();

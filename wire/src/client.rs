@@ -29,7 +29,7 @@ use crate::pb::broker::*;
 use crate::shard;
 use crate::status::NodeStatus;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,6 +82,22 @@ pub struct ClientOptions {
     /// last known leader, as Jepsen binds each client process to a node. A correct node that
     /// does not lead answers with a hint; a node that serves reads it should not is caught.
     pub reads_at_home: bool,
+    /// Whether concurrent idempotent produces to one raft group share requests (see
+    /// [`Coalesce`]).
+    pub coalesce: Coalesce,
+}
+
+/// Group commit in the client: idempotent produces bound for one raft group that are issued
+/// while requests to that group are in flight wait, and go together as one `ProduceBatch` (one
+/// raft entry) when a request returns. No timer: a lone producer's produce goes at once, as it
+/// would without coalescing. Each caller still gets its own answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coalesce {
+    /// Every produce is its own request.
+    Off,
+    /// At most this many requests per group in flight; produces issued beyond them wait for
+    /// the next batch.
+    WhileInFlight(usize),
 }
 
 impl Default for ClientOptions {
@@ -93,6 +109,9 @@ impl Default for ClientOptions {
             admin_token: None,
             suspects: Arc::default(),
             reads_at_home: false,
+            // On: it changes nothing for a caller that has one produce at a time (the harness's
+            // clients), and it is what lets many producers sharing a client scale.
+            coalesce: Coalesce::WhileInFlight(1),
         }
     }
 }
@@ -111,6 +130,15 @@ pub enum ClientError {
     /// No node could be reached; nothing was sent.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The node does not serve the call (an older release, or a feature its cluster has not
+    /// switched on): definite, nothing took effect.
+    #[error("node {node}: unsupported: {message}")]
+    Unsupported {
+        /// The node that answered.
+        node: u64,
+        /// What it said.
+        message: String,
+    },
     /// The request was sent but no answer came: it may or may not have taken effect.
     #[error("node {node}: outcome unknown: {message}")]
     Indeterminate {
@@ -126,7 +154,7 @@ impl ClientError {
     pub fn is_definite(&self) -> bool {
         match self {
             ClientError::Broker { error, .. } => error.is_definite(),
-            ClientError::Unreachable(_) => true,
+            ClientError::Unreachable(_) | ClientError::Unsupported { .. } => true,
             ClientError::Indeterminate { .. } => false,
         }
     }
@@ -134,7 +162,9 @@ impl ClientError {
     /// The node involved, when one was.
     pub fn node(&self) -> Option<u64> {
         match self {
-            ClientError::Broker { node, .. } | ClientError::Indeterminate { node, .. } => Some(*node),
+            ClientError::Broker { node, .. }
+            | ClientError::Indeterminate { node, .. }
+            | ClientError::Unsupported { node, .. } => Some(*node),
             ClientError::Unreachable(_) => None,
         }
     }
@@ -161,6 +191,70 @@ enum Repeat {
     Unsafe,
 }
 
+/// How long a client sends produces one by one after a node said it has no batches.
+const BATCHES_OFF_FOR: Duration = Duration::from_secs(5);
+/// The most records and bytes the client puts in one batch (the broker takes up to 1,024
+/// records; a batch's bytes stay well below the gRPC message limit of 4 MB).
+const MAX_BATCH_RECORDS: usize = 256;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// The produces to one raft group: requests in flight, and those waiting for the next batch.
+#[derive(Default)]
+struct Lane {
+    in_flight: usize,
+    waiting: VecDeque<Waiter>,
+}
+
+/// A produce waiting in a lane, and where its turn comes.
+struct Waiter {
+    request: ProduceRequest,
+    turn: tokio::sync::oneshot::Sender<Turn>,
+}
+
+impl Waiter {
+    fn answer(self, turn: Turn) {
+        let _ = self.turn.send(turn);
+    }
+}
+
+/// What a waiting produce is told.
+enum Turn {
+    /// Send your produce with these as one batch, and answer them.
+    Lead(Vec<Waiter>),
+    /// Your produce's answer, from a batch someone else sent.
+    Done(Result<Answered<ProduceResponse>, ClientError>),
+    /// Send your produce on its own.
+    Alone,
+}
+
+/// A request slot of a lane, handed on when dropped (also when the caller gives up on its
+/// produce halfway).
+struct Slot<'a> {
+    client: &'a Client,
+    group: u32,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.client.hand_on(self.group);
+    }
+}
+
+/// One record's result in a batch, as its caller's turn: refusals that another attempt could
+/// get past (or whose outcome is unknown) send the record again on its own, safely since it is
+/// idempotent; other refusals are the caller's answer.
+fn record_turn(node: u64, r: ProduceResult) -> Turn {
+    let Some(detail) = r.error else {
+        return Turn::Done(Ok(Answered { value: ProduceResponse { offset: r.offset, duplicate: r.duplicate }, node }));
+    };
+    match BrokerError::from_detail(detail) {
+        Some(error) if error.is_definite() && !error.is_retriable() => {
+            Turn::Done(Err(ClientError::Broker { node, error }))
+        }
+        _ => Turn::Alone,
+    }
+}
+
 /// A broker client for a whole cluster. Cheap to share; every method takes `&self`.
 pub struct Client {
     nodes: Mutex<BTreeMap<u64, String>>,
@@ -169,6 +263,10 @@ pub struct Client {
     groups: tokio::sync::OnceCell<u32>,
     /// The node tried first when a group's leader is unknown.
     home: Mutex<u64>,
+    /// Produces waiting for the next batch, per raft group ([`Coalesce`]).
+    lanes: Mutex<HashMap<u32, Lane>>,
+    /// Until when batches are not tried: a node answered that it has none.
+    batches_off_until: Mutex<Option<Instant>>,
     opts: ClientOptions,
 }
 
@@ -182,6 +280,8 @@ impl Client {
             leaders: Mutex::new(HashMap::new()),
             groups: tokio::sync::OnceCell::new(),
             home: Mutex::new(home),
+            lanes: Mutex::new(HashMap::new()),
+            batches_off_until: Mutex::new(None),
             opts,
         }
     }
@@ -352,6 +452,8 @@ impl Client {
                     }
                     unknown = Some(last.clone());
                 }
+                // Another node would be no newer; the caller falls back to a call it has.
+                ClientError::Unsupported { .. } => return Err(unknown.unwrap_or(last)),
                 ClientError::Indeterminate { .. } => {
                     if repeat == Repeat::Unsafe {
                         return Err(last);
@@ -400,7 +502,9 @@ impl Client {
     }
 
     /// Appends a record. With `idempotence = Some((producer_id, sequence))` the call is retried
-    /// after unknown outcomes and lands once.
+    /// after unknown outcomes and lands once, and it may share a request with concurrent
+    /// produces to the same raft group ([`Coalesce`]). The broker de-duplicates by a producer's
+    /// last sequence only, so a producer id should have one produce in flight at a time.
     pub async fn produce(
         &self,
         topic: &str,
@@ -419,12 +523,131 @@ impl Client {
             producer_id,
             sequence,
         };
-        let repeat = if idempotence.is_some() { Repeat::Safe } else { Repeat::Unsafe };
+        match (idempotence, self.opts.coalesce) {
+            (Some(_), Coalesce::WhileInFlight(limit)) => self.produce_coalesced(group, req, limit).await,
+            (Some(_), Coalesce::Off) => self.produce_one(group, req, Repeat::Safe).await,
+            (None, _) => self.produce_one(group, req, Repeat::Unsafe).await,
+        }
+    }
+
+    async fn produce_one(
+        &self,
+        group: u32,
+        req: ProduceRequest,
+        repeat: Repeat,
+    ) -> Result<Answered<ProduceResponse>, ClientError> {
         self.call(group, repeat, |mut c| {
             let r = req.clone();
             async move { c.produce(r).await }
         })
         .await
+    }
+
+    /// Takes one of the group's `limit` request slots, or waits in its lane until a returning
+    /// request hands it a slot with the produces queued behind it, or answers it.
+    async fn produce_coalesced(
+        &self,
+        group: u32,
+        req: ProduceRequest,
+        limit: usize,
+    ) -> Result<Answered<ProduceResponse>, ClientError> {
+        let waiting = {
+            let mut lanes = lock(&self.lanes);
+            let lane = lanes.entry(group).or_default();
+            if lane.in_flight < limit {
+                lane.in_flight += 1;
+                None
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                lane.waiting.push_back(Waiter { request: req.clone(), turn: tx });
+                Some(rx)
+            }
+        };
+        let companions = match waiting {
+            None => Vec::new(),
+            Some(rx) => match rx.await {
+                Ok(Turn::Done(result)) => return result,
+                Ok(Turn::Lead(companions)) => companions,
+                // Its batch was refused as a whole or its sender went away: the record is
+                // idempotent, so sending it again on its own is safe whatever happened to it.
+                Ok(Turn::Alone) | Err(_) => return self.produce_one(group, req, Repeat::Safe).await,
+            },
+        };
+        let _slot = Slot { client: self, group };
+        self.send_batch(group, req, companions).await
+    }
+
+    /// Sends `own` with the produces of `companions` (after it, in the order they queued) as one
+    /// batch, answers the companions, and returns `own`'s answer.
+    async fn send_batch(
+        &self,
+        group: u32,
+        own: ProduceRequest,
+        companions: Vec<Waiter>,
+    ) -> Result<Answered<ProduceResponse>, ClientError> {
+        let batches_off = lock(&self.batches_off_until).is_some_and(|until| Instant::now() < until);
+        if companions.is_empty() || batches_off {
+            companions.into_iter().for_each(|w| w.answer(Turn::Alone));
+            return self.produce_one(group, own, Repeat::Safe).await;
+        }
+        let (requests, turns): (Vec<_>, Vec<_>) = companions.into_iter().map(|w| (w.request, w.turn)).unzip();
+        let batch = ProduceBatchRequest { records: std::iter::once(own.clone()).chain(requests).collect() };
+        let sent = self
+            .call(group, Repeat::Safe, |mut c| {
+                let r = batch.clone();
+                async move { c.produce_batch(r).await }
+            })
+            .await;
+        let mut answers: Vec<Turn> = match sent {
+            Ok(a) if a.value.results.len() == batch.records.len() => {
+                a.value.results.into_iter().map(|r| record_turn(a.node, r)).collect()
+            }
+            Ok(a) => {
+                let message = format!("a batch of {} got {} results", batch.records.len(), a.value.results.len());
+                let e = ClientError::Indeterminate { node: a.node, message };
+                batch.records.iter().map(|_| Turn::Done(Err(e.clone()))).collect()
+            }
+            Err(ClientError::Unsupported { .. }) => {
+                // An older node, or a cluster whose version has no batches yet: singles for a
+                // while, then try again (the cluster may have been upgraded meanwhile).
+                *lock(&self.batches_off_until) = Some(Instant::now() + BATCHES_OFF_FOR);
+                batch.records.iter().map(|_| Turn::Alone).collect()
+            }
+            Err(e) => batch.records.iter().map(|_| Turn::Done(Err(e.clone()))).collect(),
+        };
+        let mine = answers.remove(0);
+        for (turn, answer) in turns.into_iter().zip(answers) {
+            let _ = turn.send(answer);
+        }
+        match mine {
+            Turn::Done(result) => result,
+            Turn::Alone | Turn::Lead(_) => self.produce_one(group, own, Repeat::Safe).await,
+        }
+    }
+
+    /// Called when a request slot of `group` frees: hands it to the first produce still waiting
+    /// there, with those queued behind it, or gives it back.
+    fn hand_on(&self, group: u32) {
+        let mut lanes = lock(&self.lanes);
+        let Some(lane) = lanes.get_mut(&group) else { return };
+        while let Some(first) = lane.waiting.pop_front() {
+            let mut companions = Vec::new();
+            let mut bytes = first.request.key.len() + first.request.value.len();
+            while let Some(next) = lane.waiting.front() {
+                bytes += next.request.key.len() + next.request.value.len();
+                if companions.len() + 1 >= MAX_BATCH_RECORDS || bytes > MAX_BATCH_BYTES {
+                    break;
+                }
+                companions.extend(lane.waiting.pop_front());
+            }
+            match first.turn.send(Turn::Lead(companions)) {
+                Ok(()) => return,
+                // Its caller gave up: the next one in line leads the same produces.
+                Err(Turn::Lead(companions)) => companions.into_iter().rev().for_each(|w| lane.waiting.push_front(w)),
+                Err(_) => unreachable!("only a Lead was sent"),
+            }
+        }
+        lane.in_flight = lane.in_flight.saturating_sub(1);
     }
 
     /// Reads records of a partition from `from` on (linearizable).
@@ -676,6 +899,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn classify(node: u64, status: &Status, client: Option<&Client>) -> ClientError {
     if let Some(error) = BrokerError::from_status(status) {
         return ClientError::Broker { node, error };
+    }
+    if status.code() == tonic::Code::Unimplemented {
+        return ClientError::Unsupported { node, message: status.message().to_owned() };
     }
     if let Some(c) = client {
         c.forget(node);

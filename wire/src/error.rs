@@ -138,7 +138,9 @@ impl BrokerError {
         }
     }
 
-    fn detail(&self) -> ErrorDetail {
+    /// The error as the detail a broker sends: in a status, or in one record's result of a
+    /// produce batch.
+    pub fn to_detail(&self) -> ErrorDetail {
         let mut d = ErrorDetail { message: self.to_string(), ..Default::default() };
         d.kind = match self {
             BrokerError::NotLeader { group, leader_id, leader_address } => {
@@ -206,7 +208,11 @@ impl BrokerError {
     /// Decodes the detail a broker attached to `status`; `None` for statuses from elsewhere
     /// (the transport, a proxy), whose meaning the caller must judge itself.
     pub fn from_status(status: &Status) -> Option<BrokerError> {
-        let d = detail_of(status.details())?;
+        BrokerError::from_detail(detail_of(status.details())?)
+    }
+
+    /// The error a detail describes; `None` for a kind this build does not know.
+    pub fn from_detail(d: ErrorDetail) -> Option<BrokerError> {
         let reason = d.reason;
         Some(match Kind::try_from(d.kind).ok()? {
             Kind::Unspecified => return None,
@@ -276,7 +282,7 @@ fn detail_of(details: &[u8]) -> Option<ErrorDetail> {
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Status {
         let code = e.code();
-        let detail = Any { type_url: DETAIL_TYPE_URL.into(), value: e.detail().encode_to_vec() };
+        let detail = Any { type_url: DETAIL_TYPE_URL.into(), value: e.to_detail().encode_to_vec() };
         let status = RpcStatus { code: code as i32, message: e.to_string(), details: vec![detail] };
         Status::with_details(code, e.to_string(), status.encode_to_vec().into())
     }
@@ -329,7 +335,7 @@ mod tests {
         assert_eq!(rpc.details.len(), 1);
         assert_eq!(rpc.details[0].type_url, DETAIL_TYPE_URL);
         // What an older broker sent: the detail alone.
-        let bare = Status::with_details(Code::FailedPrecondition, "x", e.detail().encode_to_vec().into());
+        let bare = Status::with_details(Code::FailedPrecondition, "x", e.to_detail().encode_to_vec().into());
         assert_eq!(BrokerError::from_status(&bare), Some(e));
     }
 }
