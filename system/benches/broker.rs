@@ -12,13 +12,19 @@
 //! `ORDEAL_BENCH_SECONDS` (of the 16-producer phase, default 10), `ORDEAL_BENCH_KILLS` (default
 //! 5), `ORDEAL_BENCH_TICK_MS`, `ORDEAL_BENCH_SYNC=false`, `ORDEAL_BENCH_KEEP=1` (keep the cluster's
 //! directory and logs), `ORDEAL_BENCH_DUMP=FILE` (the broker's single-producer latencies in µs, in order),
-//! `ORDEAL_BENCH_METRICS=1` (print each node's counters).
+//! `ORDEAL_BENCH_METRICS=1` (print each node's counters), `ORDEAL_BENCH_COALESCE=off` (the shared
+//! client sends every produce on its own, as before release 3: the "before" of the batching) or
+//! `=N` (up to N requests per raft group in flight, instead of the default).
+//!
+//! The 16- and 64-producer phases share one `Client`, whose concurrent produces to one raft group
+//! go as one batch ([`ordeal_system::client::Coalesce`]); a third phase runs 16 producers with a
+//! `Client` each, across which nothing can be coalesced.
 
 // Each benchmark uses part of the etcd helpers.
 #[allow(dead_code)]
 mod etcd;
 
-use ordeal_system::client::{Client, ClientOptions};
+use ordeal_system::client::{Client, ClientOptions, Coalesce};
 use ordeal_system::launch::{ClusterSpec, NodeProcess, find_binary};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,6 +120,33 @@ where
     Load { rate: lat.len() as f64 / t.elapsed().as_secs_f64(), lat: Latencies::new(lat) }
 }
 
+/// `producers` producers with a `Client` each (connected and warmed up before the clock starts).
+async fn separate_clients(
+    cluster: &Cluster,
+    opts: &ClientOptions,
+    leader: u64,
+    producers: u64,
+    secs: u64,
+    value: &Arc<Vec<u8>>,
+) -> Load {
+    let mut clients = Vec::new();
+    for p in 0..producers {
+        let c = Client::new(cluster.spec.peers(), opts.clone());
+        c.prefer(leader);
+        c.produce("alone", p as u32 % 4, b"", value, Some((5000 + p, 0))).await.expect("warm-up produce");
+        clients.push(Arc::new(c));
+    }
+    let (clients, value) = (Arc::new(clients), value.clone());
+    concurrent(producers, secs, move |p, seq| {
+        let (clients, value) = (clients.clone(), value.clone());
+        async move {
+            let producer = Some((5000 + p, seq + 1));
+            clients[p as usize].produce("alone", p as u32 % 4, b"", &value, producer).await.expect("produce");
+        }
+    })
+    .await
+}
+
 /// Requests slower than this count as having met one of the disk's stalls.
 const SLOW: Duration = Duration::from_millis(3);
 
@@ -162,6 +195,18 @@ struct Cluster {
 }
 
 /// The leader every node agrees on.
+/// Waits until every node runs group 0 at this build's cluster version (batches are on).
+async fn cluster_version(client: &Client, nodes: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in nodes {
+        while client.status(*id).await.map_or(true, |s| s.groups[0].cluster_version != ordeal_system::version::RELEASE)
+        {
+            assert!(Instant::now() < deadline, "the cluster version did not reach this release's");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 async fn leader(client: &Client, nodes: &[u64]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -213,11 +258,17 @@ async fn bench() {
     }
     let procs = spec.nodes.iter().map(|n| (n.id, spec.spawn(n.id).expect("spawn"))).collect();
     let mut cluster = Cluster { spec, procs, dir };
-    let opts = ClientOptions { deadline: Duration::from_secs(10), ..Default::default() };
-    let client = Arc::new(Client::new(cluster.spec.peers(), opts));
+    let coalesce = match std::env::var("ORDEAL_BENCH_COALESCE").as_deref() {
+        Ok("off") => Coalesce::Off,
+        Ok(n) => Coalesce::WhileInFlight(n.parse().expect("ORDEAL_BENCH_COALESCE: off or a number")),
+        Err(_) => ClientOptions::default().coalesce,
+    };
+    let opts = ClientOptions { deadline: Duration::from_secs(10), coalesce, ..Default::default() };
+    let client = Arc::new(Client::new(cluster.spec.peers(), opts.clone()));
     let nodes: Vec<u64> = cluster.procs.keys().copied().collect();
     let l = leader(&client, &nodes).await;
     client.prefer(l);
+    cluster_version(&client, &nodes).await;
     let value = Arc::new(vec![b'x'; 256]);
 
     // Warm up connections, RocksDB and the allocator.
@@ -288,6 +339,7 @@ async fn bench() {
     // 16 and 64 producers, the broker then etcd at each count.
     let secs = env_usize("ORDEAL_BENCH_SECONDS", 10) as u64;
     for producers in [16u64, 64] {
+        let mut theirs_rate = f64::NAN;
         let ours = {
             let (client, value) = (client.clone(), value.clone());
             concurrent(producers, secs, move |p, seq| {
@@ -312,13 +364,21 @@ async fn bench() {
                 })
                 .await;
                 let ratio = ours.rate / r.rate;
+                theirs_rate = r.rate;
                 format!("{r} (broker / etcd: {ratio:.2}×)")
             }
             None => "–".into(),
         };
         println!(
-            "| {producers} producers, {secs} s: acknowledged writes per second, p50 / p99 latency | **{ours}** | {theirs} | ≥ 3,000/s at p99 ≤ 20 ms |"
+            "| {producers} producers, {secs} s, one shared client ({coalesce:?}): acknowledged writes per second, p50 / p99 latency | **{ours}** | {theirs} | ≥ 3,000/s at p99 ≤ 20 ms |"
         );
+        if producers == 16 {
+            let (alone, etcd_rate) = (separate_clients(&cluster, &opts, l, producers, secs, &value).await, theirs_rate);
+            println!(
+                "| {producers} producers, {secs} s, a client each (nothing to coalesce across clients): writes per second, p50 / p99 | **{alone}** | (broker / etcd's {producers}-producer rate above: {:.2}×) | |",
+                alone.rate / etcd_rate
+            );
+        }
     }
     drop(etcd);
 

@@ -205,6 +205,22 @@ struct Lane {
     waiting: VecDeque<Waiter>,
 }
 
+impl Lane {
+    /// The produces waiting at the front of the lane that fit in one batch after `first`.
+    fn take_batch(&mut self, first: &ProduceRequest) -> Vec<Waiter> {
+        let mut companions = Vec::new();
+        let mut bytes = first.key.len() + first.value.len();
+        while let Some(next) = self.waiting.front() {
+            bytes += next.request.key.len() + next.request.value.len();
+            if companions.len() + 1 >= MAX_BATCH_RECORDS || bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            companions.extend(self.waiting.pop_front());
+        }
+        companions
+    }
+}
+
 /// A produce waiting in a lane, and where its turn comes.
 struct Waiter {
     request: ProduceRequest,
@@ -631,15 +647,7 @@ impl Client {
         let mut lanes = lock(&self.lanes);
         let Some(lane) = lanes.get_mut(&group) else { return };
         while let Some(first) = lane.waiting.pop_front() {
-            let mut companions = Vec::new();
-            let mut bytes = first.request.key.len() + first.request.value.len();
-            while let Some(next) = lane.waiting.front() {
-                bytes += next.request.key.len() + next.request.value.len();
-                if companions.len() + 1 >= MAX_BATCH_RECORDS || bytes > MAX_BATCH_BYTES {
-                    break;
-                }
-                companions.extend(lane.waiting.pop_front());
-            }
+            let companions = lane.take_batch(&first.request);
             match first.turn.send(Turn::Lead(companions)) {
                 Ok(()) => return,
                 // Its caller gave up: the next one in line leads the same produces.

@@ -420,6 +420,9 @@ impl ClientFactory for BrokerClients {
             admin_token: None,
             suspects: self.suspects.clone(),
             reads_at_home: true,
+            // As users get it. A process has one op at a time, so nothing of it is ever
+            // coalesced: the harness's produces go as single requests (and single entries).
+            coalesce: ClientOptions::default().coalesce,
         };
         let client = BrokerClient::new(self.nodes.clone(), opts);
         // Jepsen binds each process to a node; hints then lead it to the leader.
