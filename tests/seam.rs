@@ -206,7 +206,7 @@ fn an_early_feature_gate_is_caught_with_the_refusal_as_evidence() {
     let results = json(&store.join("latest/results.json"));
     let upgrade = common::checker(&results, "upgrade").clone();
     let refusals = upgrade["details"]["refusals"].as_array().unwrap();
-    assert!(refusals.iter().any(|r| r.as_str().unwrap().contains("this build reads up to 1")), "{upgrade}");
+    assert!(refusals.iter().any(|r| r.as_str().unwrap().contains("this build reads up to")), "{upgrade}");
     let report = std::fs::read_to_string(store.join("latest/report.html")).unwrap();
-    assert!(report.contains("this build reads up to 1"), "the report shows the refusal");
+    assert!(report.contains("this build reads up to"), "the report shows the refusal");
 }
