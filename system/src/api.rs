@@ -183,13 +183,18 @@ fn produce_command(state: &NodeState, r: ProduceRequest) -> Result<(u32, cmd::Pr
 /// The most records one produce batch may carry.
 pub const MAX_BATCH_RECORDS: usize = 1024;
 
-/// A produce batch's valid records (with their positions) and their group (none when no record
-/// is valid), and a result for each position in which the invalid records' refusals are already
-/// set. Refuses the whole batch when it is empty, too long, or spans groups.
-fn batch_commands(
-    state: &NodeState,
-    records: Vec<ProduceRequest>,
-) -> Result<(Option<u32>, Vec<ProduceResult>, Vec<(usize, cmd::Produce)>), BrokerError> {
+/// A produce batch, checked record by record.
+struct CheckedBatch {
+    /// The group of its valid records; none when no record is valid.
+    group: Option<u32>,
+    /// A result per record, in which the invalid records' refusals are already set.
+    results: Vec<ProduceResult>,
+    /// The valid records' commands, with their positions in the batch.
+    produces: Vec<(usize, cmd::Produce)>,
+}
+
+/// Checks a produce batch. Refuses it whole when it is empty, too long, or spans groups.
+fn batch_commands(state: &NodeState, records: Vec<ProduceRequest>) -> Result<CheckedBatch, BrokerError> {
     if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
         let n = records.len();
         return Err(BrokerError::InvalidArgument(format!("a batch holds 1 to {MAX_BATCH_RECORDS} records, not {n}")));
@@ -213,7 +218,7 @@ fn batch_commands(
             Err(e) => results[i] = refused(e),
         }
     }
-    Ok((group, results, produces))
+    Ok(CheckedBatch { group, results, produces })
 }
 
 fn refused(e: BrokerError) -> ProduceResult {
@@ -259,7 +264,7 @@ impl Broker for BrokerService {
         if !Feature::ProduceBatch.in_release(&self.0.config.release) {
             return Err(Status::unimplemented("produce batches need release 3"));
         }
-        let (group, mut results, produces) = batch_commands(&self.0, request.into_inner().records)?;
+        let CheckedBatch { group, mut results, produces } = batch_commands(&self.0, request.into_inner().records)?;
         let Some(group) = group else {
             return Ok(Response::new(ProduceBatchResponse { results }));
         };

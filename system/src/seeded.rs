@@ -211,6 +211,27 @@ mod tests {
     }
 
     #[test]
+    fn the_bugs_act_on_every_record_of_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::new(open_db(dir.path()).unwrap(), 0, BTreeSet::new(), Release::current()).unwrap();
+        let mut seeded = Seeded::new(&[Bug::AckBeforeCommit, Bug::OffsetBeforeCommit].into());
+        let mut single = produce(b"a");
+        seeded.on_propose(&mut single, &mut sm).unwrap();
+        let records: Vec<cmd::Produce> = [b"b", b"c"]
+            .into_iter()
+            .map(|v| cmd::Produce { topic: "t".into(), value: Bytes::from_static(v), ..Default::default() })
+            .collect();
+        let mut batch = Command { kind: Some(Kind::ProduceBatch(cmd::ProduceBatch { records })), ..Default::default() };
+        let produced = |offset| Applied::Produced { offset, duplicate: false };
+        assert_eq!(
+            seeded.on_propose(&mut batch, &mut sm).unwrap(),
+            Some(Applied::Batch(vec![produced(1), produced(2)]))
+        );
+        let Some(Kind::ProduceBatch(b)) = &batch.kind else { unreachable!() };
+        assert_eq!(b.records.iter().map(|p| p.assigned_offset).collect::<Vec<_>>(), [Some(1), Some(2)]);
+    }
+
+    #[test]
     fn offset_before_commit_puts_two_records_at_one_offset_after_an_election() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();

@@ -91,6 +91,15 @@ pub struct ClientOptions {
 /// while requests to that group are in flight wait, and go together as one `ProduceBatch` (one
 /// raft entry) when a request returns. No timer: a lone producer's produce goes at once, as it
 /// would without coalescing. Each caller still gets its own answer.
+///
+/// # Examples
+///
+/// ```
+/// use ordeal_wire::client::{ClientOptions, Coalesce};
+/// // The default: one request per group in flight, the produces issued meanwhile go next, together.
+/// assert_eq!(ClientOptions::default().coalesce, Coalesce::WhileInFlight(1));
+/// let _every_produce_alone = ClientOptions { coalesce: Coalesce::Off, ..Default::default() };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coalesce {
     /// Every produce is its own request.

@@ -140,6 +140,14 @@ impl BrokerError {
 
     /// The error as the detail a broker sends: in a status, or in one record's result of a
     /// produce batch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ordeal_wire::error::BrokerError;
+    /// let e = BrokerError::InvalidArgument("topic name is empty".into());
+    /// assert_eq!(BrokerError::from_detail(e.to_detail()), Some(e));
+    /// ```
     pub fn to_detail(&self) -> ErrorDetail {
         let mut d = ErrorDetail { message: self.to_string(), ..Default::default() };
         d.kind = match self {
