@@ -252,6 +252,26 @@ enum Turn {
     Alone,
 }
 
+/// A produce waiting in its lane. Dropped unanswered (its caller gave up), it closes its
+/// channel; a slot handed to it just before is handed on with its companions, not lost.
+struct Queued<'a> {
+    rx: tokio::sync::oneshot::Receiver<Turn>,
+    client: &'a Client,
+    group: u32,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Turn::Lead(companions)) = self.rx.try_recv() {
+            if let Some(lane) = lock(&self.client.lanes).get_mut(&self.group) {
+                companions.into_iter().rev().for_each(|w| lane.waiting.push_front(w));
+            }
+            self.client.hand_on(self.group);
+        }
+    }
+}
+
 /// A request slot of a lane, handed on when dropped (also when the caller gives up on its
 /// produce halfway).
 struct Slot<'a> {
@@ -590,13 +610,16 @@ impl Client {
         };
         let companions = match waiting {
             None => Vec::new(),
-            Some(rx) => match rx.await {
-                Ok(Turn::Done(result)) => return result,
-                Ok(Turn::Lead(companions)) => companions,
-                // Its batch was refused as a whole or its sender went away: the record is
-                // idempotent, so sending it again on its own is safe whatever happened to it.
-                Ok(Turn::Alone) | Err(_) => return self.produce_one(group, req, Repeat::Safe).await,
-            },
+            Some(rx) => {
+                let mut queued = Queued { rx, client: self, group };
+                match (&mut queued.rx).await {
+                    Ok(Turn::Done(result)) => return result,
+                    Ok(Turn::Lead(companions)) => companions,
+                    // Its batch was refused as a whole or its sender went away: the record is
+                    // idempotent, so sending it again on its own is safe whatever happened to it.
+                    Ok(Turn::Alone) | Err(_) => return self.produce_one(group, req, Repeat::Safe).await,
+                }
+            }
         };
         let _slot = Slot { client: self, group };
         self.send_batch(group, req, companions).await
