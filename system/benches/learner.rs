@@ -286,6 +286,9 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     eprintln!("broker cluster in {}", dir.path().display());
     let binary = find_binary().expect("ordeal-broker is built beside the bench");
     let mut spec = ClusterSpec::local(binary, 3, dir.path()).expect("ports");
+    if std::env::var_os("EXP_NOTLS").is_some() {
+        spec.tls = None;
+    }
     let mut procs: Vec<NodeProcess> = spec.nodes.iter().map(|n| spec.spawn(n.id).expect("spawn")).collect();
     let opts = ClientOptions { deadline: Duration::from_secs(10), ..Default::default() };
     let client = Arc::new(Client::new(spec.peers(), opts.clone()));

@@ -722,23 +722,74 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 /// Version 2: writes the file's bytes as they come to `path`, syncs it, then checks it.
 fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
     let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    let mut file_bytes = 0u64;
-    while let Some(chunk) = rx.blocking_recv() {
+    let mut out = Writeback::default();
+    let (mut waited, mut wrote) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let asked = Instant::now();
+        let Some(chunk) = rx.blocking_recv() else { break };
+        let got = Instant::now();
+        waited += got - asked;
         file.write_all(&chunk.data).map_err(|e| e.to_string())?;
-        file_bytes += chunk.data.len() as u64;
+        out.wrote(&file, chunk.data.len() as u64).map_err(|e| e.to_string())?;
+        wrote += got.elapsed();
         if chunk.done {
-            if chunk.total_bytes != file_bytes {
-                return Err(format!("{file_bytes} bytes arrived of {}", chunk.total_bytes));
+            if chunk.total_bytes != out.written {
+                return Err(format!("{} bytes arrived of {}", out.written, chunk.total_bytes));
             }
             let started = Instant::now();
             file.sync_all().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
             let state_bytes = check_sst(path, group)?;
-            tracing::info!(file_bytes, ?synced, checked = ?started.elapsed() - synced, "snapshot file synced and checked");
+            let file_bytes = out.written;
+            tracing::info!(file_bytes, ?waited, ?wrote, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
             return Ok(Received { state_bytes, file_bytes });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
+}
+
+/// Writes a file out to the disk while it is written, a chunk behind: a whole snapshot's dirty
+/// pages written back at once (by its final sync, or the kernel's flusher) queue ahead of every
+/// other node's WAL sync on the same disk for as long as the disk takes to write them (~0.1 s
+/// for 200 MB here); a chunk at a time they delay a WAL sync by one chunk's write at most.
+#[derive(Default)]
+struct Writeback {
+    /// Bytes written into the file.
+    written: u64,
+    /// Bytes whose writeback was started.
+    started: u64,
+}
+
+impl Writeback {
+    /// After `bytes` more were written: waits for the writeback started last time, starts the
+    /// new bytes'.
+    fn wrote(&mut self, file: &std::fs::File, bytes: u64) -> std::io::Result<()> {
+        use nix::libc::{SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE};
+        self.written += bytes;
+        sync_file_range(
+            file,
+            0,
+            self.started,
+            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER,
+        )?;
+        sync_file_range(file, self.started, self.written - self.started, SYNC_FILE_RANGE_WRITE)?;
+        self.started = self.written;
+        Ok(())
+    }
+}
+
+fn sync_file_range(file: &std::fs::File, offset: u64, bytes: u64, flags: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    if bytes == 0 {
+        return Ok(());
+    }
+    let (offset, bytes) = (offset as nix::libc::off64_t, bytes as nix::libc::off64_t);
+    // SAFETY: the descriptor is the open file's own; sync_file_range reads no memory of ours.
+    let failed = unsafe { nix::libc::sync_file_range(file.as_raw_fd(), offset, bytes, flags) } != 0;
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Checks a received SST file before raft sees it, so that a bad file is refused here rather
