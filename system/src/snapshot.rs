@@ -70,6 +70,8 @@ const WIRE_VERSION: u32 = 1;
 /// Bytes per chunk: large, so that a chunk costs one hop to a blocking thread and one gRPC
 /// message per 4 MB, and within the 8 MB stream window of the receiving node's port.
 pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Read-ahead of the sequential scans of a snapshot (making it, checking it).
+const READAHEAD_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks queued between the file and the network, on either side.
 const CHUNKS_QUEUED: usize = 4;
 /// The longest wait for one chunk to move (either side), and for connecting.
@@ -314,7 +316,7 @@ fn write_sst(
     let (lo, hi) = keys::state_range(group);
     // A sequential scan of data read once: read ahead, and keep it out of the block cache.
     let mut read = ReadOptions::default();
-    read.set_readahead_size(4 * 1024 * 1024);
+    read.set_readahead_size(READAHEAD_BYTES);
     read.fill_cache(false);
     read.set_iterate_upper_bound(hi.to_vec());
     let mut it = view.raw_iterator_opt(read);
@@ -837,7 +839,9 @@ fn scan_in_scratch(
     let mut ingest = IngestExternalFileOptions::default();
     ingest.set_move_files(true);
     db.ingest_external_file_opts(&ingest, vec![&link]).map_err(|e| format!("not a readable SST file: {e}"))?;
+    // Read once, front to back: large reads, and nothing kept in the block cache.
     let mut read = ReadOptions::default();
+    read.set_readahead_size(READAHEAD_BYTES);
     read.fill_cache(false);
     let mut it = db.raw_iterator_opt(read);
     it.seek_to_first();
