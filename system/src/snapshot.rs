@@ -725,15 +725,17 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
     let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
     let mut out = Writeback::default();
-    let (mut waited, mut wrote) = (Duration::ZERO, Duration::ZERO);
+    // Where the writer's time goes: waiting for chunks, copying them into the file, and waiting
+    // for the disk to take the previous one.
+    let (mut waited, mut copied, mut flushed) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     loop {
         let asked = Instant::now();
         let Some(chunk) = rx.blocking_recv() else { break };
         let got = Instant::now();
-        waited += got - asked;
         file.write_all(&chunk.data).map_err(|e| e.to_string())?;
+        let wrote = Instant::now();
         out.wrote(&file, chunk.data.len() as u64).map_err(|e| e.to_string())?;
-        wrote += got.elapsed();
+        (waited, copied, flushed) = (waited + (got - asked), copied + (wrote - got), flushed + wrote.elapsed());
         if chunk.done {
             if chunk.total_bytes != out.written {
                 return Err(format!("{} bytes arrived of {}", out.written, chunk.total_bytes));
@@ -743,7 +745,7 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             let synced = started.elapsed();
             let state_bytes = check_sst(path, group)?;
             let file_bytes = out.written;
-            tracing::info!(file_bytes, ?waited, ?wrote, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
+            tracing::info!(file_bytes, ?waited, ?copied, ?flushed, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
             return Ok(Received { state_bytes, file_bytes });
         }
     }
