@@ -15,6 +15,16 @@
 //! the leader's), started with `--snapshot-count=1000` so that its log is compacted and the
 //! learner, too, catches up from a snapshot.
 //!
+//! After the fill, `ORDEAL_BENCH_BURST` (default 10,000) small writes lengthen the log past the
+//! 5,000 entries etcd keeps behind every snapshot, so that its learner needs a snapshot whatever
+//! the timing. The benchmark says per round whether each learner received a snapshot (etcd's
+//! learner serves its metrics only once it has applied the snapshot, after etcd granted the
+//! promotion: the benchmark waits for them) and fails, instead of printing a rate, when one did
+//! not.
+//!
+//! `ORDEAL_BENCH_TRACE=1` prints every write of the load that took longer than 20 ms, with its
+//! wall-clock time, to set beside the nodes' logs (kept with `ORDEAL_BENCH_KEEP=1`).
+//!
 //! `ORDEAL_BENCH_PAYLOAD=random` fills the records with pseudo-random bytes instead of one
 //! repeated byte: the broker's snapshot files are compressed, etcd's are not, so the default
 //! payload flatters the broker and the random one shows the incompressible case.
@@ -87,6 +97,37 @@ fn window(samples: &[Sample], from: Instant, to: Instant) -> (f64, f64, usize, u
     (q(0.5), q(0.99), lat.len(), failed)
 }
 
+/// With `ORDEAL_BENCH_TRACE` set: every write slower than 20 ms from 1 s before the join to the
+/// promotion, with its start as UTC time of day and relative to the join.
+fn trace(system: &str, samples: &[Sample], joined: Instant, done: Instant) {
+    if std::env::var_os("ORDEAL_BENCH_TRACE").is_none() {
+        return;
+    }
+    let wall = std::time::SystemTime::now();
+    let now = Instant::now();
+    eprintln!("{system}: join at {}, promotion {:.3} s later", utc(wall, now, joined), (done - joined).as_secs_f64());
+    for (t, d, ok) in samples
+        .iter()
+        .filter(|(t, d, _)| *t + Duration::from_secs(1) >= joined && *t < done && *d > Duration::from_millis(20))
+    {
+        let rel =
+            t.saturating_duration_since(joined).as_secs_f64() - joined.saturating_duration_since(*t).as_secs_f64();
+        eprintln!(
+            "  {system} slow write at {} (join {rel:+.3} s): {:.1} ms{}",
+            utc(wall, now, *t),
+            d.as_secs_f64() * 1e3,
+            if *ok { "" } else { " FAILED" }
+        );
+    }
+}
+
+/// `at` as UTC time of day, given that `now` is `wall`.
+fn utc(wall: std::time::SystemTime, now: Instant, at: Instant) -> String {
+    let t = wall - (now - at);
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) % 86_400_000;
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
 /// GET `path` from `addr` (HTTP/1.0, 5 s timeout).
 async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,6 +170,8 @@ fn record(i: u64) -> Vec<u8> {
 /// What one system did.
 struct Outcome {
     promotable: Duration,
+    /// Snapshots the learner received: 0 means it caught up from the log, and its rate is none.
+    snapshots: f64,
     snapshot_bytes: f64,
     snapshot_secs: f64,
     /// The broker's: the compressed file's bytes, and the time from its leader starting to make
@@ -162,7 +205,14 @@ async fn bench() {
         if let Some(binary) = &etcd_binary {
             theirs.push(etcd_run(binary, state_mb, rate, before).await);
         }
-        eprintln!("round {run} of {runs} done");
+        let said = |o: &Outcome| {
+            format!("{} snapshot(s), {:.1} MB in {:.2} s", o.snapshots, o.snapshot_bytes / 1e6, o.snapshot_secs)
+        };
+        let etcd_said = theirs.last().map_or("not run".to_string(), said);
+        eprintln!(
+            "round {run} of {runs} done: broker's learner {}; etcd's learner {etcd_said}",
+            said(&ours[ours.len() - 1])
+        );
     }
     println!("| {state_mb} MB, {rate} writes/s; median of {runs} (each round) | ordeal-broker | etcd 3.4 |");
     println!("|---|---|---|");
@@ -171,6 +221,7 @@ async fn bench() {
         println!("| {name} | {} | {t} |", cell(ours.iter().map(f).collect(), unit));
     };
     row("join to promotion granted", " s", &|o| o.promotable.as_secs_f64());
+    row("snapshots the learner received", "", &|o| o.snapshots);
     row("snapshot received: state MB / receive time", " MB/s", &|o| o.snapshot_bytes / 1e6 / o.snapshot_secs);
     row("snapshot made + received (etcd makes it while it streams)", " MB/s", &|o| {
         o.snapshot_bytes / 1e6 / o.snapshot_file.map_or(o.snapshot_secs, |f| f.1)
@@ -198,6 +249,21 @@ async fn bench() {
             ratio(&|o| o.snapshot_bytes / o.snapshot_file.map_or(o.snapshot_secs, |f| f.1)),
         );
     }
+    let missing: Vec<String> = ours
+        .iter()
+        .map(|o| ("broker", o))
+        .enumerate()
+        .chain(theirs.iter().map(|o| ("etcd", o)).enumerate())
+        .filter(|(_, (_, o))| o.snapshots < 1.0)
+        .map(|(i, (system, _))| format!("{system} in round {}", i + 1))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "NO RATE: a learner caught up without a snapshot ({}); its rate figures are not measurements",
+            missing.join(", ")
+        );
+        std::process::exit(1);
+    }
 }
 
 /// "median (each round's figure)"; a round without the figure (NaN: etcd's learner caught up
@@ -221,6 +287,9 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     eprintln!("broker cluster in {}", dir.path().display());
     let binary = find_binary().expect("ordeal-broker is built beside the bench");
     let mut spec = ClusterSpec::local(binary, 3, dir.path()).expect("ports");
+    if std::env::var_os("EXP_NOTLS").is_some() {
+        spec.tls = None;
+    }
     let mut procs: Vec<NodeProcess> = spec.nodes.iter().map(|n| spec.spawn(n.id).expect("spawn")).collect();
     let opts = ClientOptions { deadline: Duration::from_secs(10), ..Default::default() };
     let client = Arc::new(Client::new(spec.peers(), opts.clone()));
@@ -238,6 +307,12 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     fill(state_mb, move |i| {
         let c = c.clone();
         async move { c.produce("big", 0, b"", &record(i), None).await.is_ok() }
+    })
+    .await;
+    let c = client.clone();
+    burst(move |_| {
+        let c = c.clone();
+        async move { c.produce("burst", 0, b"", &[b'z'; LOAD_BYTES], None).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,12 +362,14 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     let done = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let samples = load.await.expect("load task");
+    trace("broker", &samples, joined, done);
     let m = http_get(&http.to_string(), "/metrics").await;
     let leader_http = spec.nodes.iter().find(|n| n.id == leader).expect("the leader is a node").http;
     let sent = http_get(&leader_http.to_string(), "/metrics").await;
     drop(procs);
     Outcome {
         promotable: promoted,
+        snapshots: metric(&m, "ordeal_snapshots_received_total"),
         snapshot_bytes: metric(&m, "ordeal_snapshot_received_bytes_total"),
         snapshot_secs: metric(&m, "ordeal_snapshot_receive_milliseconds_total") / 1e3,
         snapshot_file: Some((
@@ -310,10 +387,27 @@ where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
-    let records = state_mb * 1_000_000 / RECORD_BYTES as u64;
+    writes("records of 64 KB", state_mb * 1_000_000 / RECORD_BYTES as u64, 16, op).await;
+}
+
+/// `ORDEAL_BENCH_BURST` small writes with 64 writers, to lengthen the log past what etcd keeps.
+async fn burst<F, Fut>(op: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    writes("small writes", env_u64("ORDEAL_BENCH_BURST", 10_000), 64, op).await;
+}
+
+/// Calls `op` for 0 to `records` with `writers` concurrent writers, each until it succeeds.
+async fn writes<F, Fut>(what: &str, records: u64, writers: usize, op: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..16)
+    let workers: Vec<_> = (0..writers)
         .map(|_| {
             let (op, next) = (op.clone(), next.clone());
             tokio::spawn(async move {
@@ -332,7 +426,7 @@ where
     for w in workers {
         w.await.expect("fill worker");
     }
-    eprintln!("{records} records of 64 KB written in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("{records} {what} written in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Duration) -> Outcome {
@@ -343,6 +437,12 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     fill(state_mb, move |i| {
         let mut c = c.clone();
         async move { c.put(format!("big/{i}").into_bytes(), record(i)).await.is_ok() }
+    })
+    .await;
+    let c = client.clone();
+    burst(move |i| {
+        let mut c = c.clone();
+        async move { c.put(format!("burst/{}", i % 1000).into_bytes(), vec![b'z'; LOAD_BYTES]).await.is_ok() }
     })
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -375,10 +475,22 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     let done = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let samples = load.await.expect("load task");
+    trace("etcd", &samples, joined, done);
     let learner = etcd.endpoint(3).trim_start_matches("http://").to_string();
-    let m = http_get(&learner, "/metrics").await;
+    // etcd grants the promotion once the learner has the snapshot, before it serves clients
+    // (its /metrics too): wait until it does.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let m = http_get(&learner, "/metrics").await;
+        if m.contains("etcd_server_has_leader") {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "etcd's learner served no metrics within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     Outcome {
         promotable: promoted,
+        snapshots: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_count"),
         snapshot_bytes: metric(&m, "etcd_mvcc_db_total_size_in_bytes"),
         snapshot_secs: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_sum"),
         snapshot_file: None,

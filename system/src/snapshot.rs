@@ -70,6 +70,8 @@ const WIRE_VERSION: u32 = 1;
 /// Bytes per chunk: large, so that a chunk costs one hop to a blocking thread and one gRPC
 /// message per 4 MB, and within the 8 MB stream window of the receiving node's port.
 pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Read-ahead of the sequential scans of a snapshot (making it, checking it).
+const READAHEAD_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks queued between the file and the network, on either side.
 const CHUNKS_QUEUED: usize = 4;
 /// The longest wait for one chunk to move (either side), and for connecting.
@@ -314,7 +316,7 @@ fn write_sst(
     let (lo, hi) = keys::state_range(group);
     // A sequential scan of data read once: read ahead, and keep it out of the block cache.
     let mut read = ReadOptions::default();
-    read.set_readahead_size(4 * 1024 * 1024);
+    read.set_readahead_size(READAHEAD_BYTES);
     read.fill_cache(false);
     read.set_iterate_upper_bound(hi.to_vec());
     let mut it = view.raw_iterator_opt(read);
@@ -722,23 +724,76 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 /// Version 2: writes the file's bytes as they come to `path`, syncs it, then checks it.
 fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
     let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    let mut file_bytes = 0u64;
-    while let Some(chunk) = rx.blocking_recv() {
+    let mut out = Writeback::default();
+    // Where the writer's time goes: waiting for chunks, copying them into the file, and waiting
+    // for the disk to take the previous one.
+    let (mut waited, mut copied, mut flushed) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    loop {
+        let asked = Instant::now();
+        let Some(chunk) = rx.blocking_recv() else { break };
+        let got = Instant::now();
         file.write_all(&chunk.data).map_err(|e| e.to_string())?;
-        file_bytes += chunk.data.len() as u64;
+        let wrote = Instant::now();
+        out.wrote(&file, chunk.data.len() as u64).map_err(|e| e.to_string())?;
+        (waited, copied, flushed) = (waited + (got - asked), copied + (wrote - got), flushed + wrote.elapsed());
         if chunk.done {
-            if chunk.total_bytes != file_bytes {
-                return Err(format!("{file_bytes} bytes arrived of {}", chunk.total_bytes));
+            if chunk.total_bytes != out.written {
+                return Err(format!("{} bytes arrived of {}", out.written, chunk.total_bytes));
             }
             let started = Instant::now();
             file.sync_all().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
             let state_bytes = check_sst(path, group)?;
-            tracing::info!(file_bytes, ?synced, checked = ?started.elapsed() - synced, "snapshot file synced and checked");
+            let file_bytes = out.written;
+            tracing::info!(file_bytes, ?waited, ?copied, ?flushed, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
             return Ok(Received { state_bytes, file_bytes });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
+}
+
+/// Writes a file out to the disk while it is written, a chunk behind: a whole snapshot's dirty
+/// pages written back at once (by its final sync, or the kernel's flusher) queue ahead of every
+/// other node's WAL sync on the same disk for as long as the disk takes to write them (~0.1 s
+/// for 200 MB here); a chunk at a time they delay a WAL sync by one chunk's write at most.
+#[derive(Default)]
+struct Writeback {
+    /// Bytes written into the file.
+    written: u64,
+    /// Bytes whose writeback was started.
+    started: u64,
+}
+
+impl Writeback {
+    /// After `bytes` more were written: waits for the writeback started last time, starts the
+    /// new bytes'.
+    fn wrote(&mut self, file: &std::fs::File, bytes: u64) -> std::io::Result<()> {
+        use nix::libc::{SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE};
+        self.written += bytes;
+        sync_file_range(
+            file,
+            0,
+            self.started,
+            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER,
+        )?;
+        sync_file_range(file, self.started, self.written - self.started, SYNC_FILE_RANGE_WRITE)?;
+        self.started = self.written;
+        Ok(())
+    }
+}
+
+fn sync_file_range(file: &std::fs::File, offset: u64, bytes: u64, flags: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    if bytes == 0 {
+        return Ok(());
+    }
+    let (offset, bytes) = (offset as nix::libc::off64_t, bytes as nix::libc::off64_t);
+    // SAFETY: the descriptor is the open file's own; sync_file_range reads no memory of ours.
+    let failed = unsafe { nix::libc::sync_file_range(file.as_raw_fd(), offset, bytes, flags) } != 0;
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Checks a received SST file before raft sees it, so that a bad file is refused here rather
@@ -786,7 +841,9 @@ fn scan_in_scratch(
     let mut ingest = IngestExternalFileOptions::default();
     ingest.set_move_files(true);
     db.ingest_external_file_opts(&ingest, vec![&link]).map_err(|e| format!("not a readable SST file: {e}"))?;
+    // Read once, front to back: large reads, and nothing kept in the block cache.
     let mut read = ReadOptions::default();
+    read.set_readahead_size(READAHEAD_BYTES);
     read.fill_cache(false);
     let mut it = db.raw_iterator_opt(read);
     it.seek_to_first();
