@@ -390,7 +390,11 @@ async fn bench() {
             let mut body = String::new();
             s.read_to_string(&mut body).await.expect("response");
             for line in body.lines().filter(|l| {
-                !l.starts_with('#') && (l.contains("drops") || l.contains("commit_latency") || l.contains("proposals") || l.contains("batch"))
+                !l.starts_with('#')
+                    && (l.contains("drops")
+                        || l.contains("commit_latency")
+                        || l.contains("proposals")
+                        || l.contains("batch"))
             }) {
                 eprintln!("node {}: {line}", node.id);
             }
