@@ -206,12 +206,22 @@ const BATCHES_OFF_FOR: Duration = Duration::from_secs(5);
 /// records; a batch's bytes stay well below the gRPC message limit of 4 MB).
 const MAX_BATCH_RECORDS: usize = 256;
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// The longest a batch's sender holds its slot after answering, waiting for the callers it
+/// answered to queue again; a caller that does not come back costs the next batch this much.
+const COHORT_WAIT: Duration = Duration::from_millis(1);
 
 /// The produces to one raft group: requests in flight, and those waiting for the next batch.
 #[derive(Default)]
 struct Lane {
     in_flight: usize,
     waiting: VecDeque<Waiter>,
+    /// Callers of the batch just answered that have not produced again yet. Its sender holds
+    /// the slot until they have: handed on at once, the slot would leave with the few produces
+    /// queued meanwhile, and the producers would split into two batches that alternate, each
+    /// record waiting two commit cycles (docs/benchmarks.md, "Where a batch's commit cycle goes").
+    returning: usize,
+    /// Told when the last of them has queued.
+    gathered: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Lane {
@@ -599,6 +609,14 @@ impl Client {
         let waiting = {
             let mut lanes = lock(&self.lanes);
             let lane = lanes.entry(group).or_default();
+            if lane.returning > 0 {
+                lane.returning -= 1;
+                if lane.returning == 0
+                    && let Some(gathered) = lane.gathered.take()
+                {
+                    let _ = gathered.send(());
+                }
+            }
             if lane.in_flight < limit {
                 lane.in_flight += 1;
                 None
@@ -664,13 +682,33 @@ impl Client {
             Err(e) => batch.records.iter().map(|_| Turn::Done(Err(e.clone()))).collect(),
         };
         let mine = answers.remove(0);
+        let gathered = self.expect_back(group, answers.iter().filter(|a| matches!(a, Turn::Done(Ok(_)))).count());
         for (turn, answer) in turns.into_iter().zip(answers) {
             let _ = turn.send(answer);
+        }
+        if let Some(gathered) = gathered {
+            let _ = tokio::time::timeout(COHORT_WAIT, gathered).await;
+            if let Some(lane) = lock(&self.lanes).get_mut(&group) {
+                (lane.returning, lane.gathered) = (0, None);
+            }
         }
         match mine {
             Turn::Done(result) => result,
             Turn::Alone | Turn::Lead(_) => self.produce_one(group, own, Repeat::Safe).await,
         }
+    }
+
+    /// Marks `answered` callers of a batch as expected back in `group`'s lane; the receiver is
+    /// told when they all have queued.
+    fn expect_back(&self, group: u32, answered: usize) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        if answered == 0 {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut lanes = lock(&self.lanes);
+        let lane = lanes.entry(group).or_default();
+        (lane.returning, lane.gathered) = (answered, Some(tx));
+        Some(rx)
     }
 
     /// Called when a request slot of `group` frees: hands it to the first produce still waiting
