@@ -225,6 +225,36 @@ struct Lane {
 }
 
 impl Lane {
+    /// Expects `answered` callers of a batch back; the receiver is told when they all have
+    /// queued.
+    fn expect_back(&mut self, answered: usize) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        if answered == 0 {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (self.returning, self.gathered) = (answered, Some(tx));
+        Some(rx)
+    }
+
+    /// The batch's sender waits no longer: whoever has not come back is not waited for.
+    fn stop_waiting(&mut self) {
+        (self.returning, self.gathered) = (0, None);
+    }
+
+    /// A produce entered the lane: one caller fewer to wait for; the batch's sender is told when
+    /// none is left.
+    fn arrived(&mut self) {
+        if self.returning == 0 {
+            return;
+        }
+        self.returning -= 1;
+        if self.returning == 0
+            && let Some(gathered) = self.gathered.take()
+        {
+            let _ = gathered.send(());
+        }
+    }
+
     /// The produces waiting at the front of the lane that fit in one batch after `first`.
     fn take_batch(&mut self, first: &ProduceRequest) -> Vec<Waiter> {
         let mut companions = Vec::new();
@@ -609,14 +639,7 @@ impl Client {
         let waiting = {
             let mut lanes = lock(&self.lanes);
             let lane = lanes.entry(group).or_default();
-            if lane.returning > 0 {
-                lane.returning -= 1;
-                if lane.returning == 0
-                    && let Some(gathered) = lane.gathered.take()
-                {
-                    let _ = gathered.send(());
-                }
-            }
+            lane.arrived();
             if lane.in_flight < limit {
                 lane.in_flight += 1;
                 None
@@ -682,33 +705,21 @@ impl Client {
             Err(e) => batch.records.iter().map(|_| Turn::Done(Err(e.clone()))).collect(),
         };
         let mine = answers.remove(0);
-        let gathered = self.expect_back(group, answers.iter().filter(|a| matches!(a, Turn::Done(Ok(_)))).count());
+        let answered = answers.iter().filter(|a| matches!(a, Turn::Done(Ok(_)))).count();
+        let gathered = lock(&self.lanes).entry(group).or_default().expect_back(answered);
         for (turn, answer) in turns.into_iter().zip(answers) {
             let _ = turn.send(answer);
         }
         if let Some(gathered) = gathered {
             let _ = tokio::time::timeout(COHORT_WAIT, gathered).await;
             if let Some(lane) = lock(&self.lanes).get_mut(&group) {
-                (lane.returning, lane.gathered) = (0, None);
+                lane.stop_waiting();
             }
         }
         match mine {
             Turn::Done(result) => result,
             Turn::Alone | Turn::Lead(_) => self.produce_one(group, own, Repeat::Safe).await,
         }
-    }
-
-    /// Marks `answered` callers of a batch as expected back in `group`'s lane; the receiver is
-    /// told when they all have queued.
-    fn expect_back(&self, group: u32, answered: usize) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        if answered == 0 {
-            return None;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut lanes = lock(&self.lanes);
-        let lane = lanes.entry(group).or_default();
-        (lane.returning, lane.gathered) = (answered, Some(tx));
-        Some(rx)
     }
 
     /// Called when a request slot of `group` frees: hands it to the first produce still waiting
