@@ -22,6 +22,8 @@
 //! promotion: the benchmark waits for them) and fails, instead of printing a rate, when one did
 //! not.
 //!
+//! `ORDEAL_BENCH_PEER_TLS=off` runs the broker's peers without TLS (to measure its cost).
+//!
 //! `ORDEAL_BENCH_TRACE=1` prints every write of the load that took longer than 20 ms, with its
 //! wall-clock time, to set beside the nodes' logs (kept with `ORDEAL_BENCH_KEEP=1`).
 //!
@@ -287,7 +289,8 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     eprintln!("broker cluster in {}", dir.path().display());
     let binary = find_binary().expect("ordeal-broker is built beside the bench");
     let mut spec = ClusterSpec::local(binary, 3, dir.path()).expect("ports");
-    if std::env::var_os("EXP_NOTLS").is_some() {
+    // Never for the recorded figures: shows what peer TLS costs (etcd's peers here run without).
+    if std::env::var("ORDEAL_BENCH_PEER_TLS").is_ok_and(|v| v == "off") {
         spec.tls = None;
     }
     let mut procs: Vec<NodeProcess> = spec.nodes.iter().map(|n| spec.spawn(n.id).expect("spawn")).collect();
