@@ -368,7 +368,16 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     trace("broker", &samples, joined, done);
     let m = http_get(&http.to_string(), "/metrics").await;
     let leader_http = spec.nodes.iter().find(|n| n.id == leader).expect("the leader is a node").http;
-    let sent = http_get(&leader_http.to_string(), "/metrics").await;
+    // The leader counts a send once the learner has answered it, which can come after the
+    // promotion was granted: wait for the count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sent = loop {
+        let sent = http_get(&leader_http.to_string(), "/metrics").await;
+        if metric(&sent, "ordeal_snapshots_sent_total") >= 1.0 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     drop(procs);
     Outcome {
         promotable: promoted,
