@@ -168,6 +168,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
     storage.pace_snapshots(ctx.config.membership.snapshot_max_bytes_per_s);
     let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone(), ctx.config.release)?;
+    storage.snapshot_format(version::snapshot_format(sm.cluster_version()));
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
     let cfg = raft_config(ctx.config.id, &ctx.config.timing, applied);
@@ -393,6 +394,10 @@ impl Group {
                 self.expire(now);
                 self.record_lag(now);
                 self.maybe_raise_cluster_version();
+                // The cluster version only rises, and a file made for the older format streams
+                // in the newer one too: a tick's lag after a raise is harmless.
+                let format = version::snapshot_format(self.sm.cluster_version());
+                self.node.mut_store().snapshot_format(format);
             }
             self.issue_reads();
             self.on_ready()?;

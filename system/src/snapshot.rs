@@ -7,7 +7,8 @@
 //! applied index, its term, the configuration and the group's keys from one RocksDB snapshot (a
 //! consistent view that needs no flush) and writes them into an LZ4-compressed SST file; until
 //! that file is open raft-rs hears "temporarily unavailable" and asks again with the next
-//! heartbeat. The snapshot's `data` only names the file ([`SnapshotHeader`]); the state never sits
+//! heartbeat. The file is made in memory ([`in_memory`]: a memfd, bounded by its sender's
+//! progress), except for format 1 streams, whose file is on the disk. The snapshot's `data` only names the file ([`SnapshotHeader`]); the state never sits
 //! in a raft message. The file is made once and then moved as it is (the layout TiKV uses):
 //! neither side decodes or re-encodes a pair while it travels, and compressible state moves
 //! compressed.
@@ -17,8 +18,9 @@
 //! outcome to raft (`report_snapshot`). The file is streamed while it is being written (an SST
 //! file is written front to back; its index and footer come last), so making and moving it
 //! overlap; a writer that fails fails the stream. Transfers run on their own runtime at lowered
-//! priority (both sides). The file is read once: behind the sender it goes to the disk a chunk at
-//! a time and leaves the page cache ([`DropBehind`]).
+//! priority (both sides). The file is read once: behind the sender it is punched out of memory
+//! (or, on the disk, written out and dropped from the page cache) a chunk at a time
+//! ([`DropBehind`]).
 //!
 //! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written to the disk and
 //! dropped from the page cache a chunk behind, then synced, then checked (read around the page
@@ -143,17 +145,35 @@ pub struct Generator {
     group: u32,
     slot: Arc<Mutex<Slot>>,
     max_bytes_per_s: u64,
+    /// Whether files are made in memory ([`in_memory`]) rather than on the disk.
+    in_memory: bool,
+    /// How long the writer of an in-memory file waits for its sender to read on.
+    reader_timeout: Duration,
 }
 
 impl Generator {
     /// A generator for `group`.
     pub fn new(db: Arc<DB>, group: u32) -> Generator {
-        Generator { db, group, slot: Arc::default(), max_bytes_per_s: 0 }
+        Generator {
+            db,
+            group,
+            slot: Arc::default(),
+            max_bytes_per_s: 0,
+            in_memory: false,
+            reader_timeout: CHUNK_TIMEOUT,
+        }
     }
 
     /// Reads at most `bytes_per_s` bytes of state a second while making a snapshot (0: unpaced).
     pub fn pace(&mut self, bytes_per_s: u64) {
         self.max_bytes_per_s = bytes_per_s;
+    }
+
+    /// Makes the next files for a group whose snapshots stream in `format`: in memory when the
+    /// stream carries the file's bytes (format 2), on the disk for format 1, whose pairs are read
+    /// from the finished file through a scratch database.
+    pub fn set_format(&mut self, format: u32) {
+        self.in_memory = format >= 2;
     }
 
     /// A snapshot at `request_index` or later if one is ready (it is handed out once); otherwise
@@ -190,8 +210,12 @@ impl Generator {
         let result = self.make(publish);
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.generating = false;
-        if let Err(e) = result {
-            slot.failed = Some(e.to_string());
+        match result {
+            Err(e) => slot.failed = Some(e.to_string()),
+            // Abandoned by its sender (or nothing to make): a snapshot published at the file's
+            // open would name a file that is gone.
+            Ok(None) => slot.ready = None,
+            Ok(Some(_)) => {}
         }
     }
 
@@ -211,10 +235,18 @@ impl Generator {
             Some(v) => ConfState::parse_from_bytes(&v).map_err(|e| corrupt_key(&keys::conf_state(self.group), e))?,
             None => ConfState::default(),
         };
-        let dir = outgoing_dir(&data_dir(&self.db));
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = dir.join(format!("g{}-{nanos}.sst", self.group));
+        let (path, reader) = if self.in_memory {
+            let (path, read) = in_memory::create()?;
+            (path, Some(read))
+        } else {
+            let dir = outgoing_dir(&data_dir(&self.db));
+            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            (dir.join(format!("g{}-{nanos}.sst", self.group)), None)
+        };
+        // An in-memory file holds what its sender has not read yet: the writer waits for it.
+        let room =
+            |size: u64| reader.as_ref().is_none_or(|read| in_memory::wait_for_reader(read, size, self.reader_timeout));
         let mut header =
             SnapshotHeader { version: SNAPSHOT_VERSION, path: path.display().to_string(), ..Default::default() };
         let mut snap = Snapshot { data: header.encode_to_vec().into(), ..Default::default() };
@@ -224,16 +256,31 @@ impl Generator {
         meta.set_conf_state(conf);
         let mut pace = Pace::new(self.max_bytes_per_s);
         Writing::start(&header.path);
-        let written = write_sst(&view, self.group, &path, &mut pace, || opened(&snap));
-        let state_bytes = written.inspect_err(|e| {
-            Writing::end(&header.path, Err(e.to_string()));
-            let _ = std::fs::remove_file(&path);
-        })?;
+        let written = write_sst(&view, self.group, &path, &mut pace, || opened(&snap), room);
+        let state_bytes = match written {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                tracing::warn!(
+                    group = self.group,
+                    "a snapshot made in memory was given up: no sender read it for {:?}",
+                    self.reader_timeout
+                );
+                Writing::end(&header.path, Err("given up: no sender read it".into()));
+                discard_file(&header.path);
+                return Ok(None);
+            }
+            Err(e) => {
+                Writing::end(&header.path, Err(e.to_string()));
+                discard_file(&header.path);
+                return Err(e);
+            }
+        };
         header.state_bytes = state_bytes;
         header.generate_ms = started.elapsed().as_millis() as u64;
         Writing::end(&header.path, Ok(header.clone()));
         snap.data = header.encode_to_vec().into();
-        tracing::info!(group = self.group, index = applied, term, state_bytes, took = ?started.elapsed(), "snapshot made");
+        let in_memory = reader.is_some();
+        tracing::info!(group = self.group, index = applied, term, state_bytes, in_memory, took = ?started.elapsed(), "snapshot made");
         Ok(Some(snap))
     }
 }
@@ -296,14 +343,16 @@ impl Writing {
 }
 
 /// Writes the group's snapshot keys as `view` sees them into an SST file at `path`; returns the
-/// bytes of keys and values written.
+/// bytes of keys and values written, or `None` if `room` (asked with the file's size after every
+/// chunk's worth) said to give up.
 fn write_sst(
     view: &SnapshotWithThreadMode<'_, DB>,
     group: u32,
     path: &Path,
     pace: &mut Pace,
     opened: impl FnOnce(),
-) -> Result<u64, StorageError> {
+    room: impl Fn(u64) -> bool,
+) -> Result<Option<u64>, StorageError> {
     let mut opts = Options::default();
     opts.set_compression_type(COMPRESSION);
     let mut sst = SstFileWriter::create(&opts);
@@ -331,6 +380,9 @@ fn write_sst(
         unpaced += k.len() + v.len();
         if unpaced >= CHUNK_BYTES {
             std::thread::sleep(pace.wait_after(unpaced as u64));
+            if !room(sst.file_size()) {
+                return Ok(None);
+            }
             unpaced = 0;
         }
         it.next();
@@ -338,7 +390,7 @@ fn write_sst(
     it.status()?;
     // finish() syncs the file.
     sst.finish()?;
-    Ok(bytes)
+    Ok(Some(bytes))
 }
 
 /// Keeps a stream of bytes under a budget: after each piece, how long to wait so that the bytes
@@ -396,14 +448,120 @@ fn header_of(snap: &Snapshot) -> SnapshotHeader {
     SnapshotHeader::decode(&snap.data[..]).unwrap_or_default()
 }
 
-/// Removes a snapshot file (or a version 1 checkpoint directory); an empty path names nothing.
+/// Removes a snapshot file (or a version 1 checkpoint directory) and what is known of its
+/// writing; an empty path names nothing.
 fn remove_path(path: &str) {
     if path.is_empty() {
         return;
     }
     Writing::table().remove(path);
+    discard_file(path);
+}
+
+/// Removes a snapshot file (or a version 1 checkpoint directory), in memory or on the disk. A
+/// sender that has it open reads on.
+fn discard_file(path: &str) {
+    if in_memory::discard(path) {
+        return;
+    }
     let path = Path::new(path);
     let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+}
+
+/// Snapshot files the leader makes in memory (a memfd each): only their sender reads them, once,
+/// so they need not reach the disk, where writing them would delay the node's own WAL syncs (a
+/// benchmark measured the load's p99 during a catch-up: docs/benchmarks.md). Memory stays bounded:
+/// the sender punches out what it has read, and the writer waits while it is [`AHEAD`] bytes ahead
+/// of the sender; one that no sender reads on for its timeout is given up.
+mod in_memory {
+    use super::*;
+    use std::os::fd::{AsRawFd as _, OwnedFd};
+    use std::sync::atomic::AtomicU64;
+
+    /// How far the writer may run ahead of its sender: the file's memory, at most.
+    pub(super) const AHEAD: u64 = (CHUNKS_QUEUED * CHUNK_BYTES) as u64;
+    /// The start of an in-memory file's path: the path names the file while [`FILES`] holds its
+    /// descriptor (after that, the number may name another file).
+    const PREFIX: &str = "/proc/self/fd/";
+
+    struct File {
+        /// Held, never read: closing it frees the file.
+        _fd: OwnedFd,
+        /// Bytes its sender has read.
+        read: Arc<AtomicU64>,
+    }
+
+    static FILES: Mutex<BTreeMap<String, File>> = Mutex::new(BTreeMap::new());
+
+    fn files() -> std::sync::MutexGuard<'static, BTreeMap<String, File>> {
+        FILES.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new in-memory file: its path, and the count of bytes its sender has read.
+    pub(super) fn create() -> Result<(PathBuf, Arc<AtomicU64>), StorageError> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create("ordeal-snapshot", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| io_error(Path::new("memfd"), std::io::Error::from(e)))?;
+        let path = format!("{PREFIX}{}", fd.as_raw_fd());
+        let read = Arc::new(AtomicU64::new(0));
+        files().insert(path.clone(), File { _fd: fd, read: read.clone() });
+        Ok((PathBuf::from(path), read))
+    }
+
+    /// Opens a snapshot file to send it: an in-memory one while it is still held (with the
+    /// count to advance as it is read), one on the disk by its path.
+    pub(super) fn open(path: &Path) -> std::io::Result<(std::fs::File, Option<Arc<AtomicU64>>)> {
+        let name = path.display().to_string();
+        if !name.starts_with(PREFIX) {
+            return Ok((std::fs::File::open(path)?, None));
+        }
+        let files = files();
+        let Some(file) = files.get(&name) else {
+            return Err(std::io::Error::other("the in-memory snapshot file was given up"));
+        };
+        // Opened while the table holds the descriptor, so the path names this file; the new
+        // descriptor reads at an offset of its own, and writes only to punch out what it read.
+        let opened = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        Ok((opened, Some(file.read.clone())))
+    }
+
+    /// Frees an in-memory file (readers that have it open read on); false if `path` is not one.
+    pub(super) fn discard(path: &str) -> bool {
+        path.starts_with(PREFIX) && files().remove(path).is_some()
+    }
+
+    /// Whether `path` names an in-memory file.
+    pub(super) fn is(path: &Path) -> bool {
+        path.to_str().is_some_and(|p| p.starts_with(PREFIX))
+    }
+
+    /// Waits until the sender has read to within [`AHEAD`] of `size` bytes; false if it read
+    /// nothing for `timeout`.
+    pub(super) fn wait_for_reader(read: &AtomicU64, size: u64, timeout: Duration) -> bool {
+        let (mut seen, mut since) = (read.load(Ordering::Acquire), Instant::now());
+        while size > seen + AHEAD {
+            if since.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(TAIL_WAIT);
+            let now = read.load(Ordering::Acquire);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+        }
+        true
+    }
+
+    /// Frees `len` bytes from `offset` of an in-memory file (its size stays).
+    pub(super) fn punch(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+        use nix::fcntl::{FallocateFlags, fallocate};
+        if len == 0 {
+            return Ok(());
+        }
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(file, flags, offset as nix::libc::off_t, len as nix::libc::off_t)?;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,9 +693,9 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
 /// A file still being written is streamed as it grows.
 async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: Pace) -> Result<u64, String> {
     let failed = |e: std::io::Error| format!("{}: {e}", path.display());
-    let file = std::fs::File::open(&path).map_err(failed)?;
-    // The file is read once, as it is written: it leaves the page cache behind the reader.
-    let mut file = Some((file, DropBehind::default()));
+    let (file, read) = in_memory::open(&path).map_err(failed)?;
+    // The file is read once, as it is written: it leaves memory behind the reader.
+    let mut file = Some((file, DropBehind { sender_of: read, ..Default::default() }));
     let mut total = 0u64;
     loop {
         // One blocking read of a whole chunk (the file hands itself back with it).
@@ -601,6 +759,10 @@ fn stream_pairs(
         Ok(Err(_)) => Err("the stream ended early".to_string()),
         Err(_) => Err("the peer took no chunk for 30 s".to_string()),
     };
+    if in_memory::is(file) {
+        // Never made: a group streaming format 1 makes its files on the disk (`set_format`).
+        return Err("an in-memory snapshot file cannot be streamed as pairs".into());
+    }
     Writing::wait(&file.display().to_string()).map_err(|e| e.to_string())?;
     let (mut chunk, mut size, mut pairs) = (SnapshotChunk::default(), 0usize, 0u64);
     scan_sst(file, group, &file.with_extension("pairs"), |k, v| {
@@ -776,8 +938,11 @@ struct DropBehind {
     written: u64,
     /// Bytes whose writeback was started.
     started: u64,
-    /// Bytes dropped from the page cache.
+    /// Bytes dropped from the page cache (or punched out of an in-memory file).
     dropped: u64,
+    /// For an in-memory file, its writer's count of bytes read: what was read is punched out
+    /// at once (nothing to write back), and the count lets the writer go on.
+    sender_of: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl DropBehind {
@@ -787,6 +952,12 @@ impl DropBehind {
         use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
         use nix::libc::{SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE};
         self.written = written;
+        if let Some(read) = &self.sender_of {
+            in_memory::punch(file, self.dropped, written - self.dropped)?;
+            (self.started, self.dropped) = (written, written);
+            read.store(written, Ordering::Release);
+            return Ok(());
+        }
         let (from, synced) = (self.dropped, self.started - self.dropped);
         sync_file_range(
             file,
@@ -1230,6 +1401,78 @@ mod tests {
         assert!(readable(&first(1), release_1).is_ok() && readable(&first(2), SNAPSHOT_VERSION).is_ok());
         let refused = readable(&first(2), release_1).unwrap_err();
         assert!(refused.contains("format 2 from node 3 refused: this build reads up to 1"), "{refused}");
+    }
+
+    /// A database with group 0 at applied index 7 holding `records` records of 64 KB, different
+    /// bytes each (so that compression does not shrink the file below what bounds its memory).
+    fn big_group(dir: &Path, records: u32) -> Arc<DB> {
+        let db = open_db(&dir.join("data")).unwrap();
+        db.put(keys::applied(0), 7u64.to_be_bytes()).unwrap();
+        db.put(keys::truncated(0), [7u64.to_be_bytes(), 2u64.to_be_bytes()].concat()).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..records {
+            let value: Vec<u8> = (0..8192)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect();
+            db.put(keys::state(0, b'K', &[&i.to_be_bytes()]), value).unwrap();
+        }
+        db
+    }
+
+    #[test]
+    fn a_snapshot_made_in_memory_streams_whole_and_holds_little_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // 40 MB of state: more than twice what the writer may run ahead of its sender.
+        let db = big_group(dir.path(), 640);
+        let mut generator = Generator::new(db.clone(), 0);
+        generator.set_format(2);
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let maker = std::thread::spawn(move || generator.make(|snap| opened_tx.send(header_of(snap).path).unwrap()));
+        let path = PathBuf::from(opened_rx.recv().unwrap());
+        assert!(in_memory::is(&path) && !outgoing_dir(&dir.path().join("data")).exists(), "nothing on the disk");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let sender = runtime.spawn(stream_file(path.clone(), tx, Pace::new(0)));
+        let (mut bytes, mut most_held) = (Vec::new(), 0u64);
+        while let Some(chunk) = rx.blocking_recv() {
+            use std::os::unix::fs::MetadataExt as _;
+            // What the file holds in memory, while it is still held.
+            if let Ok(m) = std::fs::metadata(&path) {
+                most_held = most_held.max(m.blocks() * 512);
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let sent = runtime.block_on(sender).unwrap().unwrap();
+        let made = header_of(&maker.join().unwrap().unwrap().unwrap());
+        assert_eq!(sent, bytes.len() as u64);
+        assert!(bytes.len() > 2 * in_memory::AHEAD as usize, "{} bytes", bytes.len());
+        assert!(most_held <= in_memory::AHEAD + 2 * CHUNK_BYTES as u64, "held {most_held} bytes at once");
+        let received = dir.path().join("received.sst");
+        std::fs::write(&received, &bytes).unwrap();
+        assert_eq!(check_sst(&received, 0).unwrap(), made.state_bytes);
+        remove_path(&made.path);
+        assert!(in_memory::open(&path).is_err(), "a removed in-memory file cannot be opened again");
+    }
+
+    #[test]
+    fn a_snapshot_made_in_memory_that_no_sender_reads_is_given_up_without_stopping_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = big_group(dir.path(), 640);
+        let mut generator = Generator::new(db, 0);
+        generator.set_format(2);
+        generator.reader_timeout = Duration::from_millis(50);
+        let mut path = String::new();
+        assert!(generator.make(|snap| path = header_of(snap).path).unwrap().is_none());
+        let err = in_memory::open(Path::new(&path)).unwrap_err().to_string();
+        assert!(err.contains("given up"), "{err}");
+        assert!(matches!(Writing::of(&path), Some(Writing::Failed(_))), "a sender that had it open fails");
+        assert!(generator.take_failure().is_none(), "not a storage error");
+        remove_path(&path);
     }
 
     /// Reads the file at `path` chunk by chunk as a sender does, until its end or an error.

@@ -500,6 +500,11 @@ impl RaftStorage {
         self.snapshots.pace(bytes_per_s);
     }
 
+    /// Makes the next snapshots for streams of `format` ([`Generator::set_format`]).
+    pub fn snapshot_format(&mut self, format: u32) {
+        self.snapshots.set_format(format);
+    }
+
     /// A failure of making a snapshot in the background, which stops the node like any other.
     pub fn take_failure(&self) -> Option<StorageError> {
         self.snapshots.take_failure()

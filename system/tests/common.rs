@@ -14,6 +14,20 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
+/// A failed test says why before the temp dir goes: the tail of every node's log.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for node in &self.spec.nodes {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("== node {} (last 40 lines)\n{}", node.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+    }
+}
+
 impl Cluster {
     pub fn start(n: usize, tweak: impl FnOnce(&mut ClusterSpec)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();

@@ -355,19 +355,10 @@ async fn a_node_killed_during_a_snapshot_transfer_and_install_restarts_and_catch
         applied(&client, 1).await.map(|(_, c)| c)
     })
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while applied(&client, 4).await.is_none_or(|(a, _)| a < commit) {
-        if std::time::Instant::now() > deadline {
-            // Say why before the temp dir goes.
-            for id in 1..=4 {
-                let log = std::fs::read_to_string(&cluster.spec.node(id).unwrap().log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("== node {id}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-            }
-            panic!("the restarted node did not catch up in 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(Duration::from_secs(60), "the restarted node to catch up", || async {
+        applied(&client, 4).await.filter(|(a, _)| *a >= commit).map(|_| ())
+    })
+    .await;
     assert_has_all(&client, 4, &acked).await;
 }
 
