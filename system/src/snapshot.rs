@@ -8,10 +8,10 @@
 //! consistent view that needs no flush) and writes them into an LZ4-compressed SST file; until
 //! that file is open raft-rs hears "temporarily unavailable" and asks again with the next
 //! heartbeat. The file is made in memory ([`in_memory`]: a memfd, bounded by its sender's
-//! progress), except for format 1 streams, whose file is on the disk. The snapshot's `data` only names the file ([`SnapshotHeader`]); the state never sits
-//! in a raft message. The file is made once and then moved as it is (the layout TiKV uses):
-//! neither side decodes or re-encodes a pair while it travels, and compressible state moves
-//! compressed.
+//! progress), except for format 1 streams, whose file is on the disk. The snapshot's `data` only
+//! names the file ([`SnapshotHeader`]); the state never sits in a raft message. The file is made
+//! once and then moved as it is (the layout TiKV uses): neither side decodes or re-encodes a pair
+//! while it travels, and compressible state moves compressed.
 //!
 //! Sending ([`spawn_send`]): the loop hands every `MsgSnapshot` to a task that streams the file
 //! in chunks of [`CHUNK_BYTES`] (a bounded queue, so memory stays bounded), then reports the
@@ -280,7 +280,8 @@ impl Generator {
         Writing::end(&header.path, Ok(header.clone()));
         snap.data = header.encode_to_vec().into();
         let in_memory = reader.is_some();
-        tracing::info!(group = self.group, index = applied, term, state_bytes, in_memory, took = ?started.elapsed(), "snapshot made");
+        let took = started.elapsed();
+        tracing::info!(group = self.group, index = applied, term, state_bytes, in_memory, ?took, "snapshot made");
         Ok(Some(snap))
     }
 }
