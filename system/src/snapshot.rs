@@ -22,9 +22,9 @@
 //! (or, on the disk, written out and dropped from the page cache) a chunk at a time
 //! ([`DropBehind`]).
 //!
-//! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written to the disk and
-//! dropped from the page cache a chunk behind, then synced, then checked (read around the page
-//! cache where the file system allows): RocksDB must read every block of it (checksums) and every
+//! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written around the page
+//! cache where the file system allows ([`Sink`]), then synced, then checked (read around the page
+//! cache too): RocksDB must read every block of it (checksums) and every
 //! key must belong to the group's snapshot. Only then is the raft message handed to the group,
 //! its `data` naming the file. A transfer that breaks off leaves a partial file, which the next
 //! start removes.
@@ -891,33 +891,98 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 
 /// Version 2: writes the file's bytes as they come to `path`, syncs it, then checks it.
 fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
-    let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    let mut out = DropBehind::default();
-    // Where the writer's time goes: waiting for chunks, copying them into the file, and waiting
-    // for the disk to take the previous one.
-    let (mut waited, mut copied, mut flushed) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut out = Sink::create(path, true).map_err(|e| e.to_string())?;
+    // Where the writer's time goes: waiting for chunks, and writing them.
+    let (mut waited, mut wrote) = (Duration::ZERO, Duration::ZERO);
     loop {
         let asked = Instant::now();
         let Some(chunk) = rx.blocking_recv() else { break };
         let got = Instant::now();
-        file.write_all(&chunk.data).map_err(|e| e.to_string())?;
-        let wrote = Instant::now();
-        out.advance(&file, out.written + chunk.data.len() as u64).map_err(|e| e.to_string())?;
-        (waited, copied, flushed) = (waited + (got - asked), copied + (wrote - got), flushed + wrote.elapsed());
+        out.write(&chunk.data).map_err(|e| e.to_string())?;
+        (waited, wrote) = (waited + (got - asked), wrote + got.elapsed());
         if chunk.done {
             if chunk.total_bytes != out.written {
                 return Err(format!("{} bytes arrived of {}", out.written, chunk.total_bytes));
             }
             let started = Instant::now();
-            file.sync_all().map_err(|e| e.to_string())?;
+            out.finish().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
             let state_bytes = check_sst(path, group)?;
-            let file_bytes = out.written;
-            tracing::info!(file_bytes, ?waited, ?copied, ?flushed, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
+            let (file_bytes, direct) = (out.written, out.direct.is_some());
+            tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
             return Ok(Received { state_bytes, file_bytes });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
+}
+
+/// A received file on its way to the disk: written around the page cache (`O_DIRECT`, from an
+/// aligned buffer of a chunk) where the file system takes it, else through the cache and dropped
+/// behind ([`DropBehind`]). Either way the file never fills the cache, and around it the bytes
+/// are not even copied into it.
+struct Sink {
+    file: std::fs::File,
+    /// Bytes written.
+    written: u64,
+    /// For `O_DIRECT`: the buffer (a chunk, aligned from `at`) and how much of it is filled.
+    direct: Option<(Vec<u8>, usize, usize)>,
+    behind: DropBehind,
+}
+
+impl Sink {
+    /// A new file at `path`, written around the page cache if `direct` and the file system
+    /// takes it.
+    fn create(path: &Path, direct: bool) -> std::io::Result<Sink> {
+        use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        let opened = direct.then(|| open.clone().custom_flags(nix::libc::O_DIRECT).open(path).ok()).flatten();
+        let direct = opened.and_then(|file| {
+            let mut buf = vec![0u8; CHUNK_BYTES + DIRECT_ALIGN];
+            let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            // Some file systems open with O_DIRECT and refuse the write: try one block.
+            file.write_all_at(&buf[at..at + DIRECT_ALIGN], 0).and_then(|()| file.set_len(0)).ok()?;
+            buf[at..at + DIRECT_ALIGN].fill(0);
+            Some((file, (buf, at, 0)))
+        });
+        let (file, direct) = match direct {
+            Some((file, buf)) => (file, Some(buf)),
+            None => (open.open(path)?, None),
+        };
+        Ok(Sink { file, written: 0, direct, behind: DropBehind::default() })
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        self.written += data.len() as u64;
+        let Some((buf, at, filled)) = &mut self.direct else {
+            self.file.write_all(data)?;
+            return self.behind.advance(&self.file, self.written);
+        };
+        while !data.is_empty() {
+            let n = (CHUNK_BYTES - *filled).min(data.len());
+            buf[*at + *filled..*at + *filled + n].copy_from_slice(&data[..n]);
+            (*filled, data) = (*filled + n, &data[n..]);
+            if *filled == CHUNK_BYTES {
+                self.file.write_all(&buf[*at..*at + CHUNK_BYTES])?;
+                *filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is left (direct writes are whole blocks: the last one padded, then the file
+    /// cut to its length) and syncs the file.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if let Some((buf, at, filled)) = &mut self.direct
+            && *filled > 0
+        {
+            let padded = filled.next_multiple_of(DIRECT_ALIGN);
+            buf[*at + *filled..*at + padded].fill(0);
+            self.file.write_all(&buf[*at..*at + padded])?;
+            self.file.set_len(self.written)?;
+        }
+        self.file.sync_all()
+    }
 }
 
 /// Writes a file out to the disk while it is written, a chunk behind, and drops what is on the
@@ -1346,6 +1411,23 @@ mod tests {
             let copy = shm.path().join("good.sst");
             std::fs::copy(&good, &copy).unwrap();
             assert_eq!(check_sst(&copy, 0).unwrap(), 5 + 8 + 7 + 1);
+        }
+    }
+
+    #[test]
+    fn a_received_file_has_its_bytes_around_the_cache_or_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..CHUNK_BYTES + 10_000).map(|i| (i * 7 % 251) as u8).collect();
+        for direct in [true, false] {
+            let path = dir.path().join(format!("direct-{direct}"));
+            let mut sink = Sink::create(&path, direct).unwrap();
+            // Uneven pieces: a chunk's buffer fills across writes, and the tail is a part block.
+            for piece in bytes.chunks(999_999) {
+                sink.write(piece).unwrap();
+            }
+            sink.finish().unwrap();
+            assert!(direct || sink.direct.is_none());
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "direct: {direct}");
         }
     }
 
