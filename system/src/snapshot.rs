@@ -1099,8 +1099,8 @@ fn scan_in_scratch(
 ) -> Result<(), String> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
-    // A received file was dropped from the page cache behind its writer: read it around the cache
-    // too, where the file system allows, rather than into fresh pages.
+    // A received file was written around the page cache (or dropped from it behind its writer):
+    // read it around the cache too, where the file system allows, rather than into fresh pages.
     opts.set_use_direct_reads(direct_reads_work(path));
     let db = DB::open(&opts, scratch).map_err(|e| format!("scratch database: {e}"))?;
     let link = scratch.join("check.sst");
@@ -1128,8 +1128,8 @@ fn scan_in_scratch(
 /// logical block is larger).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Whether the file at `path` can be read around the page cache (O_DIRECT): tmpfs refuses the
-/// open, and some FUSE file systems the read.
+/// Whether the file at `path` can be read around the page cache (O_DIRECT): tmpfs before Linux 6.6
+/// refuses the open, and some FUSE file systems the read.
 fn direct_reads_work(path: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt as _;
     let Ok(mut file) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) else {
