@@ -24,8 +24,9 @@
 //!
 //! `ORDEAL_BENCH_PEER_TLS=off` runs the broker's peers without TLS (to measure its cost).
 //!
-//! `ORDEAL_BENCH_TRACE=1` prints every write of the load that took longer than 20 ms, with its
-//! wall-clock time, to set beside the nodes' logs (kept with `ORDEAL_BENCH_KEEP=1`).
+//! `ORDEAL_BENCH_TRACE=1` prints every write of the load that took longer than
+//! `ORDEAL_BENCH_TRACE_MS` (default 20) ms, with its wall-clock time, to set beside the nodes'
+//! logs (kept with `ORDEAL_BENCH_KEEP=1`).
 //!
 //! `ORDEAL_BENCH_PAYLOAD=random` fills the records with pseudo-random bytes instead of one
 //! repeated byte: the broker's snapshot files are compressed, etcd's are not, so the default
@@ -99,18 +100,17 @@ fn window(samples: &[Sample], from: Instant, to: Instant) -> (f64, f64, usize, u
     (q(0.5), q(0.99), lat.len(), failed)
 }
 
-/// With `ORDEAL_BENCH_TRACE` set: every write slower than 20 ms from 1 s before the join to the
-/// promotion, with its start as UTC time of day and relative to the join.
+/// With `ORDEAL_BENCH_TRACE` set: every write slower than `ORDEAL_BENCH_TRACE_MS` from 1 s before
+/// the join to the promotion, with its start as UTC time of day and relative to the join.
 fn trace(system: &str, samples: &[Sample], joined: Instant, done: Instant) {
     if std::env::var_os("ORDEAL_BENCH_TRACE").is_none() {
         return;
     }
+    let slow = Duration::from_millis(env_u64("ORDEAL_BENCH_TRACE_MS", 20));
     let wall = std::time::SystemTime::now();
     let now = Instant::now();
     eprintln!("{system}: join at {}, promotion {:.3} s later", utc(wall, now, joined), (done - joined).as_secs_f64());
-    for (t, d, ok) in samples
-        .iter()
-        .filter(|(t, d, _)| *t + Duration::from_secs(1) >= joined && *t < done && *d > Duration::from_millis(20))
+    for (t, d, ok) in samples.iter().filter(|(t, d, _)| *t + Duration::from_secs(1) >= joined && *t < done && *d > slow)
     {
         let rel =
             t.saturating_duration_since(joined).as_secs_f64() - joined.saturating_duration_since(*t).as_secs_f64();
