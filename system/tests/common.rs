@@ -68,7 +68,10 @@ impl Cluster {
         .await
     }
 
-    /// Waits until every node has applied everything the leader committed.
+    /// Waits until every node has applied everything the leader committed, as the nodes' published
+    /// views say. A view is published after the loop iteration that answered a write, so it can
+    /// trail the acknowledgement of the last write: a test that needs every acknowledged write
+    /// applied everywhere waits for those writes themselves.
     pub async fn converged(&self, client: &Client) {
         wait_for(Duration::from_secs(15), "replicas to converge", || async {
             let mut indices = Vec::new();

@@ -93,9 +93,17 @@ async fn applied(client: &Client, node: u64) -> Option<(u64, u64)> {
     Some((s.groups[0].applied_index, s.groups[0].commit_index))
 }
 
-/// Every acknowledged record is on `node` at its offset, read from its local state.
+/// Every acknowledged record is on `node` at its offset, read from its local state once it holds
+/// as many records as were acknowledged: a node may still be applying the last ones even after
+/// `converged`, whose commit index is the nodes' published view, which can trail the
+/// acknowledgement of the last write by a loop iteration.
 async fn assert_has_all(client: &Client, node: u64, acked: &BTreeMap<u64, String>) {
-    let log = common::local_log(client, node, "t").await;
+    let want = acked.keys().next_back().map_or(0, |last| *last as usize + 1);
+    let log = wait_for(Duration::from_secs(10), &format!("node {node} to apply every acknowledged record"), || async {
+        let log = common::local_log(client, node, "t").await;
+        (log.len() >= want).then_some(log)
+    })
+    .await;
     for (offset, value) in acked {
         let got = log.get(*offset as usize).map(|r| String::from_utf8_lossy(&r.value).into_owned());
         assert_eq!(got.as_deref(), Some(value.as_str()), "node {node}: acknowledged offset {offset}");
