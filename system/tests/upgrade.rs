@@ -30,6 +30,18 @@ async fn versions(cluster: &Cluster, client: &Client) -> Option<Vec<(u32, u32)>>
     Some(out)
 }
 
+/// Writes `value` to key `k` until a write of it is acknowledged: a put is not idempotent, so one
+/// whose outcome a loaded machine left unknown (an attempt's timeout, a leader moving) is an
+/// error, and writing the same value again is harmless here.
+async fn put(client: &Client, value: &[u8]) {
+    wait_for(Duration::from_secs(20), "an acknowledged put", || async { client.put(b"k", value).await.ok() }).await;
+}
+
+/// Node `id`'s status, asked until it answers (one attempt may time out on a loaded machine).
+async fn status(client: &Client, id: u64) -> ordeal_wire::status::NodeStatus {
+    wait_for(Duration::from_secs(10), &format!("node {id}'s status"), || async { client.status(id).await.ok() }).await
+}
+
 fn log_of(cluster: &Cluster, id: u64) -> String {
     std::fs::read_to_string(&cluster.spec.node(id).unwrap().log).unwrap_or_default()
 }
@@ -41,7 +53,7 @@ async fn the_cluster_version_waits_for_the_last_member_and_an_old_node_cannot_co
     });
     let client = cluster.client();
     cluster.leader(&client).await;
-    client.put(b"k", b"1").await.unwrap();
+    put(&client, b"1").await;
     // Node 3 speaks wire version 1 only: the others fall back to it, and it keeps up.
     cluster.converged(&client).await;
     // Mixed: node 3 is release 1, so the cluster stays at version 1 (several gate rounds pass).
@@ -51,7 +63,7 @@ async fn the_cluster_version_waits_for_the_last_member_and_an_old_node_cannot_co
         assert!(v.iter().all(|(_, cv)| *cv <= 1), "the gate flipped with a release-1 member: {v:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let s = client.status(3).await.unwrap();
+    let s = status(&client, 3).await;
     assert_eq!((s.release, s.wire_version, s.storage_version_max), (1, 1, 1));
     // Node 3 moves to this release: the gate flips everywhere.
     cluster.procs.get_mut(&3).unwrap().terminate(Duration::from_secs(5)).unwrap();
@@ -61,8 +73,8 @@ async fn the_cluster_version_waits_for_the_last_member_and_an_old_node_cannot_co
         versions(&cluster, &client).await.filter(|v| v.iter().all(|(r, cv)| (*r, *cv) == (RELEASE, RELEASE)))
     })
     .await;
-    client.put(b"k", b"2").await.unwrap();
-    let s = client.status(3).await.unwrap();
+    put(&client, b"2").await;
+    let s = status(&client, 3).await;
     assert_eq!((s.storage_version, s.wire_version, s.wire_version_min), (2, 2, 1));
     // Rolling node 3 back now is refused: its data is in the new format.
     cluster.procs.get_mut(&3).unwrap().terminate(Duration::from_secs(5)).unwrap();
