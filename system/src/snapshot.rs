@@ -986,7 +986,7 @@ impl Sink {
 }
 
 /// Writes a file out to the disk while it is written, a chunk behind, and drops what is on the
-/// disk from the page cache.
+/// disk from the page cache; or, for an in-memory file, punches out what its sender has read.
 ///
 /// Writing out: a whole snapshot's dirty pages written back at once (by its final sync, or the
 /// kernel's flusher) queue ahead of every other node's WAL sync on the same disk for as long as
