@@ -24,10 +24,9 @@
 //!
 //! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written around the page
 //! cache where the file system allows ([`Sink`]), then synced, then checked (read around the page
-//! cache too): RocksDB must read every block of it (checksums) and every
-//! key must belong to the group's snapshot. Only then is the raft message handed to the group,
-//! its `data` naming the file. A transfer that breaks off leaves a partial file, which the next
-//! start removes.
+//! cache too): RocksDB must read every block of it (checksums) and every key must belong to the
+//! group's snapshot. Only then is the raft message handed to the group, its `data` naming the
+//! file. A transfer that breaks off leaves a partial file, which the next start removes.
 //!
 //! Formats: the SST file's bytes are stream format 2, which release 1 cannot read. Until the
 //! cluster version reaches 2 ([`crate::version::snapshot_format`]) a leader streams format 1
@@ -512,12 +511,11 @@ mod in_memory {
     /// Opens a snapshot file to send it: an in-memory one while it is still held (with the
     /// count to advance as it is read), one on the disk by its path.
     pub(super) fn open(path: &Path) -> std::io::Result<(std::fs::File, Option<Arc<AtomicU64>>)> {
-        let name = path.display().to_string();
-        if !name.starts_with(PREFIX) {
+        if !is(path) {
             return Ok((std::fs::File::open(path)?, None));
         }
         let files = files();
-        let Some(file) = files.get(&name) else {
+        let Some(file) = files.get(&path.display().to_string()) else {
             return Err(std::io::Error::other("the in-memory snapshot file was given up"));
         };
         // Opened while the table holds the descriptor, so the path names this file; the new
@@ -528,7 +526,7 @@ mod in_memory {
 
     /// Frees an in-memory file (readers that have it open read on); false if `path` is not one.
     pub(super) fn discard(path: &str) -> bool {
-        path.starts_with(PREFIX) && files().remove(path).is_some()
+        is(Path::new(path)) && files().remove(path).is_some()
     }
 
     /// Whether `path` names an in-memory file.
@@ -924,8 +922,8 @@ struct Sink {
     file: std::fs::File,
     /// Bytes written.
     written: u64,
-    /// For `O_DIRECT`: the buffer (a chunk, aligned from `at`) and how much of it is filled.
-    direct: Option<(Vec<u8>, usize, usize)>,
+    /// For `O_DIRECT`: a chunk's buffer, and how much of it is filled.
+    direct: Option<(Aligned, usize)>,
     behind: DropBehind,
 }
 
@@ -938,12 +936,10 @@ impl Sink {
         open.write(true).create(true).truncate(true);
         let opened = direct.then(|| open.clone().custom_flags(nix::libc::O_DIRECT).open(path).ok()).flatten();
         let direct = opened.and_then(|file| {
-            let mut buf = vec![0u8; CHUNK_BYTES + DIRECT_ALIGN];
-            let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-            // Some file systems open with O_DIRECT and refuse the write: try one block.
-            file.write_all_at(&buf[at..at + DIRECT_ALIGN], 0).and_then(|()| file.set_len(0)).ok()?;
-            buf[at..at + DIRECT_ALIGN].fill(0);
-            Some((file, (buf, at, 0)))
+            let mut buf = Aligned::new(CHUNK_BYTES);
+            // Some file systems open with O_DIRECT and refuse the write: try one block (of zeros).
+            file.write_all_at(&buf.bytes()[..DIRECT_ALIGN], 0).and_then(|()| file.set_len(0)).ok()?;
+            Some((file, (buf, 0)))
         });
         let (file, direct) = match direct {
             Some((file, buf)) => (file, Some(buf)),
@@ -954,16 +950,17 @@ impl Sink {
 
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         self.written += data.len() as u64;
-        let Some((buf, at, filled)) = &mut self.direct else {
+        let Some((buf, filled)) = &mut self.direct else {
             self.file.write_all(data)?;
             return self.behind.advance(&self.file, self.written);
         };
+        let buf = buf.bytes();
         while !data.is_empty() {
-            let n = (CHUNK_BYTES - *filled).min(data.len());
-            buf[*at + *filled..*at + *filled + n].copy_from_slice(&data[..n]);
+            let n = (buf.len() - *filled).min(data.len());
+            buf[*filled..*filled + n].copy_from_slice(&data[..n]);
             (*filled, data) = (*filled + n, &data[n..]);
-            if *filled == CHUNK_BYTES {
-                self.file.write_all(&buf[*at..*at + CHUNK_BYTES])?;
+            if *filled == buf.len() {
+                self.file.write_all(buf)?;
                 *filled = 0;
             }
         }
@@ -973,12 +970,12 @@ impl Sink {
     /// Writes what is left (direct writes are whole blocks: the last one padded, then the file
     /// cut to its length) and syncs the file.
     fn finish(&mut self) -> std::io::Result<()> {
-        if let Some((buf, at, filled)) = &mut self.direct
+        if let Some((buf, filled)) = &mut self.direct
             && *filled > 0
         {
-            let padded = filled.next_multiple_of(DIRECT_ALIGN);
-            buf[*at + *filled..*at + padded].fill(0);
-            self.file.write_all(&buf[*at..*at + padded])?;
+            let (buf, padded) = (buf.bytes(), filled.next_multiple_of(DIRECT_ALIGN));
+            buf[*filled..padded].fill(0);
+            self.file.write_all(&buf[..padded])?;
             self.file.set_len(self.written)?;
         }
         self.file.sync_all()
@@ -1135,9 +1132,27 @@ fn direct_reads_work(path: &Path) -> bool {
     let Ok(mut file) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) else {
         return false;
     };
-    let mut buf = vec![0u8; 2 * DIRECT_ALIGN];
-    let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    std::io::Read::read(&mut file, &mut buf[at..at + DIRECT_ALIGN]).is_ok()
+    std::io::Read::read(&mut file, Aligned::new(DIRECT_ALIGN).bytes()).is_ok()
+}
+
+/// A zeroed buffer at an address aligned for direct I/O.
+struct Aligned {
+    buf: Vec<u8>,
+    /// Where the aligned bytes start in `buf`.
+    at: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let buf = vec![0u8; len + DIRECT_ALIGN];
+        let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        Aligned { buf, at, len }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.buf[self.at..self.at + self.len]
+    }
 }
 
 /// Version 1: writes the pairs of every chunk into an SST file at `path`, checking that each
