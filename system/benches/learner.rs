@@ -143,6 +143,21 @@ async fn http_get(addr: &str, path: &str) -> String {
     tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten().unwrap_or_default()
 }
 
+/// `addr`'s metrics page once `ready` holds for it, asked every 20 ms for at most `timeout`.
+async fn metrics_when(addr: &str, timeout: Duration, ready: impl Fn(&str) -> bool) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = http_get(addr, "/metrics").await;
+        if ready(&m) {
+            return Some(m);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The sum of every sample of metric `name` (all label sets).
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -369,15 +384,13 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     let m = http_get(&http.to_string(), "/metrics").await;
     let leader_http = spec.nodes.iter().find(|n| n.id == leader).expect("the leader is a node").http;
     // The leader counts a send once the learner has answered it, which can come after the
-    // promotion was granted: wait for the count.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let sent = loop {
-        let sent = http_get(&leader_http.to_string(), "/metrics").await;
-        if metric(&sent, "ordeal_snapshots_sent_total") >= 1.0 || Instant::now() > deadline {
-            break sent;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // promotion was granted: wait for the count (a leader that moved has none; its send time then
+    // reads as 0).
+    let sent = metrics_when(&leader_http.to_string(), Duration::from_secs(10), |m| {
+        metric(m, "ordeal_snapshots_sent_total") >= 1.0
+    })
+    .await
+    .unwrap_or_default();
     drop(procs);
     Outcome {
         promotable: promoted,
@@ -491,15 +504,9 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     let learner = etcd.endpoint(3).trim_start_matches("http://").to_string();
     // etcd grants the promotion once the learner has the snapshot, before it serves clients
     // (its /metrics too): wait until it does.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let m = loop {
-        let m = http_get(&learner, "/metrics").await;
-        if m.contains("etcd_server_has_leader") {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "etcd's learner served no metrics within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let m = metrics_when(&learner, Duration::from_secs(60), |m| m.contains("etcd_server_has_leader"))
+        .await
+        .expect("etcd's learner served no metrics within 60 s");
     Outcome {
         promotable: promoted,
         snapshots: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_count"),
