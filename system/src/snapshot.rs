@@ -23,9 +23,9 @@
 //! ([`DropBehind`]).
 //!
 //! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written around the page
-//! cache where the file system allows ([`Sink`]), then synced, then checked (read around the page
-//! cache too): RocksDB must read every block of it (checksums) and every key must belong to the
-//! group's snapshot. Only then is the raft message handed to the group, its `data` naming the
+//! cache where the file system allows ([`Sink`]), then synced, then checked ([`check_written`]):
+//! its bytes against the CRC-32 the sender's last chunk carries, its structure and its first and
+//! last keys; from an older sender, without a CRC, every block and every key. Only then is the raft message handed to the group, its `data` naming the
 //! file. A transfer that breaks off leaves a partial file, which the next start removes.
 //!
 //! Formats: the SST file's bytes are stream format 2, which release 1 cannot read. Until the
@@ -41,7 +41,7 @@
 use crate::metrics::Metrics;
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
-use crate::pb::broker::{SnapshotAck, SnapshotChunk};
+use crate::pb::broker::{FileSummary, SnapshotAck, SnapshotChunk};
 use crate::pb::cmd::{SnapshotHeader, SnapshotInstall};
 use crate::storage::{StorageError, decode_u64, keys};
 use bytes::{Bytes, BytesMut};
@@ -695,7 +695,7 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
     let (file, read) = in_memory::open(&path).map_err(failed)?;
     // The file is read once, as it is written: it leaves memory behind the reader.
     let mut file = Some((file, DropBehind { sender_of: read, ..Default::default() }));
-    let mut total = 0u64;
+    let (mut total, mut crc) = (0u64, crc32fast::Hasher::new());
     loop {
         // One blocking read of a whole chunk (the file hands itself back with it).
         let Some((mut f, mut behind)) = file.take() else { return Err("the file was lost".into()) };
@@ -708,7 +708,9 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
         let (f, data, done) = tokio::task::spawn_blocking(read).await.map_err(|e| e.to_string())?.map_err(failed)?;
         file = Some(f);
         total += data.len() as u64;
-        let chunk = SnapshotChunk { data: data.freeze(), done, total_bytes: total, ..Default::default() };
+        crc.update(&data);
+        let summary = done.then(|| summary(&path, crc.clone().finalize())).flatten();
+        let chunk = SnapshotChunk { data: data.freeze(), done, total_bytes: total, summary, ..Default::default() };
         match tokio::time::timeout(CHUNK_TIMEOUT, tx.send(chunk)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err("the stream ended early".into()),
@@ -718,6 +720,15 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
             return Ok(total);
         }
         tokio::time::sleep(pace.wait_after(CHUNK_BYTES as u64)).await;
+    }
+}
+
+/// What the sender vouches for in the last chunk: the CRC-32 of the bytes it read, and the state
+/// they hold as the file's maker counted it (`None` if that is not known here).
+fn summary(path: &Path, crc32: u32) -> Option<FileSummary> {
+    match Writing::of(&path.display().to_string()) {
+        Some(Writing::Done(made, _)) => Some(FileSummary { crc32, state_bytes: made.state_bytes }),
+        _ => None,
     }
 }
 
@@ -890,12 +901,14 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 /// Version 2: writes the file's bytes as they come to `path`, syncs it, then checks it.
 fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
     let mut out = Sink::create(path, true).map_err(|e| e.to_string())?;
+    let mut crc = crc32fast::Hasher::new();
     // Where the writer's time goes: waiting for chunks, and writing them.
     let (mut waited, mut wrote) = (Duration::ZERO, Duration::ZERO);
     loop {
         let asked = Instant::now();
         let Some(chunk) = rx.blocking_recv() else { break };
         let got = Instant::now();
+        crc.update(&chunk.data);
         out.write(&chunk.data).map_err(|e| e.to_string())?;
         (waited, wrote) = (waited + (got - asked), wrote + got.elapsed());
         if chunk.done {
@@ -905,13 +918,28 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             let started = Instant::now();
             out.finish().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
-            let state_bytes = check_sst(path, group)?;
+            let read_back = chunk.summary.is_none();
+            let state_bytes = check_written(path, group, chunk.summary, crc.finalize())?;
             let (file_bytes, direct) = (out.written, out.direct.is_some());
-            tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
+            tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, read_back, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
             return Ok(Received { state_bytes, file_bytes });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
+}
+
+/// Checks a received file before raft sees it; returns the bytes of its keys and values. With the
+/// sender's summary, the bytes written must have its CRC, and then the file is the one the leader
+/// made from the group's keys: only its structure and its ends are read ([`check_ends`]), not
+/// its 200 MB again, whose reading from the disk delayed every WAL sync on it. Without one (an
+/// older sender), every pair is read ([`check_sst`]).
+fn check_written(path: &Path, group: u32, summary: Option<FileSummary>, crc32: u32) -> Result<u64, String> {
+    let Some(summary) = summary else { return check_sst(path, group) };
+    if crc32 != summary.crc32 {
+        return Err(format!("the bytes written have CRC-32 {crc32:08x}, the sender's file {:08x}", summary.crc32));
+    }
+    check_ends(path, group)?;
+    Ok(summary.state_bytes)
 }
 
 /// A received file on its way to the disk: written around the page cache (`O_DIRECT`, from an
@@ -1074,26 +1102,62 @@ fn check_sst(path: &Path, group: u32) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Checks that the SST file at `path` opens (footer, index, properties) and that its first and
+/// last keys are the group's snapshot's.
+fn check_ends(path: &Path, group: u32) -> Result<(), String> {
+    in_scratch(path, &path.with_extension("check"), |db| {
+        let mut it = db.raw_iterator();
+        it.seek_to_first();
+        let first = it.key().map(<[u8]>::to_vec);
+        it.seek_to_last();
+        let last = it.key().map(<[u8]>::to_vec);
+        it.status().map_err(|e| format!("unreadable: {e}"))?;
+        for key in [first, last] {
+            let key = key.ok_or("an empty snapshot")?;
+            if !in_snapshot(group, &key) {
+                return Err(format!("key {} is not the group's", key.escape_ascii()));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Hands every pair of the SST file at `path` to `each`, in key order, read through a scratch
 /// database at `scratch` (removed afterwards); a key that is not the group's snapshot's stops it.
 fn scan_sst(
     path: &Path,
     group: u32,
     scratch: &Path,
-    each: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
-) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(scratch);
-    let scanned = scan_in_scratch(path, group, scratch, each);
-    let _ = std::fs::remove_dir_all(scratch);
-    scanned
-}
-
-fn scan_in_scratch(
-    path: &Path,
-    group: u32,
-    scratch: &Path,
     mut each: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
+    in_scratch(path, scratch, |db| {
+        // Read once, front to back: large reads, and nothing kept in the block cache.
+        let mut read = ReadOptions::default();
+        read.set_readahead_size(READAHEAD_BYTES);
+        read.fill_cache(false);
+        let mut it = db.raw_iterator_opt(read);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !in_snapshot(group, k) {
+                return Err(format!("key {} is not the group's", k.escape_ascii()));
+            }
+            each(k, v)?;
+            it.next();
+        }
+        it.status().map_err(|e| format!("unreadable: {e}"))
+    })
+}
+
+/// Runs `read` on a scratch database at `scratch` (removed afterwards) that has ingested a link
+/// to the SST file at `path`, which RocksDB refuses unless it is one.
+fn in_scratch<T>(path: &Path, scratch: &Path, read: impl FnOnce(&DB) -> Result<T, String>) -> Result<T, String> {
+    let _ = std::fs::remove_dir_all(scratch);
+    let result = open_scratch(path, scratch).and_then(|db| read(&db));
+    let _ = std::fs::remove_dir_all(scratch);
+    result
+}
+
+fn open_scratch(path: &Path, scratch: &Path) -> Result<DB, String> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     // A received file was written around the page cache (or dropped from it behind its writer):
@@ -1105,20 +1169,7 @@ fn scan_in_scratch(
     let mut ingest = IngestExternalFileOptions::default();
     ingest.set_move_files(true);
     db.ingest_external_file_opts(&ingest, vec![&link]).map_err(|e| format!("not a readable SST file: {e}"))?;
-    // Read once, front to back: large reads, and nothing kept in the block cache.
-    let mut read = ReadOptions::default();
-    read.set_readahead_size(READAHEAD_BYTES);
-    read.fill_cache(false);
-    let mut it = db.raw_iterator_opt(read);
-    it.seek_to_first();
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if !in_snapshot(group, k) {
-            return Err(format!("key {} is not the group's", k.escape_ascii()));
-        }
-        each(k, v)?;
-        it.next();
-    }
-    it.status().map_err(|e| format!("unreadable: {e}"))
+    Ok(db)
 }
 
 /// The alignment of buffers, offsets and lengths that direct I/O asks for (a page: no device's
@@ -1357,8 +1408,9 @@ mod tests {
         sst.finish().unwrap();
     }
 
-    /// Streams the bytes of the file at `from` as version 2 chunks into `write_raw`.
-    fn receive_raw(from: &Path, to: &Path, group: u32) -> Result<Received, String> {
+    /// Streams the bytes of the file at `from` as version 2 chunks into `write_raw`, the last one
+    /// with `summary`.
+    fn receive_raw(from: &Path, to: &Path, group: u32, summary: Option<FileSummary>) -> Result<Received, String> {
         let bytes = std::fs::read(from).unwrap();
         let (tx, rx) = mpsc::channel(bytes.len() / 100 + 2);
         for (i, piece) in bytes.chunks(100).enumerate() {
@@ -1367,6 +1419,7 @@ mod tests {
                 data: Bytes::copy_from_slice(piece),
                 done,
                 total_bytes: bytes.len() as u64,
+                summary: summary.filter(|_| done),
                 ..Default::default()
             };
             tx.try_send(chunk).unwrap();
@@ -1375,24 +1428,50 @@ mod tests {
         write_raw(to, group, rx)
     }
 
+    /// What a sender that made the file at `path` (holding `state_bytes`) vouches for.
+    fn summary_of(path: &Path, state_bytes: u64) -> Option<FileSummary> {
+        Some(FileSummary { crc32: crc32fast::hash(&std::fs::read(path).unwrap()), state_bytes })
+    }
+
     #[test]
     fn a_received_file_is_checked_before_raft_sees_it() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.sst");
         sst(&good, &[(keys::applied(0).to_vec(), b"12345678"), (keys::state(0, b'K', &[b"a"]), b"v")]);
-        let got = receive_raw(&good, &dir.path().join("in.sst"), 0).unwrap();
-        assert_eq!(got.state_bytes, 5 + 8 + 7 + 1);
-        assert_eq!(got.file_bytes, std::fs::metadata(&good).unwrap().len());
-        let err = receive_raw(&good, &dir.path().join("in1.sst"), 1).unwrap_err();
-        assert!(err.contains("not the group's"), "{err}");
         let other = dir.path().join("other.sst");
         sst(&other, &[(keys::hard_state(0).to_vec(), b"x")]);
-        assert!(receive_raw(&other, &dir.path().join("in2.sst"), 0).unwrap_err().contains("not the group's"));
         let garbage = dir.path().join("garbage.sst");
         std::fs::write(&garbage, vec![7u8; 5000]).unwrap();
-        let err = receive_raw(&garbage, &dir.path().join("in3.sst"), 0).unwrap_err();
-        assert!(err.contains("not a readable SST file"), "{err}");
-        assert!(!dir.path().join("in3.check").exists(), "the scratch database is removed");
+        // Read back pair by pair (an older sender), and by its ends after the sender's CRC.
+        for vouched in [false, true] {
+            let summary = |path: &Path| summary_of(path, 5 + 8 + 7 + 1).filter(|_| vouched);
+            let into = |name: &str| dir.path().join(format!("{name}-{vouched}.sst"));
+            let got = receive_raw(&good, &into("in"), 0, summary(&good)).unwrap();
+            assert_eq!(got.state_bytes, 5 + 8 + 7 + 1);
+            assert_eq!(got.file_bytes, std::fs::metadata(&good).unwrap().len());
+            let err = receive_raw(&good, &into("in1"), 1, summary(&good)).unwrap_err();
+            assert!(err.contains("not the group's"), "{err}");
+            let err = receive_raw(&other, &into("in2"), 0, summary(&other)).unwrap_err();
+            assert!(err.contains("not the group's"), "{err}");
+            let err = receive_raw(&garbage, &into("in3"), 0, summary(&garbage)).unwrap_err();
+            assert!(err.contains("not a readable SST file"), "{err}");
+            assert!(!into("in3").with_extension("check").exists(), "the scratch database is removed");
+        }
+    }
+
+    #[test]
+    fn a_byte_changed_on_the_way_is_refused_with_or_without_the_senders_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.sst");
+        sst(&good, &[(keys::applied(0).to_vec(), b"12345678"), (keys::state(0, b'K', &[b"a"]), &[b'v'; 200])]);
+        let mut bytes = std::fs::read(&good).unwrap();
+        // In the data block, which comes first: its own checksum no longer matches either.
+        bytes[20] ^= 1;
+        let changed = dir.path().join("changed.sst");
+        std::fs::write(&changed, &bytes).unwrap();
+        let err = receive_raw(&changed, &dir.path().join("in.sst"), 0, summary_of(&good, 221)).unwrap_err();
+        assert!(err.contains("CRC-32"), "{err}");
+        assert!(receive_raw(&changed, &dir.path().join("in1.sst"), 0, None).is_err());
     }
 
     #[test]
@@ -1536,8 +1615,9 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let (tx, mut rx) = mpsc::channel(1);
         let sender = runtime.spawn(stream_file(path.clone(), tx, Pace::new(0)));
-        let (mut bytes, mut most_held) = (Vec::new(), 0u64);
+        let (mut bytes, mut most_held, mut summary) = (Vec::new(), 0u64, None);
         while let Some(chunk) = rx.blocking_recv() {
+            summary = chunk.summary.or(summary);
             use std::os::unix::fs::MetadataExt as _;
             // What the file holds in memory, while it is still held.
             if let Ok(m) = std::fs::metadata(&path) {
@@ -1553,6 +1633,8 @@ mod tests {
         let received = dir.path().join("received.sst");
         std::fs::write(&received, &bytes).unwrap();
         assert_eq!(check_sst(&received, 0).unwrap(), made.state_bytes);
+        // The last chunk vouches for the file: the receiver checks its bytes against this.
+        assert_eq!(summary, Some(FileSummary { crc32: crc32fast::hash(&bytes), state_bytes: made.state_bytes }));
         remove_path(&made.path);
         assert!(in_memory::open(&path).is_err(), "a removed in-memory file cannot be opened again");
     }
