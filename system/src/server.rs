@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 /// HTTP/2 flow-control window per stream on the node's port.
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// The largest HTTP/2 frame peers may send to the node's port: HTTP/2's default of 16 KB cuts a
-/// snapshot's 4 MB chunk into 256 frames, each a header to write and parse and a wake-up.
+/// snapshot's 1 MB chunk into 64 frames, each a header to write and parse and a wake-up.
 const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// Runs a node until it is told to stop.

@@ -71,13 +71,17 @@ pub const SNAPSHOT_VERSION: u32 = 2;
 /// `snapshot_version`): it is sent as 1, which every release reads, and received in any version
 /// this build speaks.
 const WIRE_VERSION: u32 = 1;
-/// Bytes per chunk: large, so that a chunk costs one hop to a blocking thread and one gRPC
-/// message per 4 MB, and within the 8 MB stream window of the receiving node's port.
-pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes per chunk. Each chunk costs a hop to a blocking thread and a gRPC message, so small ones
+/// move slowly (256 KB: ~190 MB/s of 200 MB, against ~420 MB/s at 1 MB); each is also a burst of
+/// copying, encrypting and writing on both ends that holds up the voters' work on a small machine,
+/// so large ones cost the load's tail (4 MB: p99 ~14 ms during a catch-up, 1 MB: ~10 ms; figures
+/// in docs/benchmarks.md). Within the 8 MB stream window of the receiving node's port.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// Read-ahead of the sequential scans of a snapshot (making it, checking it).
 const READAHEAD_BYTES: usize = 4 * 1024 * 1024;
-/// Chunks queued between the file and the network, on either side.
-const CHUNKS_QUEUED: usize = 4;
+/// Chunks queued between the file and the network, on either side: 16 MB, also what an in-memory
+/// file may hold ahead of its sender.
+const CHUNKS_QUEUED: usize = 16;
 /// The longest wait for one chunk to move (either side), and for connecting.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a sender waits for more of a file that is still being written before it looks again.
