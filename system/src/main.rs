@@ -221,9 +221,9 @@ struct ServeArgs {
     /// ... or once the entries appended since the last compaction reach this many bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024, env = "ORDEAL_BROKER_SNAPSHOT_BYTES")]
     snapshot_bytes: u64,
-    /// Pace snapshots to this many MB a second (of state read while making one, and of file
-    /// bytes while sending one), so that the node's own load keeps the CPU and disk; 0: unpaced.
-    #[arg(long, default_value_t = 0, env = "ORDEAL_BROKER_SNAPSHOT_MAX_MB_PER_S")]
+    /// Pace snapshots to this many MB a second of file (written while making one, sent while
+    /// sending one), so that the node's own load keeps the CPU and disk; 0: unpaced.
+    #[arg(long, default_value_t = ordeal_system::config::DEFAULT_SNAPSHOT_MAX_MB_PER_S, env = "ORDEAL_BROKER_SNAPSHOT_MAX_MB_PER_S")]
     snapshot_max_mb_per_s: u64,
     /// Where RocksDB keeps this node's data.
     #[arg(long)]
