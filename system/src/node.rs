@@ -896,10 +896,15 @@ impl Group {
         }
         self.compacting = true;
         let (db, tx) = (store.db().clone(), self.tx.clone());
-        std::thread::spawn(move || {
+        // Named, or it shows in top and perf as the raft loop that started it.
+        let thread = std::thread::Builder::new().name(format!("flush-g{}", self.group));
+        let flushing = thread.spawn(move || {
             let result = db.flush().map_err(|e| e.to_string());
             let _ = tx.send(Request::Flushed { index, result });
         });
+        if let Err(e) = flushing {
+            self.compact(index, Err(format!("no thread to flush on: {e}")));
+        }
     }
 
     fn compact(&mut self, index: u64, flushed: Result<(), String>) {

@@ -190,9 +190,13 @@ impl Generator {
             remove_path(&header_of(&snap).path);
         }
         if !slot.generating {
-            slot.generating = true;
             let this = self.clone();
-            std::thread::spawn(move || this.generate());
+            // Named, or it shows in top and perf as the raft loop that started it.
+            let thread = std::thread::Builder::new().name(format!("snapshot-g{}", self.group));
+            match thread.spawn(move || this.generate()) {
+                Ok(_) => slot.generating = true,
+                Err(e) => slot.failed = Some(format!("no thread to make it on: {e}")),
+            }
         }
         None
     }
