@@ -25,8 +25,9 @@
 //! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written around the page
 //! cache where the file system allows ([`Sink`]), then synced, then checked ([`check_written`]):
 //! its bytes against the CRC-32 the sender's last chunk carries, its structure and its first and
-//! last keys; from an older sender, without a CRC, every block and every key. Only then is the raft message handed to the group, its `data` naming the
-//! file. A transfer that breaks off leaves a partial file, which the next start removes.
+//! last keys; from an older sender, without a CRC, every block and every key. Only then is the
+//! raft message handed to the group, its `data` naming the file. A transfer that breaks off
+//! leaves a partial file, which the next start removes.
 //!
 //! Formats: the SST file's bytes are stream format 2, which release 1 cannot read. Until the
 //! cluster version reaches 2 ([`crate::version::snapshot_format`]) a leader streams format 1
@@ -941,9 +942,9 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
 
 /// Checks a received file before raft sees it; returns the bytes of its keys and values. With the
 /// sender's summary, the bytes written must have its CRC, and then the file is the one the leader
-/// made from the group's keys: only its structure and its ends are read ([`check_ends`]), not
-/// its 200 MB again, whose reading from the disk delayed every WAL sync on it. Without one (an
-/// older sender), every pair is read ([`check_sst`]).
+/// made from the group's keys: only its structure and its ends are read ([`check_ends`]), not the
+/// whole file again, whose reading from the disk right after the write delayed every WAL sync on
+/// that disk. Without one (an older sender), every pair is read ([`check_sst`]).
 fn check_written(path: &Path, group: u32, summary: Option<FileSummary>, crc32: u32) -> Result<u64, String> {
     let Some(summary) = summary else { return check_sst(path, group) };
     if crc32 != summary.crc32 {
