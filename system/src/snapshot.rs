@@ -127,6 +127,11 @@ fn snapshot_keys(group: u32) -> [Vec<u8>; 3] {
     [keys::applied(group).to_vec(), keys::conf_state(group).to_vec(), keys::peers(group).to_vec()]
 }
 
+/// `key` as one of the group's snapshot's, or why it is not.
+fn group_key(group: u32, key: &[u8]) -> Result<(), String> {
+    if in_snapshot(group, key) { Ok(()) } else { Err(format!("key {} is not the group's", key.escape_ascii())) }
+}
+
 fn in_snapshot(group: u32, key: &[u8]) -> bool {
     let (lo, hi) = keys::state_range(group);
     snapshot_keys(group).iter().any(|k| k == key) || (key >= &lo[..] && key < &hi[..])
@@ -1125,10 +1130,7 @@ fn check_ends(path: &Path, group: u32) -> Result<(), String> {
         let last = it.key().map(<[u8]>::to_vec);
         it.status().map_err(|e| format!("unreadable: {e}"))?;
         for key in [first, last] {
-            let key = key.ok_or("an empty snapshot")?;
-            if !in_snapshot(group, &key) {
-                return Err(format!("key {} is not the group's", key.escape_ascii()));
-            }
+            group_key(group, &key.ok_or("an empty snapshot")?)?;
         }
         Ok(())
     })
@@ -1150,9 +1152,7 @@ fn scan_sst(
         let mut it = db.raw_iterator_opt(read);
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !in_snapshot(group, k) {
-                return Err(format!("key {} is not the group's", k.escape_ascii()));
-            }
+            group_key(group, k)?;
             each(k, v)?;
             it.next();
         }
