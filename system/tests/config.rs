@@ -2,6 +2,7 @@
 
 use ordeal_system::launch::find_binary;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn serve(args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -41,26 +42,44 @@ fn issue_17_a_data_directory_refuses_another_nodes_id() {
             .arg(format!("--peers={id}=127.0.0.1:{port}"));
         c
     };
-    // A node listens once it has opened (and claimed) its directory.
-    let listening = |node: &mut std::process::Child| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(node.try_wait().unwrap().is_none(), "node 1 exited");
-            assert!(std::time::Instant::now() < deadline, "node 1 never listened");
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    // A node says it started once it has opened (and claimed) its directory: an event of its
+    // own, where a connection to the port could be answered by another process that took it.
+    let logs = tempfile::tempdir().unwrap();
+    let started = |id: u64, name: &str| {
+        let log = logs.path().join(name);
+        let mut node = serve(id).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let up = loop {
+            if std::fs::read_to_string(&log).unwrap_or_default().contains("node started") {
+                break Ok(());
+            }
+            if node.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break Err(std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Stopped whatever happened, so that a failure leaves no process behind.
+        let _ = node.kill();
+        node.wait().unwrap();
+        if let Err(said) = up {
+            panic!("node {id} did not start: {said}");
         }
     };
-    let mut node = serve(1).stderr(std::process::Stdio::null()).spawn().unwrap();
-    listening(&mut node);
-    node.kill().unwrap();
-    node.wait().unwrap();
-    let out = serve(2).output().unwrap();
+    started(1, "first");
+    // Bounded: a node that wrongly accepted the directory would run on.
+    let mut other = serve(2).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while other.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            other.kill().unwrap();
+            panic!("node 2 kept running on node 1's directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = other.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(254), "{stderr}");
     assert!(stderr.contains("belongs to node 1, not node 2"), "{stderr}");
     // Its own node still opens it.
-    let mut again = serve(1).stderr(std::process::Stdio::null()).spawn().unwrap();
-    listening(&mut again);
-    again.kill().unwrap();
-    again.wait().unwrap();
+    started(1, "again");
 }
