@@ -935,28 +935,46 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             let started = Instant::now();
             out.finish().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
-            let read_back = chunk.summary.is_none();
-            let state_bytes = check_written(path, group, chunk.summary, crc.finalize())?;
+            let how = check_written(path, group, chunk.summary, crc.finalize())?;
             let (file_bytes, direct) = (out.written, out.direct.is_some());
+            let read_back = matches!(how, Checked::ReadBack(_));
             tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, read_back, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
-            return Ok(Received { state_bytes, file_bytes });
+            return Ok(Received { state_bytes: how.state_bytes(), file_bytes });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
 }
 
-/// Checks a received file before raft sees it; returns the bytes of its keys and values. With the
-/// sender's summary, the bytes written must have its CRC, and then the file is the one the leader
-/// made from the group's keys: only its structure and its ends are read ([`check_ends`]), not the
-/// whole file again, whose reading from the disk right after the write delayed every WAL sync on
-/// that disk. Without one (an older sender), every pair is read ([`check_sst`]).
-fn check_written(path: &Path, group: u32, summary: Option<FileSummary>, crc32: u32) -> Result<u64, String> {
-    let Some(summary) = summary else { return check_sst(path, group) };
+/// How a received file was checked ([`check_written`]), with the bytes of keys and values it
+/// holds. The one place that decides it, so that what is logged is what was done.
+enum Checked {
+    /// Its bytes had the sender's CRC-32, then its structure and ends were read: the bytes are
+    /// the sender's count.
+    Vouched(u64),
+    /// Read back pair by pair (an older sender, without a CRC): the bytes are counted here.
+    ReadBack(u64),
+}
+
+impl Checked {
+    fn state_bytes(&self) -> u64 {
+        match self {
+            Checked::Vouched(bytes) | Checked::ReadBack(bytes) => *bytes,
+        }
+    }
+}
+
+/// Checks a received file before raft sees it. With the sender's summary, the bytes written must
+/// have its CRC, and then the file is the one the leader made from the group's keys: only its
+/// structure and its ends are read ([`check_ends`]), not the whole file again, whose reading from
+/// the disk right after the write delayed every WAL sync on that disk. Without one (an older
+/// sender), every pair is read ([`check_sst`]).
+fn check_written(path: &Path, group: u32, summary: Option<FileSummary>, crc32: u32) -> Result<Checked, String> {
+    let Some(summary) = summary else { return check_sst(path, group).map(Checked::ReadBack) };
     if crc32 != summary.crc32 {
         return Err(format!("the bytes written have CRC-32 {crc32:08x}, the sender's file {:08x}", summary.crc32));
     }
     check_ends(path, group)?;
-    Ok(summary.state_bytes)
+    Ok(Checked::Vouched(summary.state_bytes))
 }
 
 /// A received file on its way to the disk: written around the page cache (`O_DIRECT`, from an
@@ -1469,6 +1487,10 @@ mod tests {
             assert!(err.contains("not a readable SST file"), "{err}");
             assert!(!into("in3").with_extension("check").exists(), "the scratch database is removed");
         }
+        // What the check did, as its log line reports it (`read_back`).
+        let crc = crc32fast::hash(&std::fs::read(&good).unwrap());
+        assert!(matches!(check_written(&good, 0, None, crc), Ok(Checked::ReadBack(21))));
+        assert!(matches!(check_written(&good, 0, summary_of(&good, 21), crc), Ok(Checked::Vouched(21))));
     }
 
     #[test]
