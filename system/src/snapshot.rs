@@ -711,7 +711,7 @@ async fn stream_file(path: PathBuf, tx: mpsc::Sender<SnapshotChunk>, mut pace: P
     let failed = |e: std::io::Error| format!("{}: {e}", path.display());
     let (file, read) = in_memory::open(&path).map_err(failed)?;
     // The file is read once, as it is written: it leaves memory behind the reader.
-    let mut file = Some((file, DropBehind { sender_of: read, ..Default::default() }));
+    let mut file = Some((file, DropBehind::of(read)));
     let (mut total, mut crc) = (0u64, crc32fast::Hasher::new());
     loop {
         // One blocking read of a whole chunk (the file hands itself back with it).
@@ -979,7 +979,7 @@ fn check_written(path: &Path, group: u32, summary: Option<FileSummary>, crc32: u
 
 /// A received file on its way to the disk: written around the page cache (`O_DIRECT`, from an
 /// aligned buffer of a chunk) where the file system takes it, else through the cache and dropped
-/// behind ([`DropBehind`]). Either way the file never fills the cache, and around it the bytes
+/// behind ([`WriteBehind`]). Either way the file never fills the cache, and around it the bytes
 /// are not even copied into it.
 struct Sink {
     file: std::fs::File,
@@ -987,7 +987,7 @@ struct Sink {
     written: u64,
     /// For `O_DIRECT`: a chunk's buffer, and how much of it is filled.
     direct: Option<(Aligned, usize)>,
-    behind: DropBehind,
+    behind: WriteBehind,
 }
 
 impl Sink {
@@ -1008,7 +1008,7 @@ impl Sink {
             Some((file, buf)) => (file, Some(buf)),
             None => (open.open(path)?, None),
         };
-        Ok(Sink { file, written: 0, direct, behind: DropBehind::default() })
+        Ok(Sink { file, written: 0, direct, behind: WriteBehind::default() })
     }
 
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
@@ -1045,8 +1045,36 @@ impl Sink {
     }
 }
 
+/// Frees a file's memory behind its reader as it goes, in the way its kind allows: a file on the
+/// disk is written out and dropped from the page cache ([`WriteBehind`]), an in-memory file has
+/// what was read punched out ([`PunchBehind`]). A sender's file is of either kind, by the format
+/// it was made for; a received file is always on the disk.
+enum DropBehind {
+    Disk(WriteBehind),
+    Memory(PunchBehind),
+}
+
+impl DropBehind {
+    /// For a file opened by [`in_memory::open`], with the count it handed out (an in-memory file)
+    /// or none (a file on the disk).
+    fn of(read: Option<Arc<std::sync::atomic::AtomicU64>>) -> DropBehind {
+        match read {
+            Some(read) => DropBehind::Memory(PunchBehind { punched: 0, read }),
+            None => DropBehind::Disk(WriteBehind::default()),
+        }
+    }
+
+    /// Once the file is complete (or read) up to `written`: frees what is behind it.
+    fn advance(&mut self, file: &std::fs::File, written: u64) -> std::io::Result<()> {
+        match self {
+            DropBehind::Disk(behind) => behind.advance(file, written),
+            DropBehind::Memory(behind) => behind.advance(file, written),
+        }
+    }
+}
+
 /// Writes a file out to the disk while it is written, a chunk behind, and drops what is on the
-/// disk from the page cache; or, for an in-memory file, punches out what its sender has read.
+/// disk from the page cache.
 ///
 /// Writing out: a whole snapshot's dirty pages written back at once (by its final sync, or the
 /// kernel's flusher) queue ahead of every other node's WAL sync on the same disk for as long as
@@ -1059,31 +1087,22 @@ impl Sink {
 /// new pages runs at ~300 MB/s here, into pages just freed at ~1.2 GB/s (fdatasync per chunk
 /// included). Dropping each chunk once it is on the disk lets the next chunk reuse its pages.
 #[derive(Default)]
-struct DropBehind {
+struct WriteBehind {
     /// Bytes of the file that are complete.
     written: u64,
     /// Bytes whose writeback was started.
     started: u64,
-    /// Bytes dropped from the page cache (or punched out of an in-memory file).
+    /// Bytes dropped from the page cache.
     dropped: u64,
-    /// For an in-memory file, its writer's count of bytes read: what was read is punched out
-    /// at once (nothing to write back), and the count lets the writer go on.
-    sender_of: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
-impl DropBehind {
+impl WriteBehind {
     /// Once the file (written by us or by another thread) is complete up to `written`: waits for
     /// the writeback started last time and drops those pages, then starts the new bytes'.
     fn advance(&mut self, file: &std::fs::File, written: u64) -> std::io::Result<()> {
         use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
         use nix::libc::{SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE};
         self.written = written;
-        if let Some(read) = &self.sender_of {
-            in_memory::punch(file, self.dropped, written - self.dropped)?;
-            (self.started, self.dropped) = (written, written);
-            read.store(written, Ordering::Release);
-            return Ok(());
-        }
         let (from, synced) = (self.dropped, self.started - self.dropped);
         sync_file_range(
             file,
@@ -1102,6 +1121,26 @@ impl DropBehind {
         self.dropped = self.started;
         sync_file_range(file, self.started, self.written - self.started, SYNC_FILE_RANGE_WRITE)?;
         self.started = self.written;
+        Ok(())
+    }
+}
+
+/// Punches out of an in-memory file what its sender has read: there is nothing to write back,
+/// and memory is what the file costs. The writer waits on the count of bytes read
+/// ([`in_memory::wait_for_reader`]), so each advance lets it go on.
+struct PunchBehind {
+    /// Bytes punched out.
+    punched: u64,
+    /// The file's count of bytes its sender has read, which its writer waits on.
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl PunchBehind {
+    /// Once the sender has read the file up to `read_to`: punches out what it had not yet.
+    fn advance(&mut self, file: &std::fs::File, read_to: u64) -> std::io::Result<()> {
+        in_memory::punch(file, self.punched, read_to - self.punched)?;
+        self.punched = read_to;
+        self.read.store(read_to, Ordering::Release);
         Ok(())
     }
 }
@@ -1515,7 +1554,7 @@ mod tests {
         let mut writer = std::fs::File::create(&path).unwrap();
         // The sender's case: another handle writes, a read-only one drops behind.
         let reader = std::fs::File::open(&path).unwrap();
-        let mut behind = DropBehind::default();
+        let mut behind = WriteBehind::default();
         for i in 0..4u8 {
             writer.write_all(&[i; 100_000]).unwrap();
             behind.advance(&reader, 100_000 * (i as u64 + 1)).unwrap();
