@@ -168,6 +168,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     let mut storage = RaftStorage::open(ctx.db.clone(), group, &[])?;
     storage.pace_snapshots(ctx.config.membership.snapshot_max_bytes_per_s);
     let sm = StateMachine::new(ctx.db.clone(), group, ctx.config.bugs.clone(), ctx.config.release)?;
+    // From here on the loop follows the cluster version (`Group::follow_snapshot_format`).
     storage.snapshot_format(version::snapshot_format(sm.cluster_version()));
     let applied = sm.applied_index()?;
     storage.cover_applied(applied)?;
@@ -394,10 +395,6 @@ impl Group {
                 self.expire(now);
                 self.record_lag(now);
                 self.maybe_raise_cluster_version();
-                // The cluster version only rises, and a file made for the older format streams
-                // in the newer one too: a tick's lag after a raise is harmless.
-                let format = version::snapshot_format(self.sm.cluster_version());
-                self.node.mut_store().snapshot_format(format);
             }
             self.issue_reads();
             self.on_ready()?;
@@ -871,11 +868,22 @@ impl Group {
             self.config.bugs.clone(),
             self.config.release,
         )?;
+        // The installed state brings its own cluster version.
+        self.follow_snapshot_format();
         self.learn_addresses(self.node.store().peer_addresses()?);
         self.on_membership_changed();
         self.metrics.observe_snapshot_installed(started.elapsed());
         tracing::info!(index, took = ?started.elapsed(), "snapshot installed");
         Ok(())
+    }
+
+    /// Makes the next snapshots for the stream format the group's cluster version allows. Called
+    /// where that version changes (a raise applied, a snapshot installed), not every tick;
+    /// [`spawn`] sets the first from the state it opens. A file being made meanwhile, for the
+    /// older format, streams in the newer one too.
+    fn follow_snapshot_format(&mut self) {
+        let format = version::snapshot_format(self.sm.cluster_version());
+        self.node.mut_store().snapshot_format(format);
     }
 
     /// Starts a compaction when the log holds `--snapshot-entries` applied entries or
@@ -961,6 +969,7 @@ impl Group {
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
+        let version = self.sm.cluster_version();
         let mut batch = WriteBatch::default();
         let mut results = Vec::new();
         for e in entries {
@@ -997,6 +1006,9 @@ impl Group {
         self.sm.set_applied(&mut batch, last);
         self.node.store().write_applied(batch)?;
         self.sm.batch_written();
+        if self.sm.cluster_version() != version {
+            self.follow_snapshot_format();
+        }
         for (request_id, applied) in results {
             if let Some(p) = self.pending.remove(&request_id) {
                 self.pending_by_index.remove(&p.index);

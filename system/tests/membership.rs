@@ -174,6 +174,13 @@ async fn a_learner_joins_a_loaded_cluster_catches_up_through_a_snapshot_and_is_p
     assert!(counter(&leader_metrics, "ordeal_log_compactions_total") >= 1, "{leader_metrics}");
     assert!(counter(&leader_metrics, "ordeal_snapshots_sent_total") >= 1, "{leader_metrics}");
     assert!(leader_metrics.contains("ordeal_peer_lag_seconds{"), "{leader_metrics}");
+    // A new cluster starts at cluster version 1, whose snapshots are made on the disk; the leader
+    // raised it before the learner joined, and made the learner's snapshot in the format that
+    // allows: in memory.
+    assert!(client.status(leader).await.unwrap().groups[0].cluster_version >= 2);
+    let log = std::fs::read_to_string(&cluster.spec.node(leader).unwrap().log).unwrap_or_default();
+    let made: Vec<_> = log.lines().filter(|l| l.contains("snapshot made")).collect();
+    assert!(!made.is_empty() && made.iter().all(|l| l.contains("in_memory=true")), "{made:#?}");
     let members = admin.members(0).await.unwrap();
     assert_eq!(members.members.len(), 4);
     assert!(members.members.iter().all(|m| m.reachable && !m.is_learner), "{members:?}");
