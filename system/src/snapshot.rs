@@ -792,7 +792,8 @@ fn stream_pairs(
     }
     Writing::wait(&file.display().to_string()).map_err(|e| e.to_string())?;
     let (mut chunk, mut size, mut pairs) = (SnapshotChunk::default(), 0usize, 0u64);
-    scan_sst(file, group, &file.with_extension("pairs"), |k, v| {
+    // The maker wrote this file, not a Sink: only a probe can tell how it may be read.
+    scan_sst(file, group, &file.with_extension("pairs"), Reads::probe(file), |k, v| {
         chunk.keys.push(Bytes::copy_from_slice(k));
         chunk.values.push(Bytes::copy_from_slice(v));
         size += k.len() + v.len();
@@ -935,7 +936,7 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             let started = Instant::now();
             out.finish().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
-            let how = check_written(path, group, chunk.summary, crc.finalize())?;
+            let how = check_written(path, group, out.reads(), chunk.summary, crc.finalize())?;
             let (file_bytes, direct) = (out.written, out.direct.is_some());
             let read_back = matches!(how, Checked::ReadBack(_));
             tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, read_back, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
@@ -968,12 +969,18 @@ impl Checked {
 /// structure and its ends are read ([`check_ends`]), not the whole file again, whose reading from
 /// the disk right after the write delayed every WAL sync on that disk. Without one (an older
 /// sender), every pair is read ([`check_sst`]).
-fn check_written(path: &Path, group: u32, summary: Option<FileSummary>, crc32: u32) -> Result<Checked, String> {
-    let Some(summary) = summary else { return check_sst(path, group).map(Checked::ReadBack) };
+fn check_written(
+    path: &Path,
+    group: u32,
+    reads: Reads,
+    summary: Option<FileSummary>,
+    crc32: u32,
+) -> Result<Checked, String> {
+    let Some(summary) = summary else { return check_sst(path, group, reads).map(Checked::ReadBack) };
     if crc32 != summary.crc32 {
         return Err(format!("the bytes written have CRC-32 {crc32:08x}, the sender's file {:08x}", summary.crc32));
     }
-    check_ends(path, group)?;
+    check_ends(path, group, reads)?;
     Ok(Checked::Vouched(summary.state_bytes))
 }
 
@@ -1042,6 +1049,14 @@ impl Sink {
             self.file.set_len(self.written)?;
         }
         self.file.sync_all()
+    }
+
+    /// How the file can be read back: around the page cache if the file system took `O_DIRECT` for
+    /// it. [`Sink::create`] asked with a write of a block, on this very file, so the check needs no
+    /// probe of its own; a file system that takes direct writes takes direct reads (a test checks
+    /// that the probe agrees).
+    fn reads(&self) -> Reads {
+        if self.direct.is_some() { Reads::Direct } else { Reads::Cached }
     }
 }
 
@@ -1160,9 +1175,9 @@ fn sync_file_range(file: &std::fs::File, offset: u64, bytes: u64, flags: u32) ->
 /// than failing the install after the group's old state is gone: RocksDB ingests a link to it
 /// into a scratch database beside it and reads every pair (each block's checksum), and every key
 /// must belong to the group's snapshot. Returns the bytes of its keys and values.
-fn check_sst(path: &Path, group: u32) -> Result<u64, String> {
+fn check_sst(path: &Path, group: u32, reads: Reads) -> Result<u64, String> {
     let (mut bytes, mut pairs) = (0u64, 0u64);
-    scan_sst(path, group, &path.with_extension("check"), |k, v| {
+    scan_sst(path, group, &path.with_extension("check"), reads, |k, v| {
         bytes += (k.len() + v.len()) as u64;
         pairs += 1;
         Ok(())
@@ -1175,8 +1190,8 @@ fn check_sst(path: &Path, group: u32) -> Result<u64, String> {
 
 /// Checks that the SST file at `path` opens (footer, index, properties) and that its first and
 /// last keys are the group's snapshot's.
-fn check_ends(path: &Path, group: u32) -> Result<(), String> {
-    in_scratch(path, &path.with_extension("check"), |db| {
+fn check_ends(path: &Path, group: u32, reads: Reads) -> Result<(), String> {
+    in_scratch(path, &path.with_extension("check"), reads, |db| {
         let mut it = db.raw_iterator();
         it.seek_to_first();
         let first = it.key().map(<[u8]>::to_vec);
@@ -1196,9 +1211,10 @@ fn scan_sst(
     path: &Path,
     group: u32,
     scratch: &Path,
+    reads: Reads,
     mut each: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
-    in_scratch(path, scratch, |db| {
+    in_scratch(path, scratch, reads, |db| {
         // Read once, front to back: large reads, and nothing kept in the block cache.
         let mut read = ReadOptions::default();
         read.set_readahead_size(READAHEAD_BYTES);
@@ -1216,19 +1232,22 @@ fn scan_sst(
 
 /// Runs `read` on a scratch database at `scratch` (removed afterwards) that has ingested a link
 /// to the SST file at `path`, which RocksDB refuses unless it is one.
-fn in_scratch<T>(path: &Path, scratch: &Path, read: impl FnOnce(&DB) -> Result<T, String>) -> Result<T, String> {
+fn in_scratch<T>(
+    path: &Path,
+    scratch: &Path,
+    reads: Reads,
+    read: impl FnOnce(&DB) -> Result<T, String>,
+) -> Result<T, String> {
     let _ = std::fs::remove_dir_all(scratch);
-    let result = open_scratch(path, scratch).and_then(|db| read(&db));
+    let result = open_scratch(path, scratch, reads).and_then(|db| read(&db));
     let _ = std::fs::remove_dir_all(scratch);
     result
 }
 
-fn open_scratch(path: &Path, scratch: &Path) -> Result<DB, String> {
+fn open_scratch(path: &Path, scratch: &Path, reads: Reads) -> Result<DB, String> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
-    // A received file was written around the page cache (or dropped from it behind its writer):
-    // read it around the cache too, where the file system allows, rather than into fresh pages.
-    opts.set_use_direct_reads(direct_reads_work(path));
+    opts.set_use_direct_reads(reads == Reads::Direct);
     let db = DB::open(&opts, scratch).map_err(|e| format!("scratch database: {e}"))?;
     let link = scratch.join("check.sst");
     std::fs::hard_link(path, &link).map_err(|e| e.to_string())?;
@@ -1242,14 +1261,28 @@ fn open_scratch(path: &Path, scratch: &Path) -> Result<DB, String> {
 /// logical block is larger).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Whether the file at `path` can be read around the page cache (O_DIRECT): tmpfs before Linux 6.6
-/// refuses the open, and some FUSE file systems the read.
-fn direct_reads_work(path: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let Ok(mut file) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) else {
-        return false;
-    };
-    std::io::Read::read(&mut file, Aligned::new(DIRECT_ALIGN).bytes()).is_ok()
+/// How a scratch database reads an SST file. A snapshot file is read once: around the page cache
+/// (`O_DIRECT`) where the file system takes it, rather than into fresh pages (a received one was
+/// written around the cache too, or dropped from it behind its writer); through the cache where
+/// not (tmpfs before Linux 6.6 refuses the open, some FUSE file systems the read), as with direct
+/// reads RocksDB could not read the file at all.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reads {
+    Direct,
+    Cached,
+}
+
+impl Reads {
+    /// How the file at `path` can be read, by reading a block of it around the page cache. For a
+    /// file no [`Sink`] wrote; a received one's Sink already knows ([`Sink::reads`]).
+    fn probe(path: &Path) -> Reads {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let open = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path);
+        match open.and_then(|mut file| std::io::Read::read(&mut file, Aligned::new(DIRECT_ALIGN).bytes())) {
+            Ok(_) => Reads::Direct,
+            Err(_) => Reads::Cached,
+        }
+    }
 }
 
 /// A zeroed buffer at an address aligned for direct I/O.
@@ -1525,8 +1558,9 @@ mod tests {
         }
         // What the check did, as its log line reports it (`read_back`).
         let crc = crc32fast::hash(&std::fs::read(&good).unwrap());
-        assert!(matches!(check_written(&good, 0, None, crc), Ok(Checked::ReadBack(21))));
-        assert!(matches!(check_written(&good, 0, summary_of(&good, 21), crc), Ok(Checked::Vouched(21))));
+        let reads = Reads::probe(&good);
+        assert!(matches!(check_written(&good, 0, reads, None, crc), Ok(Checked::ReadBack(21))));
+        assert!(matches!(check_written(&good, 0, reads, summary_of(&good, 21), crc), Ok(Checked::Vouched(21))));
     }
 
     #[test]
@@ -1567,15 +1601,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.sst");
         sst(&good, &[(keys::applied(0).to_vec(), b"12345678"), (keys::state(0, b'K', &[b"a"]), b"v")]);
-        assert!(!direct_reads_work(&dir.path().join("missing.sst")));
+        assert_eq!(Reads::probe(&dir.path().join("missing.sst")), Reads::Cached);
         // A directory cannot be read at all, so the probe says no and RocksDB's own error stands.
-        assert!(!direct_reads_work(dir.path()));
-        assert_eq!(check_sst(&good, 0).unwrap(), 5 + 8 + 7 + 1);
+        assert_eq!(Reads::probe(dir.path()), Reads::Cached);
+        for reads in [Reads::probe(&good), Reads::Cached] {
+            assert_eq!(check_sst(&good, 0, reads).unwrap(), 5 + 8 + 7 + 1);
+        }
         // tmpfs takes O_DIRECT from Linux 6.6 on, and refuses it before: the check runs either way.
         if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
             let copy = shm.path().join("good.sst");
             std::fs::copy(&good, &copy).unwrap();
-            assert_eq!(check_sst(&copy, 0).unwrap(), 5 + 8 + 7 + 1);
+            assert_eq!(check_sst(&copy, 0, Reads::probe(&copy)).unwrap(), 5 + 8 + 7 + 1);
         }
     }
 
@@ -1592,6 +1628,11 @@ mod tests {
             }
             sink.finish().unwrap();
             assert!(direct || sink.direct.is_none());
+            // The check reads the file as its Sink wrote it, without a probe of its own: the two
+            // must agree where the file system took O_DIRECT.
+            if direct {
+                assert_eq!(sink.reads(), Reads::probe(&path));
+            }
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "direct: {direct}");
         }
     }
@@ -1621,7 +1662,7 @@ mod tests {
         assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (7, 2));
         let header = header_of(&snap);
         assert_eq!(header.state_bytes, 5 + 8 + 7 + 1);
-        let got = check_sst(Path::new(&header.path), 0).unwrap();
+        let got = check_sst(Path::new(&header.path), 0, Reads::Cached).unwrap();
         assert_eq!(got, header.state_bytes);
     }
 
@@ -1643,7 +1684,7 @@ mod tests {
         assert_eq!(file_bytes, std::fs::metadata(&made.path).unwrap().len());
         let got = write_pairs(&dir.path().join("in.sst"), 0, rx).unwrap();
         assert_eq!(got.state_bytes, made.state_bytes);
-        assert_eq!(check_sst(&dir.path().join("in.sst"), 0).unwrap(), made.state_bytes);
+        assert_eq!(check_sst(&dir.path().join("in.sst"), 0, Reads::Cached).unwrap(), made.state_bytes);
         let first = |v| SnapshotChunk { snapshot_version: v, from: 3, ..Default::default() };
         let release_1 = crate::version::Release::emulate(1).unwrap().snapshot_max;
         assert!(readable(&first(1), release_1).is_ok() && readable(&first(2), SNAPSHOT_VERSION).is_ok());
@@ -1703,7 +1744,7 @@ mod tests {
         assert!(most_held <= in_memory::AHEAD + 2 * CHUNK_BYTES as u64, "held {most_held} bytes at once");
         let received = dir.path().join("received.sst");
         std::fs::write(&received, &bytes).unwrap();
-        assert_eq!(check_sst(&received, 0).unwrap(), made.state_bytes);
+        assert_eq!(check_sst(&received, 0, Reads::Cached).unwrap(), made.state_bytes);
         // The last chunk vouches for the file: the receiver checks its bytes against this.
         assert_eq!(summary, Some(FileSummary { crc32: crc32fast::hash(&bytes), state_bytes: made.state_bytes }));
         remove_path(&made.path);
