@@ -25,6 +25,9 @@
 //! promotion: the benchmark waits for them) and fails, instead of printing a rate, when one did
 //! not.
 //!
+//! `ORDEAL_BENCH_LEARNER_DIR=D` puts the broker's learner's data directory under `D` (another
+//! file system: a learner has its own disk in a deployment) instead of beside the voters'.
+//!
 //! `ORDEAL_BENCH_PEER_TLS=off` runs the broker's peers without TLS (to measure its cost).
 //!
 //! `ORDEAL_BENCH_TRACE=1` prints every write of the load that took longer than
@@ -435,7 +438,13 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     client.prefer(leader);
-    let (addr, http) = start_learner(&mut spec, &mut procs, dir.path()).await;
+    // Removed at the end of the round, like `dir`.
+    let learner_dir = std::env::var_os("ORDEAL_BENCH_LEARNER_DIR").map(|d| {
+        let keep = std::env::var_os("ORDEAL_BENCH_KEEP").is_some();
+        tempfile::Builder::new().disable_cleanup(keep).tempdir_in(d).expect("learner's temp dir")
+    });
+    let (addr, http) =
+        start_learner(&mut spec, &mut procs, learner_dir.as_ref().map_or(dir.path(), |d| d.path())).await;
     let c = client.clone();
     // Not idempotent: concurrent writers would present one producer's sequences out of order.
     fill(state_mb, move |i| {
