@@ -275,10 +275,10 @@ impl Generator {
             Ok(None) => {
                 tracing::warn!(
                     group = self.group,
-                    "a snapshot made in memory was given up: no sender read it for {:?}",
+                    "a snapshot made in memory was given up: its sender stopped, or read nothing for {:?}",
                     self.reader_timeout
                 );
-                Writing::end(&header.path, Err("given up: no sender read it".into()));
+                Writing::end(&header.path, Err("given up: its sender stopped or read nothing".into()));
                 discard_file(&header.path);
                 return Ok(None);
             }
@@ -489,7 +489,7 @@ fn discard_file(path: &str) {
 /// so they need not reach the disk, where writing them would delay the node's own WAL syncs (a
 /// benchmark measured the load's p99 during a catch-up: docs/benchmarks.md). Memory stays bounded:
 /// the sender punches out what it has read, and the writer waits while it is [`AHEAD`] bytes ahead
-/// of the sender; one that no sender reads on for its timeout is given up.
+/// of the sender; one whose sender stopped, or reads nothing for the timeout, is given up.
 mod in_memory {
     use super::*;
     use std::os::fd::{AsRawFd as _, OwnedFd};
@@ -497,6 +497,10 @@ mod in_memory {
 
     /// How far the writer may run ahead of its sender: the file's memory, at most.
     pub(super) const AHEAD: u64 = (CHUNKS_QUEUED * CHUNK_BYTES) as u64;
+    /// The count of bytes read of a file that was discarded (its send ended, failed or not): its
+    /// writer stops at once. Waiting out its timeout instead kept the group from making another
+    /// snapshot for that long, e.g. for a learner killed during a transfer and restarted.
+    const GIVEN_UP: u64 = u64::MAX;
     /// The start of an in-memory file's path: the path names the file while [`FILES`] holds its
     /// descriptor (after that, the number may name another file).
     const PREFIX: &str = "/proc/self/fd/";
@@ -541,9 +545,16 @@ mod in_memory {
         Ok((opened, Some(file.read.clone())))
     }
 
-    /// Frees an in-memory file (readers that have it open read on); false if `path` is not one.
+    /// Frees an in-memory file (readers that have it open read on) and stops its writer; false if
+    /// `path` is not one.
     pub(super) fn discard(path: &str) -> bool {
-        is(Path::new(path)) && files().remove(path).is_some()
+        let removed = if is(Path::new(path)) { files().remove(path) } else { None };
+        removed.map(|file| file.read.store(GIVEN_UP, Ordering::Release)).is_some()
+    }
+
+    /// Counts bytes read by the file's sender; a file given up stays given up.
+    pub(super) fn advance_read(read: &AtomicU64, to: u64) {
+        read.fetch_max(to, Ordering::Release);
     }
 
     /// Whether `path` names an in-memory file.
@@ -551,11 +562,11 @@ mod in_memory {
         path.to_str().is_some_and(|p| p.starts_with(PREFIX))
     }
 
-    /// Waits until the sender has read to within [`AHEAD`] of `size` bytes; false if it read
-    /// nothing for `timeout`.
+    /// Waits until the sender has read to within [`AHEAD`] of `size` bytes; false if the file was
+    /// given up, or its sender read nothing for `timeout`.
     pub(super) fn wait_for_reader(read: &AtomicU64, size: u64, timeout: Duration) -> bool {
         let (mut seen, mut since) = (read.load(Ordering::Acquire), Instant::now());
-        while size > seen + AHEAD {
+        while seen != GIVEN_UP && size > seen + AHEAD {
             if since.elapsed() > timeout {
                 return false;
             }
@@ -565,7 +576,7 @@ mod in_memory {
                 (seen, since) = (now, Instant::now());
             }
         }
-        true
+        seen != GIVEN_UP
     }
 
     /// Frees `len` bytes from `offset` of an in-memory file (its size stays).
@@ -1152,7 +1163,7 @@ impl PunchBehind {
     fn advance(&mut self, file: &std::fs::File, read_to: u64) -> std::io::Result<()> {
         in_memory::punch(file, self.punched, read_to - self.punched)?;
         self.punched = read_to;
-        self.read.store(read_to, Ordering::Release);
+        in_memory::advance_read(&self.read, read_to);
         Ok(())
     }
 }
@@ -1764,6 +1775,35 @@ mod tests {
         assert!(err.contains("given up"), "{err}");
         assert!(matches!(Writing::of(&path), Some(Writing::Failed(_))), "a sender that had it open fails");
         assert!(generator.take_failure().is_none(), "not a storage error");
+        remove_path(&path);
+    }
+
+    #[test]
+    fn a_snapshot_made_in_memory_stops_at_once_when_its_sender_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = big_group(dir.path(), 640);
+        let mut generator = Generator::new(db, 0);
+        generator.set_format(2);
+        // Long: only the sender's end can stop the writer within the test.
+        generator.reader_timeout = Duration::from_secs(120);
+        let started = Instant::now();
+        let mut sender = None;
+        let made = generator.make(|snap| {
+            let path = header_of(snap).path;
+            // A sender that read nothing and ended (its peer died): once the writer is a full
+            // window ahead, waiting for it, the file is discarded as a send's end does.
+            sender = Some(std::thread::spawn(move || {
+                while std::fs::metadata(&path).map_or(0, |m| m.len()) <= in_memory::AHEAD {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                discard_file(&path);
+                path
+            }));
+        });
+        assert!(made.unwrap().is_none(), "a writer whose sender ended gives its file up");
+        assert!(started.elapsed() < generator.reader_timeout, "stopped by the sender's end, not the timeout");
+        let path = sender.unwrap().join().unwrap();
+        assert!(matches!(Writing::of(&path), Some(Writing::Failed(_))));
         remove_path(&path);
     }
 
