@@ -840,6 +840,8 @@ pub struct Inbox {
 struct Received {
     state_bytes: u64,
     file_bytes: u64,
+    /// The CRC-32 of the file's bytes (for a stream of the file's bytes).
+    crc32: Option<u32>,
 }
 
 /// Receives one snapshot stream into a file, then hands its message to the group.
@@ -900,10 +902,11 @@ pub async fn receive(
             return Err(Status::invalid_argument(format!("snapshot not written: {e}")));
         }
     };
-    let Received { state_bytes, file_bytes } = received;
+    let Received { state_bytes, file_bytes, crc32 } = received;
     inbox.metrics.observe_snapshot_received(state_bytes, file_bytes, started.elapsed());
     tracing::info!(from = msg.from, group = g, state_bytes, file_bytes, elapsed = ?started.elapsed(), "snapshot received");
-    let header = SnapshotHeader { version: SNAPSHOT_VERSION, path: path.display().to_string(), ..Default::default() };
+    let header =
+        SnapshotHeader { version: SNAPSHOT_VERSION, path: path.display().to_string(), crc32, ..Default::default() };
     msg.mut_snapshot().data = header.encode_to_vec().into();
     group.send(Request::Raft(Box::new(msg))).map_err(Status::from)?;
     Ok(SnapshotAck {})
@@ -947,11 +950,12 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             let started = Instant::now();
             out.finish().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
-            let how = check_written(path, group, out.reads(), chunk.summary, crc.finalize())?;
+            let crc32 = crc.finalize();
+            let how = check_written(path, group, out.reads(), chunk.summary, crc32)?;
             let (file_bytes, direct) = (out.written, out.direct.is_some());
             let read_back = matches!(how, Checked::ReadBack(_));
             tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, read_back, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
-            return Ok(Received { state_bytes: how.state_bytes(), file_bytes });
+            return Ok(Received { state_bytes: how.state_bytes(), file_bytes, crc32: Some(crc32) });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
@@ -1349,7 +1353,7 @@ fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -
             // finish() syncs the file.
             sst.finish().map_err(|e| e.to_string())?;
             let file_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-            return Ok(Received { state_bytes, file_bytes });
+            return Ok(Received { state_bytes, file_bytes, crc32: None });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
@@ -1360,9 +1364,14 @@ fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -
 
 /// Switches group `group` over to the snapshot in `snap` (see the module docs).
 pub fn install(db: &DB, group: u32, snap: &Snapshot) -> Result<(), StorageError> {
-    let meta = snap.get_metadata();
-    let marker =
-        SnapshotInstall { version: SNAPSHOT_VERSION, path: header_of(snap).path, index: meta.index, term: meta.term };
+    let (meta, header) = (snap.get_metadata(), header_of(snap));
+    let marker = SnapshotInstall {
+        version: SNAPSHOT_VERSION,
+        path: header.path,
+        index: meta.index,
+        term: meta.term,
+        crc32: header.crc32,
+    };
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     db.put_opt(keys::installing(group), marker.encode_to_vec(), &opts)?;
@@ -1376,18 +1385,30 @@ fn switch_in(db: &DB, group: u32, m: &SnapshotInstall) -> Result<(), StorageErro
         return Err(io_error(&path, std::io::Error::from(std::io::ErrorKind::NotFound)));
     }
     clear(db, group, m)?;
-    // RocksDB moves (links, then unlinks) a second hard link of the file: no copy, and if the
-    // marker outlives a crash the file is still there under its own name to repeat from.
+    ingest(db, &path)?;
+    finish(db, group, &path)
+}
+
+/// Ingests the SST file at `path` into `db`. RocksDB moves (links, then unlinks) a second hard
+/// link of the file: no copy, and the file stays under its own name. But the file is not left as
+/// it was: RocksDB writes the sequence number it assigns into the file it ingests, which is the
+/// same file, and refuses to ingest it again ([`recover`] must not try).
+fn ingest(db: &DB, path: &Path) -> Result<(), StorageError> {
     let link = path.with_extension("ingest");
     let _ = std::fs::remove_file(&link);
-    std::fs::hard_link(&path, &link).map_err(|e| io_error(&link, e))?;
+    std::fs::hard_link(path, &link).map_err(|e| io_error(&link, e))?;
     let mut ingest = IngestExternalFileOptions::default();
     ingest.set_move_files(true);
     db.ingest_external_file_opts(&ingest, vec![&link])?;
+    Ok(())
+}
+
+/// The install's last step: the marker goes (synced), then the file.
+fn finish(db: &DB, group: u32, path: &Path) -> Result<(), StorageError> {
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     db.delete_opt(keys::installing(group), &sync)?;
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path);
     Ok(())
 }
 
@@ -1413,8 +1434,66 @@ pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
         return Ok(());
     };
     let marker = SnapshotInstall::decode(&v[..]).map_err(|e| corrupt_key(&keys::installing(group), e))?;
+    // The file carries the snapshot's applied index: if the group has it, the ingest was done
+    // before the crash (and the file, changed by it, could not be ingested again). Before an
+    // install a node's applied index is below the snapshot's, or raft would not have sent it.
+    let applied = db.get(keys::applied(group))?.map(|v| decode_u64(&keys::applied(group), &v)).transpose()?;
+    if applied == Some(marker.index) {
+        tracing::warn!(
+            group,
+            index = marker.index,
+            "a snapshot install that a crash interrupted had ingested its file"
+        );
+        return finish(db, group, Path::new(&marker.path));
+    }
     tracing::warn!(group, index = marker.index, "finishing a snapshot install that a crash interrupted");
+    if let Some(crc32) = marker.crc32 {
+        let path = Path::new(&marker.path);
+        restore_ingested(path, crc32).map_err(|what| StorageError::Corrupt { key: marker.path.clone(), what })?;
+    }
     switch_in(db, group, &marker)
+}
+
+/// The name of the SST property RocksDB overwrites in a file it ingests (the sequence number it
+/// assigned to the file's keys), in place, in the properties block near the file's end.
+const GLOBAL_SEQNO: &[u8] = b"rocksdb.external_sst_file.global_seqno";
+
+/// Gives a received file back the bytes it had (`crc32`) if an ingest that a crash cut short had
+/// written its sequence number into it: RocksDB refuses to ingest such a file again. The property
+/// is a block entry: the length of the prefix it shares with the entry before it, the rest's
+/// length, a value of 8 bytes, the rest of the name, then the value, which was 0. The file is
+/// changed only if zeroing that value gives it the CRC-32 it was received with; RocksDB verifies
+/// the properties block's checksum with the value zeroed, so the block reads as it did.
+fn restore_ingested(path: &Path, crc32: u32) -> Result<(), String> {
+    use std::os::unix::fs::FileExt as _;
+    let failed = |e: std::io::Error| format!("{}: {e}", path.display());
+    let bytes = std::fs::read(path).map_err(failed)?;
+    if crc32fast::hash(&bytes) == crc32 {
+        return Ok(());
+    }
+    let tail = bytes.len().saturating_sub(64 * 1024);
+    // The entry shares a prefix with the property before it: its length, the rest's, 8, the rest.
+    let at = (0..GLOBAL_SEQNO.len()).find_map(|shared| {
+        let mut entry = vec![shared as u8, (GLOBAL_SEQNO.len() - shared) as u8, 8];
+        entry.extend_from_slice(&GLOBAL_SEQNO[shared..]);
+        let i = bytes[tail..].windows(entry.len()).rposition(|w| w == entry)?;
+        Some(tail + i + entry.len()).filter(|at| at + 8 <= bytes.len())
+    });
+    let Some(at) = at else {
+        return Err(format!(
+            "CRC-32 {:08x} is not the {crc32:08x} received, and no sequence number to undo",
+            crc32fast::hash(&bytes)
+        ));
+    };
+    let mut restored = bytes;
+    restored[at..at + 8].fill(0);
+    if crc32fast::hash(&restored) != crc32 {
+        return Err(format!("CRC-32 is not the {crc32:08x} received, with or without the ingest's sequence number"));
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(failed)?;
+    file.write_all_at(&[0; 8], at as u64).and_then(|()| file.sync_all()).map_err(failed)?;
+    tracing::warn!(path = %path.display(), "the ingest's sequence number, written into the file before the crash, was undone");
+    Ok(())
 }
 
 /// Removes snapshot files no install marker names; call after [`recover`] for every group.
@@ -1441,8 +1520,13 @@ mod tests {
         sst.put(keys::applied(0), 10u64.to_be_bytes()).unwrap();
         sst.put(keys::state(0, b'K', &[b"new"]), b"2").unwrap();
         sst.finish().unwrap();
-        let marker =
-            SnapshotInstall { version: SNAPSHOT_VERSION, path: path.display().to_string(), index: 10, term: 3 };
+        let marker = SnapshotInstall {
+            version: SNAPSHOT_VERSION,
+            path: path.display().to_string(),
+            index: 10,
+            term: 3,
+            crc32: None,
+        };
         db.put(keys::installing(0), marker.encode_to_vec()).unwrap();
         (db, marker)
     }
@@ -1469,18 +1553,56 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_after_ingesting_repeats_the_switch_harmlessly() {
+    fn a_crash_after_ingesting_finishes_the_switch_without_ingesting_again() {
         let dir = tempfile::tempdir().unwrap();
         let (db, marker) = setup(dir.path());
         clear(&db, 0, &marker).unwrap();
-        let mut ingest = IngestExternalFileOptions::default();
-        ingest.set_move_files(false);
-        db.ingest_external_file_opts(&ingest, vec![&marker.path]).unwrap();
+        // As the install does: the file overlaps what the group held, so RocksDB assigns it a
+        // sequence number and writes that into the file, which a second ingest refuses.
+        ingest(&db, Path::new(&marker.path)).unwrap();
         drop(db);
         let db = open_db(&dir.path().join("data")).unwrap();
         recover(&db, 0).unwrap();
         check_switched(&db);
         assert!(!Path::new(&marker.path).exists(), "the file is removed once switched in");
+    }
+
+    #[test]
+    fn a_crash_inside_the_ingest_is_finished_from_the_file_as_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut marker) = setup(dir.path());
+        let path = PathBuf::from(&marker.path);
+        let received = std::fs::read(&path).unwrap();
+        marker.crc32 = Some(crc32fast::hash(&received));
+        db.put(keys::installing(0), marker.encode_to_vec()).unwrap();
+        clear(&db, 0, &marker).unwrap();
+        // The crash came after RocksDB wrote the sequence number into the file and before the
+        // ingest was committed: here another database's ingest (of overlapping keys, so that it
+        // assigns one) writes it.
+        let other = open_db(&dir.path().join("other")).unwrap();
+        other.put(keys::applied(0), 1u64.to_be_bytes()).unwrap();
+        ingest(&other, &path).unwrap();
+        drop(other);
+        assert_ne!(std::fs::read(&path).unwrap(), received, "the ingest wrote into the file");
+        drop(db);
+        let db = open_db(&dir.path().join("data")).unwrap();
+        recover(&db, 0).unwrap();
+        check_switched(&db);
+    }
+
+    #[test]
+    fn a_received_file_changed_elsewhere_is_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, marker) = setup(dir.path());
+        let path = PathBuf::from(&marker.path);
+        let crc32 = crc32fast::hash(&std::fs::read(&path).unwrap());
+        assert!(restore_ingested(&path, crc32).is_ok(), "a file as received is left alone");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = restore_ingested(&path, crc32).unwrap_err();
+        assert!(err.contains("is not the"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing written");
     }
 
     #[test]
