@@ -36,8 +36,10 @@
 //!
 //! Installing ([`switch_in`]): a marker naming the file is written (synced) first; then the
 //! group's old state and log are deleted and the file is ingested (one atomic step in RocksDB);
-//! then the marker is deleted. A node that finds a marker at start repeats the switch from the
-//! file, so a crash at any point leaves it either on its old state or on the new one.
+//! then the marker is deleted. A node that finds a marker at start finishes the switch
+//! ([`recover`]): from the file, given back the bytes it was received with if an ingest cut short
+//! had written into it, or only by deleting the marker if the ingest was done; so a crash at any
+//! point leaves it either on its old state or on the new one.
 
 use crate::metrics::Metrics;
 use crate::node::{GroupHandle, Request};
