@@ -1469,33 +1469,58 @@ const GLOBAL_SEQNO: &[u8] = b"rocksdb.external_sst_file.global_seqno";
 fn restore_ingested(path: &Path, crc32: u32) -> Result<(), String> {
     use std::os::unix::fs::FileExt as _;
     let failed = |e: std::io::Error| format!("{}: {e}", path.display());
-    let bytes = std::fs::read(path).map_err(failed)?;
-    if crc32fast::hash(&bytes) == crc32 {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(failed)?;
+    let found = crc_of(&file, None).map_err(failed)?;
+    if found == crc32 {
         return Ok(());
     }
-    let tail = bytes.len().saturating_sub(64 * 1024);
-    // The entry shares a prefix with the property before it: its length, the rest's, 8, the rest.
-    let at = (0..GLOBAL_SEQNO.len()).find_map(|shared| {
-        let mut entry = vec![shared as u8, (GLOBAL_SEQNO.len() - shared) as u8, 8];
-        entry.extend_from_slice(&GLOBAL_SEQNO[shared..]);
-        let i = bytes[tail..].windows(entry.len()).rposition(|w| w == entry)?;
-        Some(tail + i + entry.len()).filter(|at| at + 8 <= bytes.len())
-    });
-    let Some(at) = at else {
-        return Err(format!(
-            "CRC-32 {:08x} is not the {crc32:08x} received, and no sequence number to undo",
-            crc32fast::hash(&bytes)
-        ));
+    let Some(at) = global_seqno_at(&file).map_err(failed)? else {
+        return Err(format!("CRC-32 {found:08x} is not the {crc32:08x} received, and no sequence number to undo"));
     };
-    let mut restored = bytes;
-    restored[at..at + 8].fill(0);
-    if crc32fast::hash(&restored) != crc32 {
+    if crc_of(&file, Some(at)).map_err(failed)? != crc32 {
         return Err(format!("CRC-32 is not the {crc32:08x} received, with or without the ingest's sequence number"));
     }
-    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(failed)?;
-    file.write_all_at(&[0; 8], at as u64).and_then(|()| file.sync_all()).map_err(failed)?;
+    file.write_all_at(&[0; 8], at).and_then(|()| file.sync_all()).map_err(failed)?;
     tracing::warn!(path = %path.display(), "the ingest's sequence number, written into the file before the crash, was undone");
     Ok(())
+}
+
+/// Where the value of the [`GLOBAL_SEQNO`] property is in an SST file, if it is in the last 64 KB
+/// (the properties block comes after every data, filter and index block; only the metaindex
+/// block and the footer follow it). The entry shares a prefix with the property before it: its
+/// length, the rest's length, 8, the rest of the name, then the value.
+fn global_seqno_at(file: &std::fs::File) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata()?.len();
+    let tail_at = len.saturating_sub(64 * 1024);
+    let mut tail = vec![0; (len - tail_at) as usize];
+    file.read_exact_at(&mut tail, tail_at)?;
+    Ok((0..GLOBAL_SEQNO.len()).find_map(|shared| {
+        let mut entry = vec![shared as u8, (GLOBAL_SEQNO.len() - shared) as u8, 8];
+        entry.extend_from_slice(&GLOBAL_SEQNO[shared..]);
+        let i = tail.windows(entry.len()).rposition(|w| w == entry)?;
+        Some(tail_at + (i + entry.len()) as u64).filter(|at| at + 8 <= len)
+    }))
+}
+
+/// The CRC-32 of a file's bytes, read a chunk at a time, with the 8 bytes at `zeroed` (if any)
+/// taken as zeros.
+fn crc_of(file: &std::fs::File, zeroed: Option<u64>) -> std::io::Result<u32> {
+    use std::os::unix::fs::FileExt as _;
+    let (mut crc, mut buf, mut at) = (crc32fast::Hasher::new(), vec![0; CHUNK_BYTES], 0u64);
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(crc.finalize());
+        }
+        if let Some(z) = zeroed {
+            for i in z.max(at)..(z + 8).min(at + n as u64) {
+                buf[(i - at) as usize] = 0;
+            }
+        }
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
 }
 
 /// Removes snapshot files no install marker names; call after [`recover`] for every group.
@@ -1590,6 +1615,21 @@ mod tests {
         let db = open_db(&dir.path().join("data")).unwrap();
         recover(&db, 0).unwrap();
         check_switched(&db);
+    }
+
+    #[test]
+    fn a_files_crc_can_take_8_bytes_as_zeros_across_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..CHUNK_BYTES * 2 + 100).map(|i| (i % 251) as u8 + 1).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        assert_eq!(crc_of(&file, None).unwrap(), crc32fast::hash(&bytes));
+        for at in [0, CHUNK_BYTES - 4, bytes.len() - 8] {
+            let mut zeroed = bytes.clone();
+            zeroed[at..at + 8].fill(0);
+            assert_eq!(crc_of(&file, Some(at as u64)).unwrap(), crc32fast::hash(&zeroed), "at {at}");
+        }
     }
 
     #[test]
