@@ -1394,7 +1394,7 @@ fn switch_in(db: &DB, group: u32, m: &SnapshotInstall) -> Result<(), StorageErro
 /// Ingests the SST file at `path` into `db`. RocksDB moves (links, then unlinks) a second hard
 /// link of the file: no copy, and the file stays under its own name. But the file is not left as
 /// it was: RocksDB writes the sequence number it assigns into the file it ingests, which is the
-/// same file, and refuses to ingest it again ([`recover`] must not try).
+/// same file, and refuses to ingest it again until that number is zeroed ([`restore_ingested`]).
 fn ingest(db: &DB, path: &Path) -> Result<(), StorageError> {
     let link = path.with_extension("ingest");
     let _ = std::fs::remove_file(&link);
