@@ -1568,15 +1568,20 @@ mod tests {
         assert_eq!((&t[..8], &t[8..]), (&10u64.to_be_bytes()[..], &3u64.to_be_bytes()[..]));
     }
 
+    /// Closes the database as a crash would, opens it again and recovers: the switch is done.
+    fn restart_and_recover(dir: &Path, db: Arc<DB>) {
+        drop(db);
+        let db = open_db(&dir.join("data")).unwrap();
+        recover(&db, 0).unwrap();
+        check_switched(&db);
+    }
+
     #[test]
     fn a_crash_between_clearing_and_ingesting_is_finished_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let (db, marker) = setup(dir.path());
         clear(&db, 0, &marker).unwrap();
-        drop(db);
-        let db = open_db(&dir.path().join("data")).unwrap();
-        recover(&db, 0).unwrap();
-        check_switched(&db);
+        restart_and_recover(dir.path(), db);
     }
 
     #[test]
@@ -1587,10 +1592,7 @@ mod tests {
         // As the install does: the file overlaps what the group held, so RocksDB assigns it a
         // sequence number and writes that into the file, which a second ingest refuses.
         ingest(&db, Path::new(&marker.path)).unwrap();
-        drop(db);
-        let db = open_db(&dir.path().join("data")).unwrap();
-        recover(&db, 0).unwrap();
-        check_switched(&db);
+        restart_and_recover(dir.path(), db);
         assert!(!Path::new(&marker.path).exists(), "the file is removed once switched in");
     }
 
@@ -1611,10 +1613,7 @@ mod tests {
         ingest(&other, &path).unwrap();
         drop(other);
         assert_ne!(std::fs::read(&path).unwrap(), received, "the ingest wrote into the file");
-        drop(db);
-        let db = open_db(&dir.path().join("data")).unwrap();
-        recover(&db, 0).unwrap();
-        check_switched(&db);
+        restart_and_recover(dir.path(), db);
     }
 
     #[test]
@@ -1926,13 +1925,19 @@ mod tests {
         assert!(in_memory::open(&path).is_err(), "a removed in-memory file cannot be opened again");
     }
 
+    /// A maker of in-memory snapshots of a 40 MB group (more than a window ahead of a sender)
+    /// that waits `reader_timeout` for a sender to read on.
+    fn in_memory_maker(dir: &Path, reader_timeout: Duration) -> Generator {
+        let mut generator = Generator::new(big_group(dir, 640), 0);
+        generator.set_format(2);
+        generator.reader_timeout = reader_timeout;
+        generator
+    }
+
     #[test]
     fn a_snapshot_made_in_memory_that_no_sender_reads_is_given_up_without_stopping_the_node() {
         let dir = tempfile::tempdir().unwrap();
-        let db = big_group(dir.path(), 640);
-        let mut generator = Generator::new(db, 0);
-        generator.set_format(2);
-        generator.reader_timeout = Duration::from_millis(50);
+        let generator = in_memory_maker(dir.path(), Duration::from_millis(50));
         let mut path = String::new();
         assert!(generator.make(|snap| path = header_of(snap).path).unwrap().is_none());
         let err = in_memory::open(Path::new(&path)).unwrap_err().to_string();
@@ -1945,11 +1950,8 @@ mod tests {
     #[test]
     fn a_snapshot_made_in_memory_stops_at_once_when_its_sender_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let db = big_group(dir.path(), 640);
-        let mut generator = Generator::new(db, 0);
-        generator.set_format(2);
         // Long: only the sender's end can stop the writer within the test.
-        generator.reader_timeout = Duration::from_secs(120);
+        let generator = in_memory_maker(dir.path(), Duration::from_secs(120));
         let started = Instant::now();
         let mut sender = None;
         let made = generator.make(|snap| {
