@@ -28,6 +28,9 @@ fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/detection.toml");
     let (code, out, err) =
         ordeal(&["suite", suite.to_str().unwrap(), "--quick", "--store", dir.path().to_str().unwrap()]);
+    if code != 0 {
+        print_contradicted(dir.path());
+    }
     assert_eq!(code, 0, "{out}\n{err}");
     let state = json(&suite_dir(dir.path()).join("suite.json"));
     let cases = state["cases"].as_array().unwrap();
@@ -37,6 +40,23 @@ fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
     }
     assert!(cases.iter().all(|c| c["verdict"] == c["expect"]), "{state}");
     assert!(cases.iter().all(|c| Path::new(c["run_dir"].as_str().unwrap()).join("report.html").exists()));
+}
+
+/// Prints what the checkers said of every run whose verdict contradicts its expectation: the
+/// store goes with the temp dir, and a rare contradiction is worth its evidence.
+fn print_contradicted(store: &Path) {
+    // Not `suite_dir`, which panics where a suite that failed early wrote nothing.
+    let first = |dir: &Path| Some(std::fs::read_dir(dir).ok()?.flatten().next()?.path());
+    let Some(run) = first(&store.join("suites")).and_then(|suite| first(&suite)) else { return };
+    let Ok(text) = std::fs::read_to_string(run.join("suite.json")) else { return };
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    for case in state["cases"].as_array().into_iter().flatten().filter(|c| c["verdict"] != c["expect"]) {
+        let run = Path::new(case["run_dir"].as_str().unwrap_or_default()).to_path_buf();
+        for file in ["summary.md", "results.json"] {
+            let text = std::fs::read_to_string(run.join(file)).unwrap_or_default();
+            eprintln!("== {} {file}:\n{}", case["config"], text.chars().take(20_000).collect::<String>());
+        }
+    }
 }
 
 #[test]
