@@ -142,11 +142,7 @@ impl StateMachine {
 
     /// The last applied index, as persisted.
     pub fn applied_index(&self) -> Result<u64, StorageError> {
-        let key = keys::applied(self.group);
-        match self.db.get(key)? {
-            Some(v) => decode_u64(&key, &v),
-            None => Ok(0),
-        }
+        read::applied_index(&self.db, self.group)
     }
 
     /// Adds the applied index to `batch`.
@@ -330,6 +326,15 @@ fn read_next_offset(db: &DB, group: u32, topic: &str, partition: u32) -> Result<
 /// Reads of applied state. Linearizable only after ReadIndex (see the module docs).
 pub mod read {
     use super::*;
+
+    /// A group's last applied index, as persisted (0 before anything was applied).
+    pub fn applied_index(db: &DB, group: u32) -> Result<u64, StorageError> {
+        let key = keys::applied(group);
+        match db.get(key)? {
+            Some(v) => decode_u64(&key, &v),
+            None => Ok(0),
+        }
+    }
 
     /// A register's value, `None` when absent.
     pub fn register(db: &DB, group: u32, key: &[u8]) -> Result<Option<Bytes>, StorageError> {

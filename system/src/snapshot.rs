@@ -1439,8 +1439,7 @@ pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
     // The file carries the snapshot's applied index: if the group has it, the ingest was done
     // before the crash (and the file, changed by it, could not be ingested again). Before an
     // install a node's applied index is below the snapshot's, or raft would not have sent it.
-    let applied = db.get(keys::applied(group))?.map(|v| decode_u64(&keys::applied(group), &v)).transpose()?;
-    if applied == Some(marker.index) {
+    if crate::fsm::read::applied_index(db, group)? == marker.index {
         tracing::warn!(
             group,
             index = marker.index,
