@@ -7,9 +7,13 @@ use common::{json, jsonl, ordeal};
 use std::path::Path;
 
 fn suite_dir(store: &Path) -> std::path::PathBuf {
-    let root = store.join("suites");
-    let name = std::fs::read_dir(&root).unwrap().flatten().next().unwrap().path();
-    std::fs::read_dir(name).unwrap().flatten().next().unwrap().path()
+    find_suite_dir(store).unwrap_or_else(|| panic!("no suite run under {}", store.display()))
+}
+
+/// The one suite run in `store`, if it wrote one (a suite that failed early may not have).
+fn find_suite_dir(store: &Path) -> Option<std::path::PathBuf> {
+    let first = |dir: &Path| Some(std::fs::read_dir(dir).ok()?.flatten().next()?.path());
+    first(&first(&store.join("suites"))?)
 }
 
 #[test]
@@ -45,9 +49,7 @@ fn the_detection_suite_catches_every_seeded_bug_and_passes_the_clean_build() {
 /// Prints what the checkers said of every run whose verdict contradicts its expectation: the
 /// store goes with the temp dir, and a rare contradiction is worth its evidence.
 fn print_contradicted(store: &Path) {
-    // Not `suite_dir`, which panics where a suite that failed early wrote nothing.
-    let first = |dir: &Path| Some(std::fs::read_dir(dir).ok()?.flatten().next()?.path());
-    let Some(run) = first(&store.join("suites")).and_then(|suite| first(&suite)) else { return };
+    let Some(run) = find_suite_dir(store) else { return };
     let Ok(text) = std::fs::read_to_string(run.join("suite.json")) else { return };
     let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     for case in state["cases"].as_array().into_iter().flatten().filter(|c| c["verdict"] != c["expect"]) {
