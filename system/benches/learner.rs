@@ -414,11 +414,15 @@ fn cell(mut v: Vec<f64>, unit: &str) -> String {
     if v.len() == 1 { format!("{median:.2}{unit}") } else { format!("**{median:.2}{unit}** ({})", each.join(", ")) }
 }
 
+/// A directory for one round's files under `parent`, removed at the round's end unless
+/// `ORDEAL_BENCH_KEEP` is set.
+fn round_dir(parent: impl AsRef<Path>) -> tempfile::TempDir {
+    let keep = std::env::var_os("ORDEAL_BENCH_KEEP").is_some();
+    tempfile::Builder::new().disable_cleanup(keep).tempdir_in(parent).expect("temp dir")
+}
+
 async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
-    let dir = tempfile::Builder::new()
-        .disable_cleanup(std::env::var_os("ORDEAL_BENCH_KEEP").is_some())
-        .tempdir()
-        .expect("temp dir");
+    let dir = round_dir(std::env::temp_dir());
     eprintln!("broker cluster in {}", dir.path().display());
     let binary = find_binary().expect("ordeal-broker is built beside the bench");
     let mut spec = ClusterSpec::local(binary, 3, dir.path()).expect("ports");
@@ -438,11 +442,7 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     client.prefer(leader);
-    // Removed at the end of the round, like `dir`.
-    let learner_dir = std::env::var_os("ORDEAL_BENCH_LEARNER_DIR").map(|d| {
-        let keep = std::env::var_os("ORDEAL_BENCH_KEEP").is_some();
-        tempfile::Builder::new().disable_cleanup(keep).tempdir_in(d).expect("learner's temp dir")
-    });
+    let learner_dir = std::env::var_os("ORDEAL_BENCH_LEARNER_DIR").map(round_dir);
     let (addr, http) =
         start_learner(&mut spec, &mut procs, learner_dir.as_ref().map_or(dir.path(), |d| d.path())).await;
     let c = client.clone();
