@@ -123,8 +123,12 @@ fn serializable_reads_of_a_partitioned_leader_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     // A cut-off leader keeps serving serializable reads from its own state while the majority
-    // elects another leader and moves on; several partitions, each long enough for the
-    // majority to commit new writes to every key, make a stale read certain.
+    // elects another leader and moves on. A process whose write times out is replaced by one
+    // `--concurrency` ids on, bound to member `id % 3`: with 9 processes the replacement stays
+    // on the cut-off leader and keeps reading from it after the majority's next write, which
+    // makes a stale read near-certain in each partition (with 10 every replacement moved to
+    // the next member and the reads of the old leader could end before the election). The run
+    // ends once two partitions ran and healed; the time limit only bounds it.
     let (code, out, err) = run_etcd(
         store,
         &[
@@ -136,12 +140,18 @@ fn serializable_reads_of_a_partitioned_leader_are_caught() {
             "register",
             "--nemesis",
             "partition-leader",
+            "--nemesis-order",
+            "cycle",
+            "--fault-rounds",
+            "2",
             "--nemesis-interval",
             "1",
             "--fault-duration",
             "3",
             "--time-limit",
-            "16",
+            "60",
+            "--concurrency",
+            "9",
             "--rate",
             "400",
             "--seed",
