@@ -482,13 +482,7 @@ fn test_rows(t: &Test) -> [(&'static str, String); 11] {
             "clients",
             format!("{} processes, at most {} ops/s, op timeout {} ms", t.concurrency, t.rate, t.op_timeout_ms),
         ),
-        (
-            "duration",
-            format!(
-                "{:.0} s main phase; faults every {:.1} s for {:.1} s",
-                t.time_limit_s, t.nemesis_interval_s, t.fault_duration_s
-            ),
-        ),
+        ("duration", duration(t)),
         (
             "raft",
             format!(
@@ -501,6 +495,20 @@ fn test_rows(t: &Test) -> [(&'static str, String); 11] {
         ("seed", t.seed.to_string()),
         ("started", t.started_at.clone()),
     ]
+}
+
+/// How long the main phase was set to last: a time, or, with fault rounds, an event that the
+/// time only bounds (so a 40 s run is not shown as a 126 s one).
+fn duration(t: &Test) -> String {
+    let main = match t.fault_rounds {
+        Some(n) if t.nemesis_order == "cycle" => format!(
+            "main phase until every fault ran and healed {n} time{} (at most {:.0} s)",
+            if n == 1 { "" } else { "s" },
+            t.time_limit_s
+        ),
+        _ => format!("{:.0} s main phase", t.time_limit_s),
+    };
+    format!("{main}; faults every {:.1} s for {:.1} s", t.nemesis_interval_s, t.fault_duration_s)
 }
 
 /// What went wrong with the run itself, if anything.
@@ -964,6 +972,17 @@ mod tests {
         check(&index, 0);
         assert!(index.contains(&format!("/report.html\">{ESCAPED}</a>")), "{index}");
         assert!(index.contains(&format!("<td class=\"muted\">{ESCAPED}</td>")), "{index}");
+    }
+
+    #[test]
+    fn a_run_ended_by_fault_rounds_shows_its_end_and_its_bound() {
+        let mut t = test_config();
+        assert_eq!(duration(&t), "1 s main phase; faults every 1.0 s for 1.0 s");
+        (t.nemesis_order, t.fault_rounds, t.time_limit_s) = ("cycle".into(), Some(2), 126.0);
+        assert_eq!(
+            duration(&t),
+            "main phase until every fault ran and healed 2 times (at most 126 s); faults every 1.0 s for 1.0 s"
+        );
     }
 
     #[test]
