@@ -32,7 +32,8 @@ expect = "valid"
 
 /// The leader cut off from the others while it takes appends: what it acknowledged alone is lost.
 const PARTITIONED: &str = r#"
-args = ["--env", "netns", "--time-limit", "5", "--nemesis-interval", "1", "--fault-duration", "1.5", "--rate", "500"]
+args = ["--env", "netns", "--nemesis-order", "cycle", "--fault-rounds", "2", "--time-limit", "60", "--nemesis-interval", "1",
+  "--fault-duration", "1.5", "--rate", "500"]
 [[entry]]
 name = "partitioned log"
 args = ["--workload", "log", "--nemesis", "partition-leader"]

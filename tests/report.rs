@@ -24,7 +24,7 @@ fn report_of_a_run_with_leader_kills_renders_in_chromium_and_is_served() {
     let store = dir.path().join("store");
     let store_arg = store.to_str().unwrap();
     let (code, out, err) =
-        ordeal(&run_args(store_arg, &["--workload", "register", "--nemesis", "kill-leader", "--seed", "4"]));
+        ordeal(&run_args(store_arg, "2", &["--workload", "register", "--nemesis", "kill-leader", "--seed", "4"]));
     assert_eq!(code, 0, "{out}\n{err}");
 
     let report = std::fs::canonicalize(store.join("latest/report.html")).unwrap();

@@ -33,7 +33,7 @@ fn register_under_leader_kills_and_pauses_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     let (code, out, err) =
-        ordeal(&run_args(store, &["--workload", "register", "--nemesis", "kill-leader,pause", "--seed", "7"]));
+        ordeal(&run_args(store, "1", &["--workload", "register", "--nemesis", "kill-leader,pause", "--seed", "7"]));
     assert_eq!(code, 0, "{out}\n{err}");
     let r = results(dir.path());
     assert_eq!(r["verdict"], "valid");
@@ -67,7 +67,7 @@ fn log_under_leader_kills_and_pauses_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     let (code, out, err) =
-        ordeal(&run_args(store, &["--workload", "log", "--nemesis", "kill-leader,pause", "--seed", "8"]));
+        ordeal(&run_args(store, "1", &["--workload", "log", "--nemesis", "kill-leader,pause", "--seed", "8"]));
     assert_eq!(code, 0, "{out}\n{err}");
     let r = results(dir.path());
     let names: Vec<&str> = r["checkers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
@@ -84,6 +84,7 @@ fn stale_reads_are_caught_and_the_offending_op_is_named() {
     let store = dir.path().to_str().unwrap();
     let args = run_args(
         store,
+        "2",
         &[
             "--workload",
             "register",

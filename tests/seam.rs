@@ -83,7 +83,7 @@ fn a_run_is_reproduced_from_its_test_json() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     let extra = ["--env", "local", "--nemesis", "kill,pause", "--concurrency", "1", "--ops-per-key", "20"];
-    let (code, out, err) = ordeal(&run_args(store, &[&extra[..], &["--seed", "42"]].concat()));
+    let (code, out, err) = ordeal(&run_args(store, "1", &[&extra[..], &["--seed", "42"]].concat()));
     assert_eq!(code, 0, "{out}\n{err}");
     let first = std::fs::canonicalize(dir.path().join("latest")).unwrap();
     let test_json = first.join("test.json");
@@ -92,7 +92,9 @@ fn a_run_is_reproduced_from_its_test_json() {
     let second = std::fs::canonicalize(dir.path().join("latest")).unwrap();
     assert_ne!(first, second, "a new run directory");
     let (a, b) = (json(&first.join("test.json")), json(&second.join("test.json")));
-    for field in ["seed", "nemesis", "ops_per_key", "nemesis_order", "concurrency", "workload", "system"] {
+    for field in
+        ["seed", "nemesis", "ops_per_key", "nemesis_order", "fault_rounds", "concurrency", "workload", "system"]
+    {
         assert_eq!(a[field], b[field], "{field}");
     }
     let faults = |run: &Path| -> Vec<String> {

@@ -29,15 +29,21 @@ pub fn ordeal(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `ordeal run` for 6 s with a fault every second lasting 1.5 s, into `store`, then `extra`.
-pub fn run_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+/// `ordeal run` with a fault every second lasting 1.5 s, the faults of `--nemesis` in turn, until
+/// each ran `rounds` times (60 s only bound it: a loaded machine fits fewer faults in a fixed
+/// time), into `store`, then `extra`.
+pub fn run_args<'a>(store: &'a str, rounds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "run",
         "--store",
         store,
         "--no-progress",
+        "--nemesis-order",
+        "cycle",
+        "--fault-rounds",
+        rounds,
         "--time-limit",
-        "6",
+        "60",
         "--nemesis-interval",
         "1",
         "--fault-duration",
