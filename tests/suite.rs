@@ -215,3 +215,55 @@ rate = 40
     assert_eq!(code, 254, "{err}");
     assert!(err.contains("phases[2] (final-reads).mix: write is not a read"), "{err}");
 }
+
+/// Fault rounds end a main phase once its faults ran, its length only bounding it, and the phase
+/// after it starts then and lasts its own length.
+#[test]
+fn fault_rounds_end_a_main_phase_and_the_phases_after_it_move_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rounds.toml");
+    std::fs::write(
+        &file,
+        r#"args = ["--env", "local", "--workload", "register", "--nemesis", "pause-follower", "--nemesis-order", "cycle",
+  "--fault-rounds", "2", "--nemesis-interval", "0.5", "--fault-duration", "1", "--rate", "200"]
+[[entry]]
+name = "rounds then reads"
+expect = "valid"
+[[entry.phase]]
+kind = "main"
+duration_s = 120
+[[entry.phase]]
+kind = "final-reads"
+duration_s = 1
+"#,
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let (code, out, err) = ordeal(&["suite", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let state = json(&suite_dir(&store).join("suite.json"));
+    let run = Path::new(state["cases"][0]["run_dir"].as_str().unwrap()).to_path_buf();
+    let info = json(&run.join("run.json"));
+    assert_eq!(info["nemesis_errors"].as_array().unwrap().len(), 0, "the bound was not reached: {info}");
+    let spans = info["phases"].as_array().unwrap();
+    let kinds: Vec<&str> = spans.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["main", "final-reads"]);
+    let at = |span: &serde_json::Value, edge: &str| span[edge].as_u64().unwrap();
+    // Two pauses, both healed inside the main phase, which ended with the second.
+    let history = jsonl(&run.join("history.jsonl"));
+    let nemesis = |f: &str| -> Vec<u64> {
+        history
+            .iter()
+            .filter(|op| op["process"] == "nemesis" && op["type"] == "info" && op["f"] == f)
+            .filter(|op| op["value"]["fault"] == "pause-follower")
+            .map(|op| op["time"].as_u64().unwrap())
+            .collect()
+    };
+    let (started, stopped) = (nemesis("start"), nemesis("stop"));
+    assert_eq!((started.len(), stopped.len()), (2, 2), "{started:?} {stopped:?}");
+    assert!(stopped.iter().all(|t| *t <= at(&spans[0], "end")), "healed in the main phase");
+    // The reads-only phase lasted its own second from then, not up to the main phase's bound.
+    let reads = at(&spans[1], "end") - at(&spans[1], "start");
+    assert!((1_000_000_000..60_000_000_000).contains(&reads), "the final-reads phase lasted {reads} ns");
+    assert_eq!(at(&spans[0], "end"), at(&spans[1], "start"));
+}

@@ -30,15 +30,14 @@ fn environment(asked: &str) -> anyhow::Result<String> {
     .into())
 }
 
-/// Checks phases against the workload's op kinds; `rounds`: whether fault rounds (which end a
-/// single main phase) are asked for.
-pub(super) fn check_phases(workload: &str, phases: &[Phase], rounds: bool) -> Result<(), String> {
+/// Checks phases against the workload's op kinds; `scenario`: whether a scenario (which runs a
+/// main phase of its own) is asked for. Fault rounds end each main phase early, and the phases
+/// after it move up.
+pub(super) fn check_phases(workload: &str, phases: &[Phase], scenario: bool) -> Result<(), String> {
     let w = workload::by_name(workload).map_err(|e| format!("--workload: {e}"))?;
     ordeal_workloads::phases::plan(w.ops(), phases, 0.0).map_err(|e| e.to_string())?;
-    if rounds && !phases.is_empty() {
-        return Err(
-            "phases: fault rounds (--fault-rounds, --scenario) end a single main phase; use one or the other".into()
-        );
+    if scenario && !phases.is_empty() {
+        return Err("phases: a --scenario runs a single main phase of its own; use one or the other".into());
     }
     Ok(())
 }
@@ -53,7 +52,7 @@ pub(super) fn set_phases(test: &mut Test, phases: &[Phase]) {
 
 /// Checks a test's settings, whether they came from flags or from a `test.json`.
 fn validate(test: &Test) -> Result<(), String> {
-    check_phases(&test.workload, &test.phases, test.fault_rounds.is_some())?;
+    check_phases(&test.workload, &test.phases, test.scenario.is_some())?;
     let registration = systems::by_name(&test.system).map_err(|e| format!("--system: {e}"))?;
     (registration.validate)(test).map_err(|e| e.to_string())?;
     let faults = execute::fault_sets(test).map_err(|e| format!("--nemesis: {e}"))?;

@@ -275,8 +275,7 @@ pub(super) fn run_all(dir: &Path, state: &mut SuiteState, store: &Path) -> anyho
     for case in &state.cases {
         // Every case's flags and phases are checked before anything runs.
         let args = run_args(case, store)?;
-        let rounds = args.fault_rounds.is_some() || args.scenario.is_some();
-        super::run::check_phases(&args.workload, &case.phases, rounds)
+        super::run::check_phases(&args.workload, &case.phases, args.scenario.is_some())
             .map_err(|e| bad(format!("entry {:?}: {e}", case.config)))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

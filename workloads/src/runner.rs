@@ -3,8 +3,10 @@
 //! 1. **the phases**, in order: `concurrency` client workers draw ops from the generator, with
 //!    the phase's op mix, under the phase's total rate limit, until the phase's end; in a
 //!    **main** phase the nemesis starts a fault every `nemesis_interval`, holds it for
-//!    `fault_duration`, and heals it; a **heal** phase begins by healing every fault; a
-//!    **final-reads** phase only reads. A sampler records every node's status throughout;
+//!    `fault_duration`, and heals it (with fault rounds, until every fault ran that many times:
+//!    the phase then ends, and each later one lasts its length from then); a **heal** phase
+//!    begins by healing every fault; a **final-reads** phase only reads. A sampler records every
+//!    node's status throughout;
 //! 2. **heal**: every fault is repaired and the run waits until the cluster is healthy;
 //! 3. **final**: the generator's final reads, through a fresh client process.
 //!
@@ -181,7 +183,9 @@ struct Drive {
     generator: Mutex<(Box<dyn Generator>, ChaCha8Rng)>,
     recorder: Arc<Recorder>,
     clients: Arc<dyn ClientFactory>,
-    ends: Vec<Instant>,
+    /// When each phase ends: planned at the start, and set again as each begins (a main phase
+    /// that fault rounds ended early moves every later one up).
+    ends: Mutex<Vec<Instant>>,
     limiters: Vec<Limiter>,
     mixes: Vec<Option<Mix>>,
     concurrency: u64,
@@ -195,10 +199,11 @@ async fn worker(drive: Arc<Drive>, slot: u64, mut phase: watch::Receiver<usize>,
     let mut client = drive.clients.open(process);
     loop {
         let i = *phase.borrow();
-        if i >= drive.ends.len() || *interrupt.borrow() {
+        if i >= drive.limiters.len() || *interrupt.borrow() {
             break;
         }
-        if drive.limiters[i].acquire(drive.ends[i]).await.is_none() {
+        let end = lock(&drive.ends)[i];
+        if drive.limiters[i].acquire(end).await.is_none() {
             // No slot left in this phase: wait for the next one.
             if phase.wait_for(|p| *p != i).await.is_err() {
                 break;
@@ -255,7 +260,7 @@ pub async fn run(
         clients: clients.clone(),
         limiters: plan.phases.iter().map(|p| Limiter::new(p.rate)).collect(),
         mixes: plan.phases.iter().map(|p| p.mix.clone()).collect(),
-        ends: ends.clone(),
+        ends: Mutex::new(ends.clone()),
         concurrency: plan.concurrency as u64,
         timeout: plan.op_timeout,
     });
@@ -272,7 +277,7 @@ pub async fn run(
         nemesis,
         recorder.clone(),
         fault_now.clone(),
-        (ends, first_start),
+        (drive.clone(), first_start),
         interrupt.clone(),
         phase_tx,
     ));
@@ -349,14 +354,15 @@ async fn drive_phases(
     mut nemesis: Box<dyn Nemesis>,
     recorder: Arc<Recorder>,
     fault_now: Shared<String>,
-    (ends, mut start): (Vec<Instant>, u64),
+    (drive, mut start): (Arc<Drive>, u64),
     mut interrupt: watch::Receiver<bool>,
     phase: watch::Sender<usize>,
 ) -> (Box<dyn Nemesis>, Vec<String>, Vec<PhaseSpan>) {
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
     let mut errors = Vec::new();
     let mut spans = Vec::new();
-    for (i, (p, mut end)) in plan.phases.iter().zip(ends.iter().copied()).enumerate() {
+    for (i, p) in plan.phases.iter().enumerate() {
+        let mut end = lock(&drive.ends)[i];
         match p.kind {
             PhaseKind::Main => {
                 errors.extend(
@@ -376,6 +382,10 @@ async fn drive_phases(
         let interrupted = !sleep_or_stop(end, &mut interrupt).await;
         phase.send_modify(|current| {
             *current = if interrupted { plan.phases.len() } else { i + 1 };
+            // Set before the workers see the next phase: it lasts its length from now.
+            if let Some(next) = plan.phases.get(i + 1) {
+                lock(&drive.ends)[i + 1] = Instant::now() + next.duration;
+            }
             let now = recorder.now();
             spans.push(PhaseSpan { kind: p.kind, start, end: now, rate: p.rate });
             start = now;
