@@ -362,6 +362,7 @@ async fn bench() {
             ratio(&|o| o.snapshot_bytes / o.snapshot_file.map_or(o.snapshot_secs, |f| f.1)),
         );
     }
+    floors(&ours, &theirs);
     let missing: Vec<String> = ours
         .iter()
         .map(|o| ("broker", o))
@@ -401,17 +402,49 @@ fn pooled_rows(ours: &[Outcome], theirs: &[Outcome]) {
     );
 }
 
+/// The floors of the issue (#12), each judged on its strictest figure: the slowest round's
+/// promotion, the median of the same-round rate ratios, the p99 of every round's writes pooled.
+fn floors(ours: &[Outcome], theirs: &[Outcome]) {
+    let slowest = ours.iter().map(|o| o.promotable.as_secs_f64()).fold(0.0, f64::max);
+    let rate = |o: &Outcome| o.snapshot_bytes / o.snapshot_secs;
+    let ratio = median(ours.iter().zip(theirs).map(|(a, b)| rate(a) / rate(b)).collect());
+    let p99 = |during: bool| Window::pooled(ours.iter().map(|o| if during { &o.during } else { &o.before })).ms(0.99);
+    let tail = p99(true) / p99(false);
+    println!();
+    println!("| floor | broker's figure | holds |");
+    println!("|---|---|---|");
+    let row = |floor: &str, figure: String, holds: bool| {
+        println!("| {floor} | {figure} | {} |", if holds { "yes" } else { "**no**" })
+    };
+    row("promotable within 3 s (strict gate), slowest round", format!("{slowest:.2} s"), slowest <= 3.0);
+    if !theirs.is_empty() {
+        row("snapshot ≥ 2× etcd's rate (received), median of the rounds' ratios", format!("{ratio:.2}×"), ratio >= 2.0);
+    }
+    row("load p99 during ≤ 2× before, all rounds' writes pooled", format!("{tail:.2}×"), tail <= 2.0);
+}
+
+/// The median of the finite figures (NaN if none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// "median (each round's figure)"; a round without the figure (NaN: etcd's learner caught up
 /// without a snapshot) is listed but left out of the median.
-fn cell(mut v: Vec<f64>, unit: &str) -> String {
+fn cell(v: Vec<f64>, unit: &str) -> String {
     let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return format!("– ({})", each.join(", "));
+    let finite = v.iter().filter(|x| x.is_finite()).count();
+    let median = median(v);
+    match finite {
+        0 => format!("– ({})", each.join(", ")),
+        1 => format!("{median:.2}{unit}"),
+        _ => format!("**{median:.2}{unit}** ({})", each.join(", ")),
     }
-    v.sort_by(f64::total_cmp);
-    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
-    if v.len() == 1 { format!("{median:.2}{unit}") } else { format!("**{median:.2}{unit}** ({})", each.join(", ")) }
 }
 
 /// A directory for one round's files under `parent`, removed at the round's end unless
