@@ -260,7 +260,7 @@ pub async fn run(
         clients: clients.clone(),
         limiters: plan.phases.iter().map(|p| Limiter::new(p.rate)).collect(),
         mixes: plan.phases.iter().map(|p| p.mix.clone()).collect(),
-        ends: Mutex::new(ends.clone()),
+        ends: Mutex::new(ends),
         concurrency: plan.concurrency as u64,
         timeout: plan.op_timeout,
     });
