@@ -4,7 +4,7 @@
 mod common;
 
 use common::{json, jsonl, ordeal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn suite_dir(store: &Path) -> std::path::PathBuf {
     find_suite_dir(store).unwrap_or_else(|| panic!("no suite run under {}", store.display()))
@@ -14,6 +14,19 @@ fn suite_dir(store: &Path) -> std::path::PathBuf {
 fn find_suite_dir(store: &Path) -> Option<std::path::PathBuf> {
     let first = |dir: &Path| Some(std::fs::read_dir(dir).ok()?.flatten().next()?.path());
     first(&first(&store.join("suites"))?)
+}
+
+/// Writes `text` as a suite of one case into `dir`, runs it (it must pass) into `dir/store`, and
+/// returns the store and the case's run directory.
+fn run_one_case(dir: &Path, text: &str) -> (PathBuf, PathBuf) {
+    let file = dir.join("suite.toml");
+    std::fs::write(&file, text).unwrap();
+    let store = dir.join("store");
+    let (code, out, err) = ordeal(&["suite", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let state = json(&suite_dir(&store).join("suite.json"));
+    let run = PathBuf::from(state["cases"][0]["run_dir"].as_str().unwrap());
+    (store, run)
 }
 
 #[test]
@@ -135,9 +148,8 @@ fn bad_suite_files_are_refused_before_anything_runs() {
 #[test]
 fn an_entry_with_phases_runs_each_with_its_own_mix_and_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("phases.toml");
-    std::fs::write(
-        &file,
+    let (store, run) = run_one_case(
+        dir.path(),
         r#"args = ["--env", "local", "--workload", "register", "--nemesis", "pause-follower",
   "--nemesis-interval", "0.5", "--fault-duration", "1", "--rate", "200", "--time-limit", "30"]
 [[entry]]
@@ -156,13 +168,7 @@ kind = "final-reads"
 duration_s = 1.5
 rate = 40
 "#,
-    )
-    .unwrap();
-    let store = dir.path().join("store");
-    let (code, out, err) = ordeal(&["suite", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let state = json(&suite_dir(&store).join("suite.json"));
-    let run = Path::new(state["cases"][0]["run_dir"].as_str().unwrap()).to_path_buf();
+    );
     let test = json(&run.join("test.json"));
     assert_eq!(test["phases"].as_array().unwrap().len(), 3, "{test}");
     assert_eq!(test["time_limit_s"], 5.0, "the phases' total replaces --time-limit");
@@ -221,9 +227,8 @@ rate = 40
 #[test]
 fn fault_rounds_end_a_main_phase_and_the_phases_after_it_move_up() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rounds.toml");
-    std::fs::write(
-        &file,
+    let (_, run) = run_one_case(
+        dir.path(),
         r#"args = ["--env", "local", "--workload", "register", "--nemesis", "pause-follower", "--nemesis-order", "cycle",
   "--fault-rounds", "2", "--nemesis-interval", "0.5", "--fault-duration", "1", "--rate", "200"]
 [[entry]]
@@ -236,13 +241,7 @@ duration_s = 120
 kind = "final-reads"
 duration_s = 1
 "#,
-    )
-    .unwrap();
-    let store = dir.path().join("store");
-    let (code, out, err) = ordeal(&["suite", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let state = json(&suite_dir(&store).join("suite.json"));
-    let run = Path::new(state["cases"][0]["run_dir"].as_str().unwrap()).to_path_buf();
+    );
     let info = json(&run.join("run.json"));
     assert_eq!(info["nemesis_errors"].as_array().unwrap().len(), 0, "the bound was not reached: {info}");
     let spans = info["phases"].as_array().unwrap();
