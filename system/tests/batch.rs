@@ -13,7 +13,8 @@ use ordeal_system::pb::broker::{ProduceBatchRequest, ProduceRequest};
 use ordeal_system::version::RELEASE;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 const EMULATE: &str = "ORDEAL_BROKER_EMULATE_VERSION";
 const PRODUCERS: u64 = 16;
@@ -32,15 +33,19 @@ async fn at_cluster_version(cluster: &Cluster, client: &Client, version: u32) {
     .await;
 }
 
-/// `PRODUCERS` tasks producing `EACH` records each to partition 0 of "t" through `client`, one
-/// at a time per producer id; returns the acknowledged (offset, value) pairs.
-async fn produce_concurrently(client: &Arc<Client>) -> BTreeMap<u64, String> {
+/// `PRODUCERS` tasks producing to partition 0 of "t" through `client`, one record at a time per
+/// producer id, each `EACH` records and then on until `enough()`; returns the acknowledged
+/// (offset, value) pairs.
+async fn produce_concurrently(
+    client: &Arc<Client>,
+    enough: impl Fn() -> bool + Clone + Send + Sync + 'static,
+) -> BTreeMap<u64, String> {
     let tasks: Vec<_> = (0..PRODUCERS)
         .map(|p| {
-            let client = client.clone();
+            let (client, enough) = (client.clone(), enough.clone());
             tokio::spawn(async move {
                 let mut acked = Vec::new();
-                for seq in 0..EACH {
+                for seq in (0..).take_while(|seq| *seq < EACH || !enough()) {
                     let value = format!("p{p}/{seq}");
                     let a = client.produce("t", 0, b"", value.as_bytes(), Some((100 + p, seq))).await.unwrap();
                     assert!(!a.value.duplicate, "{value} answered as a duplicate");
@@ -63,7 +68,7 @@ async fn produce_concurrently(client: &Arc<Client>) -> BTreeMap<u64, String> {
 
 /// Every record is at the offset it was acknowledged at, and the log holds nothing else.
 async fn read_back(client: &Client, acked: &BTreeMap<u64, String>) {
-    let total = PRODUCERS * EACH;
+    let total = acked.len() as u64;
     assert_eq!(acked.keys().copied().collect::<Vec<_>>(), (0..total).collect::<Vec<_>>(), "offsets are not dense");
     let mut log = Vec::new();
     while (log.len() as u64) < total + 1 {
@@ -96,27 +101,38 @@ async fn concurrent_producers_share_batches_and_get_dense_offsets_across_leader_
     let client = Arc::new(cluster.client());
     cluster.leader(&client).await;
     at_cluster_version(&cluster, &client, RELEASE).await;
-    // Leadership moves while the producers run: batches in flight on the old leader are
-    // answered NOT_LEADER or with an unknown outcome, and are sent again to the new one.
+    // Leadership moves twice while the producers run, who go on until it has: batches in flight
+    // on the old leader are answered NOT_LEADER or with an unknown outcome, and are sent again
+    // to the new one.
+    let (moved, mover_done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
     let mover = {
         let client = cluster.client();
         let ids: Vec<u64> = cluster.procs.keys().copied().collect();
+        let (moved, done) = (moved.clone(), mover_done.clone());
         tokio::spawn(async move {
-            let mut moved = 0;
-            for round in 0..4 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for round in 0.. {
+                if moved.load(Ordering::Relaxed) >= 2 || Instant::now() > deadline {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 let Ok(s) = client.status(ids[0]).await else { continue };
                 let leader = s.groups[0].leader_id;
                 let to = ids[(round + 1) % ids.len()];
                 if leader != 0 && leader != to && client.transfer_leader(leader, 0, to).await.is_ok() {
-                    moved += 1;
+                    moved.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            moved
+            done.store(true, Ordering::Relaxed);
         })
     };
-    let acked = produce_concurrently(&client).await;
-    assert!(mover.await.unwrap() > 0, "leadership never moved during the run");
+    let enough = {
+        let (moved, done) = (moved.clone(), mover_done.clone());
+        move || moved.load(Ordering::Relaxed) >= 2 || done.load(Ordering::Relaxed)
+    };
+    let acked = produce_concurrently(&client, enough).await;
+    mover.await.unwrap();
+    assert!(moved.load(Ordering::Relaxed) >= 2, "leadership did not move twice while the producers ran");
     read_back(&client, &acked).await;
     let (entries, records) = batches(&cluster).await;
     assert!(entries > 0 && records > entries, "no batch was proposed: {entries} entries, {records} records");
@@ -170,7 +186,7 @@ async fn a_cluster_below_the_feature_gets_no_batch_entries() {
     let refused = direct.produce_batch(ProduceBatchRequest { records: vec![one] }).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
     // The client falls back to single produces: every record lands once, in no batch entry.
-    let acked = produce_concurrently(&client).await;
+    let acked = produce_concurrently(&client, || true).await;
     read_back(&client, &acked).await;
     assert_eq!(batches(&cluster).await, (0, 0));
     for id in cluster.procs.keys() {
