@@ -162,6 +162,9 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
         let results = json(&dir.path().join("latest/results.json"));
         let faults = results["faults"].as_array().unwrap();
         assert_eq!(faults.len(), 3, "{faults:?}");
+        // Writes sent to an isolated node that timed out there, over all the partitions: a
+        // write it got just before it stepped down is redirected and completes elsewhere.
+        let mut reached = 0;
         for (i, f) in faults.iter().enumerate() {
             let target = f["targets"][0].as_u64().unwrap();
             let (start, stop) = (f["start"].as_u64().unwrap(), f["stop"].as_u64().unwrap());
@@ -181,8 +184,7 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
                     .count()
             };
             assert_eq!(writes("ok"), 0, "node {target} acknowledged a write while isolated");
-            // ...though clients did send it some, which timed out.
-            assert!(writes("info") + writes("fail") > 0, "no write reached the isolated node {target}");
+            reached += writes("info") + writes("fail");
             let during: Vec<&Value> = status
                 .iter()
                 .filter(|s| (start + 1_500_000_000..stop).contains(&s["time"].as_u64().unwrap()))
@@ -210,6 +212,8 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
                 });
             assert!(rejoined, "after healing, node {target} rejoins as a follower of the new leader");
         }
+        // ...though clients did send the isolated leaders some, which timed out.
+        assert!(reached > 0, "no write reached an isolated node");
     }
 }
 
