@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{json, jsonl, ordeal, spawn_ordeal, wait_for_history};
+use common::{json, jsonl, nemesis_ops, ordeal, spawn_ordeal, wait_for_history};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -97,9 +97,8 @@ fn every_network_and_clock_fault_keeps_the_history_valid_and_leaves_nothing() {
         ]);
         assert_eq!(code, 0, "{out}\n{err}");
         let history = jsonl(&dir.path().join("latest/history.jsonl"));
-        let started: Vec<&str> = history
-            .iter()
-            .filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "start")
+        let started: Vec<&str> = nemesis_ops(&history, "start")
+            .into_iter()
             .map(|o| {
                 assert!(o.get("error").is_none(), "fault failed: {o}");
                 o["value"]["fault"].as_str().unwrap()
@@ -256,8 +255,7 @@ fn a_follower_whose_link_to_a_live_leader_breaks_does_not_depose_it() {
         let groups = s["nodes"].as_object().unwrap().iter().map(|(n, v)| (n.clone(), v["groups"][0].clone()));
         groups.filter(|(_, g)| g["role"] == "leader").map(|(n, g)| (n, g["term"].clone())).collect::<Vec<_>>()
     };
-    let starts: Vec<&Value> =
-        history.iter().filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "start").collect();
+    let starts = nemesis_ops(&history, "start");
     assert_eq!(starts.len(), 2, "{starts:?}");
     for start in starts {
         let (t, leader) = (start["time"].as_u64().unwrap(), start["value"]["leader"].as_u64().unwrap());

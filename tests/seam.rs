@@ -3,16 +3,13 @@
 
 mod common;
 
-use common::{json, jsonl, ordeal, run_args};
+use common::{json, jsonl, nemesis_ops, ordeal, run_args};
 use serde_json::Value;
 use std::path::Path;
 
 /// The nemesis's completed `start` ops: (fault, what it did).
 fn fault_starts(run: &Path) -> Vec<Value> {
-    jsonl(&run.join("history.jsonl"))
-        .into_iter()
-        .filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "start")
-        .collect()
+    nemesis_ops(&jsonl(&run.join("history.jsonl")), "start").into_iter().cloned().collect()
 }
 
 #[test]
@@ -54,10 +51,8 @@ fn two_faults_at_once_run_and_heal() {
         let targets = start["value"]["targets"].as_array().unwrap();
         assert_eq!(targets.len(), 2, "{start}");
     }
-    let stops: Vec<Value> = jsonl(&run.join("history.jsonl"))
-        .into_iter()
-        .filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == "stop")
-        .collect();
+    let history = jsonl(&run.join("history.jsonl"));
+    let stops = nemesis_ops(&history, "stop");
     assert!(stops.iter().all(|s| s.get("error").is_none()), "every fault healed: {stops:?}");
     let results = json(&run.join("results.json"));
     assert_eq!(results["verdict"], "valid");

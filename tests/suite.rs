@@ -3,15 +3,15 @@
 
 mod common;
 
-use common::{json, jsonl, ordeal};
+use common::{json, jsonl, nemesis_ops, ordeal};
 use std::path::{Path, PathBuf};
 
-fn suite_dir(store: &Path) -> std::path::PathBuf {
+fn suite_dir(store: &Path) -> PathBuf {
     find_suite_dir(store).unwrap_or_else(|| panic!("no suite run under {}", store.display()))
 }
 
 /// The one suite run in `store`, if it wrote one (a suite that failed early may not have).
-fn find_suite_dir(store: &Path) -> Option<std::path::PathBuf> {
+fn find_suite_dir(store: &Path) -> Option<PathBuf> {
     let first = |dir: &Path| Some(std::fs::read_dir(dir).ok()?.flatten().next()?.path());
     first(&first(&store.join("suites"))?)
 }
@@ -251,9 +251,8 @@ duration_s = 1
     // Two pauses, both healed inside the main phase, which ended with the second.
     let history = jsonl(&run.join("history.jsonl"));
     let nemesis = |f: &str| -> Vec<u64> {
-        history
-            .iter()
-            .filter(|op| op["process"] == "nemesis" && op["type"] == "info" && op["f"] == f)
+        nemesis_ops(&history, f)
+            .into_iter()
             .filter(|op| op["value"]["fault"] == "pause-follower")
             .map(|op| op["time"].as_u64().unwrap())
             .collect()

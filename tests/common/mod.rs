@@ -111,6 +111,11 @@ pub fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// A history's completed nemesis ops named `f` (`start` or `stop`), in order.
+pub fn nemesis_ops<'a>(history: &'a [Value], f: &str) -> Vec<&'a Value> {
+    history.iter().filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == f).collect()
+}
+
 /// Waits up to 30 s for the store's latest history to satisfy `ready`; `what` names the wait in
 /// the failure.
 pub fn wait_for_history(store: &Path, what: &str, ready: impl Fn(&str) -> bool) {
