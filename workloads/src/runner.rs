@@ -275,9 +275,9 @@ pub async fn run(
     let phases_task = tokio::spawn(drive_phases(
         plan.clone(),
         nemesis,
-        recorder.clone(),
         fault_now.clone(),
-        (drive.clone(), first_start),
+        drive.clone(),
+        first_start,
         interrupt.clone(),
         phase_tx,
     ));
@@ -352,12 +352,13 @@ pub async fn run(
 async fn drive_phases(
     plan: Plan,
     mut nemesis: Box<dyn Nemesis>,
-    recorder: Arc<Recorder>,
     fault_now: Shared<String>,
-    (drive, mut start): (Arc<Drive>, u64),
+    drive: Arc<Drive>,
+    mut start: u64,
     mut interrupt: watch::Receiver<bool>,
     phase: watch::Sender<usize>,
 ) -> (Box<dyn Nemesis>, Vec<String>, Vec<PhaseSpan>) {
+    let recorder = &drive.recorder;
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006e_656d_6573_6973);
     let mut errors = Vec::new();
     let mut spans = Vec::new();
@@ -366,7 +367,7 @@ async fn drive_phases(
         match p.kind {
             PhaseKind::Main => {
                 errors.extend(
-                    nemesis_loop(&plan, &mut *nemesis, &recorder, &fault_now, end, &mut interrupt, &mut rng).await,
+                    nemesis_loop(&plan, &mut *nemesis, recorder, &fault_now, end, &mut interrupt, &mut rng).await,
                 );
                 // Fault rounds end the phase once they are done.
                 if plan.fault_rounds.is_some() && plan.cycle_faults {
@@ -375,7 +376,7 @@ async fn drive_phases(
             }
             PhaseKind::Heal => {
                 *lock(&fault_now) = "healing, load goes on".into();
-                errors.extend(heal_all(&mut *nemesis, &recorder).await.err().map(|e| format!("heal: {e}")));
+                errors.extend(heal_all(&mut *nemesis, recorder).await.err().map(|e| format!("heal: {e}")));
             }
             PhaseKind::FinalReads => *lock(&fault_now) = "reads only".into(),
         }
