@@ -148,8 +148,9 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
             "60",
             "--nemesis-interval",
             "1",
+            // Long enough for a loaded machine to elect a new leader before the heal.
             "--fault-duration",
-            "2.5",
+            "4",
             "--rate",
             "300",
             "--seed",
@@ -168,26 +169,24 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
             let target = f["targets"][0].as_u64().unwrap();
             let (start, stop) = (f["start"].as_u64().unwrap(), f["stop"].as_u64().unwrap());
             assert_eq!(f["stepped_down"], true, "the isolated leader steps down (check-quorum): {f}");
-            assert!(
-                f["gap_ms"].as_f64().is_some_and(|g| g < 2500.0),
-                "the majority elected a leader and took writes: {f}"
-            );
-            // Writes the isolated node served while cut off: none were acknowledged...
-            let writes = |kind: &str| {
+            // Writes served while the node was cut off, by whether that node served them.
+            let writes = |kind: &str, on_target: bool| {
                 history
                     .iter()
                     .filter(|o| {
-                        o["node"] == target && o["type"] == kind && matches!(o["f"].as_str(), Some("write" | "cas"))
+                        o["node"].as_u64().is_some_and(|n| (n == target) == on_target)
+                            && o["type"] == kind
+                            && matches!(o["f"].as_str(), Some("write" | "cas"))
                     })
                     .filter(|o| (start + 100_000_000..stop).contains(&o["time"].as_u64().unwrap()))
                     .count()
             };
-            assert_eq!(writes("ok"), 0, "node {target} acknowledged a write while isolated");
-            reached += writes("info") + writes("fail");
-            let during: Vec<&Value> = status
-                .iter()
-                .filter(|s| (start + 1_500_000_000..stop).contains(&s["time"].as_u64().unwrap()))
-                .collect();
+            assert!(writes("ok", false) > 0, "the majority elected a leader and took writes: {f}");
+            // The isolated node acknowledged none...
+            assert_eq!(writes("ok", true), 0, "node {target} acknowledged a write while isolated");
+            reached += writes("info", true) + writes("fail", true);
+            let during: Vec<&Value> =
+                status.iter().filter(|s| (start..stop).contains(&s["time"].as_u64().unwrap())).collect();
             assert!(
                 during.iter().any(|s| s["nodes"]
                     .as_object()
@@ -196,19 +195,16 @@ fn an_isolated_leader_acknowledges_nothing_steps_down_and_rejoins_as_follower() 
                     .any(|(n, v)| *n != target.to_string() && v["groups"][0]["role"] == "leader")),
                 "a new leader was elected on the majority side"
             );
-            // Links come back as the transport reconnects (within its 0.5 s backoff); then the old
-            // leader hears the new term and follows. The run ends soon after the last heal, so
+            // Links come back as the transport reconnects; then the old leader hears the new term
+            // and follows, however long that takes. The run ends soon after the last heal, so
             // that one may have no status sample left to show it.
             if i + 1 == faults.len() {
                 continue;
             }
-            let rejoined = status
-                .iter()
-                .filter(|s| (stop..stop + 3_000_000_000).contains(&s["time"].as_u64().unwrap()))
-                .any(|s| {
-                    let me = &s["nodes"][target.to_string()]["groups"][0];
-                    me["role"] == "follower" && me["leader_id"].as_u64().is_some_and(|l| l != 0 && l != target)
-                });
+            let rejoined = status.iter().filter(|s| s["time"].as_u64().unwrap() >= stop).any(|s| {
+                let me = &s["nodes"][target.to_string()]["groups"][0];
+                me["role"] == "follower" && me["leader_id"].as_u64().is_some_and(|l| l != 0 && l != target)
+            });
             assert!(rejoined, "after healing, node {target} rejoins as a follower of the new leader");
         }
         // ...though clients did send the isolated leaders some, which timed out.
