@@ -25,6 +25,10 @@
 //! promotion: the benchmark waits for them) and fails, instead of printing a rate, when one did
 //! not.
 //!
+//! Between the systems' turns, each round also measures the machine's one-copy ceiling: the
+//! state's size in incompressible bytes through one loopback socket into a synced file beside the
+//! nodes', with nothing else running, to set the rates (and 2× etcd's) against.
+//!
 //! `ORDEAL_BENCH_LEARNER_DIR=D` puts the broker's learner's data directory under `D` (another
 //! file system: a learner has its own disk in a deployment) instead of beside the voters'.
 //!
@@ -310,10 +314,11 @@ async fn bench() {
     let before = Duration::from_secs(env_u64("ORDEAL_BENCH_BEFORE_S", 5));
     let runs = env_u64("ORDEAL_BENCH_RUNS", 1).max(1);
     let etcd_binary = etcd::find_binary();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
     // Round by round, so that both systems see the same phases of the machine's load.
     for run in 1..=runs {
         ours.push(broker(state_mb, rate, before).await);
+        ceilings.push(tokio::task::spawn_blocking(move || copy_ceiling(state_mb)).await.expect("ceiling"));
         if let Some(binary) = &etcd_binary {
             theirs.push(etcd_run(binary, state_mb, rate, before).await);
         }
@@ -362,6 +367,7 @@ async fn bench() {
             ratio(&|o| o.snapshot_bytes / o.snapshot_file.map_or(o.snapshot_secs, |f| f.1)),
         );
     }
+    ceiling_rows(&ceilings, &theirs);
     floors(&ours, &theirs);
     let missing: Vec<String> = ours
         .iter()
@@ -400,6 +406,62 @@ fn pooled_rows(ours: &[Outcome], theirs: &[Outcome]) {
         cells(ours),
         cells(theirs)
     );
+}
+
+/// What the machine allows: its one-copy ceiling, and what 2× etcd's rate asks of it.
+fn ceiling_rows(ceilings: &[f64], theirs: &[Outcome]) {
+    println!(
+        "| the machine's one-copy ceiling: incompressible bytes over one loopback socket into a synced file, no load, no TLS | {} | |",
+        cell(ceilings.to_vec(), " MB/s")
+    );
+    if !theirs.is_empty() {
+        let asked = ceilings.iter().zip(theirs).map(|(c, o)| 2.0 * o.snapshot_bytes / 1e6 / o.snapshot_secs / c);
+        println!(
+            "| 2× etcd's received rate as a share of that ceiling, same round | {} | |",
+            cell(asked.collect(), "×")
+        );
+    }
+}
+
+/// The machine's ceiling for moving a snapshot of `state_mb` MB, measured between the systems'
+/// turns: incompressible bytes through one loopback TCP connection into a file beside the nodes',
+/// written around the page cache (where the file system allows) and synced, timed from the first
+/// byte received to the sync, as the learners' receive rates are. Neither TLS, nor a checksum,
+/// nor a load shares the cores: no design moves the state faster here.
+fn copy_ceiling(state_mb: u64) -> f64 {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    const CHUNK: usize = 1 << 20;
+    let chunks = (state_mb as usize * 1_000_000).div_ceil(CHUNK);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let addr = listener.local_addr().expect("listener address");
+    let mut rng = Xorshift(0x5EED);
+    let pattern: Vec<u8> = (0..4 * CHUNK / 8).flat_map(|_| rng.next().to_le_bytes()).collect();
+    let sender = std::thread::spawn(move || {
+        let mut socket = std::net::TcpStream::connect(addr).expect("connect on loopback");
+        for i in 0..chunks {
+            socket.write_all(&pattern[(i % 4) * CHUNK..][..CHUNK]).expect("send");
+        }
+    });
+    let (mut socket, _) = listener.accept().expect("accept");
+    let dir = round_dir(std::env::temp_dir());
+    let path = dir.path().join("ceiling");
+    let direct = std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(nix::libc::O_DIRECT).open(&path);
+    let mut file = direct.or_else(|_| std::fs::File::create(&path)).expect("ceiling file");
+    // O_DIRECT takes a buffer aligned to the block size: a 4 KB-aligned chunk inside a larger one.
+    let mut buf = vec![0u8; CHUNK + 4096];
+    let start = buf.as_ptr().align_offset(4096);
+    let chunk = &mut buf[start..start + CHUNK];
+    let mut first = None;
+    for _ in 0..chunks {
+        socket.read_exact(chunk).expect("receive");
+        first.get_or_insert_with(Instant::now);
+        file.write_all(chunk).expect("write the ceiling file");
+    }
+    file.sync_data().expect("sync the ceiling file");
+    let secs = first.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    sender.join().expect("sender");
+    (chunks * CHUNK) as f64 / 1e6 / secs
 }
 
 /// The floors of the issue (#12), each judged on its strictest figure: the slowest round's
