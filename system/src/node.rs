@@ -212,7 +212,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         seeded: Seeded::new(&ctx.config.bugs),
         gate_ticks: GATE_TICKS,
     };
-    g.learn_addresses(g.node.store().peer_addresses()?);
+    g.learn_addresses(g.node.store().peer_addresses().clone());
     g.on_membership_changed();
     let thread = std::thread::Builder::new()
         .name(format!("raft-g{group}"))
@@ -496,6 +496,8 @@ impl Group {
         let knows_members = raft.prs().iter().next().is_some();
         let local = vet::Local {
             is_member: |id| !knows_members || raft.prs().get(id).is_some(),
+            term: raft.term,
+            leads: raft.state == raft::StateRole::Leader,
             last_index: raft.raft_log.last_index(),
         };
         if !self.config.bugs.contains(&Bug::TrustPeers)
@@ -870,7 +872,7 @@ impl Group {
         )?;
         // The installed state brings its own cluster version.
         self.follow_snapshot_format();
-        self.learn_addresses(self.node.store().peer_addresses()?);
+        self.learn_addresses(self.node.store().peer_addresses().clone());
         self.on_membership_changed();
         self.metrics.observe_snapshot_installed(started.elapsed());
         tracing::info!(index, took = ?started.elapsed(), "snapshot installed");
@@ -1044,9 +1046,9 @@ impl Group {
         let cs = self.node.apply_conf_change(&cc);
         self.persist_conf_state(batch, e.index, cs)?;
         if !context.peers.is_empty() {
-            let mut addresses = self.node.store().peer_addresses()?;
-            addresses.extend(context.peers.into_iter().map(|p| (p.id, p.address)));
-            self.node.store().set_peer_addresses(batch, &addresses);
+            let store = self.node.mut_store();
+            store.add_peer_addresses(batch, context.peers.into_iter().map(|p| (p.id, p.address)));
+            let addresses = store.peer_addresses().clone();
             self.learn_addresses(addresses);
         }
         self.on_membership_changed();

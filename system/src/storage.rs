@@ -219,6 +219,15 @@ pub fn claim(db: &DB, id: u64) -> Result<(), StorageError> {
     }
 }
 
+/// The address table `group` has on disk.
+fn stored_addresses(db: &DB, group: u32) -> Result<BTreeMap<u64, String>, StorageError> {
+    let key = keys::peers(group);
+    match db.get(key)? {
+        Some(v) => crate::membership::decode_addresses(&v).map_err(|e| corrupt(&key, e)),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
 fn escape(key: &[u8]) -> String {
     key.escape_ascii().to_string()
 }
@@ -262,6 +271,9 @@ pub struct RaftStorage {
     last_term: u64,
     /// Bytes of entries appended since the log was last compacted (or the node started).
     appended_bytes: u64,
+    /// The node addresses the group learned from its log, as of the batch being built: several
+    /// conf changes applied in one batch each add to what the one before left.
+    peers: BTreeMap<u64, String>,
     snapshots: Generator,
 }
 
@@ -299,6 +311,7 @@ impl RaftStorage {
             last_index: truncated_index,
             last_term: truncated_term,
             appended_bytes: 0,
+            peers: stored_addresses(&db, group)?,
             snapshots: Generator::new(db.clone(), group),
         };
         if let Some(last) = s.last_stored_entry()? {
@@ -332,17 +345,15 @@ impl RaftStorage {
     }
 
     /// The node addresses this group learned from its log.
-    pub fn peer_addresses(&self) -> Result<BTreeMap<u64, String>, StorageError> {
-        let key = keys::peers(self.group);
-        match self.db.get(key)? {
-            Some(v) => crate::membership::decode_addresses(&v).map_err(|e| corrupt(&key, e)),
-            None => Ok(BTreeMap::new()),
-        }
+    pub fn peer_addresses(&self) -> &BTreeMap<u64, String> {
+        &self.peers
     }
 
-    /// Adds the address table to `batch` (it goes with the conf state it belongs to).
-    pub fn set_peer_addresses(&self, batch: &mut WriteBatch, peers: &BTreeMap<u64, String>) {
-        batch.put(keys::peers(self.group), crate::membership::encode_addresses(peers));
+    /// Adds `peers` to the address table and the table to `batch` (it goes with the conf state
+    /// it belongs to).
+    pub fn add_peer_addresses(&mut self, batch: &mut WriteBatch, peers: impl IntoIterator<Item = (u64, String)>) {
+        self.peers.extend(peers);
+        batch.put(keys::peers(self.group), crate::membership::encode_addresses(&self.peers));
     }
 
     fn last_stored_entry(&self) -> Result<Option<Entry>, StorageError> {
@@ -492,6 +503,7 @@ impl RaftStorage {
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.appended_bytes = 0;
+        self.peers = stored_addresses(&self.db, self.group)?;
         Ok(())
     }
 

@@ -7,6 +7,14 @@
 //! a snapshot outside the snapshot stream, and one that contradicts the local log is dropped and
 //! counted (`ordeal_peer_messages_rejected_total`). Dropping is always safe: raft retransmits what
 //! a correct peer meant, so a correct cluster never loses progress to these checks.
+//!
+//! Membership is judged on the configuration this node has applied, which may lag: a member that
+//! was down while another node joined and took the lead learns of that node only from the new
+//! leader's own log. So a follower (or learner, or candidate) takes a leader's messages (appends,
+//! heartbeats, snapshots) of its term or a later one from a sender it does not know yet, as etcd
+//! takes them from members that joined after its progress. A removed node's older term is still
+//! refused, and so is anything a leader hears from a node it does not know: a leader whose
+//! configuration is stale steps down through check-quorum, then follows.
 
 use raft::eraftpb::{Message, MessageType};
 
@@ -75,6 +83,10 @@ pub struct Local<F: Fn(u64) -> bool> {
     /// Whether `id` is a voter or learner of the group. A node that knows no members yet (it
     /// joins, and learns them from the leader's snapshot) passes `|_| true`.
     pub is_member: F,
+    /// This node's current term.
+    pub term: u64,
+    /// Whether this node leads the group.
+    pub leads: bool,
     /// The last index of the local log.
     pub last_index: u64,
 }
@@ -91,13 +103,18 @@ pub struct Local<F: Fn(u64) -> bool> {
 /// m.set_msg_type(MessageType::MsgHeartbeat);
 /// m.from = 1;
 /// m.commit = 1 << 40;
-/// let local = Local { is_member: |id| id <= 3, last_index: 10 };
+/// let local = Local { is_member: |id| id <= 3, term: 5, leads: false, last_index: 10 };
 /// assert_eq!(message(&m, &local), Err(Rejected::CommitPastLog { commit: 1 << 40, last_index: 10 }));
+/// m.set_msg_type(MessageType::MsgRequestVote);
 /// m.from = 9;
 /// assert_eq!(message(&m, &local), Err(Rejected::NotMember(9)));
 /// ```
 pub fn message<F: Fn(u64) -> bool>(m: &Message, local: &Local<F>) -> Result<(), Rejected> {
-    if !(local.is_member)(m.from) {
+    let from_leader =
+        matches!(m.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot)
+            && m.term >= local.term
+            && !local.leads;
+    if !from_leader && !(local.is_member)(m.from) {
         return Err(Rejected::NotMember(m.from));
     }
     let last_index = local.last_index;
@@ -135,7 +152,7 @@ mod tests {
 
     #[test]
     fn messages_a_correct_peer_sends_pass_and_others_are_named() {
-        let local = Local { is_member: |id| (1..=3).contains(&id), last_index: 10 };
+        let local = Local { is_member: |id| (1..=3).contains(&id), term: 5, leads: false, last_index: 10 };
         let entry = |index, term| Entry { index, term, ..Entry::default() };
         let pass = [
             msg(MessageType::MsgHeartbeat, |m| m.commit = 10),
@@ -143,6 +160,9 @@ mod tests {
             msg(MessageType::MsgAppendResponse, |m| (m.index, m.reject) = (99, true)),
             msg(MessageType::MsgAppend, |m| (m.index, m.entries) = (10, vec![entry(11, 5), entry(12, 5)].into())),
             msg(MessageType::MsgRequestVote, |m| m.term = 1000),
+            // A leader this node's applied configuration does not name yet.
+            msg(MessageType::MsgAppend, |m| (m.from, m.index) = (7, 10)),
+            msg(MessageType::MsgHeartbeat, |m| (m.from, m.term, m.commit) = (7, 6, 10)),
         ];
         for m in &pass {
             assert_eq!(message(m, &local), Ok(()), "{m:?}");
@@ -153,11 +173,18 @@ mod tests {
             (msg(MessageType::MsgAppend, |m| m.entries = vec![entry(2, 5)].into()), "do not follow index 0"),
             (msg(MessageType::MsgAppend, |m| m.entries = vec![entry(1, 6)].into()), "at terms up to 5"),
             (msg(MessageType::MsgRequestVote, |m| (m.from, m.term) = (7, 1000)), "node 7 is not a member"),
+            (msg(MessageType::MsgAppendResponse, |m| (m.from, m.term) = (7, 1000)), "node 7 is not a member"),
+            // A removed node that still leads an older term.
+            (msg(MessageType::MsgHeartbeat, |m| (m.from, m.term) = (7, 4)), "node 7 is not a member"),
         ];
         for (m, why) in &fail {
             let err = message(m, &local).unwrap_err().to_string();
             assert!(err.contains(why), "{err} lacks {why}");
         }
+        // A leader takes nothing from a node it does not know.
+        let leader = Local { leads: true, ..local };
+        let stranger = msg(MessageType::MsgHeartbeat, |m| (m.from, m.term) = (7, 1000));
+        assert_eq!(message(&stranger, &leader), Err(Rejected::NotMember(7)));
         let snapshot = msg(MessageType::MsgSnapshot, |_| {});
         assert_eq!(envelope(&snapshot, 2, 1), Err(Rejected::SnapshotOutsideStream));
         let forged = msg(MessageType::MsgHeartbeat, |m| m.from = 3);

@@ -438,3 +438,64 @@ async fn a_learner_answers_a_leader_missing_from_its_address_book_and_gets_a_sna
     let m = metrics(cluster.spec.node(4).unwrap().http).await;
     assert!(counter(&m, "ordeal_snapshots_sent_total") >= 1, "{m}");
 }
+
+/// A node that applies several membership changes in one batch (here a joiner that catches up
+/// from the log) keeps every address they carry: each change adds to the table the one before it
+/// left in the same batch, not to the one on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_membership_changes_keeps_every_address_it_carries() {
+    let mut cluster = Cluster::start(1, |_| {});
+    let client = cluster.client();
+    cluster.leader(&client).await;
+    for id in [2, 3] {
+        let addr = start_joining(&mut cluster, id, &[]).await;
+        admin_client(&cluster).add_learner(0, id, &addr).await.unwrap();
+    }
+    cluster.converged(&cluster.client()).await;
+    for id in [1, 2, 3] {
+        cluster.procs.get_mut(&id).unwrap().terminate(Duration::from_secs(10)).unwrap();
+        let db = ordeal_system::storage::open_db(&cluster.spec.node(id).unwrap().data_dir).unwrap();
+        let stored = db.get(ordeal_system::storage::keys::peers(0)).unwrap().expect("an address table");
+        let table = ordeal_system::membership::decode_addresses(&stored).unwrap();
+        assert_eq!(table.keys().copied().collect::<Vec<u64>>(), [1, 2, 3], "node {id}'s address table on disk");
+    }
+}
+
+/// A voter that was down while another node joined and took the lead follows that leader when it
+/// comes back, though its own applied configuration does not name the leader yet: it learns of the
+/// leader only from the leader's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_voter_follows_a_leader_that_joined_while_it_was_down() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let away = (1..=3).find(|id| *id != leader).unwrap();
+    client.put(b"k", b"0").await.unwrap();
+    cluster.converged(&client).await;
+    cluster.procs.get_mut(&away).unwrap().terminate(Duration::from_secs(10)).unwrap();
+    let addr = start_joining(&mut cluster, 4, &[]).await;
+    // An admin client that does not try the node that is down.
+    let mut up = cluster.spec.peers();
+    up.remove(&away);
+    let admin = Client::new(up, ClientOptions { deadline: Duration::from_secs(10), ..Default::default() });
+    let caught_up = add_and_catch_up(&cluster, &admin, leader, 4, &addr).await;
+    admin.promote(0, 4, caught_up, false).await.unwrap();
+    let client = cluster.client();
+    wait_for(Duration::from_secs(30), "node 4 to lead", || async {
+        let status = client.status(4).await.ok()?;
+        if status.groups[0].is_leader {
+            return Some(());
+        }
+        let _ = client.transfer_leader(leader, 0, 4).await;
+        None
+    })
+    .await;
+    cluster.restart(away);
+    client.put(b"k", b"1").await.unwrap();
+    let target = applied(&client, 4).await.unwrap().1;
+    wait_for(Duration::from_secs(30), &format!("node {away} to follow node 4 and catch up"), || async {
+        let g = client.status(away).await.ok()?.groups.swap_remove(0);
+        (g.leader_id == 4 && g.applied_index >= target && g.voters.contains(&4)).then_some(())
+    })
+    .await;
+}
