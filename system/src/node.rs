@@ -489,8 +489,22 @@ impl Group {
         }
     }
 
-    /// Steps a peer's message into raft once [`vet`] finds nothing wrong with it.
+    /// Steps a peer's message into raft once [`vet`] finds nothing wrong with it. A received
+    /// snapshot's file, and that of one it replaces, goes unless raft holds it to install.
     fn step(&mut self, m: Message) {
+        if m.get_msg_type() != MessageType::MsgSnapshot {
+            return self.vet_and_step(m);
+        }
+        let offered = m.get_snapshot().clone();
+        let held = self.node.raft.raft_log.unstable.snapshot.clone();
+        self.vet_and_step(m);
+        let pending = self.node.raft.raft_log.unstable.snapshot.as_ref();
+        for snap in std::iter::once(&offered).chain(&held) {
+            snapshot::discard_unless_pending(snap, pending);
+        }
+    }
+
+    fn vet_and_step(&mut self, m: Message) {
         let raft = &self.node.raft;
         // A joining node knows no members until the leader's snapshot names them.
         let knows_members = raft.prs().iter().next().is_some();

@@ -58,7 +58,7 @@ use rocksdb::{
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -875,8 +875,12 @@ pub async fn receive(
     }
     sender.check(msg.from)?;
     let meta = msg.get_snapshot().get_metadata();
-    std::fs::create_dir_all(&inbox.dir).map_err(|e| Status::internal(e.to_string()))?;
-    let name = format!("g{}-{}-{}-{}.sst", first.group, meta.index, meta.term, msg.from);
+    make_dir_durable(&inbox.dir).map_err(|e| Status::internal(format!("{}: {e}", inbox.dir.display())))?;
+    // One name per stream: a second stream of the same snapshot (the leader retried) never
+    // writes into the file of the first, which raft may hold already.
+    static STREAMS: AtomicU64 = AtomicU64::new(0);
+    let stream_no = STREAMS.fetch_add(1, Ordering::Relaxed);
+    let name = format!("g{}-{}-{}-{}-{stream_no}.sst", first.group, meta.index, meta.term, msg.from);
     let path = inbox.dir.join(name);
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
     let (g, tmp, version) = (first.group, path.with_extension("tmp"), first.snapshot_version);
@@ -884,34 +888,81 @@ pub async fn receive(
         0 | 1 => write_pairs(&tmp, g, rx),
         _ => write_raw(&tmp, g, rx),
     });
-    loop {
-        let Some(chunk) = next_chunk(&mut stream).await? else {
-            return Err(Status::invalid_argument("the snapshot stream ended before its last chunk"));
-        };
-        let done = chunk.done;
-        if tx.send(chunk).await.is_err() || done {
-            break;
-        }
-    }
-    drop(tx);
+    // The writer ends once `forward` drops its queue, whatever ended the stream.
+    let streamed = forward(&mut stream, tx).await;
     let written = writer.await.map_err(|e| e.to_string()).and_then(|r| r);
-    let received = match written
-        .and_then(|r| std::fs::rename(path.with_extension("tmp"), &path).map(|()| r).map_err(|e| e.to_string()))
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(path.with_extension("tmp"));
-            return Err(Status::invalid_argument(format!("snapshot not written: {e}")));
-        }
-    };
+    let received =
+        match (streamed, written.and_then(|r| rename_durably(&path.with_extension("tmp"), &path).map(|()| r))) {
+            (Ok(()), Ok(r)) => r,
+            (streamed, written) => {
+                let _ = std::fs::remove_file(path.with_extension("tmp"));
+                return Err(streamed.err().unwrap_or_else(|| {
+                    Status::invalid_argument(format!("snapshot not written: {}", written.err().unwrap_or_default()))
+                }));
+            }
+        };
     let Received { state_bytes, file_bytes, crc32 } = received;
     inbox.metrics.observe_snapshot_received(state_bytes, file_bytes, started.elapsed());
     tracing::info!(from = msg.from, group = g, state_bytes, file_bytes, elapsed = ?started.elapsed(), "snapshot received");
     let header =
         SnapshotHeader { version: SNAPSHOT_VERSION, path: path.display().to_string(), crc32, ..Default::default() };
     msg.mut_snapshot().data = header.encode_to_vec().into();
-    group.send(Request::Raft(Box::new(msg))).map_err(Status::from)?;
+    group.send(Request::Raft(Box::new(msg))).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        Status::from(e)
+    })?;
     Ok(SnapshotAck {})
+}
+
+/// Hands the stream's chunks to the writer through `tx` up to the last one.
+async fn forward(stream: &mut Streaming<SnapshotChunk>, tx: mpsc::Sender<SnapshotChunk>) -> Result<(), Status> {
+    loop {
+        let Some(chunk) = next_chunk(stream).await? else {
+            return Err(Status::invalid_argument("the snapshot stream ended before its last chunk"));
+        };
+        let done = chunk.done;
+        if tx.send(chunk).await.is_err() || done {
+            return Ok(());
+        }
+    }
+}
+
+/// Creates `dir` (and its parents) if needed, with the new entries synced into their parents:
+/// an install marker names a file in it, which must still be there after a power loss.
+fn make_dir_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    make_dir_durable(parent)?;
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Renames a received file to its final name, synced into its directory before raft hears of it.
+fn rename_durably(from: &Path, to: &Path) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("{}: {e}", to.display());
+    std::fs::rename(from, to).map_err(failed)?;
+    let dir = to.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)
+}
+
+/// Removes the received file of `offered`, a snapshot message stepped into raft, unless raft now
+/// holds that snapshot (`pending`, its unstable one) to install: raft-rs ignores one it does not
+/// need (stale, or its index already in the log), the vetting drops one from a node it does not
+/// take messages from, and a newer one replaces one not yet installed. Nothing else would remove
+/// those files before a restart.
+pub fn discard_unless_pending(offered: &Snapshot, pending: Option<&Snapshot>) {
+    if pending.is_some_and(|p| p.data == offered.data) {
+        return;
+    }
+    let path = header_of(offered).path;
+    if !path.is_empty() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Refuses a stream of a format newer than `snapshot_max` before reading any of it, as a build
@@ -1355,7 +1406,10 @@ fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -
             // finish() syncs the file.
             sst.finish().map_err(|e| e.to_string())?;
             let file_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-            return Ok(Received { state_bytes, file_bytes, crc32: None });
+            // What the file is before an ingest writes into it, for a crash inside the ingest
+            // to be undone ([`restore_ingested`]).
+            let crc32 = std::fs::File::open(path).and_then(|f| crc_of(&f, None)).map_err(|e| e.to_string())?;
+            return Ok(Received { state_bytes, file_bytes, crc32: Some(crc32) });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
@@ -1857,6 +1911,8 @@ mod tests {
         assert_eq!(file_bytes, std::fs::metadata(&made.path).unwrap().len());
         let got = write_pairs(&dir.path().join("in.sst"), 0, rx).unwrap();
         assert_eq!(got.state_bytes, made.state_bytes);
+        let written = std::fs::read(dir.path().join("in.sst")).unwrap();
+        assert_eq!(got.crc32, Some(crc32fast::hash(&written)), "a crash inside its ingest can be undone");
         assert_eq!(check_sst(&dir.path().join("in.sst"), 0, Reads::Cached).unwrap(), made.state_bytes);
         let first = |v| SnapshotChunk { snapshot_version: v, from: 3, ..Default::default() };
         let release_1 = crate::version::Release::emulate(1).unwrap().snapshot_max;

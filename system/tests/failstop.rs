@@ -7,9 +7,10 @@ mod common;
 use common::{Cluster, counter, metrics, wait_for};
 use ordeal_system::certs::ClusterCa;
 use ordeal_system::launch::ClusterSpec;
-use ordeal_system::pb::broker::Envelope;
 use ordeal_system::pb::broker::raft_client::RaftClient;
+use ordeal_system::pb::broker::{Envelope, SnapshotChunk};
 use ordeal_system::peer_auth::{self, PeerTls};
+use ordeal_system::storage::keys;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::time::Duration;
@@ -192,4 +193,76 @@ async fn a_node_without_credentials_still_runs_and_says_its_peers_are_unauthenti
     process.terminate(Duration::from_secs(5)).unwrap();
     let log = std::fs::read_to_string(&cluster.spec.node(1).unwrap().log).unwrap();
     assert_eq!(log.matches("peer traffic is not authenticated").count(), 1, "warned once:\n{log}");
+}
+
+/// Streams `chunks` to `to` as a snapshot from `from` (authenticated as `from`).
+async fn stream_snapshot(
+    spec: &ClusterSpec,
+    from: u64,
+    to: u64,
+    chunks: Vec<SnapshotChunk>,
+) -> Result<(), tonic::Status> {
+    let addr = spec.node(to).unwrap().addr.to_string();
+    let channel = peer_auth::endpoint(Some(&credentials(spec, from)), to, &addr).unwrap().connect().await.unwrap();
+    let mut raft = RaftClient::new(channel);
+    let sent = raft.snapshot(tokio_stream::iter(chunks));
+    tokio::time::timeout(Duration::from_secs(30), sent).await.expect("the receiver answers").map(|_| ())
+}
+
+/// The first chunk of a snapshot stream of `version` from `from` to `to`, at `index` and `term`.
+fn snapshot_header(version: u32, from: u64, to: u64, index: u64, term: u64) -> SnapshotChunk {
+    let m = message(MessageType::MsgSnapshot, from, to, term, |m| {
+        let meta = m.mut_snapshot().mut_metadata();
+        (meta.index, meta.term) = (index, term);
+    });
+    SnapshotChunk {
+        wire_version: ordeal_system::version::Release::current().wire_max,
+        snapshot_version: version,
+        from,
+        to,
+        group: 0,
+        header: m.write_to_bytes().unwrap().into(),
+        ..Default::default()
+    }
+}
+
+/// The files in `node`'s directory of received snapshots.
+fn received_files(spec: &ClusterSpec, node: u64) -> Vec<std::ffi::OsString> {
+    let dir = ordeal_system::snapshot::incoming_dir(&spec.node(node).unwrap().data_dir);
+    std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default()
+}
+
+/// A snapshot stream that breaks off leaves no part of its file behind, and a whole one that raft
+/// does not need (its index is long applied) leaves no file either: before a restart nothing else
+/// would remove them, and each failed or unneeded transfer would keep a full copy of the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_streams_that_break_off_or_are_not_needed_leave_no_file() {
+    let cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let follower = *cluster.procs.keys().find(|id| **id != leader).unwrap();
+    client.put(b"k", b"v").await.unwrap();
+    let term = client.status(leader).await.unwrap().groups[0].term;
+    let spec = &cluster.spec;
+
+    let data = SnapshotChunk { data: vec![7u8; 3 << 20].into(), total_bytes: 4 << 20, ..Default::default() };
+    let cut = stream_snapshot(spec, leader, follower, vec![snapshot_header(2, leader, follower, 1 << 20, term), data]);
+    let err = cut.await.unwrap_err();
+    assert!(err.message().contains("ended before its last chunk"), "{err}");
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a partial file was left");
+
+    // A whole stream (format 1: the pairs) of a snapshot at index 1, which the follower applied.
+    let pairs = SnapshotChunk {
+        keys: vec![keys::applied(0).to_vec().into(), keys::state(0, b'K', &[b"old"]).into()],
+        values: vec![1u64.to_be_bytes().to_vec().into(), b"1".to_vec().into()],
+        done: true,
+        total_pairs: 2,
+        ..Default::default()
+    };
+    stream_snapshot(spec, leader, follower, vec![snapshot_header(1, leader, follower, 1, term), pairs]).await.unwrap();
+    wait_for(Duration::from_secs(30), "the follower to drop the snapshot it does not need", || async {
+        received_files(spec, follower).is_empty().then_some(())
+    })
+    .await;
+    client.put(b"k", b"after").await.unwrap();
 }
