@@ -842,8 +842,8 @@ pub struct Inbox {
 struct Received {
     state_bytes: u64,
     file_bytes: u64,
-    /// The CRC-32 of the file's bytes (for a stream of the file's bytes).
-    crc32: Option<u32>,
+    /// The CRC-32 of the file's bytes as written, before an ingest writes into them.
+    crc32: u32,
 }
 
 /// Receives one snapshot stream into a file, then hands its message to the group.
@@ -904,8 +904,12 @@ pub async fn receive(
     let Received { state_bytes, file_bytes, crc32 } = received;
     inbox.metrics.observe_snapshot_received(state_bytes, file_bytes, started.elapsed());
     tracing::info!(from = msg.from, group = g, state_bytes, file_bytes, elapsed = ?started.elapsed(), "snapshot received");
-    let header =
-        SnapshotHeader { version: SNAPSHOT_VERSION, path: path.display().to_string(), crc32, ..Default::default() };
+    let header = SnapshotHeader {
+        version: SNAPSHOT_VERSION,
+        path: path.display().to_string(),
+        crc32: Some(crc32),
+        ..Default::default()
+    };
     msg.mut_snapshot().data = header.encode_to_vec().into();
     group.send(Request::Raft(Box::new(msg))).map_err(|e| {
         let _ = std::fs::remove_file(&path);
@@ -1008,7 +1012,7 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             let (file_bytes, direct) = (out.written, out.direct.is_some());
             let read_back = matches!(how, Checked::ReadBack(_));
             tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, read_back, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
-            return Ok(Received { state_bytes: how.state_bytes(), file_bytes, crc32: Some(crc32) });
+            return Ok(Received { state_bytes: how.state_bytes(), file_bytes, crc32 });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
@@ -1409,7 +1413,7 @@ fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -
             // What the file is before an ingest writes into it, for a crash inside the ingest
             // to be undone ([`restore_ingested`]).
             let crc32 = std::fs::File::open(path).and_then(|f| crc_of(&f, None)).map_err(|e| e.to_string())?;
-            return Ok(Received { state_bytes, file_bytes, crc32: Some(crc32) });
+            return Ok(Received { state_bytes, file_bytes, crc32 });
         }
     }
     Err("the snapshot stream ended before its last chunk".into())
@@ -1912,7 +1916,7 @@ mod tests {
         let got = write_pairs(&dir.path().join("in.sst"), 0, rx).unwrap();
         assert_eq!(got.state_bytes, made.state_bytes);
         let written = std::fs::read(dir.path().join("in.sst")).unwrap();
-        assert_eq!(got.crc32, Some(crc32fast::hash(&written)), "a crash inside its ingest can be undone");
+        assert_eq!(got.crc32, crc32fast::hash(&written), "a crash inside its ingest can be undone");
         assert_eq!(check_sst(&dir.path().join("in.sst"), 0, Reads::Cached).unwrap(), made.state_bytes);
         let first = |v| SnapshotChunk { snapshot_version: v, from: 3, ..Default::default() };
         let release_1 = crate::version::Release::emulate(1).unwrap().snapshot_max;
