@@ -913,8 +913,9 @@ impl Group {
         if self.compacting || (in_log < limits.snapshot_entries && store.appended_bytes() < limits.snapshot_bytes) {
             return;
         }
-        // Keep a quarter of the limit so that a peer a little behind catches up from entries.
-        let index = applied.saturating_sub(limits.snapshot_entries / 4);
+        let in_log_now = store.last_index_cached().saturating_sub(store.first_index_cached() - 1);
+        let keep = entries_to_keep(limits.snapshot_entries, limits.snapshot_bytes, in_log_now, store.appended_bytes());
+        let index = applied.saturating_sub(keep);
         if index < store.first_index_cached() {
             return;
         }
@@ -1167,9 +1168,35 @@ fn corrupt_entry(index: u64, e: impl ToString) -> StorageError {
     StorageError::Corrupt { key: format!("log entry {index}"), what: e.to_string() }
 }
 
+/// How many applied entries a compaction keeps so that a peer a little behind catches up from
+/// entries: a quarter of `--snapshot-entries`, and no more than about a quarter of
+/// `--snapshot-bytes` at the mean size of the `in_log` entries (`appended` bytes of them were
+/// appended since the last compaction), or large entries would keep the log far above its byte
+/// limit.
+fn entries_to_keep(limit_entries: u64, limit_bytes: u64, in_log: u64, appended: u64) -> u64 {
+    let mean = (appended / in_log.max(1)).max(1);
+    (limit_entries / 4).min((limit_bytes / 4).div_ceil(mean))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compaction_keeps_a_quarter_of_the_limit_that_binds() {
+        // Small entries: a quarter of the entries.
+        assert_eq!(entries_to_keep(10_000, 64 << 20, 10_000, 10_000 * 100), 2_500);
+        // 1 MB entries: about 16 MB of them, not 2,500 MB.
+        assert_eq!(entries_to_keep(10_000, 64 << 20, 64, 64 << 20), 16);
+        // Entries kept from before the last compaction count in the mean but not in the bytes:
+        // the log still settles near a third of its byte limit instead of growing.
+        let mut kept = 0;
+        for _ in 0..20 {
+            kept = entries_to_keep(10_000, 64 << 20, kept + 64, 64 << 20);
+        }
+        assert!((16..=22).contains(&kept), "{kept}");
+        assert_eq!(entries_to_keep(10_000, 64 << 20, 0, 0), 2_500, "nothing appended since a restart");
+    }
 
     #[test]
     fn a_peers_lag_is_the_age_of_the_first_entry_it_lacks() {
