@@ -60,6 +60,9 @@ fn a_learner_replaces_a_voter_under_leader_kills_and_the_premature_promote_is_re
     let replace = &replaces(&run)[0]["value"];
     assert_eq!(replace["premature"]["accepted"], false, "{replace}");
     assert!(replace["premature"]["reason"].as_str().unwrap().contains("refused"), "{replace}");
+    // Refused by the gate's comparison of the learner's own figure, not for want of an answer.
+    let saw = replace["premature"]["gate_saw"].as_u64().expect("the gate's figure");
+    assert!(saw < replace["premature"]["min_applied_index"].as_u64().unwrap(), "{replace}");
     assert_eq!(replace["promote"]["accepted"], true, "{replace}");
     assert!(replace["removed"].is_u64(), "an old voter was removed: {replace}");
     let results = json(&run.join("results.json"));

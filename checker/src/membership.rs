@@ -112,7 +112,7 @@ impl MembershipChecker {
     fn gate_findings(&self, asserted: bool) -> Vec<String> {
         let held = |p: &&PromoteRecord| p.asserted() == asserted;
         let mut out = Vec::new();
-        for p in self.premature.iter().filter(held).filter(|p| p.accepted) {
+        for p in self.premature.iter().filter(held).filter(|p| p.accepted && p.shows_gate()) {
             out.push(format!(
                 "premature promote of node {} accepted{}: min_applied_index {}, learner applied {} before and {} after{}",
                 p.node,
@@ -145,6 +145,21 @@ impl MembershipChecker {
                 a.leader == b.leader && a.term == b.term && b.term != 0 && b.commit_index > a.commit_index
             })
             .count()
+    }
+}
+
+/// Why a premature promote showed nothing of the gate.
+fn unexercised(p: &PromoteRecord) -> String {
+    match (p.accepted, p.gate_saw) {
+        (true, Some(saw)) => format!(
+            "node {} had applied {saw} of min_applied_index {} when the gate looked, so its acceptance was due",
+            p.node, p.min_applied_index
+        ),
+        _ => format!(
+            "node {} refused without the learner's figures: {}",
+            p.node,
+            p.reason.as_deref().unwrap_or("no reason")
+        ),
     }
 }
 
@@ -185,8 +200,11 @@ impl Checker for MembershipChecker {
             (Verdict::Unknown, format!("unreadable membership records: {}", self.unreadable.join("; ")))
         } else if self.premature.is_empty() {
             (Verdict::Unknown, "no premature promote was tried, so the gate's refusal is not shown".into())
+        } else if !self.premature.iter().any(PromoteRecord::shows_gate) {
+            let why: Vec<String> = self.premature.iter().map(unexercised).collect();
+            (Verdict::Unknown, format!("no premature promote reached the gate's comparison: {}", why.join("; ")))
         } else {
-            let refused = self.premature.iter().filter(|p| !p.accepted).count();
+            let refused = self.premature.iter().filter(|p| !p.accepted && p.shows_gate()).count();
             let accepted = self.promotes.iter().filter(|p| p.accepted).count();
             let mut summary = format!(
                 "{refused} premature promote(s) refused, {accepted} promote(s) accepted, {} catch-up(s) kept every voter, \
@@ -245,7 +263,30 @@ mod tests {
 
     fn promote(accepted: bool, after: u64) -> Value {
         json!({"node": 4, "min_applied_index": 100, "learner_applied_before": 10,
-               "learner_applied_after": after, "paused": true, "accepted": accepted, "reason": null})
+               "learner_applied_after": after, "paused": false, "accepted": accepted, "reason": null,
+               "gate_saw": 11})
+    }
+
+    #[test]
+    fn a_premature_promote_counts_only_where_the_gate_compared_the_learners_figures() {
+        let with = |accepted: bool, saw: Value, reason: &str| {
+            let mut p = promote(accepted, 120);
+            (p["gate_saw"], p["reason"]) = (saw, json!(reason));
+            json!({"fault": "replace", "premature": p})
+        };
+        // Refused because the learner did not answer: the comparison never ran.
+        let unanswered = finish(&[with(false, Value::Null, "the learner did not answer")]);
+        assert_eq!(unanswered.verdict, Verdict::Unknown, "{}", unanswered.summary);
+        assert!(unanswered.summary.contains("refused without the learner's figures: the learner did not answer"));
+        // Accepted once the learner had caught up: due, and no evidence either way.
+        let due = finish(&[with(true, json!(150), "")]);
+        assert_eq!(due.verdict, Verdict::Unknown, "{}", due.summary);
+        assert!(due.summary.contains("had applied 150 of min_applied_index 100"), "{}", due.summary);
+        // Accepted while the gate saw it behind: a violation, whatever it applied after.
+        let lax = finish(&[with(true, json!(11), "")]);
+        assert_eq!(lax.verdict, Verdict::Invalid, "{}", lax.summary);
+        let refused = finish(&[with(false, json!(11), "applied index 11 is below min_applied_index 100")]);
+        assert_eq!(refused.verdict, Verdict::Valid, "{}", refused.summary);
     }
 
     #[test]

@@ -39,6 +39,10 @@ const CATCH_UP_BOUND: Duration = Duration::from_secs(12);
 const FALL_BEHIND: Duration = Duration::from_secs(3);
 /// How far (entries) the paused learner should fall behind before its premature promote.
 const BEHIND_BY: u64 = 50;
+/// How far past the leader's commit index the premature promote of a system whose gate asks the
+/// learner sets `min_applied_index`: an index no member has committed, so that no learner can
+/// have applied it by the time the gate asks, however fast it catches up once resumed.
+const BEYOND_COMMIT: u64 = 1_000_000;
 /// How long a `replace` keeps asking for a promotion the gate refuses (the learner lags).
 const PROMOTE_BOUND: Duration = Duration::from_secs(5);
 
@@ -188,9 +192,17 @@ impl MembershipNemesis {
         views.get(&leader)?.groups.first().map(|g| g.commit_index)
     }
 
-    /// Promotes `node` with the leader's commit index as the gate, recording the figures.
-    async fn promote(&self, node: u64, paused: bool, before: Option<u64>) -> Result<PromoteRecord, NemesisError> {
-        let min_applied_index = self.leader_commit().await.ok_or(NemesisError::NoTarget("leader"))?;
+    /// Promotes `node` with the leader's commit index plus `beyond` as the gate, recording the
+    /// figures.
+    async fn promote(
+        &self,
+        node: u64,
+        paused: bool,
+        before: Option<u64>,
+        beyond: u64,
+    ) -> Result<PromoteRecord, NemesisError> {
+        let commit = self.leader_commit().await.ok_or(NemesisError::NoTarget("leader"))?;
+        let min_applied_index = commit + beyond;
         let outcome = self.power()?.promote(node, min_applied_index).await;
         let time = self.now();
         if paused && let Some(p) = self.system.processes() {
@@ -199,9 +211,9 @@ impl MembershipNemesis {
         let sample = self.sample(node).await;
         self.write(&sample);
         let after = sample.applied_index;
-        let (accepted, reason) = match outcome {
-            Ok(()) => (true, None),
-            Err(SystemError::Refused { reason, .. }) => (false, Some(reason)),
+        let (accepted, reason, gate_saw) = match outcome {
+            Ok(saw) => (true, None, saw),
+            Err(SystemError::Refused { reason, gate_saw, .. }) => (false, Some(reason), gate_saw),
             Err(e) => return Err(e.into()),
         };
         Ok(PromoteRecord {
@@ -214,11 +226,16 @@ impl MembershipNemesis {
             reason,
             time,
             own_gate: self.power()?.own_gate().map(String::from),
+            gate_saw,
         })
     }
 
     /// The premature promote: `node` is paused until the leader has committed well past it, then
-    /// promoted with the leader's commit index as the gate, and resumed.
+    /// promoted with the leader's commit index as the gate, and resumed. A system whose gate asks
+    /// the learner itself (the broker's: its applied index, not the leader's view of its log) gets
+    /// the learner resumed just before the promote, or its gate could only refuse for want of an
+    /// answer; a resumed learner catches up within milliseconds, so its gate is set
+    /// [`BEYOND_COMMIT`] past the commit, and the gate's figure says how far below it was.
     async fn premature(&mut self, node: u64) -> Result<PromoteRecord, NemesisError> {
         self.premature_tried = true;
         let before = self.applied(node).await;
@@ -238,8 +255,14 @@ impl MembershipNemesis {
             }
             tokio::time::sleep_until(next).await;
         }
-        let record = self.promote(node, true, before).await;
-        if record.is_err() {
+        let asks_learner = self.power()?.own_gate().is_none();
+        if asks_learner {
+            processes.resume(node).await?;
+            self.paused = None;
+        }
+        let beyond = if asks_learner { BEYOND_COMMIT } else { 0 };
+        let record = self.promote(node, !asks_learner, before, beyond).await;
+        if record.is_err() && !asks_learner {
             processes.resume(node).await?;
         }
         self.paused = None;
@@ -251,7 +274,7 @@ impl MembershipNemesis {
         let began = Instant::now();
         loop {
             let before = self.applied(node).await;
-            let record = self.promote(node, false, before).await?;
+            let record = self.promote(node, false, before, 0).await?;
             if record.accepted || began.elapsed() >= PROMOTE_BOUND {
                 return Ok(record);
             }
@@ -324,7 +347,7 @@ impl Nemesis for MembershipNemesis {
                 let learners = self.power()?.members().await?.learners();
                 let node = *learners.choose(rng).ok_or(NemesisError::NoTarget("learner"))?;
                 let before = self.applied(node).await;
-                let record = self.promote(node, false, before).await?;
+                let record = self.promote(node, false, before, 0).await?;
                 Ok(json!({"fault": name, "targets": [node], PROMOTE: record}))
             }
             Action::Remove => {

@@ -50,6 +50,9 @@ pub enum SystemError {
         node: u64,
         /// The system's reason, with its figures.
         reason: String,
+        /// For a promote: the learner's applied index as the system's gate saw it, where the
+        /// system says (a gate that could not ask the learner saw none).
+        gate_saw: Option<u64>,
     },
     /// The system does not have the power the operation needs.
     #[error("{system} cannot {power}")]
@@ -208,8 +211,9 @@ pub trait Membership: Send + Sync {
     /// Starts a fresh node in spare slot `node` and attaches it as a learner.
     async fn add_learner(&self, node: u64) -> Result<(), SystemError>;
     /// Makes learner `node` a voter if it has applied `min_applied_index` (the system's gate);
-    /// a refusal is [`SystemError::Refused`].
-    async fn promote(&self, node: u64, min_applied_index: u64) -> Result<(), SystemError>;
+    /// a refusal is [`SystemError::Refused`]. Returns the learner's applied index as the gate saw
+    /// it, where the system says.
+    async fn promote(&self, node: u64, min_applied_index: u64) -> Result<Option<u64>, SystemError>;
     /// Removes member `node` and stops its process.
     async fn remove(&self, node: u64) -> Result<(), SystemError>;
     /// The members as the leader sees them.
@@ -248,7 +252,7 @@ impl SpareSlots {
         if self.used().insert(node) {
             Ok(())
         } else {
-            Err(SystemError::Refused { node, reason: "its place was used already".into() })
+            Err(SystemError::Refused { node, reason: "its place was used already".into(), gate_saw: None })
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct PromoteRecord {
     /// is measured against `min_applied_index`, not held to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_gate: Option<String>,
+    /// The learner's applied index as the system's gate saw it, where the system says (the
+    /// broker's gate asks the learner; a refusal without it never reached the comparison).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_saw: Option<u64>,
 }
 
 impl PromoteRecord {
@@ -51,6 +55,19 @@ impl PromoteRecord {
     /// Whether the system was held to `min_applied_index` (it takes it as its gate).
     pub fn asserted(&self) -> bool {
         self.own_gate.is_none()
+    }
+
+    /// Whether this premature promote shows the gate at work: refused by a gate that compared the
+    /// learner's figures (any refusal, for a system with its own gate), or accepted while the
+    /// gate saw the learner below `min_applied_index` (a violation). A refusal that never reached
+    /// the comparison (the learner did not answer), or an acceptance of a learner that had caught
+    /// up by the time the gate looked, shows nothing either way.
+    pub fn shows_gate(&self) -> bool {
+        match (self.accepted, self.gate_saw) {
+            (false, saw) => saw.is_some() || !self.asserted(),
+            (true, Some(saw)) => saw < self.min_applied_index,
+            (true, None) => true,
+        }
     }
 }
 
@@ -197,8 +214,13 @@ mod tests {
             reason: None,
             time: 0,
             own_gate: None,
+            gate_saw: Some(11),
         };
         assert!(p.missed_gate());
+        // The gate at work: refused with the learner's figure, or accepted below the gate.
+        assert!(p.shows_gate() && PromoteRecord { accepted: false, ..p.clone() }.shows_gate());
+        assert!(!PromoteRecord { accepted: false, gate_saw: None, ..p.clone() }.shows_gate(), "no answer");
+        assert!(!PromoteRecord { gate_saw: Some(100), ..p.clone() }.shows_gate(), "caught up by then");
         assert!(!PromoteRecord { accepted: false, ..p.clone() }.missed_gate());
         assert!(!PromoteRecord { learner_applied_after: Some(100), ..p }.missed_gate());
         let c = CatchUpRecord {

@@ -240,7 +240,9 @@ pub fn state_name(s: ProgressState) -> &'static str {
 
 fn response(applied: Applied) -> Result<MembershipResponse, BrokerError> {
     match applied {
-        Applied::Membership { voters, learners, index } => Ok(MembershipResponse { voters, learners, index }),
+        Applied::Membership { voters, learners, index } => {
+            Ok(MembershipResponse { voters, learners, index, learner_applied: 0 })
+        }
         other => Err(BrokerError::OutcomeUnknown(format!("unexpected apply result {other:?}"))),
     }
 }
@@ -345,7 +347,9 @@ pub async fn promote(state: &NodeState, r: PromoteRequest) -> Result<MembershipR
             max_lag: state.config.membership.max_promote_lag,
         })
     };
-    propose(state, r.group, Change::Promote { id: r.id, gate }).await
+    let learner_applied = gate.as_ref().map_or(0, |g| g.learner_applied);
+    let done = propose(state, r.group, Change::Promote { id: r.id, gate }).await?;
+    Ok(MembershipResponse { learner_applied, ..done })
 }
 
 /// `--bug lax-promote`, the one place it acts: the leader judges the learner by what it has

@@ -116,14 +116,13 @@ pub fn nemesis_ops<'a>(history: &'a [Value], f: &str) -> Vec<&'a Value> {
     history.iter().filter(|o| o["process"] == "nemesis" && o["type"] == "info" && o["f"] == f).collect()
 }
 
-/// Waits for the store's latest history to satisfy `ready`, at most 120 s (a bound for a loaded
-/// machine, not an expectation: a CI run once took over 30 s to start a run's three nodes on
-/// lazyfs); `what` names the wait in the failure.
+/// Waits up to 30 s for the store's latest history to satisfy `ready`; `what` names the wait in
+/// the failure.
 pub fn wait_for_history(store: &Path, what: &str, ready: impl Fn(&str) -> bool) {
     let history = store.join("latest/history.jsonl");
     let t = Instant::now();
     while !std::fs::read_to_string(&history).is_ok_and(|h| ready(&h)) {
-        assert!(t.elapsed() < Duration::from_secs(120), "{what}");
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

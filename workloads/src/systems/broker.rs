@@ -205,10 +205,14 @@ fn joining(initial: &ClusterSpec, node: &NodeSpec, binary: &Path) -> ordeal_wire
 /// A broker's answer to a membership change, as a system error.
 fn membership_error(node: u64, e: ClientError) -> SystemError {
     match e {
-        ClientError::Broker {
-            error: error @ (BrokerError::PromoteRefused { .. } | BrokerError::MembershipRefused { .. }),
-            ..
-        } => SystemError::Refused { node, reason: error.to_string() },
+        ClientError::Broker { error: error @ BrokerError::PromoteRefused { learner_applied, .. }, .. } => {
+            // 0: the gate had no figure from the learner (it did not answer).
+            let gate_saw = Some(learner_applied).filter(|a| *a > 0);
+            SystemError::Refused { node, reason: error.to_string(), gate_saw }
+        }
+        ClientError::Broker { error: error @ BrokerError::MembershipRefused { .. }, .. } => {
+            SystemError::Refused { node, reason: error.to_string(), gate_saw: None }
+        }
         other => SystemError::Request { node, message: other.to_string() },
     }
 }
@@ -238,8 +242,11 @@ impl Membership for BrokerSystem {
         }
     }
 
-    async fn promote(&self, node: u64, min_applied_index: u64) -> Result<(), SystemError> {
-        self.admin.promote(0, node, min_applied_index, false).await.map(|_| ()).map_err(|e| membership_error(node, e))
+    async fn promote(&self, node: u64, min_applied_index: u64) -> Result<Option<u64>, SystemError> {
+        let done =
+            self.admin.promote(0, node, min_applied_index, false).await.map_err(|e| membership_error(node, e))?;
+        // 0: a broker from before the field, or one that asked no gate.
+        Ok(Some(done.learner_applied).filter(|a| *a > 0))
     }
 
     async fn remove(&self, node: u64) -> Result<(), SystemError> {

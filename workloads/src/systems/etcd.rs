@@ -329,7 +329,7 @@ impl EtcdSystem {
             }
             let reason = format!("{:?}: {}", status.code(), status.message());
             return Err(if unhealthy || status.code() == tonic::Code::FailedPrecondition {
-                SystemError::Refused { node, reason }
+                SystemError::Refused { node, reason, gate_saw: None }
             } else {
                 SystemError::Request { node: at, message: reason }
             });
@@ -563,11 +563,12 @@ impl Membership for EtcdSystem {
 
     /// etcd takes no `min_applied_index`: it promotes once the learner's match index is within
     /// 10% of the leader's (`isLearnerReady`).
-    async fn promote(&self, node: u64, _min_applied_index: u64) -> Result<(), SystemError> {
+    async fn promote(&self, node: u64, _min_applied_index: u64) -> Result<Option<u64>, SystemError> {
         let id = self.known_id(node)?;
         let promote =
             move |mut c: ClusterClient<Channel>| async move { c.member_promote(pb::MemberPromoteRequest { id }).await };
-        self.reconfigure(node, promote).await.map(|_| ())
+        // etcd's gate is the leader's view of the learner's log: it never asks the learner.
+        self.reconfigure(node, promote).await.map(|_| None)
     }
 
     async fn remove(&self, node: u64) -> Result<(), SystemError> {
