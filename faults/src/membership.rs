@@ -258,7 +258,6 @@ impl MembershipNemesis {
         let asks_learner = self.power()?.own_gate().is_none();
         if asks_learner {
             processes.resume(node).await?;
-            self.paused = None;
         }
         let beyond = if asks_learner { BEYOND_COMMIT } else { 0 };
         let record = self.promote(node, !asks_learner, before, beyond).await;

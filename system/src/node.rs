@@ -913,8 +913,9 @@ impl Group {
         if self.compacting || (in_log < limits.snapshot_entries && store.appended_bytes() < limits.snapshot_bytes) {
             return;
         }
-        let in_log_now = store.last_index_cached().saturating_sub(store.first_index_cached() - 1);
-        let keep = entries_to_keep(limits.snapshot_entries, limits.snapshot_bytes, in_log_now, store.appended_bytes());
+        // Every stored entry, applied or not: `appended_bytes` counts them all.
+        let stored = store.last_index_cached().saturating_sub(store.first_index_cached() - 1);
+        let keep = entries_to_keep(limits.snapshot_entries, limits.snapshot_bytes, stored, store.appended_bytes());
         let index = applied.saturating_sub(keep);
         if index < store.first_index_cached() {
             return;

@@ -884,23 +884,23 @@ pub async fn receive(
     let path = inbox.dir.join(name);
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
     let (g, tmp, version) = (first.group, path.with_extension("tmp"), first.snapshot_version);
+    let writing = tmp.clone();
     let writer = transfers().spawn_blocking(move || match version {
-        0 | 1 => write_pairs(&tmp, g, rx),
-        _ => write_raw(&tmp, g, rx),
+        0 | 1 => write_pairs(&writing, g, rx),
+        _ => write_raw(&writing, g, rx),
     });
     // The writer ends once `forward` drops its queue, whatever ended the stream.
     let streamed = forward(&mut stream, tx).await;
     let written = writer.await.map_err(|e| e.to_string()).and_then(|r| r);
-    let received =
-        match (streamed, written.and_then(|r| rename_durably(&path.with_extension("tmp"), &path).map(|()| r))) {
-            (Ok(()), Ok(r)) => r,
-            (streamed, written) => {
-                let _ = std::fs::remove_file(path.with_extension("tmp"));
-                return Err(streamed.err().unwrap_or_else(|| {
-                    Status::invalid_argument(format!("snapshot not written: {}", written.err().unwrap_or_default()))
-                }));
-            }
-        };
+    let received = match (streamed, written.and_then(|r| rename_durably(&tmp, &path).map(|()| r))) {
+        (Ok(()), Ok(r)) => r,
+        (streamed, written) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(streamed.err().unwrap_or_else(|| {
+                Status::invalid_argument(format!("snapshot not written: {}", written.err().unwrap_or_default()))
+            }));
+        }
+    };
     let Received { state_bytes, file_bytes, crc32 } = received;
     inbox.metrics.observe_snapshot_received(state_bytes, file_bytes, started.elapsed());
     tracing::info!(from = msg.from, group = g, state_bytes, file_bytes, elapsed = ?started.elapsed(), "snapshot received");

@@ -14,6 +14,7 @@ use ordeal_system::storage::keys;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::time::Duration;
+use tonic::transport::Channel;
 
 /// A raft message of `kind` from `from` to `to` at `term`, tweaked by `f`.
 fn message(kind: MessageType, from: u64, to: u64, term: u64, f: impl FnOnce(&mut Message)) -> Message {
@@ -38,6 +39,13 @@ fn envelopes(from: u64, to: u64, messages: &[Message]) -> Vec<Envelope> {
     messages.iter().map(envelope).collect()
 }
 
+/// A connection to node `to`'s raft service, made with `tls` (plain without).
+async fn raft_client(spec: &ClusterSpec, tls: Option<&PeerTls>, to: u64) -> Result<RaftClient<Channel>, String> {
+    let addr = spec.node(to).unwrap().addr.to_string();
+    let channel = peer_auth::endpoint(tls, to, &addr).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
+    Ok(RaftClient::new(channel))
+}
+
 /// Sends `messages` to node `to` in one stream of envelopes claiming `from`, over a connection
 /// made with `tls` (plain without); returns how the stream ended.
 async fn send_with(
@@ -47,9 +55,7 @@ async fn send_with(
     to: u64,
     messages: Vec<Message>,
 ) -> Result<(), String> {
-    let addr = spec.node(to).unwrap().addr.to_string();
-    let channel = peer_auth::endpoint(tls, to, &addr).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
-    let mut raft = RaftClient::new(channel);
+    let mut raft = raft_client(spec, tls, to).await?;
     let sent = raft.send(tokio_stream::iter(envelopes(from, to, &messages)));
     match tokio::time::timeout(Duration::from_secs(5), sent).await {
         Ok(Ok(_)) => Ok(()),
@@ -202,9 +208,7 @@ async fn stream_snapshot(
     to: u64,
     chunks: Vec<SnapshotChunk>,
 ) -> Result<(), tonic::Status> {
-    let addr = spec.node(to).unwrap().addr.to_string();
-    let channel = peer_auth::endpoint(Some(&credentials(spec, from)), to, &addr).unwrap().connect().await.unwrap();
-    let mut raft = RaftClient::new(channel);
+    let mut raft = raft_client(spec, Some(&credentials(spec, from)), to).await.unwrap();
     let sent = raft.snapshot(tokio_stream::iter(chunks));
     tokio::time::timeout(Duration::from_secs(30), sent).await.expect("the receiver answers").map(|_| ())
 }

@@ -202,13 +202,17 @@ fn joining(initial: &ClusterSpec, node: &NodeSpec, binary: &Path) -> ordeal_wire
     spec.launch(&node, binary)
 }
 
+/// The learner's applied index as a broker's promote gate saw it: 0 is none (the learner did not
+/// answer, no gate was asked for, or the broker predates the figure).
+fn gate_figure(learner_applied: u64) -> Option<u64> {
+    Some(learner_applied).filter(|a| *a > 0)
+}
+
 /// A broker's answer to a membership change, as a system error.
 fn membership_error(node: u64, e: ClientError) -> SystemError {
     match e {
         ClientError::Broker { error: error @ BrokerError::PromoteRefused { learner_applied, .. }, .. } => {
-            // 0: the gate had no figure from the learner (it did not answer).
-            let gate_saw = Some(learner_applied).filter(|a| *a > 0);
-            SystemError::Refused { node, reason: error.to_string(), gate_saw }
+            SystemError::Refused { node, reason: error.to_string(), gate_saw: gate_figure(learner_applied) }
         }
         ClientError::Broker { error: error @ BrokerError::MembershipRefused { .. }, .. } => {
             SystemError::Refused { node, reason: error.to_string(), gate_saw: None }
@@ -245,8 +249,7 @@ impl Membership for BrokerSystem {
     async fn promote(&self, node: u64, min_applied_index: u64) -> Result<Option<u64>, SystemError> {
         let done =
             self.admin.promote(0, node, min_applied_index, false).await.map_err(|e| membership_error(node, e))?;
-        // 0: a broker from before the field, or one that asked no gate.
-        Ok(Some(done.learner_applied).filter(|a| *a > 0))
+        Ok(gate_figure(done.learner_applied))
     }
 
     async fn remove(&self, node: u64) -> Result<(), SystemError> {
