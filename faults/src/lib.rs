@@ -78,6 +78,35 @@ pub enum NemesisError {
     /// No nemesis of the composition takes this fault.
     #[error("no nemesis handles {0}")]
     Unhandled(String),
+    /// The fault failed part way, after it had done what `done` records (a learner attached, a
+    /// promote answered): the history keeps that record beside the error.
+    #[error("{error}")]
+    Partial {
+        /// What the fault did before it failed, as its value would have shown it.
+        done: Value,
+        /// Why it failed.
+        error: Box<NemesisError>,
+    },
+}
+
+impl NemesisError {
+    /// This error, raised after the fault had done what `done` records (which holds whatever
+    /// an inner step recorded, so it replaces that).
+    pub fn after(self, done: &Value) -> NemesisError {
+        let error = match self {
+            NemesisError::Partial { error, .. } => error,
+            e => Box::new(e),
+        };
+        NemesisError::Partial { done: done.clone(), error }
+    }
+
+    /// What the fault did before it failed, if it says, and why it failed.
+    pub fn into_parts(self) -> (Option<Value>, String) {
+        match self {
+            NemesisError::Partial { done, error } => (Some(done), error.to_string()),
+            e => (None, e.to_string()),
+        }
+    }
 }
 
 /// A fault injector.

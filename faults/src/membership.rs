@@ -20,7 +20,8 @@ use crate::system::{Members, Membership, System, SystemError};
 use crate::{Action, FaultSpec, Nemesis, NemesisError};
 use async_trait::async_trait;
 use ordeal_history::membership::{
-    CATCH_UP, CatchUpRecord, CatchUpSample, LeaderProgress, MemberMatch, PREMATURE, PROMOTE, PromoteRecord,
+    CATCH_UP, CatchUpRecord, CatchUpSample, LeaderProgress, MemberMatch, PREMATURE, PROMOTE, PromoteRecord, REMOVED,
+    REMOVING,
 };
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
@@ -211,10 +212,14 @@ impl MembershipNemesis {
         let sample = self.sample(node).await;
         self.write(&sample);
         let after = sample.applied_index;
-        let (accepted, reason, gate_saw) = match outcome {
-            Ok(saw) => (true, None, saw),
-            Err(SystemError::Refused { reason, gate_saw, .. }) => (false, Some(reason), gate_saw),
-            Err(e) => return Err(e.into()),
+        let (accepted, reason, gate_saw, unanswered) = match outcome {
+            Ok(saw) => (true, None, saw, false),
+            Err(SystemError::Refused { reason, gate_saw, .. }) => (false, Some(reason), gate_saw, false),
+            // No answer: the members say whether it happened, unless it may still commit.
+            Err(e) => {
+                let voter = self.is_voter(node).await;
+                (voter, Some(e.to_string()), None, !voter)
+            }
         };
         Ok(PromoteRecord {
             node,
@@ -227,7 +232,16 @@ impl MembershipNemesis {
             time,
             own_gate: self.power()?.own_gate().map(String::from),
             gate_saw,
+            unanswered,
         })
+    }
+
+    /// Whether the leader counts `node` as a voter (false when it does not answer).
+    async fn is_voter(&self, node: u64) -> bool {
+        match self.power() {
+            Ok(m) => m.members().await.is_ok_and(|m| m.voters().contains(&node)),
+            Err(_) => false,
+        }
     }
 
     /// The premature promote: `node` is paused until the leader has committed well past it, then
@@ -274,7 +288,7 @@ impl MembershipNemesis {
         loop {
             let before = self.applied(node).await;
             let record = self.promote(node, false, before, 0).await?;
-            if record.accepted || began.elapsed() >= PROMOTE_BOUND {
+            if record.accepted || record.unanswered || began.elapsed() >= PROMOTE_BOUND {
                 return Ok(record);
             }
             tokio::time::sleep(SAMPLE_EVERY).await;
@@ -294,11 +308,13 @@ impl MembershipNemesis {
         pool.choose(rng).copied().ok_or(NemesisError::NoTarget("member to remove"))
     }
 
+    /// Attaches a learner, follows its catch-up, and tries the premature promote once per run.
+    /// An error after the attachment keeps what was recorded ([`NemesisError::Partial`]).
     async fn add_learner(&mut self, name: String) -> Result<Value, NemesisError> {
         let (node, catch_up) = self.add().await?;
         let mut value = json!({"fault": name, "targets": [node], CATCH_UP: catch_up});
         if !self.premature_tried {
-            value[PREMATURE] = json!(self.premature(node).await?);
+            value[PREMATURE] = json!(self.premature(node).await.map_err(|e| e.after(&value))?);
         }
         Ok(value)
     }
@@ -308,16 +324,18 @@ impl MembershipNemesis {
         let node = value["targets"][0].as_u64().unwrap_or_default();
         let promoted_early = value[PREMATURE]["accepted"] == Value::Bool(true);
         if !promoted_early {
-            let record = self.promote_gated(node).await?;
+            let record = self.promote_gated(node).await.map_err(|e| e.after(&value))?;
             let accepted = record.accepted;
             value[PROMOTE] = json!(record);
             if !accepted {
                 return Ok(value);
             }
         }
-        let old = self.removable(Some(node), rng).await?;
-        self.power()?.remove(old).await?;
-        value["removed"] = json!(old);
+        let old = self.removable(Some(node), rng).await.map_err(|e| e.after(&value))?;
+        // Asked before it is answered: a removal whose answer is lost may still happen.
+        value[REMOVING] = json!(old);
+        self.power()?.remove(old).await.map_err(|e| NemesisError::from(e).after(&value))?;
+        value[REMOVED] = json!(old);
         Ok(value)
     }
 }
@@ -351,7 +369,8 @@ impl Nemesis for MembershipNemesis {
             }
             Action::Remove => {
                 let node = self.removable(None, rng).await?;
-                self.power()?.remove(node).await?;
+                let asked = json!({"fault": name, "targets": [node], REMOVING: node});
+                self.power()?.remove(node).await.map_err(|e| NemesisError::from(e).after(&asked))?;
                 Ok(json!({"fault": name, "targets": [node]}))
             }
             _ => self.replace(name, rng).await,

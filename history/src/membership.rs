@@ -11,6 +11,11 @@ pub const PROMOTE: &str = "promote";
 pub const PREMATURE: &str = "premature";
 /// The key of a [`CatchUpRecord`] in a nemesis op's value.
 pub const CATCH_UP: &str = "catch_up";
+/// The key of the member a nemesis op asked the system to remove, before it answered: a removal
+/// whose answer never came (an error, a timeout) may still have happened.
+pub const REMOVING: &str = "removing";
+/// The key of the member a nemesis op removed, once the system said so.
+pub const REMOVED: &str = "removed";
 
 /// One promotion the nemesis asked for, and what came of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,13 +48,29 @@ pub struct PromoteRecord {
     /// broker's gate asks the learner; a refusal without it never reached the comparison).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_saw: Option<u64>,
+    /// Whether the system gave no answer (its error is the `reason`): whether it made the
+    /// learner a voter is not known.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
 }
 
 impl PromoteRecord {
     /// Whether an accepted promote is shown to have missed its gate: the learner's applied index
-    /// right after the answer is still below `min_applied_index`.
+    /// as the gate saw it, or right after the answer, is still below `min_applied_index`.
     pub fn missed_gate(&self) -> bool {
-        self.accepted && self.learner_applied_after.is_some_and(|a| a < self.min_applied_index)
+        self.accepted && self.gate_figures().any(|a| a < self.min_applied_index)
+    }
+
+    /// Whether an accepted promote carries a figure that [`missed_gate`](Self::missed_gate) can
+    /// judge it by.
+    pub fn judgeable(&self) -> bool {
+        self.gate_figures().next().is_some()
+    }
+
+    /// The learner's applied indexes the gate cannot have been past: what it saw, and what the
+    /// learner had applied right after the answer (applied indices only grow).
+    fn gate_figures(&self) -> impl Iterator<Item = u64> {
+        self.gate_saw.into_iter().chain(self.learner_applied_after)
     }
 
     /// Whether the system was held to `min_applied_index` (it takes it as its gate).
@@ -185,16 +206,34 @@ impl LeaderProgress {
     /// across a promote, the old voters may have committed what the new majority does not hold
     /// yet (seen: voters 1, 4, 5 committed 16765, then 6 joined them holding 16764).
     pub fn counted_a_learner(&self, before: &LeaderProgress) -> bool {
-        let same_reign = self.leader == before.leader && self.term == before.term && self.term != 0;
-        let voters = |p: &LeaderProgress| -> Vec<u64> {
-            let mut ids: Vec<u64> = p.members.iter().filter(|m| !m.learner).map(|m| m.id).collect();
-            ids.sort_unstable();
-            ids
-        };
-        same_reign
-            && voters(self) == voters(before)
+        self.same_reign(before)
+            && self.voters() == before.voters()
             && self.commit_index > before.commit_index
             && self.commit_index > self.voter_quorum_index()
+    }
+
+    /// Whether both answers come from the same leader in the same known term. Only then do they
+    /// compare: within one reign the leader's configuration moves only by the changes it
+    /// applies, while a new leader may not yet have applied a change its predecessor had.
+    pub fn same_reign(&self, before: &LeaderProgress) -> bool {
+        self.leader == before.leader && self.term == before.term && self.term != 0
+    }
+
+    /// The voters of `before` that this answer, of the same reign, no longer counts as voters:
+    /// only a removal may take a voter away (a promotion only adds one).
+    pub fn lost_voters(&self, before: &LeaderProgress) -> Vec<u64> {
+        if !self.same_reign(before) {
+            return Vec::new();
+        }
+        let now = self.voters();
+        before.voters().into_iter().filter(|v| !now.contains(v)).collect()
+    }
+
+    /// The voters' ids, in order.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.members.iter().filter(|m| !m.learner).map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
@@ -215,14 +254,18 @@ mod tests {
             time: 0,
             own_gate: None,
             gate_saw: Some(11),
+            unanswered: false,
         };
-        assert!(p.missed_gate());
+        assert!(p.missed_gate() && p.judgeable());
         // The gate at work: refused with the learner's figure, or accepted below the gate.
         assert!(p.shows_gate() && PromoteRecord { accepted: false, ..p.clone() }.shows_gate());
         assert!(!PromoteRecord { accepted: false, gate_saw: None, ..p.clone() }.shows_gate(), "no answer");
         assert!(!PromoteRecord { gate_saw: Some(100), ..p.clone() }.shows_gate(), "caught up by then");
         assert!(!PromoteRecord { accepted: false, ..p.clone() }.missed_gate());
-        assert!(!PromoteRecord { learner_applied_after: Some(100), ..p }.missed_gate());
+        assert!(!PromoteRecord { learner_applied_after: Some(100), gate_saw: Some(100), ..p.clone() }.missed_gate());
+        // The gate's own figure is enough: it saw the learner behind and let it through.
+        assert!(PromoteRecord { learner_applied_after: None, ..p.clone() }.missed_gate());
+        assert!(!PromoteRecord { learner_applied_after: None, gate_saw: None, ..p }.judgeable(), "nothing to judge by");
         let c = CatchUpRecord {
             node: 4,
             start: 0,
@@ -263,5 +306,24 @@ mod tests {
         assert!(!promoted.counted_a_learner(&learner), "the old voters committed it");
         // A new term resets the followers' matches while the commit carries over: not evidence.
         assert!(!progress(3, 150, &[(1, false, 150), (2, false, 0), (3, false, 0)]).counted_a_learner(&before));
+    }
+
+    #[test]
+    fn a_voter_is_lost_only_within_one_reign() {
+        let before = progress(2, 100, &[(1, false, 100), (2, false, 100), (3, false, 90), (4, true, 90)]);
+        let demoted = progress(2, 120, &[(1, false, 120), (2, false, 120), (3, true, 110), (4, false, 120)]);
+        assert_eq!(demoted.lost_voters(&before), vec![3], "3 became a learner while 4 was promoted");
+        let gone = progress(2, 120, &[(1, false, 120), (2, false, 120), (4, true, 120)]);
+        assert_eq!(gone.lost_voters(&before), vec![3]);
+        let grown = progress(2, 120, &[(1, false, 120), (2, false, 120), (3, false, 110), (4, false, 120)]);
+        assert!(grown.lost_voters(&before).is_empty());
+        // A new leader, or a term not known, compares nothing: it may not have applied a change
+        // its predecessor had.
+        assert!(progress(3, 120, &[(1, false, 120), (2, false, 120)]).lost_voters(&before).is_empty());
+        assert!(
+            progress(0, 120, &[(1, false, 120), (2, false, 120)])
+                .lost_voters(&progress(0, 100, &[(3, false, 1)]))
+                .is_empty()
+        );
     }
 }

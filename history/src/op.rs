@@ -36,6 +36,10 @@ impl fmt::Display for OpType {
     }
 }
 
+/// The key, in the value of a nemesis op's completion, saying that the runner gave up waiting
+/// for the fault (`true`): what the fault did is not all on record.
+pub const TIMED_OUT: &str = "timed_out";
+
 /// Who performed an op: a logical client process, or the nemesis that injects faults.
 ///
 /// Serialized as the client's number, or as the string `"nemesis"`.

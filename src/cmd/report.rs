@@ -45,9 +45,11 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     let mut checkers = workload.checkers(&test);
     // Membership faults leave their evidence in the nemesis ops, whatever the workload.
     let faults = crate::execute::fault_sets(&test).with_context(|| path.display().to_string())?;
-    if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::is_membership)) {
+    let membership: Vec<String> =
+        faults.iter().filter(|s| s.any(ordeal_faults::FaultSpec::is_membership)).map(ToString::to_string).collect();
+    if !membership.is_empty() {
         let samples = catch_up_samples(&dir.join(store::CATCHUP));
-        checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::with_samples(samples)));
+        checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::for_run(membership, samples)));
     }
     if test.scenario.as_deref() == Some("rolling-upgrade") {
         checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));

@@ -20,7 +20,7 @@ use crate::recorder::{Counts, Recorder};
 use indicatif::{ProgressBar, ProgressStyle};
 use ordeal_faults::system::{self, System};
 use ordeal_faults::{FaultSet, Nemesis};
-use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, Process};
+use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, Process, TIMED_OUT};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
@@ -549,19 +549,30 @@ async fn show_progress(
     bar.finish_and_clear();
 }
 
-/// Records a nemesis op `f` around `action`, bounded to 30 s; returns its completion.
+/// How a set of faults failed: what it did before, when it says, and why.
+type Failed = (Option<Value>, String);
+
+/// Records a nemesis op `f` around `action`, bounded to 30 s; returns its completion. A failed
+/// action's completion keeps what it did before it failed; one the bound cut off says so
+/// ([`TIMED_OUT`]), since what it did is then not all on record.
 async fn nemesis_op(
     recorder: &Recorder,
     f: &'static str,
     name: &str,
-    action: impl std::future::Future<Output = Result<Value, String>>,
+    action: impl std::future::Future<Output = Result<Value, Failed>>,
 ) -> Op {
     recorder.record(Op::invoke(Process::Nemesis, f, json!({"fault": name})));
     let mut done = Op::invoke(Process::Nemesis, f, json!({"fault": name})).completed(OpType::Info);
     match tokio::time::timeout(Duration::from_secs(30), action).await {
         Ok(Ok(v)) => done.value = v,
-        Ok(Err(e)) => done.error = Some(e),
-        Err(_) => done.error = Some("timed out after 30 s".into()),
+        Ok(Err((partial, e))) => {
+            done.value = partial.unwrap_or(done.value);
+            done.error = Some(e);
+        }
+        Err(_) => {
+            done.value[TIMED_OUT] = json!(true);
+            done.error = Some("timed out after 30 s".into());
+        }
     }
     recorder.record(done)
 }
@@ -583,17 +594,25 @@ fn merged(name: &str, parts: Vec<Value>) -> Value {
 }
 
 /// Starts every fault of the set; stops at the first that fails (the heal phase repairs the
-/// others).
-async fn start_set(nemesis: &mut dyn Nemesis, faults: &FaultSet, rng: &mut ChaCha8Rng) -> Result<Value, String> {
+/// others), keeping what the set did until then.
+async fn start_set(nemesis: &mut dyn Nemesis, faults: &FaultSet, rng: &mut ChaCha8Rng) -> Result<Value, Failed> {
     let mut parts = Vec::new();
     for fault in &faults.0 {
-        parts.push(nemesis.start(fault, rng).await.map_err(|e| format!("{fault}: {e}"))?);
+        match nemesis.start(fault, rng).await {
+            Ok(v) => parts.push(v),
+            Err(e) => {
+                let (done, why) = e.into_parts();
+                parts.extend(done);
+                let done = (!parts.is_empty()).then(|| merged(&faults.to_string(), parts));
+                return Err((done, format!("{fault}: {why}")));
+            }
+        }
     }
     Ok(merged(&faults.to_string(), parts))
 }
 
 /// Stops every fault of the set, last started first; every part is tried.
-async fn stop_set(nemesis: &mut dyn Nemesis, faults: &FaultSet) -> Result<Value, String> {
+async fn stop_set(nemesis: &mut dyn Nemesis, faults: &FaultSet) -> Result<Value, Failed> {
     let mut parts = Vec::new();
     let mut errors = Vec::new();
     for fault in faults.0.iter().rev() {
@@ -603,8 +622,47 @@ async fn stop_set(nemesis: &mut dyn Nemesis, faults: &FaultSet) -> Result<Value,
         }
     }
     if !errors.is_empty() {
-        return Err(errors.join("; "));
+        return Err((None, errors.join("; ")));
     }
     parts.reverse();
     Ok(merged(&faults.to_string(), parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use ordeal_faults::{FaultSpec, NemesisError};
+
+    /// Starts every fault but `replace`, which fails after recording what it did.
+    struct FailsPartWay;
+
+    #[async_trait]
+    impl Nemesis for FailsPartWay {
+        fn handles(&self, _: &FaultSpec) -> bool {
+            true
+        }
+        async fn start(&mut self, fault: &FaultSpec, _: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+            let done = json!({"fault": fault.to_string(), "targets": [4]});
+            match fault.to_string().as_str() {
+                "replace" => Err(NemesisError::NoTarget("learner").after(&done)),
+                _ => Ok(done),
+            }
+        }
+        async fn stop(&mut self, _: &FaultSpec) -> Result<Value, NemesisError> {
+            Ok(Value::Null)
+        }
+        async fn heal_all(&mut self) -> Result<(), NemesisError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_set_that_fails_part_way_keeps_what_it_did_beside_the_error() {
+        let set = FaultSet::parse("kill-leader+replace").unwrap();
+        let (done, error) = start_set(&mut FailsPartWay, &set, &mut ChaCha8Rng::seed_from_u64(1)).await.unwrap_err();
+        assert_eq!(error, "replace: no learner to target");
+        let parts = done.expect("what the set did")["parts"].clone();
+        assert_eq!(parts, json!([{"fault": "kill-leader", "targets": [4]}, {"fault": "replace", "targets": [4]}]));
+    }
 }
