@@ -7,8 +7,9 @@
 //!   node on the new build began;
 //! * **the final cluster version**: once every node runs the new build, the last sample shows a
 //!   group below the lowest release among them;
-//! * **progress**: after a step, no client op invoked after it succeeded before the next fault
-//!   began or the main phase ended (the final reads, after the heal, do not count);
+//! * **progress**: after a step, client ops invoked after it completed before the next fault
+//!   began or the main phase ended, and none succeeded (the final reads, after the heal, do not
+//!   count; a window in which none completed at all is too short to tell: unknown);
 //! * **refusals**: a node stopped because it met a format newer than it reads (its log says
 //!   so), which is how an old build meets a feature switched on too early.
 //!
@@ -192,8 +193,8 @@ struct Progress {
     time_limit_s: f64,
     /// Each client process's op in flight: when it was invoked.
     invoked_s: BTreeMap<u64, f64>,
-    /// (invoked, completed) of each client op that succeeded.
-    oks_s: Vec<(f64, f64)>,
+    /// (invoked, completed, whether it succeeded) of each client op that completed.
+    done_s: Vec<(f64, f64, bool)>,
 }
 
 impl Progress {
@@ -202,10 +203,7 @@ impl Progress {
             OpType::Invoke => {
                 self.invoked_s.insert(process, t_s);
             }
-            OpType::Ok => self.oks_s.extend(self.invoked_s.remove(&process).map(|i| (i, t_s))),
-            _ => {
-                self.invoked_s.remove(&process);
-            }
+            kind => self.done_s.extend(self.invoked_s.remove(&process).map(|i| (i, t_s, kind == OpType::Ok))),
         }
     }
 
@@ -227,22 +225,24 @@ impl Progress {
         }
     }
 
-    /// The steps after which no client op, invoked after the step, succeeded in its window.
-    fn stalled(&self, steps: &[Step]) -> Vec<String> {
-        let stalled = steps.iter().enumerate().filter_map(|(i, s)| {
+    /// The steps after which client ops, invoked after the step, completed in its window and
+    /// none succeeded (`out.invalid`), or none even completed, so that the window was too short
+    /// to tell (`out.unknown`).
+    fn stalled(&self, steps: &[Step], out: &mut Findings) {
+        for (i, s) in steps.iter().enumerate() {
             let (until, why) = self.window_end_s(s.end_s);
-            let progressed = self.oks_s.iter().any(|(invoked, done)| *invoked >= s.end_s && *done <= until);
-            (!progressed).then(|| {
-                format!(
-                    "no operation invoked after step {} (node {} to {}) ended at {:.1} s succeeded before {why} at {until:.1} s",
-                    i + 1,
-                    s.node,
-                    s.to,
-                    s.end_s
-                )
-            })
-        });
-        stalled.collect()
+            let within = || self.done_s.iter().filter(|(invoked, done, _)| *invoked >= s.end_s && *done <= until);
+            let step = format!("step {} (node {} to {}) ended at {:.1} s", i + 1, s.node, s.to, s.end_s);
+            match (within().count(), within().filter(|op| op.2).count()) {
+                (0, _) => out.unknown.push(format!(
+                    "no operation invoked after {step} completed before {why} at {until:.1} s, so its progress is not known"
+                )),
+                (n, 0) => out.invalid.push(format!(
+                    "no operation invoked after {step} succeeded before {why} at {until:.1} s ({n} failed or timed out)"
+                )),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -409,7 +409,7 @@ impl UpgradeCheck {
         {
             out.invalid.push(format!("every node runs release {expected} but the cluster version stayed at {found}"));
         }
-        out.invalid.extend(self.progress.stalled(&self.steps));
+        self.progress.stalled(&self.steps, &mut out);
         self.unfinished(&mut out);
         self.missing_evidence(final_version, &mut out);
         let details = json!({
@@ -589,6 +589,12 @@ mod tests {
             self.at(op.clone(), t_s).at(op.completed(OpType::Ok), t_s + 0.01)
         }
 
+        /// A client write invoked at `t_s` that timed out 10 ms later.
+        fn timeout(&mut self, t_s: f64) -> &mut Run {
+            let op = Op::invoke(Process::Client(0), "write", json!({"key": "k0", "value": 1}));
+            self.at(op.clone(), t_s).at(op.completed(OpType::Info), t_s + 0.01)
+        }
+
         /// The upgrade of `node` from `start_s` to `end_s`.
         fn step(&mut self, node: u64, start_s: f64, end_s: f64) -> &mut Run {
             let value = json!({"fault": "upgrade", "targets": [node], "from": "A", "to": "B", "down": []});
@@ -747,10 +753,15 @@ mod tests {
     #[test]
     fn progress_after_a_step_must_show_before_the_next_fault_and_in_the_main_phase() {
         let mut stalled = Run { ops: Vec::new(), ..Run::clean() };
-        stalled.ok(0.1).step(1, 2.0, 3.0).fault(4.0).ok(4.5).step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
-        expect(&stalled, Verdict::Invalid, "no operation invoked after step 1");
+        stalled.ok(0.1).step(1, 2.0, 3.0).timeout(3.5).fault(4.0).ok(4.5);
+        stalled.step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
+        expect(&stalled, Verdict::Invalid, "no operation invoked after step 1 (node 1 to B) ended at 3.0 s succeeded");
         let mut late = Run { ops: Vec::new(), ..Run::clean() };
-        late.ok(0.1).step(1, 2.0, 3.0).ok(3.1).step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(20.0);
+        late.ok(0.1).step(1, 2.0, 3.0).ok(3.1).step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).timeout(9.5).ok(20.0);
         expect(&late, Verdict::Invalid, "no operation invoked after step 3");
+        // A window in which nothing completed (the next fault came at once) tells nothing.
+        let mut short = Run { ops: Vec::new(), ..Run::clean() };
+        short.ok(0.1).step(1, 2.0, 3.0).fault(3.005).ok(3.1).step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
+        expect(&short, Verdict::Unknown, "so its progress is not known");
     }
 }
