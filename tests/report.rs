@@ -240,3 +240,23 @@ fn issue_17_report_fails_closed_on_a_broken_record() {
     unhealed["heal_error"] = "n2 did not come back".into();
     check(&text(&good), Some(unhealed), 2, "unhealed", "a cluster that did not heal");
 }
+
+#[test]
+fn a_run_with_fault_rounds_whose_nemesis_failed_is_not_valid() {
+    let history = (register_history(1).join("\n") + "\n").into_bytes();
+    let mut run = finished(4);
+    run["nemesis_errors"] = serde_json::json!(["the time limit came after 1 of 4 faults"]);
+    // Without fault rounds a failed fault is noted, as Jepsen notes one: the run made no promise.
+    let dir = run_dir(&history, Some(run.clone()));
+    let (code, out, _) = ordeal(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let dir = run_dir(&history, Some(run));
+    let mut test = common::json(&dir.path().join("test.json"));
+    test["fault_rounds"] = 2.into();
+    std::fs::write(dir.path().join("test.json"), test.to_string()).unwrap();
+    let (code, out, err) = ordeal(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let results = common::json(&dir.path().join("results.json"));
+    assert_eq!(results["defects"][0]["kind"], "faults-failed", "{results}");
+    assert!(results["reason"].as_str().unwrap().contains("the time limit came after 1 of 4 faults"), "{results}");
+}

@@ -122,6 +122,9 @@ pub enum Defect {
     Unhealed(String),
     /// The harness failed and ended the run early.
     HarnessFailed(String),
+    /// A run with fault rounds (`--fault-rounds`) whose nemesis failed: the faults it set out to
+    /// run did not all run.
+    FaultsFailed(String),
 }
 
 impl std::fmt::Display for Defect {
@@ -134,6 +137,7 @@ impl std::fmt::Display for Defect {
             Defect::Interrupted => f.write_str("the run was interrupted before its end"),
             Defect::Unhealed(m) => write!(f, "the cluster did not heal: {m}"),
             Defect::HarnessFailed(m) => write!(f, "the run did not complete: {m}"),
+            Defect::FaultsFailed(m) => write!(f, "the faults the run set out to run did not all run: {m}"),
         }
     }
 }
@@ -166,13 +170,15 @@ fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, StreamError), ReportErr
 }
 
 /// Everything that keeps the record from supporting a verdict of valid: how the history's
-/// stream ended after `read` ops, whether it holds any client op, and how the run went.
+/// stream ended after `read` ops, whether it holds any client op, and how the run went (a run
+/// with fault `rounds` promised that every fault ran).
 fn defects(
     shown: &Path,
     stream: Option<jsonl::Error>,
     read: u64,
     clients: usize,
     run: Option<&RunInfo>,
+    rounds: bool,
 ) -> Vec<Defect> {
     let mut out = Vec::new();
     match stream {
@@ -201,6 +207,9 @@ fn defects(
     if let Some(e) = &run.harness_error {
         out.push(Defect::HarnessFailed(e.clone()));
     }
+    if rounds && !run.nemesis_errors.is_empty() {
+        out.push(Defect::FaultsFailed(run.nemesis_errors.join("; ")));
+    }
     out
 }
 
@@ -228,7 +237,7 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
     let checkers = checking.finish().map_err(|e| ReportError::file(&path, e))?;
     let stream_error = stream_error.borrow_mut().take();
     let history_warning = stream_error.as_ref().map(|e| format!("{}: {e}", path.display()));
-    let defects = defects(&path, stream_error, read, digest.spans.len(), run.as_ref());
+    let defects = defects(&path, stream_error, read, digest.spans.len(), run.as_ref(), test.fault_rounds.is_some());
     let stats = digest.stats();
     let faults = digest.fault_windows(writes);
     let mut gaps: Vec<f64> = faults.iter().filter_map(|f| f.gap_ms).collect();
