@@ -136,7 +136,24 @@ pub(super) fn read(path: &Path) -> anyhow::Result<SuiteFile> {
     if file.entries.is_empty() {
         return Err(bad(format!("{}: no [[entry]]", path.display())));
     }
+    for entry in &file.entries {
+        entry.check_not_empty().map_err(|e| bad(format!("{}: entry {:?}: {e}", path.display(), entry.name)))?;
+    }
     Ok(file)
+}
+
+impl Entry {
+    /// An entry multiplies its matrix's lists and its seeds: one empty list and it runs no case,
+    /// which would pass whatever it was meant to show.
+    fn check_not_empty(&self) -> Result<(), String> {
+        if self.seeds.is_empty() {
+            return Err("seeds = []: the entry would run no case".into());
+        }
+        match self.matrix.iter().find(|(_, values)| values.is_empty()) {
+            Some((flag, _)) => Err(format!("matrix {flag} = []: the entry would run no case")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Every case of the suite, in order: entries, then matrix combinations, then seeds; `extra`
@@ -303,7 +320,8 @@ pub(super) fn run_all(dir: &Path, state: &mut SuiteState, store: &Path) -> anyho
 }
 
 /// Prints the outcome; exit 0 when every verdict matched, 1 when one contradicts what was
-/// expected, 2 when the only misses are runs that could not decide.
+/// expected, 2 when the only misses are runs that could not decide, or when there was no run at
+/// all (a `suite.json` without cases, resumed): nothing ran, so nothing passed.
 fn summarize(dir: &Path, state: &SuiteState) -> Outcome {
     let passed = state.cases.iter().filter(|c| c.passed()).count();
     let undecided =
@@ -316,6 +334,7 @@ fn summarize(dir: &Path, state: &SuiteState) -> Outcome {
     );
     say!("  index: {}", dir.join("suite.json").display());
     match (wrong, undecided) {
+        _ if state.cases.is_empty() => Outcome::Unknown,
         (0, 0) => Outcome::Valid,
         (0, _) => Outcome::Unknown,
         _ => Outcome::Invalid,
