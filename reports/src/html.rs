@@ -366,10 +366,10 @@ pub fn compare(a: &Compared, b: &Compared) -> String {
 type Figure = (&'static str, fn(&Results) -> String);
 const FIGURES: [Figure; 6] = [
     ("ops (ok / fail / info)", |r| format!("{} / {} / {}", r.stats.total.ok, r.stats.total.fail, r.stats.total.info)),
-    ("throughput (ok ops/s)", |r| format!("{:.0}", r.stats.throughput_per_s)),
+    ("throughput (ops/s: all / ok)", |r| format!("{:.0} / {:.0}", r.stats.throughput_per_s, r.stats.ok_per_s)),
     ("latency p50 / p99 / max (ms)", |r| {
         let l = &r.stats.total.latency;
-        format!("{:.1} / {:.1} / {:.1}", l.p50_ms, l.p99_ms, l.max_ms)
+        format!("{} / {} / {}", quantile(l.p50_ms, 1), quantile(l.p99_ms, 1), quantile(l.max_ms, 1))
     }),
     ("faults (recovered)", |r| format!("{} ({})", r.failover.faults, r.failover.recovered)),
     ("write gap median / max (ms)", |r| {
@@ -396,6 +396,11 @@ fn side_row(config: &str, expect: &str, build: &str, side: &Side) -> Markup {
             td { (spread(side.gap_ms)) } td { (spread(side.p99_ms)) } td { (spread(side.throughput_per_s)) }
         }
     }
+}
+
+/// A latency quantile to `decimals` places, `-` where there was no sample to take it from.
+fn quantile(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
 fn spread(s: Option<Spread>) -> Markup {
@@ -630,10 +635,10 @@ fn operations(st: &Stats) -> Markup {
                 @let l = &o.latency;
                 tr {
                     td { (f) } td { (o.ok) } td { (o.fail) } td { (o.info) }
-                    td { (format!("{:.2} ms", l.p50_ms)) }
-                    td { (format!("{:.2} ms", l.p95_ms)) }
-                    td { (format!("{:.2} ms", l.p99_ms)) }
-                    td { (format!("{:.1} ms", l.max_ms)) }
+                    td { (quantile(l.p50_ms, 2)) " ms" }
+                    td { (quantile(l.p95_ms, 2)) " ms" }
+                    td { (quantile(l.p99_ms, 2)) " ms" }
+                    td { (quantile(l.max_ms, 1)) " ms" }
                 }
             }
         }
@@ -689,7 +694,7 @@ fn fault_row(number: usize, f: &FaultWindow) -> Markup {
             td { (format!("{:.2} s", f.start as f64 / 1e9)) }
             td { (healed) } td { (gap) }
             td { (throughput(&f.load)) }
-            td { (format!("{:.1} / {:.1} ms", f.load.latency.p50_ms, f.load.latency.p99_ms)) }
+            td { (quantile(f.load.latency.p50_ms, 1)) " / " (quantile(f.load.latency.p99_ms, 1)) " ms" }
             td { (leader) }
         }
     }
