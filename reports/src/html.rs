@@ -272,7 +272,7 @@ pub fn gate(report: &GateReport) -> String {
                         h2 { "Baseline and candidate, configuration by configuration" }
                         p.muted { "Figures are median (min – max) over the runs that have them." }
                         table {
-                            (header_row(&["configuration", "build", "runs", "write gap (ms)", "p99 latency (ms)", "throughput (ops/s)"]))
+                            (header_row(&["configuration", "build", "runs", "write gap (ms)", "faults without writes after", "p99 latency, ok ops (ms)", "p99 latency, every op (ms)", "throughput, ok ops (ops/s)", "throughput, every op (ops/s)"]))
                             @for pair in &report.configs {
                                 (side_row(&pair.config, &pair.expect, "baseline", &pair.baseline))
                                 (side_row("", "", "candidate", &pair.candidate))
@@ -386,14 +386,20 @@ fn side_row(config: &str, expect: &str, build: &str, side: &Side) -> Markup {
             td { (build) }
             td {
                 @for run in &side.runs {
-                    @let shown = html! { "seed " (run.seed) ": " (run.verdict.map_or("not run".to_owned(), |v| v.to_string())) };
+                    @let shown = html! {
+                        "seed " (run.seed) ": " (run.verdict.map_or("not run".to_owned(), |v| v.to_string()))
+                        @if !run.figures { " " span.muted { "(no figures)" } }
+                    };
                     @match &run.report {
                         Some(href) => { a href=(href) { (shown) } br; }
                         None => { (shown) br; }
                     }
                 }
             }
-            td { (spread(side.gap_ms)) } td { (spread(side.p99_ms)) } td { (spread(side.throughput_per_s)) }
+            td { (spread(side.gap_ms)) }
+            td { @match side.unrecovered_faults { Some(n) => (n), None => span.muted { "-" } } }
+            td { (spread(side.p99_ms)) } td { (spread(side.p99_all_ms)) }
+            td { (spread(side.ok_per_s)) } td { (spread(side.throughput_per_s)) }
         }
     }
 }
