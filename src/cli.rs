@@ -46,8 +46,10 @@ pub enum Command {
     /// Run a suite of tests (a matrix of `ordeal run` flags × seeds, each with the verdict it
     /// expects) and write one index, one JUnit file and one exit code for the whole suite.
     Suite(SuiteArgs),
-    /// Is the candidate build safe to ship after the baseline? Runs a suite against both and
-    /// fails on any contradicted verdict or a regression of write gap, p99 latency or throughput.
+    /// Is the candidate build safe to ship after the baseline? Runs a suite against both (a
+    /// rolling-upgrade case from the baseline to each; a case may not name a build itself) and
+    /// fails on any contradicted verdict or a regression of write gap, faults without writes
+    /// after, p99 latency or acknowledged throughput; a figure the baseline lacks is undecided.
     Gate(GateArgs),
 }
 

@@ -40,13 +40,27 @@ args = ["--workload", "log", "--nemesis", "partition-leader"]
 expect = "valid"
 "#;
 
+/// A rolling upgrade of three nodes on loopback under leader kills: the run ends once every node
+/// moved.
+const UPGRADE: &str = r#"
+args = ["--env", "local", "--rate", "300", "--time-limit", "120", "--nemesis-interval", "1", "--fault-duration", "1"]
+[[entry]]
+name = "upgrade"
+args = ["--scenario", "rolling-upgrade", "--nemesis", "kill-leader"]
+expect = "valid"
+"#;
+
 fn gate(dir: &Path, suite_text: &str, candidate: &Path) -> (i32, String, String) {
+    gate_between(dir, suite_text, &broker(), candidate)
+}
+
+fn gate_between(dir: &Path, suite_text: &str, baseline: &Path, candidate: &Path) -> (i32, String, String) {
     let suite = dir.join("gate.toml");
     std::fs::write(&suite, format!("{suite_text}{THRESHOLDS}")).unwrap();
     ordeal(&[
         "gate",
         "--baseline",
-        broker().to_str().unwrap(),
+        baseline.to_str().unwrap(),
         "--candidate",
         candidate.to_str().unwrap(),
         "--suite",
@@ -74,6 +88,86 @@ fn the_same_build_passes_the_gate() {
     assert!(page.contains("GATE PASS") && page.matches("report.html").count() == 2, "both runs linked: {page}");
 }
 
+/// An executable script at `path`.
+fn script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let mut p = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+    std::fs::set_permissions(path, p).unwrap();
+}
+
+/// The `test.json` of every run of one build (`baseline` or `candidate`) of the gate in `dir`.
+fn tests_run(dir: &Path, build: &str) -> Vec<serde_json::Value> {
+    let suite = json(&gate_dir(dir).join(build).join("suite.json"));
+    let cases = suite["cases"].as_array().unwrap();
+    cases.iter().map(|c| json(&Path::new(c["run_dir"].as_str().expect("the case ran")).join("test.json"))).collect()
+}
+
+/// Review of the gate: it only added `--broker BIN` to each case, and a rolling upgrade took its
+/// builds from `--from` and `--to` (or from a wrapper of `--broker` as its own previous release):
+/// the candidate was never upgraded onto from the baseline.
+#[test]
+fn a_rolling_upgrade_runs_from_the_baseline_to_the_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = dir.path().join("candidate");
+    script(&candidate, &format!("#!/bin/sh\nexec '{}' \"$@\"\n", broker().display()));
+    let (code, out, err) = gate(dir.path(), UPGRADE, &candidate);
+    assert!(code == 0 || code == 1 || code == 2, "the gate ran: {out}\n{err}");
+    let (base, cand) = (broker().display().to_string(), candidate.display().to_string());
+    for (build, to) in [("baseline", &base), ("candidate", &cand)] {
+        for test in tests_run(dir.path(), build) {
+            assert_eq!(test["broker_binary"], base.as_str(), "{build}: the nodes start on the baseline");
+            assert_eq!(test["upgrade_binary"], to.as_str(), "{build}: and move to {to}");
+        }
+    }
+    for build in ["baseline", "candidate"] {
+        let suite = json(&gate_dir(dir.path()).join(build).join("suite.json"));
+        assert_eq!(suite["cases"][0]["verdict"], "valid", "{build}: the upgrade checked out: {out}");
+    }
+}
+
+#[test]
+fn a_case_that_names_its_own_build_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--broker", "--to", "--from", "--test"] {
+        let text = format!(
+            "[[entry]]\nname = \"u\"\nargs = [\"--scenario\", \"rolling-upgrade\", \"{flag}\", \"{}\"]\nexpect = \"valid\"\n",
+            broker().display()
+        );
+        let (code, out, err) = gate(dir.path(), &text, &broker());
+        assert_eq!(code, 254, "{flag}: {out}\n{err}");
+        assert!(err.contains(&format!("sets {flag}: the gate chooses every case's builds")), "{flag}: {err}");
+        assert!(!dir.path().join("store/gates").exists(), "{flag}: nothing ran");
+    }
+}
+
+/// Review of the gate: a baseline that never ran (a script that exits 1) left no figures, which
+/// counted as a pass; its harness-failed runs reported a p99 and a throughput of 0.
+#[test]
+fn a_baseline_that_measured_nothing_is_no_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline");
+    script(&baseline, "#!/bin/sh\nexit 1\n");
+    let (code, out, err) = gate_between(dir.path(), REGISTER, &baseline, &broker());
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("gate: UNDECIDED"), "{out}");
+    assert!(out.contains("figures: register") && out.contains("baseline seed 1"), "{out}");
+    let report = json(&gate_dir(dir.path()).join("gate.json"));
+    let side = &report["configs"][0]["baseline"];
+    assert!(side["p99_ms"].is_null() && side["ok_per_s"].is_null(), "no figures from a failed run: {side}");
+}
+
+#[test]
+fn a_suite_of_no_case_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in ["seeds = []", "matrix = { nemesis = [] }"] {
+        let text = format!("[[entry]]\nname = \"none\"\nexpect = \"valid\"\n{entry}\n");
+        let (code, out, err) = gate(dir.path(), &text, &broker());
+        assert_eq!(code, 254, "{entry}: {out}\n{err}");
+        assert!(err.contains("the entry would run no case"), "{entry}: {err}");
+    }
+}
+
 #[test]
 fn a_candidate_that_acknowledges_before_commit_fails_naming_the_lost_writes() {
     if let Some(why) = ordeal_faults::net::unavailable() {
@@ -82,11 +176,7 @@ fn a_candidate_that_acknowledges_before_commit_fails_naming_the_lost_writes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let candidate = dir.path().join("candidate");
-    let script = format!("#!/bin/sh\nexec '{}' \"$@\" --bug=ack-before-commit\n", broker().display());
-    std::fs::write(&candidate, script).unwrap();
-    let mut p = std::fs::metadata(&candidate).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
-    std::fs::set_permissions(&candidate, p).unwrap();
+    script(&candidate, &format!("#!/bin/sh\nexec '{}' \"$@\" --bug=ack-before-commit\n", broker().display()));
     let (code, out, err) = gate(dir.path(), PARTITIONED, &candidate);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("gate: FAIL") && out.contains("verdict: partitioned log"), "{out}");

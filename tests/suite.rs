@@ -114,6 +114,14 @@ fn bad_suite_files_are_refused_before_anything_runs() {
         ("[[entry]]\nname = \"x\"\n", "missing field `expect`"),
         ("[[entry]]\nname = \"x\"\nexpect = \"maybe\"\n", "unknown variant"),
         ("name = \"empty\"\n", "no [[entry]]"),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\nseeds = []\n",
+            "entry \"x\": seeds = []: the entry would run no case",
+        ),
+        (
+            "[[entry]]\nname = \"x\"\nexpect = \"valid\"\nmatrix = { nemesis = [\"kill\"], bug = [] }\n",
+            "entry \"x\": matrix bug = []: the entry would run no case",
+        ),
         ("[[entry]]\nname = \"x\"\nexpect = \"valid\"\nargs = [\"--nodes\", \"many\"]\n", "--nodes"),
         (
             "[[entry]]\nname = \"x\"\nexpect = \"valid\"\n[[entry.phase]]\nkind = \"main\"\nduration_s = 0\n",

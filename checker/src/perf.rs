@@ -6,23 +6,33 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Latency quantiles in milliseconds.
+/// Latency quantiles in milliseconds; each is `None` (`null` in JSON) when there was no sample:
+/// a run that acknowledged nothing has no latency, and 0 would read as the best one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quantiles {
     /// Number of samples.
     pub count: usize,
     /// Median.
-    pub p50_ms: f64,
+    pub p50_ms: Option<f64>,
     /// 95th percentile.
-    pub p95_ms: f64,
+    pub p95_ms: Option<f64>,
     /// 99th percentile.
-    pub p99_ms: f64,
+    pub p99_ms: Option<f64>,
     /// Largest.
-    pub max_ms: f64,
+    pub max_ms: Option<f64>,
 }
 
 impl Quantiles {
     /// Quantiles of `samples_ns` (sorted in place).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ordeal_checker::perf::Quantiles;
+    /// let q = Quantiles::of(&mut [3_000_000, 1_000_000, 2_000_000]);
+    /// assert_eq!((q.p50_ms, q.max_ms), (Some(2.0), Some(3.0)));
+    /// assert_eq!(Quantiles::of(&mut []).p99_ms, None, "no samples, no quantile");
+    /// ```
     pub fn of(samples_ns: &mut [u64]) -> Quantiles {
         if samples_ns.is_empty() {
             return Quantiles::default();
@@ -30,7 +40,7 @@ impl Quantiles {
         samples_ns.sort_unstable();
         let q = |p: f64| {
             let i = ((samples_ns.len() as f64 * p).ceil() as usize).clamp(1, samples_ns.len()) - 1;
-            samples_ns[i] as f64 / 1e6
+            Some(samples_ns[i] as f64 / 1e6)
         };
         Quantiles { count: samples_ns.len(), p50_ms: q(0.50), p95_ms: q(0.95), p99_ms: q(0.99), max_ms: q(1.0) }
     }
@@ -47,6 +57,11 @@ pub struct OpStats {
     pub info: usize,
     /// Latency of `ok` completions.
     pub latency: Quantiles,
+    /// Latency of every op, whatever its outcome: a `fail` or `info` completion counts its own
+    /// latency, an op that never completed its time until the history's end. Timeouts hide from
+    /// [`OpStats::latency`]; they show here.
+    #[serde(default)]
+    pub latency_all: Quantiles,
 }
 
 /// Client op statistics.
@@ -56,8 +71,12 @@ pub struct Stats {
     pub by_f: BTreeMap<String, OpStats>,
     /// All client ops together.
     pub total: OpStats,
-    /// Client ops completed per second over the whole history.
+    /// Client ops completed per second over the whole history, whatever their outcome: under a
+    /// rate limit it follows the rate, however many the system refused.
     pub throughput_per_s: f64,
+    /// Client ops acknowledged (`ok`) per second over the whole history.
+    #[serde(default)]
+    pub ok_per_s: f64,
     /// From the first invocation to the last event, in seconds.
     pub duration_s: f64,
 }
@@ -179,34 +198,43 @@ impl Digest {
 
     /// Op counts and latency quantiles.
     pub fn stats(&self) -> Stats {
-        let mut latencies: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        let mut all = Vec::with_capacity(self.spans.len());
+        let mut latencies: BTreeMap<&str, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        let (mut ok_all, mut any_all) = (Vec::with_capacity(self.spans.len()), Vec::with_capacity(self.spans.len()));
         let mut out = Stats::default();
         for s in &self.spans {
             let f = self.name(s);
             let entry = out.by_f.entry(f.to_owned()).or_default();
+            let (ok, any) = latencies.entry(f).or_default();
+            // An op still open at the end waited at least until then.
+            let l = s.ret.unwrap_or(self.end).saturating_sub(s.call);
+            any.push(l);
+            any_all.push(l);
             match (s.kind, s.ret) {
-                (OpType::Ok, Some(ret)) => {
+                (OpType::Ok, Some(_)) => {
                     entry.ok += 1;
-                    let l = ret.saturating_sub(s.call);
-                    latencies.entry(f).or_default().push(l);
-                    all.push(l);
+                    ok.push(l);
+                    ok_all.push(l);
                 }
                 (OpType::Fail, _) => entry.fail += 1,
                 _ => entry.info += 1,
             }
         }
         for (f, s) in out.by_f.iter_mut() {
-            s.latency = Quantiles::of(latencies.get_mut(f.as_str()).map(Vec::as_mut_slice).unwrap_or_default());
+            if let Some((ok, any)) = latencies.get_mut(f.as_str()) {
+                s.latency = Quantiles::of(ok);
+                s.latency_all = Quantiles::of(any);
+            }
             out.total.ok += s.ok;
             out.total.fail += s.fail;
             out.total.info += s.info;
         }
-        out.total.latency = Quantiles::of(&mut all);
+        out.total.latency = Quantiles::of(&mut ok_all);
+        out.total.latency_all = Quantiles::of(&mut any_all);
         let first = self.spans.first().map_or(0, |s| s.call);
         out.duration_s = self.end.saturating_sub(first) as f64 / 1e9;
         if out.duration_s > 0.0 {
             out.throughput_per_s = (out.total.ok + out.total.fail + out.total.info) as f64 / out.duration_s;
+            out.ok_per_s = out.total.ok as f64 / out.duration_s;
         }
         out
     }
@@ -376,7 +404,7 @@ mod tests {
     fn quantiles_and_gaps() {
         let mut v: Vec<u64> = (1..=100).map(|i| i * 1_000_000).collect();
         let q = Quantiles::of(&mut v);
-        assert_eq!((q.p50_ms, q.p99_ms, q.max_ms), (50.0, 99.0, 100.0));
+        assert_eq!((q.p50_ms, q.p99_ms, q.max_ms), (Some(50.0), Some(99.0), Some(100.0)));
 
         let mut h = History::new();
         let c = Process::Client(0);
@@ -401,6 +429,39 @@ mod tests {
         assert_eq!(w[0].window_ms, Some(510.0));
         let s = d.stats();
         assert_eq!(s.by_f["write"].ok, 3);
+    }
+
+    /// Two acks in 1 ms, a refusal in 2 ms and a timeout after 1 s, over 2.5 s: the rate counts all
+    /// four, `ok_per_s` the acks; the ok latency hides the timeout, `latency_all` does not.
+    #[test]
+    fn refusals_and_timeouts_show_in_ok_throughput_and_every_op_latency() {
+        let mut h = History::new();
+        let c = Process::Client(0);
+        let ms = 1_000_000;
+        for (i, (kind, took)) in
+            [(OpType::Ok, 1), (OpType::Ok, 1), (OpType::Fail, 2), (OpType::Info, 1000)].into_iter().enumerate()
+        {
+            let call = i as u64 * 500 * ms;
+            h.push(Op::invoke(c, "write", json!(i)).at(call));
+            h.push(Op::invoke(c, "write", json!(i)).at(call + took * ms).completed(kind));
+        }
+        let s = Digest::of_history(&h).unwrap().stats();
+        assert_eq!((s.duration_s, s.throughput_per_s, s.ok_per_s), (2.5, 1.6, 0.8));
+        assert_eq!(s.total.latency.p99_ms, Some(1.0));
+        assert_eq!(s.total.latency_all.p99_ms, Some(1000.0));
+        assert_eq!(s.by_f["write"].latency_all.count, 4);
+    }
+
+    #[test]
+    fn no_acknowledged_op_has_no_latency() {
+        let mut h = History::new();
+        h.push(Op::invoke(Process::Client(0), "write", json!(1)).at(0));
+        h.push(Op::invoke(Process::Client(0), "write", json!(1)).at(5).completed(OpType::Info));
+        let s = Digest::of_history(&h).unwrap().stats();
+        assert_eq!((s.total.latency.count, s.total.latency.p99_ms), (0, None));
+        assert_eq!(s.ok_per_s, 0.0);
+        let json = serde_json::to_value(&s.total.latency).unwrap();
+        assert_eq!(json["p99_ms"], Value::Null, "null, not 0: {json}");
     }
 
     /// A fault started at 20 ms, then acks from node 1 at 20.5 ms and node 2 at 520 ms: the
@@ -441,7 +502,7 @@ mod tests {
         assert_eq!(w.load.during_per_s, 2.0);
         assert_eq!(w.load.before_per_s, Some(10.0), "the first call is at 0; its ack at 1 ms counts");
         assert_eq!(w.load.ratio, Some(0.2));
-        assert_eq!((w.load.latency.count, w.load.latency.p99_ms), (2, 100.0));
+        assert_eq!((w.load.latency.count, w.load.latency.p99_ms), (2, Some(100.0)));
     }
 
     #[test]

@@ -59,10 +59,19 @@ pub struct Side {
     pub runs: Vec<RunRef>,
     /// Median write gap after a fault over the runs.
     pub gap_ms: Option<Spread>,
-    /// p99 latency of every op over the runs.
+    /// p99 latency of the acknowledged ops over the runs.
     pub p99_ms: Option<Spread>,
-    /// Throughput over the runs.
+    /// Throughput over the runs: every completed op, whatever its outcome.
     pub throughput_per_s: Option<Spread>,
+    /// p99 latency of every op, whatever its outcome (timeouts included), over the runs.
+    #[serde(default)]
+    pub p99_all_ms: Option<Spread>,
+    /// Acknowledged ops per second over the runs: what the gate's throughput check compares.
+    #[serde(default)]
+    pub ok_per_s: Option<Spread>,
+    /// Faults after which writes never resumed, summed over the runs with figures.
+    #[serde(default)]
+    pub unrecovered_faults: Option<usize>,
 }
 
 /// One run.
@@ -74,6 +83,10 @@ pub struct RunRef {
     pub verdict: Option<Verdict>,
     /// Its report, relative to the gate's directory.
     pub report: Option<String>,
+    /// Whether its figures count: it decided (valid or invalid) and its record is whole (no
+    /// defects). A run that failed to start, or could not decide, measured nothing.
+    #[serde(default)]
+    pub figures: bool,
 }
 
 /// A figure over repeated runs.

@@ -272,7 +272,7 @@ pub fn gate(report: &GateReport) -> String {
                         h2 { "Baseline and candidate, configuration by configuration" }
                         p.muted { "Figures are median (min – max) over the runs that have them." }
                         table {
-                            (header_row(&["configuration", "build", "runs", "write gap (ms)", "p99 latency (ms)", "throughput (ops/s)"]))
+                            (header_row(&["configuration", "build", "runs", "write gap (ms)", "faults without writes after", "p99 latency, ok ops (ms)", "p99 latency, every op (ms)", "throughput, ok ops (ops/s)", "throughput, every op (ops/s)"]))
                             @for pair in &report.configs {
                                 (side_row(&pair.config, &pair.expect, "baseline", &pair.baseline))
                                 (side_row("", "", "candidate", &pair.candidate))
@@ -366,10 +366,10 @@ pub fn compare(a: &Compared, b: &Compared) -> String {
 type Figure = (&'static str, fn(&Results) -> String);
 const FIGURES: [Figure; 6] = [
     ("ops (ok / fail / info)", |r| format!("{} / {} / {}", r.stats.total.ok, r.stats.total.fail, r.stats.total.info)),
-    ("throughput (ok ops/s)", |r| format!("{:.0}", r.stats.throughput_per_s)),
+    ("throughput (ops/s: all / ok)", |r| format!("{:.0} / {:.0}", r.stats.throughput_per_s, r.stats.ok_per_s)),
     ("latency p50 / p99 / max (ms)", |r| {
         let l = &r.stats.total.latency;
-        format!("{:.1} / {:.1} / {:.1}", l.p50_ms, l.p99_ms, l.max_ms)
+        format!("{} / {} / {}", quantile(l.p50_ms, 1), quantile(l.p99_ms, 1), quantile(l.max_ms, 1))
     }),
     ("faults (recovered)", |r| format!("{} ({})", r.failover.faults, r.failover.recovered)),
     ("write gap median / max (ms)", |r| {
@@ -386,16 +386,27 @@ fn side_row(config: &str, expect: &str, build: &str, side: &Side) -> Markup {
             td { (build) }
             td {
                 @for run in &side.runs {
-                    @let shown = html! { "seed " (run.seed) ": " (run.verdict.map_or("not run".to_owned(), |v| v.to_string())) };
+                    @let shown = html! {
+                        "seed " (run.seed) ": " (run.verdict.map_or("not run".to_owned(), |v| v.to_string()))
+                        @if !run.figures { " " span.muted { "(no figures)" } }
+                    };
                     @match &run.report {
                         Some(href) => { a href=(href) { (shown) } br; }
                         None => { (shown) br; }
                     }
                 }
             }
-            td { (spread(side.gap_ms)) } td { (spread(side.p99_ms)) } td { (spread(side.throughput_per_s)) }
+            td { (spread(side.gap_ms)) }
+            td { @match side.unrecovered_faults { Some(n) => (n), None => span.muted { "-" } } }
+            td { (spread(side.p99_ms)) } td { (spread(side.p99_all_ms)) }
+            td { (spread(side.ok_per_s)) } td { (spread(side.throughput_per_s)) }
         }
     }
+}
+
+/// A latency quantile to `decimals` places, `-` where there was no sample to take it from.
+fn quantile(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
 fn spread(s: Option<Spread>) -> Markup {
@@ -630,10 +641,10 @@ fn operations(st: &Stats) -> Markup {
                 @let l = &o.latency;
                 tr {
                     td { (f) } td { (o.ok) } td { (o.fail) } td { (o.info) }
-                    td { (format!("{:.2} ms", l.p50_ms)) }
-                    td { (format!("{:.2} ms", l.p95_ms)) }
-                    td { (format!("{:.2} ms", l.p99_ms)) }
-                    td { (format!("{:.1} ms", l.max_ms)) }
+                    td { (quantile(l.p50_ms, 2)) " ms" }
+                    td { (quantile(l.p95_ms, 2)) " ms" }
+                    td { (quantile(l.p99_ms, 2)) " ms" }
+                    td { (quantile(l.max_ms, 1)) " ms" }
                 }
             }
         }
@@ -689,7 +700,7 @@ fn fault_row(number: usize, f: &FaultWindow) -> Markup {
             td { (format!("{:.2} s", f.start as f64 / 1e9)) }
             td { (healed) } td { (gap) }
             td { (throughput(&f.load)) }
-            td { (format!("{:.1} / {:.1} ms", f.load.latency.p50_ms, f.load.latency.p99_ms)) }
+            td { (quantile(f.load.latency.p50_ms, 1)) " / " (quantile(f.load.latency.p99_ms, 1)) " ms" }
             td { (leader) }
         }
     }

@@ -28,10 +28,18 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(out, "| {} | {} | {} |", c.name, c.verdict, c.summary.replace('|', "\\|"));
     }
     let s = &r.stats.total;
+    let q = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.1} ms"));
     let _ = writeln!(
         out,
-        "\nOps: {} ok, {} fail, {} info; {:.0} ops/s; ok latency p50 {:.1} ms, p99 {:.1} ms.",
-        s.ok, s.fail, s.info, r.stats.throughput_per_s, s.latency.p50_ms, s.latency.p99_ms
+        "\nOps: {} ok, {} fail, {} info; {:.0} ops/s ({:.0} ok); ok latency p50 {}, p99 {}; every op's p99 {}.",
+        s.ok,
+        s.fail,
+        s.info,
+        r.stats.throughput_per_s,
+        r.stats.ok_per_s,
+        q(s.latency.p50_ms),
+        q(s.latency.p99_ms),
+        q(s.latency_all.p99_ms)
     );
     if !r.faults.is_empty() {
         let _ = writeln!(

@@ -1,17 +1,21 @@
 //! `ordeal gate --baseline A --candidate B --suite FILE.toml`: is build B safe to ship after A?
 //!
-//! The suite runs against both builds (the same cases, the same seeds). The candidate fails the
-//! gate when any of its verdicts contradicts what the suite expects, or when, for a
-//! configuration expected valid, its median write gap, p99 latency or throughput over the seeds
+//! The suite runs against both builds (the same cases, the same seeds; a case that upgrades
+//! moves the nodes from the baseline to the build it runs for, see [`build_flags`]). The
+//! candidate fails the gate when any of its verdicts contradicts what the suite expects, or when,
+//! for a configuration expected valid, its median write gap, faults writes never resumed after,
+//! p99 latency (of acknowledged ops, and of every op) or acknowledged throughput over the seeds
 //! is worse than the baseline's beyond the suite's `[gate]` thresholds. The gate fails closed: a
-//! run that did not complete, did not decide or left no figures is not a pass. It writes
-//! `gate.json`, `gate.html` (both builds side by side, every run linked) and `junit.xml`.
+//! run that did not complete, did not decide or left no figures is not a pass, on either side,
+//! and neither is a gate without a single check. It writes `gate.json`, `gate.html` (both builds
+//! side by side, every run linked) and `junit.xml`.
 
 use super::suite::{self, CaseState, SuiteFile, SuiteState};
-use crate::cli::GateArgs;
+use crate::cli::{GateArgs, RunArgs};
 use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
+use ordeal_faults::{FaultSet, FaultSpec};
 use ordeal_reports::gate::{Check, ConfigPair, GateReport, RunRef, Side, Spread};
 use ordeal_reports::junit::{self, Case};
 use serde::{Deserialize, Serialize};
@@ -64,6 +68,16 @@ fn results(case: &CaseState) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// A run's results when its figures count: it decided (valid or invalid) and its record is whole.
+/// A run that failed to start, was cut short or could not decide measured nothing: its zero ops
+/// and empty quantiles would read as the fastest run there is.
+fn measured(case: &CaseState) -> Option<Value> {
+    let results = results(case)?;
+    let decided = matches!(results["verdict"].as_str(), Some("valid" | "invalid"));
+    let whole = results["defects"].as_array().is_some_and(Vec::is_empty);
+    (decided && whole).then_some(results)
+}
+
 /// `link` followed from `dir`, without the `..` steps.
 fn resolve(dir: &Path, link: &str) -> PathBuf {
     let mut out = PathBuf::new();
@@ -93,15 +107,32 @@ fn report_link(dir: &Path, case: &CaseState) -> Option<String> {
     case.run_dir.as_ref().map(|run| link(dir, &run.join("report.html")))
 }
 
-/// One build's runs of a configuration, with their figures' spread.
+/// One build's runs of a configuration, with the spread of the figures of those that count.
 fn side(dir: &Path, cases: &[&CaseState]) -> Side {
-    let runs: Vec<Value> = cases.iter().filter_map(|c| results(c)).collect();
-    let all = |f: fn(&Value) -> Option<f64>| Spread::of(runs.iter().filter_map(f).collect());
+    let runs: Vec<Option<Value>> = cases.iter().map(|c| measured(c)).collect();
+    let counted: Vec<&Value> = runs.iter().flatten().collect();
+    let all = |f: fn(&Value) -> Option<f64>| Spread::of(counted.iter().filter_map(|r| f(r)).collect());
+    let unrecovered = |r: &&Value| {
+        let failover = &r["failover"];
+        Some(failover["faults"].as_u64()?.saturating_sub(failover["recovered"].as_u64()?) as usize)
+    };
     Side {
-        runs: cases.iter().map(|c| RunRef { seed: c.seed, verdict: c.verdict, report: report_link(dir, c) }).collect(),
+        runs: cases
+            .iter()
+            .zip(&runs)
+            .map(|(c, r)| RunRef {
+                seed: c.seed,
+                verdict: c.verdict,
+                report: report_link(dir, c),
+                figures: r.is_some(),
+            })
+            .collect(),
         gap_ms: all(|r| r["failover"]["gap_ms_median"].as_f64()),
         p99_ms: all(|r| r["stats"]["total"]["latency"]["p99_ms"].as_f64()),
         throughput_per_s: all(|r| r["stats"]["throughput_per_s"].as_f64()),
+        p99_all_ms: all(|r| r["stats"]["total"]["latency_all"]["p99_ms"].as_f64()),
+        ok_per_s: all(|r| r["stats"]["ok_per_s"].as_f64()),
+        unrecovered_faults: if counted.is_empty() { None } else { counted.iter().map(unrecovered).sum() },
     }
 }
 
@@ -123,16 +154,40 @@ fn pairs(dir: &Path, baseline: &SuiteState, candidate: &SuiteState) -> Vec<Confi
 }
 
 /// Compares one figure: `worse(candidate, baseline)` says whether the candidate regressed. A
-/// figure the baseline has and the candidate lacks is missing evidence.
+/// figure one side lacks is missing evidence, whichever side it is: without the baseline's there
+/// is nothing to compare with.
 fn compare(name: String, base: Option<f64>, cand: Option<f64>, worse: impl Fn(f64, f64) -> bool) -> Option<Check> {
+    let show = |v: f64| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") };
     let (outcome, detail) = match (base, cand) {
         (None, None) => return None,
-        (Some(b), None) => (Verdict::Unknown, format!("baseline {b:.2}, candidate has no figure")),
-        (None, Some(c)) => (Verdict::Valid, format!("candidate {c:.2}, baseline has no figure")),
-        (Some(b), Some(c)) if worse(c, b) => (Verdict::Invalid, format!("candidate {c:.2} against baseline {b:.2}")),
-        (Some(b), Some(c)) => (Verdict::Valid, format!("candidate {c:.2} against baseline {b:.2}")),
+        (Some(b), None) => (Verdict::Unknown, format!("baseline {}, candidate has no figure", show(b))),
+        (None, Some(c)) => (Verdict::Unknown, format!("candidate {}, baseline has no figure", show(c))),
+        (Some(b), Some(c)) if worse(c, b) => {
+            (Verdict::Invalid, format!("candidate {} against baseline {}", show(c), show(b)))
+        }
+        (Some(b), Some(c)) => (Verdict::Valid, format!("candidate {} against baseline {}", show(c), show(b))),
     };
     Some(Check { name, outcome, detail, evidence: vec![] })
+}
+
+/// Undecided when a run of either build left no figures: the medians are then over fewer runs
+/// than the suite asked for, and the missing one may be the regression.
+fn missing_figures(config: &str, baseline: &Side, candidate: &Side) -> Option<Check> {
+    let missing: Vec<String> = [("baseline", baseline), ("candidate", candidate)]
+        .into_iter()
+        .flat_map(|(build, side)| {
+            side.runs.iter().filter(|r| !r.figures).map(move |r| format!("{build} seed {}", r.seed))
+        })
+        .collect();
+    (!missing.is_empty()).then(|| Check {
+        name: format!("figures: {config}"),
+        outcome: Verdict::Unknown,
+        detail: format!(
+            "no figures from {}: a run that failed, could not decide or is not whole measured nothing",
+            missing.join(", ")
+        ),
+        evidence: vec![],
+    })
 }
 
 /// What a run's checkers found: every invalid checker's summary (the log checker's names the
@@ -174,16 +229,28 @@ fn verdict_checks(dir: &Path, candidate: &SuiteState) -> Vec<Check> {
 /// The candidate's figures against the baseline's medians, per configuration expected valid.
 fn figure_checks(pairs: &[ConfigPair], t: &Thresholds) -> Vec<Check> {
     let median = |s: Option<Spread>| s.map(|s| s.median);
+    let count = |n: Option<usize>| n.map(|n| n as f64);
     let mut checks = Vec::new();
     for p in pairs.iter().filter(|p| p.expect == "valid") {
         let (b, c, config) = (&p.baseline, &p.candidate, &p.config);
+        checks.extend(missing_figures(config, b, c));
         checks.extend(compare(format!("write gap: {config}"), median(b.gap_ms), median(c.gap_ms), |c, b| {
             c > b * t.max_gap_ratio + t.gap_slack_ms
         }));
+        // The median gap is over the faults writes resumed after; one they never resumed after
+        // is no gap to take a median of, so the counts are compared on their own.
+        let (bu, cu) = (count(b.unrecovered_faults), count(c.unrecovered_faults));
+        checks.extend(compare(format!("faults without writes after: {config}"), bu, cu, |c, b| c > b));
         checks.extend(compare(format!("p99 latency: {config}"), median(b.p99_ms), median(c.p99_ms), |c, b| {
             c > b * t.max_p99_ratio + t.p99_slack_ms
         }));
-        let (bt, ct) = (median(b.throughput_per_s), median(c.throughput_per_s));
+        let (bp, cp) = (median(b.p99_all_ms), median(c.p99_all_ms));
+        checks.extend(compare(format!("p99 latency, every op: {config}"), bp, cp, |c, b| {
+            c > b * t.max_p99_ratio + t.p99_slack_ms
+        }));
+        // Acknowledged ops only: under a rate limit every op completes somehow, so the rate of
+        // completions stays at --rate however many the candidate refuses or times out.
+        let (bt, ct) = (median(b.ok_per_s), median(c.ok_per_s));
         checks.extend(compare(format!("throughput: {config}"), bt, ct, |c, b| c < b * t.min_throughput_ratio));
     }
     checks
@@ -196,11 +263,42 @@ fn binary(flag: &str, path: &Path) -> anyhow::Result<String> {
     Ok(std::path::absolute(path)?.display().to_string())
 }
 
-/// Runs the suite against one build, into `dir/ROLE`.
-fn run_build(args: &GateArgs, file: &SuiteFile, dir: &Path, role: &str, bin: String) -> anyhow::Result<SuiteState> {
+/// The flags that choose a case's builds. A case that upgrades (`--scenario rolling-upgrade`, or
+/// an upgrade fault) gets `--from BASELINE --to BUILD`: on the baseline's side the baseline is
+/// rolled onto itself (the reference: the same restarts, no new build), on the candidate's the
+/// baseline is rolled onto the candidate, the upgrade being shipped. Any other case gets
+/// `--broker BUILD`. A case that names a build itself is refused: the gate would otherwise run
+/// it on that build, not on the one it gates.
+fn build_flags(case: &CaseState, store: &Path, baseline: &str, build: &str) -> anyhow::Result<Vec<String>> {
+    let args = suite::run_args(case, store)?;
+    let named = [("--broker", args.broker.is_some()), ("--from", args.from.is_some()), ("--to", args.to.is_some())];
+    let named = named.into_iter().chain([("--test", args.test.is_some())]).find(|(_, set)| *set);
+    if let Some((flag, _)) = named {
+        return Err(BadInput(format!(
+            "case {:?} sets {flag}: the gate chooses every case's builds (--broker, or --from and --to for an \
+             upgrade); remove {flag} from the suite",
+            case.id
+        ))
+        .into());
+    }
+    let flags = if upgrades(&args) { vec!["--from", baseline, "--to", build] } else { vec!["--broker", build] };
+    Ok(flags.into_iter().map(String::from).collect())
+}
+
+/// Whether a case moves nodes from one build to another.
+fn upgrades(args: &RunArgs) -> bool {
+    let fault = |name: &str| FaultSet::parse(name).is_ok_and(|s| s.any(FaultSpec::is_upgrade));
+    args.scenario.as_deref() == Some("rolling-upgrade") || args.nemesis.split(',').map(str::trim).any(fault)
+}
+
+/// The suite's cases for one build (`role`), each with the flags that choose its builds.
+fn cases_for(args: &GateArgs, file: &SuiteFile, role: &str, baseline: &str, build: &str) -> anyhow::Result<SuiteState> {
     let name = format!("{}-{role}", suite::name(&args.suite, file));
-    let mut state = suite::new_state(name, &args.suite, file, args.quick, &["--broker".into(), bin]);
-    suite::run_all(&dir.join(role), &mut state, &args.store)?;
+    let mut state = suite::new_state(name, &args.suite, file, args.quick);
+    for case in &mut state.cases {
+        let flags = build_flags(case, &args.store, baseline, build)?;
+        case.args.extend(flags);
+    }
     Ok(state)
 }
 
@@ -208,11 +306,14 @@ fn run_build(args: &GateArgs, file: &SuiteFile, dir: &Path, role: &str, bin: Str
 pub fn gate(args: GateArgs) -> anyhow::Result<Outcome> {
     let file = suite::read(&args.suite)?;
     let (base_bin, cand_bin) = (binary("--baseline", &args.baseline)?, binary("--candidate", &args.candidate)?);
+    // Both builds' cases are settled before anything runs, so a bad case costs no run.
+    let mut baseline = cases_for(&args, &file, "baseline", &base_bin, &base_bin)?;
+    let mut candidate = cases_for(&args, &file, "candidate", &base_bin, &cand_bin)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let name = suite::name(&args.suite, &file);
     let dir = args.store.join("gates").join(&name).join(stamp);
-    let baseline = run_build(&args, &file, &dir, "baseline", base_bin)?;
-    let candidate = run_build(&args, &file, &dir, "candidate", cand_bin)?;
+    suite::run_all(&dir.join("baseline"), &mut baseline, &args.store)?;
+    suite::run_all(&dir.join("candidate"), &mut candidate, &args.store)?;
     let configs = pairs(&dir, &baseline, &candidate);
     let mut checks = verdict_checks(&dir, &candidate);
     checks.extend(figure_checks(&configs, &file.gate));
@@ -227,12 +328,13 @@ pub fn gate(args: GateArgs) -> anyhow::Result<Outcome> {
     Ok(summarize(&dir, &report))
 }
 
-/// Valid when every check passed, invalid when one failed, else unknown.
+/// Valid when every check passed, invalid when one failed, else unknown; no check at all is
+/// nothing vouched for, so unknown too.
 fn verdict(checks: &[Check]) -> Verdict {
     let worst = |v| checks.iter().any(|c| c.outcome == v);
     if worst(Verdict::Invalid) {
         Verdict::Invalid
-    } else if worst(Verdict::Unknown) {
+    } else if worst(Verdict::Unknown) || checks.is_empty() {
         Verdict::Unknown
     } else {
         Verdict::Valid
@@ -293,8 +395,100 @@ mod tests {
         let worse = |c: f64, b: f64| c > b * 1.5;
         assert!(compare("x".into(), None, None, worse).is_none());
         assert_eq!(compare("x".into(), Some(1.0), None, worse).unwrap().outcome, Verdict::Unknown);
+        let no_baseline = compare("x".into(), None, Some(1.0), worse).unwrap();
+        assert_eq!(no_baseline.outcome, Verdict::Unknown, "nothing to compare with is no pass: {no_baseline:?}");
         assert_eq!(compare("x".into(), Some(1.0), Some(1.4), worse).unwrap().outcome, Verdict::Valid);
         assert_eq!(compare("x".into(), Some(1.0), Some(1.6), worse).unwrap().outcome, Verdict::Invalid);
+    }
+
+    #[test]
+    fn no_check_is_no_pass() {
+        assert_eq!(verdict(&[]), Verdict::Unknown);
+    }
+
+    /// A run of one seed with figures: the gap median, unrecovered faults, p99 of the ok ops and
+    /// of every op, and acknowledged and completed ops per second.
+    fn figures(gap: f64, unrecovered: usize, p99: f64, p99_all: f64, ok: f64, all: f64) -> Side {
+        let one = |v: f64| Spread::of(vec![v]);
+        Side {
+            runs: vec![RunRef { seed: 1, verdict: Some(Verdict::Valid), report: None, figures: true }],
+            gap_ms: one(gap),
+            p99_ms: one(p99),
+            throughput_per_s: one(all),
+            p99_all_ms: one(p99_all),
+            ok_per_s: one(ok),
+            unrecovered_faults: Some(unrecovered),
+        }
+    }
+
+    /// The outcome of every figure check of one configuration, by the check's name up to `:`.
+    fn outcomes(baseline: Side, candidate: Side) -> Vec<(String, Verdict)> {
+        let pair = ConfigPair { config: "c".into(), expect: "valid".into(), baseline, candidate };
+        let checks = figure_checks(&[pair], &Thresholds::default());
+        checks.into_iter().map(|c| (c.name.trim_end_matches(": c").to_owned(), c.outcome)).collect()
+    }
+
+    fn outcome(of: &[(String, Verdict)], name: &str) -> Verdict {
+        of.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name} check in {of:?}")).1
+    }
+
+    #[test]
+    fn a_candidate_that_refuses_or_times_out_what_the_baseline_acknowledged_fails() {
+        let base = || figures(500.0, 0, 2.0, 3.0, 500.0, 500.0);
+        let same = outcomes(base(), base());
+        assert!(same.iter().all(|(_, v)| *v == Verdict::Valid), "{same:?}");
+        // Completed ops pinned to --rate on both sides; the candidate acknowledged half.
+        let refusing = outcomes(base(), figures(500.0, 0, 2.0, 3.0, 250.0, 500.0));
+        assert_eq!(outcome(&refusing, "throughput"), Verdict::Invalid, "{refusing:?}");
+        // Its acknowledged ops as fast as ever, but 2 % of its ops time out after 1 s.
+        let timing_out = outcomes(base(), figures(500.0, 0, 2.0, 1000.0, 490.0, 500.0));
+        assert_eq!(outcome(&timing_out, "p99 latency"), Verdict::Valid);
+        assert_eq!(outcome(&timing_out, "p99 latency, every op"), Verdict::Invalid, "{timing_out:?}");
+    }
+
+    #[test]
+    fn a_fault_writes_never_resumed_after_fails_the_gap_comparison() {
+        let of = outcomes(figures(500.0, 0, 2.0, 3.0, 500.0, 500.0), figures(500.0, 1, 2.0, 3.0, 500.0, 500.0));
+        assert_eq!(outcome(&of, "write gap"), Verdict::Valid, "the median of the gaps there were");
+        assert_eq!(outcome(&of, "faults without writes after"), Verdict::Invalid, "{of:?}");
+        let both = outcomes(figures(500.0, 1, 2.0, 3.0, 500.0, 500.0), figures(500.0, 1, 2.0, 3.0, 500.0, 500.0));
+        assert_eq!(outcome(&both, "faults without writes after"), Verdict::Valid, "the same schedule ends both");
+    }
+
+    #[test]
+    fn a_run_without_figures_leaves_the_comparison_undecided() {
+        let mut baseline = figures(500.0, 0, 2.0, 3.0, 500.0, 500.0);
+        baseline.runs.push(RunRef { seed: 2, verdict: Some(Verdict::Unknown), report: None, figures: false });
+        let of = outcomes(baseline, figures(500.0, 0, 2.0, 3.0, 500.0, 500.0));
+        assert_eq!(outcome(&of, "figures"), Verdict::Unknown, "{of:?}");
+        let empty =
+            Side { runs: vec![RunRef { seed: 1, verdict: None, report: None, figures: false }], ..Side::default() };
+        let of = outcomes(empty, figures(500.0, 0, 2.0, 3.0, 500.0, 500.0));
+        assert!(of.iter().all(|(_, v)| *v == Verdict::Unknown), "{of:?}");
+    }
+
+    /// A case of the suite with `args`.
+    fn case(args: &[&str]) -> CaseState {
+        serde_json::from_value(serde_json::json!({
+            "id": "e seed 1", "args": args, "expect": "valid", "verdict": null, "reason": null, "run_dir": null,
+            "elapsed_s": 0.0,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_upgrade_runs_from_the_baseline_and_a_case_that_names_a_build_is_refused() {
+        let flags = |args: &[&str], build| build_flags(&case(args), Path::new("s"), "/A", build);
+        assert_eq!(flags(&["--nemesis", "kill-leader"], "/B").unwrap(), ["--broker", "/B"]);
+        let upgrade = ["--scenario", "rolling-upgrade", "--nemesis", "kill-leader"];
+        assert_eq!(flags(&upgrade, "/B").unwrap(), ["--from", "/A", "--to", "/B"]);
+        assert_eq!(flags(&upgrade, "/A").unwrap(), ["--from", "/A", "--to", "/A"], "the baseline's reference");
+        assert_eq!(flags(&["--nemesis", "pause-follower,upgrade-kill"], "/B").unwrap(), ["--from", "/A", "--to", "/B"]);
+        for flag in ["--to", "--from", "--broker", "--test"] {
+            let err = flags(&["--scenario", "rolling-upgrade", flag, "/X"], "/B").unwrap_err();
+            assert_eq!(Outcome::from_error(&err), Outcome::BadInput, "{err:#}");
+            assert!(err.to_string().contains(&format!("sets {flag}: the gate chooses")), "{err:#}");
+        }
     }
 
     #[test]

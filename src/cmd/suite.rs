@@ -73,7 +73,8 @@ pub(super) struct CaseState {
     /// `ENTRY [FLAG=VALUE ...]`: the configuration, shared by the case's seeds.
     #[serde(default)]
     pub(super) config: String,
-    args: Vec<String>,
+    /// The `ordeal run` flags of the case.
+    pub(super) args: Vec<String>,
     pub(super) expect: Expect,
     /// `valid`, `invalid` or `unknown`, once run.
     pub(super) verdict: Option<Verdict>,
@@ -136,12 +137,28 @@ pub(super) fn read(path: &Path) -> anyhow::Result<SuiteFile> {
     if file.entries.is_empty() {
         return Err(bad(format!("{}: no [[entry]]", path.display())));
     }
+    for entry in &file.entries {
+        entry.check_not_empty().map_err(|e| bad(format!("{}: entry {:?}: {e}", path.display(), entry.name)))?;
+    }
     Ok(file)
 }
 
-/// Every case of the suite, in order: entries, then matrix combinations, then seeds; `extra`
-/// flags go last (the gate's `--broker BIN`).
-fn expand(file: &SuiteFile, quick: bool, extra: &[String]) -> Vec<CaseState> {
+impl Entry {
+    /// An entry multiplies its matrix's lists and its seeds: one empty list and it runs no case,
+    /// which would pass whatever it was meant to show.
+    fn check_not_empty(&self) -> Result<(), String> {
+        if self.seeds.is_empty() {
+            return Err("seeds = []: the entry would run no case".into());
+        }
+        match self.matrix.iter().find(|(_, values)| values.is_empty()) {
+            Some((flag, _)) => Err(format!("matrix {flag} = []: the entry would run no case")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every case of the suite, in order: entries, then matrix combinations, then seeds.
+fn expand(file: &SuiteFile, quick: bool) -> Vec<CaseState> {
     let mut cases = Vec::new();
     for entry in &file.entries {
         let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
@@ -164,7 +181,6 @@ fn expand(file: &SuiteFile, quick: bool, extra: &[String]) -> Vec<CaseState> {
                 args.extend(entry.args.iter().cloned());
                 args.extend(combo.iter().flat_map(|(f, v)| [format!("--{f}"), v.clone()]));
                 args.extend(["--seed".into(), seed.to_string()]);
-                args.extend(extra.iter().cloned());
                 let shown: Vec<String> = combo.iter().map(|(f, v)| format!("{f}={v}")).collect();
                 let config = format!("{}{}{}", entry.name, if shown.is_empty() { "" } else { " " }, shown.join(" "));
                 cases.push(CaseState {
@@ -186,7 +202,7 @@ fn expand(file: &SuiteFile, quick: bool, extra: &[String]) -> Vec<CaseState> {
 }
 
 /// The flags of one case, parsed as `ordeal run` would parse them.
-fn run_args(case: &CaseState, store: &Path) -> anyhow::Result<RunArgs> {
+pub(super) fn run_args(case: &CaseState, store: &Path) -> anyhow::Result<RunArgs> {
     let mut argv: Vec<String> = vec!["ordeal".into(), "run".into()];
     argv.extend(case.args.iter().cloned());
     argv.extend(["--store".into(), store.display().to_string(), "--no-progress".into()]);
@@ -246,12 +262,12 @@ fn start(args: &SuiteArgs, file: &SuiteFile) -> anyhow::Result<(PathBuf, SuiteSt
         return Ok((dir.clone(), state));
     }
     let dir = args.store.join("suites").join(&name).join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
-    Ok((dir, new_state(name, &args.file, file, args.quick, &[])))
+    Ok((dir, new_state(name, &args.file, file, args.quick)))
 }
 
 /// A suite's state before any run.
-pub(super) fn new_state(name: String, path: &Path, file: &SuiteFile, quick: bool, extra: &[String]) -> SuiteState {
-    SuiteState { name, file: path.to_path_buf(), quick, cases: expand(file, quick, extra) }
+pub(super) fn new_state(name: String, path: &Path, file: &SuiteFile, quick: bool) -> SuiteState {
+    SuiteState { name, file: path.to_path_buf(), quick, cases: expand(file, quick) }
 }
 
 /// The suite's name: the file's, or its stem.
@@ -303,7 +319,8 @@ pub(super) fn run_all(dir: &Path, state: &mut SuiteState, store: &Path) -> anyho
 }
 
 /// Prints the outcome; exit 0 when every verdict matched, 1 when one contradicts what was
-/// expected, 2 when the only misses are runs that could not decide.
+/// expected, 2 when the only misses are runs that could not decide, or when there was no run at
+/// all (a `suite.json` without cases, resumed): nothing ran, so nothing passed.
 fn summarize(dir: &Path, state: &SuiteState) -> Outcome {
     let passed = state.cases.iter().filter(|c| c.passed()).count();
     let undecided =
@@ -316,6 +333,7 @@ fn summarize(dir: &Path, state: &SuiteState) -> Outcome {
     );
     say!("  index: {}", dir.join("suite.json").display());
     match (wrong, undecided) {
+        _ if state.cases.is_empty() => Outcome::Unknown,
         (0, 0) => Outcome::Valid,
         (0, _) => Outcome::Unknown,
         _ => Outcome::Invalid,
