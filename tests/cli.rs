@@ -171,6 +171,13 @@ fn issue_17_check_never_passes_a_broken_history() {
     let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let cases = [
         ("empty", Vec::new(), 2, "unknown: the history holds no op"),
+        (
+            "unacknowledged",
+            format!("{write}\n{}\n", write.replace(r#""index":0"#, r#""index":1"#).replace("invoke", "info"))
+                .into_bytes(),
+            2,
+            "no op of the history succeeded",
+        ),
         ("garbage", format!("{write}\nnot an op\n").into_bytes(), 254, "garbage.jsonl:2: column"),
         ("truncated", format!("{write}\n{{\"index\":1,\"ti").into_bytes(), 254, "truncated last line"),
         ("random", random, 254, "random.jsonl"),

@@ -260,3 +260,23 @@ fn a_run_with_fault_rounds_whose_nemesis_failed_is_not_valid() {
     assert_eq!(results["defects"][0]["kind"], "faults-failed", "{results}");
     assert!(results["reason"].as_str().unwrap().contains("the time limit came after 1 of 4 faults"), "{results}");
 }
+
+#[test]
+fn a_run_in_which_nothing_succeeded_or_a_final_read_never_did_is_not_valid() {
+    let text = |lines: &[String]| (lines.join("\n") + "\n").into_bytes();
+    // Every op was refused: a system that commits nothing verifies nothing.
+    let refused: Vec<String> = register_history(1)
+        .iter()
+        .map(|l| {
+            let mut op: serde_json::Value = serde_json::from_str(l).unwrap();
+            if op["type"] == "ok" {
+                (op["type"], op["value"]["value"]) = ("fail".into(), serde_json::Value::Null);
+            }
+            op.to_string()
+        })
+        .collect();
+    check(&text(&refused), Some(finished(4)), 2, "nothing-acknowledged", "every op was refused");
+    let mut unread = finished(4);
+    unread["final_reads_complete"] = false.into();
+    check(&text(&register_history(1)), Some(unread), 2, "final-reads-incomplete", "no final read succeeded");
+}

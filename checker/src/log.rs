@@ -15,7 +15,7 @@ use crate::Verdict;
 use ordeal_history::{History, HistoryError, OpType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One anomalous record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,11 +109,19 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
     // partition -> value -> (acked offset, invoke index); and values appended with unknown outcome
     let mut acked: BTreeMap<String, Vec<(Value, u64, u64)>> = BTreeMap::new();
     let mut attempted: HashMap<String, HashSet<String>> = HashMap::new();
+    // Every partition anything was appended to, failed appends too: a record the system said it
+    // did not write is only shown unexpected by that partition's final read.
+    let mut appended_to: BTreeSet<String> = BTreeSet::new();
     let mut finals: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    // Per partition, why its longest final read is not the whole log, if it is not.
+    let mut short: BTreeMap<String, Option<String>> = BTreeMap::new();
     for pair in history.pairs()? {
         let invoke = &ops[pair.invoke];
         if !invoke.is_client() {
             continue;
+        }
+        if matches!(invoke.f.as_str(), "append" | "produce" | "send") {
+            appended_to.extend(key(&invoke.value));
         }
         let Some(c) = pair.completion.map(|c| &ops[c]) else {
             if matches!(invoke.f.as_str(), "append" | "produce" | "send") {
@@ -140,7 +148,11 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
                 if c.kind == OpType::Ok && invoke.value.get("final") == Some(&Value::Bool(true)) =>
             {
                 if let (Some(k), Some(values)) = (key(&invoke.value), c.value.get("values").and_then(Value::as_array)) {
-                    finals.insert(k, values.clone());
+                    let longest = finals.get(&k).is_none_or(|seen| seen.len() < values.len());
+                    if longest {
+                        short.insert(k.clone(), stopped_short(&k, &c.value, values.len()));
+                        finals.insert(k, values.clone());
+                    }
                 }
             }
             _ => {}
@@ -157,7 +169,7 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
         unexpected: vec![],
         reason: None,
     };
-    let missing: Vec<&String> = acked.keys().filter(|k| !finals.contains_key(*k)).collect();
+    let missing: Vec<&String> = appended_to.iter().filter(|k| !finals.contains_key(*k)).collect();
     for (partition, values) in &finals {
         let mut positions: HashMap<String, Vec<u64>> = HashMap::new();
         for (offset, v) in values.iter().enumerate() {
@@ -208,9 +220,24 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
         report.verdict = Verdict::Invalid;
     } else if !missing.is_empty() {
         report.verdict = Verdict::Unknown;
-        report.reason = Some(format!("no final read of partition(s) {missing:?}, which have acknowledged records"));
+        report.reason = Some(format!("no final read of partition(s) {missing:?}, which were appended to"));
+    } else if short.values().any(Option::is_some) {
+        report.verdict = Verdict::Unknown;
+        report.reason = Some(short.into_values().flatten().collect::<Vec<_>>().join("; "));
+    } else if report.acknowledged == 0 {
+        report.verdict = Verdict::Unknown;
+        report.reason = Some("no append was acknowledged, so no record's fate was checked".into());
     }
     Ok(report)
+}
+
+/// Why a final read of partition `key` that returned `read` records from `from` is not the whole
+/// log: it stopped below the high watermark it reported (`hw`), so its tail went unchecked.
+fn stopped_short(key: &str, value: &Value, read: usize) -> Option<String> {
+    let from = value.get("from").and_then(Value::as_u64).unwrap_or(0);
+    let hw = value.get("hw").and_then(Value::as_u64)?;
+    (from + (read as u64) < hw)
+        .then(|| format!("the final read of partition {key} stopped at {} of high watermark {hw}", from + read as u64))
 }
 
 #[cfg(test)]
@@ -273,5 +300,48 @@ mod tests {
         let mut missing = History::new();
         append(&mut missing, 1, 10, Some(0));
         assert_eq!(check(&missing).unwrap().verdict, Verdict::Unknown);
+    }
+
+    /// A final read whose completion says `values` from 0 below high watermark `hw`.
+    fn final_read_below(h: &mut History, values: Vec<i64>, hw: u64) {
+        h.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
+        let read = json!({"key": "t-0", "from": 0, "values": values, "hw": hw});
+        h.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+    }
+
+    #[test]
+    fn missing_evidence_is_unknown_not_valid() {
+        // Every append failed or timed out: nothing acknowledged, nothing checked.
+        let mut none = History::new();
+        append(&mut none, 1, 10, None);
+        final_read(&mut none, vec![10]);
+        let r = check(&none).unwrap();
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Unknown, Some("no append was acknowledged, so no record's fate was checked"))
+        );
+        // A partition appended to only by a failed append, and never read back at the end.
+        let mut unread = History::new();
+        append(&mut unread, 1, 10, Some(0));
+        final_read(&mut unread, vec![10]);
+        unread.push(Op::invoke(Process::Client(2), "append", json!({"key": "t-1", "value": 11})));
+        unread
+            .push(Op::invoke(Process::Client(2), "append", json!({"key": "t-1", "value": 11})).completed(OpType::Fail));
+        let r = check(&unread).unwrap();
+        assert_eq!(r.verdict, Verdict::Unknown, "{r:?}");
+        assert!(r.summary().contains(r#"no final read of partition(s) ["t-1"]"#), "{}", r.summary());
+        // A final read that stopped below its high watermark hides its tail (a duplicate here).
+        let mut short = History::new();
+        append(&mut short, 1, 10, Some(0));
+        append(&mut short, 2, 11, None);
+        final_read_below(&mut short, vec![10], 2);
+        let r = check(&short).unwrap();
+        assert_eq!(r.verdict, Verdict::Unknown, "{r:?}");
+        assert!(r.summary().contains("stopped at 1 of high watermark 2"), "{}", r.summary());
+        // Of several final reads of one partition, the longest is checked.
+        final_read(&mut short, vec![10, 11]);
+        assert_eq!(check(&short).unwrap().verdict, Verdict::Valid);
+        final_read(&mut short, vec![10, 11, 11]);
+        assert_eq!(check(&short).unwrap().verdict, Verdict::Invalid);
     }
 }

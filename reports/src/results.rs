@@ -125,6 +125,12 @@ pub enum Defect {
     /// A run with fault rounds (`--fault-rounds`) whose nemesis failed: the faults it set out to
     /// run did not all run.
     FaultsFailed(String),
+    /// Client ops were invoked but none succeeded: a system that commits nothing (or a harness
+    /// pointed at nothing) verifies nothing.
+    NothingAcknowledged,
+    /// A final read never succeeded, so what it would have shown (lost or unexpected records, a
+    /// lost last write) went unchecked.
+    FinalReadsIncomplete,
 }
 
 impl std::fmt::Display for Defect {
@@ -138,6 +144,8 @@ impl std::fmt::Display for Defect {
             Defect::Unhealed(m) => write!(f, "the cluster did not heal: {m}"),
             Defect::HarnessFailed(m) => write!(f, "the run did not complete: {m}"),
             Defect::FaultsFailed(m) => write!(f, "the faults the run set out to run did not all run: {m}"),
+            Defect::NothingAcknowledged => f.write_str("no client op succeeded"),
+            Defect::FinalReadsIncomplete => f.write_str("a final read never succeeded"),
         }
     }
 }
@@ -170,13 +178,13 @@ fn ops(path: &Path) -> Result<(impl Iterator<Item = Op>, StreamError), ReportErr
 }
 
 /// Everything that keeps the record from supporting a verdict of valid: how the history's
-/// stream ended after `read` ops, whether it holds any client op, and how the run went (a run
-/// with fault `rounds` promised that every fault ran).
+/// stream ended after `read` ops, how many client ops it holds and how many succeeded, and how
+/// the run went (a run with fault `rounds` promised that every fault ran).
 fn defects(
     shown: &Path,
     stream: Option<jsonl::Error>,
     read: u64,
-    clients: usize,
+    (clients, acked): (usize, usize),
     run: Option<&RunInfo>,
     rounds: bool,
 ) -> Vec<Defect> {
@@ -193,6 +201,8 @@ fn defects(
     }
     if clients == 0 {
         out.push(Defect::Empty);
+    } else if acked == 0 {
+        out.push(Defect::NothingAcknowledged);
     }
     let Some(run) = run else {
         out.push(Defect::Unfinished);
@@ -206,6 +216,10 @@ fn defects(
     }
     if let Some(e) = &run.harness_error {
         out.push(Defect::HarnessFailed(e.clone()));
+    }
+    // An interrupted or unhealed run skips its final reads, and says so already.
+    if !run.final_reads_complete && !run.interrupted && run.heal_error.is_none() {
+        out.push(Defect::FinalReadsIncomplete);
     }
     if rounds && !run.nemesis_errors.is_empty() {
         out.push(Defect::FaultsFailed(run.nemesis_errors.join("; ")));
@@ -237,8 +251,9 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
     let checkers = checking.finish().map_err(|e| ReportError::file(&path, e))?;
     let stream_error = stream_error.borrow_mut().take();
     let history_warning = stream_error.as_ref().map(|e| format!("{}: {e}", path.display()));
-    let defects = defects(&path, stream_error, read, digest.spans.len(), run.as_ref(), test.fault_rounds.is_some());
     let stats = digest.stats();
+    let clients = (digest.spans.len(), stats.total.ok);
+    let defects = defects(&path, stream_error, read, clients, run.as_ref(), test.fault_rounds.is_some());
     let faults = digest.fault_windows(writes);
     let mut gaps: Vec<f64> = faults.iter().filter_map(|f| f.gap_ms).collect();
     gaps.sort_by(f64::total_cmp);

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use ordeal_checker::Verdict;
 use ordeal_checker::formats::{self, Format};
 use ordeal_checker::linear::{self, Method, Methods, Options, Report, Undecided};
+use ordeal_history::OpType;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -79,10 +80,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         let mut bad_line = None;
         let mut ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
         let mut read = Duration::ZERO;
+        let mut acked = 0usize;
         let timed = std::iter::from_fn(|| {
             let started = Instant::now();
             let op = ops.next();
             read += started.elapsed();
+            acked += op.as_ref().is_some_and(|o| o.is_client() && o.kind == OpType::Ok) as usize;
             op
         });
         let checked = linear::check_by_name(&model, &init, timed, &opts);
@@ -93,7 +96,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             continue;
         }
         let report = match checked {
-            Ok(r) => fail_closed_on_empty(r),
+            Ok(r) => fail_closed_on_empty(r, acked),
             Err(e) => {
                 eprintln!("ordeal: error: {}: {e}", file.display());
                 unreadable = true;
@@ -134,11 +137,17 @@ fn known_model(model: &str) -> Result<(), BadInput> {
     }
 }
 
-/// A history without a single op verifies nothing: unknown, never valid.
-fn fail_closed_on_empty(mut report: Report) -> Report {
-    if report.ops == 0 && report.verdict == Verdict::Valid {
+/// A history without a single op, or without one that succeeded (`acked`), verifies nothing:
+/// unknown, never valid.
+fn fail_closed_on_empty(mut report: Report, acked: usize) -> Report {
+    let reason = match (report.ops, acked) {
+        (0, _) => "the history holds no op",
+        (_, 0) => "no op of the history succeeded",
+        _ => return report,
+    };
+    if report.verdict == Verdict::Valid {
         report.verdict = Verdict::Unknown;
-        report.undecided.push(Undecided { partition: None, ops: 0, reason: "the history holds no op".into() });
+        report.undecided.push(Undecided { partition: None, ops: report.ops, reason: reason.into() });
     }
     report
 }

@@ -507,6 +507,20 @@ impl Broker {
                     node = a.node;
                     let n = a.value.records.len();
                     values.extend(a.value.records.iter().map(|r| int(&r.value)));
+                    if whole && n == 0 && from + (values.len() as u64) < hw {
+                        // A final read is the whole log or nothing: a short one would hide its
+                        // tail from the checks. A read changes nothing, so it definitely failed.
+                        let error = format!(
+                            "partition {p}: no records at {} below high watermark {hw}",
+                            from + values.len() as u64
+                        );
+                        return Completion {
+                            kind: OpType::Fail,
+                            value: Value::Null,
+                            error: Some(error),
+                            node: Some(node),
+                        };
+                    }
                     if !whole || n == 0 || from + values.len() as u64 >= hw {
                         break;
                     }
