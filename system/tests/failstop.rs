@@ -230,6 +230,22 @@ fn snapshot_header(version: u32, from: u64, to: u64, index: u64, term: u64) -> S
     }
 }
 
+/// The pairs of a format 1 snapshot stream, in one chunk, of a group at applied index `applied`
+/// with the empty configuration [`snapshot_header`] names and one record.
+fn snapshot_pairs(applied: u64) -> SnapshotChunk {
+    SnapshotChunk {
+        keys: vec![
+            keys::applied(0).to_vec().into(),
+            keys::conf_state(0).to_vec().into(),
+            keys::state(0, b'K', &[b"old"]).into(),
+        ],
+        values: vec![applied.to_be_bytes().to_vec().into(), Default::default(), b"1".to_vec().into()],
+        done: true,
+        total_pairs: 3,
+        ..Default::default()
+    }
+}
+
 /// The files in `node`'s directory of received snapshots.
 fn received_files(spec: &ClusterSpec, node: u64) -> Vec<std::ffi::OsString> {
     let dir = ordeal_system::snapshot::incoming_dir(&spec.node(node).unwrap().data_dir);
@@ -255,14 +271,17 @@ async fn snapshot_streams_that_break_off_or_are_not_needed_leave_no_file() {
     assert!(err.message().contains("ended before its last chunk"), "{err}");
     assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a partial file was left");
 
-    // A whole stream (format 1: the pairs) of a snapshot at index 1, which the follower applied.
-    let pairs = SnapshotChunk {
-        keys: vec![keys::applied(0).to_vec().into(), keys::state(0, b'K', &[b"old"]).into()],
-        values: vec![1u64.to_be_bytes().to_vec().into(), b"1".to_vec().into()],
-        done: true,
-        total_pairs: 2,
-        ..Default::default()
-    };
+    // A whole stream (format 1: the pairs) whose pairs record index 1 under a header of index 2:
+    // refused, and its file removed.
+    let pairs = snapshot_pairs(1);
+    let err =
+        stream_snapshot(spec, leader, follower, vec![snapshot_header(1, leader, follower, 2, term), pairs.clone()])
+            .await
+            .unwrap_err();
+    assert!(err.message().contains("applied index 1 is not the header's snapshot index 2"), "{err}");
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a refused file was left");
+
+    // A whole stream of a snapshot at index 1, which the follower applied.
     stream_snapshot(spec, leader, follower, vec![snapshot_header(1, leader, follower, 1, term), pairs]).await.unwrap();
     wait_for(Duration::from_secs(30), "the follower to drop the snapshot it does not need", || async {
         received_files(spec, follower).is_empty().then_some(())
