@@ -22,8 +22,10 @@
 //! (or, on the disk, written out and dropped from the page cache) a chunk at a time
 //! ([`DropBehind`]).
 //!
-//! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written around the page
-//! cache where the file system allows ([`Sink`]), then synced, then checked ([`check_written`]):
+//! Receiving ([`receive`]): a node takes [`MAX_INCOMING_STREAMS`] at once ([`StreamSlots`]), each
+//! with [`RECEIVE_QUEUED`] chunks queued at most; the bytes go into a file under `snap-in/`,
+//! written around the page cache where the file system allows ([`Sink`]), then synced, then
+//! checked ([`check_written`]):
 //! its bytes against the CRC-32 the sender's last chunk carries, its structure and its first and
 //! last keys; from an older sender, without a CRC, every block and every key; either way, that the
 //! applied index and configuration it records are the stream header's ([`FileMeta`]). Only then
@@ -83,9 +85,26 @@ const WIRE_VERSION: u32 = 1;
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// Read-ahead of the sequential scans of a snapshot (making it, checking it).
 const READAHEAD_BYTES: usize = 4 * 1024 * 1024;
-/// Chunks queued between the file and the network, on either side: 16 MB, also what an in-memory
-/// file may hold ahead of its sender.
+/// Chunks queued between the file and the network on the sending side: 16 MB, also what an
+/// in-memory file may hold ahead of its sender.
 const CHUNKS_QUEUED: usize = 16;
+/// Chunks queued between the network and the file's writer on the receiving side. The sender's
+/// chunks are 1 MB, but a peer's message may be as large as the port decodes
+/// ([`crate::transport::MAX_PEER_MESSAGE_BYTES`]), so what a stream holds is this many messages,
+/// one being written and one being decoded: 4 MB from a well-behaved sender. The writer seldom
+/// waits for the disk longer than the HTTP/2 window (8 MB) takes to arrive, so a deeper queue
+/// would only hold more of a misbehaving sender's bytes.
+const RECEIVE_QUEUED: usize = 2;
+/// Incoming snapshot streams a node receives at once ([`StreamSlots`]). A group's leader sends a
+/// peer one snapshot at a time; two leave room for a second group, or for a leader's retry while
+/// the stream it gave up on still ends here. Each costs a file being written and up to
+/// [`RECEIVE_QUEUED`] + 2 messages of memory.
+pub const MAX_INCOMING_STREAMS: usize = 2;
+/// How long a sender whose stream was refused because its receiver takes no more streams
+/// ([`StreamSlots`]) waits before raft hears of the failure: until then raft keeps the peer in
+/// its snapshot state and sends it nothing, and then makes a new snapshot and tries again.
+/// Without the wait the retry comes with the next heartbeat, and so does a new file.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest wait for one chunk to move (either side), and for connecting.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a sender waits for more of a file that is still being written before it looks again.
@@ -644,6 +663,9 @@ pub fn spawn_send(ctx: SendContext, group: u32, msg: Message) {
             Err(e) => {
                 ctx.metrics.snapshots_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(to, group, "snapshot not sent: {e}");
+                if let NotSent::Busy(_) = e {
+                    tokio::time::sleep(BUSY_RETRY_AFTER).await;
+                }
                 false
             }
         };
@@ -671,8 +693,34 @@ fn transfers() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Why a snapshot was not sent.
+#[derive(Debug, thiserror::Error)]
+enum NotSent {
+    /// The receiver takes no more streams at the moment ([`StreamSlots`]).
+    #[error("the receiver is busy: {0}")]
+    Busy(String),
+    /// Anything else: connecting, the file, the stream, the receiver's checks.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for NotSent {
+    fn from(what: String) -> NotSent {
+        NotSent::Failed(what)
+    }
+}
+
+impl From<Status> for NotSent {
+    fn from(status: Status) -> NotSent {
+        match status.code() {
+            tonic::Code::ResourceExhausted => NotSent::Busy(status.message().to_string()),
+            code => NotSent::Failed(format!("{code}: {}", status.message())),
+        }
+    }
+}
+
 /// Streams the file to the peer; returns its length.
-async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> Result<u64, String> {
+async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> Result<u64, NotSent> {
     // The receiver names its own file; the sender's path means nothing there.
     msg.mut_snapshot().data = Bytes::new();
     let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
@@ -711,12 +759,12 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
     let mut client = RaftClient::new(channel).max_encoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES);
     // A failed call returns at once (dropping the queue ends the reader): raft must hear of the
     // failure now.
-    let sent = client.snapshot(ReceiverStream::new(rx)).await.map_err(|s| format!("{}: {}", s.code(), s.message()));
+    let sent = client.snapshot(ReceiverStream::new(rx)).await;
     if sent.is_err() {
         reader.abort();
     }
     sent?;
-    reader.await.map_err(|e| e.to_string())?
+    Ok(reader.await.map_err(|e| e.to_string())??)
 }
 
 /// Reads the file into chunks, the last one `done` with the file's length; returns the length.
@@ -836,6 +884,50 @@ pub struct Inbox {
     pub metrics: Arc<Metrics>,
     /// The newest stream format this node reads (its release's, which `--emulate-version` sets).
     pub snapshot_max: u32,
+    /// Room for the streams it receives at once.
+    pub streams: StreamSlots,
+}
+
+/// Room for [`MAX_INCOMING_STREAMS`] incoming snapshot streams at once (per node: every group's
+/// streams share it). A stream over the cap is refused before anything of it is read, with
+/// RESOURCE_EXHAUSTED, which its sender takes as a sign to wait ([`BUSY_RETRY_AFTER`]) and try
+/// again.
+#[derive(Clone)]
+pub struct StreamSlots {
+    free: Arc<tokio::sync::Semaphore>,
+    cap: usize,
+}
+
+impl Default for StreamSlots {
+    fn default() -> StreamSlots {
+        StreamSlots::new(MAX_INCOMING_STREAMS)
+    }
+}
+
+impl StreamSlots {
+    fn new(cap: usize) -> StreamSlots {
+        StreamSlots { free: Arc::new(tokio::sync::Semaphore::new(cap)), cap }
+    }
+
+    /// A slot for one stream, held while it is received, or the status that refuses it.
+    fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.free.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node is receiving {} snapshot streams, as many as it takes at once; try again later",
+                self.cap
+            ))
+        })
+    }
+}
+
+impl Inbox {
+    /// A slot for one more stream, or its refusal, counted and logged.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.take().inspect_err(|refused| {
+            self.metrics.snapshot_streams_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("a snapshot stream refused: {}", refused.message());
+        })
+    }
 }
 
 /// What arrived: bytes of keys and values, and of the file they came in.
@@ -855,6 +947,9 @@ pub async fn receive(
     sender: &crate::peer_auth::Sender,
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
+    // Held until the stream and its writer are done: what one stream holds is bounded, and how
+    // many streams hold it is bounded here.
+    let _slot = inbox.admit()?;
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
     if first.wire_version == 0 || first.wire_version > crate::version::Release::current().wire_max {
         return Err(Status::failed_precondition(format!(
@@ -883,7 +978,7 @@ pub async fn receive(
     let stream_no = STREAMS.fetch_add(1, Ordering::Relaxed);
     let name = format!("g{}-{}-{}-{}-{stream_no}.sst", first.group, meta.index, meta.term, msg.from);
     let path = inbox.dir.join(name);
-    let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
+    let (tx, rx) = mpsc::channel(RECEIVE_QUEUED);
     let (g, tmp, version) = (first.group, path.with_extension("tmp"), first.snapshot_version);
     let (writing, expected) = (tmp.clone(), meta.clone());
     let writer = transfers().spawn_blocking(move || match version {
@@ -2006,6 +2101,19 @@ mod tests {
         drop(tx);
         let err = write_pairs(&dir.path().join("pairs.sst"), 0, &header(), rx).unwrap_err();
         assert!(err.contains("applied index 9 is not the header's snapshot index 7"), "{err}");
+    }
+
+    #[test]
+    fn streams_over_the_cap_are_refused_until_one_ends_and_their_senders_wait() {
+        let slots = StreamSlots::new(2);
+        let (first, _second) = (slots.take().unwrap(), slots.take().unwrap());
+        let refused = slots.take().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("receiving 2 snapshot streams"), "{}", refused.message());
+        assert!(matches!(NotSent::from(refused), NotSent::Busy(_)), "its sender waits before raft hears");
+        drop(first);
+        assert!(slots.take().is_ok(), "a stream that ends frees its slot");
+        assert!(matches!(NotSent::from(Status::invalid_argument("bad file")), NotSent::Failed(_)));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use ordeal_system::storage::keys;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// A raft message of `kind` from `from` to `to` at `term`, tweaked by `f`.
@@ -288,4 +289,55 @@ async fn snapshot_streams_that_break_off_or_are_not_needed_leave_no_file() {
     })
     .await;
     client.put(b"k", b"after").await.unwrap();
+}
+
+/// A node receives at most `MAX_INCOMING_STREAMS` snapshot streams at once: one more is refused
+/// at once (RESOURCE_EXHAUSTED, which its sender takes as a sign to wait and try again), before
+/// anything of it is written, and counted; once the streams end, it takes one again. Without the
+/// cap a peer could open streams without end, each holding a file and its queued chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_streams_over_the_cap_are_refused_at_once_and_leave_no_file() {
+    let cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let follower = *cluster.procs.keys().find(|id| **id != leader).unwrap();
+    let term = client.status(leader).await.unwrap().groups[0].term;
+    let spec = &cluster.spec;
+    let cap = ordeal_system::snapshot::MAX_INCOMING_STREAMS;
+    let header = || snapshot_header(2, leader, follower, 1 << 20, term);
+
+    // Streams that send their header and then wait, holding their slots.
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(header()).await.unwrap();
+        let mut raft = raft_client(spec, Some(&credentials(spec, leader)), follower).await.unwrap();
+        let call = tokio::spawn(async move { raft.snapshot(ReceiverStream::new(rx)).await.map(|_| ()) });
+        open.push((tx, call));
+    }
+    wait_for(Duration::from_secs(30), "the open streams' files", || async {
+        (received_files(spec, follower).len() == cap).then_some(())
+    })
+    .await;
+
+    let whole =
+        SnapshotChunk { data: vec![7u8; 1 << 20].into(), total_bytes: 1 << 20, done: true, ..Default::default() };
+    let err = stream_snapshot(spec, leader, follower, vec![header(), whole.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("as many as it takes at once"), "{err}");
+    assert_eq!(received_files(spec, follower).len(), cap, "the refused stream wrote nothing");
+    let m = metrics(spec.node(follower).unwrap().http).await;
+    assert_eq!(counter(&m, "ordeal_snapshot_streams_refused_total"), 1, "{m}");
+
+    // The open streams end early: their files and their slots go.
+    for (tx, call) in open {
+        drop(tx);
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.message().contains("ended before its last chunk"), "{err}");
+    }
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a partial file was left");
+    // A stream is taken again, and refused for what it holds (not an SST file), not for the cap.
+    let err = stream_snapshot(spec, leader, follower, vec![header(), whole]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a refused file was left");
 }
