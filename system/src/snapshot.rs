@@ -260,6 +260,16 @@ impl Generator {
     fn make(&self, opened: impl FnOnce(&Snapshot)) -> Result<Option<Snapshot>, StorageError> {
         let started = Instant::now();
         let view = self.db.snapshot();
+        // Raft asks only a leader for a snapshot, but the thread may take its view after the node
+        // stepped down and began installing one of its new leader's. Between the install's
+        // clearing and its ingest the applied index is the old one and its entry is gone, so the
+        // view would read as corrupt (and stop the node); any view under the install's marker is
+        // of a group that no longer leads. The marker is written before the clearing and deleted
+        // after the ingest, so finding it covers the whole switch.
+        if view.get(keys::installing(self.group))?.is_some() {
+            tracing::info!(group = self.group, "no snapshot made: the group is installing one");
+            return Ok(None);
+        }
         let applied = match view.get(keys::applied(self.group))? {
             Some(v) => decode_u64(&keys::applied(self.group), &v)?,
             // Nothing applied yet: raft-rs refuses an empty snapshot.
@@ -1880,6 +1890,25 @@ mod tests {
         drop(other);
         assert_ne!(std::fs::read(&path).unwrap(), received, "the ingest wrote into the file");
         restart_and_recover(dir.path(), db);
+    }
+
+    #[test]
+    fn a_snapshot_asked_for_while_one_is_installed_is_given_up_without_stopping_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, marker) = setup(dir.path());
+        // The install's first step: the old state and log are gone, the applied index (5) is
+        // still the old one, and the compaction point is the new snapshot's (10).
+        clear(&db, 0, &marker).unwrap();
+        let generator = Generator::new(db.clone(), 0);
+        // As the maker's thread runs it: a failure here is what stops the node (exit 70).
+        generator.generate();
+        assert!(generator.take_failure().is_none(), "a storage error would stop the node");
+        assert!(generator.slot.lock().unwrap().ready.is_none(), "nothing made");
+        // Once the install is done, the group's snapshots are of its new state.
+        switch_in(&db, 0, &marker).unwrap();
+        let snap = generator.make(|_| {}).unwrap().unwrap();
+        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (10, 3));
+        remove_path(&header_of(&snap).path);
     }
 
     #[test]
