@@ -51,6 +51,8 @@ pub struct Metrics {
     pub snapshot_generate_ms: AtomicU64,
     /// Snapshots that could not be sent.
     pub snapshots_failed: AtomicU64,
+    /// Incoming snapshot streams refused because the node received as many as it takes at once.
+    pub snapshot_streams_refused: AtomicU64,
     /// Snapshots received in full.
     pub snapshots_received: AtomicU64,
     /// Bytes of state received in snapshots.
@@ -175,7 +177,7 @@ impl Metrics {
             "A --join-as-learner node found itself a voter.",
             &self.learner_found_voter,
         );
-        let snapshot_counters: [(&str, &str, &AtomicU64); 12] = [
+        let snapshot_counters: [(&str, &str, &AtomicU64); 13] = [
             ("ordeal_snapshots_sent_total", "Snapshots streamed to peers.", &self.snapshots_sent),
             ("ordeal_snapshot_sent_bytes_total", "State bytes sent in snapshots.", &self.snapshot_bytes_sent),
             (
@@ -189,6 +191,11 @@ impl Metrics {
                 &self.snapshot_generate_ms,
             ),
             ("ordeal_snapshots_failed_total", "Snapshots that could not be sent.", &self.snapshots_failed),
+            (
+                "ordeal_snapshot_streams_refused_total",
+                "Incoming snapshot streams refused because the node received as many as it takes at once.",
+                &self.snapshot_streams_refused,
+            ),
             ("ordeal_snapshots_received_total", "Snapshots received in full.", &self.snapshots_received),
             (
                 "ordeal_snapshot_received_bytes_total",

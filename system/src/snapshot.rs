@@ -22,11 +22,14 @@
 //! (or, on the disk, written out and dropped from the page cache) a chunk at a time
 //! ([`DropBehind`]).
 //!
-//! Receiving ([`receive`]): the bytes go into a file under `snap-in/`, written around the page
-//! cache where the file system allows ([`Sink`]), then synced, then checked ([`check_written`]):
+//! Receiving ([`receive`]): a node takes [`MAX_INCOMING_STREAMS`] at once ([`StreamSlots`]), each
+//! with [`RECEIVE_QUEUED`] chunks queued at most; the bytes go into a file under `snap-in/`,
+//! written around the page cache where the file system allows ([`Sink`]), then synced, then
+//! checked ([`check_written`]):
 //! its bytes against the CRC-32 the sender's last chunk carries, its structure and its first and
-//! last keys; from an older sender, without a CRC, every block and every key. Only then is the
-//! raft message handed to the group, its `data` naming the file. A transfer that breaks off
+//! last keys; from an older sender, without a CRC, every block and every key; either way, that the
+//! applied index and configuration it records are the stream header's ([`FileMeta`]). Only then
+//! is the raft message handed to the group, its `data` naming the file. A transfer that breaks off
 //! leaves a partial file, which the next start removes.
 //!
 //! Formats: the SST file's bytes are stream format 2, which release 1 cannot read. Until the
@@ -50,12 +53,12 @@ use crate::storage::{StorageError, decode_u64, keys};
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot};
+use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use rocksdb::{
     DB, DBCompressionType, IngestExternalFileOptions, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
     WriteBatch, WriteOptions,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,9 +85,26 @@ const WIRE_VERSION: u32 = 1;
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// Read-ahead of the sequential scans of a snapshot (making it, checking it).
 const READAHEAD_BYTES: usize = 4 * 1024 * 1024;
-/// Chunks queued between the file and the network, on either side: 16 MB, also what an in-memory
-/// file may hold ahead of its sender.
+/// Chunks queued between the file and the network on the sending side: 16 MB, also what an
+/// in-memory file may hold ahead of its sender.
 const CHUNKS_QUEUED: usize = 16;
+/// Chunks queued between the network and the file's writer on the receiving side. The sender's
+/// chunks are 1 MB, but a peer's message may be as large as the port decodes
+/// ([`crate::transport::MAX_PEER_MESSAGE_BYTES`]), so what a stream holds is this many messages,
+/// one being written and one being decoded: 4 MB from a well-behaved sender. The writer seldom
+/// waits for the disk longer than the HTTP/2 window (8 MB) takes to arrive, so a deeper queue
+/// would only hold more of a misbehaving sender's bytes.
+const RECEIVE_QUEUED: usize = 2;
+/// Incoming snapshot streams a node receives at once ([`StreamSlots`]). A group's leader sends a
+/// peer one snapshot at a time; two leave room for a second group, or for a leader's retry while
+/// the stream it gave up on still ends here. Each costs a file being written and up to
+/// [`RECEIVE_QUEUED`] + 2 messages of memory.
+pub const MAX_INCOMING_STREAMS: usize = 2;
+/// How long a sender whose stream was refused because its receiver takes no more streams
+/// ([`StreamSlots`]) waits before raft hears of the failure: until then raft keeps the peer in
+/// its snapshot state and sends it nothing, and then makes a new snapshot and tries again.
+/// Without the wait the retry comes with the next heartbeat, and so does a new file.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest wait for one chunk to move (either side), and for connecting.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a sender waits for more of a file that is still being written before it looks again.
@@ -240,6 +260,16 @@ impl Generator {
     fn make(&self, opened: impl FnOnce(&Snapshot)) -> Result<Option<Snapshot>, StorageError> {
         let started = Instant::now();
         let view = self.db.snapshot();
+        // Raft asks only a leader for a snapshot, but the thread may take its view after the node
+        // stepped down and began installing one of its new leader's. Between the install's
+        // clearing and its ingest the applied index is the old one and its entry is gone, so the
+        // view would read as corrupt (and stop the node); any view under the install's marker is
+        // of a group that no longer leads. The marker is written before the clearing and deleted
+        // after the ingest, so finding it covers the whole switch.
+        if view.get(keys::installing(self.group))?.is_some() {
+            tracing::info!(group = self.group, "no snapshot made: the group is installing one");
+            return Ok(None);
+        }
         let applied = match view.get(keys::applied(self.group))? {
             Some(v) => decode_u64(&keys::applied(self.group), &v)?,
             // Nothing applied yet: raft-rs refuses an empty snapshot.
@@ -643,6 +673,9 @@ pub fn spawn_send(ctx: SendContext, group: u32, msg: Message) {
             Err(e) => {
                 ctx.metrics.snapshots_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(to, group, "snapshot not sent: {e}");
+                if let NotSent::Busy(_) = e {
+                    tokio::time::sleep(BUSY_RETRY_AFTER).await;
+                }
                 false
             }
         };
@@ -670,8 +703,34 @@ fn transfers() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Why a snapshot was not sent.
+#[derive(Debug, thiserror::Error)]
+enum NotSent {
+    /// The receiver takes no more streams at the moment ([`StreamSlots`]).
+    #[error("the receiver is busy: {0}")]
+    Busy(String),
+    /// Anything else: connecting, the file, the stream, the receiver's checks.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for NotSent {
+    fn from(what: String) -> NotSent {
+        NotSent::Failed(what)
+    }
+}
+
+impl From<Status> for NotSent {
+    fn from(status: Status) -> NotSent {
+        match status.code() {
+            tonic::Code::ResourceExhausted => NotSent::Busy(status.message().to_string()),
+            code => NotSent::Failed(format!("{code}: {}", status.message())),
+        }
+    }
+}
+
 /// Streams the file to the peer; returns its length.
-async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> Result<u64, String> {
+async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> Result<u64, NotSent> {
     // The receiver names its own file; the sender's path means nothing there.
     msg.mut_snapshot().data = Bytes::new();
     let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
@@ -710,12 +769,12 @@ async fn send(ctx: &SendContext, group: u32, mut msg: Message, file: &Path) -> R
     let mut client = RaftClient::new(channel).max_encoding_message_size(crate::transport::MAX_PEER_MESSAGE_BYTES);
     // A failed call returns at once (dropping the queue ends the reader): raft must hear of the
     // failure now.
-    let sent = client.snapshot(ReceiverStream::new(rx)).await.map_err(|s| format!("{}: {}", s.code(), s.message()));
+    let sent = client.snapshot(ReceiverStream::new(rx)).await;
     if sent.is_err() {
         reader.abort();
     }
     sent?;
-    reader.await.map_err(|e| e.to_string())?
+    Ok(reader.await.map_err(|e| e.to_string())??)
 }
 
 /// Reads the file into chunks, the last one `done` with the file's length; returns the length.
@@ -835,6 +894,50 @@ pub struct Inbox {
     pub metrics: Arc<Metrics>,
     /// The newest stream format this node reads (its release's, which `--emulate-version` sets).
     pub snapshot_max: u32,
+    /// Room for the streams it receives at once.
+    pub streams: StreamSlots,
+}
+
+/// Room for [`MAX_INCOMING_STREAMS`] incoming snapshot streams at once (per node: every group's
+/// streams share it). A stream over the cap is refused before anything of it is read, with
+/// RESOURCE_EXHAUSTED, which its sender takes as a sign to wait ([`BUSY_RETRY_AFTER`]) and try
+/// again.
+#[derive(Clone)]
+pub struct StreamSlots {
+    free: Arc<tokio::sync::Semaphore>,
+    cap: usize,
+}
+
+impl Default for StreamSlots {
+    fn default() -> StreamSlots {
+        StreamSlots::new(MAX_INCOMING_STREAMS)
+    }
+}
+
+impl StreamSlots {
+    fn new(cap: usize) -> StreamSlots {
+        StreamSlots { free: Arc::new(tokio::sync::Semaphore::new(cap)), cap }
+    }
+
+    /// A slot for one stream, held while it is received, or the status that refuses it.
+    fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.free.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node is receiving {} snapshot streams, as many as it takes at once; try again later",
+                self.cap
+            ))
+        })
+    }
+}
+
+impl Inbox {
+    /// A slot for one more stream, or its refusal, counted and logged.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.take().inspect_err(|refused| {
+            self.metrics.snapshot_streams_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("a snapshot stream refused: {}", refused.message());
+        })
+    }
 }
 
 /// What arrived: bytes of keys and values, and of the file they came in.
@@ -854,6 +957,9 @@ pub async fn receive(
     sender: &crate::peer_auth::Sender,
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
+    // Held until the stream and its writer are done: what one stream holds is bounded, and how
+    // many streams hold it is bounded here.
+    let _slot = inbox.admit()?;
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
     if first.wire_version == 0 || first.wire_version > crate::version::Release::current().wire_max {
         return Err(Status::failed_precondition(format!(
@@ -882,12 +988,12 @@ pub async fn receive(
     let stream_no = STREAMS.fetch_add(1, Ordering::Relaxed);
     let name = format!("g{}-{}-{}-{}-{stream_no}.sst", first.group, meta.index, meta.term, msg.from);
     let path = inbox.dir.join(name);
-    let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
+    let (tx, rx) = mpsc::channel(RECEIVE_QUEUED);
     let (g, tmp, version) = (first.group, path.with_extension("tmp"), first.snapshot_version);
-    let writing = tmp.clone();
+    let (writing, expected) = (tmp.clone(), meta.clone());
     let writer = transfers().spawn_blocking(move || match version {
-        0 | 1 => write_pairs(&writing, g, rx),
-        _ => write_raw(&writing, g, rx),
+        0 | 1 => write_pairs(&writing, g, &expected, rx),
+        _ => write_raw(&writing, g, &expected, rx),
     });
     // The writer ends once `forward` drops its queue, whatever ended the stream.
     let streamed = forward(&mut stream, tx).await;
@@ -897,7 +1003,9 @@ pub async fn receive(
         (streamed, written) => {
             let _ = std::fs::remove_file(&tmp);
             return Err(streamed.err().unwrap_or_else(|| {
-                Status::invalid_argument(format!("snapshot not written: {}", written.err().unwrap_or_default()))
+                let refused = format!("snapshot not written: {}", written.err().unwrap_or_default());
+                tracing::warn!(from = msg.from, group = g, "{refused}");
+                Status::invalid_argument(refused)
             }));
         }
     };
@@ -987,8 +1095,14 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
         .map_err(|_| Status::deadline_exceeded("no snapshot chunk within 30 s"))?
 }
 
-/// Version 2: writes the file's bytes as they come to `path`, syncs it, then checks it.
-fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
+/// Version 2: writes the file's bytes as they come to `path`, syncs it, then checks it, and that
+/// it records the snapshot `header` describes.
+fn write_raw(
+    path: &Path,
+    group: u32,
+    header: &SnapshotMetadata,
+    mut rx: mpsc::Receiver<SnapshotChunk>,
+) -> Result<Received, String> {
     let mut out = Sink::create(path, true).map_err(|e| e.to_string())?;
     let mut crc = crc32fast::Hasher::new();
     // Where the writer's time goes: waiting for chunks, and writing them.
@@ -1008,7 +1122,7 @@ fn write_raw(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> 
             out.finish().map_err(|e| e.to_string())?;
             let synced = started.elapsed();
             let crc32 = crc.finalize();
-            let how = check_written(path, group, out.reads(), chunk.summary, crc32)?;
+            let how = check_written(path, group, header, out.reads(), chunk.summary, crc32)?;
             let (file_bytes, direct) = (out.written, out.direct.is_some());
             let read_back = matches!(how, Checked::ReadBack(_));
             tracing::info!(file_bytes, direct, ?waited, ?wrote, ?synced, read_back, checked = ?started.elapsed() - synced, "snapshot file written, synced and checked");
@@ -1040,20 +1154,25 @@ impl Checked {
 /// have its CRC, and then the file is the one the leader made from the group's keys: only its
 /// structure and its ends are read ([`check_ends`]), not the whole file again, whose reading from
 /// the disk right after the write delayed every WAL sync on that disk. Without one (an older
-/// sender), every pair is read ([`check_sst`]).
+/// sender), every pair is read ([`check_sst`]). Either way the file must record the snapshot
+/// `header` describes ([`FileMeta::check`]).
 fn check_written(
     path: &Path,
     group: u32,
+    header: &SnapshotMetadata,
     reads: Reads,
     summary: Option<FileSummary>,
     crc32: u32,
 ) -> Result<Checked, String> {
-    let Some(summary) = summary else { return check_sst(path, group, reads).map(Checked::ReadBack) };
-    if crc32 != summary.crc32 {
-        return Err(format!("the bytes written have CRC-32 {crc32:08x}, the sender's file {:08x}", summary.crc32));
-    }
-    check_ends(path, group, reads)?;
-    Ok(Checked::Vouched(summary.state_bytes))
+    let (checked, held) = match summary {
+        None => check_sst(path, group, reads).map(|(bytes, held)| (Checked::ReadBack(bytes), held))?,
+        Some(summary) if crc32 != summary.crc32 => {
+            return Err(format!("the bytes written have CRC-32 {crc32:08x}, the sender's file {:08x}", summary.crc32));
+        }
+        Some(summary) => (Checked::Vouched(summary.state_bytes), check_ends(path, group, reads)?),
+    };
+    held.check(header).map_err(|e| e.to_string())?;
+    Ok(checked)
 }
 
 /// A received file on its way to the disk: written around the page cache (`O_DIRECT`, from an
@@ -1246,23 +1365,25 @@ fn sync_file_range(file: &std::fs::File, offset: u64, bytes: u64, flags: u32) ->
 /// Checks a received SST file before raft sees it, so that a bad file is refused here rather
 /// than failing the install after the group's old state is gone: RocksDB ingests a link to it
 /// into a scratch database beside it and reads every pair (each block's checksum), and every key
-/// must belong to the group's snapshot. Returns the bytes of its keys and values.
-fn check_sst(path: &Path, group: u32, reads: Reads) -> Result<u64, String> {
-    let (mut bytes, mut pairs) = (0u64, 0u64);
+/// must belong to the group's snapshot. Returns the bytes of its keys and values, and what it
+/// records of the snapshot.
+fn check_sst(path: &Path, group: u32, reads: Reads) -> Result<(u64, FileMeta), String> {
+    let (mut bytes, mut pairs, mut held) = (0u64, 0u64, FileMeta::default());
     scan_sst(path, group, &path.with_extension("check"), reads, |k, v| {
         bytes += (k.len() + v.len()) as u64;
         pairs += 1;
+        held.note(group, k, v);
         Ok(())
     })?;
     if pairs == 0 {
         return Err("an empty snapshot".into());
     }
-    Ok(bytes)
+    Ok((bytes, held))
 }
 
 /// Checks that the SST file at `path` opens (footer, index, properties) and that its first and
-/// last keys are the group's snapshot's.
-fn check_ends(path: &Path, group: u32, reads: Reads) -> Result<(), String> {
+/// last keys are the group's snapshot's; returns what it records of the snapshot.
+fn check_ends(path: &Path, group: u32, reads: Reads) -> Result<FileMeta, String> {
     in_scratch(path, &path.with_extension("check"), reads, |db| {
         let mut it = db.raw_iterator();
         it.seek_to_first();
@@ -1273,8 +1394,98 @@ fn check_ends(path: &Path, group: u32, reads: Reads) -> Result<(), String> {
         for key in [first, last] {
             group_key(group, &key.ok_or("an empty snapshot")?)?;
         }
-        Ok(())
+        FileMeta::read(db, group)
     })
+}
+
+/// What a snapshot file records of the snapshot it holds: the values of its applied index and
+/// configuration keys. The install hands the header's metadata to raft (and to the compaction
+/// point) but ingests the file's keys, which the node reads back at its next start and applies
+/// on: a file that says otherwise would leave raft and the state machine disagreeing about the
+/// applied index or the members, and the node disagreeing with itself across a restart.
+#[derive(Debug, Default)]
+struct FileMeta {
+    applied: Option<Vec<u8>>,
+    conf: Option<Vec<u8>>,
+}
+
+/// How a received file's own record of the snapshot differs from the header raft is handed.
+#[derive(Debug, thiserror::Error)]
+enum MetaMismatch {
+    /// The file lacks one of the keys every made snapshot holds.
+    #[error("the file holds no {0}")]
+    Missing(&'static str),
+    /// A key's value does not decode.
+    #[error("the file's {what} does not decode: {why}")]
+    Undecodable { what: &'static str, why: String },
+    /// The file's applied index is not the header's snapshot index.
+    #[error("the file's applied index {file} is not the header's snapshot index {header}")]
+    Index { file: u64, header: u64 },
+    /// The file's configuration is not the header's.
+    #[error("the file's configuration {file:?} is not the header's {header:?}")]
+    Conf { file: Box<Members>, header: Box<Members> },
+}
+
+/// A configuration as sets: the order of raft's lists means nothing.
+#[derive(Debug, PartialEq)]
+struct Members {
+    voters: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
+    voters_outgoing: BTreeSet<u64>,
+    learners_next: BTreeSet<u64>,
+    auto_leave: bool,
+}
+
+impl From<&ConfState> for Members {
+    fn from(conf: &ConfState) -> Members {
+        let set = |ids: &[u64]| ids.iter().copied().collect();
+        Members {
+            voters: set(&conf.voters),
+            learners: set(&conf.learners),
+            voters_outgoing: set(&conf.voters_outgoing),
+            learners_next: set(&conf.learners_next),
+            auto_leave: conf.auto_leave,
+        }
+    }
+}
+
+impl FileMeta {
+    /// Keeps `v` if `k` is the group's applied index or configuration key.
+    fn note(&mut self, group: u32, k: &[u8], v: &[u8]) {
+        if k == keys::applied(group) {
+            self.applied = Some(v.to_vec());
+        } else if k == keys::conf_state(group) {
+            self.conf = Some(v.to_vec());
+        }
+    }
+
+    /// Reads them from `db`, which holds the file.
+    fn read(db: &DB, group: u32) -> Result<FileMeta, String> {
+        let get = |key: &[u8]| db.get(key).map_err(|e| format!("unreadable: {e}"));
+        Ok(FileMeta { applied: get(&keys::applied(group))?, conf: get(&keys::conf_state(group))? })
+    }
+
+    /// Whether the file records the snapshot `header` describes. The term is not in the file:
+    /// the install takes it from the header alone.
+    fn check(&self, header: &SnapshotMetadata) -> Result<(), MetaMismatch> {
+        let applied = self.applied.as_deref().ok_or(MetaMismatch::Missing("applied index"))?;
+        let applied: [u8; 8] = applied.try_into().map_err(|_| MetaMismatch::Undecodable {
+            what: "applied index",
+            why: format!("{} bytes", applied.len()),
+        })?;
+        let applied = u64::from_be_bytes(applied);
+        if applied != header.index {
+            return Err(MetaMismatch::Index { file: applied, header: header.index });
+        }
+        let conf = self.conf.as_deref().ok_or(MetaMismatch::Missing("configuration"))?;
+        let conf = ConfState::parse_from_bytes(conf)
+            .map_err(|e| MetaMismatch::Undecodable { what: "configuration", why: e.to_string() })?;
+        let (file, header) = (Members::from(&conf), Members::from(header.get_conf_state()));
+        if file != header {
+            return Err(MetaMismatch::Conf { file: Box::new(file), header: Box::new(header) });
+        }
+        Ok(())
+    }
 }
 
 /// Hands every pair of the SST file at `path` to `each`, in key order, read through a scratch
@@ -1378,14 +1589,20 @@ impl Aligned {
 }
 
 /// Version 1: writes the pairs of every chunk into an SST file at `path`, checking that each
-/// belongs to the group's snapshot and that they come in key order.
-fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -> Result<Received, String> {
+/// belongs to the group's snapshot, that they come in key order, and that they record the
+/// snapshot `header` describes.
+fn write_pairs(
+    path: &Path,
+    group: u32,
+    header: &SnapshotMetadata,
+    mut rx: mpsc::Receiver<SnapshotChunk>,
+) -> Result<Received, String> {
     let mut opts = Options::default();
     opts.set_compression_type(COMPRESSION);
     let mut sst = SstFileWriter::create(&opts);
     sst.open(path).map_err(|e| e.to_string())?;
     let mut last: Vec<u8> = Vec::new();
-    let (mut pairs, mut state_bytes) = (0u64, 0u64);
+    let (mut pairs, mut state_bytes, mut held) = (0u64, 0u64, FileMeta::default());
     while let Some(chunk) = rx.blocking_recv() {
         if chunk.keys.len() != chunk.values.len() {
             return Err("a chunk has more keys than values".into());
@@ -1395,6 +1612,7 @@ fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -
                 return Err(format!("key {} is out of order or not the group's", k.escape_ascii()));
             }
             sst.put(k, v).map_err(|e| e.to_string())?;
+            held.note(group, k, v);
             last.clear();
             last.extend_from_slice(k);
             pairs += 1;
@@ -1407,6 +1625,7 @@ fn write_pairs(path: &Path, group: u32, mut rx: mpsc::Receiver<SnapshotChunk>) -
             if pairs == 0 {
                 return Err("an empty snapshot".into());
             }
+            held.check(header).map_err(|e| e.to_string())?;
             // finish() syncs the file.
             sst.finish().map_err(|e| e.to_string())?;
             let file_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
@@ -1674,6 +1893,25 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_asked_for_while_one_is_installed_is_given_up_without_stopping_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, marker) = setup(dir.path());
+        // The install's first step: the old state and log are gone, the applied index (5) is
+        // still the old one, and the compaction point is the new snapshot's (10).
+        clear(&db, 0, &marker).unwrap();
+        let generator = Generator::new(db.clone(), 0);
+        // As the maker's thread runs it: a failure here is what stops the node (exit 70).
+        generator.generate();
+        assert!(generator.take_failure().is_none(), "a storage error would stop the node");
+        assert!(generator.slot.lock().unwrap().ready.is_none(), "nothing made");
+        // Once the install is done, the group's snapshots are of its new state.
+        switch_in(&db, 0, &marker).unwrap();
+        let snap = generator.make(|_| {}).unwrap().unwrap();
+        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (10, 3));
+        remove_path(&header_of(&snap).path);
+    }
+
+    #[test]
     fn a_files_crc_can_take_8_bytes_as_zeros_across_a_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
@@ -1714,17 +1952,21 @@ mod tests {
         };
         tx.try_send(chunk(keys::state(1, b'K', &[b"x"]))).unwrap();
         drop(tx);
-        let err = write_pairs(&dir.path().join("a.sst"), 0, rx).unwrap_err();
+        let err = write_pairs(&dir.path().join("a.sst"), 0, &header(), rx).unwrap_err();
         assert!(err.contains("not the group's"), "{err}");
         let (tx, rx) = mpsc::channel(4);
         tx.try_send(chunk(keys::state(0, b'K', &[b"b"]))).unwrap();
         tx.try_send(chunk(keys::state(0, b'K', &[b"a"]))).unwrap();
         drop(tx);
-        assert!(write_pairs(&dir.path().join("b.sst"), 0, rx).unwrap_err().contains("out of order"));
+        assert!(write_pairs(&dir.path().join("b.sst"), 0, &header(), rx).unwrap_err().contains("out of order"));
         let (tx, rx) = mpsc::channel(4);
         tx.try_send(chunk(keys::state(0, b'K', &[b"a"]))).unwrap();
         drop(tx);
-        assert!(write_pairs(&dir.path().join("c.sst"), 0, rx).unwrap_err().contains("ended before its last chunk"));
+        assert!(
+            write_pairs(&dir.path().join("c.sst"), 0, &header(), rx)
+                .unwrap_err()
+                .contains("ended before its last chunk")
+        );
     }
 
     /// An SST file at `path` holding `pairs`, in order.
@@ -1738,8 +1980,33 @@ mod tests {
         sst.finish().unwrap();
     }
 
-    /// Streams the bytes of the file at `from` as version 2 chunks into `write_raw`, the last one
-    /// with `summary`.
+    /// The configuration of the test snapshots: voters 1, 2 and 3.
+    fn voters_1_2_3() -> ConfState {
+        ConfState::from((vec![1, 2, 3], vec![]))
+    }
+
+    /// The header of the test snapshots: index 7, term 2, voters 1, 2 and 3.
+    fn header() -> SnapshotMetadata {
+        let mut meta = SnapshotMetadata { index: 7, term: 2, ..Default::default() };
+        meta.set_conf_state(voters_1_2_3());
+        meta
+    }
+
+    /// An SST file at `path` holding a snapshot of group 0 that records applied index `applied`
+    /// and configuration `conf`, and one record `value`; returns its bytes of keys and values.
+    fn snapshot_file(path: &Path, applied: u64, conf: &ConfState, value: &[u8]) -> u64 {
+        let conf = conf.write_to_bytes().unwrap();
+        let pairs = [
+            (keys::applied(0).to_vec(), &applied.to_be_bytes()[..]),
+            (keys::conf_state(0).to_vec(), &conf[..]),
+            (keys::state(0, b'K', &[b"a"]), value),
+        ];
+        sst(path, &pairs);
+        pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+
+    /// Streams the bytes of the file at `from` as version 2 chunks into `write_raw` under the
+    /// header [`header`], the last one with `summary`.
     fn receive_raw(from: &Path, to: &Path, group: u32, summary: Option<FileSummary>) -> Result<Received, String> {
         let bytes = std::fs::read(from).unwrap();
         let (tx, rx) = mpsc::channel(bytes.len() / 100 + 2);
@@ -1755,7 +2022,7 @@ mod tests {
             tx.try_send(chunk).unwrap();
         }
         drop(tx);
-        write_raw(to, group, rx)
+        write_raw(to, group, &header(), rx)
     }
 
     /// What a sender that made the file at `path` (holding `state_bytes`) vouches for.
@@ -1767,17 +2034,17 @@ mod tests {
     fn a_received_file_is_checked_before_raft_sees_it() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.sst");
-        sst(&good, &[(keys::applied(0).to_vec(), b"12345678"), (keys::state(0, b'K', &[b"a"]), b"v")]);
+        let bytes = snapshot_file(&good, 7, &voters_1_2_3(), b"v");
         let other = dir.path().join("other.sst");
         sst(&other, &[(keys::hard_state(0).to_vec(), b"x")]);
         let garbage = dir.path().join("garbage.sst");
         std::fs::write(&garbage, vec![7u8; 5000]).unwrap();
         // Read back pair by pair (an older sender), and by its ends after the sender's CRC.
         for vouched in [false, true] {
-            let summary = |path: &Path| summary_of(path, 5 + 8 + 7 + 1).filter(|_| vouched);
+            let summary = |path: &Path| summary_of(path, bytes).filter(|_| vouched);
             let into = |name: &str| dir.path().join(format!("{name}-{vouched}.sst"));
             let got = receive_raw(&good, &into("in"), 0, summary(&good)).unwrap();
-            assert_eq!(got.state_bytes, 5 + 8 + 7 + 1);
+            assert_eq!(got.state_bytes, bytes);
             assert_eq!(got.file_bytes, std::fs::metadata(&good).unwrap().len());
             let err = receive_raw(&good, &into("in1"), 1, summary(&good)).unwrap_err();
             assert!(err.contains("not the group's"), "{err}");
@@ -1790,23 +2057,92 @@ mod tests {
         // What the check did, as its log line reports it (`read_back`).
         let crc = crc32fast::hash(&std::fs::read(&good).unwrap());
         let reads = Reads::probe(&good);
-        assert!(matches!(check_written(&good, 0, reads, None, crc), Ok(Checked::ReadBack(21))));
-        assert!(matches!(check_written(&good, 0, reads, summary_of(&good, 21), crc), Ok(Checked::Vouched(21))));
+        let checked = check_written(&good, 0, &header(), reads, None, crc);
+        assert!(matches!(checked, Ok(Checked::ReadBack(b)) if b == bytes));
+        let checked = check_written(&good, 0, &header(), reads, summary_of(&good, bytes), crc);
+        assert!(matches!(checked, Ok(Checked::Vouched(b)) if b == bytes));
     }
 
     #[test]
     fn a_byte_changed_on_the_way_is_refused_with_or_without_the_senders_crc() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.sst");
-        sst(&good, &[(keys::applied(0).to_vec(), b"12345678"), (keys::state(0, b'K', &[b"a"]), &[b'v'; 200])]);
+        let state_bytes = snapshot_file(&good, 7, &voters_1_2_3(), &[b'v'; 200]);
         let mut bytes = std::fs::read(&good).unwrap();
         // In the data block, which comes first: its own checksum no longer matches either.
         bytes[20] ^= 1;
         let changed = dir.path().join("changed.sst");
         std::fs::write(&changed, &bytes).unwrap();
-        let err = receive_raw(&changed, &dir.path().join("in.sst"), 0, summary_of(&good, 221)).unwrap_err();
+        let err = receive_raw(&changed, &dir.path().join("in.sst"), 0, summary_of(&good, state_bytes)).unwrap_err();
         assert!(err.contains("CRC-32"), "{err}");
         assert!(receive_raw(&changed, &dir.path().join("in1.sst"), 0, None).is_err());
+    }
+
+    #[test]
+    fn a_file_that_records_another_snapshot_than_its_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, applied: u64, conf: &ConfState| {
+            let path = dir.path().join(name);
+            let bytes = snapshot_file(&path, applied, conf, b"v");
+            (path, bytes)
+        };
+        let voters_1_2_3_4 = ConfState::from((vec![1, 2, 3, 4], vec![]));
+        let learner_4 = ConfState::from((vec![1, 2, 3], vec![4]));
+        // Raft's lists are sets: another order is the same configuration.
+        let (reordered, bytes) = file("reordered.sst", 7, &ConfState::from((vec![3, 1, 2], vec![])));
+        let refused = [
+            (file("later.sst", 9, &voters_1_2_3()), "applied index 9 is not the header's snapshot index 7"),
+            (file("wider.sst", 7, &voters_1_2_3_4), "voters: {1, 2, 3, 4}"),
+            (file("learner.sst", 7, &learner_4), "learners: {4}"),
+        ];
+        for vouched in [false, true] {
+            let summary = |path: &Path, bytes| summary_of(path, bytes).filter(|_| vouched);
+            let into = |name: &str| dir.path().join(format!("in-{name}-{vouched}.sst"));
+            assert!(receive_raw(&reordered, &into("reordered"), 0, summary(&reordered, bytes)).is_ok());
+            for ((path, bytes), expected) in &refused {
+                let err = receive_raw(path, &into("refused"), 0, summary(path, *bytes)).unwrap_err();
+                assert!(err.contains(expected), "vouched {vouched}: {err}");
+            }
+        }
+        // What each check sees of a file, to the variant.
+        let check = |applied: &[u8], conf: Option<ConfState>| {
+            let conf = conf.map(|c| c.write_to_bytes().unwrap());
+            FileMeta { applied: Some(applied.to_vec()), conf }.check(&header())
+        };
+        let (seven, nine) = (7u64.to_be_bytes(), 9u64.to_be_bytes());
+        assert!(check(&seven, Some(voters_1_2_3())).is_ok());
+        assert!(matches!(check(&nine, Some(voters_1_2_3())), Err(MetaMismatch::Index { file: 9, header: 7 })));
+        assert!(matches!(check(&seven, Some(learner_4)), Err(MetaMismatch::Conf { .. })));
+        assert!(matches!(check(&seven, None), Err(MetaMismatch::Missing("configuration"))));
+        assert!(matches!(check(b"7", Some(voters_1_2_3())), Err(MetaMismatch::Undecodable { .. })));
+        assert!(matches!(FileMeta::default().check(&header()), Err(MetaMismatch::Missing("applied index"))));
+        // A format 1 stream's pairs are held to the header too.
+        let (tx, rx) = mpsc::channel(4);
+        let conf = voters_1_2_3().write_to_bytes().unwrap();
+        let pairs = SnapshotChunk {
+            keys: vec![keys::applied(0).to_vec().into(), keys::conf_state(0).to_vec().into()],
+            values: vec![Bytes::copy_from_slice(&9u64.to_be_bytes()), conf.into()],
+            done: true,
+            total_pairs: 2,
+            ..Default::default()
+        };
+        tx.try_send(pairs).unwrap();
+        drop(tx);
+        let err = write_pairs(&dir.path().join("pairs.sst"), 0, &header(), rx).unwrap_err();
+        assert!(err.contains("applied index 9 is not the header's snapshot index 7"), "{err}");
+    }
+
+    #[test]
+    fn streams_over_the_cap_are_refused_until_one_ends_and_their_senders_wait() {
+        let slots = StreamSlots::new(2);
+        let (first, _second) = (slots.take().unwrap(), slots.take().unwrap());
+        let refused = slots.take().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("receiving 2 snapshot streams"), "{}", refused.message());
+        assert!(matches!(NotSent::from(refused), NotSent::Busy(_)), "its sender waits before raft hears");
+        drop(first);
+        assert!(slots.take().is_ok(), "a stream that ends frees its slot");
+        assert!(matches!(NotSent::from(Status::invalid_argument("bad file")), NotSent::Failed(_)));
     }
 
     #[test]
@@ -1831,18 +2167,18 @@ mod tests {
     fn a_file_is_checked_around_the_cache_where_it_can_and_through_it_where_not() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.sst");
-        sst(&good, &[(keys::applied(0).to_vec(), b"12345678"), (keys::state(0, b'K', &[b"a"]), b"v")]);
+        let bytes = snapshot_file(&good, 7, &voters_1_2_3(), b"v");
         assert_eq!(Reads::probe(&dir.path().join("missing.sst")), Reads::Cached);
         // A directory cannot be read at all, so the probe says no and RocksDB's own error stands.
         assert_eq!(Reads::probe(dir.path()), Reads::Cached);
         for reads in [Reads::probe(&good), Reads::Cached] {
-            assert_eq!(check_sst(&good, 0, reads).unwrap(), 5 + 8 + 7 + 1);
+            assert_eq!(check_sst(&good, 0, reads).unwrap().0, bytes);
         }
         // tmpfs takes O_DIRECT from Linux 6.6 on, and refuses it before: the check runs either way.
         if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
             let copy = shm.path().join("good.sst");
             std::fs::copy(&good, &copy).unwrap();
-            assert_eq!(check_sst(&copy, 0, Reads::probe(&copy)).unwrap(), 5 + 8 + 7 + 1);
+            assert_eq!(check_sst(&copy, 0, Reads::probe(&copy)).unwrap().0, bytes);
         }
     }
 
@@ -1876,7 +2212,7 @@ mod tests {
             SnapshotChunk { data: Bytes::from_static(b"abc"), done: true, total_bytes: 10, ..Default::default() };
         tx.try_send(chunk).unwrap();
         drop(tx);
-        let err = write_raw(&dir.path().join("t.sst"), 0, rx).unwrap_err();
+        let err = write_raw(&dir.path().join("t.sst"), 0, &header(), rx).unwrap_err();
         assert!(err.contains("3 bytes arrived of 10"), "{err}");
     }
 
@@ -1886,15 +2222,18 @@ mod tests {
         let db = open_db(&dir.path().join("data")).unwrap();
         db.put(keys::applied(0), 7u64.to_be_bytes()).unwrap();
         db.put(keys::truncated(0), [7u64.to_be_bytes(), 2u64.to_be_bytes()].concat()).unwrap();
+        db.put(keys::conf_state(0), voters_1_2_3().write_to_bytes().unwrap()).unwrap();
         db.put(keys::state(0, b'K', &[b"a"]), b"1").unwrap();
         db.put(keys::state(1, b'K', &[b"b"]), b"2").unwrap();
         db.put(keys::log(0, 8), b"entry").unwrap();
         let snap = Generator::new(db.clone(), 0).make(|_| {}).unwrap().unwrap();
-        assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (7, 2));
-        let header = header_of(&snap);
-        assert_eq!(header.state_bytes, 5 + 8 + 7 + 1);
-        let got = check_sst(Path::new(&header.path), 0, Reads::Cached).unwrap();
-        assert_eq!(got, header.state_bytes);
+        assert_eq!(snap.get_metadata(), &header());
+        let made = header_of(&snap);
+        let conf_bytes = 5 + voters_1_2_3().write_to_bytes().unwrap().len() as u64;
+        assert_eq!(made.state_bytes, 5 + 8 + conf_bytes + 7 + 1);
+        let (got, held) = check_sst(Path::new(&made.path), 0, Reads::Cached).unwrap();
+        assert_eq!(got, made.state_bytes);
+        held.check(snap.get_metadata()).unwrap();
     }
 
     #[test]
@@ -1903,21 +2242,23 @@ mod tests {
         let db = open_db(&dir.path().join("data")).unwrap();
         db.put(keys::applied(0), 7u64.to_be_bytes()).unwrap();
         db.put(keys::truncated(0), [7u64.to_be_bytes(), 2u64.to_be_bytes()].concat()).unwrap();
+        db.put(keys::conf_state(0), voters_1_2_3().write_to_bytes().unwrap()).unwrap();
         for i in 0..100u32 {
             db.put(keys::state(0, b'K', &[&i.to_be_bytes()]), [i as u8; 64]).unwrap();
         }
-        let made = header_of(&Generator::new(db.clone(), 0).make(|_| {}).unwrap().unwrap());
+        let snap = Generator::new(db.clone(), 0).make(|_| {}).unwrap().unwrap();
+        let made = header_of(&snap);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         // As on a blocking thread of the runtime, where the sender runs it.
         let _inside = runtime.enter();
         let (tx, rx) = mpsc::channel(64);
         let file_bytes = stream_pairs(Path::new(&made.path), 0, tx, Pace::new(0), runtime.handle()).unwrap();
         assert_eq!(file_bytes, std::fs::metadata(&made.path).unwrap().len());
-        let got = write_pairs(&dir.path().join("in.sst"), 0, rx).unwrap();
+        let got = write_pairs(&dir.path().join("in.sst"), 0, snap.get_metadata(), rx).unwrap();
         assert_eq!(got.state_bytes, made.state_bytes);
         let written = std::fs::read(dir.path().join("in.sst")).unwrap();
         assert_eq!(got.crc32, crc32fast::hash(&written), "a crash inside its ingest can be undone");
-        assert_eq!(check_sst(&dir.path().join("in.sst"), 0, Reads::Cached).unwrap(), made.state_bytes);
+        assert_eq!(check_sst(&dir.path().join("in.sst"), 0, Reads::Cached).unwrap().0, made.state_bytes);
         let first = |v| SnapshotChunk { snapshot_version: v, from: 3, ..Default::default() };
         let release_1 = crate::version::Release::emulate(1).unwrap().snapshot_max;
         assert!(readable(&first(1), release_1).is_ok() && readable(&first(2), SNAPSHOT_VERSION).is_ok());
@@ -1977,7 +2318,7 @@ mod tests {
         assert!(most_held <= in_memory::AHEAD + 2 * CHUNK_BYTES as u64, "held {most_held} bytes at once");
         let received = dir.path().join("received.sst");
         std::fs::write(&received, &bytes).unwrap();
-        assert_eq!(check_sst(&received, 0, Reads::Cached).unwrap(), made.state_bytes);
+        assert_eq!(check_sst(&received, 0, Reads::Cached).unwrap().0, made.state_bytes);
         // The last chunk vouches for the file: the receiver checks its bytes against this.
         assert_eq!(summary, Some(FileSummary { crc32: crc32fast::hash(&bytes), state_bytes: made.state_bytes }));
         remove_path(&made.path);

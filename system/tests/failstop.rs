@@ -14,6 +14,7 @@ use ordeal_system::storage::keys;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// A raft message of `kind` from `from` to `to` at `term`, tweaked by `f`.
@@ -230,6 +231,22 @@ fn snapshot_header(version: u32, from: u64, to: u64, index: u64, term: u64) -> S
     }
 }
 
+/// The pairs of a format 1 snapshot stream, in one chunk, of a group at applied index `applied`
+/// with the empty configuration [`snapshot_header`] names and one record.
+fn snapshot_pairs(applied: u64) -> SnapshotChunk {
+    SnapshotChunk {
+        keys: vec![
+            keys::applied(0).to_vec().into(),
+            keys::conf_state(0).to_vec().into(),
+            keys::state(0, b'K', &[b"old"]).into(),
+        ],
+        values: vec![applied.to_be_bytes().to_vec().into(), Default::default(), b"1".to_vec().into()],
+        done: true,
+        total_pairs: 3,
+        ..Default::default()
+    }
+}
+
 /// The files in `node`'s directory of received snapshots.
 fn received_files(spec: &ClusterSpec, node: u64) -> Vec<std::ffi::OsString> {
     let dir = ordeal_system::snapshot::incoming_dir(&spec.node(node).unwrap().data_dir);
@@ -255,18 +272,72 @@ async fn snapshot_streams_that_break_off_or_are_not_needed_leave_no_file() {
     assert!(err.message().contains("ended before its last chunk"), "{err}");
     assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a partial file was left");
 
-    // A whole stream (format 1: the pairs) of a snapshot at index 1, which the follower applied.
-    let pairs = SnapshotChunk {
-        keys: vec![keys::applied(0).to_vec().into(), keys::state(0, b'K', &[b"old"]).into()],
-        values: vec![1u64.to_be_bytes().to_vec().into(), b"1".to_vec().into()],
-        done: true,
-        total_pairs: 2,
-        ..Default::default()
-    };
+    // A whole stream (format 1: the pairs) whose pairs record index 1 under a header of index 2:
+    // refused, and its file removed.
+    let pairs = snapshot_pairs(1);
+    let err =
+        stream_snapshot(spec, leader, follower, vec![snapshot_header(1, leader, follower, 2, term), pairs.clone()])
+            .await
+            .unwrap_err();
+    assert!(err.message().contains("applied index 1 is not the header's snapshot index 2"), "{err}");
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a refused file was left");
+
+    // A whole stream of a snapshot at index 1, which the follower applied.
     stream_snapshot(spec, leader, follower, vec![snapshot_header(1, leader, follower, 1, term), pairs]).await.unwrap();
     wait_for(Duration::from_secs(30), "the follower to drop the snapshot it does not need", || async {
         received_files(spec, follower).is_empty().then_some(())
     })
     .await;
     client.put(b"k", b"after").await.unwrap();
+}
+
+/// A node receives at most `MAX_INCOMING_STREAMS` snapshot streams at once: one more is refused
+/// at once (RESOURCE_EXHAUSTED, which its sender takes as a sign to wait and try again), before
+/// anything of it is written, and counted; once the streams end, it takes one again. Without the
+/// cap a peer could open streams without end, each holding a file and its queued chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_streams_over_the_cap_are_refused_at_once_and_leave_no_file() {
+    let cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let follower = *cluster.procs.keys().find(|id| **id != leader).unwrap();
+    let term = client.status(leader).await.unwrap().groups[0].term;
+    let spec = &cluster.spec;
+    let cap = ordeal_system::snapshot::MAX_INCOMING_STREAMS;
+    let header = || snapshot_header(2, leader, follower, 1 << 20, term);
+
+    // Streams that send their header and then wait, holding their slots.
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(header()).await.unwrap();
+        let mut raft = raft_client(spec, Some(&credentials(spec, leader)), follower).await.unwrap();
+        let call = tokio::spawn(async move { raft.snapshot(ReceiverStream::new(rx)).await.map(|_| ()) });
+        open.push((tx, call));
+    }
+    wait_for(Duration::from_secs(30), "the open streams' files", || async {
+        (received_files(spec, follower).len() == cap).then_some(())
+    })
+    .await;
+
+    let whole =
+        SnapshotChunk { data: vec![7u8; 1 << 20].into(), total_bytes: 1 << 20, done: true, ..Default::default() };
+    let err = stream_snapshot(spec, leader, follower, vec![header(), whole.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("as many as it takes at once"), "{err}");
+    assert_eq!(received_files(spec, follower).len(), cap, "the refused stream wrote nothing");
+    let m = metrics(spec.node(follower).unwrap().http).await;
+    assert_eq!(counter(&m, "ordeal_snapshot_streams_refused_total"), 1, "{m}");
+
+    // The open streams end early: their files and their slots go.
+    for (tx, call) in open {
+        drop(tx);
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.message().contains("ended before its last chunk"), "{err}");
+    }
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a partial file was left");
+    // A stream is taken again, and refused for what it holds (not an SST file), not for the cap.
+    let err = stream_snapshot(spec, leader, follower, vec![header(), whole]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a refused file was left");
 }
