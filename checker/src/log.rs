@@ -148,7 +148,8 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
                 if c.kind == OpType::Ok && invoke.value.get("final") == Some(&Value::Bool(true)) =>
             {
                 if let (Some(k), Some(values)) = (key(&invoke.value), c.value.get("values").and_then(Value::as_array)) {
-                    let longest = finals.get(&k).is_none_or(|seen| seen.len() < values.len());
+                    // The longest, and of equally long ones the last: a retry that completed.
+                    let longest = finals.get(&k).is_none_or(|seen| seen.len() <= values.len());
                     if longest {
                         short.insert(k.clone(), stopped_short(&k, &c.value, values.len()));
                         finals.insert(k, values.clone());

@@ -104,17 +104,11 @@ impl MembershipChecker {
                 ));
             }
         }
+        // A fault the runner cut off may have asked for a removal it never recorded.
+        if self.timed_out.is_empty() {
+            out.extend(self.lost_voters());
+        }
         for (time, before, after) in self.reign_pairs() {
-            for voter in after.lost_voters(before).into_iter().filter(|v| !self.removals.iter().any(|r| r.0 == *v)) {
-                out.push(format!(
-                    "leader {} in term {} lost voter {voter} at {:.3} s, and no removal of it was asked: voters {:?} before, {:?} after",
-                    after.leader,
-                    after.term,
-                    time as f64 / 1e9,
-                    before.voters(),
-                    after.voters(),
-                ));
-            }
             if after.counted_a_learner(before) {
                 out.push(format!(
                     "commit {} by leader {} in term {} at {:.3} s counted a learner: the voters' majority held only {} ({:?})",
@@ -124,6 +118,24 @@ impl MembershipChecker {
                     time as f64 / 1e9,
                     after.voter_quorum_index(),
                     after.members.iter().map(|m| (m.id, m.learner, m.match_index)).collect::<Vec<_>>(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The voters a leader lost within its reign with no removal of them asked.
+    fn lost_voters(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (time, before, after) in self.reign_pairs() {
+            for voter in after.lost_voters(before).into_iter().filter(|v| !self.removals.iter().any(|r| r.0 == *v)) {
+                out.push(format!(
+                    "leader {} in term {} lost voter {voter} at {:.3} s, and no removal of it was asked: voters {:?} before, {:?} after",
+                    after.leader,
+                    after.term,
+                    time as f64 / 1e9,
+                    before.voters(),
+                    after.voters(),
                 ));
             }
         }
@@ -190,6 +202,9 @@ impl MembershipChecker {
     /// Why the evidence cannot support a verdict of valid, though nothing in it is a violation.
     fn gaps(&self) -> Vec<String> {
         let mut out = self.timed_out.clone();
+        if !self.timed_out.is_empty() {
+            out.extend(self.lost_voters());
+        }
         let promotes = || self.premature.iter().chain(&self.promotes);
         for p in promotes().filter(|p| p.unanswered) {
             out.push(format!(
@@ -466,9 +481,14 @@ mod tests {
         // The same, after a replace that asked to remove n2 and got no answer: not evidence.
         let asked = json!({"fault": "replace", "targets": [5], "removing": 2});
         let premature = json!({"fault": "replace", "premature": promote(false, 10), "catch_up": catch_up()});
-        let excused = check(&demoted, &[(premature, None), (asked, Some("replace: no answer"))]);
+        let excused = check(&demoted, &[(premature.clone(), None), (asked, Some("replace: no answer"))]);
         assert_eq!(excused.verdict, Verdict::Valid, "{}", excused.summary);
         assert!(excused.details["voter_sets_judged"].as_u64().unwrap() >= 10, "{}", excused.details);
+        // After a replace the runner cut off (its removal may have gone unrecorded): unknown.
+        let cut = json!({"fault": "replace", "timed_out": true});
+        let unsure = check(&demoted, &[(premature, None), (cut, Some("timed out after 30 s"))]);
+        assert_eq!(unsure.verdict, Verdict::Unknown, "{}", unsure.summary);
+        assert!(unsure.summary.contains("lost voter 2"), "{}", unsure.summary);
     }
 
     #[test]

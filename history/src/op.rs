@@ -40,6 +40,10 @@ impl fmt::Display for OpType {
 /// for the fault (`true`): what the fault did is not all on record.
 pub const TIMED_OUT: &str = "timed_out";
 
+/// How the runner's error begins, in `run.json`'s `nemesis_errors`, when the time limit came
+/// before a run with fault rounds had run every fault it promised.
+pub const ROUNDS_CUT_SHORT: &str = "the time limit came after";
+
 /// Who performed an op: a logical client process, or the nemesis that injects faults.
 ///
 /// Serialized as the client's number, or as the string `"nemesis"`.

@@ -7,7 +7,7 @@
 //!   node on the new build began;
 //! * **the final cluster version**: once every node runs the new build, the last sample shows a
 //!   group below the lowest release among them;
-//! * **progress**: after a step, client ops invoked after it completed before the next fault
+//! * **progress**: after a step, client ops invoked after it completed before the next step
 //!   began or the main phase ended, and none succeeded (the final reads, after the heal, do not
 //!   count; a window in which none completed at all is too short to tell: unknown);
 //! * **refusals**: a node stopped because it met a format newer than it reads (its log says
@@ -182,8 +182,6 @@ fn read_logs(dir: &Path, nodes: &[u64], system: &str) -> Logs {
 /// When the client ops succeeded, and the bounds of each step's progress window.
 #[derive(Debug, Default)]
 struct Progress {
-    /// When each nemesis `start` was invoked: the next fault after a step closes its window.
-    fault_starts_s: Vec<f64>,
     /// The main phases, from `run.json`; empty for a run from before phases were recorded.
     main_phases_s: Vec<(f64, f64)>,
     /// When the first heal of everything began, which ends the main phase of a run without
@@ -215,12 +213,14 @@ impl Progress {
         self.main_phases_s.iter().map(|(_, end)| *end).find(|end| *end >= t_s).unwrap_or(t_s)
     }
 
-    /// When the window after a step that ended at `end_s` closes, and why: the next fault may
-    /// stop the cluster for reasons of its own, and the final reads come after the heal.
-    fn window_end_s(&self, end_s: f64) -> (f64, &'static str) {
+    /// When the window after a step that ended at `end_s` closes, and why: at the next step
+    /// (`next_s`), which is judged on its own, or at the main phase's end, since the final reads
+    /// come after the heal. The other faults between two steps lie inside the window: a cluster
+    /// they stop for a while still makes progress before the next step.
+    fn window_end_s(&self, end_s: f64, next_s: Option<f64>) -> (f64, &'static str) {
         let phase_end = self.main_end_s(end_s);
-        match self.fault_starts_s.iter().find(|t| **t > end_s) {
-            Some(t) if *t < phase_end => (*t, "the next fault began"),
+        match next_s {
+            Some(t) if t < phase_end => (t, "the next step began"),
             _ => (phase_end, "the main phase ended"),
         }
     }
@@ -230,7 +230,7 @@ impl Progress {
     /// to tell (`out.unknown`).
     fn stalled(&self, steps: &[Step], out: &mut Findings) {
         for (i, s) in steps.iter().enumerate() {
-            let (until, why) = self.window_end_s(s.end_s);
+            let (until, why) = self.window_end_s(s.end_s, steps.get(i + 1).map(|n| n.start_s));
             let within = || self.done_s.iter().filter(|(invoked, done, _)| *invoked >= s.end_s && *done <= until);
             let step = format!("step {} (node {} to {}) ended at {:.1} s", i + 1, s.node, s.to, s.end_s);
             match (within().count(), within().filter(|op| op.2).count()) {
@@ -483,7 +483,6 @@ impl Checker for UpgradeCheck {
         match (op.process, op.kind) {
             (Process::Nemesis, OpType::Invoke) if op.f == "start" => {
                 self.nemesis_start_s = t_s;
-                self.progress.fault_starts_s.push(t_s);
             }
             (Process::Nemesis, OpType::Info) if op.f == "start" => self.started(op),
             (Process::Nemesis, OpType::Invoke) if op.f == "stop" && op.value["fault"] == "all" => {
@@ -753,15 +752,20 @@ mod tests {
     #[test]
     fn progress_after_a_step_must_show_before_the_next_fault_and_in_the_main_phase() {
         let mut stalled = Run { ops: Vec::new(), ..Run::clean() };
-        stalled.ok(0.1).step(1, 2.0, 3.0).timeout(3.5).fault(4.0).ok(4.5);
+        stalled.ok(0.1).step(1, 2.0, 3.0).timeout(3.5).fault(4.0).timeout(4.5);
         stalled.step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
         expect(&stalled, Verdict::Invalid, "no operation invoked after step 1 (node 1 to B) ended at 3.0 s succeeded");
+        // Another fault between the steps stopped the cluster for a while; it came back.
+        let mut paused = Run { ops: Vec::new(), ..Run::clean() };
+        paused.ok(0.1).step(1, 2.0, 3.0).timeout(3.5).fault(4.0).ok(4.5);
+        paused.step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
+        expect(&paused, Verdict::Valid, "progress after each");
         let mut late = Run { ops: Vec::new(), ..Run::clean() };
         late.ok(0.1).step(1, 2.0, 3.0).ok(3.1).step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).timeout(9.5).ok(20.0);
         expect(&late, Verdict::Invalid, "no operation invoked after step 3");
-        // A window in which nothing completed (the next fault came at once) tells nothing.
+        // A window in which nothing completed (the next step came at once) tells nothing.
         let mut short = Run { ops: Vec::new(), ..Run::clean() };
-        short.ok(0.1).step(1, 2.0, 3.0).fault(3.005).ok(3.1).step(2, 5.0, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
+        short.ok(0.1).step(1, 2.0, 3.0).step(2, 3.005, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
         expect(&short, Verdict::Unknown, "so its progress is not known");
     }
 }

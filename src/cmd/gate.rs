@@ -3,9 +3,9 @@
 //! The suite runs against both builds (the same cases, the same seeds; a case that upgrades
 //! moves the nodes from the baseline to the build it runs for, see [`build_flags`]). The
 //! candidate fails the gate when any of its verdicts contradicts what the suite expects, or when,
-//! for a configuration expected valid, its median write gap, faults writes never resumed after,
-//! p99 latency (of acknowledged ops, and of every op) or acknowledged throughput over the seeds
-//! is worse than the baseline's beyond the suite's `[gate]` thresholds. The gate fails closed: a
+//! for a configuration expected valid, its median write gap, faults writes never resumed after
+//! (beyond one per seed), p99 latency of acknowledged ops or acknowledged throughput over the
+//! seeds is worse than the baseline's beyond the suite's `[gate]` thresholds. The gate fails closed: a
 //! run that did not complete, did not decide or left no figures is not a pass, on either side,
 //! and neither is a gate without a single check. It writes `gate.json`, `gate.html` (both builds
 //! side by side, every run linked) and `junit.xml`.
@@ -239,15 +239,18 @@ fn figure_checks(pairs: &[ConfigPair], t: &Thresholds) -> Vec<Check> {
         }));
         // The median gap is over the faults writes resumed after; one they never resumed after
         // is no gap to take a median of, so the counts are compared on their own.
+        // Only the order of faults is seeded, not their timing: a fault that starts just before
+        // the run's end may leave no time for a write on one build and not on the other, so
+        // each seed's run may have one more such fault than the baseline's.
         let (bu, cu) = (count(b.unrecovered_faults), count(c.unrecovered_faults));
-        checks.extend(compare(format!("faults without writes after: {config}"), bu, cu, |c, b| c > b));
+        let slack = p.baseline.runs.len().max(p.candidate.runs.len()) as f64;
+        checks.extend(compare(format!("faults without writes after: {config}"), bu, cu, |c, b| c > b + slack));
         checks.extend(compare(format!("p99 latency: {config}"), median(b.p99_ms), median(c.p99_ms), |c, b| {
             c > b * t.max_p99_ratio + t.p99_slack_ms
         }));
-        let (bp, cp) = (median(b.p99_all_ms), median(c.p99_all_ms));
-        checks.extend(compare(format!("p99 latency, every op: {config}"), bp, cp, |c, b| {
-            c > b * t.max_p99_ratio + t.p99_slack_ms
-        }));
+        // The p99 of every op is shown, not compared: with timeouts near 1 % of the ops it jumps
+        // between the acknowledged ops' few ms and the timeout, so it would flap between runs.
+        // Timeouts and refusals lower the acknowledged throughput, which is compared.
         // Acknowledged ops only: under a rate limit every op completes somehow, so the rate of
         // completions stays at --rate however many the candidate refuses or times out.
         let (bt, ct) = (median(b.ok_per_s), median(c.ok_per_s));
@@ -263,13 +266,24 @@ fn binary(flag: &str, path: &Path) -> anyhow::Result<String> {
     Ok(std::path::absolute(path)?.display().to_string())
 }
 
+/// The builds one side of the gate runs its cases on.
+struct Builds<'a> {
+    /// The build an upgrade starts from: the baseline, on both sides.
+    baseline: &'a str,
+    /// The build every other case runs.
+    build: &'a str,
+    /// The build an upgrade moves to: the candidate, or on the baseline's side the baseline
+    /// under a second path.
+    upgrade_to: &'a str,
+}
+
 /// The flags that choose a case's builds. A case that upgrades (`--scenario rolling-upgrade`, or
 /// an upgrade fault) gets `--from BASELINE --to BUILD`: on the baseline's side the baseline is
-/// rolled onto itself (the reference: the same restarts, no new build), on the candidate's the
-/// baseline is rolled onto the candidate, the upgrade being shipped. Any other case gets
+/// rolled onto itself under a second path (the reference: the same restarts, no new build), on
+/// the candidate's the baseline is rolled onto the candidate, the upgrade being shipped. Any other case gets
 /// `--broker BUILD`. A case that names a build itself is refused: the gate would otherwise run
 /// it on that build, not on the one it gates.
-fn build_flags(case: &CaseState, store: &Path, baseline: &str, build: &str) -> anyhow::Result<Vec<String>> {
+fn build_flags(case: &CaseState, store: &Path, builds: &Builds) -> anyhow::Result<Vec<String>> {
     let args = suite::run_args(case, store)?;
     let named = [("--broker", args.broker.is_some()), ("--from", args.from.is_some()), ("--to", args.to.is_some())];
     let named = named.into_iter().chain([("--test", args.test.is_some())]).find(|(_, set)| *set);
@@ -281,7 +295,11 @@ fn build_flags(case: &CaseState, store: &Path, baseline: &str, build: &str) -> a
         ))
         .into());
     }
-    let flags = if upgrades(&args) { vec!["--from", baseline, "--to", build] } else { vec!["--broker", build] };
+    let flags = if upgrades(&args) {
+        vec!["--from", builds.baseline, "--to", builds.upgrade_to]
+    } else {
+        vec!["--broker", builds.build]
+    };
     Ok(flags.into_iter().map(String::from).collect())
 }
 
@@ -292,11 +310,11 @@ fn upgrades(args: &RunArgs) -> bool {
 }
 
 /// The suite's cases for one build (`role`), each with the flags that choose its builds.
-fn cases_for(args: &GateArgs, file: &SuiteFile, role: &str, baseline: &str, build: &str) -> anyhow::Result<SuiteState> {
+fn cases_for(args: &GateArgs, file: &SuiteFile, role: &str, builds: &Builds) -> anyhow::Result<SuiteState> {
     let name = format!("{}-{role}", suite::name(&args.suite, file));
     let mut state = suite::new_state(name, &args.suite, file, args.quick);
     for case in &mut state.cases {
-        let flags = build_flags(case, &args.store, baseline, build)?;
+        let flags = build_flags(case, &args.store, builds)?;
         case.args.extend(flags);
     }
     Ok(state)
@@ -306,12 +324,19 @@ fn cases_for(args: &GateArgs, file: &SuiteFile, role: &str, baseline: &str, buil
 pub fn gate(args: GateArgs) -> anyhow::Result<Outcome> {
     let file = suite::read(&args.suite)?;
     let (base_bin, cand_bin) = (binary("--baseline", &args.baseline)?, binary("--candidate", &args.candidate)?);
-    // Both builds' cases are settled before anything runs, so a bad case costs no run.
-    let mut baseline = cases_for(&args, &file, "baseline", &base_bin, &base_bin)?;
-    let mut candidate = cases_for(&args, &file, "candidate", &base_bin, &cand_bin)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let name = suite::name(&args.suite, &file);
     let dir = args.store.join("gates").join(&name).join(stamp);
+    // The upgrade nemesis moves a node when it does not run the target's path yet: the
+    // baseline rolled onto itself needs its own build under a second path, or nothing moves.
+    let again = dir.join("builds").join("baseline-again");
+    // Both builds' cases are settled before anything runs, so a bad case costs no run.
+    let again_bin = again.display().to_string();
+    let base_builds = Builds { baseline: &base_bin, build: &base_bin, upgrade_to: &again_bin };
+    let mut baseline = cases_for(&args, &file, "baseline", &base_builds)?;
+    let cand_builds = Builds { baseline: &base_bin, build: &cand_bin, upgrade_to: &cand_bin };
+    let mut candidate = cases_for(&args, &file, "candidate", &cand_builds)?;
+    second_path(&args.baseline, &again)?;
     suite::run_all(&dir.join("baseline"), &mut baseline, &args.store)?;
     suite::run_all(&dir.join("candidate"), &mut candidate, &args.store)?;
     let configs = pairs(&dir, &baseline, &candidate);
@@ -326,6 +351,17 @@ pub fn gate(args: GateArgs) -> anyhow::Result<Outcome> {
     };
     write(&dir, &report)?;
     Ok(summarize(&dir, &report))
+}
+
+/// Makes `to` a second path to the build at `from`: a hard link, or a copy across file systems.
+fn second_path(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+    }
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
 }
 
 /// Valid when every check passed, invalid when one failed, else unknown; no check at all is
@@ -440,17 +476,20 @@ mod tests {
         // Completed ops pinned to --rate on both sides; the candidate acknowledged half.
         let refusing = outcomes(base(), figures(500.0, 0, 2.0, 3.0, 250.0, 500.0));
         assert_eq!(outcome(&refusing, "throughput"), Verdict::Invalid, "{refusing:?}");
-        // Its acknowledged ops as fast as ever, but 2 % of its ops time out after 1 s.
-        let timing_out = outcomes(base(), figures(500.0, 0, 2.0, 1000.0, 490.0, 500.0));
+        // Its acknowledged ops as fast as ever, but a third of its ops time out after 1 s.
+        let timing_out = outcomes(base(), figures(500.0, 0, 2.0, 1000.0, 330.0, 500.0));
         assert_eq!(outcome(&timing_out, "p99 latency"), Verdict::Valid);
-        assert_eq!(outcome(&timing_out, "p99 latency, every op"), Verdict::Invalid, "{timing_out:?}");
+        assert_eq!(outcome(&timing_out, "throughput"), Verdict::Invalid, "{timing_out:?}");
+        assert!(!timing_out.iter().any(|(n, _)| n.contains("every op")), "shown, not compared: it flaps");
     }
 
     #[test]
     fn a_fault_writes_never_resumed_after_fails_the_gap_comparison() {
-        let of = outcomes(figures(500.0, 0, 2.0, 3.0, 500.0, 500.0), figures(500.0, 1, 2.0, 3.0, 500.0, 500.0));
+        let of = outcomes(figures(500.0, 0, 2.0, 3.0, 500.0, 500.0), figures(500.0, 2, 2.0, 3.0, 500.0, 500.0));
         assert_eq!(outcome(&of, "write gap"), Verdict::Valid, "the median of the gaps there were");
         assert_eq!(outcome(&of, "faults without writes after"), Verdict::Invalid, "{of:?}");
+        let at_the_end = outcomes(figures(500.0, 0, 2.0, 3.0, 500.0, 500.0), figures(500.0, 1, 2.0, 3.0, 500.0, 500.0));
+        assert_eq!(outcome(&at_the_end, "faults without writes after"), Verdict::Valid, "one per seed's run");
         let both = outcomes(figures(500.0, 1, 2.0, 3.0, 500.0, 500.0), figures(500.0, 1, 2.0, 3.0, 500.0, 500.0));
         assert_eq!(outcome(&both, "faults without writes after"), Verdict::Valid, "the same schedule ends both");
     }
@@ -478,11 +517,15 @@ mod tests {
 
     #[test]
     fn an_upgrade_runs_from_the_baseline_and_a_case_that_names_a_build_is_refused() {
-        let flags = |args: &[&str], build| build_flags(&case(args), Path::new("s"), "/A", build);
+        let flags = |args: &[&str], build| {
+            let upgrade_to = if build == "/A" { "/A-again" } else { build };
+            build_flags(&case(args), Path::new("s"), &Builds { baseline: "/A", build, upgrade_to })
+        };
         assert_eq!(flags(&["--nemesis", "kill-leader"], "/B").unwrap(), ["--broker", "/B"]);
+        assert_eq!(flags(&["--nemesis", "kill-leader"], "/A").unwrap(), ["--broker", "/A"]);
         let upgrade = ["--scenario", "rolling-upgrade", "--nemesis", "kill-leader"];
         assert_eq!(flags(&upgrade, "/B").unwrap(), ["--from", "/A", "--to", "/B"]);
-        assert_eq!(flags(&upgrade, "/A").unwrap(), ["--from", "/A", "--to", "/A"], "the baseline's reference");
+        assert_eq!(flags(&upgrade, "/A").unwrap(), ["--from", "/A", "--to", "/A-again"], "the baseline's reference");
         assert_eq!(flags(&["--nemesis", "pause-follower,upgrade-kill"], "/B").unwrap(), ["--from", "/A", "--to", "/B"]);
         for flag in ["--to", "--from", "--broker", "--test"] {
             let err = flags(&["--scenario", "rolling-upgrade", flag, "/X"], "/B").unwrap_err();

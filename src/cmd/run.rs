@@ -192,18 +192,28 @@ fn learner_catchup(test: &mut Test) {
     test.nemesis.insert(0, "replace".into());
     test.nemesis_order = "cycle".into();
     test.spare_nodes = test.spare_nodes.max(rounds);
-    // The rounds end the main phase; the time limit only bounds it, with room for each fault's
-    // own steps (a replace attaches, catches up, promotes and removes).
-    let faults = test.nemesis.len() as f64;
-    let round_s = faults * (test.nemesis_interval_s + test.fault_duration_s + REPLACE_BOUND_S);
-    test.time_limit_s = test.time_limit_s.max(rounds as f64 * round_s);
+    bound_rounds(test, rounds, REPLACE_BOUND_S);
     test.snapshot_entries.get_or_insert(LEARNER_SNAPSHOT_ENTRIES);
     test.name = format!("learner-catchup-{}", test.name);
+}
+
+/// The rounds end a preset's main phase; the time limit only bounds it, with room for
+/// `fault_bound_s` of each fault's own steps beyond its interval and duration (a replace attaches,
+/// catches up, promotes and removes; an upgrade restarts a node and waits for it to catch up), so
+/// that a short `--time-limit` cannot cut every run of the preset short.
+fn bound_rounds(test: &mut Test, rounds: usize, fault_bound_s: f64) {
+    let faults = test.nemesis.len() as f64;
+    let round_s = faults * (test.nemesis_interval_s + test.fault_duration_s + fault_bound_s);
+    test.time_limit_s = test.time_limit_s.max(rounds as f64 * round_s);
 }
 
 /// What one fault of the learner-catchup preset may take beyond its interval and duration, for
 /// the time limit that bounds the run.
 const REPLACE_BOUND_S: f64 = 15.0;
+
+/// What one fault of the rolling-upgrade preset may take beyond its interval and duration: an
+/// upgrade step waits up to 30 s for the restarted node to catch up.
+const UPGRADE_BOUND_S: f64 = 30.0;
 
 /// The learner-catchup preset's `--snapshot-entries`: small, so that the log is compacted
 /// before the first learner joins and it catches up from a snapshot.
@@ -218,7 +228,9 @@ fn rolling_upgrade(test: &mut Test, rollback: bool) {
         test.nemesis.insert(1, "rollback".into());
     }
     test.nemesis_order = "cycle".into();
-    test.fault_rounds = Some(test.nodes + usize::from(rollback));
+    let rounds = test.nodes + usize::from(rollback);
+    test.fault_rounds = Some(rounds);
+    bound_rounds(test, rounds, UPGRADE_BOUND_S);
     test.name = format!("rolling-upgrade-{}", test.name);
 }
 

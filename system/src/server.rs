@@ -80,7 +80,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         dir: snapshot::incoming_dir(&config.data_dir),
         metrics: metrics.clone(),
         snapshot_max: config.release.snapshot_max,
-        streams: snapshot::StreamSlots::default(),
+        streams: snapshot::StreamSlots::for_groups(groups.len()),
     });
     let mut raft = RaftService::new(config.id, groups.clone(), peers_stopped, inbox)
         .with_transport(config.release, ctx.transport.clone());

@@ -95,10 +95,11 @@ const CHUNKS_QUEUED: usize = 16;
 /// waits for the disk longer than the HTTP/2 window (8 MB) takes to arrive, so a deeper queue
 /// would only hold more of a misbehaving sender's bytes.
 const RECEIVE_QUEUED: usize = 2;
-/// Incoming snapshot streams a node receives at once ([`StreamSlots`]). A group's leader sends a
-/// peer one snapshot at a time; two leave room for a second group, or for a leader's retry while
-/// the stream it gave up on still ends here. Each costs a file being written and up to
-/// [`RECEIVE_QUEUED`] + 2 messages of memory.
+/// Incoming snapshot streams a node receives at once ([`StreamSlots`]), at least, and one more
+/// than it has groups: a group's leader sends a peer one snapshot at a time, so every group of a
+/// node restarted far behind catches up at once, with room for a leader's retry while the stream
+/// it gave up on still ends here. Each costs a file being written and up to [`RECEIVE_QUEUED`] + 2
+/// messages of memory.
 pub const MAX_INCOMING_STREAMS: usize = 2;
 /// How long a sender whose stream was refused because its receiver takes no more streams
 /// ([`StreamSlots`]) waits before raft hears of the failure: until then raft keeps the peer in
@@ -898,8 +899,8 @@ pub struct Inbox {
     pub streams: StreamSlots,
 }
 
-/// Room for [`MAX_INCOMING_STREAMS`] incoming snapshot streams at once (per node: every group's
-/// streams share it). A stream over the cap is refused before anything of it is read, with
+/// Room for the incoming snapshot streams a node takes at once (per node: every group's streams
+/// share it; [`MAX_INCOMING_STREAMS`]). A stream over the cap is refused before anything of it is read, with
 /// RESOURCE_EXHAUSTED, which its sender takes as a sign to wait ([`BUSY_RETRY_AFTER`]) and try
 /// again.
 #[derive(Clone)]
@@ -908,13 +909,12 @@ pub struct StreamSlots {
     cap: usize,
 }
 
-impl Default for StreamSlots {
-    fn default() -> StreamSlots {
-        StreamSlots::new(MAX_INCOMING_STREAMS)
-    }
-}
-
 impl StreamSlots {
+    /// The slots of a node with `groups` raft groups.
+    pub fn for_groups(groups: usize) -> StreamSlots {
+        StreamSlots::new(MAX_INCOMING_STREAMS.max(groups + 1))
+    }
+
     fn new(cap: usize) -> StreamSlots {
         StreamSlots { free: Arc::new(tokio::sync::Semaphore::new(cap)), cap }
     }

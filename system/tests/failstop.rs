@@ -291,7 +291,7 @@ async fn snapshot_streams_that_break_off_or_are_not_needed_leave_no_file() {
     client.put(b"k", b"after").await.unwrap();
 }
 
-/// A node receives at most `MAX_INCOMING_STREAMS` snapshot streams at once: one more is refused
+/// A node of one group receives at most `MAX_INCOMING_STREAMS` snapshot streams at once: one more is refused
 /// at once (RESOURCE_EXHAUSTED, which its sender takes as a sign to wait and try again), before
 /// anything of it is written, and counted; once the streams end, it takes one again. Without the
 /// cap a peer could open streams without end, each holding a file and its queued chunks.

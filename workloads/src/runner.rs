@@ -20,7 +20,7 @@ use crate::recorder::{Counts, Recorder};
 use indicatif::{ProgressBar, ProgressStyle};
 use ordeal_faults::system::{self, System};
 use ordeal_faults::{FaultSet, Nemesis};
-use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, Process, TIMED_OUT};
+use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, Process, ROUNDS_CUT_SHORT, TIMED_OUT};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
@@ -456,7 +456,7 @@ async fn nemesis_loop(
         let quiet = (Instant::now() + plan.nemesis_interval).min(deadline);
         if !sleep_or_stop(quiet, interrupt).await || Instant::now() >= deadline {
             if let Some(w) = wanted.filter(|_| !*interrupt.borrow()) {
-                errors.push(format!("the time limit came after {} of {w} faults", turn - 1));
+                errors.push(format!("{ROUNDS_CUT_SHORT} {} of {w} faults", turn - 1));
             }
             break;
         }
