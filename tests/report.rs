@@ -279,3 +279,24 @@ fn a_run_in_which_nothing_succeeded_or_a_final_read_never_did_is_not_valid() {
     unread["final_reads_complete"] = false.into();
     check(&text(&register_history(1)), Some(unread), 2, "final-reads-incomplete", "no final read succeeded");
 }
+
+#[test]
+fn a_run_whose_every_fault_failed_to_start_is_not_valid() {
+    let nemesis = |index: u64, kind: &str, error: Option<&str>| {
+        let mut op = serde_json::json!({"index": index, "time": index * 1000, "process": "nemesis", "type": kind,
+            "f": "start", "value": {"fault": "partition-leader"}});
+        if let Some(e) = error {
+            op["error"] = e.into();
+        }
+        op.to_string()
+    };
+    let mut lines = register_history(1);
+    lines.push(nemesis(4, "invoke", None));
+    lines.push(nemesis(5, "info", Some("partition-leader: nft: permission denied")));
+    let dir = run_dir((lines.join("\n") + "\n").as_bytes(), Some(finished(6)));
+    let (code, out, err) = ordeal(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let results = common::json(&dir.path().join("results.json"));
+    assert_eq!(results["defects"][0]["kind"], "no-fault-ran", "{results}");
+    assert!(results["reason"].as_str().unwrap().contains("nft: permission denied"), "{results}");
+}

@@ -132,6 +132,8 @@ pub enum Defect {
     /// A final read never succeeded, so what it would have shown (lost or unexpected records, a
     /// lost last write) went unchecked.
     FinalReadsIncomplete,
+    /// The nemesis tried faults and every one failed to start: the run tested nothing it named.
+    NoFaultRan(String),
 }
 
 impl std::fmt::Display for Defect {
@@ -147,6 +149,7 @@ impl std::fmt::Display for Defect {
             Defect::FaultsFailed(m) => write!(f, "the faults the run set out to run did not all run: {m}"),
             Defect::NothingAcknowledged => f.write_str("no client op succeeded"),
             Defect::FinalReadsIncomplete => f.write_str("a final read never succeeded"),
+            Defect::NoFaultRan(m) => write!(f, "every fault the nemesis tried failed to start: {m}"),
         }
     }
 }
@@ -226,6 +229,14 @@ fn defects(
     out
 }
 
+/// Why no fault ran, when the nemesis tried some and every start failed. (A run too short for
+/// its first fault tried none, and says so by its fault count, not here.)
+fn no_fault_ran(nemesis: &[Op]) -> Option<Defect> {
+    let mut starts = nemesis.iter().filter(|o| o.f == "start" && o.kind == ordeal_history::OpType::Info).peekable();
+    let first = starts.peek()?.error.clone()?;
+    starts.all(|o| o.error.is_some()).then_some(Defect::NoFaultRan(first))
+}
+
 /// `run.json`: absent when the run did not finish; present but unreadable is an error.
 fn run_info(dir: &Path) -> Result<Option<RunInfo>, ReportError> {
     let path = dir.join(store::RUN);
@@ -252,7 +263,8 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
     let history_warning = stream_error.as_ref().map(|e| format!("{}: {e}", path.display()));
     let stats = digest.stats();
     let clients = (digest.spans.len(), stats.total.ok);
-    let defects = defects(&path, stream_error, read, clients, run.as_ref());
+    let mut defects = defects(&path, stream_error, read, clients, run.as_ref());
+    defects.extend(no_fault_ran(&digest.nemesis));
     let faults = digest.fault_windows(writes);
     let mut gaps: Vec<f64> = faults.iter().filter_map(|f| f.gap_ms).collect();
     gaps.sort_by(f64::total_cmp);
