@@ -900,9 +900,9 @@ pub struct Inbox {
 }
 
 /// Room for the incoming snapshot streams a node takes at once (per node: every group's streams
-/// share it; [`MAX_INCOMING_STREAMS`]). A stream over the cap is refused before anything of it is read, with
-/// RESOURCE_EXHAUSTED, which its sender takes as a sign to wait ([`BUSY_RETRY_AFTER`]) and try
-/// again.
+/// share it; [`MAX_INCOMING_STREAMS`]). A stream over the cap is refused once its header is read
+/// and its sender checked, before anything of it is written, with RESOURCE_EXHAUSTED, which its
+/// sender takes as a sign to wait ([`BUSY_RETRY_AFTER`]) and try again.
 #[derive(Clone)]
 pub struct StreamSlots {
     free: Arc<tokio::sync::Semaphore>,
@@ -957,9 +957,6 @@ pub async fn receive(
     sender: &crate::peer_auth::Sender,
 ) -> Result<SnapshotAck, Status> {
     let started = Instant::now();
-    // Held until the stream and its writer are done: what one stream holds is bounded, and how
-    // many streams hold it is bounded here.
-    let _slot = inbox.admit()?;
     let first = next_chunk(&mut stream).await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
     if first.wire_version == 0 || first.wire_version > crate::version::Release::current().wire_max {
         return Err(Status::failed_precondition(format!(
@@ -980,6 +977,10 @@ pub async fn receive(
         return Err(Status::invalid_argument("the header is not a snapshot for this node"));
     }
     sender.check(msg.from)?;
+    // Held until the stream and its writer are done: what one stream holds is bounded, and how
+    // many streams hold it is bounded here. Taken once the sender has shown a readable header
+    // from the peer it is, so a stream that never sends one, or a stranger's, holds no slot.
+    let _slot = inbox.admit()?;
     let meta = msg.get_snapshot().get_metadata();
     make_dir_durable(&inbox.dir).map_err(|e| Status::internal(format!("{}: {e}", inbox.dir.display())))?;
     // One name per stream: a second stream of the same snapshot (the leader retried) never

@@ -306,6 +306,10 @@ async fn snapshot_streams_over_the_cap_are_refused_at_once_and_leave_no_file() {
     let cap = ordeal_system::snapshot::MAX_INCOMING_STREAMS;
     let header = || snapshot_header(2, leader, follower, 1 << 20, term);
 
+    // A stream that sends nothing holds no slot: the slot is taken once a header shows who sends.
+    let (_silent, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(1);
+    let mut raft = raft_client(spec, Some(&credentials(spec, leader)), follower).await.unwrap();
+    let silent = tokio::spawn(async move { raft.snapshot(ReceiverStream::new(rx)).await.map(|_| ()) });
     // Streams that send their header and then wait, holding their slots.
     let mut open = Vec::new();
     for _ in 0..cap {
@@ -340,4 +344,5 @@ async fn snapshot_streams_over_the_cap_are_refused_at_once_and_leave_no_file() {
     let err = stream_snapshot(spec, leader, follower, vec![header(), whole]).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert_eq!(received_files(spec, follower), Vec::<std::ffi::OsString>::new(), "a refused file was left");
+    silent.abort();
 }
