@@ -164,8 +164,11 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     // After the nodes too (the nemesis held the other reference, and is gone with the run).
     drop(disks);
     interrupts.abort();
-    if !opts.keep_data {
-        store::remove_data(&dir);
+    if !opts.keep_data
+        && let Err(e) = store::remove_data(&dir)
+    {
+        // The run's verdict stands; `ordeal cleanup --data` removes what is left.
+        tracing::warn!("{}: the nodes' data stays: {e}", dir.display());
     }
     match outcome {
         Ok(summary) => {

@@ -140,6 +140,15 @@ fn cleanup_after_kill_9_leaves_no_broker() {
     ]);
     wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 200);
     assert_eq!(brokers_under(dir.path()).len(), 3);
+    // While its harness runs, the run is not residue: cleanup leaves its nodes alone.
+    let (code, out, err) = ordeal(&["cleanup", "--store", store]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("its run is still in progress") && !out.contains("killed node process"), "{out}");
+    assert_eq!(brokers_under(dir.path()).len(), 3, "a live run's nodes were killed");
+    // A directory that is not a store holds nothing of ours.
+    let (code, _, err) = ordeal(&["cleanup", "--store", dir.path().join("latest").to_str().unwrap()]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("not a store of ordeal runs"), "{err}");
     run.kill().unwrap(); // SIGKILL: no chance to clean up
     run.wait().unwrap();
     // A node the kernel did not take down with its parent: it carries the run directory in its
@@ -171,6 +180,13 @@ fn cleanup_after_kill_9_leaves_no_broker() {
     assert!(run_json.contains("the harness was killed"), "{run_json}");
     assert!(!dir.path().join("latest/ordeal.pid").exists());
     assert!(!dir.path().join("latest/nodes/n1/data").exists());
+    let keys: Vec<_> = std::fs::read_dir(dir.path().join("latest/nodes/tls"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert!(keys.is_empty(), "the nodes' private keys stayed: {keys:?}");
 }
 
 #[test]

@@ -102,15 +102,25 @@ pub fn runs(store: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Removes the nodes' data directories of a run; their logs stay.
-pub fn remove_data(run_dir: &Path) {
-    let Ok(nodes) = std::fs::read_dir(run_dir.join("nodes")) else { return };
+/// Removes the nodes' data directories of a run, and their private keys (`nodes/tls/*.key`);
+/// their logs stay. What was not there is no error.
+pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
+    let gone = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    let Ok(nodes) = std::fs::read_dir(run_dir.join("nodes")) else { return Ok(()) };
     for node in nodes.flatten() {
         // `disk`: where a lazyfs mount kept the data of a run with crash faults.
         for data in ["data", "disk"] {
-            let _ = std::fs::remove_dir_all(node.path().join(data));
+            gone(std::fs::remove_dir_all(node.path().join(data)))?;
         }
     }
+    let Ok(tls) = std::fs::read_dir(run_dir.join("nodes").join("tls")) else { return Ok(()) };
+    for key in tls.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "key")) {
+        gone(std::fs::remove_file(&key))?;
+    }
+    Ok(())
 }
 
 /// Reads and parses a JSON file of a run directory.
