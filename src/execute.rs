@@ -116,22 +116,40 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     Ok(Cluster { sut, network, nemesis, faults, disks, clock })
 }
 
-/// Ctrl-C: the first heals, stops the nodes and still checks what was recorded; the second
-/// aborts (the nodes die with the process; `ordeal cleanup` does the rest).
+/// Ctrl-C (or SIGTERM, SIGHUP): the first heals, stops the nodes and still checks what was
+/// recorded; the second aborts (the nodes die with the process; `ordeal cleanup` does the rest).
 fn watch_interrupts() -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nordeal: interrupted: healing, stopping the nodes and checking what was recorded (Ctrl-C again to abort)"
-            );
-            let _ = tx.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+        stop_signal().await;
+        eprintln!(
+            "\nordeal: interrupted: healing, stopping the nodes and checking what was recorded (Ctrl-C again to abort)"
+        );
+        let _ = tx.send(true);
+        stop_signal().await;
+        std::process::exit(130);
     });
     (rx, task)
+}
+
+/// The next SIGINT, SIGTERM or SIGHUP: a CI job cancelled, `timeout`, `docker stop` or a closed
+/// terminal stops a run as Ctrl-C does, not as a `kill -9`.
+async fn stop_signal() {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn next(s: &mut Option<Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let (mut term, mut hup) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::hangup()).ok());
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = next(&mut term) => {}
+        _ = next(&mut hup) => {}
+    }
 }
 
 async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
@@ -139,8 +157,10 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
     std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
-    let Cluster { sut, network, nemesis, faults, disks, clock } = build_cluster(&test, &dir)?;
+    // Before the cluster is built: a signal while it is set up stops the run once it is, with
+    // everything torn down, instead of killing the harness halfway through.
     let (interrupt, interrupts) = watch_interrupts();
+    let Cluster { sut, network, nemesis, faults, disks, clock } = build_cluster(&test, &dir)?;
     let mut info = RunInfo::default();
     let outcome = match sut.system.setup().await {
         Err(e) => Err(anyhow::Error::new(e).context("starting the cluster")),

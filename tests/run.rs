@@ -191,6 +191,13 @@ fn cleanup_after_kill_9_leaves_no_broker() {
 
 #[test]
 fn issue_17_a_run_interrupted_with_ctrl_c_is_not_valid() {
+    // SIGTERM (a cancelled CI job, `timeout`, `docker stop`) stops a run as Ctrl-C does.
+    for signal in ["-INT", "-TERM"] {
+        interrupted_with(signal);
+    }
+}
+
+fn interrupted_with(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
@@ -200,11 +207,11 @@ fn issue_17_a_run_interrupted_with_ctrl_c_is_not_valid() {
         .spawn()
         .unwrap();
     wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 100);
-    let sent = Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap();
+    let sent = Command::new("kill").args([signal, &run.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let out = run.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "an interrupted run is unknown: {stdout}");
+    assert_eq!(out.status.code(), Some(2), "{signal}: an interrupted run is unknown: {stdout}");
     assert!(stdout.contains("interrupted"), "{stdout}");
     assert_eq!(results(dir.path())["defects"][0]["kind"], "interrupted");
     // Analysed again later, it still is.
