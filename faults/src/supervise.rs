@@ -76,8 +76,8 @@ impl Supervisor {
         {
             return Ok(());
         }
-        // Spawned from a runtime worker thread, which lives as long as the run: the child's
-        // parent-death signal is tied to the spawning thread.
+        // Forked by the launcher's lasting thread (`spawn_lasting`), not this worker: the child's
+        // parent-death signal is tied to the thread that forks it, and workers may retire.
         let process = (self.launch)(node, &binary)
             .and_then(|l| l.spawn(node))
             .map_err(|e| SystemError::Process { node, message: e.to_string() })?;
