@@ -339,22 +339,18 @@ impl Network {
         Ok(())
     }
 
-    /// Removes every fault: partitions, loss and bandwidth caps, one transaction per node.
+    /// Removes every fault: partitions, loss and bandwidth caps, one transaction per node. Every
+    /// node is tried, whatever failed on another; the first failure is returned.
     pub fn heal(&self) -> Result<(), NetError> {
+        let mut first_error = None;
         for node in self.nodes.values() {
-            run_in(
-                Some(&node.ns),
-                "nft",
-                &["-f", "-"],
-                Some("flush set inet ordeal blocked\nflush chain inet ordeal faults\n"),
-            )?;
-            // No qdisc to delete is fine: there was no cap.
-            let _ = run_in(Some(&node.ns), "tc", &["qdisc", "del", "dev", "eth0", "root"], None);
-            // The delay rules live in iptables' table; flushing an empty chain is harmless.
-            run_in(Some(&node.ns), "iptables", &["-F", "INPUT"], None)?;
+            if let Err(e) = heal_node(node) {
+                first_error.get_or_insert(e);
+            }
         }
         // Rules first, loops second: nothing new is queued, then what is held goes through.
-        self.stop_delays()
+        let delays = self.stop_delays();
+        first_error.map_or(delays, Err)
     }
 
     fn stop_delays(&self) -> Result<(), NetError> {
@@ -384,4 +380,19 @@ impl Drop for Network {
         // but delete it now in case the caller lives on.
         let _ = run_in(None, "ip", &["link", "del", &self.bridge], None);
     }
+}
+
+/// Removes the faults of one node's namespace.
+fn heal_node(node: &NodeNet) -> Result<(), NetError> {
+    run_in(
+        Some(&node.ns),
+        "nft",
+        &["-f", "-"],
+        Some("flush set inet ordeal blocked\nflush chain inet ordeal faults\n"),
+    )?;
+    // No qdisc to delete is fine: there was no cap.
+    let _ = run_in(Some(&node.ns), "tc", &["qdisc", "del", "dev", "eth0", "root"], None);
+    // The delay rules live in iptables' table; flushing an empty chain is harmless.
+    run_in(Some(&node.ns), "iptables", &["-F", "INPUT"], None)?;
+    Ok(())
 }

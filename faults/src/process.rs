@@ -72,6 +72,18 @@ fn quorum_leader(views: &BTreeMap<u64, NodeView>, group: u32) -> Option<u64> {
 }
 
 impl ProcessNemesis {
+    /// Resumes `node`, whatever was done to it (a killed node has nothing to resume), and
+    /// starts it if it does not run: a resumed and running node is healed.
+    async fn heal_node(&self, node: u64) -> Result<(), NemesisError> {
+        if let Some(p) = self.system.processes() {
+            p.resume(node).await.ok();
+        }
+        if !self.system.is_running(node).await {
+            self.system.start(node).await?;
+        }
+        Ok(())
+    }
+
     /// A nemesis acting on `system`.
     pub fn new(system: Arc<dyn System>) -> Self {
         ProcessNemesis { system, active: Vec::new(), broken: BTreeSet::new(), disks: None }
@@ -196,28 +208,83 @@ impl Nemesis for ProcessNemesis {
 
     async fn heal_all(&mut self) -> Result<(), NemesisError> {
         self.active.clear();
-        let broken: Vec<u64> = std::mem::take(&mut self.broken).into_iter().collect();
-        for node in broken {
-            // Whatever was done to it, a resumed and running node is healed.
-            if let Some(p) = self.system.processes() {
-                p.resume(node).await.ok();
-            }
-            if !self.system.is_running(node).await {
-                self.system.start(node).await?;
+        // Every node is tried; one that could not be healed stays broken, for the next heal.
+        let mut first_error = None;
+        for node in self.broken.clone() {
+            match self.heal_node(node).await {
+                Ok(()) => {
+                    self.broken.remove(&node);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::GroupState;
+    use crate::system::{GroupState, SystemError};
+    use std::sync::atomic::AtomicBool;
 
     fn view(id: u64, leader: u64, voters: &[u64]) -> (u64, NodeView) {
         let g = GroupState { leader_id: leader, voters: voters.to_vec(), ..GroupState::default() };
         (id, NodeView { id, groups: vec![g], ..NodeView::default() })
+    }
+
+    /// Nodes that are all down; node 2 will not start the first time it is asked.
+    #[derive(Default)]
+    struct Down {
+        started: std::sync::Mutex<Vec<u64>>,
+        refused: AtomicBool,
+    }
+
+    #[async_trait]
+    impl System for Down {
+        fn name(&self) -> &'static str {
+            "down"
+        }
+        fn nodes(&self) -> Vec<u64> {
+            vec![1, 2, 3]
+        }
+        fn addresses(&self) -> BTreeMap<u64, String> {
+            BTreeMap::new()
+        }
+        fn log_file(&self, _: u64) -> Option<&std::path::Path> {
+            None
+        }
+        async fn setup(&self) -> Result<(), SystemError> {
+            Ok(())
+        }
+        async fn statuses(&self, _: Duration) -> BTreeMap<u64, NodeView> {
+            BTreeMap::new()
+        }
+        async fn start(&self, node: u64) -> Result<(), SystemError> {
+            if node == 2 && !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(SystemError::Process { node, message: "no room".into() });
+            }
+            self.started.lock().unwrap().push(node);
+            Ok(())
+        }
+        async fn is_running(&self, node: u64) -> bool {
+            self.started.lock().unwrap().contains(&node)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_could_not_be_healed_stays_broken_and_the_others_are_healed() {
+        let down = Arc::new(Down::default());
+        let mut nemesis = ProcessNemesis::new(down.clone());
+        nemesis.broken.extend([1, 2, 3]);
+        assert!(nemesis.heal_all().await.is_err(), "node 2 did not start");
+        assert_eq!(*down.started.lock().unwrap(), vec![1, 3], "every node was tried");
+        assert_eq!(nemesis.broken, BTreeSet::from([2]), "the one not healed is remembered");
+        nemesis.heal_all().await.unwrap();
+        assert_eq!(*down.started.lock().unwrap(), vec![1, 3, 2]);
+        assert!(nemesis.broken.is_empty());
     }
 
     #[test]
