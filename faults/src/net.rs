@@ -223,8 +223,7 @@ impl Network {
                     Ok(())
                 });
             }
-            let holder = ordeal_wire::launch::spawn_lasting(cmd)
-                .map_err(|e| net_err(format!("starting node {id}'s namespace"), e))?;
+            let holder = cmd.spawn().map_err(|e| net_err(format!("starting node {id}'s namespace"), e))?;
             let path = PathBuf::from(format!("/proc/{}/ns/net", holder.id()));
             let ns = File::open(&path).map_err(|e| net_err(format!("opening {}", path.display()), e))?;
             let veth = format!("{bridge}v{id}");

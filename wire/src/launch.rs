@@ -5,9 +5,7 @@
 //! [`ClusterSpec`]; the harness starts other systems' nodes through [`Launch`].
 //! Every child is held as a [`NodeProcess`], which never reaps a child before
 //! it is done signalling it (so a recycled PID is never signalled), kills it on drop, and asks the
-//! kernel to kill it if the parent dies first (`PR_SET_PDEATHSIG`). That signal fires when the
-//! *thread* that forked the child ends, so every such child is forked by one thread that lives as
-//! long as the process ([`spawn_lasting`]), never by a runtime's worker, which may retire.
+//! kernel to kill it if the parent dies first (`PR_SET_PDEATHSIG`).
 
 use crate::certs::ClusterCa;
 use crate::config::{Bug, RaftTiming};
@@ -20,7 +18,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// One node of a cluster to start.
@@ -233,36 +230,10 @@ impl Launch {
                 Ok(())
             });
         }
-        let child = spawn_lasting(cmd)
-            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", self.binary.display())))?;
+        let child =
+            cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", self.binary.display())))?;
         Ok(NodeProcess { id, child, exited: None })
     }
-}
-
-/// A command, and where its spawned child goes.
-type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
-
-/// Spawns `cmd` from a thread that lives as long as the process. A child that asks for a
-/// parent-death signal gets it when the thread that forked it ends: forked on a tokio worker
-/// that later blocks and retires (about 10 s after a `block_in_place`), a node would be killed
-/// mid-run by no fault at all.
-pub fn spawn_lasting(cmd: Command) -> io::Result<Child> {
-    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        let serve = move || {
-            for (mut cmd, reply) in rx {
-                let _ = reply.send(cmd.spawn());
-            }
-        };
-        std::thread::Builder::new().name("ordeal-spawner".into()).spawn(serve).ok().map(|_| tx)
-    });
-    let Some(spawner) = spawner else {
-        return Err(io::Error::other("the thread that starts child processes could not be started"));
-    };
-    let (reply, spawned) = mpsc::channel();
-    spawner.send((cmd, reply)).map_err(|_| io::Error::other("the thread that starts child processes is gone"))?;
-    spawned.recv().map_err(|_| io::Error::other("the thread that starts child processes is gone"))?
 }
 
 /// A running node process, owned: killed and reaped on drop.
@@ -336,34 +307,5 @@ impl Drop for NodeProcess {
         if self.exited.is_none() {
             let _ = self.kill();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::process::ExitStatusExt;
-
-    /// A `sleep` that asks to be killed when its parent ends.
-    fn sleeper() -> Command {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("30");
-        // SAFETY: only prctl, async-signal-safe, runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
-        }
-        cmd
-    }
-
-    #[test]
-    fn a_child_outlives_the_thread_that_asked_for_it() {
-        let mut lasting = std::thread::spawn(|| spawn_lasting(sleeper()).unwrap()).join().unwrap();
-        // Forked by a thread that then ends, a child dies with that thread: the kernel has acted
-        // on a thread's end once this one is dead, and on the earlier thread's end before it.
-        let mut direct = std::thread::spawn(|| sleeper().spawn().unwrap()).join().unwrap();
-        assert_eq!(direct.wait().unwrap().signal(), Some(9), "the parent-death signal is the thread's");
-        assert!(lasting.try_wait().unwrap().is_none(), "a child of the lasting thread was killed");
-        lasting.kill().unwrap();
-        lasting.wait().unwrap();
     }
 }
