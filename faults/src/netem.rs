@@ -1,6 +1,6 @@
 //! The network nemesis: partitions, loss, delay and bandwidth caps on a [`Network`].
 
-use crate::net::Network;
+use crate::net::{NetError, Network};
 use crate::partition::{self, Grudge};
 use crate::system::System;
 use crate::{Action, FaultSpec, Nemesis, NemesisError, Shape, Target};
@@ -42,8 +42,17 @@ pub struct NetNemesis {
     active: Option<Active>,
 }
 
-fn blocking<T>(f: impl FnOnce() -> Result<T, crate::net::NetError>) -> Result<T, NemesisError> {
-    Ok(tokio::task::block_in_place(f)?)
+/// Runs `f` on the network off the runtime's workers, with `spawn_blocking`, not
+/// `block_in_place`: a worker that blocks in place hands its core to a new thread and retires
+/// about 10 s later, and every node that worker had started would then get its parent-death
+/// signal, which is the forking *thread's*, not the process's: a node killed by no fault at all.
+async fn blocking<T: Send + 'static>(
+    net: Arc<Network>,
+    f: impl FnOnce(&Network) -> Result<T, NetError> + Send + 'static,
+) -> Result<T, NemesisError> {
+    let done = tokio::task::spawn_blocking(move || f(&net)).await;
+    let done = done.map_err(|e| NetError { what: "a network change".into(), message: e.to_string() })?;
+    Ok(done?)
 }
 
 impl NetNemesis {
@@ -53,8 +62,8 @@ impl NetNemesis {
         NetNemesis { system, net, active: None }
     }
 
-    fn net(&self, fault: &FaultSpec) -> Result<&Network, NemesisError> {
-        self.net.as_deref().ok_or_else(|| NemesisError::NotSetUp { fault: fault.to_string(), what: "--env netns" })
+    fn net(&self, fault: &FaultSpec) -> Result<Arc<Network>, NemesisError> {
+        self.net.clone().ok_or_else(|| NemesisError::NotSetUp { fault: fault.to_string(), what: "--env netns" })
     }
 
     async fn target(&self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<u64, NemesisError> {
@@ -95,7 +104,8 @@ impl NetNemesis {
         let target = if matches!(shape, Shape::Isolate | Shape::OneWay) { self.target(fault, rng).await? } else { 0 };
         let grudge: Grudge = partition::grudge(shape, &order, target);
         let net = self.net(fault)?;
-        blocking(|| net.partition(&grudge))?;
+        let cut = grudge.clone();
+        blocking(net, move |net| net.partition(&cut)).await?;
         let step_down =
             (fault.target == Target::Leader).then(|| self.watch_step_down(target, fault.groups.one().unwrap_or(0)));
         let shown: BTreeMap<String, Vec<u64>> =
@@ -123,13 +133,15 @@ impl Nemesis for NetNemesis {
             Action::Partition(shape) => self.partition(fault, shape, rng).await?,
             Action::Loss => {
                 let net = self.net(fault)?;
-                blocking(|| net.loss(&nodes, 30))?;
+                let all = nodes.clone();
+                blocking(net, move |net| net.loss(&all, 30)).await?;
                 simple(json!({"fault": name, "targets": nodes, "percent": 30, "down": []}))
             }
             Action::Delay => {
                 let (delay, jitter) = (Duration::from_millis(50), Duration::from_millis(10));
                 let net = self.net(fault)?;
-                blocking(|| net.delay(&nodes, delay, jitter))?;
+                let all = nodes.clone();
+                blocking(net, move |net| net.delay(&all, delay, jitter)).await?;
                 simple(json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10, "down": []}))
             }
             Action::Reset => {
@@ -137,13 +149,14 @@ impl Nemesis for NetNemesis {
                 let followers: Vec<u64> = nodes.iter().copied().filter(|n| *n != leader).collect();
                 let follower = *followers.choose(rng).ok_or(NemesisError::NoTarget("follower"))?;
                 let net = self.net(fault)?;
-                blocking(|| net.reset(follower, leader))?;
+                blocking(net, move |net| net.reset(follower, leader)).await?;
                 // Both stay up and serve; only their link is broken.
                 simple(json!({"fault": name, "targets": [follower], "leader": leader, "down": []}))
             }
             Action::Slow => {
                 let net = self.net(fault)?;
-                blocking(|| net.slow(&nodes, "1mbit"))?;
+                let all = nodes.clone();
+                blocking(net, move |net| net.slow(&all, "1mbit")).await?;
                 simple(json!({"fault": name, "targets": nodes, "rate": "1mbit", "down": []}))
             }
             _ => return Err(NemesisError::Unhandled(name)),
@@ -155,8 +168,8 @@ impl Nemesis for NetNemesis {
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
         let Some(mut active) = self.active.take_if(|a| a.fault == *fault) else { return Ok(Value::Null) };
-        if let Some(net) = &self.net {
-            blocking(|| net.heal())?;
+        if let Some(net) = self.net.clone() {
+            blocking(net, |net| net.heal()).await?;
         }
         if let Some(watch) = active.step_down.take() {
             let stepped = if watch.is_finished() {
@@ -177,8 +190,8 @@ impl Nemesis for NetNemesis {
         if let Some(watch) = self.active.take().and_then(|mut a| a.step_down.take()) {
             watch.abort();
         }
-        if let Some(net) = &self.net {
-            blocking(|| net.heal())?;
+        if let Some(net) = self.net.clone() {
+            blocking(net, |net| net.heal()).await?;
         }
         Ok(())
     }

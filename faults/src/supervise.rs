@@ -76,8 +76,9 @@ impl Supervisor {
         {
             return Ok(());
         }
-        // Forked by the launcher's lasting thread (`spawn_lasting`), not this worker: the child's
-        // parent-death signal is tied to the thread that forks it, and workers may retire.
+        // Forked from a runtime worker, which lives as long as the runtime as long as nothing
+        // blocks in place on it (the network nemesis does not): the child's parent-death signal
+        // is tied to the thread that forks it.
         let process = (self.launch)(node, &binary)
             .and_then(|l| l.spawn(node))
             .map_err(|e| SystemError::Process { node, message: e.to_string() })?;

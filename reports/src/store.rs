@@ -103,24 +103,28 @@ pub fn runs(store: &Path) -> Vec<PathBuf> {
 }
 
 /// Removes the nodes' data directories of a run, and their private keys (`nodes/tls/*.key`);
-/// their logs stay. What was not there is no error.
+/// their logs stay. Everything is tried; the first failure is returned (what was not there is
+/// none).
 pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
-    let gone = |r: std::io::Result<()>| match r {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    };
-    let Ok(nodes) = std::fs::read_dir(run_dir.join("nodes")) else { return Ok(()) };
-    for node in nodes.flatten() {
+    let nodes = run_dir.join("nodes");
+    let mut doomed: Vec<(PathBuf, bool)> = Vec::new();
+    for node in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
         // `disk`: where a lazyfs mount kept the data of a run with crash faults.
-        for data in ["data", "disk"] {
-            gone(std::fs::remove_dir_all(node.path().join(data)))?;
+        doomed.extend(["data", "disk"].map(|d| (node.path().join(d), true)));
+    }
+    let keys = std::fs::read_dir(nodes.join("tls")).into_iter().flatten().flatten().map(|e| e.path());
+    doomed.extend(keys.filter(|p| p.extension().is_some_and(|x| x == "key")).map(|p| (p, false)));
+    let mut first = Ok(());
+    for (path, dir) in doomed {
+        let removed = if dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if let Err(e) = removed.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+            && e.kind() != std::io::ErrorKind::NotFound
+            && first.is_ok()
+        {
+            first = Err(e);
         }
     }
-    let Ok(tls) = std::fs::read_dir(run_dir.join("nodes").join("tls")) else { return Ok(()) };
-    for key in tls.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "key")) {
-        gone(std::fs::remove_file(&key))?;
-    }
-    Ok(())
+    first
 }
 
 /// Reads and parses a JSON file of a run directory.
