@@ -1945,24 +1945,17 @@ mod tests {
     #[test]
     fn keys_of_other_groups_or_out_of_order_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel(4);
         let chunk = |k: Vec<u8>| SnapshotChunk {
             keys: vec![k.into()],
             values: vec![Bytes::from_static(b"v")],
             ..Default::default()
         };
-        tx.try_send(chunk(keys::state(1, b'K', &[b"x"]))).unwrap();
-        drop(tx);
+        let rx = queued([chunk(keys::state(1, b'K', &[b"x"]))]);
         let err = write_pairs(&dir.path().join("a.sst"), 0, &header(), rx).unwrap_err();
         assert!(err.contains("not the group's"), "{err}");
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(chunk(keys::state(0, b'K', &[b"b"]))).unwrap();
-        tx.try_send(chunk(keys::state(0, b'K', &[b"a"]))).unwrap();
-        drop(tx);
+        let rx = queued([chunk(keys::state(0, b'K', &[b"b"])), chunk(keys::state(0, b'K', &[b"a"]))]);
         assert!(write_pairs(&dir.path().join("b.sst"), 0, &header(), rx).unwrap_err().contains("out of order"));
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(chunk(keys::state(0, b'K', &[b"a"]))).unwrap();
-        drop(tx);
+        let rx = queued([chunk(keys::state(0, b'K', &[b"a"]))]);
         assert!(
             write_pairs(&dir.path().join("c.sst"), 0, &header(), rx)
                 .unwrap_err()
@@ -1984,6 +1977,16 @@ mod tests {
     /// The configuration of the test snapshots: voters 1, 2 and 3.
     fn voters_1_2_3() -> ConfState {
         ConfState::from((vec![1, 2, 3], vec![]))
+    }
+
+    /// A stream that holds `chunks` and then ends, as a writer reads it.
+    fn queued(chunks: impl IntoIterator<Item = SnapshotChunk>) -> mpsc::Receiver<SnapshotChunk> {
+        let chunks: Vec<SnapshotChunk> = chunks.into_iter().collect();
+        let (tx, rx) = mpsc::channel(chunks.len().max(1));
+        for chunk in chunks {
+            tx.try_send(chunk).unwrap();
+        }
+        rx
     }
 
     /// The header of the test snapshots: index 7, term 2, voters 1, 2 and 3.
@@ -2010,20 +2013,17 @@ mod tests {
     /// header [`header`], the last one with `summary`.
     fn receive_raw(from: &Path, to: &Path, group: u32, summary: Option<FileSummary>) -> Result<Received, String> {
         let bytes = std::fs::read(from).unwrap();
-        let (tx, rx) = mpsc::channel(bytes.len() / 100 + 2);
-        for (i, piece) in bytes.chunks(100).enumerate() {
+        let chunks = bytes.chunks(100).enumerate().map(|(i, piece)| {
             let done = (i + 1) * 100 >= bytes.len();
-            let chunk = SnapshotChunk {
+            SnapshotChunk {
                 data: Bytes::copy_from_slice(piece),
                 done,
                 total_bytes: bytes.len() as u64,
                 summary: summary.filter(|_| done),
                 ..Default::default()
-            };
-            tx.try_send(chunk).unwrap();
-        }
-        drop(tx);
-        write_raw(to, group, &header(), rx)
+            }
+        });
+        write_raw(to, group, &header(), queued(chunks))
     }
 
     /// What a sender that made the file at `path` (holding `state_bytes`) vouches for.
@@ -2118,7 +2118,6 @@ mod tests {
         assert!(matches!(check(b"7", Some(voters_1_2_3())), Err(MetaMismatch::Undecodable { .. })));
         assert!(matches!(FileMeta::default().check(&header()), Err(MetaMismatch::Missing("applied index"))));
         // A format 1 stream's pairs are held to the header too.
-        let (tx, rx) = mpsc::channel(4);
         let conf = voters_1_2_3().write_to_bytes().unwrap();
         let pairs = SnapshotChunk {
             keys: vec![keys::applied(0).to_vec().into(), keys::conf_state(0).to_vec().into()],
@@ -2127,9 +2126,7 @@ mod tests {
             total_pairs: 2,
             ..Default::default()
         };
-        tx.try_send(pairs).unwrap();
-        drop(tx);
-        let err = write_pairs(&dir.path().join("pairs.sst"), 0, &header(), rx).unwrap_err();
+        let err = write_pairs(&dir.path().join("pairs.sst"), 0, &header(), queued([pairs])).unwrap_err();
         assert!(err.contains("applied index 9 is not the header's snapshot index 7"), "{err}");
     }
 
@@ -2208,12 +2205,9 @@ mod tests {
     #[test]
     fn a_truncated_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel(4);
         let chunk =
             SnapshotChunk { data: Bytes::from_static(b"abc"), done: true, total_bytes: 10, ..Default::default() };
-        tx.try_send(chunk).unwrap();
-        drop(tx);
-        let err = write_raw(&dir.path().join("t.sst"), 0, &header(), rx).unwrap_err();
+        let err = write_raw(&dir.path().join("t.sst"), 0, &header(), queued([chunk])).unwrap_err();
         assert!(err.contains("3 bytes arrived of 10"), "{err}");
     }
 
