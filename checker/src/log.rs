@@ -120,11 +120,11 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
         if !invoke.is_client() {
             continue;
         }
-        if matches!(invoke.f.as_str(), "append" | "produce" | "send") {
+        if is_append(&invoke.f) {
             appended_to.extend(key(&invoke.value));
         }
         let Some(c) = pair.completion.map(|c| &ops[c]) else {
-            if matches!(invoke.f.as_str(), "append" | "produce" | "send") {
+            if is_append(&invoke.f) {
                 attempted
                     .entry(key(&invoke.value).unwrap_or_default())
                     .or_default()
@@ -133,7 +133,7 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
             continue;
         };
         match invoke.f.as_str() {
-            "append" | "produce" | "send" => {
+            f if is_append(f) => {
                 let Some(k) = key(&invoke.value) else { continue };
                 if c.kind != OpType::Fail {
                     attempted.entry(k.clone()).or_default().insert(invoke.value["value"].to_string());
@@ -232,6 +232,11 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
     Ok(report)
 }
 
+/// Whether an op named `f` appends a record.
+fn is_append(f: &str) -> bool {
+    matches!(f, "append" | "produce" | "send")
+}
+
 /// Why a final read of partition `key` that returned `read` records from `from` is not the whole
 /// log: it stopped below the high watermark it reported (`hw`), so its tail went unchecked.
 fn stopped_short(key: &str, value: &Value, read: usize) -> Option<String> {
@@ -260,12 +265,8 @@ mod tests {
     }
 
     fn final_read(h: &mut History, values: Vec<i64>) {
-        h.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
-        let hw = values.len();
-        h.push(
-            Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "values": values, "hw": hw}))
-                .completed(OpType::Ok),
-        );
+        let hw = values.len() as u64;
+        final_read_below(h, values, hw);
     }
 
     #[test]
