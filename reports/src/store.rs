@@ -87,6 +87,12 @@ pub fn root_of(run_dir: &Path) -> Option<PathBuf> {
 
 /// Every run directory of a store, newest first.
 pub fn runs(store: &Path) -> Vec<PathBuf> {
+    runs_where(store, |run| run.join(TEST).exists())
+}
+
+/// Every directory of a store where a run's directory would be (`NAME/STAMP`) that `is_run`
+/// takes for one, newest first.
+pub fn runs_where(store: &Path, is_run: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(tests) = std::fs::read_dir(store) else { return out };
     for test in tests.flatten() {
@@ -95,7 +101,7 @@ pub fn runs(store: &Path) -> Vec<PathBuf> {
             continue;
         }
         if let Ok(stamps) = std::fs::read_dir(&path) {
-            out.extend(stamps.flatten().map(|e| e.path()).filter(|p| p.join(TEST).exists()));
+            out.extend(stamps.flatten().map(|e| e.path()).filter(|p| is_run(p)));
         }
     }
     out.sort_by(|a, b| b.file_name().cmp(&a.file_name()));

@@ -70,13 +70,7 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
 /// Every run directory of the store: one with a `test.json`, or with an `ordeal.pid` (a harness
 /// killed while it set the cluster up had not written its `test.json` yet).
 fn run_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut out = store::runs(root);
-    let Ok(tests) = std::fs::read_dir(root) else { return out };
-    for test in tests.flatten().filter(|t| t.file_name() != "latest") {
-        let stamps = std::fs::read_dir(test.path()).into_iter().flatten().flatten();
-        out.extend(stamps.map(|s| s.path()).filter(|p| p.join(store::PID).exists() && !p.join(store::TEST).exists()));
-    }
-    out
+    store::runs_where(root, |run| run.join(store::TEST).exists() || run.join(store::PID).exists())
 }
 
 /// Whether the run's harness still runs: its `ordeal.pid` names a live `ordeal` process (not a

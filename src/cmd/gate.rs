@@ -5,9 +5,9 @@
 //! candidate fails the gate when any of its verdicts contradicts what the suite expects, or when,
 //! for a configuration expected valid, its median write gap, faults writes never resumed after
 //! (beyond one per seed), p99 latency of acknowledged ops or acknowledged throughput over the
-//! seeds is worse than the baseline's beyond the suite's `[gate]` thresholds. The gate fails closed: a
-//! run that did not complete, did not decide or left no figures is not a pass, on either side,
-//! and neither is a gate without a single check. It writes `gate.json`, `gate.html` (both builds
+//! seeds is worse than the baseline's beyond the suite's `[gate]` thresholds. The gate fails
+//! closed: a run that did not complete, did not decide or left no figures is not a pass, on
+//! either side, and neither is a gate without a single check. It writes `gate.json`, `gate.html` (both builds
 //! side by side, every run linked) and `junit.xml`.
 
 use super::suite::{self, CaseState, SuiteFile, SuiteState};
@@ -280,13 +280,18 @@ struct Builds<'a> {
 /// The flags that choose a case's builds. A case that upgrades (`--scenario rolling-upgrade`, or
 /// an upgrade fault) gets `--from BASELINE --to BUILD`: on the baseline's side the baseline is
 /// rolled onto itself under a second path (the reference: the same restarts, no new build), on
-/// the candidate's the baseline is rolled onto the candidate, the upgrade being shipped. Any other case gets
-/// `--broker BUILD`. A case that names a build itself is refused: the gate would otherwise run
-/// it on that build, not on the one it gates.
+/// the candidate's the baseline is rolled onto the candidate, the upgrade being shipped. Any
+/// other case gets `--broker BUILD`. A case that names a build itself is refused: the gate would
+/// otherwise run it on that build, not on the one it gates.
 fn build_flags(case: &CaseState, store: &Path, builds: &Builds) -> anyhow::Result<Vec<String>> {
     let args = suite::run_args(case, store)?;
-    let named = [("--broker", args.broker.is_some()), ("--from", args.from.is_some()), ("--to", args.to.is_some())];
-    let named = named.into_iter().chain([("--test", args.test.is_some())]).find(|(_, set)| *set);
+    let named = [
+        ("--broker", args.broker.is_some()),
+        ("--from", args.from.is_some()),
+        ("--to", args.to.is_some()),
+        ("--test", args.test.is_some()),
+    ];
+    let named = named.into_iter().find(|(_, set)| *set);
     if let Some((flag, _)) = named {
         return Err(BadInput(format!(
             "case {:?} sets {flag}: the gate chooses every case's builds (--broker, or --from and --to for an \
