@@ -175,6 +175,8 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     if !dir.join(store::TEST).exists() {
         write_test(&dir, &test)?;
     }
+    // Before the teardown, which ends every node.
+    info.node_exits = sut.system.supervisor().map(|s| s.unasked_exits());
     if let Err(e) = sut.system.teardown().await {
         tracing::warn!("teardown: {e}");
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json, ordeal, run_args, spawn_ordeal, wait_for_history};
+use common::{checker, json, ordeal, run_args, spawn_ordeal, wait_for_history};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,15 +13,19 @@ fn results(store: &Path) -> Value {
     json(&store.join("latest/results.json"))
 }
 
-fn brokers_under(root: &Path) -> Vec<String> {
+/// The pid and command line of every live broker whose command line names `root`.
+fn brokers_under(root: &Path) -> Vec<(i32, String)> {
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
     let mut out = Vec::new();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             let zombie = std::fs::read_to_string(p.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
-            if cmd.contains("ordeal-broker") && cmd.contains(root.to_str().unwrap()) && !zombie {
-                out.push(cmd);
+            let pid = p.file_name().to_str().and_then(|p| p.parse().ok());
+            if let Some(pid) =
+                pid.filter(|_| cmd.contains("ordeal-broker") && cmd.contains(root.to_str().unwrap()) && !zombie)
+            {
+                out.push((pid, cmd));
             }
         }
     }
@@ -38,6 +42,7 @@ fn register_under_leader_kills_and_pauses_is_valid() {
     let r = results(dir.path());
     assert_eq!(r["verdict"], "valid");
     assert_eq!(r["checkers"][0]["name"], "linearizability");
+    assert_eq!(checker(&r, "node-exits")["verdict"], "valid", "the killed leaders were killed by the harness");
     assert!(r["failover"]["faults"].as_u64().unwrap() >= 2, "{}", r["faults"]);
     assert!(r["faults"].as_array().unwrap().iter().any(|f| f["gap_ms"].is_number()), "write gaps recorded");
     assert!(r["stats"]["total"]["ok"].as_u64().unwrap() > 300);
@@ -120,6 +125,26 @@ impl Drop for Orphan {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn a_node_that_dies_unasked_makes_the_run_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let mut run = spawn_ordeal(&run_args(store, "3", &["--nemesis", "pause-follower", "--seed", "7"]));
+    wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 100);
+    // Something outside the run kills node 2: the broker crashing would look the same.
+    let (pid, _) = brokers_under(dir.path()).into_iter().find(|(_, cmd)| cmd.contains("--id=2 ")).expect("node 2 runs");
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    let code = run.wait().unwrap().code();
+    assert_eq!(code, Some(1), "a crashed node is a finding: invalid");
+    let r = results(dir.path());
+    assert_eq!(r["verdict"], "invalid", "{r}");
+    let exits = checker(&r, "node-exits");
+    assert_eq!(exits["verdict"], "invalid", "{exits}");
+    assert_eq!(exits["details"]["exits"][0]["node"], 2, "{exits}");
+    assert!(exits["summary"].as_str().unwrap().contains("signal: 9"), "{exits}");
+    assert!(brokers_under(dir.path()).is_empty());
 }
 
 #[test]

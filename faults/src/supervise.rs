@@ -8,6 +8,7 @@
 use crate::system::{Processes, SystemError, Upgrade};
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
+use ordeal_history::NodeExit;
 use ordeal_wire::launch::{Launch, NodeProcess};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,10 @@ pub struct Supervisor {
     /// The binary each node runs; a node starts on its entry here.
     binaries: Mutex<BTreeMap<u64, PathBuf>>,
     procs: Mutex<BTreeMap<u64, NodeProcess>>,
+    /// Processes found ended before the supervisor ended them: when starting, stopping or
+    /// killing a node. A heal that restarts every node that does not run would otherwise hide a
+    /// crash.
+    unasked: Mutex<Vec<NodeExit>>,
 }
 
 // No invariant spans a panic in these maps: they only hold owned processes and paths.
@@ -37,7 +42,12 @@ impl Supervisor {
     /// Supervises `nodes`, each starting on `binary`.
     pub fn new(nodes: &[u64], binary: &Path, launch: LaunchFn) -> Self {
         let binaries = nodes.iter().map(|n| (*n, binary.to_path_buf())).collect();
-        Supervisor { launch, binaries: Mutex::new(binaries), procs: Mutex::new(BTreeMap::new()) }
+        Supervisor {
+            launch,
+            binaries: Mutex::new(binaries),
+            procs: Mutex::new(BTreeMap::new()),
+            unasked: Mutex::new(Vec::new()),
+        }
     }
 
     /// The nodes' ids.
@@ -52,6 +62,10 @@ impl Supervisor {
 
     /// Stops supervising `node` (removed from the cluster), stopping it first.
     pub async fn forget(&self, node: u64) -> Result<(), SystemError> {
+        // A removed member may end by itself (etcd's does): that was asked for.
+        if self.exited(node)?.is_some() {
+            lock(&self.procs).remove(&node);
+        }
         self.stop(node).await?;
         lock(&self.binaries).remove(&node);
         Ok(())
@@ -71,9 +85,7 @@ impl Supervisor {
     /// Starts the node on its binary unless it runs already.
     pub fn start(&self, node: u64) -> Result<(), SystemError> {
         let binary = self.known(node)?;
-        if let Some(p) = lock(&self.procs).get_mut(&node)
-            && matches!(p.has_exited(), Ok(None))
-        {
+        if !self.noted_unasked(node, true) && self.is_running(node) {
             return Ok(());
         }
         // Forked from a runtime worker, which lives as long as the runtime as long as nothing
@@ -89,7 +101,7 @@ impl Supervisor {
     /// SIGTERM (after SIGCONT), then waits up to [`GRACE`] before SIGKILL.
     pub async fn stop(&self, node: u64) -> Result<(), SystemError> {
         self.known(node)?;
-        if !lock(&self.procs).contains_key(&node) {
+        if !lock(&self.procs).contains_key(&node) || self.noted_unasked(node, false) {
             return Ok(());
         }
         self.signal(node, Signal::SIGCONT)?;
@@ -110,6 +122,7 @@ impl Supervisor {
 
     fn kill_now(&self, node: u64) -> Result<(), SystemError> {
         self.known(node)?;
+        self.noted_unasked(node, false);
         let Some(mut p) = lock(&self.procs).remove(&node) else { return Ok(()) };
         p.kill().map_err(|e| SystemError::Process { node, message: format!("kill: {e}") })?;
         Ok(())
@@ -121,6 +134,30 @@ impl Supervisor {
         let mut procs = lock(&self.procs);
         let Some(p) = procs.get_mut(&node) else { return Ok(None) };
         p.has_exited().map_err(|e| SystemError::Process { node, message: e.to_string() })
+    }
+
+    /// Records the node's process if it ended before the supervisor ended it (the supervisor
+    /// drops the processes it ends), and says whether it had; `restarted` if it is about to be
+    /// started again.
+    fn noted_unasked(&self, node: u64, restarted: bool) -> bool {
+        let Ok(Some(status)) = self.exited(node) else { return false };
+        tracing::warn!(node, "the node's process ended by itself ({status})");
+        lock(&self.unasked).push(NodeExit { node, status: status.to_string(), restarted });
+        // Noted once: the next look finds no process.
+        lock(&self.procs).remove(&node);
+        true
+    }
+
+    /// Every node process that ended without being asked to: those noted so far, then those
+    /// found ended now.
+    pub fn unasked_exits(&self) -> Vec<NodeExit> {
+        let mut exits = lock(&self.unasked).clone();
+        for (&node, p) in lock(&self.procs).iter_mut() {
+            if let Ok(Some(status)) = p.has_exited() {
+                exits.push(NodeExit { node, status: status.to_string(), restarted: false });
+            }
+        }
+        exits
     }
 
     /// Whether the node's process runs (paused counts as running).
@@ -198,5 +235,63 @@ impl Upgrade for Supervisor {
 
     fn binary(&self, node: u64) -> Option<PathBuf> {
         lock(&self.binaries).get(&node).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A supervisor of `nodes` whose nodes are `sleep 600` processes logging into `dir`.
+    fn sleepers(nodes: &[u64], dir: &Path) -> Supervisor {
+        let dir = dir.to_path_buf();
+        let launch: LaunchFn = Box::new(move |node, binary| {
+            let args = vec!["600".into()];
+            Ok(Launch { binary: binary.into(), args, env: vec![], log: dir.join(format!("{node}.log")), netns: None })
+        });
+        Supervisor::new(nodes, Path::new("/bin/sleep"), launch)
+    }
+
+    /// Kills node's process from outside the supervisor, and waits until it has ended.
+    async fn killed_behind_its_back(s: &Supervisor, node: u64) {
+        let pid = lock(&s.procs)[&node].pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while s.is_running(node) {
+            assert!(tokio::time::Instant::now() < deadline, "SIGKILL did not end node {node}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ended_unasked_is_noted_once_whoever_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sleepers(&[1, 2, 3, 4], dir.path());
+        for node in 1..=4 {
+            s.start(node).unwrap();
+        }
+        killed_behind_its_back(&s, 1).await;
+        let found = s.unasked_exits();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].restarted && found[0].status.contains("9"), "{found:?}");
+        // Started again by a heal: noted as restarted, and only once.
+        s.start(1).unwrap();
+        assert!(s.is_running(1));
+        let exits = s.unasked_exits();
+        assert_eq!(exits, vec![NodeExit { node: 1, status: found[0].status.clone(), restarted: true }]);
+        // Ended unasked, then stopped or killed by a fault: noted too.
+        killed_behind_its_back(&s, 2).await;
+        s.stop(2).await.unwrap();
+        killed_behind_its_back(&s, 3).await;
+        Processes::kill(&s, 3).await.unwrap();
+        let nodes: Vec<(u64, bool)> = s.unasked_exits().iter().map(|e| (e.node, e.restarted)).collect();
+        assert_eq!(nodes, vec![(1, true), (2, false), (3, false)]);
+        // What the supervisor ends is asked for, and so is a removed member ending by itself.
+        s.start(3).unwrap();
+        Processes::kill(&s, 3).await.unwrap();
+        s.stop(1).await.unwrap();
+        killed_behind_its_back(&s, 4).await;
+        s.forget(4).await.unwrap();
+        assert_eq!(s.unasked_exits().len(), 3, "nothing asked for is noted");
     }
 }

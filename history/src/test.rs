@@ -149,6 +149,19 @@ pub struct PhaseSpan {
     pub rate: f64,
 }
 
+/// A node's process that ended without the harness ending it (no kill, stop or restart on another
+/// binary asked for it): the system crashed, or something outside the run killed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeExit {
+    /// The node.
+    pub node: u64,
+    /// How its process ended (`exit status: 70`, `signal: 9 (SIGKILL)`).
+    pub status: String,
+    /// Whether the harness started it again (healing a fault); else it was found ended when the
+    /// run did.
+    pub restarted: bool,
+}
+
 fn broker() -> String {
     "broker".into()
 }

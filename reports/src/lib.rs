@@ -4,6 +4,7 @@
 //! * [`results`]: analysing a run directory (every checker, statistics, fault windows) into
 //!   `results.json`, whose schema is a compatibility promise (`docs/results.md`);
 //! * [`junit`], [`summary`]: `junit.xml` and `summary.md` for CI;
+//! * [`exits`]: node processes that ended without the harness ending them;
 //! * [`upgrade`]: the rolling-upgrade checks (the feature gate, the final cluster version,
 //!   progress after every step, refused nodes);
 //! * [`html`]: the self-contained `report.html`, the store's `index.html`, and `ordeal gate`'s
@@ -14,6 +15,7 @@
 //! cluster. `ordeal report DIR` regenerates every file from the directory alone.
 #![warn(missing_docs)]
 
+pub mod exits;
 pub mod gate;
 pub mod html;
 pub mod junit;

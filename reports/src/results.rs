@@ -237,18 +237,12 @@ fn no_fault_ran(nemesis: &[Op]) -> Option<Defect> {
     starts.all(|o| o.error.is_some()).then_some(Defect::NoFaultRan(first))
 }
 
-/// `run.json`: absent when the run did not finish; present but unreadable is an error.
-fn run_info(dir: &Path) -> Result<Option<RunInfo>, ReportError> {
-    let path = dir.join(store::RUN);
-    if path.exists() { store::read_json(&path).map(Some) } else { Ok(None) }
-}
-
 /// Runs `checkers` (the workload's) over the run's history, in the one pass that also digests
 /// it; a fault's write gap ends with the first acknowledged op of `writes`.
 pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> Result<Analysis, ReportError> {
     let test: Test = store::read_json(&dir.join(store::TEST))?;
     test.check_format().map_err(|e| ReportError::file(&dir.join(store::TEST), e))?;
-    let run = run_info(dir)?;
+    let run = store::run_info(dir)?;
     let path = dir.join(store::HISTORY);
     let (stream, stream_error) = ops(&path)?;
     let mut checking = Compose::new(checkers);

@@ -63,6 +63,16 @@ pub struct RunInfo {
     /// When each phase ran, on the history's clock (runs before phases existed have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<ordeal_history::PhaseSpan>,
+    /// Node processes that ended without the harness ending them; `None` when the run did not
+    /// look (a system whose nodes are not its processes, a run before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_exits: Option<Vec<ordeal_history::NodeExit>>,
+}
+
+/// A run's `run.json`: absent when the run did not finish; present but unreadable is an error.
+pub fn run_info(dir: &Path) -> Result<Option<RunInfo>, crate::ReportError> {
+    let path = dir.join(RUN);
+    if path.exists() { read_json(&path).map(Some) } else { Ok(None) }
 }
 
 /// Creates a fresh run directory `store/<test>/<timestamp>/` and points `store/latest` at it.

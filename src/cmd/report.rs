@@ -54,6 +54,9 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     if test.scenario.as_deref() == Some("rolling-upgrade") {
         checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));
     }
+    if let Some(exits) = store::run_info(dir)?.and_then(|run| run.node_exits) {
+        checkers.push(Box::new(ordeal_reports::exits::ExitCheck::new(exits)));
+    }
     Ok(ordeal_reports::write_all(dir, checkers, workload.writes())?)
 }
 
