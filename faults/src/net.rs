@@ -19,9 +19,10 @@
 //! a parent-death signal, so their namespaces, veths and rules vanish with them even after a
 //! `kill -9`. Nothing is ever created in the host's namespace.
 
+use ordeal_wire::launch::output_within;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -39,6 +40,10 @@ pub struct NetError {
     /// What went wrong.
     pub message: String,
 }
+
+/// How long one `ip`, `nft` or `iptables` command may take: they answer in milliseconds, and
+/// one that hangs (a lock another program holds) would hang the run's fault or heal.
+const COMMAND_BOUND: Duration = Duration::from_secs(10);
 
 fn net_err(what: impl Into<String>, e: impl std::fmt::Display) -> NetError {
     NetError { what: what.into(), message: e.to_string() }
@@ -173,10 +178,7 @@ fn delay_loop(ns: File, delay: Duration, jitter: Duration, seed: u64, stop: Arc<
 fn run_in(ns: Option<&File>, program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
     let what = format!("{program} {}", args.join(" "));
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     if let Some(ns) = ns {
         let ns = ns.try_clone().map_err(|e| net_err(&what, e))?;
         // SAFETY: only setns, which is async-signal-safe, runs between fork and exec.
@@ -184,11 +186,7 @@ fn run_in(ns: Option<&File>, program: &str, args: &[&str], stdin: Option<&str>) 
             cmd.pre_exec(move || nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
         }
     }
-    let mut child = cmd.spawn().map_err(|e| net_err(&what, e))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(|e| net_err(&what, e))?;
-    }
-    let out = child.wait_with_output().map_err(|e| net_err(&what, e))?;
+    let out = output_within(&mut cmd, stdin, COMMAND_BOUND).map_err(|e| net_err(&what, e))?;
     if !out.status.success() {
         return Err(net_err(&what, String::from_utf8_lossy(&out.stderr).trim()));
     }

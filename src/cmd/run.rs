@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use ordeal_faults::{FaultSpec, LIBFAKETIME, net};
 use ordeal_history::{Phase, Test};
 use ordeal_reports::store;
+use ordeal_wire::launch::{ANSWER_BOUND, output_within};
 use ordeal_workloads::{systems, workload};
 use std::path::{Path, PathBuf};
 
@@ -275,9 +276,8 @@ fn upgrade_builds(args: &RunArgs, test: &mut Test, binary: PathBuf) -> anyhow::R
 
 /// The release a broker build names in `--version` (`... (release N; ...)`).
 fn release_of(binary: &Path) -> anyhow::Result<u32> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
+    let mut cmd = std::process::Command::new(binary);
+    let out = output_within(cmd.arg("--version"), None, ANSWER_BOUND)
         .with_context(|| format!("running {} --version", binary.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split("release ")

@@ -142,10 +142,7 @@ impl ClusterCa {
 /// Whether the `ordeal-broker` at `binary` takes the peer TLS flags (builds before them do not,
 /// and refuse to start when given them): its `serve --help` names `--tls-ca`.
 pub fn binary_supports_tls(binary: &Path) -> bool {
-    std::process::Command::new(binary)
-        .args(["serve", "--help"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
+    let mut cmd = std::process::Command::new(binary);
+    crate::launch::output_within(cmd.args(["serve", "--help"]), None, crate::launch::ANSWER_BOUND)
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--tls-ca"))
 }

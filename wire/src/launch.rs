@@ -17,8 +17,61 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long a build may take to answer `--version` or `--help`.
+pub const ANSWER_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs `cmd` to its end with `input` (if any) on its standard input, collecting its output; one
+/// still running, or whose output has not ended, after `bound` is killed and answers `TimedOut`.
+/// For the short commands the harness runs (`ip`, `nft`, a build's `--version`): one that hangs
+/// (a netlink lock, a broken build) must not hang the run.
+pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) -> io::Result<Output> {
+    let deadline = Instant::now() + bound;
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let (stdout, stderr) = (drained(child.stdout.take()), drained(child.stderr.take()));
+    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+        // Inputs are a few KB, within the pipe's buffer; a command that exits without reading
+        // them answers by its status.
+        let _ = io::Write::write_all(&mut pipe, text.as_bytes());
+    }
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, format!("still running after {bound:?}; killed"));
+    let mut pause = Duration::from_micros(200);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(timed_out());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    // A child of the command may hold its pipes open after it ended.
+    let rest = || deadline.saturating_duration_since(Instant::now());
+    let stdout = stdout.recv_timeout(rest()).map_err(|_| timed_out())?;
+    let stderr = stderr.recv_timeout(rest()).map_err(|_| timed_out())?;
+    Ok(Output { status, stdout, stderr })
+}
+
+/// Reads `pipe` to its end on a thread of its own; the bytes arrive on the returned channel.
+fn drained(pipe: Option<impl io::Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = tx.send(bytes);
+    });
+    rx
+}
 
 /// One node of a cluster to start.
 #[derive(Debug, Clone)]
@@ -307,5 +360,33 @@ impl Drop for NodeProcess {
         if self.exited.is_none() {
             let _ = self.kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn a_command_answers_with_its_output_and_one_that_hangs_is_killed_at_the_bound() {
+        let bound = Duration::from_secs(10);
+        let out = output_within(&mut Command::new("cat"), Some("table\n"), bound).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"table\n");
+        let out = output_within(&mut sh("echo why >&2; exit 3"), None, bound).unwrap();
+        assert_eq!((out.status.code(), out.stderr.as_slice()), (Some(3), &b"why\n"[..]));
+        // Both would take seconds; the bound ends them sooner.
+        let began = Instant::now();
+        let e = output_within(Command::new("sleep").arg("30"), None, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        let e = output_within(&mut sh("sleep 3 & echo started"), None, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "a pipe held open by the command's child: {e}");
+        assert!(began.elapsed() < Duration::from_secs(20));
     }
 }
