@@ -62,7 +62,8 @@ pub struct Plan {
     pub status_interval: Duration,
     /// Draw a live progress line on stderr.
     pub progress: bool,
-    /// How long the heal phase may wait for a healthy cluster.
+    /// How long healing may take: the nemesis's repairs, then the wait for a healthy cluster,
+    /// each.
     pub heal_timeout: Duration,
 }
 
@@ -376,7 +377,9 @@ async fn drive_phases(
             }
             PhaseKind::Heal => {
                 *lock(&fault_now) = "healing, load goes on".into();
-                errors.extend(heal_all(&mut *nemesis, recorder).await.err().map(|e| format!("heal: {e}")));
+                errors.extend(
+                    heal_all(&mut *nemesis, recorder, plan.heal_timeout).await.err().map(|e| format!("heal: {e}")),
+                );
             }
             PhaseKind::FinalReads => *lock(&fault_now) = "reads only".into(),
         }
@@ -399,12 +402,21 @@ async fn drive_phases(
     (nemesis, errors, spans)
 }
 
-/// Repairs everything; recorded as a nemesis `stop` of all.
-async fn heal_all(nemesis: &mut dyn Nemesis, recorder: &Recorder) -> Result<(), String> {
+/// How long one fault's start or stop may take.
+const FAULT_BOUND: Duration = Duration::from_secs(30);
+
+/// Repairs everything, within `bound`; recorded as a nemesis `stop` of all.
+async fn heal_all(nemesis: &mut dyn Nemesis, recorder: &Recorder, bound: Duration) -> Result<(), String> {
     let value = json!({"fault": "all"});
     recorder.record(Op::invoke(Process::Nemesis, "stop", value.clone()));
-    let result = nemesis.heal_all().await.map_err(|e| e.to_string());
     let mut done = Op::invoke(Process::Nemesis, "stop", value).completed(OpType::Info);
+    let result = match tokio::time::timeout(bound, nemesis.heal_all()).await {
+        Ok(healed) => healed.map_err(|e| e.to_string()),
+        Err(_) => {
+            done.value[TIMED_OUT] = json!(true);
+            Err(format!("timed out after {bound:?}"))
+        }
+    };
     done.error = result.as_ref().err().cloned();
     recorder.record(done);
     result
@@ -417,7 +429,7 @@ async fn heal(
     recorder: &Recorder,
     timeout: Duration,
 ) -> Result<(), String> {
-    heal_all(nemesis, recorder).await?;
+    heal_all(nemesis, recorder, timeout).await?;
     system::wait_healthy(system, timeout).await.map_err(|e| e.to_string())
 }
 
@@ -552,7 +564,7 @@ async fn show_progress(
 /// How a set of faults failed: what it did before, when it says, and why.
 type Failed = (Option<Value>, String);
 
-/// Records a nemesis op `f` around `action`, bounded to 30 s; returns its completion. A failed
+/// Records a nemesis op `f` around `action`, bounded by [`FAULT_BOUND`]; returns its completion. A failed
 /// action's completion keeps what it did before it failed; one the bound cut off says so
 /// ([`TIMED_OUT`]), since what it did is then not all on record.
 async fn nemesis_op(
@@ -563,7 +575,7 @@ async fn nemesis_op(
 ) -> Op {
     recorder.record(Op::invoke(Process::Nemesis, f, json!({"fault": name})));
     let mut done = Op::invoke(Process::Nemesis, f, json!({"fault": name})).completed(OpType::Info);
-    match tokio::time::timeout(Duration::from_secs(30), action).await {
+    match tokio::time::timeout(FAULT_BOUND, action).await {
         Ok(Ok(v)) => done.value = v,
         Ok(Err((partial, e))) => {
             done.value = partial.unwrap_or(done.value);
@@ -571,7 +583,7 @@ async fn nemesis_op(
         }
         Err(_) => {
             done.value[TIMED_OUT] = json!(true);
-            done.error = Some("timed out after 30 s".into());
+            done.error = Some(format!("timed out after {} s", FAULT_BOUND.as_secs()));
         }
     }
     recorder.record(done)
@@ -655,6 +667,38 @@ mod tests {
         async fn heal_all(&mut self) -> Result<(), NemesisError> {
             Ok(())
         }
+    }
+
+    /// A nemesis whose heal never ends (a repair waiting on something that never answers).
+    struct HealHangs;
+
+    #[async_trait]
+    impl Nemesis for HealHangs {
+        fn handles(&self, _: &FaultSpec) -> bool {
+            true
+        }
+        async fn start(&mut self, _: &FaultSpec, _: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+            Ok(Value::Null)
+        }
+        async fn stop(&mut self, _: &FaultSpec) -> Result<Value, NemesisError> {
+            Ok(Value::Null)
+        }
+        async fn heal_all(&mut self) -> Result<(), NemesisError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_heal_that_never_ends_is_cut_off_at_its_bound_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::create(&dir.path().join("history.jsonl")).unwrap();
+        let e = heal_all(&mut HealHangs, &recorder, Duration::from_millis(50)).await.unwrap_err();
+        assert!(e.starts_with("timed out after"), "{e}");
+        recorder.finish().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("history.jsonl")).unwrap();
+        let done: Op = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!((done.f.as_str(), done.value[TIMED_OUT].as_bool()), ("stop", Some(true)));
+        assert_eq!(done.error.as_deref(), Some(e.as_str()));
     }
 
     #[tokio::test]
