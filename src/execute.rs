@@ -19,7 +19,7 @@ use ordeal_workloads::systems::{self, Sut};
 use ordeal_workloads::workload;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -43,11 +43,45 @@ pub fn fault_sets(test: &Test) -> Result<Vec<FaultSet>, ordeal_faults::SpecError
 /// `test.json`, the history, status samples and `run.json`, also when the run failed; the error
 /// then says why.
 pub fn run_test(test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
+    count_interrupts_once()?;
     if test.env == "netns" {
         enter_private_network_once()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(execute(test, opts))
+}
+
+/// Stop signals (SIGINT, SIGTERM, SIGHUP) since [`count_interrupts_once`].
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+/// Whether a stop signal came since the first run began: a suite then starts no further run.
+pub fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
+/// Counts every stop signal for the rest of the process, also between runs, when no run's
+/// runtime listens: tokio's handlers stay installed once a run listened, and without this a
+/// Ctrl-C between two runs of a suite was taken and lost. Installed before any run listens, so
+/// that tokio's handlers, installed over it, call it too. The second signal ends the process,
+/// as it does during a run.
+fn count_interrupts_once() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    extern "C" fn count(_: nix::libc::c_int) {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { nix::libc::_exit(130) };
+        }
+    }
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let action = SigAction::new(SigHandler::Handler(count), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only touches an atomic and calls _exit.
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("handling {signal}"))?;
+    }
+    Ok(())
 }
 
 /// Moves the process into a private network namespace, once: everything the run builds lives

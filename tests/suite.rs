@@ -107,6 +107,46 @@ expect = "invalid"
 }
 
 #[test]
+fn ctrl_c_between_two_runs_stops_the_suite_before_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two.toml");
+    std::fs::write(
+        &file,
+        r#"args = ["--env", "local", "--time-limit", "3", "--nemesis", "none"]
+[[entry]]
+name = "clean"
+seeds = [1, 2]
+expect = "valid"
+"#,
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let suite = std::process::Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["suite", file.to_str().unwrap(), "--store", store.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first run has ended (its run.json is written before it is analysed): the signal comes
+    // while no run listens for it.
+    let began = std::time::Instant::now();
+    while !store.join("latest/run.json").exists() {
+        assert!(began.elapsed() < std::time::Duration::from_secs(120), "the first run never ended");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let sent = std::process::Command::new("kill").args(["-INT", &suite.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = suite.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("interrupted: resume with"), "{err}");
+    let state = json(&suite_dir(&store).join("suite.json"));
+    assert!(state["cases"][1]["verdict"].is_null(), "the second run did not run: {state}");
+    let runs = std::fs::read_dir(store.join("register-none")).unwrap().count();
+    assert!(runs <= 1, "{runs} runs started");
+}
+
+#[test]
 fn bad_suite_files_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");

@@ -302,7 +302,8 @@ pub(super) fn run_all(dir: &Path, state: &mut SuiteState, store: &Path) -> anyho
         if state.cases[i].verdict.is_some() {
             continue;
         }
-        if !run_case(&mut state.cases[i], store) {
+        // A run interrupted, or a signal between runs (while the last was analysed).
+        if execute::interrupted() || !run_case(&mut state.cases[i], store) {
             save(dir, state)?;
             anyhow::bail!(
                 "interrupted: resume with `ordeal suite {} --resume {}`",
