@@ -25,6 +25,8 @@ mod process;
 mod spec;
 pub mod supervise;
 pub mod system;
+#[cfg(test)]
+mod testing;
 mod upgrade;
 
 pub use clock::ClockNemesis;

@@ -114,22 +114,13 @@ impl NetNemesis {
         let value = json!({"fault": fault.to_string(), "targets": isolated, "down": isolated, "grudge": shown});
         Ok(Active { fault: *fault, value, step_down })
     }
-}
 
-#[async_trait]
-impl Nemesis for NetNemesis {
-    fn handles(&self, fault: &FaultSpec) -> bool {
-        fault.needs_network()
-    }
-
-    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
-        if let Some(a) = &self.active {
-            return Err(NemesisError::Busy(a.fault.to_string()));
-        }
+    /// Applies `fault` to the network: what it did, or why it failed (perhaps part way).
+    async fn apply(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Active, NemesisError> {
         let nodes = self.system.nodes();
         let name = fault.to_string();
         let simple = |value| Active { fault: *fault, value, step_down: None };
-        let active = match fault.action {
+        Ok(match fault.action {
             Action::Partition(shape) => self.partition(fault, shape, rng).await?,
             Action::Loss => {
                 let net = self.net(fault)?;
@@ -160,10 +151,33 @@ impl Nemesis for NetNemesis {
                 simple(json!({"fault": name, "targets": nodes, "rate": "1mbit", "down": []}))
             }
             _ => return Err(NemesisError::Unhandled(name)),
-        };
-        let value = active.value.clone();
-        self.active = Some(active);
-        Ok(value)
+        })
+    }
+}
+
+#[async_trait]
+impl Nemesis for NetNemesis {
+    fn handles(&self, fault: &FaultSpec) -> bool {
+        fault.needs_network()
+    }
+
+    async fn start(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Value, NemesisError> {
+        if let Some(a) = &self.active {
+            return Err(NemesisError::Busy(a.fault.to_string()));
+        }
+        match self.apply(fault, rng).await {
+            Ok(active) => {
+                let value = active.value.clone();
+                self.active = Some(active);
+                Ok(value)
+            }
+            Err(e) => {
+                // Some nodes may have their rules already: the fault's stop heals them.
+                let value = json!({"fault": fault.to_string()});
+                self.active = Some(Active { fault: *fault, value, step_down: None });
+                Err(e)
+            }
+        }
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
@@ -194,5 +208,23 @@ impl Nemesis for NetNemesis {
             blocking(net, |net| net.heal()).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Down;
+    use rand::SeedableRng as _;
+
+    #[tokio::test]
+    async fn a_fault_that_failed_to_start_is_still_stopped() {
+        // Without a network every fault fails; with one it may fail after some nodes got rules,
+        // which only the fault's stop (or the next heal) removes.
+        let mut nemesis = NetNemesis::new(Arc::new(Down::default()), None);
+        let fault = FaultSpec::parse("partition-halves").unwrap();
+        assert!(nemesis.start(&fault, &mut ChaCha8Rng::seed_from_u64(1)).await.is_err());
+        assert_eq!(nemesis.stop(&fault).await.unwrap()["fault"], "partition-halves", "the failed fault was stopped");
+        assert!(nemesis.active.is_none());
     }
 }

@@ -167,6 +167,16 @@ impl ProcessNemesis {
     }
 }
 
+/// What `fault` did: the nodes it broke, and what crashed nodes' disks lost. Killed, paused and
+/// stopped nodes serve nothing until the fault heals.
+fn broke(fault: &FaultSpec, nodes: &[u64], lost: serde_json::Map<String, Value>) -> Value {
+    let mut value = json!({"fault": fault.to_string(), "targets": nodes, "down": nodes});
+    if !lost.is_empty() {
+        value["lost_unsynced"] = Value::Object(lost);
+    }
+    value
+}
+
 #[async_trait]
 impl Nemesis for ProcessNemesis {
     fn handles(&self, fault: &FaultSpec) -> bool {
@@ -183,20 +193,23 @@ impl Nemesis for ProcessNemesis {
             return Ok(value);
         }
         let targets = self.targets(fault, rng).await?;
-        let mut lost = serde_json::Map::new();
+        let (mut broken, mut lost) = (Vec::new(), serde_json::Map::new());
         for &node in &targets {
             self.broken.insert(node);
-            if let Some(l) = self.break_node(fault.action, node).await? {
-                lost.insert(node.to_string(), json!(l));
+            match self.break_node(fault.action, node).await {
+                Ok(l) => {
+                    broken.push(node);
+                    lost.extend(l.map(|l| (node.to_string(), json!(l))));
+                }
+                Err(e) => {
+                    // Active with the nodes it broke: the fault's stop repairs them.
+                    self.active.push((*fault, broken.clone()));
+                    return Err(e.after(&broke(fault, &broken, lost)));
+                }
             }
         }
-        self.active.push((*fault, targets.clone()));
-        // Killed, paused and stopped nodes serve nothing until the fault heals.
-        let mut value = json!({"fault": fault.to_string(), "targets": targets, "down": targets});
-        if !lost.is_empty() {
-            value["lost_unsynced"] = Value::Object(lost);
-        }
-        Ok(value)
+        self.active.push((*fault, targets));
+        Ok(broke(fault, &broken, lost))
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
@@ -227,51 +240,26 @@ impl Nemesis for ProcessNemesis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::{GroupState, SystemError};
-    use std::sync::atomic::AtomicBool;
+    use crate::system::GroupState;
+    use crate::testing::Down;
 
     fn view(id: u64, leader: u64, voters: &[u64]) -> (u64, NodeView) {
         let g = GroupState { leader_id: leader, voters: voters.to_vec(), ..GroupState::default() };
         (id, NodeView { id, groups: vec![g], ..NodeView::default() })
     }
 
-    /// Nodes that are all down; node 2 will not start the first time it is asked.
-    #[derive(Default)]
-    struct Down {
-        started: std::sync::Mutex<Vec<u64>>,
-        refused: AtomicBool,
-    }
-
-    #[async_trait]
-    impl System for Down {
-        fn name(&self) -> &'static str {
-            "down"
-        }
-        fn nodes(&self) -> Vec<u64> {
-            vec![1, 2, 3]
-        }
-        fn addresses(&self) -> BTreeMap<u64, String> {
-            BTreeMap::new()
-        }
-        fn log_file(&self, _: u64) -> Option<&std::path::Path> {
-            None
-        }
-        async fn setup(&self) -> Result<(), SystemError> {
-            Ok(())
-        }
-        async fn statuses(&self, _: Duration) -> BTreeMap<u64, NodeView> {
-            BTreeMap::new()
-        }
-        async fn start(&self, node: u64) -> Result<(), SystemError> {
-            if node == 2 && !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                return Err(SystemError::Process { node, message: "no room".into() });
-            }
-            self.started.lock().unwrap().push(node);
-            Ok(())
-        }
-        async fn is_running(&self, node: u64) -> bool {
-            self.started.lock().unwrap().contains(&node)
-        }
+    #[tokio::test]
+    async fn a_fault_that_fails_part_way_says_what_it_broke_and_its_stop_repairs_it() {
+        let down = Arc::new(Down::default());
+        down.started.lock().unwrap().extend([1, 2, 3]);
+        let mut nemesis = ProcessNemesis::new(down.clone());
+        let fault = FaultSpec::parse("terminate-all").unwrap();
+        let e = nemesis.start(&fault, &mut rand::SeedableRng::seed_from_u64(1)).await.unwrap_err();
+        let (done, why) = e.into_parts();
+        assert_eq!(done.expect("what it did")["down"], json!([1]), "{why}");
+        assert_eq!(*down.started.lock().unwrap(), vec![2, 3], "node 1 was stopped");
+        nemesis.stop(&fault).await.unwrap();
+        assert!(down.started.lock().unwrap().contains(&1), "the fault's stop started node 1 again");
     }
 
     #[tokio::test]
