@@ -77,6 +77,15 @@ pub enum ErrorKind {
         /// What the parser expected.
         message: String,
     },
+    /// An op whose time is before the previous op's: a history lists ops in the order they
+    /// happened, so its times never decrease.
+    #[error("time {time} is before the previous op's ({previous}): the ops are out of order")]
+    TimeBackwards {
+        /// The op's time.
+        time: u64,
+        /// The previous op's time.
+        previous: u64,
+    },
     /// The last line has no newline and does not parse: the writer was cut off mid-line.
     #[error("truncated last line (the run probably crashed while writing it): {message}")]
     Truncated {
@@ -109,6 +118,8 @@ pub struct Reader<R, V = serde_json::Value> {
     line: usize,
     buf: String,
     done: bool,
+    /// The time of the last op read.
+    last_time: u64,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -122,7 +133,7 @@ impl<R: io::Read, V> Reader<BufReader<R>, V> {
 impl<R: BufRead, V> Reader<R, V> {
     /// A reader over a buffered source.
     pub fn from_buf_read(inner: R) -> Self {
-        Reader { inner, line: 0, buf: String::new(), done: false, _value: PhantomData }
+        Reader { inner, line: 0, buf: String::new(), done: false, last_time: 0, _value: PhantomData }
     }
 }
 
@@ -142,16 +153,23 @@ impl<R: BufRead, V: DeserializeOwned> Iterator for Reader<R, V> {
                         continue;
                     }
                     let complete = self.buf.ends_with('\n');
-                    return Some(serde_json::from_str(text).map_err(|e| {
-                        self.done = true;
+                    let op = serde_json::from_str::<Op<V>>(text).map_err(|e| {
                         let message = without_position(&e);
-                        let kind = if complete {
+                        if complete {
                             ErrorKind::Malformed { column: e.column(), message }
                         } else {
                             ErrorKind::Truncated { message }
-                        };
-                        Error { line, kind }
-                    }));
+                        }
+                    });
+                    let op = op.and_then(|op| match op.time < self.last_time {
+                        true => Err(ErrorKind::TimeBackwards { time: op.time, previous: self.last_time }),
+                        false => Ok(op),
+                    });
+                    match &op {
+                        Ok(op) => self.last_time = op.time,
+                        Err(_) => self.done = true,
+                    }
+                    return Some(op.map_err(|kind| Error { line, kind }));
                 }
                 Err(e) => {
                     self.done = true;

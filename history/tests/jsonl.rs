@@ -116,6 +116,19 @@ fn missing_fields_and_bad_process_are_named() {
 }
 
 #[test]
+fn ops_out_of_time_order_are_refused_at_the_line_that_goes_back() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, r#"{{"index":0,"time":5,"process":0,"type":"invoke","f":"read","value":null}}"#).unwrap();
+    writeln!(file, r#"{{"index":1,"time":5,"process":1,"type":"invoke","f":"read","value":null}}"#).unwrap();
+    writeln!(file, r#"{{"index":2,"time":3,"process":0,"type":"ok","f":"read","value":1}}"#).unwrap();
+    let err = jsonl::read_file::<serde_json::Value>(file.path()).unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(matches!(err.kind, ErrorKind::TimeBackwards { time: 3, previous: 5 }), "{err}");
+    assert!(err.to_string().contains("out of order"), "{err}");
+    assert!(jsonl::read_file_lenient::<serde_json::Value>(file.path()).is_err(), "not mistaken for a crash");
+}
+
+#[test]
 fn missing_file_is_an_error_naming_it() {
     let err = jsonl::read_file::<serde_json::Value>("/nonexistent/history.jsonl").unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent/history.jsonl: "), "{err}");
