@@ -190,7 +190,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
-    std::fs::write(dir.join(store::PID), std::process::id().to_string())?;
+    let pid = store::hold_pid(&dir).context("writing ordeal.pid")?;
     // Before the cluster is built: a signal while it is set up stops the run once it is, with
     // everything torn down, instead of killing the harness halfway through.
     let (interrupt, interrupts) = watch_interrupts();
@@ -243,6 +243,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
         std::fs::write(dir.join(store::HISTORY), "")?;
     }
     let _ = std::fs::remove_file(dir.join(store::PID));
+    drop(pid);
     Ok(dir)
 }
 

@@ -11,7 +11,7 @@
 //! | `run.json` | run, at the end | how the run went ([`RunInfo`]) |
 //! | `nodes/n<id>/<system>.log` | the nodes | each node's log (`broker.log`, `etcd.log`) |
 //! | `results.json`, `junit.xml`, `summary.md`, `report.html` | run or `ordeal report` | the analysis |
-//! | `ordeal.pid` | run, while it runs | the harness's pid, for `ordeal cleanup` |
+//! | `ordeal.pid` | run, while it runs | the harness's pid, locked while it runs, for `ordeal cleanup` |
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,22 @@ pub struct RunInfo {
     /// look (a system whose nodes are not its processes, a run before this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_exits: Option<Vec<ordeal_history::NodeExit>>,
+}
+
+/// Writes this process's pid into the run's `ordeal.pid` and holds an exclusive lock on the file
+/// for as long as the returned handle lives. `ordeal cleanup` tells a running harness from a
+/// dead one by that lock ([`harness_holds`]), which the kernel drops with the process, whatever
+/// later reuses its pid.
+pub fn hold_pid(dir: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::File::create(dir.join(PID))?;
+    file.try_lock().map_err(io::Error::from)?;
+    io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())?;
+    Ok(file)
+}
+
+/// Whether a live harness holds the run's `ordeal.pid` ([`hold_pid`]).
+pub fn harness_holds(dir: &Path) -> bool {
+    std::fs::File::open(dir.join(PID)).is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
 /// A run's `run.json`: absent when the run did not finish; present but unreadable is an error.

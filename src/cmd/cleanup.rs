@@ -2,7 +2,7 @@
 //!
 //! It touches only what an abandoned run of this store created: node processes (of any system)
 //! whose run directory is one of those runs, lazyfs mounts under them, and the runs themselves
-//! (marked by a stale `ordeal.pid`). A run whose harness still runs is left alone, and so is a
+//! (marked by an `ordeal.pid` whose lock no harness holds). A run whose harness still runs is left alone, and so is a
 //! directory that is not a store. What it could not remove makes it fail: it never exits 0 while
 //! residue stays.
 
@@ -33,7 +33,8 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
         );
         return Err(BadInput(why).into());
     }
-    let (live, abandoned): (Vec<PathBuf>, Vec<PathBuf>) = run_dirs(&root).into_iter().partition(|r| harness_alive(r));
+    let (live, abandoned): (Vec<PathBuf>, Vec<PathBuf>) =
+        run_dirs(&root).into_iter().partition(|r| store::harness_holds(r));
     for run in &live {
         say!("skipping {}: its run is still in progress", run.display());
     }
@@ -71,15 +72,6 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
 /// killed while it set the cluster up had not written its `test.json` yet).
 fn run_dirs(root: &Path) -> Vec<PathBuf> {
     store::runs_where(root, |run| run.join(store::TEST).exists() || run.join(store::PID).exists())
-}
-
-/// Whether the run's harness still runs: its `ordeal.pid` names a live `ordeal` process (not a
-/// recycled pid of something else).
-fn harness_alive(run: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(run.join(store::PID)) else { return false };
-    text.trim()
-        .parse::<i32>()
-        .is_ok_and(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ordeal"))
 }
 
 /// Closes an abandoned run: removes its nodes' data and keys, records why it ended, analyses
