@@ -3,6 +3,7 @@
 //! from which `ordeal_reports::write_all` draws the verdict and the report.
 
 use anyhow::Context as _;
+use nix::fcntl::{Flock, FlockArg};
 use ordeal_faults::layout::Layout;
 use ordeal_faults::lazyfs::Disks;
 use ordeal_faults::net::{self, Network};
@@ -190,7 +191,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let dir = store::create_run_dir(&opts.store, &test.name)
         .with_context(|| format!("creating a run in {}", opts.store.display()))?;
-    let pid = store::hold_pid(&dir).context("writing ordeal.pid")?;
+    let pid = hold_pid(&dir).context("writing ordeal.pid")?;
     // Before the cluster is built: a signal while it is set up stops the run once it is, with
     // everything torn down, instead of killing the harness halfway through.
     let (interrupt, interrupts) = watch_interrupts();
@@ -245,6 +246,23 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_file(dir.join(store::PID));
     drop(pid);
     Ok(dir)
+}
+
+/// Writes this process's pid into the run's `ordeal.pid` and holds an exclusive lock on the file
+/// for as long as the returned handle lives. `ordeal cleanup` tells a running harness from a
+/// dead one by that lock ([`harness_holds`]), which the kernel drops with the process, whatever
+/// later reuses its pid.
+fn hold_pid(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+    let file = std::fs::File::create(dir.join(store::PID))?;
+    let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+    std::io::Write::write_all(&mut *held, std::process::id().to_string().as_bytes())?;
+    Ok(held)
+}
+
+/// Whether a live harness holds the run's `ordeal.pid` ([`hold_pid`]).
+pub fn harness_holds(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(store::PID)) else { return false };
+    matches!(Flock::lock(file, FlockArg::LockExclusiveNonblock), Err((_, nix::errno::Errno::EWOULDBLOCK)))
 }
 
 fn write_test(dir: &Path, test: &Test) -> anyhow::Result<()> {

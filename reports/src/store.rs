@@ -69,22 +69,6 @@ pub struct RunInfo {
     pub node_exits: Option<Vec<ordeal_history::NodeExit>>,
 }
 
-/// Writes this process's pid into the run's `ordeal.pid` and holds an exclusive lock on the file
-/// for as long as the returned handle lives. `ordeal cleanup` tells a running harness from a
-/// dead one by that lock ([`harness_holds`]), which the kernel drops with the process, whatever
-/// later reuses its pid.
-pub fn hold_pid(dir: &Path) -> io::Result<std::fs::File> {
-    let file = std::fs::File::create(dir.join(PID))?;
-    file.try_lock().map_err(io::Error::from)?;
-    io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())?;
-    Ok(file)
-}
-
-/// Whether a live harness holds the run's `ordeal.pid` ([`hold_pid`]).
-pub fn harness_holds(dir: &Path) -> bool {
-    std::fs::File::open(dir.join(PID)).is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
-}
-
 /// A run's `run.json`: absent when the run did not finish; present but unreadable is an error.
 pub fn run_info(dir: &Path) -> Result<Option<RunInfo>, crate::ReportError> {
     let path = dir.join(RUN);

@@ -34,7 +34,7 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
         return Err(BadInput(why).into());
     }
     let (live, abandoned): (Vec<PathBuf>, Vec<PathBuf>) =
-        run_dirs(&root).into_iter().partition(|r| store::harness_holds(r));
+        run_dirs(&root).into_iter().partition(|r| crate::execute::harness_holds(r));
     for run in &live {
         say!("skipping {}: its run is still in progress", run.display());
     }
