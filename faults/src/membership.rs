@@ -215,6 +215,8 @@ impl MembershipNemesis {
         let (accepted, reason, gate_saw, unanswered) = match outcome {
             Ok(saw) => (true, None, saw, false),
             Err(SystemError::Refused { reason, gate_saw, .. }) => (false, Some(reason), gate_saw, false),
+            // Definitely not done (no leader yet, say): a gated promote asks again.
+            Err(e @ SystemError::Unavailable { .. }) => (false, Some(e.to_string()), None, false),
             // No answer: the members say whether it happened, unless it may still commit.
             Err(e) => {
                 let voter = self.is_voter(node).await;
@@ -282,7 +284,8 @@ impl MembershipNemesis {
         record
     }
 
-    /// Promotes `node`, asking again (bounded) while the gate refuses because it lags.
+    /// Promotes `node`, asking again (bounded) while the gate refuses because it lags, or the
+    /// system cannot take the change now.
     async fn promote_gated(&self, node: u64) -> Result<PromoteRecord, NemesisError> {
         let began = Instant::now();
         loop {

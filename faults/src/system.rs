@@ -54,6 +54,16 @@ pub enum SystemError {
         /// system says (a gate that could not ask the learner saw none).
         gate_saw: Option<u64>,
     },
+    /// The system answered that it cannot make the change now (no leader, shutting down,
+    /// overloaded) or could not be reached: definitely nothing changed, and asking again may
+    /// succeed.
+    #[error("node {node}: not now: {message}")]
+    Unavailable {
+        /// The node the change was about.
+        node: u64,
+        /// What the system answered, or why it could not be reached.
+        message: String,
+    },
     /// The system does not have the power the operation needs.
     #[error("{system} cannot {power}")]
     Unsupported {

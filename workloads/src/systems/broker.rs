@@ -217,6 +217,10 @@ fn membership_error(node: u64, e: ClientError) -> SystemError {
         ClientError::Broker { error: error @ BrokerError::MembershipRefused { .. }, .. } => {
             SystemError::Refused { node, reason: error.to_string(), gate_saw: None }
         }
+        ClientError::Broker { ref error, .. } if error.is_definite() && error.is_retriable() => {
+            SystemError::Unavailable { node, message: e.to_string() }
+        }
+        ClientError::Unreachable(_) => SystemError::Unavailable { node, message: e.to_string() },
         other => SystemError::Request { node, message: other.to_string() },
     }
 }
@@ -605,7 +609,18 @@ impl Client for Broker {
 
 #[cfg(test)]
 mod tests {
-    use super::metric;
+    use super::*;
+
+    #[test]
+    fn a_change_the_broker_could_not_take_now_is_unavailable_and_an_unknown_outcome_is_not() {
+        let broker = |error| ClientError::Broker { node: 1, error };
+        let dropped = membership_error(4, broker(BrokerError::ProposalDropped("leader changed".into())));
+        assert!(matches!(dropped, SystemError::Unavailable { node: 4, .. }), "{dropped}");
+        let unreachable = membership_error(4, ClientError::Unreachable("connection refused".into()));
+        assert!(matches!(unreachable, SystemError::Unavailable { .. }), "{unreachable}");
+        let unknown = membership_error(4, broker(BrokerError::OutcomeUnknown("timed out".into())));
+        assert!(matches!(unknown, SystemError::Request { .. }), "it may still happen: {unknown}");
+    }
 
     #[test]
     fn counters_are_read_with_or_without_labels() {
