@@ -76,7 +76,7 @@ fn log_under_leader_kills_and_pauses_is_valid() {
     assert_eq!(code, 0, "{out}\n{err}");
     let r = results(dir.path());
     let names: Vec<&str> = r["checkers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["linearizability", "offsets", "log"]);
+    assert_eq!(names, ["linearizability", "offsets", "log", "node-exits"]);
     let log = &r["checkers"][2]["details"];
     assert!(log["acknowledged"].as_u64().unwrap() > 100, "{log}");
     assert_eq!(log["verdict"], "valid");
