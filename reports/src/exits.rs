@@ -39,7 +39,7 @@ impl Checker for ExitCheck {
             .collect();
         let (verdict, summary) = match said.first() {
             None => (Verdict::Valid, "every node ran until the harness ended it".to_string()),
-            Some(first) if said.len() == 1 => (Verdict::Invalid, format!("{first}; its log says why")),
+            Some(first) if said.len() == 1 => (Verdict::Invalid, format!("{first}; see the node's log")),
             Some(first) => (Verdict::Invalid, format!("{} node exits nobody asked for, first: {first}", said.len())),
         };
         Ok(CheckerResult { name: "node-exits".into(), verdict, summary, details: json!({"exits": self.exits}) })
