@@ -60,11 +60,9 @@ pub fn interrupted() -> bool {
     INTERRUPTS.load(Ordering::SeqCst) > 0
 }
 
-/// Counts every stop signal for the rest of the process, also between runs, when no run's
-/// runtime listens: tokio's handlers stay installed once a run listened, and without this a
-/// Ctrl-C between two runs of a suite was taken and lost. Installed before any run listens, so
-/// that tokio's handlers, installed over it, call it too. The second signal ends the process,
-/// as it does during a run.
+/// Counts every stop signal for the rest of the process, also between runs and while a cluster
+/// is set up: a run polls the count ([`watch_interrupts`]), and a suite starts no run after a
+/// signal. The second signal ends the process at once.
 fn count_interrupts_once() -> anyhow::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     extern "C" fn count(_: nix::libc::c_int) {
@@ -151,40 +149,23 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     Ok(Cluster { sut, network, nemesis, faults, disks, clock })
 }
 
-/// Ctrl-C (or SIGTERM, SIGHUP): the first heals, stops the nodes and still checks what was
-/// recorded; the second aborts (the nodes die with the process; `ordeal cleanup` does the rest).
+/// Ctrl-C (or SIGTERM, SIGHUP; counted since the run began, by [`count_interrupts_once`]): the
+/// first heals, stops the nodes and still checks what was recorded; the second aborts (the
+/// nodes die with the process; `ordeal cleanup` does the rest). Polled rather than listened
+/// for, so that a signal that came while the cluster was set up, before any task could listen,
+/// still stops the run.
 fn watch_interrupts() -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        stop_signal().await;
+        while !interrupted() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         eprintln!(
             "\nordeal: interrupted: healing, stopping the nodes and checking what was recorded (Ctrl-C again to abort)"
         );
         let _ = tx.send(true);
-        stop_signal().await;
-        std::process::exit(130);
     });
     (rx, task)
-}
-
-/// The next SIGINT, SIGTERM or SIGHUP: a CI job cancelled, `timeout`, `docker stop` or a closed
-/// terminal stops a run as Ctrl-C does, not as a `kill -9`.
-async fn stop_signal() {
-    use tokio::signal::unix::{Signal, SignalKind, signal};
-    async fn next(s: &mut Option<Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
-    let (mut term, mut hup) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::hangup()).ok());
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = next(&mut term) => {}
-        _ = next(&mut hup) => {}
-    }
 }
 
 async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {

@@ -246,6 +246,31 @@ fn interrupted_with(signal: &str) {
     peers_authenticated_and_no_key_left(&dir.path().join("latest"));
 }
 
+#[test]
+fn ctrl_c_while_the_cluster_is_set_up_stops_the_run_once_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["run", "--store", store, "--no-progress", "--time-limit", "60", "--seed", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The pid file is the run's first file: the nodes are not up yet, and nothing listens.
+    let began = Instant::now();
+    while !dir.path().join("latest/ordeal.pid").exists() {
+        assert!(began.elapsed() < Duration::from_secs(30), "the run never began");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap().success());
+    let out = run.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "interrupted, and closed as such: {stdout}");
+    let defects = results(dir.path())["defects"].clone();
+    assert!(defects.as_array().unwrap().iter().any(|d| d["kind"] == "interrupted"), "{defects}");
+    assert!(brokers_under(dir.path()).is_empty());
+}
+
 /// The run's nodes authenticated their peers with the run's CA (each node's log says so at
 /// every start, and its `/v1/status` says `peer_auth`), and no private key outlived the run.
 fn peers_authenticated_and_no_key_left(run: &Path) {
