@@ -178,7 +178,9 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     let (interrupt, interrupts) = watch_interrupts();
     let Cluster { sut, network, nemesis, faults, disks, clock } = build_cluster(&test, &dir)?;
     let mut info = RunInfo::default();
-    let outcome = match sut.system.setup().await {
+    let set_up = sut.system.setup().await;
+    let cluster_up = set_up.is_ok();
+    let outcome = match set_up {
         Err(e) => Err(anyhow::Error::new(e).context("starting the cluster")),
         Ok(()) => {
             if let Some(s) = sut.system.statuses(Duration::from_secs(1)).await.values().next() {
@@ -191,8 +193,9 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     if !dir.join(store::TEST).exists() {
         write_test(&dir, &test)?;
     }
-    // Before the teardown, which ends every node.
-    info.node_exits = sut.system.supervisor().map(|s| s.unasked_exits());
+    // Before the teardown, which ends every node; a node that ended while the cluster was set up
+    // is why the run could not start, which the harness error says.
+    info.node_exits = sut.system.supervisor().filter(|_| cluster_up).map(|s| s.unasked_exits());
     if let Err(e) = sut.system.teardown().await {
         tracing::warn!("teardown: {e}");
     }
@@ -234,9 +237,12 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
 /// dead one by that lock ([`harness_holds`]), which the kernel drops with the process, whatever
 /// later reuses its pid.
 fn hold_pid(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
-    let file = std::fs::File::create(dir.join(store::PID))?;
-    let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+    // Locked before it has its name: `ordeal cleanup` never sees it unlocked.
+    let unnamed = dir.join(format!("{}.new", store::PID));
+    let file = std::fs::File::create(&unnamed)?;
+    let mut held = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e)?;
     std::io::Write::write_all(&mut *held, std::process::id().to_string().as_bytes())?;
+    std::fs::rename(&unnamed, dir.join(store::PID))?;
     Ok(held)
 }
 

@@ -148,6 +148,30 @@ fn a_node_that_dies_unasked_makes_the_run_invalid() {
 }
 
 #[test]
+fn a_cluster_that_never_started_is_a_harness_failure_not_a_crash_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = dir.path().join("exits");
+    std::fs::write(&broker, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let store = dir.path().join("store");
+    let (code, out, err) = ordeal(&[
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--broker",
+        broker.to_str().unwrap(),
+        "--time-limit",
+        "3",
+        "--no-progress",
+    ]);
+    assert_eq!(code, 255, "{out}\n{err}");
+    assert!(err.contains("exited at start with exit status: 3"), "{err}");
+    let r = results(&store);
+    assert_eq!(r["verdict"], "unknown", "{r}");
+    assert!(r["checkers"].as_array().unwrap().iter().all(|c| c["name"] != "node-exits"), "{r}");
+}
+
+#[test]
 fn cleanup_after_kill_9_leaves_no_broker() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();

@@ -202,8 +202,11 @@ impl Nemesis for ProcessNemesis {
                     lost.extend(l.map(|l| (node.to_string(), json!(l))));
                 }
                 Err(e) => {
-                    // Active with the nodes it broke: the fault's stop repairs them.
-                    self.active.push((*fault, broken.clone()));
+                    // Active with the nodes it broke, and the one it failed on (a crash whose
+                    // disk could not lose its writes was killed): the fault's stop repairs them,
+                    // and repairing a node that runs changes nothing.
+                    let repair = broken.iter().copied().chain([node]).collect();
+                    self.active.push((*fault, repair));
                     return Err(e.after(&broke(fault, &broken, lost)));
                 }
             }
@@ -252,6 +255,7 @@ mod tests {
     async fn a_fault_that_fails_part_way_says_what_it_broke_and_its_stop_repairs_it() {
         let down = Arc::new(Down::default());
         down.started.lock().unwrap().extend([1, 2, 3]);
+        down.refused.store(true, std::sync::atomic::Ordering::SeqCst); // node 2 starts when asked
         let mut nemesis = ProcessNemesis::new(down.clone());
         let fault = FaultSpec::parse("terminate-all").unwrap();
         let e = nemesis.start(&fault, &mut rand::SeedableRng::seed_from_u64(1)).await.unwrap_err();

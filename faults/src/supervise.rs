@@ -31,6 +31,8 @@ pub struct Supervisor {
     /// killing a node. A heal that restarts every node that does not run would otherwise hide a
     /// crash.
     unasked: Mutex<Vec<NodeExit>>,
+    /// Nodes that may end by themselves: etcd members being removed.
+    may_end: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 // No invariant spans a panic in these maps: they only hold owned processes and paths.
@@ -47,6 +49,7 @@ impl Supervisor {
             binaries: Mutex::new(binaries),
             procs: Mutex::new(BTreeMap::new()),
             unasked: Mutex::new(Vec::new()),
+            may_end: Mutex::new(Default::default()),
         }
     }
 
@@ -62,13 +65,21 @@ impl Supervisor {
 
     /// Stops supervising `node` (removed from the cluster), stopping it first.
     pub async fn forget(&self, node: u64) -> Result<(), SystemError> {
-        // A removed member may end by itself (etcd's does): that was asked for.
-        if self.exited(node)?.is_some() {
-            lock(&self.procs).remove(&node);
-        }
         self.stop(node).await?;
         lock(&self.binaries).remove(&node);
+        lock(&self.may_end).remove(&node);
         Ok(())
+    }
+
+    /// Says whether `node` may end by itself from now on (an etcd member ends once it learns it
+    /// was removed, even when the removal's answer is lost); its end is then not noted.
+    pub fn may_end(&self, node: u64, may: bool) {
+        let mut nodes = lock(&self.may_end);
+        if may {
+            nodes.insert(node)
+        } else {
+            nodes.remove(&node)
+        };
     }
 
     fn known(&self, node: u64) -> Result<PathBuf, SystemError> {
@@ -114,15 +125,19 @@ impl Supervisor {
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(node, "no graceful exit within {GRACE:?}; killing it");
-                return self.kill_now(node);
+                return self.kill_now(node, false);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    fn kill_now(&self, node: u64) -> Result<(), SystemError> {
+    /// SIGKILL; `note` whether the process had already ended by itself (not when the stop that
+    /// asked it to end gives up waiting).
+    fn kill_now(&self, node: u64, note: bool) -> Result<(), SystemError> {
         self.known(node)?;
-        self.noted_unasked(node, false);
+        if note {
+            self.noted_unasked(node, false);
+        }
         let Some(mut p) = lock(&self.procs).remove(&node) else { return Ok(()) };
         p.kill().map_err(|e| SystemError::Process { node, message: format!("kill: {e}") })?;
         Ok(())
@@ -141,10 +156,12 @@ impl Supervisor {
     /// started again.
     fn noted_unasked(&self, node: u64, restarted: bool) -> bool {
         let Ok(Some(status)) = self.exited(node) else { return false };
-        tracing::warn!(node, "the node's process ended by itself ({status})");
-        lock(&self.unasked).push(NodeExit { node, status: status.to_string(), restarted });
         // Noted once: the next look finds no process.
         lock(&self.procs).remove(&node);
+        if !lock(&self.may_end).contains(&node) {
+            tracing::warn!(node, "the node's process ended by itself ({status})");
+            lock(&self.unasked).push(NodeExit { node, status: status.to_string(), restarted });
+        }
         true
     }
 
@@ -152,7 +169,8 @@ impl Supervisor {
     /// found ended now.
     pub fn unasked_exits(&self) -> Vec<NodeExit> {
         let mut exits = lock(&self.unasked).clone();
-        for (&node, p) in lock(&self.procs).iter_mut() {
+        let may_end = lock(&self.may_end).clone();
+        for (&node, p) in lock(&self.procs).iter_mut().filter(|(n, _)| !may_end.contains(n)) {
             if let Ok(Some(status)) = p.has_exited() {
                 exits.push(NodeExit { node, status: status.to_string(), restarted: false });
             }
@@ -209,7 +227,7 @@ impl Supervisor {
 #[async_trait]
 impl Processes for Supervisor {
     async fn kill(&self, node: u64) -> Result<(), SystemError> {
-        self.kill_now(node)
+        self.kill_now(node, true)
     }
 
     async fn pause(&self, node: u64) -> Result<(), SystemError> {
@@ -286,10 +304,11 @@ mod tests {
         Processes::kill(&s, 3).await.unwrap();
         let nodes: Vec<(u64, bool)> = s.unasked_exits().iter().map(|e| (e.node, e.restarted)).collect();
         assert_eq!(nodes, vec![(1, true), (2, false), (3, false)]);
-        // What the supervisor ends is asked for, and so is a removed member ending by itself.
+        // What the supervisor ends is asked for, and so is a member being removed ending by itself.
         s.start(3).unwrap();
         Processes::kill(&s, 3).await.unwrap();
         s.stop(1).await.unwrap();
+        s.may_end(4, true);
         killed_behind_its_back(&s, 4).await;
         s.forget(4).await.unwrap();
         assert_eq!(s.unasked_exits().len(), 3, "nothing asked for is noted");

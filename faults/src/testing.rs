@@ -11,7 +11,7 @@ use std::time::Duration;
 #[derive(Default)]
 pub(crate) struct Down {
     pub(crate) started: std::sync::Mutex<Vec<u64>>,
-    refused: AtomicBool,
+    pub(crate) refused: AtomicBool,
 }
 
 #[async_trait]

@@ -53,24 +53,32 @@ pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) ->
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     };
-    // A child of the command may hold its pipes open after it ended.
-    let rest = || deadline.saturating_duration_since(Instant::now());
-    let stdout = stdout.recv_timeout(rest()).map_err(|_| timed_out())?;
-    let stderr = stderr.recv_timeout(rest()).map_err(|_| timed_out())?;
-    Ok(Output { status, stdout, stderr })
+    // A child of the command may hold its pipes open after it ended. The readers are joined,
+    // not only heard from: a run entering its own user namespace must be single-threaded.
+    let (stdout, stderr) = (joined(stdout, deadline), joined(stderr, deadline));
+    Ok(Output { status, stdout: stdout.ok_or_else(timed_out)?, stderr: stderr.ok_or_else(timed_out)? })
 }
 
-/// Reads `pipe` to its end on a thread of its own; the bytes arrive on the returned channel.
-fn drained(pipe: Option<impl io::Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
+/// Reads `pipe` to its end on a thread of its own.
+fn drained(pipe: Option<impl io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         if let Some(mut pipe) = pipe {
             let _ = pipe.read_to_end(&mut bytes);
         }
-        let _ = tx.send(bytes);
-    });
-    rx
+        bytes
+    })
+}
+
+/// What `reader` read, once its thread has ended; `None` if it had not by `deadline`.
+fn joined(reader: std::thread::JoinHandle<Vec<u8>>, deadline: Instant) -> Option<Vec<u8>> {
+    while !reader.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    reader.join().ok()
 }
 
 /// One node of a cluster to start.

@@ -575,7 +575,15 @@ impl Membership for EtcdSystem {
         let id = self.known_id(node)?;
         let remove =
             move |mut c: ClusterClient<Channel>| async move { c.member_remove(pb::MemberRemoveRequest { id }).await };
-        self.reconfigure(node, remove).await?;
+        // Before the request: a removal may commit and the member end although no answer comes.
+        self.processes.may_end(node, true);
+        match self.reconfigure(node, remove).await {
+            Err(e @ SystemError::Refused { .. }) => {
+                self.processes.may_end(node, false);
+                return Err(e);
+            }
+            done => done?,
+        };
         lock(&self.current).remove(&node);
         self.processes.forget(node).await
     }
