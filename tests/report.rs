@@ -154,6 +154,15 @@ fn a_rolling_upgrade_with_a_rollback_is_valid_and_its_timeline_renders() {
     assert!(figure.contains(&old) && figure.contains(&new) && figure.contains(&format!("cluster version {release}")));
     let next = &dom[at + figure.len()..];
     assert!(next.find("id=\"throughput\"") < next.find("id=\"quantiles\""), "throughput right beneath");
+
+    // The same faults named with --nemesis instead of the scenario are judged the same way.
+    let test_json = store.join("latest/test.json");
+    let mut test = common::json(&test_json);
+    test["scenario"] = serde_json::Value::Null;
+    std::fs::write(&test_json, test.to_string()).unwrap();
+    let (code, out, _) = ordeal(&["report", store.join("latest").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(common::checker(&common::json(&store.join("latest/results.json")), "upgrade")["verdict"], "valid");
 }
 
 /// A register history of `ops` lines: a write of 1, then a read of `read`.

@@ -9,7 +9,8 @@
 //!   group below the lowest release among them;
 //! * **progress**: after a step, client ops invoked after it completed before the next step
 //!   began or the main phase ended, and none succeeded (the final reads, after the heal, do not
-//!   count; a window in which none completed at all is too short to tell: unknown);
+//!   count; a window in which none completed at all is too short to tell, and one after a step
+//!   that other faults started with may have been stopped by them: unknown);
 //! * **refusals**: a node stopped because it met a format newer than it reads (its log says
 //!   so), which is how an old build meets a feature switched on too early.
 //!
@@ -116,6 +117,10 @@ pub(crate) struct Step {
     pub(crate) start_s: f64,
     pub(crate) end_s: f64,
     pub(crate) rollback: bool,
+    /// Whether other faults started with it (a set such as `upgrade+pause-majority`), which may
+    /// stop the cluster for as long as the step's window lasts.
+    #[serde(skip)]
+    pub(crate) in_set: bool,
 }
 
 /// Whether a fault's name (one fault, or a set `a+b`) names an upgrade or a rollback.
@@ -129,6 +134,7 @@ pub(crate) fn step_of(op: &Op, start_s: f64) -> Vec<Step> {
         Some(p) => p.clone(),
         None => vec![op.value.clone()],
     };
+    let in_set = parts.len() > 1;
     parts
         .iter()
         .filter(|p| p["fault"].as_str().is_some_and(is_upgrade))
@@ -139,6 +145,7 @@ pub(crate) fn step_of(op: &Op, start_s: f64) -> Vec<Step> {
                 start_s,
                 end_s: secs(op.time),
                 rollback: p["rollback"].as_bool().unwrap_or(false),
+                in_set,
             })
         })
         .collect()
@@ -236,6 +243,10 @@ impl Progress {
             match (within().count(), within().filter(|op| op.2).count()) {
                 (0, _) => out.unknown.push(format!(
                     "no operation invoked after {step} completed before {why} at {until:.1} s, so its progress is not known"
+                )),
+                (n, 0) if s.in_set => out.unknown.push(format!(
+                    "no operation invoked after {step} succeeded before {why} at {until:.1} s ({n} failed or timed \
+                     out), but faults started with it may have stopped the cluster that long"
                 )),
                 (n, 0) => out.invalid.push(format!(
                     "no operation invoked after {step} succeeded before {why} at {until:.1} s ({n} failed or timed out)"
@@ -601,6 +612,16 @@ mod tests {
                 .at(Op::invoke(Process::Nemesis, "start", value).completed(OpType::Info), end_s)
         }
 
+        /// The upgrade of `node` from `start_s` to `end_s`, started with a pause of the majority.
+        fn step_in_set(&mut self, node: u64, start_s: f64, end_s: f64) -> &mut Run {
+            let upgrade = json!({"fault": "upgrade", "targets": [node], "from": "A", "to": "B", "down": []});
+            let pause = json!({"fault": "pause-majority", "targets": [1, 2], "down": [1, 2]});
+            let value = json!({"fault": "upgrade+pause-majority", "targets": [1, 2], "parts": [upgrade, pause]});
+            let name = json!({"fault": "upgrade+pause-majority"});
+            self.at(Op::invoke(Process::Nemesis, "start", name), start_s)
+                .at(Op::invoke(Process::Nemesis, "start", value).completed(OpType::Info), end_s)
+        }
+
         /// An upgrade that failed with `error` (the runner keeps only the fault's name).
         fn failed_step(&mut self, start_s: f64, end_s: f64, error: &str) -> &mut Run {
             let value = json!({"fault": "upgrade"});
@@ -767,5 +788,10 @@ mod tests {
         let mut short = Run { ops: Vec::new(), ..Run::clean() };
         short.ok(0.1).step(1, 2.0, 3.0).step(2, 3.005, 6.0).ok(6.1).step(3, 8.0, 9.0).ok(9.1);
         expect(&short, Verdict::Unknown, "so its progress is not known");
+        // The last step came with a pause of the majority, which held until the phase ended.
+        let mut paused_with_it = Run { ops: Vec::new(), ..Run::clean() };
+        paused_with_it.ok(0.1).step(1, 2.0, 3.0).ok(3.1).step(2, 5.0, 6.0).ok(6.1);
+        paused_with_it.step_in_set(3, 8.0, 9.0).timeout(9.5);
+        expect(&paused_with_it, Verdict::Unknown, "faults started with it may have stopped the cluster");
     }
 }

@@ -4,6 +4,7 @@ use crate::cli::ReportArgs;
 use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
 use ordeal_checker::Verdict;
+use ordeal_faults::FaultSpec;
 use ordeal_history::Test;
 use ordeal_reports::results::Results;
 use ordeal_reports::store;
@@ -46,12 +47,13 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
     // Membership faults leave their evidence in the nemesis ops, whatever the workload.
     let faults = crate::execute::fault_sets(&test).with_context(|| path.display().to_string())?;
     let membership: Vec<String> =
-        faults.iter().filter(|s| s.any(ordeal_faults::FaultSpec::is_membership)).map(ToString::to_string).collect();
+        faults.iter().filter(|s| s.any(FaultSpec::is_membership)).map(ToString::to_string).collect();
     if !membership.is_empty() {
         let samples = catch_up_samples(&dir.join(store::CATCHUP));
         checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::for_run(membership, samples)));
     }
-    if test.scenario.as_deref() == Some("rolling-upgrade") {
+    // Upgrade faults are judged wherever they ran, in the scenario or named with `--nemesis`.
+    if test.scenario.as_deref() == Some("rolling-upgrade") || faults.iter().any(|s| s.any(FaultSpec::is_upgrade)) {
         checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));
     }
     if let Some(exits) = store::run_info(dir)?.and_then(|run| run.node_exits) {
