@@ -884,6 +884,13 @@ impl Group {
             self.config.bugs.clone(),
             self.config.release,
         )?;
+        // Proposals at indices the snapshot covers: their entries may be in it (a leader cut off
+        // after replicating them, whose successor committed them), or another leader's may.
+        settle_through(&mut self.pending, &mut self.pending_by_index, index, |at| {
+            BrokerError::OutcomeUnknown(format!(
+                "log index {at} was replaced by a snapshot up to {index}: whether it held this entry is not known"
+            ))
+        });
         // The installed state brings its own cluster version.
         self.follow_snapshot_format();
         self.learn_addresses(self.node.store().peer_addresses().clone());
@@ -1035,18 +1042,10 @@ impl Group {
             }
         }
         // Proposals whose slot is now applied with another entry can never commit.
-        while let Some((&index, &request_id)) = self.pending_by_index.first_key_value() {
-            if index > last {
-                break;
-            }
-            self.pending_by_index.remove(&index);
-            if let Some(p) = self.pending.remove(&request_id) {
-                self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                let _ = p.reply.send(Err(BrokerError::ProposalDropped(format!(
-                    "log index {index} was taken by another leader's entry"
-                ))));
-            }
-        }
+        let dropped = settle_through(&mut self.pending, &mut self.pending_by_index, last, |index| {
+            BrokerError::ProposalDropped(format!("log index {index} was taken by another leader's entry"))
+        });
+        self.metrics.proposals_failed.fetch_add(dropped, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1179,9 +1178,45 @@ fn entries_to_keep(limit_entries: u64, limit_bytes: u64, in_log: u64, appended: 
     (limit_entries / 4).min((limit_bytes / 4).div_ceil(mean))
 }
 
+/// Answers every pending proposal at an index up to `last` with `error(index)`; returns how many.
+fn settle_through(
+    pending: &mut HashMap<u64, Pending>,
+    by_index: &mut BTreeMap<u64, u64>,
+    last: u64,
+    error: impl Fn(u64) -> BrokerError,
+) -> u64 {
+    let mut settled = 0;
+    while let Some((&index, &request_id)) = by_index.first_key_value().filter(|(index, _)| **index <= last) {
+        by_index.remove(&index);
+        if let Some(p) = pending.remove(&request_id) {
+            settled += 1;
+            let _ = p.reply.send(Err(error(index)));
+        }
+    }
+    settled
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proposals_a_snapshot_covers_are_answered_unknown_and_later_ones_wait() {
+        let (mut pending, mut by_index) = (HashMap::new(), BTreeMap::new());
+        let mut replies = Vec::new();
+        for (request_id, index) in [(1, 5), (2, 9)] {
+            let (reply, answer) = oneshot::channel();
+            pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early: None });
+            by_index.insert(index, request_id);
+            replies.push(answer);
+        }
+        let unknown = |at: u64| BrokerError::OutcomeUnknown(format!("index {at}"));
+        assert_eq!(settle_through(&mut pending, &mut by_index, 7, unknown), 1);
+        let answer = replies[0].try_recv().unwrap();
+        assert!(matches!(answer, Err(BrokerError::OutcomeUnknown(ref m)) if m == "index 5"), "{answer:?}");
+        assert!(replies[1].try_recv().is_err(), "index 9 is past the snapshot: still pending");
+        assert_eq!(by_index.keys().copied().collect::<Vec<_>>(), [9]);
+    }
 
     #[test]
     fn a_compaction_keeps_a_quarter_of_the_limit_that_binds() {

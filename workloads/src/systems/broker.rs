@@ -238,7 +238,7 @@ impl Membership for BrokerSystem {
         self.processes.start(node)?;
         self.answers(node).await?;
         match self.admin.add_learner(0, node, &address).await {
-            Err(e @ ClientError::Broker { .. }) => {
+            Err(e @ ClientError::Broker { .. }) if e.is_definite() => {
                 self.processes.forget(node).await?;
                 Err(membership_error(node, e))
             }
