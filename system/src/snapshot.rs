@@ -1027,12 +1027,34 @@ pub async fn receive(
     Ok(SnapshotAck {})
 }
 
+/// The slowest a stream may move on average once it has run for [`SLOW_AFTER`]: far below any
+/// real transfer, paced or loaded (those move MB a second), so that a peer that sends a chunk just
+/// within [`CHUNK_TIMEOUT`] each time cannot hold one of the node's stream slots for ever.
+const MIN_BYTES_PER_S: u64 = 64 * 1024;
+const SLOW_AFTER: Duration = Duration::from_secs(60);
+
+/// Why a stream that moved `moved` bytes in `elapsed` is given up, if it is too slow.
+fn too_slow(moved: u64, elapsed: Duration) -> Option<String> {
+    (elapsed > SLOW_AFTER && moved < MIN_BYTES_PER_S * elapsed.as_secs()).then(|| {
+        format!(
+            "the snapshot stream moved {moved} bytes in {:.0} s, below the floor of {} KB/s",
+            elapsed.as_secs_f64(),
+            MIN_BYTES_PER_S / 1024
+        )
+    })
+}
+
 /// Hands the stream's chunks to the writer through `tx` up to the last one.
 async fn forward(stream: &mut Streaming<SnapshotChunk>, tx: mpsc::Sender<SnapshotChunk>) -> Result<(), Status> {
+    let (began, mut moved) = (Instant::now(), 0u64);
     loop {
         let Some(chunk) = next_chunk(stream).await? else {
             return Err(Status::invalid_argument("the snapshot stream ended before its last chunk"));
         };
+        moved += (chunk.data.len() + chunk.keys.iter().chain(&chunk.values).map(|b| b.len()).sum::<usize>()) as u64;
+        if let Some(why) = too_slow(moved, began.elapsed()) {
+            return Err(Status::deadline_exceeded(why));
+        }
         let done = chunk.done;
         if tx.send(chunk).await.is_err() || done {
             return Ok(());
@@ -1808,6 +1830,15 @@ pub fn remove_leftovers(data_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_below_the_floor_is_given_up_after_its_first_minute_only() {
+        let minute = Duration::from_secs(61);
+        assert_eq!(too_slow(0, Duration::from_secs(59)), None, "too early to judge");
+        assert_eq!(too_slow(64 * 1024 * 61, minute), None, "at the floor");
+        let why = too_slow(1024 * 1024, minute).expect("1 MB a minute is too slow");
+        assert!(why.contains("1048576 bytes in 61 s"), "{why}");
+    }
     use crate::storage::open_db;
 
     /// A database with group 0 at applied index 5 (state `old`), and a snapshot file of it at
