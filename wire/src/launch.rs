@@ -34,11 +34,15 @@ pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) ->
         .stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let (stdout, stderr) = (drained(child.stdout.take()), drained(child.stderr.take()));
-    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
-        // Inputs are a few KB, within the pipe's buffer; a command that exits without reading
-        // them answers by its status.
-        let _ = io::Write::write_all(&mut pipe, text.as_bytes());
-    }
+    // Written on a thread of its own, so that a command that never reads its input is still cut
+    // off at the bound; one that exits without reading it answers by its status.
+    let (text, pipe) = (input.unwrap_or_default().to_owned(), child.stdin.take());
+    let writer = std::thread::spawn(move || {
+        if let Some(mut pipe) = pipe {
+            let _ = io::Write::write_all(&mut pipe, text.as_bytes());
+        }
+        Vec::new()
+    });
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, format!("still running after {bound:?}; killed"));
     let mut pause = Duration::from_micros(200);
     let status = loop {
@@ -56,6 +60,7 @@ pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) ->
     // A child of the command may hold its pipes open after it ended. The readers are joined,
     // not only heard from: a run entering its own user namespace must be single-threaded.
     let (stdout, stderr) = (joined(stdout, deadline), joined(stderr, deadline));
+    joined(writer, deadline).ok_or_else(timed_out)?;
     Ok(Output { status, stdout: stdout.ok_or_else(timed_out)?, stderr: stderr.ok_or_else(timed_out)? })
 }
 
@@ -395,6 +400,9 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
         let e = output_within(&mut sh("sleep 3 & echo started"), None, Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "a pipe held open by the command's child: {e}");
+        let unread = "x".repeat(1 << 20);
+        let e = output_within(Command::new("sleep").arg("30"), Some(&unread), Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "1 MB of input it never reads: {e}");
         assert!(began.elapsed() < Duration::from_secs(20));
     }
 }
