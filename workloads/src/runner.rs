@@ -407,19 +407,9 @@ const FAULT_BOUND: Duration = Duration::from_secs(30);
 
 /// Repairs everything, within `bound`; recorded as a nemesis `stop` of all.
 async fn heal_all(nemesis: &mut dyn Nemesis, recorder: &Recorder, bound: Duration) -> Result<(), String> {
-    let value = json!({"fault": "all"});
-    recorder.record(Op::invoke(Process::Nemesis, "stop", value.clone()));
-    let mut done = Op::invoke(Process::Nemesis, "stop", value).completed(OpType::Info);
-    let result = match tokio::time::timeout(bound, nemesis.heal_all()).await {
-        Ok(healed) => healed.map_err(|e| e.to_string()),
-        Err(_) => {
-            done.value[TIMED_OUT] = json!(true);
-            Err(format!("timed out after {bound:?}"))
-        }
-    };
-    done.error = result.as_ref().err().cloned();
-    recorder.record(done);
-    result
+    let healed =
+        async { nemesis.heal_all().await.map(|()| json!({"fault": "all"})).map_err(|e| (None, e.to_string())) };
+    nemesis_op(recorder, "stop", "all", bound, healed).await.error.map_or(Ok(()), Err)
 }
 
 /// Repairs everything and waits for a healthy cluster.
@@ -473,7 +463,7 @@ async fn nemesis_loop(
             break;
         }
         let name = faults.to_string();
-        let started = nemesis_op(recorder, "start", &name, start_set(nemesis, &faults, rng)).await;
+        let started = nemesis_op(recorder, "start", &name, FAULT_BOUND, start_set(nemesis, &faults, rng)).await;
         errors.extend(started.error.iter().map(|e| format!("start {name}: {e}")));
         let shown = format!("{name} {}", started.value.get("targets").map(|t| t.to_string()).unwrap_or_default());
         *lock(fault_now) = shown;
@@ -483,7 +473,7 @@ async fn nemesis_loop(
             (Instant::now() + plan.fault_duration).min(deadline)
         };
         sleep_or_stop(until, interrupt).await;
-        let stopped = nemesis_op(recorder, "stop", &name, stop_set(nemesis, &faults)).await;
+        let stopped = nemesis_op(recorder, "stop", &name, FAULT_BOUND, stop_set(nemesis, &faults)).await;
         errors.extend(stopped.error.iter().map(|e| format!("stop {name}: {e}")));
         lock(fault_now).clear();
     }
@@ -564,18 +554,19 @@ async fn show_progress(
 /// How a set of faults failed: what it did before, when it says, and why.
 type Failed = (Option<Value>, String);
 
-/// Records a nemesis op `f` around `action`, bounded by [`FAULT_BOUND`]; returns its completion. A failed
+/// Records a nemesis op `f` around `action`, bounded by `bound`; returns its completion. A failed
 /// action's completion keeps what it did before it failed; one the bound cut off says so
 /// ([`TIMED_OUT`]), since what it did is then not all on record.
 async fn nemesis_op(
     recorder: &Recorder,
     f: &'static str,
     name: &str,
+    bound: Duration,
     action: impl std::future::Future<Output = Result<Value, Failed>>,
 ) -> Op {
     recorder.record(Op::invoke(Process::Nemesis, f, json!({"fault": name})));
     let mut done = Op::invoke(Process::Nemesis, f, json!({"fault": name})).completed(OpType::Info);
-    match tokio::time::timeout(FAULT_BOUND, action).await {
+    match tokio::time::timeout(bound, action).await {
         Ok(Ok(v)) => done.value = v,
         Ok(Err((partial, e))) => {
             done.value = partial.unwrap_or(done.value);
@@ -583,7 +574,7 @@ async fn nemesis_op(
         }
         Err(_) => {
             done.value[TIMED_OUT] = json!(true);
-            done.error = Some(format!("timed out after {} s", FAULT_BOUND.as_secs()));
+            done.error = Some(format!("timed out after {} s", bound.as_secs_f64()));
         }
     }
     recorder.record(done)
