@@ -52,8 +52,9 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Results> {
         let samples = catch_up_samples(&dir.join(store::CATCHUP));
         checkers.push(Box::new(ordeal_checker::membership::MembershipChecker::for_run(membership, samples)));
     }
-    // Upgrade faults are judged wherever they ran, in the scenario or named with `--nemesis`.
-    if test.scenario.as_deref() == Some("rolling-upgrade") || faults.iter().any(|s| s.any(FaultSpec::is_upgrade)) {
+    // Upgrade faults are judged wherever they ran: the rolling-upgrade scenario names them in the
+    // test's nemesis as `--nemesis` does.
+    if faults.iter().any(|s| s.any(FaultSpec::is_upgrade)) {
         checkers.push(Box::new(ordeal_reports::upgrade::UpgradeCheck::new(dir, &test)));
     }
     if let Some(exits) = store::run_info(dir)?.and_then(|run| run.node_exits) {
