@@ -320,9 +320,14 @@ impl UpgradeCheck {
         }
     }
 
+    /// Each node's build before any step: the old one.
+    fn first_builds(&self) -> BTreeMap<u64, &str> {
+        self.nodes.iter().map(|n| (*n, self.from.as_str())).collect()
+    }
+
     /// Each node's build after every step.
     fn builds(&self) -> BTreeMap<u64, &str> {
-        let mut build: BTreeMap<u64, &str> = self.nodes.iter().map(|n| (*n, self.from.as_str())).collect();
+        let mut build = self.first_builds();
         for s in &self.steps {
             build.insert(s.node, &s.to);
         }
@@ -331,7 +336,7 @@ impl UpgradeCheck {
 
     /// When the step that left every node on the new build began, if one did.
     fn all_new_from(&self) -> Option<f64> {
-        let mut build: BTreeMap<u64, &str> = self.nodes.iter().map(|n| (*n, self.from.as_str())).collect();
+        let mut build = self.first_builds();
         let mut since = None;
         for s in &self.steps {
             build.insert(s.node, &s.to);
@@ -478,9 +483,7 @@ fn group_floor(s: &Sample) -> Option<u32> {
 /// The main phases' spans in seconds, from `run.json` (none when it is missing or from before
 /// phases were recorded: the history's heal then marks the main phase's end).
 fn main_phases_s(dir: &Path) -> Vec<(f64, f64)> {
-    let Ok(info) = crate::store::read_json::<crate::store::RunInfo>(&dir.join(crate::store::RUN)) else {
-        return Vec::new();
-    };
+    let Ok(Some(info)) = crate::store::run_info(dir) else { return Vec::new() };
     info.phases.iter().filter(|p| p.kind == PhaseKind::Main).map(|p| (secs(p.start), secs(p.end))).collect()
 }
 
