@@ -115,6 +115,14 @@ impl NetNemesis {
         Ok(Active { fault: *fault, value, step_down })
     }
 
+    /// Removes every network fault's rules, if the nodes have a network of their own.
+    async fn heal_net(&self) -> Result<(), NemesisError> {
+        match self.net.clone() {
+            Some(net) => blocking(net, |net| net.heal()).await,
+            None => Ok(()),
+        }
+    }
+
     /// Applies `fault` to the network: what it did, or why it failed (perhaps part way).
     async fn apply(&mut self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Active, NemesisError> {
         let nodes = self.system.nodes();
@@ -182,9 +190,7 @@ impl Nemesis for NetNemesis {
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
         let Some(mut active) = self.active.take_if(|a| a.fault == *fault) else { return Ok(Value::Null) };
-        if let Some(net) = self.net.clone() {
-            blocking(net, |net| net.heal()).await?;
-        }
+        self.heal_net().await?;
         if let Some(watch) = active.step_down.take() {
             let stepped = if watch.is_finished() {
                 watch.await.ok().flatten()
@@ -204,9 +210,7 @@ impl Nemesis for NetNemesis {
         if let Some(watch) = self.active.take().and_then(|mut a| a.step_down.take()) {
             watch.abort();
         }
-        if let Some(net) = self.net.clone() {
-            blocking(net, |net| net.heal()).await?;
-        }
+        self.heal_net().await?;
         Ok(())
     }
 }
