@@ -161,9 +161,11 @@ impl<R: BufRead, V: DeserializeOwned> Iterator for Reader<R, V> {
                             ErrorKind::Truncated { message }
                         }
                     });
-                    let op = op.and_then(|op| match op.time < self.last_time {
-                        true => Err(ErrorKind::TimeBackwards { time: op.time, previous: self.last_time }),
-                        false => Ok(op),
+                    let op = op.and_then(|op| {
+                        if op.time < self.last_time {
+                            return Err(ErrorKind::TimeBackwards { time: op.time, previous: self.last_time });
+                        }
+                        Ok(op)
                     });
                     match &op {
                         Ok(op) => self.last_time = op.time,

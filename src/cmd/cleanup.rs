@@ -2,9 +2,9 @@
 //!
 //! It touches only what an abandoned run of this store created: node processes (of any system)
 //! whose run directory is one of those runs, lazyfs mounts under them, and the runs themselves
-//! (marked by an `ordeal.pid` whose lock no harness holds). A run whose harness still runs is left alone, and so is a
-//! directory that is not a store. What it could not remove makes it fail: it never exits 0 while
-//! residue stays.
+//! (marked by an `ordeal.pid` whose lock no harness holds). A run whose harness still runs is
+//! left alone, and so is a directory that is not a store. What it could not remove makes it
+//! fail: it never exits 0 while residue stays.
 
 use crate::cli::CleanupArgs;
 use crate::exit::{BadInput, Outcome};
