@@ -311,7 +311,7 @@ fn build_flags(case: &CaseState, store: &Path, builds: &Builds) -> anyhow::Resul
 /// Whether a case moves nodes from one build to another.
 fn upgrades(args: &RunArgs) -> bool {
     let fault = |name: &str| FaultSet::parse(name).is_ok_and(|s| s.any(FaultSpec::is_upgrade));
-    args.scenario.as_deref() == Some("rolling-upgrade") || args.nemesis.split(',').map(str::trim).any(fault)
+    args.scenario.as_deref() == Some("rolling-upgrade") || super::run::fault_sets_named(args).any(fault)
 }
 
 /// The suite's cases for one build (`role`), each with the flags that choose its builds.

@@ -116,11 +116,15 @@ fn validate(test: &Test) -> Result<(), String> {
     Ok(())
 }
 
+/// The fault sets `--nemesis` names (`none` names none).
+pub(super) fn fault_sets_named(args: &RunArgs) -> impl Iterator<Item = &str> {
+    args.nemesis.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none")
+}
+
 /// The test the flags describe, with the seed drawn.
 fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
     let workload = workload::by_name(&args.workload).map_err(|e| bad(format!("--workload: {e}")))?;
-    let nemesis: Vec<String> =
-        args.nemesis.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect();
+    let nemesis: Vec<String> = fault_sets_named(args).map(String::from).collect();
     let seed = args.seed.unwrap_or_else(|| rand::random::<u64>() >> 11);
     let mut command: Vec<String> = std::env::args().collect();
     if args.seed.is_none() {
