@@ -246,21 +246,29 @@ fn issue_17_a_run_interrupted_with_ctrl_c_is_not_valid() {
     }
 }
 
-fn interrupted_with(signal: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().to_str().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args(["run", "--store", store, "--no-progress", "--time-limit", "60", "--seed", "5"])
+/// A 60 s run of seed `seed` into `store`, in the background, its output kept.
+fn long_run(store: &Path, seed: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["run", "--store", store.to_str().unwrap(), "--no-progress", "--time-limit", "60", "--seed", seed])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 100);
-    let sent = Command::new("kill").args([signal, &run.id().to_string()]).status().unwrap();
-    assert!(sent.success());
+        .unwrap()
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to `run` and waits for it: its exit code and stdout.
+fn signalled(run: std::process::Child, signal: &str) -> (Option<i32>, String) {
+    assert!(Command::new("kill").args([signal, &run.id().to_string()]).status().unwrap().success());
     let out = run.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{signal}: an interrupted run is unknown: {stdout}");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn interrupted_with(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = long_run(dir.path(), "5");
+    wait_for_history(dir.path(), "the run never got going", |h| h.lines().count() >= 100);
+    let (code, stdout) = signalled(run, signal);
+    assert_eq!(code, Some(2), "{signal}: an interrupted run is unknown: {stdout}");
     assert!(stdout.contains("interrupted"), "{stdout}");
     assert_eq!(results(dir.path())["defects"][0]["kind"], "interrupted");
     // Analysed again later, it still is.
@@ -273,23 +281,15 @@ fn interrupted_with(signal: &str) {
 #[test]
 fn ctrl_c_while_the_cluster_is_set_up_stops_the_run_once_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().to_str().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args(["run", "--store", store, "--no-progress", "--time-limit", "60", "--seed", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = long_run(dir.path(), "6");
     // The pid file is the run's first file: the nodes are not up yet, and nothing listens.
     let began = Instant::now();
     while !dir.path().join("latest/ordeal.pid").exists() {
         assert!(began.elapsed() < Duration::from_secs(30), "the run never began");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap().success());
-    let out = run.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "interrupted, and closed as such: {stdout}");
+    let (code, stdout) = signalled(run, "-INT");
+    assert_eq!(code, Some(2), "interrupted, and closed as such: {stdout}");
     let defects = results(dir.path())["defects"].clone();
     assert!(defects.as_array().unwrap().iter().any(|d| d["kind"] == "interrupted"), "{defects}");
     assert!(brokers_under(dir.path()).is_empty());
