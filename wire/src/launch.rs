@@ -26,12 +26,14 @@ pub const ANSWER_BOUND: Duration = Duration::from_secs(30);
 /// Runs `cmd` to its end with `input` (if any) on its standard input, collecting its output; one
 /// still running, or whose output has not ended, after `bound` is killed and answers `TimedOut`.
 /// For the short commands the harness runs (`ip`, `nft`, a build's `--version`): one that hangs
-/// (a netlink lock, a broken build) must not hang the run.
+/// (a netlink lock, a broken build) must not hang the run. The command runs in a process group of
+/// its own, killed whole when it ends or is cut off: nothing it started outlives it.
 pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) -> io::Result<Output> {
     let deadline = Instant::now() + bound;
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = cmd.spawn()?;
     let (stdout, stderr) = (drained(child.stdout.take()), drained(child.stderr.take()));
     // Written on a thread of its own, so that a command that never reads its input is still cut
@@ -43,25 +45,36 @@ pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) ->
         }
         Vec::new()
     });
+    let ended = ended_by(&child, deadline)?;
+    // Killed while the command is still unreaped, so its group's id cannot name another group.
+    let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let status = child.wait()?;
+    // The readers are joined, not only heard from: a run entering its own user namespace must be
+    // single-threaded. With the group gone they end at once, unless something left it.
+    let grace = Instant::now().max(deadline) + Duration::from_secs(1);
+    let (stdout, stderr, written) = (joined(stdout, grace), joined(stderr, grace), joined(writer, grace));
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, format!("still running after {bound:?}; killed"));
+    match (ended, stdout, stderr, written) {
+        (true, Some(stdout), Some(stderr), Some(_)) => Ok(Output { status, stdout, stderr }),
+        _ => Err(timed_out()),
+    }
+}
+
+/// Waits until `child` has ended, leaving it unreaped; false if it had not by `deadline`.
+fn ended_by(child: &Child, deadline: Instant) -> io::Result<bool> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     let mut pause = Duration::from_micros(200);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+    loop {
+        if waitid(Id::Pid(Pid::from_raw(child.id() as i32)), flags)? != WaitStatus::StillAlive {
+            return Ok(true);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(timed_out());
+            return Ok(false);
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
-    };
-    // A child of the command may hold its pipes open after it ended. The readers are joined,
-    // not only heard from: a run entering its own user namespace must be single-threaded.
-    let (stdout, stderr) = (joined(stdout, deadline), joined(stderr, deadline));
-    joined(writer, deadline).ok_or_else(timed_out)?;
-    Ok(Output { status, stdout: stdout.ok_or_else(timed_out)?, stderr: stderr.ok_or_else(timed_out)? })
+    }
 }
 
 /// Reads `pipe` to its end on a thread of its own.
@@ -398,11 +411,27 @@ mod tests {
         let began = Instant::now();
         let e = output_within(Command::new("sleep").arg("30"), None, Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
-        let e = output_within(&mut sh("sleep 3 & echo started"), None, Duration::from_millis(200)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "a pipe held open by the command's child: {e}");
+        let e = output_within(&mut sh("sleep 30 & sleep 30"), None, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "a command whose child holds its pipes too: {e}");
         let unread = "x".repeat(1 << 20);
         let e = output_within(Command::new("sleep").arg("30"), Some(&unread), Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "1 MB of input it never reads: {e}");
         assert!(began.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn what_a_command_leaves_running_is_killed_when_it_ends() {
+        for script in ["sleep 30 & echo $!", "sleep 30 >/dev/null 2>&1 </dev/null & echo $!"] {
+            let out = output_within(&mut sh(script), None, Duration::from_secs(10)).unwrap();
+            assert!(out.status.success(), "{script}");
+            let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            // Reaped by init once killed: waited for as an event, bounded only against a hang.
+            let stat = format!("/proc/{pid}/stat");
+            let began = Instant::now();
+            while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
+                assert!(began.elapsed() < Duration::from_secs(30), "{script}: the child {pid} still runs");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
