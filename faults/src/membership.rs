@@ -398,3 +398,35 @@ impl Nemesis for MembershipNemesis {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Promotes;
+    use std::sync::atomic::Ordering;
+
+    fn nemesis(system: &Arc<Promotes>) -> MembershipNemesis {
+        MembershipNemesis::new(system.clone(), None, RunClock::default())
+    }
+
+    #[tokio::test]
+    async fn a_gated_promote_asks_again_after_not_now_and_a_lagging_refusal_until_granted() {
+        let refused = SystemError::Refused { node: 4, reason: "applied 7 < 10".into(), gate_saw: Some(7) };
+        let not_now = SystemError::Unavailable { node: 4, message: "no leader".into() };
+        let system = Arc::new(Promotes::answering(vec![Err(not_now), Err(refused), Ok(Some(10))]));
+        let record = nemesis(&system).promote_gated(4).await.unwrap();
+        assert_eq!(system.asked.load(Ordering::SeqCst), 3);
+        assert!(record.accepted && !record.unanswered, "{record:?}");
+        assert_eq!((record.gate_saw, record.min_applied_index), (Some(10), 10));
+    }
+
+    #[tokio::test]
+    async fn a_promote_without_an_answer_is_recorded_unanswered_and_not_asked_again() {
+        let lost = SystemError::Request { node: 1, message: "deadline exceeded".into() };
+        let system = Arc::new(Promotes::answering(vec![Err(lost), Ok(Some(10))]));
+        let record = nemesis(&system).promote_gated(4).await.unwrap();
+        // Asking again could turn an unknown outcome into a granted one, hiding it.
+        assert_eq!(system.asked.load(Ordering::SeqCst), 1);
+        assert!(record.unanswered && !record.accepted, "the members still show a learner: {record:?}");
+    }
+}

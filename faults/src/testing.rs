@@ -1,6 +1,6 @@
-//! A system for the nemeses' unit tests.
+//! Systems for the nemeses' unit tests.
 
-use crate::system::{NodeView, System, SystemError};
+use crate::system::{GroupState, Member, Members, Membership, NodeView, System, SystemError};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -50,5 +50,75 @@ impl System for Down {
         }
         self.started.lock().unwrap().retain(|n| *n != node);
         Ok(())
+    }
+}
+
+/// A leader (node 1, commit index 10) and learner 4, whose promotes answer from a script, one
+/// answer per ask (an empty script answers "not now").
+#[derive(Default)]
+pub(crate) struct Promotes {
+    pub(crate) answers: std::sync::Mutex<std::collections::VecDeque<Result<Option<u64>, SystemError>>>,
+    pub(crate) asked: std::sync::atomic::AtomicUsize,
+}
+
+impl Promotes {
+    pub(crate) fn answering(answers: Vec<Result<Option<u64>, SystemError>>) -> Promotes {
+        Promotes { answers: std::sync::Mutex::new(answers.into()), ..Promotes::default() }
+    }
+}
+
+#[async_trait]
+impl System for Promotes {
+    fn name(&self) -> &'static str {
+        "promotes"
+    }
+    fn nodes(&self) -> Vec<u64> {
+        vec![1, 2, 3, 4]
+    }
+    fn addresses(&self) -> BTreeMap<u64, String> {
+        BTreeMap::new()
+    }
+    fn log_file(&self, _: u64) -> Option<&std::path::Path> {
+        None
+    }
+    async fn setup(&self) -> Result<(), SystemError> {
+        Ok(())
+    }
+    async fn statuses(&self, _: Duration) -> BTreeMap<u64, NodeView> {
+        let group = |role: &str| GroupState {
+            role: role.into(),
+            leader_id: 1,
+            term: 2,
+            commit_index: 10,
+            applied_index: 10,
+            ..GroupState::default()
+        };
+        let view = |id, role| NodeView { id, groups: vec![group(role)], ..NodeView::default() };
+        [(1, view(1, "leader")), (4, view(4, "learner"))].into()
+    }
+    fn membership(&self) -> Option<&dyn Membership> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Membership for Promotes {
+    fn spares(&self) -> Vec<u64> {
+        Vec::new()
+    }
+    async fn add_learner(&self, node: u64) -> Result<(), SystemError> {
+        Err(SystemError::UnknownNode(node))
+    }
+    async fn promote(&self, node: u64, _: u64) -> Result<Option<u64>, SystemError> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let next = self.answers.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| Err(SystemError::Unavailable { node, message: "no leader".into() }))
+    }
+    async fn remove(&self, _: u64) -> Result<(), SystemError> {
+        Ok(())
+    }
+    async fn members(&self) -> Result<Members, SystemError> {
+        let member = |id, learner| Member { id, learner, match_index: 10, applied_index: Some(10), snapshot: false };
+        Ok(Members { leader: 1, commit_index: 10, members: vec![member(1, false), member(4, true)] })
     }
 }
