@@ -5,11 +5,11 @@
 //! what is markup or script by construction: our own CSS and script, the plotters SVGs, and the
 //! timeline's JSON (escaped for a script element by [`script_json`]).
 
-use crate::ReportError;
 use crate::gate::{GateReport, Side, Spread};
 use crate::plot;
 use crate::results::{Analysis, CheckerResult, Failover, PhaseStats, Results};
 use crate::store::{self, RunInfo};
+use crate::{ReportError, shown};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use ordeal_checker::Verdict;
 use ordeal_checker::linear::{Counterexample, OpRef};
@@ -212,7 +212,7 @@ fn index_row(root: &Path, run: &Path) -> Markup {
         None if run.join(store::PID).exists() => html! { "running" },
         None => html! { span.tag.unknown { "no results" } },
     };
-    let gap = results.as_ref().and_then(|r| r.failover.gap_ms_median).map_or("-".into(), |g| format!("{g:.0} ms"));
+    let gap = shown(results.as_ref().and_then(|r| r.failover.gap_ms_median), 0, " ms");
     let ops = results
         .as_ref()
         .map_or("-".into(), |r| (r.stats.total.ok + r.stats.total.fail + r.stats.total.info).to_string());
@@ -373,7 +373,7 @@ const FIGURES: [Figure; 6] = [
     }),
     ("faults (recovered)", |r| format!("{} ({})", r.failover.faults, r.failover.recovered)),
     ("write gap median / max (ms)", |r| {
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        let ms = |v: Option<f64>| shown(v, 0, "");
         format!("{} / {}", ms(r.failover.gap_ms_median), ms(r.failover.gap_ms_max))
     }),
     ("duration (s)", |r| format!("{:.1}", r.stats.duration_s)),
@@ -406,7 +406,7 @@ fn side_row(config: &str, expect: &str, build: &str, side: &Side) -> Markup {
 
 /// A latency quantile to `decimals` places, `-` where there was no sample to take it from.
 fn quantile(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+    shown(v, decimals, "")
 }
 
 fn spread(s: Option<Spread>) -> Markup {
@@ -673,7 +673,7 @@ fn phases(phases: &[PhaseStats]) -> Markup {
 }
 
 fn faults(faults: &[FaultWindow], fo: &Failover) -> Markup {
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    let ms = |v: Option<f64>| shown(v, 0, " ms");
     html! {
         h2 { "Faults" }
         table {

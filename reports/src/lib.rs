@@ -27,6 +27,12 @@ pub mod upgrade;
 
 use std::path::Path;
 
+/// A figure to `decimals` places followed by `unit` (" ms", or ""), or `-` where there is none (no
+/// sample to take it from): how every view (report, summary, terminal) shows a missing figure.
+pub fn shown(v: Option<f64>, decimals: usize, unit: &str) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}{unit}"))
+}
+
 /// A run directory that cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -1,10 +1,11 @@
 //! `summary.md`: a short markdown summary, fit for a CI job summary.
 
 use crate::results::Results;
+use crate::shown;
 use std::fmt::Write;
 
 fn ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".into(), |v| format!("{v:.0} ms"))
+    shown(v, 0, " ms")
 }
 
 /// Renders the summary.
@@ -28,7 +29,7 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(out, "| {} | {} | {} |", c.name, c.verdict, c.summary.replace('|', "\\|"));
     }
     let s = &r.stats.total;
-    let q = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.1} ms"));
+    let q = |v: Option<f64>| shown(v, 1, " ms");
     let _ = writeln!(
         out,
         "\nOps: {} ok, {} fail, {} info; {:.0} ops/s ({:.0} ok); ok latency p50 {}, p99 {}; every op's p99 {}.",

@@ -381,7 +381,7 @@ fn print_outcome(dir: &Path, r: &ordeal_reports::results::Results) {
     let s = &r.stats.total;
     say!("  ops: {} ok, {} fail, {} info ({:.0}/s)", s.ok, s.fail, s.info, r.stats.throughput_per_s);
     if r.failover.faults > 0 {
-        let gap = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0} ms"));
+        let gap = |v: Option<f64>| ordeal_reports::shown(v, 0, " ms");
         say!(
             "  faults: {}, write gap median {}, max {}",
             r.failover.faults,
