@@ -297,8 +297,8 @@ impl Broker for BrokerService {
             0 => DEFAULT_FETCH,
             n => n.min(MAX_FETCH),
         };
-        let (records, high_watermark) =
-            fsm::read::fetch(&self.0.db, group, &r.topic, r.partition, r.from_offset, max).map_err(storage_failure)?;
+        let read = || fsm::read::fetch(&self.0.db, group, &r.topic, r.partition, r.from_offset, max);
+        let (records, high_watermark) = self.0.group(group)?.read_state(read).map_err(storage_failure)?;
         Ok(Response::new(FetchResponse { records, high_watermark }))
     }
 
@@ -337,7 +337,8 @@ impl Broker for BrokerService {
         validate_name("consumer group", &r.group)?;
         let group = shard::group_of_consumer_group(&r.group, self.0.group_count());
         let _guard = self.0.read_barrier(group, false).await?;
-        match fsm::read::committed_offsets(&self.0.db, group, &r.group).map_err(storage_failure)? {
+        let read = || fsm::read::committed_offsets(&self.0.db, group, &r.group);
+        match self.0.group(group)?.read_state(read).map_err(storage_failure)? {
             Some(offsets) => Ok(Response::new(ListCommittedOffsetsResponse { offsets })),
             None => Err(BrokerError::UnknownConsumerGroup(r.group).into()),
         }
@@ -358,7 +359,8 @@ impl Broker for BrokerService {
         validate_record(&self.0.config, &r.key, &[])?;
         let group = shard::group_of_key(&r.key, self.0.group_count());
         let _guard = self.0.read_barrier(group, r.local).await?;
-        let value = fsm::read::register(&self.0.db, group, &r.key).map_err(storage_failure)?;
+        let read = || fsm::read::register(&self.0.db, group, &r.key);
+        let value = self.0.group(group)?.read_state(read).map_err(storage_failure)?;
         Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
     }
 

@@ -342,28 +342,28 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
 }
 
+/// Exits on a flag whose value cannot be used: the message, and 254 (bad arguments).
+fn bad_flag(what: impl std::fmt::Display) -> ! {
+    eprintln!("ordeal-broker: {what}");
+    std::process::exit(254)
+}
+
 fn node_config(a: ServeArgs) -> NodeConfig {
-    let peers = match parse_peers(&a.peers) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("ordeal-broker: --peers: {e}");
-            std::process::exit(254);
-        }
-    };
+    let peers = parse_peers(&a.peers).unwrap_or_else(|e| bad_flag(format!("--peers: {e}")));
     let release = match a.emulate_version.map(Release::emulate) {
         None => Release::current(),
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
-            eprintln!("ordeal-broker: {e}");
-            std::process::exit(254);
-        }
+        Some(r) => r.unwrap_or_else(|e| bad_flag(e)),
     };
+    // Absolute: a snapshot install's marker names its file by this path, and a restart from
+    // another working directory must find it.
+    let data_dir = std::path::absolute(&a.data_dir)
+        .unwrap_or_else(|e| bad_flag(format!("--data-dir {}: {e}", a.data_dir.display())));
     NodeConfig {
         id: a.id,
         listen: a.listen,
         http: a.http,
         peers,
-        data_dir: a.data_dir,
+        data_dir,
         groups: a.groups,
         timing: RaftTiming {
             tick: Duration::from_millis(a.tick_ms),

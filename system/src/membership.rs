@@ -92,6 +92,10 @@ pub fn check(change: &Change, facts: &LeaderFacts) -> Result<(), BrokerError> {
     let refused = |reason: String| Err(BrokerError::MembershipRefused { group, reason });
     let is_voter = |id: u64| facts.conf.voters.contains(&id);
     let is_learner = |id: u64| facts.conf.learners.contains(&id);
+    if !is_voter(facts.leader) {
+        // It applied its own removal and is handing leadership over.
+        return refused(format!("the leader, node {}, is no longer a voter; retry", facts.leader));
+    }
     match change {
         Change::AddLearner { id, .. } if is_voter(*id) => refused(format!("node {id} is already a voter")),
         Change::AddLearner { id, .. } if is_learner(*id) => refused(format!("node {id} is already a learner")),
@@ -437,6 +441,14 @@ mod tests {
         match check(&Change::Remove { id: 1 }, &last) {
             Err(BrokerError::MembershipRefused { reason, .. }) => assert!(reason.contains("last voter"), "{reason}"),
             other => panic!("{other:?}"),
+        }
+        // Node 1 still leads after applying its own removal: it changes nothing more.
+        let removed = facts(&[2, 3], &[4], 10);
+        for change in [add(5), Change::Remove { id: 4 }, Change::Promote { id: 4, gate: None }] {
+            match check(&change, &removed) {
+                Err(BrokerError::MembershipRefused { reason, .. }) => assert!(reason.contains("no longer a voter")),
+                other => panic!("{change:?}: {other:?}"),
+            }
         }
     }
 

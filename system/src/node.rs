@@ -117,7 +117,13 @@ pub struct GroupHandle {
     pub group: u32,
     tx: SyncSender<Request>,
     view: watch::Receiver<GroupView>,
+    switching: Switching,
 }
+
+/// Held for writing while a snapshot replaces the group's state (its clearing, then its ingest,
+/// which waits for a flush), and for reading by every read of that state outside the loop: such a
+/// read sees the state before or after, never the group half cleared.
+type Switching = Arc<std::sync::RwLock<()>>;
 
 impl GroupHandle {
     /// Queues a request without waiting; a full queue is [`BrokerError::Overloaded`].
@@ -136,6 +142,13 @@ impl GroupHandle {
     /// The latest published view.
     pub fn view(&self) -> GroupView {
         self.view.borrow().clone()
+    }
+
+    /// Runs `read`, a read of the group's state from the database, where no snapshot is being
+    /// switched in meanwhile.
+    pub fn read_state<T>(&self, read: impl FnOnce() -> T) -> T {
+        let _steady = self.switching.read().unwrap_or_else(|e| e.into_inner());
+        read()
     }
 
     /// Asks the loop to stop once it has handled what is queued before this.
@@ -181,6 +194,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
     let own_tx = tx.clone();
     let (view_tx, view) = watch::channel(GroupView { group, ..Default::default() });
+    let switching = Switching::default();
     let mut g = Group {
         id: ctx.config.id,
         group,
@@ -211,6 +225,8 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         ordered_for: (0, raft::INVALID_ID),
         seeded: Seeded::new(&ctx.config.bugs),
         gate_ticks: GATE_TICKS,
+        switching: switching.clone(),
+        strangers: BTreeSet::new(),
     };
     g.learn_addresses(g.node.store().peer_addresses().clone());
     g.on_membership_changed();
@@ -227,7 +243,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
             }
         })
         .expect("spawning a thread only fails when the system is out of resources");
-    Ok((GroupHandle { group, tx, view }, thread))
+    Ok((GroupHandle { group, tx, view, switching }, thread))
 }
 
 fn raft_config(id: u64, t: &RaftTiming, applied: u64) -> raft::Config {
@@ -265,8 +281,8 @@ fn initial_request_id() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(1)
 }
 
+/// A proposal waiting for its apply; its log index is its key in `pending_by_index`.
 struct Pending {
-    index: u64,
     proposed_at: Instant,
     reply: Reply<Applied>,
     /// `--bug ack-before-commit`: the reply sent as soon as the entry is in this node's log.
@@ -280,6 +296,10 @@ struct ReadWaiter {
 
 struct Group {
     id: u64,
+    /// Taken for writing while a snapshot is switched in ([`GroupHandle::read_state`]).
+    switching: Switching,
+    /// Non-members whose messages were dropped, warned of once.
+    strangers: BTreeSet<u64>,
     group: u32,
     node: RawNode<RaftStorage>,
     sm: StateMachine,
@@ -395,6 +415,7 @@ impl Group {
                 self.expire(now);
                 self.record_lag(now);
                 self.maybe_raise_cluster_version();
+                self.step_down_if_removed();
             }
             self.issue_reads();
             self.on_ready()?;
@@ -518,7 +539,14 @@ impl Group {
             && let Err(why) = vet::message(&m, &local)
         {
             self.metrics.peer_messages_rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(from = m.from, group = self.group, "raft message dropped: {why}");
+            // A removed node that missed its removal campaigns on for as long as it runs: said
+            // once per sender, counted every time.
+            let again = matches!(why, vet::Rejected::NotMember(_)) && !self.strangers.insert(m.from);
+            if again {
+                tracing::debug!(from = m.from, group = self.group, "raft message dropped: {why}");
+            } else {
+                tracing::warn!(from = m.from, group = self.group, "raft message dropped: {why}");
+            }
             return;
         }
         if let Err(e) = self.node.step(m) {
@@ -578,7 +606,7 @@ impl Group {
             self.metrics.produce_batch_records.fetch_add(records, Ordering::Relaxed);
         }
         self.pending_by_index.insert(index, request_id);
-        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early });
+        self.pending.insert(request_id, Pending { proposed_at: Instant::now(), reply, early });
     }
 
     /// `--bug ack-before-commit`: replies to this leader's proposals up to `appended`, now that
@@ -665,7 +693,7 @@ impl Group {
         tracing::info!(?change, "membership change proposed");
         let index = self.node.raft.raft_log.last_index();
         self.pending_by_index.insert(index, request_id);
-        self.pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early: None });
+        self.pending.insert(request_id, Pending { proposed_at: Instant::now(), reply, early: None });
     }
 
     fn members(&self) -> Result<MembersView, BrokerError> {
@@ -709,6 +737,23 @@ impl Group {
             self.found_voter = true;
             self.metrics.learner_found_voter.fetch_add(1, Ordering::Relaxed);
             tracing::error!(voters = ?cs.voters, "started with --join-as-learner but this node is a voter; it keeps running");
+        }
+    }
+
+    /// A leader that applied its own removal (a follower that won an election while the change
+    /// was in flight) hands leadership to a voter: raft-rs keeps such a node leading, and a leader
+    /// outside its own configuration would go on taking proposals and membership changes. Asked
+    /// on every tick until a voter takes over (the transfer is aborted after an election timeout
+    /// if the transferee does not campaign).
+    fn step_down_if_removed(&mut self) {
+        let raft = &self.node.raft;
+        let removed = raft.state == StateRole::Leader && !raft.prs().conf().voters().contains(self.id);
+        if !removed || raft.lead_transferee.is_some() {
+            return;
+        }
+        if let Some(to) = self.best_transferee() {
+            tracing::warn!(to, "this leader is no longer a voter of its group; handing leadership over");
+            self.node.transfer_leader(to);
         }
     }
 
@@ -858,6 +903,7 @@ impl Group {
     fn send_snapshot(&mut self, m: Message) {
         let to = m.to;
         let Some(address) = self.transport.address(to) else {
+            snapshot::not_sent(&m);
             self.node.report_snapshot(to, raft::SnapshotStatus::Failure);
             return;
         };
@@ -876,7 +922,10 @@ impl Group {
     fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), StorageError> {
         let started = Instant::now();
         let index = snap.get_metadata().index;
-        self.node.mut_store().apply_snapshot(snap)?;
+        {
+            let _switching = self.switching.write().unwrap_or_else(|e| e.into_inner());
+            self.node.mut_store().apply_snapshot(snap)?;
+        }
         // The state machine's caches describe the state that was just replaced.
         self.sm = StateMachine::new(
             self.node.store().db().clone(),
@@ -1007,7 +1056,7 @@ impl Group {
                             if command.proposer != self.id {
                                 continue;
                             }
-                            (command.request_id, applied)
+                            (command.request_id, e.index, applied)
                         }
                         Err(err) => {
                             tracing::error!(index = e.index, "undecodable command skipped: {err}");
@@ -1034,9 +1083,8 @@ impl Group {
         if self.sm.cluster_version() != version {
             self.follow_snapshot_format();
         }
-        for (request_id, applied) in results {
-            if let Some(p) = self.pending.remove(&request_id) {
-                self.pending_by_index.remove(&p.index);
+        for (request_id, index, applied) in results {
+            if let Some(p) = proposed_at(&mut self.pending, &mut self.pending_by_index, request_id, index) {
                 self.metrics.observe_commit(p.proposed_at.elapsed());
                 let _ = p.reply.send(Ok(applied));
             }
@@ -1055,7 +1103,7 @@ impl Group {
         &mut self,
         batch: &mut WriteBatch,
         e: &Entry,
-    ) -> Result<Option<(u64, Applied)>, StorageError> {
+    ) -> Result<Option<(u64, u64, Applied)>, StorageError> {
         let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
         let context = membership::decode_context(&cc.context).map_err(|err| corrupt_entry(e.index, err))?;
         let cs = self.node.apply_conf_change(&cc);
@@ -1075,7 +1123,7 @@ impl Group {
             return Ok(None);
         }
         let applied = Applied::Membership { voters: cs.voters, learners: cs.learners, index: e.index };
-        Ok(Some((context.request_id, applied)))
+        Ok(Some((context.request_id, e.index, applied)))
     }
 
     fn persist_conf_state(
@@ -1129,11 +1177,14 @@ impl Group {
         voters.sort_unstable();
         let mut learners = cs.learners.clone();
         learners.sort_unstable();
+        // raft-rs keeps a node that applied its own removal a follower of the last leader it
+        // knew, whose heartbeats have stopped: it is no member, and leads to nothing.
+        let removed = !voters.is_empty() && !voters.contains(&self.id) && !learners.contains(&self.id);
         let view = GroupView {
             group: self.group,
-            role: role_name(raft.state).to_owned(),
+            role: if removed { "removed" } else { role_name(raft.state) }.to_owned(),
             is_leader,
-            has_leader: raft.leader_id != 0,
+            has_leader: raft.leader_id != 0 && !removed,
             leader_id: raft.leader_id,
             leader_address,
             term: raft.term,
@@ -1178,6 +1229,23 @@ fn entries_to_keep(limit_entries: u64, limit_bytes: u64, in_log: u64, appended: 
     (limit_entries / 4).min((limit_bytes / 4).div_ceil(mean))
 }
 
+/// The pending proposal `request_id` if it took log index `index`, taken out of both maps. Matched
+/// by both: request ids count on from the clock at the node's start, which a clock fault can set
+/// back, so an entry this node proposed in an earlier life may carry the id of a caller of this
+/// one, and must not answer it.
+fn proposed_at(
+    pending: &mut HashMap<u64, Pending>,
+    by_index: &mut BTreeMap<u64, u64>,
+    request_id: u64,
+    index: u64,
+) -> Option<Pending> {
+    if by_index.get(&index) != Some(&request_id) {
+        return None;
+    }
+    by_index.remove(&index);
+    pending.remove(&request_id)
+}
+
 /// Answers every pending proposal at an index up to `last` with `error(index)`; returns how many.
 fn settle_through(
     pending: &mut HashMap<u64, Pending>,
@@ -1206,7 +1274,7 @@ mod tests {
         let mut replies = Vec::new();
         for (request_id, index) in [(1, 5), (2, 9)] {
             let (reply, answer) = oneshot::channel();
-            pending.insert(request_id, Pending { index, proposed_at: Instant::now(), reply, early: None });
+            pending.insert(request_id, Pending { proposed_at: Instant::now(), reply, early: None });
             by_index.insert(index, request_id);
             replies.push(answer);
         }
@@ -1216,6 +1284,19 @@ mod tests {
         assert!(matches!(answer, Err(BrokerError::OutcomeUnknown(ref m)) if m == "index 5"), "{answer:?}");
         assert!(replies[1].try_recv().is_err(), "index 9 is past the snapshot: still pending");
         assert_eq!(by_index.keys().copied().collect::<Vec<_>>(), [9]);
+    }
+
+    #[test]
+    fn an_applied_entry_answers_only_the_proposal_at_its_index() {
+        let (mut pending, mut by_index) = (HashMap::new(), BTreeMap::new());
+        let (reply, _answer) = oneshot::channel();
+        pending.insert(7, Pending { proposed_at: Instant::now(), reply, early: None });
+        by_index.insert(9, 7);
+        // An entry of an earlier life with the same request id, at another index.
+        assert!(proposed_at(&mut pending, &mut by_index, 7, 5).is_none());
+        assert!(proposed_at(&mut pending, &mut by_index, 8, 9).is_none(), "another id at its index");
+        assert!(proposed_at(&mut pending, &mut by_index, 7, 9).is_some());
+        assert!(pending.is_empty() && by_index.is_empty());
     }
 
     #[test]

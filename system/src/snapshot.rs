@@ -286,7 +286,7 @@ impl Generator {
             (path, Some(read))
         } else {
             let dir = outgoing_dir(&data_dir(&self.db));
-            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+            make_dir_durable(&dir).map_err(|e| io_error(&dir, e))?;
             let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
             (dir.join(format!("g{}-{nanos}.sst", self.group)), None)
         };
@@ -496,6 +496,12 @@ fn term_in(view: &SnapshotWithThreadMode<'_, DB>, group: u32, index: u64) -> Res
 
 fn header_of(snap: &Snapshot) -> SnapshotHeader {
     SnapshotHeader::decode(&snap.data[..]).unwrap_or_default()
+}
+
+/// Removes the file of a snapshot message that will not be sent (its peer has no address): raft
+/// handed it out once, so nothing else would.
+pub fn not_sent(msg: &Message) {
+    remove_path(&header_of(msg.get_snapshot()).path);
 }
 
 /// Removes a snapshot file (or a version 1 checkpoint directory) and what is known of its
@@ -1065,14 +1071,15 @@ async fn forward(stream: &mut Streaming<SnapshotChunk>, tx: mpsc::Sender<Snapsho
 /// Creates `dir` (and its parents) if needed, with the new entries synced into their parents:
 /// an install marker names a file in it, which must still be there after a power loss.
 fn make_dir_durable(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
     let parent = dir.parent().unwrap_or(Path::new("/"));
-    make_dir_durable(parent)?;
-    match std::fs::create_dir(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
+    // Its entry is synced even when it exists: another thread may have made it and not synced
+    // it yet, and the on-disk maker's `create_dir_all` syncs nothing.
+    if !dir.is_dir() {
+        make_dir_durable(parent)?;
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
     }
     std::fs::File::open(parent)?.sync_all()
 }
@@ -1404,19 +1411,27 @@ fn check_sst(path: &Path, group: u32, reads: Reads) -> Result<(u64, FileMeta), S
     Ok((bytes, held))
 }
 
-/// Checks that the SST file at `path` opens (footer, index, properties) and that its first and
-/// last keys are the group's snapshot's; returns what it records of the snapshot.
+/// Checks that the SST file at `path` opens (footer, index, properties) and holds only the group's
+/// snapshot's keys, without reading every key: those before the state's range must be the
+/// snapshot's own (at most three), and the last must be in the range, so every key between is.
+/// Returns what it records of the snapshot.
 fn check_ends(path: &Path, group: u32, reads: Reads) -> Result<FileMeta, String> {
+    let (lo, _) = keys::state_range(group);
     in_scratch(path, &path.with_extension("check"), reads, |db| {
         let mut it = db.raw_iterator();
         it.seek_to_first();
-        let first = it.key().map(<[u8]>::to_vec);
+        if !it.valid() {
+            it.status().map_err(|e| format!("unreadable: {e}"))?;
+            return Err("an empty snapshot".into());
+        }
+        while let Some(key) = it.key().filter(|k| *k < &lo[..]) {
+            group_key(group, key)?;
+            it.next();
+        }
         it.seek_to_last();
         let last = it.key().map(<[u8]>::to_vec);
         it.status().map_err(|e| format!("unreadable: {e}"))?;
-        for key in [first, last] {
-            group_key(group, &key.ok_or("an empty snapshot")?)?;
-        }
+        group_key(group, &last.ok_or("an empty snapshot")?)?;
         FileMeta::read(db, group)
     })
 }
@@ -1667,6 +1682,11 @@ fn write_pairs(
 /// Switches group `group` over to the snapshot in `snap` (see the module docs).
 pub fn install(db: &DB, group: u32, snap: &Snapshot) -> Result<(), StorageError> {
     let (meta, header) = (snap.get_metadata(), header_of(snap));
+    // Before the marker: a marker naming no file would stop every start of the node.
+    let path = Path::new(&header.path);
+    if !path.is_file() {
+        return Err(io_error(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+    }
     let marker = SnapshotInstall {
         version: SNAPSHOT_VERSION,
         path: header.path,
@@ -1747,12 +1767,37 @@ pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
         );
         return finish(db, group, Path::new(&marker.path));
     }
+    if !Path::new(&marker.path).is_file() && compacted_through(db, group)? < marker.index {
+        // The file went with the crash (its directory entry not yet durable), and the clearing,
+        // which moves the compaction point to the snapshot's index in the same write, never ran:
+        // the group is whole as it was, and its leader will send the snapshot again.
+        tracing::warn!(
+            group,
+            index = marker.index,
+            path = marker.path,
+            "a snapshot install that a crash interrupted lost its file before it began; the group keeps its state"
+        );
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        db.delete_opt(keys::installing(group), &sync)?;
+        return Ok(());
+    }
     tracing::warn!(group, index = marker.index, "finishing a snapshot install that a crash interrupted");
     if let Some(crc32) = marker.crc32 {
         let path = Path::new(&marker.path);
         restore_ingested(path, crc32).map_err(|what| StorageError::Corrupt { key: marker.path.clone(), what })?;
     }
     switch_in(db, group, &marker)
+}
+
+/// The index of the last entry compaction (or a snapshot's clearing) removed from the group's log.
+fn compacted_through(db: &DB, group: u32) -> Result<u64, StorageError> {
+    let t = keys::truncated(group);
+    match db.get(t)? {
+        Some(v) if v.len() == 16 => decode_u64(&t, &v[..8]),
+        Some(_) => Err(corrupt_key(&t, "expected 16 bytes")),
+        None => Ok(0),
+    }
 }
 
 /// The name of the SST property RocksDB overwrites in a file it ingests (the sequence number it
@@ -1890,6 +1935,36 @@ mod tests {
         let (db, marker) = setup(dir.path());
         clear(&db, 0, &marker).unwrap();
         restart_and_recover(dir.path(), db);
+    }
+
+    #[test]
+    fn a_crash_that_lost_the_file_before_the_clearing_keeps_the_old_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, marker) = setup(dir.path());
+        std::fs::remove_file(&marker.path).unwrap();
+        drop(db);
+        let db = open_db(&dir.path().join("data")).unwrap();
+        recover(&db, 0).unwrap();
+        assert_eq!(db.get(keys::installing(0)).unwrap(), None, "the marker is dropped");
+        assert_eq!(db.get(keys::state(0, b'K', &[b"old"])).unwrap().unwrap(), b"1");
+        assert_eq!(db.get(keys::applied(0)).unwrap().unwrap(), 5u64.to_be_bytes());
+        // After the clearing the group's state is gone: a missing file is then a storage error.
+        for other in ["second", "third"] {
+            std::fs::create_dir(dir.path().join(other)).unwrap();
+        }
+        let (db, marker) = setup(&dir.path().join("second"));
+        clear(&db, 0, &marker).unwrap();
+        std::fs::remove_file(&marker.path).unwrap();
+        assert!(recover(&db, 0).is_err());
+        // An install whose file is gone writes no marker.
+        let snap = Snapshot {
+            data: SnapshotHeader { path: marker.path.clone(), ..Default::default() }.encode_to_vec().into(),
+            ..Default::default()
+        };
+        let (db, _) = setup(&dir.path().join("third"));
+        db.delete(keys::installing(0)).unwrap();
+        assert!(install(&db, 0, &snap).is_err());
+        assert_eq!(db.get(keys::installing(0)).unwrap(), None);
     }
 
     #[test]
@@ -2069,6 +2144,17 @@ mod tests {
         let bytes = snapshot_file(&good, 7, &voters_1_2_3(), b"v");
         let other = dir.path().join("other.sst");
         sst(&other, &[(keys::hard_state(0).to_vec(), b"x")]);
+        // Its ends are the group's, but between them lies the group's vote.
+        let inside = dir.path().join("inside.sst");
+        let conf = voters_1_2_3().write_to_bytes().unwrap();
+        let applied = 7u64.to_be_bytes();
+        let pairs = [
+            (keys::applied(0).to_vec(), &applied[..]),
+            (keys::conf_state(0).to_vec(), &conf[..]),
+            (keys::hard_state(0).to_vec(), &b"vote"[..]),
+            (keys::state(0, b'K', &[b"a"]), &b"v"[..]),
+        ];
+        sst(&inside, &pairs);
         let garbage = dir.path().join("garbage.sst");
         std::fs::write(&garbage, vec![7u8; 5000]).unwrap();
         // Read back pair by pair (an older sender), and by its ends after the sender's CRC.
@@ -2081,6 +2167,8 @@ mod tests {
             let err = receive_raw(&good, &into("in1"), 1, summary(&good)).unwrap_err();
             assert!(err.contains("not the group's"), "{err}");
             let err = receive_raw(&other, &into("in2"), 0, summary(&other)).unwrap_err();
+            assert!(err.contains("not the group's"), "{err}");
+            let err = receive_raw(&inside, &into("in4"), 0, summary(&inside)).unwrap_err();
             assert!(err.contains("not the group's"), "{err}");
             let err = receive_raw(&garbage, &into("in3"), 0, summary(&garbage)).unwrap_err();
             assert!(err.contains("not a readable SST file"), "{err}");

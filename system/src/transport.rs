@@ -65,6 +65,9 @@ pub struct Transport {
     peers: RwLock<HashMap<u64, Peer>>,
     /// Each group's members, so that a node removed from every group it was in is dropped.
     members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
+    /// Every peer address set, kept after its peer is dropped: a group that has (or takes again)
+    /// a member that another group's change dropped connects it again ([`Transport::set_members`]).
+    book: Mutex<BTreeMap<u64, String>>,
     runtime: tokio::runtime::Handle,
     listeners: Listeners,
     release: Release,
@@ -117,6 +120,7 @@ impl Transport {
             addr: peers.get(&id).cloned().unwrap_or_default(),
             peers: RwLock::new(HashMap::new()),
             members: Mutex::new(BTreeMap::new()),
+            book: Mutex::new(BTreeMap::new()),
             runtime: tokio::runtime::Handle::current(),
             listeners: Arc::default(),
             release,
@@ -135,7 +139,15 @@ impl Transport {
         if peer == self.id {
             return;
         }
+        if let Ok(mut book) = self.book.lock() {
+            book.insert(peer, addr.to_owned());
+        }
         let Ok(mut peers) = self.peers.write() else { return };
+        self.connect(&mut peers, peer, addr);
+    }
+
+    /// Starts a connection to `peer` at `addr` unless there is one to that address.
+    fn connect(&self, peers: &mut HashMap<u64, Peer>, peer: u64, addr: &str) {
         if peers.get(&peer).is_some_and(|p| p.addr == addr) {
             return;
         }
@@ -165,17 +177,25 @@ impl Transport {
     }
 
     /// Records `group`'s members; a peer that was a member of some group and now is of none is
-    /// disconnected. Peers that never were members (addresses from `--peers`) stay.
+    /// disconnected. Peers that never were members (addresses from `--peers`) stay. A member
+    /// without a connection whose address is known is connected: another group's change may
+    /// have dropped it between this group's learning its address and this call.
     pub fn set_members(&self, group: u32, members: BTreeSet<u64>) {
         let Ok(mut all) = self.members.lock() else { return };
         let union = |m: &BTreeMap<u32, BTreeSet<u64>>| m.values().flatten().copied().collect::<BTreeSet<u64>>();
         let before = union(&all);
         all.insert(group, members);
         let after = union(&all);
+        let book = self.book.lock().map(|b| b.clone()).unwrap_or_default();
         let Ok(mut peers) = self.peers.write() else { return };
         for gone in before.difference(&after) {
             if peers.remove(gone).is_some() {
                 tracing::info!(peer = gone, "peer removed from every group; disconnected");
+            }
+        }
+        for member in after.into_iter().filter(|m| *m != self.id) {
+            if let (false, Some(addr)) = (peers.contains_key(&member), book.get(&member)) {
+                self.connect(&mut peers, member, addr);
             }
         }
     }
@@ -486,5 +506,18 @@ mod tests {
         assert_eq!(sizes, vec![600_000, 600_100, 3_000_000, 10]);
         assert_eq!(envelopes.concat(), messages);
         assert!(split(vec![]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_member_another_groups_change_dropped_is_connected_again() {
+        let t = Transport::start(1, &BTreeMap::new(), Release::current(), None);
+        // Group 1 learns node 4's address (its learner); group 0 then removes node 4, before
+        // group 1 records its members.
+        t.set_address(4, "127.0.0.1:1");
+        t.set_members(0, [1, 4].into());
+        t.set_members(0, [1].into());
+        assert_eq!(t.address(4), None, "a member of no group is dropped");
+        t.set_members(1, [1, 4].into());
+        assert_eq!(t.address(4).as_deref(), Some("127.0.0.1:1"), "group 1's learner is connected again");
     }
 }

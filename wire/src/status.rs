@@ -58,11 +58,12 @@ pub struct PeerView {
 pub struct GroupView {
     /// The group.
     pub group: u32,
-    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    /// `leader`, `follower`, `candidate` or `pre-candidate`; `removed` on a node that applied
+    /// its own removal from the group.
     pub role: String,
     /// Whether this node leads the group.
     pub is_leader: bool,
-    /// Whether any leader is known.
+    /// Whether any leader is known (never on a removed node).
     pub has_leader: bool,
     /// The known leader's id, 0 when none.
     pub leader_id: u64,
