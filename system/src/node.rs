@@ -25,7 +25,7 @@ use crate::vet;
 pub use ordeal_wire::status::{GroupView, PeerView};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 use rocksdb::{DB, WriteBatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -812,7 +812,8 @@ impl Group {
         self.reads_in_flight.insert(ctx, batch);
     }
 
-    /// Fails reads past their deadline and forgets proposals nobody waits for.
+    /// Fails reads past their deadline, and forgets reads whose caller has gone. (A proposal is
+    /// settled when its index is applied, whoever waits for it.)
     fn expire(&mut self, now: Instant) {
         let expired = |w: &ReadWaiter| now >= w.deadline || w.reply.is_closed();
         let mut timed_out = Vec::new();
@@ -840,8 +841,14 @@ impl Group {
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
-        // 1. Messages the leader may send before its own fsync.
-        self.send(rd.take_messages());
+        // 1. Messages the leader may send before its own fsync, unless its term or vote is new:
+        // a single voter elects itself and appends to its learners in one step, and if those
+        // appends left before the term was durable, a crash would let it take the same term
+        // again with other entries at the same indices.
+        let new_term = votes_anew(self.node.store().hard_state(), rd.hs());
+        if !new_term {
+            self.send(rd.take_messages());
+        }
         // 2. A snapshot: switch the state machine and the log over to it.
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot())?;
@@ -863,6 +870,9 @@ impl Group {
         }
         if !batch.is_empty() {
             store.write(batch, self.sync && rd.must_sync())?;
+        }
+        if new_term {
+            self.send(rd.take_messages());
         }
         if let Some(appended) = rd.entries().last().filter(|_| leader) {
             self.ack_appended(appended.index);
@@ -1050,20 +1060,13 @@ impl Group {
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => {} // a new leader's empty entry
                 EntryType::EntryNormal => {
-                    let applied = match Command::decode(&e.data[..]) {
-                        Ok(command) => {
-                            let applied = self.sm.apply(&mut batch, e.index, &command)?;
-                            if command.proposer != self.id {
-                                continue;
-                            }
-                            (command.request_id, e.index, applied)
-                        }
-                        Err(err) => {
-                            tracing::error!(index = e.index, "undecodable command skipped: {err}");
-                            continue;
-                        }
-                    };
-                    results.push(applied);
+                    // Committed bytes that do not decode were damaged on this disk: skipping
+                    // them would let this replica diverge from the others, so the node stops.
+                    let command = Command::decode(&e.data[..]).map_err(|err| corrupt_entry(e.index, err))?;
+                    let applied = self.sm.apply(&mut batch, e.index, &command)?;
+                    if command.proposer == self.id {
+                        results.push((command.request_id, e.index, applied));
+                    }
                 }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| corrupt_entry(e.index, err))?;
@@ -1229,6 +1232,12 @@ fn entries_to_keep(limit_entries: u64, limit_bytes: u64, in_log: u64, appended: 
     (limit_entries / 4).min((limit_bytes / 4).div_ceil(mean))
 }
 
+/// Whether a Ready's hard state `new` changes the term or the vote of `stored`: its messages then
+/// wait for the write.
+fn votes_anew(stored: &HardState, new: Option<&HardState>) -> bool {
+    new.is_some_and(|hs| hs.term != stored.term || hs.vote != stored.vote)
+}
+
 /// The pending proposal `request_id` if it took log index `index`, taken out of both maps. Matched
 /// by both: request ids count on from the clock at the node's start, which a clock fault can set
 /// back, so an entry this node proposed in an earlier life may carry the id of a caller of this
@@ -1284,6 +1293,22 @@ mod tests {
         assert!(matches!(answer, Err(BrokerError::OutcomeUnknown(ref m)) if m == "index 5"), "{answer:?}");
         assert!(replies[1].try_recv().is_err(), "index 9 is past the snapshot: still pending");
         assert_eq!(by_index.keys().copied().collect::<Vec<_>>(), [9]);
+    }
+
+    #[test]
+    fn a_single_voter_appends_to_its_learners_in_the_ready_that_raises_its_term() {
+        use raft::Storage as _;
+        use raft::eraftpb::ConfState;
+        use raft::storage::MemStorage;
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1], vec![2])));
+        let stored = storage.initial_state().unwrap().hard_state;
+        let cfg = raft::Config { id: 1, ..raft::Config::default() };
+        let mut node = RawNode::new(&cfg, storage, &raft_logger(1, 0)).unwrap();
+        node.campaign().unwrap();
+        let rd = node.ready();
+        assert!(!rd.messages().is_empty(), "the append to learner 2 may leave before the fsync");
+        assert!(votes_anew(&stored, rd.hs()), "so the new term holds it back");
+        assert!(!votes_anew(rd.hs().unwrap(), rd.hs()));
     }
 
     #[test]
