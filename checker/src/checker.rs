@@ -186,10 +186,19 @@ impl Checker for Linearizable {
         self.send_batch();
         self.send(Feed::End);
         let report = self.search.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        // A run's checker that saw no op it judges (every one of them failed, say) checked
+        // nothing: that is no pass, though Knossos calls such a history valid.
+        let (verdict, summary) = match report.partitions {
+            0 => (
+                Verdict::Unknown,
+                format!("unknown: no {} op to check (none completed, or every one failed)", report.model),
+            ),
+            _ => (report.verdict, report.summary()),
+        };
         Ok(CheckerResult {
             name: self.name,
-            verdict: report.verdict,
-            summary: report.summary(),
+            verdict,
+            summary,
             details: serde_json::to_value(&report).unwrap_or_default(),
         })
     }
@@ -314,6 +323,14 @@ mod tests {
         let commit = call(0, "commit", json!({"key": "p0", "value": 3}), OpType::Ok, json!({"key": "p0", "value": 3}));
         let stale = register(0).into_iter().chain(commit).collect();
         assert_eq!(check(vec![commits()], stale), [("offsets".to_owned(), Verdict::Valid)]);
+    }
+
+    #[test]
+    fn a_checker_that_saw_no_op_it_judges_is_unknown() {
+        let failed = call(0, "commit", json!({"key": "p0", "value": 3}), OpType::Fail, json!({"key": "p0"}));
+        for (what, ops) in [("no commit", register(1)), ("a failed commit", failed.to_vec())] {
+            assert_eq!(check(vec![commits()], ops), [("offsets".to_owned(), Verdict::Unknown)], "{what}");
+        }
     }
 
     fn log(final_values: Value) -> Vec<Op> {

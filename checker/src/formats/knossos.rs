@@ -14,6 +14,7 @@ use super::edn::{Edn, Parser};
 use super::stated::{self, Stated};
 use super::{LineError, edn_to_json, name_of};
 use ordeal_history::{History, Op, OpType, Process};
+use serde_json::Value;
 
 /// Parses a Knossos EDN history.
 pub fn parse(text: &str) -> Result<History, LineError> {
@@ -65,9 +66,12 @@ pub fn parse(text: &str) -> Result<History, LineError> {
     Ok(h)
 }
 
-/// Gives the ops the file's `:time`s when every op has one and they never go back.
+/// Gives the ops the file's `:time`s when every op has one and each is later than the one before.
+/// Equal times would lose the file's order, which is the real one: a completion and the next
+/// invocation at one time would count as concurrent.
 fn keep_times(ops: &mut [Op], times: &[Option<u64>]) {
-    let monotone = times.iter().try_fold(0u64, |last, t| t.filter(|t| *t >= last)).is_some();
+    let rising = |last: Option<u64>, t: &Option<u64>| t.filter(|t| last.is_none_or(|l| *t > l)).map(Some);
+    let monotone = times.iter().try_fold(None, rising).is_some();
     if monotone {
         for (op, t) in ops.iter_mut().zip(times) {
             op.time = t.unwrap_or(op.time);
@@ -75,7 +79,8 @@ fn keep_times(ops: &mut [Op], times: &[Option<u64>]) {
     }
 }
 
-/// Positions of `:ok :read nil` completions and their invocations.
+/// Positions of `:ok :read nil` completions (also `[k nil]`, Jepsen's `independent` tuple) and
+/// their invocations.
 fn unknown_reads(ops: &[Op]) -> std::collections::HashSet<usize> {
     let mut in_flight = std::collections::HashMap::new();
     let mut out = std::collections::HashSet::new();
@@ -85,7 +90,7 @@ fn unknown_reads(ops: &[Op]) -> std::collections::HashSet<usize> {
         } else if let Some(invoke) = in_flight.remove(&op.process)
             && op.kind == OpType::Ok
             && op.f == "read"
-            && op.value.is_null()
+            && (op.value.is_null() || matches!(op.value.as_array().map(Vec::as_slice), Some([_, Value::Null])))
         {
             out.insert(invoke);
             out.insert(i);

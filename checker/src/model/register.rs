@@ -66,6 +66,11 @@ impl<'v> Bare<'v> {
     }
 }
 
+/// Whether a keyed value says a value: a `[k, v]` tuple, or a map with `"value"`.
+fn says_a_value(v: &Value) -> bool {
+    matches!(v.as_array().map(Vec::as_slice), Some([_, _])) || v.get("value").is_some()
+}
+
 /// The key of a keyed value (see [`Bare::of_keyed`]).
 fn key_of_keyed(v: &Value) -> Result<Cow<'_, str>, ModelError> {
     match v.as_array().map(Vec::as_slice) {
@@ -101,6 +106,13 @@ impl Model for RegisterModel {
         match invoke.f.as_str() {
             "read" | "get" => {
                 let Some(ok) = ok else { return Ok(None) };
+                if keyed && !says_a_value(&ok.value) {
+                    // Taken as absent, a read that says nothing would check as a read of nothing.
+                    return Err(ModelError(format!(
+                        "a read's completion needs its \"value\" (null when absent), found {}",
+                        ok.value
+                    )));
+                }
                 Ok(Some(RegisterOp::Read(Val::from_json(bare(&ok.value).value()?)?)))
             }
             "write" | "put" => Ok(Some(RegisterOp::Write(Val::required(arg.value()?, "written value")?))),

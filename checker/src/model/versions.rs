@@ -227,10 +227,14 @@ fn log_of(calls: &[Call<LogOp>]) -> Built<Derivation> {
             return Err(repeat(value));
         }
     }
+    // The log starts empty and each append adds one record: no offset or length reaches past the
+    // appends. Past the calls (more than the appends, so the other checks still name what they
+    // find below that) one is refused before anything is sized by it.
+    let longest = calls.len() as u64;
     // The op at each offset.
     let mut slots: Vec<Option<usize>> = Vec::new();
     let mut fill = |offset: u64, op: usize, witness: usize| -> Built<()> {
-        let o = usize::try_from(offset).map_err(|_| never(witness))?;
+        let o = usize::try_from(offset).ok().filter(|_| offset < longest).ok_or_else(|| never(witness))?;
         if slots.len() <= o {
             slots.resize(o + 1, None);
         }
@@ -248,7 +252,7 @@ fn log_of(calls: &[Call<LogOp>]) -> Built<Derivation> {
         match &c.op {
             LogOp::Append { offset: Some(o), .. } => fill(*o, i, i)?,
             LogOp::Read { from, values, hw, .. } => {
-                if from + values.len() as u64 > *hw {
+                if from.saturating_add(values.len() as u64) > *hw || *hw > longest {
                     return Err(never(i));
                 }
                 length = length.max(*hw);
