@@ -982,7 +982,8 @@ impl Group {
         // Every stored entry, applied or not: `appended_bytes` counts them all.
         let stored = store.last_index_cached().saturating_sub(store.first_index_cached() - 1);
         let keep = entries_to_keep(limits.snapshot_entries, limits.snapshot_bytes, stored, store.appended_bytes());
-        let index = applied.saturating_sub(keep);
+        let floor = self.snapshots_in_flight();
+        let index = compaction_index(applied, keep, floor, store.appended_bytes(), limits.snapshot_bytes);
         if index < store.first_index_cached() {
             return;
         }
@@ -997,6 +998,17 @@ impl Group {
         if let Err(e) = flushing {
             self.compact(index, Err(format!("no thread to flush on: {e}")));
         }
+    }
+
+    /// On the leader, the lowest index of a snapshot being sent to a peer: the peer goes on from
+    /// the entry after it.
+    fn snapshots_in_flight(&self) -> Option<u64> {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let sending = raft.prs().iter().filter(|(_, p)| p.state == raft::ProgressState::Snapshot);
+        sending.map(|(_, p)| p.pending_snapshot).filter(|s| *s > 0).min()
     }
 
     fn compact(&mut self, index: u64, flushed: Result<(), String>) {
@@ -1232,6 +1244,18 @@ fn entries_to_keep(limit_entries: u64, limit_bytes: u64, in_log: u64, appended: 
     (limit_entries / 4).min((limit_bytes / 4).div_ceil(mean))
 }
 
+/// The index to compact through: `keep` entries below `applied`, and no further than a snapshot
+/// in flight (`floor`), whose peer would otherwise find the entry after it gone and need another
+/// snapshot, and another, while the leader's log moves on; unless the log holds twice its byte
+/// limit (`appended` of `limit_bytes`), which bounds what a slow transfer can hold back.
+fn compaction_index(applied: u64, keep: u64, floor: Option<u64>, appended: u64, limit_bytes: u64) -> u64 {
+    let index = applied.saturating_sub(keep);
+    match floor {
+        Some(floor) if appended < limit_bytes.saturating_mul(2) => index.min(floor),
+        _ => index,
+    }
+}
+
 /// Whether a Ready's hard state `new` changes the term or the vote of `stored`: its messages then
 /// wait for the write.
 fn votes_anew(stored: &HardState, new: Option<&HardState>) -> bool {
@@ -1338,6 +1362,14 @@ mod tests {
         }
         assert!((16..=22).contains(&kept), "{kept}");
         assert_eq!(entries_to_keep(10_000, 64 << 20, 0, 0), 2_500, "nothing appended since a restart");
+    }
+
+    #[test]
+    fn a_compaction_keeps_the_entry_after_a_snapshot_in_flight_up_to_twice_the_byte_limit() {
+        assert_eq!(compaction_index(10_000, 2_500, None, 0, 64 << 20), 7_500);
+        assert_eq!(compaction_index(10_000, 2_500, Some(5_000), 0, 64 << 20), 5_000);
+        assert_eq!(compaction_index(10_000, 2_500, Some(9_000), 0, 64 << 20), 7_500);
+        assert_eq!(compaction_index(10_000, 2_500, Some(5_000), 128 << 20, 64 << 20), 7_500, "held back no more");
     }
 
     #[test]
