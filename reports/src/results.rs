@@ -6,7 +6,7 @@ use crate::store::{self, RunInfo};
 use ordeal_checker::Verdict;
 use ordeal_checker::checker::{self, Checker, Compose};
 use ordeal_checker::perf::{Digest, FaultWindow, Stats};
-use ordeal_history::{Op, PhaseKind, PhaseSpan, ROUNDS_CUT_SHORT, Test, jsonl};
+use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, ROUNDS_CUT_SHORT, Test, jsonl};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -112,7 +112,8 @@ pub enum Defect {
     /// The history stops early: its last line is cut short, or it holds fewer ops than the run
     /// recorded.
     Truncated(String),
-    /// The history holds no client op: nothing was verified.
+    /// The run's phases hold no client op (the closing final reads do not count): nothing was
+    /// verified.
     Empty,
     /// The run left no `run.json`: the harness died (or still runs) before its end.
     Unfinished,
@@ -126,8 +127,8 @@ pub enum Defect {
     /// ran as often as it promised. (A fault that found no target counts as run: with several
     /// groups or right after a restart that is routine, and the other rounds still run.)
     FaultsFailed(String),
-    /// Client ops were invoked but none succeeded: a system that commits nothing (or a harness
-    /// pointed at nothing) verifies nothing.
+    /// Client ops were invoked but no write succeeded: a system that commits nothing (or a
+    /// harness pointed at nothing) verifies nothing.
     NothingAcknowledged,
     /// A final read never succeeded, so what it would have shown (lost or unexpected records, a
     /// lost last write) went unchecked.
@@ -141,13 +142,13 @@ impl std::fmt::Display for Defect {
         match self {
             Defect::Unreadable(m) => write!(f, "unreadable history: {m}"),
             Defect::Truncated(m) => write!(f, "truncated history: {m}"),
-            Defect::Empty => f.write_str("the history holds no client op"),
+            Defect::Empty => f.write_str("the run's phases hold no client op (its closing final reads do not count)"),
             Defect::Unfinished => write!(f, "the run did not finish (it left no {})", store::RUN),
             Defect::Interrupted => f.write_str("the run was interrupted before its end"),
             Defect::Unhealed(m) => write!(f, "the cluster did not heal: {m}"),
             Defect::HarnessFailed(m) => write!(f, "the run did not complete: {m}"),
             Defect::FaultsFailed(m) => write!(f, "the faults the run set out to run did not all run: {m}"),
-            Defect::NothingAcknowledged => f.write_str("no client op succeeded"),
+            Defect::NothingAcknowledged => f.write_str("no write of the run's phases succeeded"),
             Defect::FinalReadsIncomplete => f.write_str("a final read never succeeded"),
             Defect::NoFaultRan(m) => write!(f, "every fault the nemesis tried failed to start: {m}"),
         }
@@ -229,6 +230,18 @@ fn defects(
     out
 }
 
+/// The client ops the run's phases invoked, and how many of them were acknowledged writes (any
+/// acknowledged op, for a workload that names no writes). The closing final reads, after the last
+/// phase, are left out: every finished run makes them, and they succeed on an empty cluster, so
+/// they cannot show that the workload verified anything. A run without phases counts every op.
+fn in_phases(d: &Digest, run: Option<&RunInfo>, writes: &[&str]) -> (usize, usize) {
+    let phases = run.map(|r| r.phases.as_slice()).unwrap_or_default();
+    let invoked =
+        d.spans.iter().filter(|s| phases.is_empty() || phases.iter().any(|p| (p.start..p.end).contains(&s.call)));
+    let write = |f: u16| writes.is_empty() || writes.contains(&d.names[usize::from(f)].as_str());
+    invoked.fold((0, 0), |(ops, acked), s| (ops + 1, acked + usize::from(s.kind == OpType::Ok && write(s.f))))
+}
+
 /// Why no fault ran, when the nemesis tried some and every start failed. (A run too short for
 /// its first fault tried none, and says so by its fault count, not here.)
 fn no_fault_ran(nemesis: &[Op]) -> Option<Defect> {
@@ -256,7 +269,7 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
     let stream_error = stream_error.borrow_mut().take();
     let history_warning = stream_error.as_ref().map(|e| format!("{}: {e}", path.display()));
     let stats = digest.stats();
-    let clients = (digest.spans.len(), stats.total.ok);
+    let clients = in_phases(&digest, run.as_ref(), writes);
     let mut defects = defects(&path, stream_error, read, clients, run.as_ref());
     defects.extend(no_fault_ran(&digest.nemesis));
     let faults = digest.fault_windows(writes);
@@ -301,4 +314,34 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
         defects,
     };
     Ok(Analysis { results, digest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordeal_history::Process;
+    use serde_json::json;
+
+    #[test]
+    fn the_closing_final_reads_are_not_the_workloads_ops() {
+        let op = |index, p, f: &str, kind, time| Op {
+            index,
+            ..Op::invoke(Process::Client(p), f, json!({})).completed(kind).at(time)
+        };
+        // A write whose outcome is unknown in the main phase, then a final read that succeeded.
+        let ops = [
+            op(0, 0, "write", OpType::Invoke, 10),
+            op(1, 0, "write", OpType::Info, 20),
+            op(2, 1, "read", OpType::Invoke, 200),
+            op(3, 1, "read", OpType::Ok, 210),
+        ];
+        let d = Digest::of(ops).unwrap();
+        let main = PhaseSpan { kind: PhaseKind::Main, start: 0, end: 100, rate: 0.0 };
+        let run = RunInfo { phases: vec![main], ..RunInfo::default() };
+        assert_eq!(in_phases(&d, Some(&run), &["write"]), (1, 0), "no write acknowledged");
+        assert_eq!(in_phases(&d, None, &["write"]), (2, 0), "without phases every op counts");
+        assert_eq!(in_phases(&d, None, &[]), (2, 1), "a workload naming no writes: any ok op");
+        let defects = defects(Path::new("h"), None, 4, in_phases(&d, Some(&run), &["write"]), Some(&run));
+        assert!(defects.contains(&Defect::NothingAcknowledged), "{defects:?}");
+    }
 }
