@@ -52,6 +52,10 @@ pub(super) fn set_phases(test: &mut Test, phases: &[Phase]) {
 }
 
 /// Checks a test's settings, whether they came from flags or from a `test.json`.
+/// The slowest pace a run may ask for: a slot every 100 s (slower is a typo, and the interval of
+/// a far smaller rate does not fit a `Duration`).
+const MIN_RATE: f64 = 0.01;
+
 fn validate(test: &Test) -> Result<(), String> {
     check_phases(&test.workload, &test.phases, test.scenario.is_some())?;
     let registration = systems::by_name(&test.system).map_err(|e| format!("--system: {e}"))?;
@@ -86,6 +90,13 @@ fn validate(test: &Test) -> Result<(), String> {
     if test.fault_rounds.is_some() && test.nemesis_order != "cycle" {
         return Err("--fault-rounds needs --nemesis-order cycle".into());
     }
+    // Zero rounds would end the main phase at once, and the run would verify next to nothing.
+    if test.fault_rounds == Some(0) || (test.fault_rounds.is_some() && test.nemesis.is_empty()) {
+        return Err("--fault-rounds needs at least one round of at least one fault".into());
+    }
+    if test.ops_per_key == 0 {
+        return Err("--ops-per-key must be at least 1".into());
+    }
     if !matches!(test.env.as_str(), "local" | "netns") {
         return Err(format!("env {:?}: expected local or netns", test.env));
     }
@@ -104,8 +115,8 @@ fn validate(test: &Test) -> Result<(), String> {
             return Err(format!("{flag} must be a positive number of seconds"));
         }
     }
-    if !(test.rate.is_finite() && test.rate >= 0.0) {
-        return Err("--rate must be zero (unlimited) or positive".into());
+    if !(test.rate.is_finite() && (test.rate == 0.0 || test.rate >= MIN_RATE)) {
+        return Err(format!("--rate must be zero (unlimited) or at least {MIN_RATE} ops/s"));
     }
     if test.op_timeout_ms == 0 {
         return Err("--op-timeout-ms must be positive".into());

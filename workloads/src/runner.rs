@@ -191,6 +191,9 @@ struct Drive {
     mixes: Vec<Option<Mix>>,
     concurrency: u64,
     timeout: Duration,
+    /// The highest process id a worker has taken (each takes a new one after an op of unknown
+    /// outcome): the final reads take theirs above it.
+    highest: std::sync::atomic::AtomicU64,
 }
 
 /// One client slot through the phases: draws each op with the current phase's mix, under its
@@ -228,6 +231,7 @@ async fn worker(drive: Arc<Drive>, slot: u64, mut phase: watch::Receiver<usize>,
         lock(&drive.generator).0.update(&invoke, &done);
         if done.kind == OpType::Info {
             process += drive.concurrency;
+            drive.highest.fetch_max(process, std::sync::atomic::Ordering::Relaxed);
             client = drive.clients.open(process);
         }
     }
@@ -264,6 +268,7 @@ pub async fn run(
         ends: Mutex::new(ends),
         concurrency: plan.concurrency as u64,
         timeout: plan.op_timeout,
+        highest: (plan.concurrency as u64).saturating_sub(1).into(),
     });
     let fault_now: Shared<String> = Arc::new(Mutex::new(String::new()));
     let (stop_tx, stop) = watch::channel(false);
@@ -305,7 +310,7 @@ pub async fn run(
             };
         }
     };
-    let interrupted = *interrupt.borrow();
+    let mut interrupted = *interrupt.borrow();
 
     // Heal phase.
     *lock(&fault_now) = "healing".into();
@@ -316,10 +321,16 @@ pub async fn run(
     if !interrupted && healed.is_ok() {
         *lock(&fault_now) = "final reads".into();
         let ops = lock(&drive.generator).0.final_ops();
-        let mut process = 10 * plan.concurrency as u64 + 1_000_000;
+        // Every worker has ended: ids above theirs are fresh.
+        let mut process = drive.highest.load(std::sync::atomic::Ordering::Relaxed) + 1;
         let mut client = clients.open(process);
         final_reads_complete = true;
         for (f, value) in ops {
+            // A Ctrl-C here ends the run as one during the phases does.
+            if *interrupt.borrow() {
+                (interrupted, final_reads_complete) = (true, false);
+                break;
+            }
             let mut done = false;
             for _ in 0..10 {
                 let (_, c) = perform(&recorder, &mut client, process, f, value.clone(), plan.op_timeout).await;
