@@ -236,7 +236,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
 /// for as long as the returned handle lives. `ordeal cleanup` tells a running harness from a
 /// dead one by that lock ([`harness_holds`]), which the kernel drops with the process, whatever
 /// later reuses its pid.
-fn hold_pid(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+pub(crate) fn hold_pid(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
     // Locked before it has its name: `ordeal cleanup` never sees it unlocked.
     let unnamed = dir.join(format!("{}.new", store::PID));
     let file = std::fs::File::create(&unnamed)?;

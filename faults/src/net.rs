@@ -64,10 +64,14 @@ pub fn bridge_ip() -> Ipv4Addr {
 
 /// Why the `netns` environment is not available here, if it is not.
 pub fn unavailable() -> Option<String> {
-    for tool in ["ip", "nft", "sleep"] {
+    // Every heal runs iptables too (the delay rules), so a machine without it could fault but
+    // never heal.
+    for tool in ["ip", "nft", "iptables", "sleep"] {
         let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
         if !found {
-            return Some(format!("`{tool}` is not installed (scripts/setup.sh installs iproute2 and nftables)"));
+            return Some(format!(
+                "`{tool}` is not installed (scripts/setup.sh installs iproute2, nftables and iptables)"
+            ));
         }
     }
     if !nix::unistd::geteuid().is_root() {
@@ -120,18 +124,38 @@ type DelayLoop = (Arc<AtomicBool>, std::thread::JoinHandle<io::Result<()>>);
 /// serves every node).
 const QUEUE: u16 = 7;
 
-/// Holds every packet that reaches `queue` in the namespace `ns` until `arrival + delay ±
-/// jitter` (so packets can overtake each other), then lets it through. Runs on a thread of its
-/// own, moved into the node's namespace, until `stop`; then releases what it holds.
-fn delay_loop(ns: File, delay: Duration, jitter: Duration, seed: u64, stop: Arc<AtomicBool>) -> io::Result<()> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
+/// Opens and binds the delay queue in the namespace `ns`, on the calling thread.
+fn bound_queue(ns: File) -> io::Result<nfq::Queue> {
     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
     let mut queue = nfq::Queue::open()?;
     queue.bind(QUEUE)?;
     queue.set_copy_range(QUEUE, 0)?;
     queue.set_queue_max_len(QUEUE, 16 * 1024)?;
     queue.set_nonblocking(true);
+    Ok(queue)
+}
+
+/// Holds every packet that reaches `queue` in the namespace `ns` until `arrival + delay ±
+/// jitter` (so packets can overtake each other), then lets it through. Runs on a thread of its
+/// own, moved into the node's namespace, until `stop`; then releases what it holds. Says on
+/// `bound` whether its queue is bound, before any packet is sent to it.
+fn delay_loop(
+    ns: File,
+    (delay, jitter): (Duration, Duration),
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    bound: std::sync::mpsc::SyncSender<io::Result<()>>,
+) -> io::Result<()> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut queue = match bound_queue(ns) {
+        Ok(queue) => queue,
+        Err(e) => {
+            let _ = bound.send(Err(io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
+        }
+    };
+    let _ = bound.send(Ok(()));
     let mut held: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut messages: BTreeMap<u64, nfq::Message> = BTreeMap::new();
     let mut rng = seed | 1;
@@ -282,14 +306,24 @@ impl Network {
             let ns = self.ns(id)?.try_clone().map_err(|e| net_err("delay", e))?;
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
+            let (bound, is_bound) = std::sync::mpsc::sync_channel(1);
             let thread = std::thread::Builder::new()
                 .name(format!("nfqueue-n{id}"))
-                .spawn(move || delay_loop(ns, delay, jitter, id, flag))
+                .spawn(move || delay_loop(ns, (delay, jitter), id, flag, bound))
                 .map_err(|e| net_err("starting a delay loop", e))?;
             self.delays.lock().unwrap_or_else(|e| e.into_inner()).push((stop, thread));
-            // The loop must be bound before packets are queued; `bypass` lets packets through
-            // should it not be.
-            std::thread::sleep(Duration::from_millis(20));
+            // No rule before the loop is bound: with `--queue-bypass` packets would pass
+            // undelayed while the fault is recorded as in force.
+            match is_bound.recv_timeout(COMMAND_BOUND) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(net_err(format!("binding the delay queue of node {id}"), e)),
+                Err(_) => {
+                    return Err(net_err(
+                        "delay",
+                        format!("node {id}'s delay queue was not bound within {COMMAND_BOUND:?}"),
+                    ));
+                }
+            }
             // nft's own `queue` expression is not in this kernel; iptables' NFQUEUE target is.
             let subnet = format!("{}.0/24", SUBNET.map(|b| b.to_string()).join("."));
             let queue = QUEUE.to_string();

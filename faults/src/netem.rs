@@ -180,9 +180,13 @@ impl Nemesis for NetNemesis {
                 Ok(value)
             }
             Err(e) => {
-                // Some nodes may have their rules already: the fault's stop heals them.
-                let value = json!({"fault": fault.to_string()});
-                self.active = Some(Active { fault: *fault, value, step_down: None });
+                // Some nodes may have their rules already. Healed now, so that a start recorded
+                // as failed was not in force; if that heal fails too, the fault's stop tries again.
+                if let Err(heal) = self.heal_net().await {
+                    tracing::warn!("healing {fault} after its failed start: {heal}");
+                    let value = json!({"fault": fault.to_string()});
+                    self.active = Some(Active { fault: *fault, value, step_down: None });
+                }
                 Err(e)
             }
         }
@@ -190,7 +194,8 @@ impl Nemesis for NetNemesis {
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
         let Some(mut active) = self.active.take_if(|a| a.fault == *fault) else { return Ok(Value::Null) };
-        self.heal_net().await?;
+        // Read before the heal: once the old leader hears the new one again it steps down for
+        // that reason, which says nothing about what it did while cut off.
         if let Some(watch) = active.step_down.take() {
             let stepped = if watch.is_finished() {
                 watch.await.ok().flatten()
@@ -203,6 +208,7 @@ impl Nemesis for NetNemesis {
                 active.value["stepped_down_after_ms"] = json!(ms);
             }
         }
+        self.heal_net().await?;
         Ok(active.value)
     }
 
@@ -222,13 +228,15 @@ mod tests {
     use rand::SeedableRng as _;
 
     #[tokio::test]
-    async fn a_fault_that_failed_to_start_is_still_stopped() {
-        // Without a network every fault fails; with one it may fail after some nodes got rules,
-        // which only the fault's stop (or the next heal) removes.
+    async fn a_fault_that_failed_to_start_is_healed_at_once_and_leaves_nothing_in_force() {
+        // Without a network every fault fails; with one it may fail after some nodes got rules.
+        // Either way the start heals at once: its record says failed, so nothing may be in force.
         let mut nemesis = NetNemesis::new(Arc::new(Down::default()), None);
         let fault = FaultSpec::parse("partition-halves").unwrap();
-        assert!(nemesis.start(&fault, &mut ChaCha8Rng::seed_from_u64(1)).await.is_err());
-        assert_eq!(nemesis.stop(&fault).await.unwrap()["fault"], "partition-halves", "the failed fault was stopped");
-        assert!(nemesis.active.is_none());
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert!(nemesis.start(&fault, &mut rng).await.is_err());
+        assert!(nemesis.active.is_none(), "nothing left for a stop to heal");
+        let again = nemesis.start(&fault, &mut rng).await.unwrap_err();
+        assert!(!matches!(again, NemesisError::Busy(_)), "the next fault may start: {again}");
     }
 }

@@ -56,10 +56,14 @@ pub fn grudge(shape: Shape, order: &[u64], target: u64) -> Grudge {
     }
 }
 
-/// The nodes cut off from a majority: those that hear fewer than a majority of the nodes.
+/// The nodes cut off from a majority: those linked to fewer than a majority of the nodes (itself
+/// included). A link needs packets both ways, as TCP does: a node links to those it hears that
+/// also hear it.
 pub fn isolated(g: &Grudge, nodes: &[u64]) -> Vec<u64> {
     let majority = nodes.len() / 2 + 1;
-    nodes.iter().copied().filter(|x| nodes.len() - g.get(x).map_or(0, BTreeSet::len) < majority).collect()
+    let deaf = |a: u64, b: u64| g.get(&a).is_some_and(|s| s.contains(&b));
+    let linked = |x: u64| nodes.iter().filter(|y| !deaf(x, **y) && !deaf(**y, x)).count();
+    nodes.iter().copied().filter(|x| linked(*x) < majority).collect()
 }
 
 #[cfg(test)]
@@ -104,7 +108,13 @@ mod tests {
         assert_eq!(heard(&bridge, 1, &five), vec![1, 2, 3]);
         assert_eq!(heard(&bridge, 5, &five), vec![3, 4, 5]);
 
+        assert_eq!(isolated(&ring, &five), Vec::<u64>::new(), "each links to a majority");
+        let three = [1, 2, 3];
+        let ring = grudge(Shape::MajoritiesRing, &three, 0);
+        assert_eq!(isolated(&ring, &three), three.to_vec(), "three on a ring: every link is cut");
+
         let oneway = grudge(Shape::OneWay, &[1, 2, 3], 2);
+        assert_eq!(isolated(&oneway, &[1, 2, 3]), vec![2]);
         assert_eq!(heard(&oneway, 2, &[1, 2, 3]), vec![2]);
         assert_eq!(heard(&oneway, 1, &[1, 2, 3]), vec![1, 2, 3], "the others still hear it");
     }

@@ -44,7 +44,8 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<Outcome> {
         say!("killed node process {pid}: {cmd}");
     }
     // After the nodes: a mount their harness left is dead, and its directory unusable.
-    for mount in lazyfs::leftovers(&root).into_iter().filter(|m| !live.iter().any(|l| m.starts_with(l))) {
+    let held = |m: &PathBuf| m.ancestors().take_while(|a| a.starts_with(&root)).any(crate::execute::harness_holds);
+    for mount in lazyfs::leftovers(&root).into_iter().filter(|m| !live.iter().any(|l| m.starts_with(l)) && !held(m)) {
         match lazyfs::unmount(&mount) {
             Ok(()) => say!("unmounted lazyfs at {}", mount.display()),
             Err(e) => failures.push(format!("could not unmount lazyfs at {}: {e}", mount.display())),
@@ -122,7 +123,9 @@ fn kill_nodes_of(root: &Path, live: &[PathBuf], failures: &mut Vec<String>) -> V
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Some(run) = run_of(&p.path()) else { continue };
-        if !run.starts_with(root) || live.iter().any(|l| run.starts_with(l)) {
+        // Asked again per process: a run that started after the live ones were listed holds its
+        // lock before it starts any node.
+        if !run.starts_with(root) || live.iter().any(|l| run.starts_with(l)) || crate::execute::harness_holds(&run) {
             continue;
         }
         let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
@@ -155,5 +158,26 @@ fn gone(proc_dir: &Path) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_of_a_run_that_started_after_the_live_runs_were_listed_is_spared() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        let run = root.join("t").join("b");
+        std::fs::create_dir_all(&run).unwrap();
+        let _held = crate::execute::hold_pid(&run).unwrap();
+        let mut node = std::process::Command::new("sleep").arg("30").env(RUN_ENV, &run).spawn().unwrap();
+        let mut failures = Vec::new();
+        let killed = kill_nodes_of(&root, &[], &mut failures);
+        assert!(killed.is_empty() && failures.is_empty(), "{killed:?} {failures:?}");
+        assert!(node.try_wait().unwrap().is_none(), "the live run's node still runs");
+        node.kill().unwrap();
+        node.wait().unwrap();
     }
 }

@@ -66,6 +66,14 @@ fn validate(test: &Test) -> Result<(), SutError> {
     if !matches!(test.workload.as_str(), "register" | "noop") {
         return Err(SutError::Workload { system: "etcd", workload: test.workload.clone() });
     }
+    // A clock fault would be recorded as in force while etcd's clock never moved.
+    let faults = test.nemesis.iter().flat_map(|set| set.split('+'));
+    if let Some(clock) = faults.clone().find(|f| ordeal_faults::FaultSpec::parse(f).is_ok_and(|f| f.needs_clock())) {
+        return Err(SutError::Setting(format!(
+            "--nemesis {clock}: etcd is a Go program, which reads the clock through the vDSO, around libfaketime: \
+             a clock fault would not move its clock"
+        )));
+    }
     if !matches!(test.etcd_reads.as_str(), "linearizable" | "serializable") {
         return Err(SutError::Setting(format!(
             "--etcd-reads {:?}: expected linearizable or serializable",
@@ -906,6 +914,9 @@ mod tests {
         assert!(refused(Test { groups: 2, ..test.clone() }).contains("one raft group"));
         assert!(refused(Test { workload: "log".into(), ..test.clone() }).contains("log workload"));
         assert!(refused(Test { etcd_reads: "stale".into(), ..test.clone() }).contains("--etcd-reads"));
+        assert!(
+            refused(Test { nemesis: vec!["kill+clock-bump".into()], ..test.clone() }).contains("--nemesis clock-bump")
+        );
         assert!(refused(Test { election_ticks: 20, ..test }).contains("at least 5 heartbeats"));
     }
 
