@@ -62,10 +62,12 @@ fn two_faults_at_once_run_and_heal() {
 /// The main phase's schedule of a run with one client: each op's name, key and new value (a
 /// cas's expected value depends on what earlier ops returned, so it is left out), in order.
 fn schedule(run: &Path) -> Vec<String> {
+    // Client ops invoked in the run's phases: the closing final reads come after the last.
+    let phases = json(&run.join("run.json"))["phases"].as_array().cloned().unwrap_or_default();
+    let in_phase = |t: u64| phases.iter().any(|p| p["start"].as_u64() <= Some(t) && Some(t) < p["end"].as_u64());
     jsonl(&run.join("history.jsonl"))
         .iter()
-        // Client processes of the main phase; the final reads' processes start at 1,000,000.
-        .filter(|o| o["type"] == "invoke" && o["process"].as_u64().is_some_and(|p| p < 1_000_000))
+        .filter(|o| o["type"] == "invoke" && o["process"].is_u64() && o["time"].as_u64().is_some_and(in_phase))
         .map(|o| {
             let v = &o["value"];
             format!("{} {} {}", o["f"], v["key"], if o["f"] == "cas" { &v["to"] } else { &v["value"] })
