@@ -186,13 +186,14 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
             if let Some(s) = sut.system.statuses(Duration::from_secs(1)).await.values().next() {
                 test.broker_version = s.version.clone();
             }
-            write_test(&dir, &test)?;
-            drive(&test, opts, &sut, (nemesis, faults, clock), &dir, interrupt).await
+            match write_test(&dir, &test) {
+                Ok(()) => drive(&test, opts, &sut, (nemesis, faults, clock), &dir, interrupt).await,
+                Err(e) => Err(e),
+            }
         }
     };
-    if !dir.join(store::TEST).exists() {
-        write_test(&dir, &test)?;
-    }
+    // Whatever failed, the nodes are torn down below before any error is returned.
+    let test_written = if dir.join(store::TEST).exists() { Ok(()) } else { write_test(&dir, &test) };
     // Before the teardown, which ends every node; a node that ended while the cluster was set up
     // is why the run could not start, which the harness error says.
     info.node_exits = sut.system.supervisor().filter(|_| cluster_up).map(|s| s.unasked_exits());
@@ -221,6 +222,9 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
             info.events = summary.counts.events;
         }
         Err(e) => info.harness_error = Some(format!("{e:#}")),
+    }
+    if let Err(e) = test_written {
+        info.harness_error.get_or_insert(format!("{e:#}"));
     }
     info.elapsed_s = started.elapsed().as_secs_f64();
     std::fs::write(dir.join(store::RUN), serde_json::to_string_pretty(&info)?)?;

@@ -300,11 +300,14 @@ pub async fn run(
     let (mut nemesis, nemesis_errors, phases) = match phases_task.await {
         Ok(x) => x,
         Err(e) => {
+            // The nemesis went with the task: nothing can heal its faults (the teardown still
+            // stops every node), which the run says; it was no Ctrl-C.
+            let _ = stop_tx.send(true);
             return Summary {
-                interrupted: true,
+                interrupted: false,
                 counts: recorder.counts(),
                 nemesis_errors: vec![],
-                healed: Err(format!("the nemesis task failed: {e}")),
+                healed: Err(format!("the nemesis task failed, so nothing healed its faults: {e}")),
                 final_reads_complete: false,
                 phases: vec![],
             };
