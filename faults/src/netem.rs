@@ -173,6 +173,10 @@ impl Nemesis for NetNemesis {
         if let Some(a) = &self.active {
             return Err(NemesisError::Busy(a.fault.to_string()));
         }
+        // Marked before anything is applied: a start that the runner's bound cuts off (dropping
+        // this future part way) still has its stop heal.
+        let value = json!({"fault": fault.to_string()});
+        self.active = Some(Active { fault: *fault, value, step_down: None });
         match self.apply(fault, rng).await {
             Ok(active) => {
                 let value = active.value.clone();
@@ -182,10 +186,9 @@ impl Nemesis for NetNemesis {
             Err(e) => {
                 // Some nodes may have their rules already. Healed now, so that a start recorded
                 // as failed was not in force; if that heal fails too, the fault's stop tries again.
-                if let Err(heal) = self.heal_net().await {
-                    tracing::warn!("healing {fault} after its failed start: {heal}");
-                    let value = json!({"fault": fault.to_string()});
-                    self.active = Some(Active { fault: *fault, value, step_down: None });
+                match self.heal_net().await {
+                    Ok(()) => self.active = None,
+                    Err(heal) => tracing::warn!("healing {fault} after its failed start: {heal}"),
                 }
                 Err(e)
             }
@@ -238,5 +241,17 @@ mod tests {
         assert!(nemesis.active.is_none(), "nothing left for a stop to heal");
         let again = nemesis.start(&fault, &mut rng).await.unwrap_err();
         assert!(!matches!(again, NemesisError::Busy(_)), "the next fault may start: {again}");
+    }
+
+    #[tokio::test]
+    async fn a_start_cut_off_part_way_is_still_healed_by_its_stop() {
+        let mut nemesis = NetNemesis::new(Arc::new(Down::default()), None);
+        // It waits for a leader, which these nodes never have.
+        let fault = FaultSpec::parse("partition-leader").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        // As the runner's bound does: the start's future dropped before it ends.
+        let start = nemesis.start(&fault, &mut rng);
+        drop(tokio::time::timeout(Duration::ZERO, start).await);
+        assert_eq!(nemesis.stop(&fault).await.unwrap()["fault"], "partition-leader", "its stop heals");
     }
 }
