@@ -52,10 +52,23 @@ pub struct LogState {
 }
 
 impl PartialEq for LogState {
-    /// Two logs are equal when their lengths and 64-bit content hashes are: a chained hash over
-    /// every record, so a collision needs two different logs of one length hashing alike.
+    /// Two logs are equal when they hold the same records. The length and the chained hash
+    /// settle almost every comparison; the records are compared only when both match, from the
+    /// newest back to a node the two share. (The hash is invertible, so colliding logs are easy
+    /// to make, and a false match would prune the search: a false "invalid".)
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.hash == other.hash
+        if self.len != other.len || self.hash != other.hash {
+            return false;
+        }
+        let (mut a, mut b) = (&self.last, &other.last);
+        loop {
+            match (a, b) {
+                (Some(x), Some(y)) if Arc::ptr_eq(x, y) => return true,
+                (Some(x), Some(y)) if x.value == y.value => (a, b) = (&x.prev, &y.prev),
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
     }
 }
 impl Eq for LogState {}
