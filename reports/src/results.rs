@@ -5,7 +5,7 @@ use crate::ReportError;
 use crate::store::{self, RunInfo};
 use ordeal_checker::Verdict;
 use ordeal_checker::checker::{self, Checker, Compose};
-use ordeal_checker::perf::{Digest, FaultWindow, Stats};
+use ordeal_checker::perf::{Digest, FaultWindow, Span, Stats};
 use ordeal_history::{Op, OpType, PhaseKind, PhaseSpan, ROUNDS_CUT_SHORT, Test, jsonl};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -231,15 +231,21 @@ fn defects(
 }
 
 /// The client ops the run's phases invoked, and how many of them were acknowledged writes (any
-/// acknowledged op, for a workload that names no writes). The closing final reads, after the last
-/// phase, are left out: every finished run makes them, and they succeed on an empty cluster, so
-/// they cannot show that the workload verified anything. A run without phases counts every op.
+/// acknowledged op, when the phases invoked none of the workload's writes: a read-only mix is
+/// judged on its reads). The closing final reads, after the last phase, are left out: every
+/// finished run makes them, and they succeed on an empty cluster, so they cannot show that the
+/// workload verified anything. A run without phases counts every op.
 fn in_phases(d: &Digest, run: Option<&RunInfo>, writes: &[&str]) -> (usize, usize) {
     let phases = run.map(|r| r.phases.as_slice()).unwrap_or_default();
-    let invoked =
-        d.spans.iter().filter(|s| phases.is_empty() || phases.iter().any(|p| (p.start..p.end).contains(&s.call)));
-    let write = |f: u16| writes.is_empty() || writes.contains(&d.names[usize::from(f)].as_str());
-    invoked.fold((0, 0), |(ops, acked), s| (ops + 1, acked + usize::from(s.kind == OpType::Ok && write(s.f))))
+    let invoked: Vec<&Span> = d
+        .spans
+        .iter()
+        .filter(|s| phases.is_empty() || phases.iter().any(|p| (p.start..p.end).contains(&s.call)))
+        .collect();
+    let is_write = |s: &Span| writes.contains(&d.names[usize::from(s.f)].as_str());
+    let wrote = invoked.iter().any(|s| is_write(s));
+    let acked = invoked.iter().filter(|s| s.kind == OpType::Ok && (!wrote || is_write(s))).count();
+    (invoked.len(), acked)
 }
 
 /// Why no fault ran, when the nemesis tried some and every start failed. (A run too short for
@@ -341,6 +347,7 @@ mod tests {
         assert_eq!(in_phases(&d, Some(&run), &["write"]), (1, 0), "no write acknowledged");
         assert_eq!(in_phases(&d, None, &["write"]), (2, 0), "without phases every op counts");
         assert_eq!(in_phases(&d, None, &[]), (2, 1), "a workload naming no writes: any ok op");
+        assert_eq!(in_phases(&d, None, &["cas"]), (2, 1), "phases that wrote nothing: any ok op");
         let defects = defects(Path::new("h"), None, 4, in_phases(&d, Some(&run), &["write"]), Some(&run));
         assert!(defects.contains(&Defect::NothingAcknowledged), "{defects:?}");
     }

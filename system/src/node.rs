@@ -783,7 +783,9 @@ impl Group {
             .raft
             .prs()
             .iter()
-            .filter(|(id, _)| **id != self.id && voters.contains(id))
+            // Recently heard from: a voter that is down keeps its last match index, and a
+            // transfer to it would hold every proposal until raft-rs gave it up, again and again.
+            .filter(|(id, p)| **id != self.id && voters.contains(id) && p.recent_active)
             .max_by_key(|(_, p)| p.matched)
             .map(|(id, _)| *id)
     }
@@ -1194,7 +1196,8 @@ impl Group {
         learners.sort_unstable();
         // raft-rs keeps a node that applied its own removal a follower of the last leader it
         // knew, whose heartbeats have stopped: it is no member, and leads to nothing.
-        let removed = !voters.is_empty() && !voters.contains(&self.id) && !learners.contains(&self.id);
+        let removed =
+            !voters.is_empty() && !raft.prs().conf().voters().contains(self.id) && !learners.contains(&self.id);
         let view = GroupView {
             group: self.group,
             role: if removed { "removed" } else { role_name(raft.state) }.to_owned(),

@@ -45,10 +45,12 @@ pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) ->
         }
         Vec::new()
     });
-    let ended = ended_by(&child, deadline)?;
-    // Killed while the command is still unreaped, so its group's id cannot name another group.
+    let ended = ended_by(&child, deadline);
+    // Killed while the command is still unreaped, so its group's id cannot name another group;
+    // also when waiting for it failed, so that nothing of it is left running.
     let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let status = child.wait()?;
+    let ended = ended?;
     // The readers are joined, not only heard from: a run entering its own user namespace must be
     // single-threaded. With the group gone they end at once, unless something left it.
     let grace = Instant::now().max(deadline) + Duration::from_secs(1);

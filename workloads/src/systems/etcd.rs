@@ -67,7 +67,7 @@ fn validate(test: &Test) -> Result<(), SutError> {
         return Err(SutError::Workload { system: "etcd", workload: test.workload.clone() });
     }
     // A clock fault would be recorded as in force while etcd's clock never moved.
-    let faults = test.nemesis.iter().flat_map(|set| set.split('+'));
+    let faults = test.nemesis.iter().flat_map(|set| set.split('+')).map(str::trim);
     if let Some(clock) = faults.clone().find(|f| ordeal_faults::FaultSpec::parse(f).is_ok_and(|f| f.needs_clock())) {
         return Err(SutError::Setting(format!(
             "--nemesis {clock}: etcd is a Go program, which reads the clock through the vDSO, around libfaketime: \
