@@ -1767,7 +1767,7 @@ pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
         );
         return finish(db, group, Path::new(&marker.path));
     }
-    if !Path::new(&marker.path).is_file() && compacted_through(db, group)? < marker.index {
+    if !Path::new(&marker.path).is_file() && crate::storage::compaction_point(db, group)?.0 < marker.index {
         // The file went with the crash (its directory entry not yet durable), and the clearing,
         // which moves the compaction point to the snapshot's index in the same write, never ran:
         // the group is whole as it was, and its leader will send the snapshot again.
@@ -1777,10 +1777,7 @@ pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
             path = marker.path,
             "a snapshot install that a crash interrupted lost its file before it began; the group keeps its state"
         );
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        db.delete_opt(keys::installing(group), &sync)?;
-        return Ok(());
+        return finish(db, group, Path::new(&marker.path));
     }
     tracing::warn!(group, index = marker.index, "finishing a snapshot install that a crash interrupted");
     if let Some(crc32) = marker.crc32 {
@@ -1788,16 +1785,6 @@ pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
         restore_ingested(path, crc32).map_err(|what| StorageError::Corrupt { key: marker.path.clone(), what })?;
     }
     switch_in(db, group, &marker)
-}
-
-/// The index of the last entry compaction (or a snapshot's clearing) removed from the group's log.
-fn compacted_through(db: &DB, group: u32) -> Result<u64, StorageError> {
-    let t = keys::truncated(group);
-    match db.get(t)? {
-        Some(v) if v.len() == 16 => decode_u64(&t, &v[..8]),
-        Some(_) => Err(corrupt_key(&t, "expected 16 bytes")),
-        None => Ok(0),
-    }
 }
 
 /// The name of the SST property RocksDB overwrites in a file it ingests (the sequence number it

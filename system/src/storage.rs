@@ -228,6 +228,17 @@ fn stored_addresses(db: &DB, group: u32) -> Result<BTreeMap<u64, String>, Storag
     }
 }
 
+/// The index and term of the last entry compaction (or a snapshot's install) removed from
+/// `group`'s log; (0, 0) before any.
+pub fn compaction_point(db: &DB, group: u32) -> Result<(u64, u64), StorageError> {
+    let t_key = keys::truncated(group);
+    match db.get(t_key)? {
+        Some(v) if v.len() == 16 => Ok((decode_u64(&t_key, &v[..8])?, decode_u64(&t_key, &v[8..])?)),
+        Some(_) => Err(corrupt(&t_key, "expected 16 bytes")),
+        None => Ok((0, 0)),
+    }
+}
+
 fn escape(key: &[u8]) -> String {
     key.escape_ascii().to_string()
 }
@@ -295,12 +306,7 @@ impl RaftStorage {
                 cs
             }
         };
-        let t_key = keys::truncated(group);
-        let (truncated_index, truncated_term) = match db.get(t_key)? {
-            Some(v) if v.len() == 16 => (decode_u64(&t_key, &v[..8])?, decode_u64(&t_key, &v[8..])?),
-            Some(_) => return Err(corrupt(&t_key, "expected 16 bytes")),
-            None => (0, 0),
-        };
+        let (truncated_index, truncated_term) = compaction_point(&db, group)?;
         let mut s = RaftStorage {
             db: db.clone(),
             group,
