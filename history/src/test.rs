@@ -149,6 +149,13 @@ pub struct PhaseSpan {
     pub rate: f64,
 }
 
+impl PhaseSpan {
+    /// Whether an op invoked at `time` belongs to this phase.
+    pub fn holds(&self, time: u64) -> bool {
+        (self.start..self.end).contains(&time)
+    }
+}
+
 /// A node's process that ended without the harness ending it (no kill, stop or restart on another
 /// binary asked for it): the system crashed, or something outside the run killed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,7 +85,7 @@ fn phase_stats(spans: &[PhaseSpan], d: &Digest) -> Vec<PhaseStats> {
         .iter()
         .map(|p| {
             let mut invoked = BTreeMap::new();
-            for s in d.spans.iter().filter(|s| (p.start..p.end).contains(&s.call)) {
+            for s in d.spans.iter().filter(|s| p.holds(s.call)) {
                 *invoked.entry(d.names[usize::from(s.f)].clone()).or_default() += 1;
             }
             let seconds = p.end.saturating_sub(p.start) as f64 / 1e9;
@@ -237,11 +237,8 @@ fn defects(
 /// workload verified anything. A run without phases counts every op.
 fn in_phases(d: &Digest, run: Option<&RunInfo>, writes: &[&str]) -> (usize, usize) {
     let phases = run.map(|r| r.phases.as_slice()).unwrap_or_default();
-    let invoked: Vec<&Span> = d
-        .spans
-        .iter()
-        .filter(|s| phases.is_empty() || phases.iter().any(|p| (p.start..p.end).contains(&s.call)))
-        .collect();
+    let invoked: Vec<&Span> =
+        d.spans.iter().filter(|s| phases.is_empty() || phases.iter().any(|p| p.holds(s.call))).collect();
     let is_write = |s: &Span| writes.contains(&d.names[usize::from(s.f)].as_str());
     let wrote = invoked.iter().any(|s| is_write(s));
     let acked = invoked.iter().filter(|s| s.kind == OpType::Ok && (!wrote || is_write(s))).count();
