@@ -747,14 +747,18 @@ impl Group {
     /// if the transferee does not campaign).
     fn step_down_if_removed(&mut self) {
         let raft = &self.node.raft;
-        let removed = raft.state == StateRole::Leader && !raft.prs().conf().voters().contains(self.id);
-        if !removed || raft.lead_transferee.is_some() {
+        if raft.state != StateRole::Leader || self.votes() || raft.lead_transferee.is_some() {
             return;
         }
         if let Some(to) = self.best_transferee() {
             tracing::warn!(to, "this leader is no longer a voter of its group; handing leadership over");
             self.node.transfer_leader(to);
         }
+    }
+
+    /// Whether this node is a voter of its group (in either half of a joint configuration).
+    fn votes(&self) -> bool {
+        self.node.raft.prs().conf().voters().contains(self.id)
     }
 
     fn transfer_leader(&mut self, to: u64) -> Result<(), BrokerError> {
@@ -1196,8 +1200,7 @@ impl Group {
         learners.sort_unstable();
         // raft-rs keeps a node that applied its own removal a follower of the last leader it
         // knew, whose heartbeats have stopped: it is no member, and leads to nothing.
-        let removed =
-            !voters.is_empty() && !raft.prs().conf().voters().contains(self.id) && !learners.contains(&self.id);
+        let removed = !voters.is_empty() && !self.votes() && !learners.contains(&self.id);
         let view = GroupView {
             group: self.group,
             role: if removed { "removed" } else { role_name(raft.state) }.to_owned(),
