@@ -75,12 +75,18 @@ const OPS: &[OpKind] = &[
 pub struct LogGen {
     hw: Vec<u64>,
     next_value: i64,
+    /// The next committed offset. Commits write values no other commit writes, as appends do: a
+    /// listing then names the one commit it saw, and the offsets register is checked by its
+    /// version order. Offsets drawn from below the high watermark repeat (all 0 until the first
+    /// append), which sends every check to the search and lets a stale listing pass as a later
+    /// commit of the same value.
+    next_commit: u64,
 }
 
 impl LogGen {
     /// A schedule over `partitions` partitions.
     pub fn new(partitions: usize) -> Self {
-        LogGen { hw: vec![0; partitions.max(1)], next_value: 1 }
+        LogGen { hw: vec![0; partitions.max(1)], next_value: 1, next_commit: 1 }
     }
 }
 
@@ -97,7 +103,11 @@ impl Generator for LogGen {
                 let back = rng.random_range(0..8u64);
                 ("read", json!({"key": p, "from": self.hw[p].saturating_sub(back)}))
             }
-            "commit" => ("commit", json!({"key": p, "value": rng.random_range(0..=self.hw[p])})),
+            "commit" => {
+                let value = self.next_commit;
+                self.next_commit += 1;
+                ("commit", json!({"key": p, "value": value}))
+            }
             _ => ("list", json!({"key": p})),
         }
     }
@@ -136,6 +146,18 @@ mod tests {
         assert_eq!(offsets(&op("commit")).map(|o| o.f.clone()).as_deref(), Some("write"));
         assert_eq!(offsets(&op("list")).map(|o| o.f.clone()).as_deref(), Some("read"));
         assert!(offsets(&op("append")).is_none());
+    }
+
+    #[test]
+    fn no_two_commits_write_the_same_offset() {
+        use rand::SeedableRng;
+        let mut generator = LogGen::new(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let commits: Vec<Value> =
+            (0..5000).map(|_| generator.op(&mut rng, None)).filter(|(f, _)| *f == "commit").map(|(_, v)| v).collect();
+        let distinct: std::collections::BTreeSet<String> = commits.iter().map(|v| v["value"].to_string()).collect();
+        assert!(commits.len() > 100, "only {} commits drawn", commits.len());
+        assert_eq!(distinct.len(), commits.len(), "repeated commit values");
     }
 
     #[test]
