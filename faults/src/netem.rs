@@ -40,17 +40,81 @@ pub struct NetNemesis {
     system: Arc<dyn System>,
     net: Option<Arc<Network>>,
     active: Option<Active>,
+    turns: Arc<Turns>,
 }
 
-/// Runs `f` on the network off the runtime's workers, with `spawn_blocking`, not
-/// `block_in_place`: a worker that blocks in place hands its core to a new thread and retires
-/// about 10 s later, and every node that worker had started would then get its parent-death
-/// signal, which is the forking *thread's*, not the process's: a node killed by no fault at all.
+/// Changes to the network run one at a time, in the order they were asked for, even when the
+/// runner's bound drops the future that asked: its blocking work runs on, and a heal asked after
+/// it must not run first (the cut-off fault's rules would then be installed after its heal, and
+/// stay in force through phases recorded as healed), nor a fault's rules go in while an earlier,
+/// cut-off heal is still flushing.
+#[derive(Default)]
+struct Turns {
+    /// The next ticket to hand out.
+    next: std::sync::atomic::AtomicU64,
+    /// The ticket whose turn it is, and the later ones already done (dropped unrun).
+    serving: std::sync::Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    changed: std::sync::Condvar,
+}
+
+/// A place in [`Turns`]' order. Dropping it, run or not, gives the turn to the next.
+struct Ticket {
+    turns: Arc<Turns>,
+    number: u64,
+}
+
+impl Turns {
+    fn take(self: &Arc<Self>) -> Ticket {
+        Ticket { turns: self.clone(), number: self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) }
+    }
+}
+
+impl Ticket {
+    /// Blocks until every earlier ticket is done.
+    fn wait(&self) {
+        let mut serving = self.turns.serving.lock().unwrap_or_else(|e| e.into_inner());
+        while serving.0 != self.number {
+            serving = self.turns.changed.wait(serving).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut serving = self.turns.serving.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, done) = &mut *serving;
+        done.insert(self.number);
+        while done.remove(next) {
+            *next += 1;
+        }
+        self.turns.changed.notify_all();
+    }
+}
+
+/// Runs `f` off the runtime's workers in its turn (taken now, before the first await), with
+/// `spawn_blocking`, not `block_in_place`: a worker that blocks in place hands its core to a new
+/// thread and retires about 10 s later, and every node that worker had started would then get
+/// its parent-death signal, which is the forking *thread's*, not the process's: a node killed by
+/// no fault at all.
+async fn in_turn<T: Send + 'static>(
+    turns: &Arc<Turns>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let ticket = turns.take();
+    tokio::task::spawn_blocking(move || {
+        ticket.wait();
+        f()
+    })
+    .await
+}
+
+/// Runs `f` on the network, in its turn.
 async fn blocking<T: Send + 'static>(
+    turns: &Arc<Turns>,
     net: Arc<Network>,
     f: impl FnOnce(&Network) -> Result<T, NetError> + Send + 'static,
 ) -> Result<T, NemesisError> {
-    let done = tokio::task::spawn_blocking(move || f(&net)).await;
+    let done = in_turn(turns, move || f(&net)).await;
     let done = done.map_err(|e| NetError { what: "a network change".into(), message: e.to_string() })?;
     Ok(done?)
 }
@@ -59,7 +123,7 @@ impl NetNemesis {
     /// A nemesis on `net` (none when the nodes share the host's network: every fault then fails
     /// with why).
     pub fn new(system: Arc<dyn System>, net: Option<Arc<Network>>) -> Self {
-        NetNemesis { system, net, active: None }
+        NetNemesis { system, net, active: None, turns: Arc::default() }
     }
 
     fn net(&self, fault: &FaultSpec) -> Result<Arc<Network>, NemesisError> {
@@ -105,7 +169,7 @@ impl NetNemesis {
         let grudge: Grudge = partition::grudge(shape, &order, target);
         let net = self.net(fault)?;
         let cut = grudge.clone();
-        blocking(net, move |net| net.partition(&cut)).await?;
+        blocking(&self.turns, net, move |net| net.partition(&cut)).await?;
         let step_down =
             (fault.target == Target::Leader).then(|| self.watch_step_down(target, fault.groups.one().unwrap_or(0)));
         let shown: BTreeMap<String, Vec<u64>> =
@@ -118,7 +182,7 @@ impl NetNemesis {
     /// Removes every network fault's rules, if the nodes have a network of their own.
     async fn heal_net(&self) -> Result<(), NemesisError> {
         match self.net.clone() {
-            Some(net) => blocking(net, |net| net.heal()).await,
+            Some(net) => blocking(&self.turns, net, |net| net.heal()).await,
             None => Ok(()),
         }
     }
@@ -133,14 +197,14 @@ impl NetNemesis {
             Action::Loss => {
                 let net = self.net(fault)?;
                 let all = nodes.clone();
-                blocking(net, move |net| net.loss(&all, 30)).await?;
+                blocking(&self.turns, net, move |net| net.loss(&all, 30)).await?;
                 simple(json!({"fault": name, "targets": nodes, "percent": 30, "down": []}))
             }
             Action::Delay => {
                 let (delay, jitter) = (Duration::from_millis(50), Duration::from_millis(10));
                 let net = self.net(fault)?;
                 let all = nodes.clone();
-                blocking(net, move |net| net.delay(&all, delay, jitter)).await?;
+                blocking(&self.turns, net, move |net| net.delay(&all, delay, jitter)).await?;
                 simple(json!({"fault": name, "targets": nodes, "delay_ms": 50, "jitter_ms": 10, "down": []}))
             }
             Action::Reset => {
@@ -148,14 +212,14 @@ impl NetNemesis {
                 let followers: Vec<u64> = nodes.iter().copied().filter(|n| *n != leader).collect();
                 let follower = *followers.choose(rng).ok_or(NemesisError::NoTarget("follower"))?;
                 let net = self.net(fault)?;
-                blocking(net, move |net| net.reset(follower, leader)).await?;
+                blocking(&self.turns, net, move |net| net.reset(follower, leader)).await?;
                 // Both stay up and serve; only their link is broken.
                 simple(json!({"fault": name, "targets": [follower], "leader": leader, "down": []}))
             }
             Action::Slow => {
                 let net = self.net(fault)?;
                 let all = nodes.clone();
-                blocking(net, move |net| net.slow(&all, "1mbit")).await?;
+                blocking(&self.turns, net, move |net| net.slow(&all, "1mbit")).await?;
                 simple(json!({"fault": name, "targets": nodes, "rate": "1mbit", "down": []}))
             }
             _ => return Err(NemesisError::Unhandled(name)),
@@ -241,6 +305,37 @@ mod tests {
         assert!(nemesis.active.is_none(), "nothing left for a stop to heal");
         let again = nemesis.start(&fault, &mut rng).await.unwrap_err();
         assert!(!matches!(again, NemesisError::Busy(_)), "the next fault may start: {again}");
+    }
+
+    #[tokio::test]
+    async fn a_change_cut_off_by_its_bound_runs_before_a_heal_asked_after_it() {
+        let turns = Arc::new(Turns::default());
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let applied = log.clone();
+        let apply = in_turn(&turns, move || {
+            std::thread::sleep(Duration::from_millis(200));
+            applied.lock().unwrap().push("apply");
+        });
+        // As the runner's bound does: the future is dropped, its blocking work runs on.
+        assert!(tokio::time::timeout(Duration::from_millis(10), apply).await.is_err());
+        let healed = log.clone();
+        in_turn(&turns, move || healed.lock().unwrap().push("heal")).await.unwrap();
+        assert_eq!(*log.lock().unwrap(), ["apply", "heal"]);
+    }
+
+    #[test]
+    fn a_turn_given_up_unrun_does_not_hold_up_the_next() {
+        let turns = Arc::new(Turns::default());
+        let (first, second, third) = (turns.take(), turns.take(), turns.take());
+        drop(second);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            third.wait();
+            let _ = done.send(());
+        });
+        assert!(finished.recv_timeout(Duration::from_millis(50)).is_err(), "the third waits for the first");
+        drop(first);
+        finished.recv_timeout(Duration::from_secs(10)).expect("the third runs once the first is done");
     }
 
     #[tokio::test]
