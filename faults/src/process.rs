@@ -193,6 +193,10 @@ impl Nemesis for ProcessNemesis {
             return Ok(value);
         }
         let targets = self.targets(fault, rng).await?;
+        // Active before anything breaks: a start that the runner's bound cuts off part way (this
+        // future dropped) still has its stop repair the nodes it broke, and repairing a node that
+        // runs changes nothing.
+        self.active.push((*fault, targets.clone()));
         let (mut broken, mut lost) = (Vec::new(), serde_json::Map::new());
         for &node in &targets {
             self.broken.insert(node);
@@ -203,15 +207,14 @@ impl Nemesis for ProcessNemesis {
                 }
                 Err(e) => {
                     // Active with the nodes it broke, and the one it failed on (a crash whose
-                    // disk could not lose its writes was killed): the fault's stop repairs them,
-                    // and repairing a node that runs changes nothing.
-                    let repair = broken.iter().copied().chain([node]).collect();
-                    self.active.push((*fault, repair));
+                    // disk could not lose its writes was killed).
+                    if let Some((_, repair)) = self.active.last_mut() {
+                        *repair = broken.iter().copied().chain([node]).collect();
+                    }
                     return Err(e.after(&broke(fault, &broken, lost)));
                 }
             }
         }
-        self.active.push((*fault, targets));
         Ok(broke(fault, &broken, lost))
     }
 
@@ -262,6 +265,23 @@ mod tests {
         let (done, why) = e.into_parts();
         assert_eq!(done.expect("what it did")["down"], json!([1]), "{why}");
         assert_eq!(*down.started.lock().unwrap(), vec![2, 3], "node 1 was stopped");
+        nemesis.stop(&fault).await.unwrap();
+        assert!(down.started.lock().unwrap().contains(&1), "the fault's stop started node 1 again");
+    }
+
+    #[tokio::test]
+    async fn a_start_cut_off_part_way_is_still_repaired_by_its_stop() {
+        let down = Arc::new(Down::default());
+        down.started.lock().unwrap().extend([1, 2, 3]);
+        down.stuck.store(true, std::sync::atomic::Ordering::SeqCst); // node 2's stop never ends
+        down.refused.store(true, std::sync::atomic::Ordering::SeqCst); // and it starts when asked
+        let mut nemesis = ProcessNemesis::new(down.clone());
+        let fault = FaultSpec::parse("terminate-all").unwrap();
+        let mut rng = rand::SeedableRng::seed_from_u64(1);
+        // As the runner's bound does: the start's future dropped part way, node 1 already stopped.
+        let start = nemesis.start(&fault, &mut rng);
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), start).await.is_err());
+        assert!(!down.started.lock().unwrap().contains(&1), "node 1 was stopped");
         nemesis.stop(&fault).await.unwrap();
         assert!(down.started.lock().unwrap().contains(&1), "the fault's stop started node 1 again");
     }

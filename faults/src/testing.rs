@@ -7,11 +7,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Nodes that are all down; node 2 will not start the first time it is asked, and will not
-/// stop.
+/// stop: its stop fails, or with `stuck` never ends.
 #[derive(Default)]
 pub(crate) struct Down {
     pub(crate) started: std::sync::Mutex<Vec<u64>>,
     pub(crate) refused: AtomicBool,
+    pub(crate) stuck: AtomicBool,
 }
 
 #[async_trait]
@@ -46,6 +47,9 @@ impl System for Down {
     }
     async fn stop(&self, node: u64) -> Result<(), SystemError> {
         if node == 2 {
+            if self.stuck.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             return Err(SystemError::Process { node, message: "no answer".into() });
         }
         self.started.lock().unwrap().retain(|n| *n != node);
