@@ -389,14 +389,18 @@ impl Network {
         for (stop, _) in &loops {
             stop.store(true, Ordering::Relaxed);
         }
+        // Every loop is joined, whatever another's fate: one left running holds its queue, and
+        // the next delay could not bind it.
+        let mut first_error = None;
         for (_, thread) in loops {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(net_err("delay loop", e)),
-                Err(_) => return Err(net_err("delay loop", "panicked")),
-            }
+            let failed = match thread.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => net_err("delay loop", e),
+                Err(_) => net_err("delay loop", "panicked"),
+            };
+            first_error.get_or_insert(failed);
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
