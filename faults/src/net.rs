@@ -263,6 +263,11 @@ impl Network {
         Ok(net)
     }
 
+    /// Every node of the topology: the cluster's, and those that may join it.
+    pub fn nodes(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// The path of node `id`'s namespace, for starting processes in it.
     pub fn ns_path(&self, id: u64) -> Option<PathBuf> {
         self.nodes.get(&id).map(|n| n.path.clone())

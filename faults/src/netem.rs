@@ -130,10 +130,11 @@ impl NetNemesis {
         self.net.clone().ok_or_else(|| NemesisError::NotSetUp { fault: fault.to_string(), what: "--env netns" })
     }
 
-    async fn target(&self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<u64, NemesisError> {
+    /// The node a fault aims at: the leader, or one of `candidates`.
+    async fn target(&self, fault: &FaultSpec, candidates: &[u64], rng: &mut ChaCha8Rng) -> Result<u64, NemesisError> {
         match fault.target {
             Target::Leader => Ok(crate::process::leaders(&*self.system, fault.groups).await?[0]),
-            _ => self.system.nodes().choose(rng).copied().ok_or(NemesisError::NoTarget("node")),
+            _ => candidates.choose(rng).copied().ok_or(NemesisError::NoTarget("node")),
         }
     }
 
@@ -154,27 +155,37 @@ impl NetNemesis {
         })
     }
 
+    /// A partition among the voters (a learner never counts toward a quorum, so the shapes'
+    /// majorities and `down` are counted over voters); every other node of the topology (learners,
+    /// nodes not yet joined) takes the side of a voter drawn at random.
     async fn partition(
         &mut self,
         fault: &FaultSpec,
         shape: Shape,
         rng: &mut ChaCha8Rng,
     ) -> Result<Active, NemesisError> {
-        let nodes = self.system.nodes();
-        let mut order = nodes.clone();
+        let voters = crate::system::voters(&*self.system).await;
+        let mut order = voters.clone();
         if matches!(shape, Shape::RandomHalves | Shape::MajoritiesRing | Shape::Bridge) {
             order.shuffle(rng);
         }
-        let target = if matches!(shape, Shape::Isolate | Shape::OneWay) { self.target(fault, rng).await? } else { 0 };
-        let grudge: Grudge = partition::grudge(shape, &order, target);
+        let target = match shape {
+            Shape::Isolate | Shape::OneWay => self.target(fault, &voters, rng).await?,
+            _ => 0,
+        };
         let net = self.net(fault)?;
+        let mut hosts = BTreeMap::new();
+        for node in net.nodes().into_iter().filter(|n| !voters.contains(n)) {
+            hosts.insert(node, *voters.choose(rng).ok_or(NemesisError::NoTarget("voter"))?);
+        }
+        let grudge: Grudge = partition::attach(&partition::grudge(shape, &order, target), &hosts);
         let cut = grudge.clone();
         blocking(&self.turns, net, move |net| net.partition(&cut)).await?;
         let step_down =
             (fault.target == Target::Leader).then(|| self.watch_step_down(target, fault.groups.one().unwrap_or(0)));
         let shown: BTreeMap<String, Vec<u64>> =
             grudge.iter().map(|(n, s)| (n.to_string(), s.iter().copied().collect())).collect();
-        let isolated = partition::isolated(&grudge, &nodes);
+        let isolated = partition::isolated(&grudge, &voters);
         let value = json!({"fault": fault.to_string(), "targets": isolated, "down": isolated, "grudge": shown});
         Ok(Active { fault: *fault, value, step_down })
     }

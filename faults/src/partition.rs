@@ -56,9 +56,24 @@ pub fn grudge(shape: Shape, order: &[u64], target: u64) -> Grudge {
     }
 }
 
-/// The nodes cut off from a majority: those linked to fewer than a majority of the nodes (itself
-/// included). A link needs packets both ways, as TCP does: a node links to those it hears that
-/// also hear it.
+/// `g` (a grudge among voters) extended to the nodes in `hosts` (learners, and nodes not yet
+/// joined, each mapped to a voter): each shares its voter's place, hearing whom it hears and
+/// heard by whom hears it. A node left out of every grudge would hear both sides, and a learner
+/// promoted during the fault would then bridge them.
+pub fn attach(g: &Grudge, hosts: &BTreeMap<u64, u64>) -> Grudge {
+    let host = |x: u64| hosts.get(&x).copied().unwrap_or(x);
+    let all: BTreeSet<u64> =
+        g.iter().flat_map(|(a, s)| std::iter::once(a).chain(s)).chain(hosts.keys()).copied().collect();
+    let deaf = |a: u64, b: u64| g.get(&host(a)).is_some_and(|s| s.contains(&host(b)));
+    all.iter()
+        .map(|&a| (a, all.iter().copied().filter(|&b| deaf(a, b)).collect::<BTreeSet<u64>>()))
+        .filter(|(_, unheard)| !unheard.is_empty())
+        .collect()
+}
+
+/// The nodes cut off from a majority: those linked to fewer than a majority of `nodes` (itself
+/// included; the voters, over whom quorums are counted). A link needs packets both ways, as TCP
+/// does: a node links to those it hears that also hear it.
 pub fn isolated(g: &Grudge, nodes: &[u64]) -> Vec<u64> {
     let majority = nodes.len() / 2 + 1;
     let deaf = |a: u64, b: u64| g.get(&a).is_some_and(|s| s.contains(&b));
@@ -117,5 +132,28 @@ mod tests {
         assert_eq!(isolated(&oneway, &[1, 2, 3]), vec![2]);
         assert_eq!(heard(&oneway, 2, &[1, 2, 3]), vec![2]);
         assert_eq!(heard(&oneway, 1, &[1, 2, 3]), vec![1, 2, 3], "the others still hear it");
+    }
+
+    #[test]
+    fn learners_and_joiners_take_their_voters_side_and_quorums_count_voters_only() {
+        let voters = [1, 2, 3];
+        // Learner 4 beside voter 1, not-yet-joined node 5 beside voter 3.
+        let hosts = BTreeMap::from([(4, 1), (5, 3)]);
+        let all = [1, 2, 3, 4, 5];
+        let halves = attach(&grudge(Shape::Halves, &voters, 0), &hosts);
+        assert_eq!(heard(&halves, 4, &all), vec![1, 4], "the learner is on its voter's side");
+        assert_eq!(heard(&halves, 5, &all), vec![2, 3, 5], "so is the joiner");
+        assert_eq!(heard(&halves, 2, &all), vec![2, 3, 5]);
+        assert_eq!(isolated(&halves, &voters), vec![1], "the side with two voters keeps a quorum");
+        let host_of = |n: u64| hosts.get(&n).copied().unwrap_or(n);
+        for shape in [Shape::Isolate, Shape::OneWay, Shape::MajoritiesRing, Shape::Bridge] {
+            let g = attach(&grudge(shape, &voters, 2), &hosts);
+            for (&x, &host) in &hosts {
+                for y in all {
+                    let expected = host == host_of(y) || heard(&g, host, &all).contains(&host_of(y));
+                    assert_eq!(heard(&g, x, &all).contains(&y), expected, "{shape:?}: {x} hears {y}");
+                }
+            }
+        }
     }
 }

@@ -97,9 +97,8 @@ impl ProcessNemesis {
 
     async fn targets(&self, fault: &FaultSpec, rng: &mut ChaCha8Rng) -> Result<Vec<u64>, NemesisError> {
         let nodes = self.system.nodes();
-        let n = nodes.len();
-        let pick = |k: usize, rng: &mut ChaCha8Rng| {
-            let mut chosen: Vec<u64> = nodes.choose_multiple(rng, k).copied().collect();
+        let pick = |from: &[u64], k: usize, rng: &mut ChaCha8Rng| {
+            let mut chosen: Vec<u64> = from.choose_multiple(rng, k).copied().collect();
             chosen.sort_unstable();
             chosen
         };
@@ -110,9 +109,14 @@ impl ProcessNemesis {
                 let followers: Vec<u64> = nodes.iter().copied().filter(|n| !leaders.contains(n)).collect();
                 vec![*followers.choose(rng).ok_or(NemesisError::NoTarget("follower"))?]
             }
-            Target::One => pick(1, rng),
-            Target::Minority => pick((n - 1) / 2, rng),
-            Target::Majority => pick(n / 2 + 1, rng),
+            Target::One => pick(&nodes, 1, rng),
+            // A minority or majority of the voters: learners count toward no quorum.
+            Target::Minority | Target::Majority => {
+                let voters = system::voters(&*self.system).await;
+                let n = voters.len();
+                let k = if fault.target == Target::Minority { n.saturating_sub(1) / 2 } else { n / 2 + 1 };
+                pick(&voters, k, rng)
+            }
             Target::All => nodes,
         })
     }
@@ -124,7 +128,7 @@ impl ProcessNemesis {
             .ok_or(system::SystemError::Unsupported { system: self.system.name(), power: "transfer leadership" })?;
         let group = fault.groups.one().unwrap_or(0);
         let leader = leaders(&*self.system, Groups::One(group)).await?[0];
-        let others: Vec<u64> = self.system.nodes().into_iter().filter(|n| *n != leader).collect();
+        let others: Vec<u64> = system::voters(&*self.system).await.into_iter().filter(|n| *n != leader).collect();
         let to = *others.choose(rng).ok_or(NemesisError::NoTarget("other voter"))?;
         power.transfer_leader(leader, group, to).await?;
         Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to, "down": []}))

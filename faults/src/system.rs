@@ -177,6 +177,22 @@ pub trait System: Send + Sync {
     }
 }
 
+/// How long [`voters`] waits for the system's word on its membership.
+const MEMBERS_BOUND: Duration = Duration::from_secs(2);
+
+/// The voters, as the system's membership power reports them; every node when it has no such
+/// power or does not answer in time. Quorums are counted over these: a learner never counts
+/// toward one, so a fault meant for a majority or a minority picks among the voters.
+pub async fn voters<S: System + ?Sized>(system: &S) -> Vec<u64> {
+    if let Some(power) = system.membership()
+        && let Ok(Ok(members)) = tokio::time::timeout(MEMBERS_BOUND, power.members()).await
+        && !members.voters().is_empty()
+    {
+        return members.voters();
+    }
+    system.nodes()
+}
+
 /// The system's supervisor, or why the operation cannot be done without one.
 fn supervised<'a, S: System + ?Sized>(system: &'a S, power: &'static str) -> Result<&'a Supervisor, SystemError> {
     system.supervisor().ok_or(SystemError::Unsupported { system: system.name(), power })
