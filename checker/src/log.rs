@@ -6,7 +6,12 @@
 //! * **lost**: an acknowledged record that is not in the log;
 //! * **misplaced**: an acknowledged record found at an offset other than the one acknowledged;
 //! * **duplicated**: a record that appears more than once;
-//! * **unexpected**: a record nobody appended.
+//! * **unexpected**: a record nobody appended;
+//! * **skipped**: an offset below the last record read that holds no record (offsets count up one
+//!   by one).
+//!
+//! Records sit at the offsets the read names beside its values (`"offsets"`); a history that names
+//! none (an older one, another tool's) has them at 0, 1, ... in order.
 //!
 //! Ordering and read anomalies during the run are the linearizability checker's job (`log`
 //! model); this one is cheap and explains lost data in plain words.
@@ -32,6 +37,15 @@ pub struct RecordAnomaly {
     pub op_index: Option<u64>,
 }
 
+/// Offsets of a partition that hold no record, though a later offset does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The partition.
+    pub partition: String,
+    /// The empty offsets.
+    pub offsets: Vec<u64>,
+}
+
 /// The result of the log check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogReport {
@@ -51,6 +65,9 @@ pub struct LogReport {
     pub duplicated: Vec<RecordAnomaly>,
     /// Records nobody appended.
     pub unexpected: Vec<RecordAnomaly>,
+    /// Offsets without a record, below a partition's last record.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
     /// Why the verdict is unknown, if it is.
     pub reason: Option<String>,
 }
@@ -64,12 +81,14 @@ impl LogReport {
             }
             Verdict::Unknown => format!("unknown: {}", self.reason.as_deref().unwrap_or("no final reads")),
             Verdict::Invalid => format!(
-                "invalid: {} lost, {} misplaced, {} duplicated, {} unexpected of {} acknowledged records{}{}",
+                "invalid: {} lost, {} misplaced, {} duplicated, {} unexpected of {} acknowledged records, {} \
+                 offsets skipped{}{}",
                 self.lost.len(),
                 self.misplaced.len(),
                 self.duplicated.len(),
                 self.unexpected.len(),
                 self.acknowledged,
+                self.skipped.iter().map(|s| s.offsets.len()).sum::<usize>(),
                 named("lost", &self.lost),
                 named("duplicated", &self.duplicated),
             ),
@@ -112,7 +131,7 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
     // Every partition anything was appended to, failed appends too: a record the system said it
     // did not write is only shown unexpected by that partition's final read.
     let mut appended_to: BTreeSet<String> = BTreeSet::new();
-    let mut finals: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut finals: BTreeMap<String, Vec<(u64, Value)>> = BTreeMap::new();
     // Per partition, why its longest final read is not the whole log, if it is not.
     let mut short: BTreeMap<String, Option<String>> = BTreeMap::new();
     for pair in history.pairs()? {
@@ -148,18 +167,24 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
                 if c.kind == OpType::Ok && invoke.value.get("final") == Some(&Value::Bool(true)) =>
             {
                 if let (Some(k), Some(values)) = (key(&invoke.value), c.value.get("values").and_then(Value::as_array)) {
-                    // The records are taken to sit at offsets 0, 1, ...: a read from further on
-                    // is not the whole log.
+                    // A read from further on than 0 is not the whole log.
                     if let Some(from) = c.value.get("from").and_then(Value::as_u64).filter(|f| *f > 0) {
                         let why = format!("the final read of partition {k} started at offset {from}, not 0");
                         short.entry(k).or_insert(Some(why));
                         continue;
                     }
+                    let records = match placed(&c.value, values) {
+                        Ok(records) => records,
+                        Err(why) => {
+                            short.entry(k.clone()).or_insert(Some(format!("the final read of partition {k}: {why}")));
+                            continue;
+                        }
+                    };
                     // The longest, and of equally long ones the last: a retry that completed.
-                    let longest = finals.get(&k).is_none_or(|seen| seen.len() <= values.len());
+                    let longest = finals.get(&k).is_none_or(|seen| seen.len() <= records.len());
                     if longest {
-                        short.insert(k.clone(), stopped_short(&k, &c.value, values.len()));
-                        finals.insert(k, values.clone());
+                        short.insert(k.clone(), stopped_short(&k, &c.value, &records));
+                        finals.insert(k, records);
                     }
                 }
             }
@@ -175,13 +200,20 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
         misplaced: vec![],
         duplicated: vec![],
         unexpected: vec![],
+        skipped: vec![],
         reason: None,
     };
     let missing: Vec<&String> = appended_to.iter().filter(|k| !finals.contains_key(*k)).collect();
-    for (partition, values) in &finals {
+    for (partition, records) in &finals {
         let mut positions: HashMap<String, Vec<u64>> = HashMap::new();
-        for (offset, v) in values.iter().enumerate() {
-            positions.entry(v.to_string()).or_default().push(offset as u64);
+        for (offset, v) in records {
+            positions.entry(v.to_string()).or_default().push(*offset);
+        }
+        let held: BTreeSet<u64> = records.iter().map(|(o, _)| *o).collect();
+        let end = held.last().map_or(0, |last| last + 1);
+        let empty: Vec<u64> = (0..end).filter(|o| !held.contains(o)).collect();
+        if !empty.is_empty() {
+            report.skipped.push(Skipped { partition: partition.clone(), offsets: empty });
         }
         let acks = acked.get(partition).map(Vec::as_slice).unwrap_or_default();
         let acked_index: HashMap<String, (u64, u64)> = acks.iter().map(|(v, o, i)| (v.to_string(), (*o, *i))).collect();
@@ -223,7 +255,8 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
     if !(report.lost.is_empty()
         && report.misplaced.is_empty()
         && report.duplicated.is_empty()
-        && report.unexpected.is_empty())
+        && report.unexpected.is_empty()
+        && report.skipped.is_empty())
     {
         report.verdict = Verdict::Invalid;
     } else if !missing.is_empty() {
@@ -246,13 +279,28 @@ fn is_append(f: &str) -> bool {
     matches!(f, "append" | "produce" | "send")
 }
 
-/// Why a final read of partition `key` that returned `read` records from `from` is not the whole
-/// log: it stopped below the high watermark it reported (`hw`), so its tail went unchecked.
-fn stopped_short(key: &str, value: &Value, read: usize) -> Option<String> {
-    let from = value.get("from").and_then(Value::as_u64).unwrap_or(0);
+/// A final read's records at their offsets: those its completion names beside the values, or
+/// 0, 1, ... where it names none.
+fn placed(completion: &Value, values: &[Value]) -> Result<Vec<(u64, Value)>, String> {
+    let Some(offsets) = completion.get("offsets") else {
+        return Ok((0u64..).zip(values.iter().cloned()).collect());
+    };
+    let offsets: Vec<u64> = offsets
+        .as_array()
+        .and_then(|list| list.iter().map(Value::as_u64).collect())
+        .ok_or_else(|| format!("its offsets are not a list of numbers: {offsets}"))?;
+    if offsets.len() != values.len() {
+        return Err(format!("{} offsets for {} values", offsets.len(), values.len()));
+    }
+    Ok(offsets.into_iter().zip(values.iter().cloned()).collect())
+}
+
+/// Why a final read of partition `key` that returned `records` is not the whole log: it stopped
+/// below the high watermark it reported (`hw`), so its tail went unchecked.
+fn stopped_short(key: &str, value: &Value, records: &[(u64, Value)]) -> Option<String> {
     let hw = value.get("hw").and_then(Value::as_u64)?;
-    (from + (read as u64) < hw)
-        .then(|| format!("the final read of partition {key} stopped at {} of high watermark {hw}", from + read as u64))
+    let end = records.iter().map(|(o, _)| o + 1).max().unwrap_or(0);
+    (end < hw).then(|| format!("the final read of partition {key} stopped at {end} of high watermark {hw}"))
 }
 
 #[cfg(test)]
@@ -364,5 +412,34 @@ mod tests {
         let r = check(&later).unwrap();
         assert_eq!(r.verdict, Verdict::Unknown, "{r:?}");
         assert!(r.summary().contains("started at offset 1, not 0"), "{}", r.summary());
+    }
+
+    #[test]
+    fn records_sit_at_the_offsets_the_read_names_and_an_empty_offset_is_skipped() {
+        let mut h = History::new();
+        append(&mut h, 1, 10, Some(0));
+        append(&mut h, 2, 11, Some(1));
+        append(&mut h, 3, 13, Some(3));
+        let mut named = h.clone();
+        named.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
+        let read = json!({"key": "t-0", "from": 0, "values": [10, 11, 13], "offsets": [0, 1, 3], "hw": 4});
+        named.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+        let r = check(&named).unwrap();
+        assert_eq!(r.verdict, Verdict::Invalid, "{r:?}");
+        assert_eq!(r.skipped, vec![Skipped { partition: "t-0".into(), offsets: vec![2] }]);
+        assert!(r.misplaced.is_empty() && r.duplicated.is_empty(), "13 is where it was acknowledged: {r:?}");
+        assert!(r.summary().contains("1 offsets skipped"), "{}", r.summary());
+        // Without offsets, the records are taken to sit one after another: 13 looks misplaced.
+        let mut unnamed = h.clone();
+        final_read(&mut unnamed, vec![10, 11, 13]);
+        assert_eq!(check(&unnamed).unwrap().misplaced.len(), 1);
+        // Offsets that do not match the values leave the partition unchecked.
+        let mut garbled = h;
+        garbled.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
+        let read = json!({"key": "t-0", "from": 0, "values": [10, 11, 13], "offsets": [0, 1], "hw": 4});
+        garbled.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+        let r = check(&garbled).unwrap();
+        assert_eq!(r.verdict, Verdict::Unknown, "{r:?}");
+        assert!(r.summary().contains("2 offsets for 3 values"), "{}", r.summary());
     }
 }

@@ -567,6 +567,27 @@ fn evidence(c: &CheckerResult) -> Markup {
         @for kind in ["lost", "misplaced", "duplicated", "unexpected"] {
             @if !list(kind).is_empty() { (records(kind, list(kind))) }
         }
+        @if !list("skipped").is_empty() { (skipped(list("skipped"))) }
+    }
+}
+
+/// Offsets without a record below a partition's last one, the first 100 of each partition.
+fn skipped(list: &[Value]) -> Markup {
+    const SHOWN: usize = 100;
+    let offsets = |s: &Value| s["offsets"].as_array().map(Vec::as_slice).unwrap_or_default().to_vec();
+    html! {
+        h2 { "skipped offsets" }
+        table {
+            (header_row(&["partition", "offsets without a record", "of them"]))
+            @for s in list {
+                @let all = offsets(s);
+                tr {
+                    td { (s["partition"]) }
+                    td { (Value::Array(all.iter().take(SHOWN).cloned().collect())) }
+                    td { (all.len()) }
+                }
+            }
+        }
     }
 }
 
@@ -937,7 +958,10 @@ mod tests {
                 name: HOSTILE.into(),
                 verdict: Verdict::Invalid,
                 summary: HOSTILE.into(),
-                details: json!({"undecided": [{"partition": HOSTILE, "ops": 2, "reason": HOSTILE}]}),
+                details: json!({
+                    "undecided": [{"partition": HOSTILE, "ops": 2, "reason": HOSTILE}],
+                    "skipped": [{"partition": HOSTILE, "offsets": [2, 5]}],
+                }),
             }],
             stats: Stats::default(),
             faults: vec![fault],
@@ -977,6 +1001,7 @@ mod tests {
         assert!(page.contains(&format!("<title>ordeal: {ESCAPED} — invalid</title>")), "{page}");
         assert!(page.contains(&format!("<h1>INVALID</h1><p>{ESCAPED}</p>")), "{page}");
         assert!(page.contains(r#""\u003c!--\u003cscript>""#), "the timeline data cannot open a script: {page}");
+        assert!(page.contains("<td>[2,5]</td><td>2</td>"), "the skipped offsets are shown: {page}");
 
         write_index(store.path()).unwrap();
         let index = std::fs::read_to_string(store.path().join(store::INDEX)).unwrap();

@@ -501,23 +501,27 @@ impl Broker {
         let p = value["key"].as_u64().unwrap_or(0) as u32;
         let from = value["from"].as_u64().unwrap_or(0);
         let whole = value["final"] == Value::Bool(true);
-        let mut values = Vec::new();
+        let (mut values, mut offsets) = (Vec::new(), Vec::new());
+        // Where the next fetch starts: past the last record read, at the offset the broker named
+        // (not counted from `from`: a log with a hole must show it, not shift what follows).
+        let mut next = from;
         let mut hw;
         let mut node;
         loop {
-            match self.client.fetch(TOPIC, p, from + values.len() as u64, 1000).await {
+            match self.client.fetch(TOPIC, p, next, 1000).await {
                 Ok(a) => {
                     hw = a.value.high_watermark;
                     node = a.node;
-                    let n = a.value.records.len();
-                    values.extend(a.value.records.iter().map(|r| int(&r.value)));
-                    if whole && n == 0 && from + (values.len() as u64) < hw {
+                    let before = next;
+                    for r in &a.value.records {
+                        values.push(int(&r.value));
+                        offsets.push(r.offset);
+                        next = next.max(r.offset.saturating_add(1));
+                    }
+                    if whole && next == before && next < hw {
                         // A final read is the whole log or nothing: a short one would hide its
                         // tail from the checks. A read changes nothing, so it definitely failed.
-                        let error = format!(
-                            "partition {p}: no records at {} below high watermark {hw}",
-                            from + values.len() as u64
-                        );
+                        let error = format!("partition {p}: no records at {next} below high watermark {hw}");
                         return Completion {
                             kind: OpType::Fail,
                             value: Value::Null,
@@ -525,14 +529,14 @@ impl Broker {
                             node: Some(node),
                         };
                     }
-                    if !whole || n == 0 || from + values.len() as u64 >= hw {
+                    if !whole || next == before || next >= hw {
                         break;
                     }
                 }
                 Err(e) => return failed(&e, true),
             }
         }
-        let mut out = json!({"key": p, "from": from, "values": values, "hw": hw});
+        let mut out = json!({"key": p, "from": from, "values": values, "offsets": offsets, "hw": hw});
         if whole {
             out["final"] = Value::Bool(true);
         }
