@@ -800,10 +800,8 @@ impl Group {
             return;
         }
         if self.node.raft.state != StateRole::Leader {
-            let err = self.not_leader();
-            for w in self.reads_queued.drain(..) {
-                let _ = w.reply.send(Err(err.clone()));
-            }
+            let queued = std::mem::take(&mut self.reads_queued);
+            self.refuse_reads(queued);
             return;
         }
         // raft-rs silently drops ReadIndex on a leader that has not committed in its term yet;
@@ -886,13 +884,10 @@ impl Group {
         // 5. Messages that must wait for the fsync (votes, append responses).
         self.send(rd.take_persisted_messages());
         self.apply(committed)?;
-        // 6. Confirmed reads wait for their index to be applied.
-        for rs in rd.take_read_states() {
-            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if let Some(ws) = self.reads_in_flight.remove(&ctx) {
-                self.reads_ready.push((rs.index, ws));
-            }
-        }
+        // 6. Confirmed reads wait for their index to be applied; a deposed leader's others fail.
+        let leads = self.node.raft.state == StateRole::Leader;
+        let orphaned = settle_reads(&mut self.reads_in_flight, &mut self.reads_ready, rd.take_read_states(), leads);
+        self.refuse_reads(orphaned);
         // 7. Advance; the light ready carries what became committed meanwhile.
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -1042,14 +1037,16 @@ impl Group {
                 self.failure = Some(e);
             }
         }
-        if role != StateRole::Leader && !self.reads_in_flight.is_empty() {
-            // A deposed leader's reads will never be confirmed.
-            let err = self.not_leader();
-            for (_, ws) in self.reads_in_flight.drain() {
-                for w in ws {
-                    let _ = w.reply.send(Err(err.clone()));
-                }
-            }
+    }
+
+    /// Answers reads this node cannot serve, naming the leader if it knows one.
+    fn refuse_reads(&self, reads: Vec<ReadWaiter>) {
+        if reads.is_empty() {
+            return;
+        }
+        let err = self.not_leader();
+        for w in reads {
+            let _ = w.reply.send(Err(err.clone()));
         }
     }
 
@@ -1285,6 +1282,28 @@ fn proposed_at(
     pending.remove(&request_id)
 }
 
+/// Moves the reads raft `confirmed` from `in_flight` to `ready`, to be served once their index is
+/// applied, even if this node no longer leads: raft confirmed them while it led (a Ready can
+/// carry a step-down with the read states of the same batch of messages). Returns the reads left
+/// in flight if it no longer `leads`: those will never be confirmed.
+fn settle_reads(
+    in_flight: &mut HashMap<u64, Vec<ReadWaiter>>,
+    ready: &mut Vec<(u64, Vec<ReadWaiter>)>,
+    confirmed: Vec<raft::ReadState>,
+    leads: bool,
+) -> Vec<ReadWaiter> {
+    for rs in confirmed {
+        let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        if let Some(ws) = in_flight.remove(&ctx) {
+            ready.push((rs.index, ws));
+        }
+    }
+    if leads {
+        return Vec::new();
+    }
+    in_flight.drain().flat_map(|(_, ws)| ws).collect()
+}
+
 /// Answers every pending proposal at an index up to `last` with `error(index)`; returns how many.
 fn settle_through(
     pending: &mut HashMap<u64, Pending>,
@@ -1339,6 +1358,101 @@ mod tests {
         assert!(!rd.messages().is_empty(), "the append to learner 2 may leave before the fsync");
         assert!(votes_anew(&stored, rd.hs()), "so the new term holds it back");
         assert!(!votes_anew(rd.hs().unwrap(), rd.hs()));
+    }
+
+    /// A read waiting in flight under context `ctx`, and where its answer arrives.
+    fn read_in_flight(
+        in_flight: &mut HashMap<u64, Vec<ReadWaiter>>,
+        ctx: u64,
+    ) -> oneshot::Receiver<Result<(), BrokerError>> {
+        let (reply, answer) = oneshot::channel();
+        in_flight
+            .entry(ctx)
+            .or_default()
+            .push(ReadWaiter { deadline: Instant::now() + Duration::from_secs(60), reply });
+        answer
+    }
+
+    fn read_state(ctx: u64, index: u64) -> raft::ReadState {
+        raft::ReadState { index, request_ctx: ctx.to_be_bytes().to_vec() }
+    }
+
+    #[test]
+    fn a_deposed_leader_keeps_the_reads_raft_confirmed_and_gives_up_the_rest() {
+        let (mut in_flight, mut ready) = (HashMap::new(), Vec::new());
+        let _confirmed = read_in_flight(&mut in_flight, 1);
+        let _unconfirmed = read_in_flight(&mut in_flight, 2);
+        let orphaned = settle_reads(&mut in_flight, &mut ready, vec![read_state(1, 40)], false);
+        assert_eq!(ready.iter().map(|(index, ws)| (*index, ws.len())).collect::<Vec<_>>(), [(40, 1)]);
+        assert_eq!(orphaned.len(), 1, "only the unconfirmed read fails");
+        assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_leader_keeps_its_unconfirmed_reads_in_flight() {
+        let (mut in_flight, mut ready) = (HashMap::new(), Vec::new());
+        let _confirmed = read_in_flight(&mut in_flight, 1);
+        let _unconfirmed = read_in_flight(&mut in_flight, 2);
+        let orphaned = settle_reads(&mut in_flight, &mut ready, vec![read_state(1, 40), read_state(9, 41)], true);
+        assert!(orphaned.is_empty());
+        assert_eq!(ready.len(), 1, "a context no read waits under is ignored");
+        assert_eq!(in_flight.keys().copied().collect::<Vec<_>>(), [2]);
+    }
+
+    /// Handles a Ready as the loop does, on memory: persist, then advance.
+    fn persist(node: &mut RawNode<raft::storage::MemStorage>) {
+        let mut rd = node.ready();
+        let store = node.store().clone();
+        store.wl().append(rd.entries()).unwrap();
+        if let Some(hs) = rd.hs() {
+            store.wl().set_hardstate(hs.clone());
+        }
+        rd.take_messages();
+        let mut light = node.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            store.wl().mut_hard_state().set_commit(commit);
+        }
+        light.take_messages();
+        node.advance_apply();
+    }
+
+    fn message(ty: MessageType, from: u64, term: u64) -> Message {
+        let mut m = Message { from, to: 1, term, ..Default::default() };
+        m.set_msg_type(ty);
+        m
+    }
+
+    #[test]
+    fn a_ready_can_carry_a_step_down_with_reads_confirmed_before_it() {
+        use raft::eraftpb::ConfState;
+        use raft::storage::MemStorage;
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        let cfg = raft::Config { id: 1, ..raft::Config::default() };
+        let mut node = RawNode::new(&cfg, storage, &raft_logger(1, 0)).unwrap();
+        node.campaign().unwrap();
+        persist(&mut node);
+        let term = node.raft.term;
+        node.step(message(MessageType::MsgRequestVoteResponse, 2, term)).unwrap();
+        persist(&mut node);
+        let mut appended = message(MessageType::MsgAppendResponse, 2, term);
+        appended.index = node.raft.raft_log.last_index();
+        node.step(appended).unwrap();
+        persist(&mut node);
+        assert!(node.raft.commit_to_current_term());
+        node.read_index(7u64.to_be_bytes().to_vec());
+        persist(&mut node);
+        // In one batch: node 2 confirms the read, then node 3's heartbeat of a later term deposes.
+        let mut confirms = message(MessageType::MsgHeartbeatResponse, 2, term);
+        confirms.context = 7u64.to_be_bytes().to_vec().into();
+        node.step(confirms).unwrap();
+        node.step(message(MessageType::MsgHeartbeat, 3, term + 1)).unwrap();
+        let mut rd = node.ready();
+        assert_eq!(rd.ss().map(|ss| ss.raft_state), Some(StateRole::Follower));
+        let (mut in_flight, mut ready) = (HashMap::new(), Vec::new());
+        let _read = read_in_flight(&mut in_flight, 7);
+        let orphaned = settle_reads(&mut in_flight, &mut ready, rd.take_read_states(), false);
+        assert!(orphaned.is_empty(), "the confirmed read is not failed");
+        assert_eq!(ready.len(), 1);
     }
 
     #[test]
