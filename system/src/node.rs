@@ -216,7 +216,6 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         leader_id: 0,
         view: view_tx,
         config: ctx.config.clone(),
-        found_voter: false,
         tx: own_tx,
         compacting: false,
         failure: None,
@@ -324,8 +323,6 @@ struct Group {
     leader_id: u64,
     view: watch::Sender<GroupView>,
     config: Arc<NodeConfig>,
-    /// Whether a `--join-as-learner` node has already reported finding itself a voter.
-    found_voter: bool,
     /// The loop's own queue, for answers from its helper tasks (snapshot sends, flushes).
     tx: SyncSender<Request>,
     /// A flush for a compaction is under way.
@@ -733,9 +730,7 @@ impl Group {
         let cs = self.node.raft.prs().conf().to_conf_state();
         let members: BTreeSet<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
         self.transport.set_members(self.group, members);
-        if self.config.membership.join_as_learner && cs.voters.contains(&self.id) && !self.found_voter {
-            self.found_voter = true;
-            self.metrics.learner_found_voter.fetch_add(1, Ordering::Relaxed);
+        if self.config.membership.join_as_learner && cs.voters.contains(&self.id) && first_found_voter(&self.metrics) {
             tracing::error!(voters = ?cs.voters, "started with --join-as-learner but this node is a voter; it keeps running");
         }
     }
@@ -1282,6 +1277,13 @@ fn proposed_at(
     pending.remove(&request_id)
 }
 
+/// Counts a `--join-as-learner` node found a voter; whether this was the first time since its
+/// start. Once per node, not per group: the operator has one node to look at, however many of its
+/// groups promoted it.
+fn first_found_voter(metrics: &Metrics) -> bool {
+    metrics.learner_found_voter.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// Moves the reads raft `confirmed` from `in_flight` to `ready`, to be served once their index is
 /// applied, even if this node no longer leads: raft confirmed them while it led (a Ready can
 /// carry a step-down with the read states of the same batch of messages). Returns the reads left
@@ -1358,6 +1360,14 @@ mod tests {
         assert!(!rd.messages().is_empty(), "the append to learner 2 may leave before the fsync");
         assert!(votes_anew(&stored, rd.hs()), "so the new term holds it back");
         assert!(!votes_anew(rd.hs().unwrap(), rd.hs()));
+    }
+
+    #[test]
+    fn a_join_as_learner_node_reports_finding_itself_a_voter_once_whatever_its_groups() {
+        let metrics = Metrics::default();
+        assert!(first_found_voter(&metrics), "the first group to find it reports it");
+        assert!(!first_found_voter(&metrics), "a second group does not");
+        assert_eq!(metrics.learner_found_voter.load(Ordering::Relaxed), 1);
     }
 
     /// A read waiting in flight under context `ctx`, and where its answer arrives.
