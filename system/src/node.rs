@@ -714,14 +714,14 @@ impl Group {
         Ok(MembersView { leader_id: self.id, commit: raft.raft_log.committed, members })
     }
 
-    /// Records addresses learned from the log or storage: leader hints and the transport.
+    /// Records addresses learned from the log or storage: leader hints and the transport's
+    /// address book. Each caller then calls [`Group::on_membership_changed`], which connects the
+    /// members: the table also names removed nodes, which are not to be dialled.
     fn learn_addresses(&mut self, addresses: BTreeMap<u64, String>) {
-        for (id, address) in addresses {
-            if let Ok(mut peers) = self.peers.write() {
-                peers.insert(id, address.clone());
-            }
-            self.transport.set_address(id, &address);
+        if let Ok(mut peers) = self.peers.write() {
+            peers.extend(addresses.iter().map(|(id, a)| (*id, a.clone())));
         }
+        self.transport.record_addresses(addresses);
     }
 
     /// After the configuration changed (or at start): tell the transport who the members are,
