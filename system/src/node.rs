@@ -174,6 +174,25 @@ pub struct GroupContext {
 /// Opens group `group`'s storage and starts its loop on a thread of its own; join the thread
 /// after [`GroupHandle::stop`] so that the database closes before the process exits.
 pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<()>), StorageError> {
+    let (mut g, rx, handle) = open(group, ctx)?;
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-g{group}"))
+        .spawn(move || {
+            let span = tracing::info_span!("group", node = g.id, group);
+            let _enter = span.enter();
+            if let Err(e) = g.run(rx) {
+                // raft-rs's contract: after a storage error the node is unusable. Stop the
+                // process rather than serve from a state that may not be on disk.
+                tracing::error!("storage failed, stopping the node: {e}");
+                std::process::exit(70);
+            }
+        })
+        .expect("spawning a thread only fails when the system is out of resources");
+    Ok((handle, thread))
+}
+
+/// Opens group `group`'s storage and its loop, not yet running.
+fn open(group: u32, ctx: &GroupContext) -> Result<(Group, Receiver<Request>, GroupHandle), StorageError> {
     if !ctx.config.membership.join {
         RaftStorage::bootstrap(&ctx.db, group, &ctx.config.peers)?;
     }
@@ -229,20 +248,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     };
     g.learn_addresses(g.node.store().peer_addresses().clone());
     g.on_membership_changed();
-    let thread = std::thread::Builder::new()
-        .name(format!("raft-g{group}"))
-        .spawn(move || {
-            let span = tracing::info_span!("group", node = g.id, group);
-            let _enter = span.enter();
-            if let Err(e) = g.run(rx) {
-                // raft-rs's contract: after a storage error the node is unusable. Stop the
-                // process rather than serve from a state that may not be on disk.
-                tracing::error!("storage failed, stopping the node: {e}");
-                std::process::exit(70);
-            }
-        })
-        .expect("spawning a thread only fails when the system is out of resources");
-    Ok((GroupHandle { group, tx, view, switching }, thread))
+    Ok((g, rx, GroupHandle { group, tx, view, switching }))
 }
 
 fn raft_config(id: u64, t: &RaftTiming, applied: u64) -> raft::Config {
@@ -414,8 +420,7 @@ impl Group {
                 self.maybe_raise_cluster_version();
                 self.step_down_if_removed();
             }
-            self.issue_reads();
-            self.on_ready()?;
+            self.issue_reads_and_ready()?;
             self.order_election();
             if let Some(e) = self.failure.take().or_else(|| self.node.store().take_failure()) {
                 return Err(e);
@@ -787,6 +792,21 @@ impl Group {
             .filter(|(id, p)| **id != self.id && voters.contains(id) && p.recent_active)
             .max_by_key(|(_, p)| p.matched)
             .map(|(id, _)| *id)
+    }
+
+    /// Hands queued reads to raft, then handles the Ready.
+    fn issue_reads_and_ready(&mut self) -> Result<(), StorageError> {
+        self.issue_reads();
+        self.on_ready()?;
+        // A single voter commits in a new term only as the Ready that elected it is handled,
+        // after `issue_reads` kept the reads of that iteration queued: they go now, not a tick
+        // later.
+        let raft = &self.node.raft;
+        if !self.reads_queued.is_empty() && raft.state == StateRole::Leader && raft.commit_to_current_term() {
+            self.issue_reads();
+            self.on_ready()?;
+        }
+        Ok(())
     }
 
     /// Hands queued reads to raft as one ReadIndex request.
@@ -1360,6 +1380,51 @@ mod tests {
         assert!(!rd.messages().is_empty(), "the append to learner 2 may leave before the fsync");
         assert!(votes_anew(&stored, rd.hs()), "so the new term holds it back");
         assert!(!votes_anew(rd.hs().unwrap(), rd.hs()));
+    }
+
+    /// A single voter's group 0 in `dir`, opened but not running, its first Ready handled.
+    fn single_voter(dir: &std::path::Path) -> Group {
+        let peers: BTreeMap<u64, String> = [(1, "127.0.0.1:1".to_string())].into();
+        let config = NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:1".parse().unwrap(),
+            http: None,
+            peers: peers.clone(),
+            data_dir: dir.to_path_buf(),
+            groups: 1,
+            timing: RaftTiming::default(),
+            sync: false,
+            max_record_bytes: 1 << 20,
+            admin_token: None,
+            request_timeout: Duration::from_secs(60),
+            bugs: BTreeSet::new(),
+            membership: Default::default(),
+            release: version::Release::current(),
+            tls: None,
+        };
+        let ctx = GroupContext {
+            db: crate::storage::open_db(dir).unwrap(),
+            config: Arc::new(config),
+            peers: Arc::new(RwLock::new(peers.clone())),
+            transport: Transport::start(1, &peers, version::Release::current(), None),
+            metrics: Arc::default(),
+        };
+        let mut g = open(0, &ctx).unwrap().0;
+        g.issue_reads_and_ready().unwrap();
+        g
+    }
+
+    #[tokio::test]
+    async fn a_single_voter_serves_the_reads_queued_in_the_iteration_that_elected_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = single_voter(dir.path());
+        let (reply, mut answer) = oneshot::channel();
+        g.handle(Request::Read { reply });
+        // As an election timeout in the same iteration of the loop would.
+        g.node.campaign().unwrap();
+        assert_eq!(g.node.raft.state, StateRole::Leader);
+        g.issue_reads_and_ready().unwrap();
+        assert!(matches!(answer.try_recv(), Ok(Ok(()))), "the read waits for the next iteration");
     }
 
     #[test]
