@@ -207,8 +207,8 @@ struct ServeArgs {
     /// Start without membership and wait to be added (`add-learner`) by the cluster's leader.
     #[arg(long, env = "ORDEAL_BROKER_JOIN")]
     join: bool,
-    /// This node means to stay a learner: if it finds itself a voter it logs an error once and
-    /// counts it (`ordeal_learner_found_voter_total`), and keeps running.
+    /// This node means to stay a learner: if it finds itself a voter (in any group) it logs an
+    /// error and counts it (`ordeal_learner_found_voter_total`) once per start, and keeps running.
     #[arg(long, env = "ORDEAL_BROKER_JOIN_AS_LEARNER")]
     join_as_learner: bool,
     /// As leader: promote a learner only within this many entries of the commit index.

@@ -380,24 +380,47 @@ pub async fn members(state: &NodeState, r: MembersRequest) -> Result<MembersResp
     state.group(r.group)?.send(Request::Members { reply })?;
     let view = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
     let addresses = state.peers.read().map(|p| p.clone()).unwrap_or_default();
-    // Members are a handful of nodes: probing them one after another costs little.
-    let mut members = Vec::with_capacity(view.members.len());
-    for m in &view.members {
-        let address = addresses.get(&m.id).cloned().unwrap_or_default();
-        let status = probe(m.id, &address).await.ok();
-        let applied = status.and_then(|s| s.groups.into_iter().find(|g| g.group == r.group));
-        members.push(Member {
+    let targets: Vec<(u64, String)> =
+        view.members.iter().map(|m| (m.id, addresses.get(&m.id).cloned().unwrap_or_default())).collect();
+    let applied = applied_indices(r.group, &targets).await;
+    let members = view
+        .members
+        .iter()
+        .zip(targets)
+        .zip(applied)
+        .map(|((m, (_, address)), applied)| Member {
             id: m.id,
             address,
             is_learner: m.is_learner,
             match_index: m.match_index,
-            applied_index: applied.as_ref().map_or(0, |g| g.applied_index),
+            applied_index: applied.unwrap_or(0),
             reachable: applied.is_some(),
             progress_state: m.state.into(),
             lag_ms: m.lag.as_millis() as u64,
+        })
+        .collect();
+    Ok(MembersResponse { group: r.group, leader_id: view.leader_id, commit_index: view.commit, members })
+}
+
+/// Each target's applied index in `group`, in the targets' order; `None` for one that did not
+/// answer. Probed all at once: members are asked about during incidents, when several may hang
+/// for the whole probe timeout, and one after another those waits add up past a caller's deadline.
+async fn applied_indices(group: u32, targets: &[(u64, String)]) -> Vec<Option<u64>> {
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, (id, address)) in targets.iter().cloned().enumerate() {
+        probes.spawn(async move {
+            let status = probe(id, &address).await.ok();
+            (i, status.and_then(|s| s.groups.into_iter().find(|g| g.group == group)).map(|g| g.applied_index))
         });
     }
-    Ok(MembersResponse { group: r.group, leader_id: view.leader_id, commit_index: view.commit, members })
+    let mut applied = vec![None; targets.len()];
+    while let Some(done) = probes.join_next().await {
+        // A probe that panicked answered nothing: its member stays unreachable.
+        if let Ok((i, a)) = done {
+            applied[i] = a;
+        }
+    }
+    applied
 }
 
 fn not_leader(group: u32, view: &crate::node::GroupView) -> BrokerError {

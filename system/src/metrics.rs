@@ -37,7 +37,7 @@ pub struct Metrics {
     pub peer_auth_rejected: AtomicU64,
     /// 1 when peers must authenticate (the node has TLS credentials), else 0.
     pub peer_auth_enabled: AtomicU64,
-    /// Times a `--join-as-learner` node found itself a voter (once per group and start).
+    /// 1 once a `--join-as-learner` node found itself a voter, in any of its groups, since its start.
     pub learner_found_voter: AtomicU64,
     /// Campaigns started at once because the leader's port refused a connection.
     pub fast_campaigns: AtomicU64,

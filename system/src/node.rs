@@ -174,6 +174,25 @@ pub struct GroupContext {
 /// Opens group `group`'s storage and starts its loop on a thread of its own; join the thread
 /// after [`GroupHandle::stop`] so that the database closes before the process exits.
 pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<()>), StorageError> {
+    let (mut g, rx, handle) = open(group, ctx)?;
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-g{group}"))
+        .spawn(move || {
+            let span = tracing::info_span!("group", node = g.id, group);
+            let _enter = span.enter();
+            if let Err(e) = g.run(rx) {
+                // raft-rs's contract: after a storage error the node is unusable. Stop the
+                // process rather than serve from a state that may not be on disk.
+                tracing::error!("storage failed, stopping the node: {e}");
+                std::process::exit(70);
+            }
+        })
+        .expect("spawning a thread only fails when the system is out of resources");
+    Ok((handle, thread))
+}
+
+/// Opens group `group`'s storage and its loop, not yet running.
+fn open(group: u32, ctx: &GroupContext) -> Result<(Group, Receiver<Request>, GroupHandle), StorageError> {
     if !ctx.config.membership.join {
         RaftStorage::bootstrap(&ctx.db, group, &ctx.config.peers)?;
     }
@@ -216,7 +235,6 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
         leader_id: 0,
         view: view_tx,
         config: ctx.config.clone(),
-        found_voter: false,
         tx: own_tx,
         compacting: false,
         failure: None,
@@ -230,20 +248,7 @@ pub fn spawn(group: u32, ctx: &GroupContext) -> Result<(GroupHandle, JoinHandle<
     };
     g.learn_addresses(g.node.store().peer_addresses().clone());
     g.on_membership_changed();
-    let thread = std::thread::Builder::new()
-        .name(format!("raft-g{group}"))
-        .spawn(move || {
-            let span = tracing::info_span!("group", node = g.id, group);
-            let _enter = span.enter();
-            if let Err(e) = g.run(rx) {
-                // raft-rs's contract: after a storage error the node is unusable. Stop the
-                // process rather than serve from a state that may not be on disk.
-                tracing::error!("storage failed, stopping the node: {e}");
-                std::process::exit(70);
-            }
-        })
-        .expect("spawning a thread only fails when the system is out of resources");
-    Ok((GroupHandle { group, tx, view, switching }, thread))
+    Ok((g, rx, GroupHandle { group, tx, view, switching }))
 }
 
 fn raft_config(id: u64, t: &RaftTiming, applied: u64) -> raft::Config {
@@ -324,8 +329,6 @@ struct Group {
     leader_id: u64,
     view: watch::Sender<GroupView>,
     config: Arc<NodeConfig>,
-    /// Whether a `--join-as-learner` node has already reported finding itself a voter.
-    found_voter: bool,
     /// The loop's own queue, for answers from its helper tasks (snapshot sends, flushes).
     tx: SyncSender<Request>,
     /// A flush for a compaction is under way.
@@ -417,8 +420,7 @@ impl Group {
                 self.maybe_raise_cluster_version();
                 self.step_down_if_removed();
             }
-            self.issue_reads();
-            self.on_ready()?;
+            self.issue_reads_and_ready()?;
             self.order_election();
             if let Some(e) = self.failure.take().or_else(|| self.node.store().take_failure()) {
                 return Err(e);
@@ -717,14 +719,14 @@ impl Group {
         Ok(MembersView { leader_id: self.id, commit: raft.raft_log.committed, members })
     }
 
-    /// Records addresses learned from the log or storage: leader hints and the transport.
+    /// Records addresses learned from the log or storage: leader hints and the transport's
+    /// address book. Each caller then calls [`Group::on_membership_changed`], which connects the
+    /// members: the table also names removed nodes, which are not to be dialled.
     fn learn_addresses(&mut self, addresses: BTreeMap<u64, String>) {
-        for (id, address) in addresses {
-            if let Ok(mut peers) = self.peers.write() {
-                peers.insert(id, address.clone());
-            }
-            self.transport.set_address(id, &address);
+        if let Ok(mut peers) = self.peers.write() {
+            peers.extend(addresses.iter().map(|(id, a)| (*id, a.clone())));
         }
+        self.transport.record_addresses(addresses);
     }
 
     /// After the configuration changed (or at start): tell the transport who the members are,
@@ -733,9 +735,7 @@ impl Group {
         let cs = self.node.raft.prs().conf().to_conf_state();
         let members: BTreeSet<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
         self.transport.set_members(self.group, members);
-        if self.config.membership.join_as_learner && cs.voters.contains(&self.id) && !self.found_voter {
-            self.found_voter = true;
-            self.metrics.learner_found_voter.fetch_add(1, Ordering::Relaxed);
+        if self.config.membership.join_as_learner && cs.voters.contains(&self.id) && first_found_voter(&self.metrics) {
             tracing::error!(voters = ?cs.voters, "started with --join-as-learner but this node is a voter; it keeps running");
         }
     }
@@ -794,16 +794,29 @@ impl Group {
             .map(|(id, _)| *id)
     }
 
+    /// Hands queued reads to raft, then handles the Ready.
+    fn issue_reads_and_ready(&mut self) -> Result<(), StorageError> {
+        self.issue_reads();
+        self.on_ready()?;
+        // A single voter commits in a new term only as the Ready that elected it is handled,
+        // after `issue_reads` kept the reads of that iteration queued: they go now, not a tick
+        // later.
+        let raft = &self.node.raft;
+        if !self.reads_queued.is_empty() && raft.state == StateRole::Leader && raft.commit_to_current_term() {
+            self.issue_reads();
+            self.on_ready()?;
+        }
+        Ok(())
+    }
+
     /// Hands queued reads to raft as one ReadIndex request.
     fn issue_reads(&mut self) {
         if self.reads_queued.is_empty() {
             return;
         }
         if self.node.raft.state != StateRole::Leader {
-            let err = self.not_leader();
-            for w in self.reads_queued.drain(..) {
-                let _ = w.reply.send(Err(err.clone()));
-            }
+            let queued = std::mem::take(&mut self.reads_queued);
+            self.refuse_reads(queued);
             return;
         }
         // raft-rs silently drops ReadIndex on a leader that has not committed in its term yet;
@@ -886,13 +899,10 @@ impl Group {
         // 5. Messages that must wait for the fsync (votes, append responses).
         self.send(rd.take_persisted_messages());
         self.apply(committed)?;
-        // 6. Confirmed reads wait for their index to be applied.
-        for rs in rd.take_read_states() {
-            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if let Some(ws) = self.reads_in_flight.remove(&ctx) {
-                self.reads_ready.push((rs.index, ws));
-            }
-        }
+        // 6. Confirmed reads wait for their index to be applied; a deposed leader's others fail.
+        let leads = self.node.raft.state == StateRole::Leader;
+        let orphaned = settle_reads(&mut self.reads_in_flight, &mut self.reads_ready, rd.take_read_states(), leads);
+        self.refuse_reads(orphaned);
         // 7. Advance; the light ready carries what became committed meanwhile.
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -1042,14 +1052,16 @@ impl Group {
                 self.failure = Some(e);
             }
         }
-        if role != StateRole::Leader && !self.reads_in_flight.is_empty() {
-            // A deposed leader's reads will never be confirmed.
-            let err = self.not_leader();
-            for (_, ws) in self.reads_in_flight.drain() {
-                for w in ws {
-                    let _ = w.reply.send(Err(err.clone()));
-                }
-            }
+    }
+
+    /// Answers reads this node cannot serve, naming the leader if it knows one.
+    fn refuse_reads(&self, reads: Vec<ReadWaiter>) {
+        if reads.is_empty() {
+            return;
+        }
+        let err = self.not_leader();
+        for w in reads {
+            let _ = w.reply.send(Err(err.clone()));
         }
     }
 
@@ -1285,6 +1297,35 @@ fn proposed_at(
     pending.remove(&request_id)
 }
 
+/// Counts a `--join-as-learner` node found a voter; whether this was the first time since its
+/// start. Once per node, not per group: the operator has one node to look at, however many of its
+/// groups promoted it.
+fn first_found_voter(metrics: &Metrics) -> bool {
+    metrics.learner_found_voter.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+/// Moves the reads raft `confirmed` from `in_flight` to `ready`, to be served once their index is
+/// applied, even if this node no longer leads: raft confirmed them while it led (a Ready can
+/// carry a step-down with the read states of the same batch of messages). Returns the reads left
+/// in flight if it no longer `leads`: those will never be confirmed.
+fn settle_reads(
+    in_flight: &mut HashMap<u64, Vec<ReadWaiter>>,
+    ready: &mut Vec<(u64, Vec<ReadWaiter>)>,
+    confirmed: Vec<raft::ReadState>,
+    leads: bool,
+) -> Vec<ReadWaiter> {
+    for rs in confirmed {
+        let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        if let Some(ws) = in_flight.remove(&ctx) {
+            ready.push((rs.index, ws));
+        }
+    }
+    if leads {
+        return Vec::new();
+    }
+    in_flight.drain().flat_map(|(_, ws)| ws).collect()
+}
+
 /// Answers every pending proposal at an index up to `last` with `error(index)`; returns how many.
 fn settle_through(
     pending: &mut HashMap<u64, Pending>,
@@ -1339,6 +1380,154 @@ mod tests {
         assert!(!rd.messages().is_empty(), "the append to learner 2 may leave before the fsync");
         assert!(votes_anew(&stored, rd.hs()), "so the new term holds it back");
         assert!(!votes_anew(rd.hs().unwrap(), rd.hs()));
+    }
+
+    /// A single voter's group 0 in `dir`, opened but not running, its first Ready handled.
+    fn single_voter(dir: &std::path::Path) -> Group {
+        let peers: BTreeMap<u64, String> = [(1, "127.0.0.1:1".to_string())].into();
+        let config = NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:1".parse().unwrap(),
+            http: None,
+            peers: peers.clone(),
+            data_dir: dir.to_path_buf(),
+            groups: 1,
+            timing: RaftTiming::default(),
+            sync: false,
+            max_record_bytes: 1 << 20,
+            admin_token: None,
+            request_timeout: Duration::from_secs(60),
+            bugs: BTreeSet::new(),
+            membership: Default::default(),
+            release: version::Release::current(),
+            tls: None,
+        };
+        let ctx = GroupContext {
+            db: crate::storage::open_db(dir).unwrap(),
+            config: Arc::new(config),
+            peers: Arc::new(RwLock::new(peers.clone())),
+            transport: Transport::start(1, &peers, version::Release::current(), None),
+            metrics: Arc::default(),
+        };
+        let mut g = open(0, &ctx).unwrap().0;
+        g.issue_reads_and_ready().unwrap();
+        g
+    }
+
+    #[tokio::test]
+    async fn a_single_voter_serves_the_reads_queued_in_the_iteration_that_elected_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = single_voter(dir.path());
+        let (reply, mut answer) = oneshot::channel();
+        g.handle(Request::Read { reply });
+        // As an election timeout in the same iteration of the loop would.
+        g.node.campaign().unwrap();
+        assert_eq!(g.node.raft.state, StateRole::Leader);
+        g.issue_reads_and_ready().unwrap();
+        assert!(matches!(answer.try_recv(), Ok(Ok(()))), "the read waits for the next iteration");
+    }
+
+    #[test]
+    fn a_join_as_learner_node_reports_finding_itself_a_voter_once_whatever_its_groups() {
+        let metrics = Metrics::default();
+        assert!(first_found_voter(&metrics), "the first group to find it reports it");
+        assert!(!first_found_voter(&metrics), "a second group does not");
+        assert_eq!(metrics.learner_found_voter.load(Ordering::Relaxed), 1);
+    }
+
+    /// A read waiting in flight under context `ctx`, and where its answer arrives.
+    fn read_in_flight(
+        in_flight: &mut HashMap<u64, Vec<ReadWaiter>>,
+        ctx: u64,
+    ) -> oneshot::Receiver<Result<(), BrokerError>> {
+        let (reply, answer) = oneshot::channel();
+        in_flight
+            .entry(ctx)
+            .or_default()
+            .push(ReadWaiter { deadline: Instant::now() + Duration::from_secs(60), reply });
+        answer
+    }
+
+    fn read_state(ctx: u64, index: u64) -> raft::ReadState {
+        raft::ReadState { index, request_ctx: ctx.to_be_bytes().to_vec() }
+    }
+
+    #[test]
+    fn a_deposed_leader_keeps_the_reads_raft_confirmed_and_gives_up_the_rest() {
+        let (mut in_flight, mut ready) = (HashMap::new(), Vec::new());
+        let _confirmed = read_in_flight(&mut in_flight, 1);
+        let _unconfirmed = read_in_flight(&mut in_flight, 2);
+        let orphaned = settle_reads(&mut in_flight, &mut ready, vec![read_state(1, 40)], false);
+        assert_eq!(ready.iter().map(|(index, ws)| (*index, ws.len())).collect::<Vec<_>>(), [(40, 1)]);
+        assert_eq!(orphaned.len(), 1, "only the unconfirmed read fails");
+        assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_leader_keeps_its_unconfirmed_reads_in_flight() {
+        let (mut in_flight, mut ready) = (HashMap::new(), Vec::new());
+        let _confirmed = read_in_flight(&mut in_flight, 1);
+        let _unconfirmed = read_in_flight(&mut in_flight, 2);
+        let orphaned = settle_reads(&mut in_flight, &mut ready, vec![read_state(1, 40), read_state(9, 41)], true);
+        assert!(orphaned.is_empty());
+        assert_eq!(ready.len(), 1, "a context no read waits under is ignored");
+        assert_eq!(in_flight.keys().copied().collect::<Vec<_>>(), [2]);
+    }
+
+    /// Handles a Ready as the loop does, on memory: persist, then advance.
+    fn persist(node: &mut RawNode<raft::storage::MemStorage>) {
+        let mut rd = node.ready();
+        let store = node.store().clone();
+        store.wl().append(rd.entries()).unwrap();
+        if let Some(hs) = rd.hs() {
+            store.wl().set_hardstate(hs.clone());
+        }
+        rd.take_messages();
+        let mut light = node.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            store.wl().mut_hard_state().set_commit(commit);
+        }
+        light.take_messages();
+        node.advance_apply();
+    }
+
+    fn message(ty: MessageType, from: u64, term: u64) -> Message {
+        let mut m = Message { from, to: 1, term, ..Default::default() };
+        m.set_msg_type(ty);
+        m
+    }
+
+    #[test]
+    fn a_ready_can_carry_a_step_down_with_reads_confirmed_before_it() {
+        use raft::eraftpb::ConfState;
+        use raft::storage::MemStorage;
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        let cfg = raft::Config { id: 1, ..raft::Config::default() };
+        let mut node = RawNode::new(&cfg, storage, &raft_logger(1, 0)).unwrap();
+        node.campaign().unwrap();
+        persist(&mut node);
+        let term = node.raft.term;
+        node.step(message(MessageType::MsgRequestVoteResponse, 2, term)).unwrap();
+        persist(&mut node);
+        let mut appended = message(MessageType::MsgAppendResponse, 2, term);
+        appended.index = node.raft.raft_log.last_index();
+        node.step(appended).unwrap();
+        persist(&mut node);
+        assert!(node.raft.commit_to_current_term());
+        node.read_index(7u64.to_be_bytes().to_vec());
+        persist(&mut node);
+        // In one batch: node 2 confirms the read, then node 3's heartbeat of a later term deposes.
+        let mut confirms = message(MessageType::MsgHeartbeatResponse, 2, term);
+        confirms.context = 7u64.to_be_bytes().to_vec().into();
+        node.step(confirms).unwrap();
+        node.step(message(MessageType::MsgHeartbeat, 3, term + 1)).unwrap();
+        let mut rd = node.ready();
+        assert_eq!(rd.ss().map(|ss| ss.raft_state), Some(StateRole::Follower));
+        let (mut in_flight, mut ready) = (HashMap::new(), Vec::new());
+        let _read = read_in_flight(&mut in_flight, 7);
+        let orphaned = settle_reads(&mut in_flight, &mut ready, rd.take_read_states(), false);
+        assert!(orphaned.is_empty(), "the confirmed read is not failed");
+        assert_eq!(ready.len(), 1);
     }
 
     #[test]

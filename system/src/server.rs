@@ -36,10 +36,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let db = open_db_reading(&config.data_dir, config.release.storage_max)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     crate::storage::claim(&db, config.id).with_context(|| config.data_dir.display().to_string())?;
-    for g in 0..config.groups {
-        snapshot::recover(&db, g).with_context(|| format!("finishing the snapshot install of group {g}"))?;
-    }
-    snapshot::remove_leftovers(&config.data_dir);
+    snapshot::recover_all(&db, &config.data_dir).context("finishing a snapshot install a crash interrupted")?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let http_listener = match config.http {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),

@@ -55,8 +55,8 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use rocksdb::{
-    DB, DBCompressionType, IngestExternalFileOptions, Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter,
-    WriteBatch, WriteOptions,
+    DB, DBCompressionType, Direction, IngestExternalFileOptions, IteratorMode, Options, ReadOptions,
+    SnapshotWithThreadMode, SstFileWriter, WriteBatch, WriteOptions,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -1749,9 +1749,30 @@ fn clear(db: &DB, group: u32, m: &SnapshotInstall) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// At start: finishes an install a crash interrupted, and removes every other snapshot file
-/// (partial transfers, checkpoints of sends that were under way).
-pub fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
+/// At start: finishes every install a crash interrupted, then removes every other snapshot file
+/// (partial transfers, checkpoints of sends that were under way). Every group with a marker, not
+/// only those this start runs: a node restarted with fewer `--groups` would otherwise delete the
+/// file a marker names, and could not start again with the groups it had.
+pub fn recover_all(db: &DB, data_dir: &Path) -> Result<(), StorageError> {
+    for group in installing_groups(db)? {
+        recover(db, group)?;
+    }
+    remove_leftovers(data_dir);
+    Ok(())
+}
+
+/// The groups that have an install marker.
+fn installing_groups(db: &DB) -> Result<Vec<u32>, StorageError> {
+    let mut groups = Vec::new();
+    for item in db.iterator(IteratorMode::From(&keys::installing(0), Direction::Forward)) {
+        let Some(group) = keys::installing_group(&item?.0) else { break };
+        groups.push(group);
+    }
+    Ok(groups)
+}
+
+/// Finishes group `group`'s install if a crash interrupted it.
+fn recover(db: &DB, group: u32) -> Result<(), StorageError> {
     let Some(v) = db.get(keys::installing(group))? else {
         return Ok(());
     };
@@ -1854,8 +1875,8 @@ fn crc_of(file: &std::fs::File, zeroed: Option<u64>) -> std::io::Result<u32> {
     }
 }
 
-/// Removes snapshot files no install marker names; call after [`recover`] for every group.
-pub fn remove_leftovers(data_dir: &Path) {
+/// Removes every snapshot file: call once [`recover`] has finished every install a marker names.
+fn remove_leftovers(data_dir: &Path) {
     let _ = std::fs::remove_dir_all(snapshots_dir(data_dir));
 }
 
@@ -1876,16 +1897,20 @@ mod tests {
     /// A database with group 0 at applied index 5 (state `old`), and a snapshot file of it at
     /// index 10 (state `new`), beside it.
     fn setup(dir: &Path) -> (Arc<DB>, SnapshotInstall) {
+        setup_group(dir, 0, &dir.join("snap.sst"))
+    }
+
+    /// As [`setup`], for group `group`, with the snapshot file at `path`.
+    fn setup_group(dir: &Path, group: u32, path: &Path) -> (Arc<DB>, SnapshotInstall) {
         let db = open_db(&dir.join("data")).unwrap();
-        db.put(keys::applied(0), 5u64.to_be_bytes()).unwrap();
-        db.put(keys::state(0, b'K', &[b"old"]), b"1").unwrap();
-        db.put(keys::log(0, 5), b"entry").unwrap();
-        let path = dir.join("snap.sst");
+        db.put(keys::applied(group), 5u64.to_be_bytes()).unwrap();
+        db.put(keys::state(group, b'K', &[b"old"]), b"1").unwrap();
+        db.put(keys::log(group, 5), b"entry").unwrap();
         let opts = Options::default();
         let mut sst = SstFileWriter::create(&opts);
-        sst.open(&path).unwrap();
-        sst.put(keys::applied(0), 10u64.to_be_bytes()).unwrap();
-        sst.put(keys::state(0, b'K', &[b"new"]), b"2").unwrap();
+        sst.open(path).unwrap();
+        sst.put(keys::applied(group), 10u64.to_be_bytes()).unwrap();
+        sst.put(keys::state(group, b'K', &[b"new"]), b"2").unwrap();
         sst.finish().unwrap();
         let marker = SnapshotInstall {
             version: SNAPSHOT_VERSION,
@@ -1894,17 +1919,21 @@ mod tests {
             term: 3,
             crc32: None,
         };
-        db.put(keys::installing(0), marker.encode_to_vec()).unwrap();
+        db.put(keys::installing(group), marker.encode_to_vec()).unwrap();
         (db, marker)
     }
 
     fn check_switched(db: &DB) {
-        assert_eq!(db.get(keys::applied(0)).unwrap().unwrap(), 10u64.to_be_bytes());
-        assert_eq!(db.get(keys::state(0, b'K', &[b"old"])).unwrap(), None);
-        assert_eq!(db.get(keys::state(0, b'K', &[b"new"])).unwrap().unwrap(), b"2");
-        assert_eq!(db.get(keys::log(0, 5)).unwrap(), None);
-        assert_eq!(db.get(keys::installing(0)).unwrap(), None, "the marker goes last");
-        let t = db.get(keys::truncated(0)).unwrap().unwrap();
+        check_switched_group(db, 0);
+    }
+
+    fn check_switched_group(db: &DB, group: u32) {
+        assert_eq!(db.get(keys::applied(group)).unwrap().unwrap(), 10u64.to_be_bytes());
+        assert_eq!(db.get(keys::state(group, b'K', &[b"old"])).unwrap(), None);
+        assert_eq!(db.get(keys::state(group, b'K', &[b"new"])).unwrap().unwrap(), b"2");
+        assert_eq!(db.get(keys::log(group, 5)).unwrap(), None);
+        assert_eq!(db.get(keys::installing(group)).unwrap(), None, "the marker goes last");
+        let t = db.get(keys::truncated(group)).unwrap().unwrap();
         assert_eq!((&t[..8], &t[8..]), (&10u64.to_be_bytes()[..], &3u64.to_be_bytes()[..]));
     }
 
@@ -1922,6 +1951,25 @@ mod tests {
         let (db, marker) = setup(dir.path());
         clear(&db, 0, &marker).unwrap();
         restart_and_recover(dir.path(), db);
+    }
+
+    /// A node restarted with fewer `--groups` (here 1) while group 1's install was cut short
+    /// finishes that install too, before every other snapshot file goes: the file the marker
+    /// names must be there when the node starts again with its groups.
+    #[test]
+    fn an_interrupted_install_of_a_group_the_start_does_not_run_is_finished_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let incoming = incoming_dir(&data);
+        std::fs::create_dir_all(&incoming).unwrap();
+        let (db, marker) = setup_group(dir.path(), 1, &incoming.join("g1.sst"));
+        clear(&db, 1, &marker).unwrap();
+        std::fs::write(incoming.join("partial.tmp"), b"x").unwrap();
+        drop(db);
+        let db = open_db(&data).unwrap();
+        recover_all(&db, &data).unwrap();
+        check_switched_group(&db, 1);
+        assert!(!snapshots_dir(&data).exists(), "the other snapshot files go");
     }
 
     #[test]

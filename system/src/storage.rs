@@ -157,6 +157,14 @@ pub mod keys {
         tagged(b'I', group)
     }
 
+    /// The group whose install marker `key` is, if it is one.
+    pub fn installing_group(key: &[u8]) -> Option<u32> {
+        match key {
+            [b'I', group @ ..] => group.try_into().ok().map(u32::from_be_bytes),
+            _ => None,
+        }
+    }
+
     /// The bounds (inclusive, exclusive) of a group's state machine keys.
     pub fn state_range(group: u32) -> ([u8; 5], [u8; 5]) {
         (tagged(b'S', group), tagged(b'S', group + 1))

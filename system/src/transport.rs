@@ -56,7 +56,7 @@ type Slot = Mutex<Option<mpsc::Sender<Envelope>>>;
 type Listeners = Arc<OnceLock<Arc<Vec<GroupHandle>>>>;
 
 /// The sending half: a queue and a connection task per peer. Peers come and go as membership
-/// changes apply ([`Transport::set_address`], [`Transport::set_members`]).
+/// changes apply ([`Transport::record_addresses`], [`Transport::set_members`]).
 pub struct Transport {
     id: u64,
     /// This node's own address as `--peers` names it (empty if it does not), sent with every
@@ -65,8 +65,9 @@ pub struct Transport {
     peers: RwLock<HashMap<u64, Peer>>,
     /// Each group's members, so that a node removed from every group it was in is dropped.
     members: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
-    /// Every peer address set, kept after its peer is dropped: a group that has (or takes again)
-    /// a member that another group's change dropped connects it again ([`Transport::set_members`]).
+    /// Every peer address known, kept after its peer is dropped: a group that has (or takes
+    /// again) a member that another group's change dropped connects it again
+    /// ([`Transport::set_members`]).
     book: Mutex<BTreeMap<u64, String>>,
     runtime: tokio::runtime::Handle,
     listeners: Listeners,
@@ -167,19 +168,29 @@ impl Transport {
         tracing::info!(peer, addr, "peer address set");
     }
 
+    /// Records addresses from the log or a snapshot's address table without dialling them: the
+    /// table keeps every node ever added, removed ones too. [`Transport::set_members`], which
+    /// follows every such change, connects the members among them.
+    pub fn record_addresses(&self, addresses: impl IntoIterator<Item = (u64, String)>) {
+        if let Ok(mut book) = self.book.lock() {
+            book.extend(addresses.into_iter().filter(|(peer, _)| *peer != self.id));
+        }
+    }
+
     /// Connects to `peer` at `addr` (an envelope's sender address) unless its address is known
-    /// already: addresses from the log and `--peers` take precedence.
+    /// already: addresses from the log and `--peers` take precedence, and a node the log knows
+    /// that is no member (a removed one) is not dialled.
     pub fn learn_address(&self, peer: u64, addr: &str) {
-        let known = self.peers.read().map_or(true, |peers| peers.contains_key(&peer));
+        let known = self.book.lock().map_or(true, |book| book.contains_key(&peer));
         if !known && !addr.is_empty() {
             self.set_address(peer, addr);
         }
     }
 
     /// Records `group`'s members; a peer that was a member of some group and now is of none is
-    /// disconnected. Peers that never were members (addresses from `--peers`) stay. A member
-    /// without a connection whose address is known is connected: another group's change may
-    /// have dropped it between this group's learning its address and this call.
+    /// disconnected. Peers that never were members (addresses from `--peers`) stay. A member is
+    /// connected at its address in the book: it may have none yet (its address just learned),
+    /// another group's change may have dropped it since, or its address may have changed.
     pub fn set_members(&self, group: u32, members: BTreeSet<u64>) {
         let Ok(mut all) = self.members.lock() else { return };
         let union = |m: &BTreeMap<u32, BTreeSet<u64>>| m.values().flatten().copied().collect::<BTreeSet<u64>>();
@@ -194,7 +205,7 @@ impl Transport {
             }
         }
         for member in after.into_iter().filter(|m| *m != self.id) {
-            if let (false, Some(addr)) = (peers.contains_key(&member), book.get(&member)) {
+            if let Some(addr) = book.get(&member) {
                 self.connect(&mut peers, member, addr);
             }
         }
@@ -519,5 +530,20 @@ mod tests {
         assert_eq!(t.address(4), None, "a member of no group is dropped");
         t.set_members(1, [1, 4].into());
         assert_eq!(t.address(4).as_deref(), Some("127.0.0.1:1"), "group 1's learner is connected again");
+    }
+
+    #[tokio::test]
+    async fn of_the_addresses_learned_only_members_are_dialled() {
+        let t = Transport::start(1, &BTreeMap::new(), Release::current(), None);
+        // A stored address table names every node ever added: here node 5 was removed.
+        t.record_addresses([(4, "127.0.0.1:1".to_string()), (5, "127.0.0.1:2".to_string())]);
+        t.set_members(0, [1, 4].into());
+        assert_eq!(t.address(4).as_deref(), Some("127.0.0.1:1"), "a member is dialled");
+        assert_eq!(t.address(5), None, "a removed node is not");
+        t.learn_address(5, "127.0.0.1:3");
+        assert_eq!(t.address(5), None, "nor when it sends: the log's address book knows it");
+        t.record_addresses([(4, "127.0.0.1:4".to_string())]);
+        t.set_members(0, [1, 4].into());
+        assert_eq!(t.address(4).as_deref(), Some("127.0.0.1:4"), "a member that moved is dialled where it is now");
     }
 }

@@ -549,3 +549,64 @@ async fn reads_during_a_snapshot_install_see_the_state_before_or_after_it() {
     assert!(counter(&m, "ordeal_snapshots_installed_total") >= 1, "the follower caught up without a snapshot:\n{m}");
     assert_eq!(missing, 0, "reads of a key the follower held throughout found nothing ({found} found it)");
 }
+
+/// Paused processes (SIGSTOP), resumed when dropped, so that a failed test leaves none stopped.
+struct Paused(Vec<u32>);
+
+impl Paused {
+    /// Returns once every thread of every one of them has stopped: a SIGSTOP takes effect only
+    /// when a thread of the process is scheduled to take it, and until then the others serve.
+    fn pause(cluster: &mut Cluster, ids: &[u64]) -> Paused {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let mut paused = Paused(Vec::new());
+        for id in ids {
+            let proc = cluster.procs.get_mut(id).unwrap();
+            proc.signal(nix::sys::signal::Signal::SIGSTOP).unwrap();
+            paused.0.push(proc.pid());
+            let pid = nix::unistd::Pid::from_raw(proc.pid() as i32);
+            let status = waitpid(pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
+            assert!(matches!(status, WaitStatus::Stopped(..)), "node {id}: {status:?}");
+        }
+        paused
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+}
+
+/// `members` is for incidents, when several members may hang: it asks them all at once, so it
+/// answers within about one probe's timeout, not one per hanging member (a CLI call has 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_answers_within_one_probe_while_several_members_hang() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    for id in [4, 5] {
+        let addr = start_joining(&mut cluster, id, &[]).await;
+        admin_client(&cluster).add_learner(0, id, &addr).await.unwrap();
+    }
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // A quorum of voters stays: the leader keeps leading and answers.
+    let hanging = [follower, 4, 5];
+    // An admin client that does not try the hanging nodes.
+    let mut up = cluster.spec.peers();
+    up.retain(|id, _| !hanging.contains(id));
+    let admin = Client::new(up, admin_client(&cluster).options().clone());
+    let _paused = Paused::pause(&mut cluster, &hanging);
+    let started = std::time::Instant::now();
+    let members = admin.members(0).await.unwrap();
+    let took = started.elapsed();
+    // A hanging member costs a whole probe timeout (1 s): one after another, three cost 3 s.
+    assert!(took < Duration::from_secs(3), "members took {took:?} with {} members hanging", hanging.len());
+    let unreachable: Vec<u64> = members.members.iter().filter(|m| !m.reachable).map(|m| m.id).collect();
+    let mut want = hanging.to_vec();
+    want.sort_unstable();
+    assert_eq!(unreachable, want, "{members:?}");
+    let ids: Vec<u64> = members.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5], "in the leader's order");
+}
