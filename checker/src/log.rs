@@ -42,8 +42,11 @@ pub struct RecordAnomaly {
 pub struct Skipped {
     /// The partition.
     pub partition: String,
-    /// The empty offsets.
-    pub offsets: Vec<u64>,
+    /// The empty offsets, as ranges `[first, last]` (one per hole: a read that names an absurd
+    /// offset costs one range, not a list as long as the hole).
+    pub ranges: Vec<[u64; 2]>,
+    /// How many offsets the ranges hold.
+    pub count: u64,
 }
 
 /// The result of the log check.
@@ -88,7 +91,7 @@ impl LogReport {
                 self.duplicated.len(),
                 self.unexpected.len(),
                 self.acknowledged,
-                self.skipped.iter().map(|s| s.offsets.len()).sum::<usize>(),
+                self.skipped.iter().map(|s| s.count).sum::<u64>(),
                 named("lost", &self.lost),
                 named("duplicated", &self.duplicated),
             ),
@@ -209,11 +212,8 @@ pub fn check(history: &History) -> Result<LogReport, HistoryError> {
         for (offset, v) in records {
             positions.entry(v.to_string()).or_default().push(*offset);
         }
-        let held: BTreeSet<u64> = records.iter().map(|(o, _)| *o).collect();
-        let end = held.last().map_or(0, |last| last + 1);
-        let empty: Vec<u64> = (0..end).filter(|o| !held.contains(o)).collect();
-        if !empty.is_empty() {
-            report.skipped.push(Skipped { partition: partition.clone(), offsets: empty });
+        if let Some(skipped) = holes(partition, records) {
+            report.skipped.push(skipped);
         }
         let acks = acked.get(partition).map(Vec::as_slice).unwrap_or_default();
         let acked_index: HashMap<String, (u64, u64)> = acks.iter().map(|(v, o, i)| (v.to_string(), (*o, *i))).collect();
@@ -295,11 +295,25 @@ fn placed(completion: &Value, values: &[Value]) -> Result<Vec<(u64, Value)>, Str
     Ok(offsets.into_iter().zip(values.iter().cloned()).collect())
 }
 
+/// The offsets below the last of `records` that hold none.
+fn holes(partition: &str, records: &[(u64, Value)]) -> Option<Skipped> {
+    let held: BTreeSet<u64> = records.iter().map(|(o, _)| *o).collect();
+    let (mut ranges, mut count, mut next) = (Vec::new(), 0, 0u64);
+    for offset in held {
+        if offset > next {
+            ranges.push([next, offset - 1]);
+            count += offset - next;
+        }
+        next = offset.saturating_add(1);
+    }
+    (!ranges.is_empty()).then(|| Skipped { partition: partition.to_owned(), ranges, count })
+}
+
 /// Why a final read of partition `key` that returned `records` is not the whole log: it stopped
 /// below the high watermark it reported (`hw`), so its tail went unchecked.
 fn stopped_short(key: &str, value: &Value, records: &[(u64, Value)]) -> Option<String> {
     let hw = value.get("hw").and_then(Value::as_u64)?;
-    let end = records.iter().map(|(o, _)| o + 1).max().unwrap_or(0);
+    let end = records.iter().map(|(o, _)| o.saturating_add(1)).max().unwrap_or(0);
     (end < hw).then(|| format!("the final read of partition {key} stopped at {end} of high watermark {hw}"))
 }
 
@@ -426,9 +440,12 @@ mod tests {
         named.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
         let r = check(&named).unwrap();
         assert_eq!(r.verdict, Verdict::Invalid, "{r:?}");
-        assert_eq!(r.skipped, vec![Skipped { partition: "t-0".into(), offsets: vec![2] }]);
+        assert_eq!(r.skipped, vec![Skipped { partition: "t-0".into(), ranges: vec![[2, 2]], count: 1 }]);
         assert!(r.misplaced.is_empty() && r.duplicated.is_empty(), "13 is where it was acknowledged: {r:?}");
         assert!(r.summary().contains("1 offsets skipped"), "{}", r.summary());
+        // A hole to an absurd offset is one range, not a list as long as the hole.
+        let far = holes("t-0", &[(0, json!(1)), (u64::MAX, json!(2))]).expect("a hole");
+        assert_eq!((far.ranges, far.count), (vec![[1, u64::MAX - 1]], u64::MAX - 1));
         // Without offsets, the records are taken to sit one after another: 13 looks misplaced.
         let mut unnamed = h.clone();
         final_read(&mut unnamed, vec![10, 11, 13]);

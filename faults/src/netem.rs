@@ -164,7 +164,7 @@ impl NetNemesis {
         shape: Shape,
         rng: &mut ChaCha8Rng,
     ) -> Result<Active, NemesisError> {
-        let voters = crate::system::voters(&*self.system).await;
+        let mut voters = crate::system::voters(&*self.system).await;
         let mut order = voters.clone();
         if matches!(shape, Shape::RandomHalves | Shape::MajoritiesRing | Shape::Bridge) {
             order.shuffle(rng);
@@ -173,6 +173,11 @@ impl NetNemesis {
             Shape::Isolate | Shape::OneWay => self.target(fault, &voters, rng).await?,
             _ => 0,
         };
+        // A leader the membership's answer missed (changed between the two asks) is still cut
+        // off as the shape's own, not attached to a voter.
+        if target != 0 && !voters.contains(&target) {
+            voters.push(target);
+        }
         let net = self.net(fault)?;
         let mut hosts = BTreeMap::new();
         for node in net.nodes().into_iter().filter(|n| !voters.contains(n)) {

@@ -157,7 +157,17 @@ impl ProcessNemesis {
     async fn repair(&mut self, action: Action, nodes: &[u64]) -> Result<(), NemesisError> {
         for &node in nodes {
             match action {
-                Action::Kill | Action::Crash | Action::Terminate => self.system.start(node).await?,
+                Action::Kill | Action::Crash => self.system.start(node).await?,
+                Action::Terminate => {
+                    // A graceful stop cut off part way leaves the node exiting, which still counts
+                    // as running: the start would do nothing, and the node would then be gone for
+                    // good. Finishing the stop first (nothing to do for a node that is down) makes
+                    // the start real.
+                    if let Err(e) = self.system.stop(node).await {
+                        tracing::warn!(node, "finishing a stop before restarting the node: {e}");
+                    }
+                    self.system.start(node).await?
+                }
                 Action::Pause => {
                     if let Some(p) = self.system.processes() {
                         p.resume(node).await?;
@@ -197,26 +207,23 @@ impl Nemesis for ProcessNemesis {
             return Ok(value);
         }
         let targets = self.targets(fault, rng).await?;
-        // Active before anything breaks: a start that the runner's bound cuts off part way (this
-        // future dropped) still has its stop repair the nodes it broke, and repairing a node that
-        // runs changes nothing.
-        self.active.push((*fault, targets.clone()));
+        // Active before anything breaks, with each node as it is tried: a start that the runner's
+        // bound cuts off part way (this future dropped) still has its stop repair what it broke
+        // and the node it was breaking, as does a start that failed on a node (a crash whose disk
+        // could not lose its writes was killed).
+        self.active.push((*fault, Vec::new()));
         let (mut broken, mut lost) = (Vec::new(), serde_json::Map::new());
         for &node in &targets {
             self.broken.insert(node);
+            if let Some((_, tried)) = self.active.last_mut() {
+                tried.push(node);
+            }
             match self.break_node(fault.action, node).await {
                 Ok(l) => {
                     broken.push(node);
                     lost.extend(l.map(|l| (node.to_string(), json!(l))));
                 }
-                Err(e) => {
-                    // Active with the nodes it broke, and the one it failed on (a crash whose
-                    // disk could not lose its writes was killed).
-                    if let Some((_, repair)) = self.active.last_mut() {
-                        *repair = broken.iter().copied().chain([node]).collect();
-                    }
-                    return Err(e.after(&broke(fault, &broken, lost)));
-                }
+                Err(e) => return Err(e.after(&broke(fault, &broken, lost))),
             }
         }
         Ok(broke(fault, &broken, lost))
@@ -277,7 +284,7 @@ mod tests {
     async fn a_start_cut_off_part_way_is_still_repaired_by_its_stop() {
         let down = Arc::new(Down::default());
         down.started.lock().unwrap().extend([1, 2, 3]);
-        down.stuck.store(true, std::sync::atomic::Ordering::SeqCst); // node 2's stop never ends
+        down.stuck.store(true, std::sync::atomic::Ordering::SeqCst); // node 2's first stop never ends
         down.refused.store(true, std::sync::atomic::Ordering::SeqCst); // and it starts when asked
         let mut nemesis = ProcessNemesis::new(down.clone());
         let fault = FaultSpec::parse("terminate-all").unwrap();
@@ -286,8 +293,12 @@ mod tests {
         let start = nemesis.start(&fault, &mut rng);
         assert!(tokio::time::timeout(std::time::Duration::from_millis(50), start).await.is_err());
         assert!(!down.started.lock().unwrap().contains(&1), "node 1 was stopped");
+        let asked = down.calls.lock().unwrap().len();
         nemesis.stop(&fault).await.unwrap();
-        assert!(down.started.lock().unwrap().contains(&1), "the fault's stop started node 1 again");
+        // Node 2 was still exiting (its SIGTERM sent, the wait cut off): a start alone would find
+        // it running and do nothing, and it would then be gone for good. Its stop is finished
+        // first. Node 3 was never touched.
+        assert_eq!(down.calls.lock().unwrap()[asked..], ["stop 1", "start 1", "stop 2", "start 2"]);
     }
 
     #[tokio::test]

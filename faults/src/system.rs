@@ -180,8 +180,9 @@ pub trait System: Send + Sync {
 /// How long [`voters`] waits for the system's word on its membership.
 const MEMBERS_BOUND: Duration = Duration::from_secs(2);
 
-/// The voters, as the system's membership power reports them; every node when it has no such
-/// power or does not answer in time. Quorums are counted over these: a learner never counts
+/// The voters (of group 0, where membership changes), as the system's membership power reports
+/// them; every node when it has no such power, or does not answer within [`MEMBERS_BOUND`] (no
+/// leader yet, a paused node asked). Quorums are counted over these: a learner never counts
 /// toward one, so a fault meant for a majority or a minority picks among the voters.
 pub async fn voters<S: System + ?Sized>(system: &S) -> Vec<u64> {
     if let Some(power) = system.membership()

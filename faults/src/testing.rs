@@ -7,12 +7,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Nodes that are all down; node 2 will not start the first time it is asked, and will not
-/// stop: its stop fails, or with `stuck` never ends.
+/// stop: its stop fails, or with `stuck` the first one never ends. `calls` lists every start and
+/// stop asked, in order.
 #[derive(Default)]
 pub(crate) struct Down {
     pub(crate) started: std::sync::Mutex<Vec<u64>>,
     pub(crate) refused: AtomicBool,
     pub(crate) stuck: AtomicBool,
+    pub(crate) calls: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -36,6 +38,7 @@ impl System for Down {
         BTreeMap::new()
     }
     async fn start(&self, node: u64) -> Result<(), SystemError> {
+        self.calls.lock().unwrap().push(format!("start {node}"));
         if node == 2 && !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(SystemError::Process { node, message: "no room".into() });
         }
@@ -46,8 +49,9 @@ impl System for Down {
         self.started.lock().unwrap().contains(&node)
     }
     async fn stop(&self, node: u64) -> Result<(), SystemError> {
+        self.calls.lock().unwrap().push(format!("stop {node}"));
         if node == 2 {
-            if self.stuck.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.stuck.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 std::future::pending::<()>().await;
             }
             return Err(SystemError::Process { node, message: "no answer".into() });
