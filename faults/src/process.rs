@@ -128,7 +128,8 @@ impl ProcessNemesis {
             .ok_or(system::SystemError::Unsupported { system: self.system.name(), power: "transfer leadership" })?;
         let group = fault.groups.one().unwrap_or(0);
         let leader = leaders(&*self.system, Groups::One(group)).await?[0];
-        let others: Vec<u64> = system::voters(&*self.system).await.into_iter().filter(|n| *n != leader).collect();
+        let others: Vec<u64> =
+            group_voters(&*self.system, group, leader).await.into_iter().filter(|n| *n != leader).collect();
         let to = *others.choose(rng).ok_or(NemesisError::NoTarget("other voter"))?;
         power.transfer_leader(leader, group, to).await?;
         Ok(json!({"fault": fault.to_string(), "targets": [leader], "to": to, "down": []}))
@@ -179,6 +180,22 @@ impl ProcessNemesis {
         }
         Ok(())
     }
+}
+
+/// The voters of `group` as its `leader` reports them (a node promoted in one group is not a
+/// member of the others), or group 0's from the membership power when it does not say.
+async fn group_voters(system: &dyn System, group: u32, leader: u64) -> Vec<u64> {
+    let views = system.statuses(Duration::from_millis(500)).await;
+    match voters_said(&views, group, leader) {
+        Some(voters) => voters,
+        None => system::voters(system).await,
+    }
+}
+
+/// The voters of `group` in `leader`'s own status, if it names any.
+fn voters_said(views: &BTreeMap<u64, NodeView>, group: u32, leader: u64) -> Option<Vec<u64>> {
+    let state = views.get(&leader)?.groups.iter().find(|g| g.group == group)?;
+    (!state.voters.is_empty()).then(|| state.voters.clone())
 }
 
 /// What `fault` did: the nodes it broke, and what crashed nodes' disks lost. Killed, paused and
@@ -312,6 +329,19 @@ mod tests {
         nemesis.heal_all().await.unwrap();
         assert_eq!(*down.started.lock().unwrap(), vec![1, 3, 2]);
         assert!(nemesis.broken.is_empty());
+    }
+
+    #[test]
+    fn leadership_goes_to_a_voter_of_the_group_as_its_leader_sees_it() {
+        let mut second = GroupState { group: 1, leader_id: 1, voters: vec![1, 2, 3], ..GroupState::default() };
+        let first = GroupState { group: 0, leader_id: 1, voters: vec![1, 2, 3, 4], ..GroupState::default() };
+        let views = |groups: Vec<GroupState>| BTreeMap::from([(1, NodeView { id: 1, groups, ..NodeView::default() })]);
+        let both = views(vec![first.clone(), second.clone()]);
+        assert_eq!(voters_said(&both, 1, 1), Some(vec![1, 2, 3]), "node 4 was promoted in group 0 only");
+        assert_eq!(voters_said(&both, 0, 1), Some(vec![1, 2, 3, 4]));
+        assert_eq!(voters_said(&both, 1, 2), None, "node 2 said nothing");
+        second.voters.clear();
+        assert_eq!(voters_said(&views(vec![first, second]), 1, 1), None, "a status without voters says nothing");
     }
 
     #[test]
