@@ -1,6 +1,6 @@
 //! Systems for the nemeses' unit tests.
 
-use crate::system::{GroupState, Member, Members, Membership, NodeView, System, SystemError};
+use crate::system::{GroupState, Member, Members, Membership, NodeView, System, SystemError, Upgrade};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -128,5 +128,55 @@ impl Membership for Promotes {
     async fn members(&self) -> Result<Members, SystemError> {
         let member = |id, learner| Member { id, learner, match_index: 10, applied_index: Some(10), snapshot: false };
         Ok(Members { leader: 1, commit_index: 10, members: vec![member(1, false), member(4, true)] })
+    }
+}
+
+/// Three running nodes whose restart on another build stops the node and then never starts it
+/// (the restart hangs), as one cut off by the runner's bound.
+#[derive(Default)]
+pub(crate) struct Restarts {
+    pub(crate) running: std::sync::Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl System for Restarts {
+    fn name(&self) -> &'static str {
+        "restarts"
+    }
+    fn nodes(&self) -> Vec<u64> {
+        vec![1, 2, 3]
+    }
+    fn addresses(&self) -> BTreeMap<u64, String> {
+        BTreeMap::new()
+    }
+    fn log_file(&self, _: u64) -> Option<&std::path::Path> {
+        None
+    }
+    async fn setup(&self) -> Result<(), SystemError> {
+        Ok(())
+    }
+    async fn statuses(&self, _: Duration) -> BTreeMap<u64, NodeView> {
+        BTreeMap::new()
+    }
+    async fn start(&self, node: u64) -> Result<(), SystemError> {
+        self.running.lock().unwrap().push(node);
+        Ok(())
+    }
+    async fn is_running(&self, node: u64) -> bool {
+        self.running.lock().unwrap().contains(&node)
+    }
+    fn upgrade(&self) -> Option<&dyn Upgrade> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Upgrade for Restarts {
+    async fn restart_on(&self, node: u64, _: &std::path::Path) -> Result<(), SystemError> {
+        self.running.lock().unwrap().retain(|n| *n != node);
+        std::future::pending().await
+    }
+    fn binary(&self, _: u64) -> Option<std::path::PathBuf> {
+        Some("old".into())
     }
 }

@@ -26,12 +26,16 @@ pub struct UpgradeNemesis {
     /// The node the last `upgrade` moved.
     last_upgraded: Option<u64>,
     rolled_back: bool,
+    /// The node a step is moving, from before it is stopped until it runs again: a step that the
+    /// runner's bound cuts off (this future dropped) between the two has its stop start the node
+    /// again, instead of leaving it down until the run's final heal.
+    moving: Option<u64>,
 }
 
 impl UpgradeNemesis {
     /// Moves nodes of `system` from `from` to `to`, one per fault.
     pub fn new(system: Arc<dyn System>, from: PathBuf, to: PathBuf) -> Self {
-        UpgradeNemesis { system, from, to, last_upgraded: None, rolled_back: false }
+        UpgradeNemesis { system, from, to, last_upgraded: None, rolled_back: false, moving: None }
     }
 
     fn unsupported(&self, power: &'static str) -> NemesisError {
@@ -85,16 +89,18 @@ impl UpgradeNemesis {
 
     /// Moves `node` to `binary`: leadership away first, SIGKILL first with `kill`, then the
     /// restart and the catch-up. Returns the binary it left and the catch-up time.
-    async fn restart(&self, node: u64, binary: &Path, kill: bool) -> Result<(Option<PathBuf>, f64), NemesisError> {
+    async fn restart(&mut self, node: u64, binary: &Path, kill: bool) -> Result<(Option<PathBuf>, f64), NemesisError> {
         if system::leader(&*self.system, 0).await == Some(node) && self.system.nodes().len() > 1 {
             self.move_leader(node, None).await?;
         }
         let power = self.system.upgrade().ok_or_else(|| self.unsupported("restart on another binary"))?;
         let from = power.binary(node);
+        self.moving = Some(node);
         if kill {
             self.system.processes().ok_or_else(|| self.unsupported("kill"))?.kill(node).await?;
         }
         power.restart_on(node, binary).await?;
+        self.moving = None;
         Ok((from, self.catch_up(node).await?))
     }
 
@@ -178,7 +184,14 @@ impl Nemesis for UpgradeNemesis {
     }
 
     async fn stop(&mut self, fault: &FaultSpec) -> Result<Value, NemesisError> {
-        Ok(json!({"fault": fault.to_string()}))
+        let mut value = json!({"fault": fault.to_string()});
+        if let Some(node) = self.moving.take()
+            && !self.system.is_running(node).await
+        {
+            self.system.start(node).await?;
+            value["restarted"] = json!(node);
+        }
+        Ok(value)
     }
 
     async fn heal_all(&mut self) -> Result<(), NemesisError> {
@@ -188,5 +201,28 @@ impl Nemesis for UpgradeNemesis {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Restarts;
+    use rand::SeedableRng as _;
+
+    #[tokio::test]
+    async fn a_step_cut_off_between_stopping_and_starting_its_node_has_its_stop_start_it() {
+        let system = Arc::new(Restarts::default());
+        system.running.lock().unwrap().extend([1, 2, 3]);
+        let mut nemesis = UpgradeNemesis::new(system.clone(), "old".into(), "new".into());
+        let fault = FaultSpec::parse("upgrade").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        // As the runner's bound does: the step's future dropped while the new build starts.
+        let step = nemesis.start(&fault, &mut rng);
+        assert!(tokio::time::timeout(Duration::from_millis(50), step).await.is_err());
+        assert!(!system.running.lock().unwrap().contains(&1), "node 1 was stopped");
+        assert_eq!(nemesis.stop(&fault).await.unwrap()["restarted"], 1);
+        assert!(system.running.lock().unwrap().contains(&1), "the step's stop started node 1 again");
+        assert_eq!(nemesis.stop(&fault).await.unwrap().get("restarted"), None, "once");
     }
 }
