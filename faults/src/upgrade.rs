@@ -27,8 +27,8 @@ pub struct UpgradeNemesis {
     last_upgraded: Option<u64>,
     rolled_back: bool,
     /// The node a step is moving, from before it is stopped until it runs again: a step that the
-    /// runner's bound cuts off (this future dropped) between the two has its stop start the node
-    /// again, instead of leaving it down until the run's final heal.
+    /// runner's bound cuts off (this future dropped) or that fails between the two has its stop
+    /// start the node again, instead of leaving it down until the run's final heal.
     moving: Option<u64>,
 }
 
