@@ -10,7 +10,8 @@
 //! Reported: the time from the join to a granted promotion; the snapshot's size and rate as the
 //! learner received it (and, for the broker, with the time its leader took to make the file
 //! added); the load's p50/p99 before the join and between the join and the promotion, per round
-//! and with every round's writes pooled.
+//! and with every round's writes pooled; and how often the load alone fails the p99 floor: of
+//! the windows before the join as long as the catch-up, those whose p99 is over 2× the p99 before.
 //! `ORDEAL_BENCH_RUNS` rounds (default 1), each the broker then etcd; every figure is the median
 //! over the rounds, followed by each round's. etcd 3.4 runs the same schedule in the same run
 //! (`member add --learner`, then `member promote` until granted; etcd promotes once the learner's
@@ -122,6 +123,16 @@ impl Window {
         }
         all.latencies.sort();
         all
+    }
+
+    /// The writes started in `[from, to)`, cut into consecutive windows of `len` (the last, shorter
+    /// one left out).
+    fn slices(samples: &[Sample], from: Instant, to: Instant, len: Duration) -> Vec<Window> {
+        if len.is_zero() {
+            return Vec::new();
+        }
+        let starts = std::iter::successors(Some(from), |t| Some(*t + len)).take_while(|t| *t + len <= to);
+        starts.map(|t| Window::of(samples, t, t + len)).collect()
     }
 
     /// The `q` quantile in ms (nearest rank); NaN for an empty window.
@@ -295,6 +306,9 @@ struct Outcome {
     snapshot_file: Option<(f64, f64)>,
     before: Window,
     during: Window,
+    /// The time before the join cut into windows as long as the catch-up: the load alone, at the
+    /// catch-up's own window length.
+    before_slices: Vec<Window>,
 }
 
 #[tokio::main]
@@ -356,6 +370,7 @@ async fn bench() {
     row("load p99 from join to promotion", " ms", &|o| o.during.ms(0.99));
     row("p99 during / before", "×", &|o| o.during.ms(0.99) / o.before.ms(0.99));
     pooled_rows(&ours, &theirs);
+    alone_rows(&ours, &theirs);
     let failed: usize = ours.iter().chain(&theirs).map(|o| o.before.failed + o.during.failed).sum();
     println!("| failed writes, all rounds and systems | {failed} | |");
     if !theirs.is_empty() {
@@ -403,6 +418,27 @@ fn pooled_rows(ours: &[Outcome], theirs: &[Outcome]) {
     let writes: usize = ours.iter().map(|o| o.during.latencies.len()).sum();
     println!(
         "| load p99 before / during, all rounds' writes pooled ({writes} during); ratio | {} | {} |",
+        cells(ours),
+        cells(theirs)
+    );
+}
+
+/// How often the load alone, with no catch-up, fails the p99 floor at the catch-up's own window
+/// length: of the windows before the join as long as the round's catch-up, those whose p99 is over
+/// 2× the round's p99 before. A window of 0.15 s holds ~150 writes, so one burst of slow writes
+/// is its p99: this row says how much of the floor's verdict is the window, not the catch-up.
+fn alone_rows(ours: &[Outcome], theirs: &[Outcome]) {
+    let cells = |outcomes: &[Outcome]| {
+        let over = |o: &Outcome| o.before_slices.iter().filter(|w| w.ms(0.99) > 2.0 * o.before.ms(0.99)).count();
+        let (failing, all): (usize, usize) =
+            outcomes.iter().map(|o| (over(o), o.before_slices.len())).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        if all == 0 {
+            return "–".to_string();
+        }
+        format!("{failing} of {all} ({:.0}%)", 100.0 * failing as f64 / all as f64)
+    };
+    println!(
+        "| the load alone before the join: windows as long as the catch-up whose p99 is over 2× the p99 before | {} | {} |",
         cells(ours),
         cells(theirs)
     );
@@ -609,6 +645,7 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
         )),
         before: Window::of(&samples, load_started + Duration::from_secs(1), joined),
         during: Window::of(&samples, joined, done),
+        before_slices: Window::slices(&samples, load_started + Duration::from_secs(1), joined, done - joined),
     }
 }
 
@@ -747,5 +784,6 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
         snapshot_file: None,
         before: Window::of(&samples, load_started + Duration::from_secs(1), joined),
         during: Window::of(&samples, joined, done),
+        before_slices: Window::slices(&samples, load_started + Duration::from_secs(1), joined, done - joined),
     }
 }
