@@ -8,7 +8,8 @@ use std::time::Duration;
 
 /// Nodes that are all down; node 2 will not start the first time it is asked, and will not
 /// stop: its stop fails, or with `stuck` the first one never ends. `calls` lists every start and
-/// stop asked, in order.
+/// stop asked, in order. A restart on another build stops the node and never starts it (as one
+/// the runner's bound cuts off).
 #[derive(Default)]
 pub(crate) struct Down {
     pub(crate) started: std::sync::Mutex<Vec<u64>>,
@@ -48,6 +49,9 @@ impl System for Down {
     async fn is_running(&self, node: u64) -> bool {
         self.started.lock().unwrap().contains(&node)
     }
+    fn upgrade(&self) -> Option<&dyn Upgrade> {
+        Some(self)
+    }
     async fn stop(&self, node: u64) -> Result<(), SystemError> {
         self.calls.lock().unwrap().push(format!("stop {node}"));
         if node == 2 {
@@ -58,6 +62,17 @@ impl System for Down {
         }
         self.started.lock().unwrap().retain(|n| *n != node);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Upgrade for Down {
+    async fn restart_on(&self, node: u64, _: &std::path::Path) -> Result<(), SystemError> {
+        self.started.lock().unwrap().retain(|n| *n != node);
+        std::future::pending().await
+    }
+    fn binary(&self, _: u64) -> Option<std::path::PathBuf> {
+        Some("old".into())
     }
 }
 
@@ -128,55 +143,5 @@ impl Membership for Promotes {
     async fn members(&self) -> Result<Members, SystemError> {
         let member = |id, learner| Member { id, learner, match_index: 10, applied_index: Some(10), snapshot: false };
         Ok(Members { leader: 1, commit_index: 10, members: vec![member(1, false), member(4, true)] })
-    }
-}
-
-/// Three running nodes whose restart on another build stops the node and then never starts it
-/// (the restart hangs), as one cut off by the runner's bound.
-#[derive(Default)]
-pub(crate) struct Restarts {
-    pub(crate) running: std::sync::Mutex<Vec<u64>>,
-}
-
-#[async_trait]
-impl System for Restarts {
-    fn name(&self) -> &'static str {
-        "restarts"
-    }
-    fn nodes(&self) -> Vec<u64> {
-        vec![1, 2, 3]
-    }
-    fn addresses(&self) -> BTreeMap<u64, String> {
-        BTreeMap::new()
-    }
-    fn log_file(&self, _: u64) -> Option<&std::path::Path> {
-        None
-    }
-    async fn setup(&self) -> Result<(), SystemError> {
-        Ok(())
-    }
-    async fn statuses(&self, _: Duration) -> BTreeMap<u64, NodeView> {
-        BTreeMap::new()
-    }
-    async fn start(&self, node: u64) -> Result<(), SystemError> {
-        self.running.lock().unwrap().push(node);
-        Ok(())
-    }
-    async fn is_running(&self, node: u64) -> bool {
-        self.running.lock().unwrap().contains(&node)
-    }
-    fn upgrade(&self) -> Option<&dyn Upgrade> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl Upgrade for Restarts {
-    async fn restart_on(&self, node: u64, _: &std::path::Path) -> Result<(), SystemError> {
-        self.running.lock().unwrap().retain(|n| *n != node);
-        std::future::pending().await
-    }
-    fn binary(&self, _: u64) -> Option<std::path::PathBuf> {
-        Some("old".into())
     }
 }

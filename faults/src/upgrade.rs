@@ -207,22 +207,22 @@ impl Nemesis for UpgradeNemesis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Restarts;
+    use crate::testing::Down;
     use rand::SeedableRng as _;
 
     #[tokio::test]
     async fn a_step_cut_off_between_stopping_and_starting_its_node_has_its_stop_start_it() {
-        let system = Arc::new(Restarts::default());
-        system.running.lock().unwrap().extend([1, 2, 3]);
+        let system = Arc::new(Down::default());
+        system.started.lock().unwrap().extend([1, 2, 3]);
         let mut nemesis = UpgradeNemesis::new(system.clone(), "old".into(), "new".into());
         let fault = FaultSpec::parse("upgrade").unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         // As the runner's bound does: the step's future dropped while the new build starts.
         let step = nemesis.start(&fault, &mut rng);
         assert!(tokio::time::timeout(Duration::from_millis(50), step).await.is_err());
-        assert!(!system.running.lock().unwrap().contains(&1), "node 1 was stopped");
+        assert!(!system.started.lock().unwrap().contains(&1), "node 1 was stopped");
         assert_eq!(nemesis.stop(&fault).await.unwrap()["restarted"], 1);
-        assert!(system.running.lock().unwrap().contains(&1), "the step's stop started node 1 again");
+        assert!(system.started.lock().unwrap().contains(&1), "the step's stop started node 1 again");
         assert_eq!(nemesis.stop(&fault).await.unwrap().get("restarted"), None, "once");
     }
 }
