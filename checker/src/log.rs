@@ -377,9 +377,14 @@ mod tests {
 
     /// A final read whose completion says `values` from 0 below high watermark `hw`.
     fn final_read_below(h: &mut History, values: Vec<i64>, hw: u64) {
-        h.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
-        let read = json!({"key": "t-0", "from": 0, "values": values, "hw": hw});
-        h.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+        final_read_answered(h, json!({"key": "t-0", "from": 0, "values": values, "hw": hw}));
+    }
+
+    /// A final read of partition t-0 from the offset `completion` names, answered with it.
+    fn final_read_answered(h: &mut History, completion: Value) {
+        let asked = json!({"key": "t-0", "from": completion["from"], "final": true});
+        h.push(Op::invoke(Process::Client(99), "read", asked));
+        h.push(Op::invoke(Process::Client(99), "read", completion).completed(OpType::Ok));
     }
 
     #[test]
@@ -420,9 +425,7 @@ mod tests {
         let mut later = History::new();
         append(&mut later, 1, 10, Some(0));
         append(&mut later, 2, 11, Some(1));
-        later.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 1, "final": true})));
-        let read = json!({"key": "t-0", "from": 1, "values": [11], "hw": 2});
-        later.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+        final_read_answered(&mut later, json!({"key": "t-0", "from": 1, "values": [11], "hw": 2}));
         let r = check(&later).unwrap();
         assert_eq!(r.verdict, Verdict::Unknown, "{r:?}");
         assert!(r.summary().contains("started at offset 1, not 0"), "{}", r.summary());
@@ -435,9 +438,8 @@ mod tests {
         append(&mut h, 2, 11, Some(1));
         append(&mut h, 3, 13, Some(3));
         let mut named = h.clone();
-        named.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
         let read = json!({"key": "t-0", "from": 0, "values": [10, 11, 13], "offsets": [0, 1, 3], "hw": 4});
-        named.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+        final_read_answered(&mut named, read);
         let r = check(&named).unwrap();
         assert_eq!(r.verdict, Verdict::Invalid, "{r:?}");
         assert_eq!(r.skipped, vec![Skipped { partition: "t-0".into(), ranges: vec![[2, 2]], count: 1 }]);
@@ -452,9 +454,8 @@ mod tests {
         assert_eq!(check(&unnamed).unwrap().misplaced.len(), 1);
         // Offsets that do not match the values leave the partition unchecked.
         let mut garbled = h;
-        garbled.push(Op::invoke(Process::Client(99), "read", json!({"key": "t-0", "from": 0, "final": true})));
         let read = json!({"key": "t-0", "from": 0, "values": [10, 11, 13], "offsets": [0, 1], "hw": 4});
-        garbled.push(Op::invoke(Process::Client(99), "read", read).completed(OpType::Ok));
+        final_read_answered(&mut garbled, read);
         let r = check(&garbled).unwrap();
         assert_eq!(r.verdict, Verdict::Unknown, "{r:?}");
         assert!(r.summary().contains("2 offsets for 3 values"), "{}", r.summary());

@@ -56,6 +56,11 @@ pub fn grudge(shape: Shape, order: &[u64], target: u64) -> Grudge {
     }
 }
 
+/// Whether `a` drops `b`'s packets under `g`.
+fn drops(g: &Grudge, a: u64, b: u64) -> bool {
+    g.get(&a).is_some_and(|s| s.contains(&b))
+}
+
 /// `g` (a grudge among voters) extended to the nodes in `hosts` (learners, and nodes not yet
 /// joined, each mapped to a voter): each shares its voter's place, hearing whom it hears and
 /// heard by whom hears it. A node left out of every grudge would hear both sides, and a learner
@@ -64,9 +69,8 @@ pub fn attach(g: &Grudge, hosts: &BTreeMap<u64, u64>) -> Grudge {
     let host = |x: u64| hosts.get(&x).copied().unwrap_or(x);
     let all: BTreeSet<u64> =
         g.iter().flat_map(|(a, s)| std::iter::once(a).chain(s)).chain(hosts.keys()).copied().collect();
-    let deaf = |a: u64, b: u64| g.get(&host(a)).is_some_and(|s| s.contains(&host(b)));
     all.iter()
-        .map(|&a| (a, all.iter().copied().filter(|&b| deaf(a, b)).collect::<BTreeSet<u64>>()))
+        .map(|&a| (a, all.iter().copied().filter(|&b| drops(g, host(a), host(b))).collect::<BTreeSet<u64>>()))
         .filter(|(_, unheard)| !unheard.is_empty())
         .collect()
 }
@@ -76,8 +80,7 @@ pub fn attach(g: &Grudge, hosts: &BTreeMap<u64, u64>) -> Grudge {
 /// does: a node links to those it hears that also hear it.
 pub fn isolated(g: &Grudge, nodes: &[u64]) -> Vec<u64> {
     let majority = nodes.len() / 2 + 1;
-    let deaf = |a: u64, b: u64| g.get(&a).is_some_and(|s| s.contains(&b));
-    let linked = |x: u64| nodes.iter().filter(|y| !deaf(x, **y) && !deaf(**y, x)).count();
+    let linked = |x: u64| nodes.iter().filter(|y| !drops(g, x, **y) && !drops(g, **y, x)).count();
     nodes.iter().copied().filter(|x| linked(*x) < majority).collect()
 }
 

@@ -187,9 +187,11 @@ const MEMBERS_BOUND: Duration = Duration::from_secs(2);
 pub async fn voters<S: System + ?Sized>(system: &S) -> Vec<u64> {
     if let Some(power) = system.membership()
         && let Ok(Ok(members)) = tokio::time::timeout(MEMBERS_BOUND, power.members()).await
-        && !members.voters().is_empty()
     {
-        return members.voters();
+        let voters = members.voters();
+        if !voters.is_empty() {
+            return voters;
+        }
     }
     system.nodes()
 }

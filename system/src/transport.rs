@@ -140,9 +140,7 @@ impl Transport {
         if peer == self.id {
             return;
         }
-        if let Ok(mut book) = self.book.lock() {
-            book.insert(peer, addr.to_owned());
-        }
+        self.record_addresses([(peer, addr.to_owned())]);
         let Ok(mut peers) = self.peers.write() else { return };
         self.connect(&mut peers, peer, addr);
     }
