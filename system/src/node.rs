@@ -102,6 +102,14 @@ pub enum Request {
     },
     /// The peer's port refused a connection: its process is gone.
     PeerGone(u64),
+    /// Member `by` ended this node's stream: its configuration as of its applied index
+    /// `applied_index` has no such member ([`Group::heed_removal`] judges whether to believe it).
+    RemovedAsOf {
+        /// The member that said so.
+        by: u64,
+        /// Its applied index.
+        applied_index: u64,
+    },
     /// Before a graceful stop: hand leadership to the most up-to-date voter, if leading.
     StepDown {
         /// Gets the transferee, if a transfer started.
@@ -245,6 +253,7 @@ fn open(group: u32, ctx: &GroupContext) -> Result<(Group, Receiver<Request>, Gro
         gate_ticks: GATE_TICKS,
         switching: switching.clone(),
         strangers: BTreeSet::new(),
+        removed_as_of: None,
     };
     g.learn_addresses(g.node.store().peer_addresses().clone());
     g.on_membership_changed();
@@ -346,6 +355,11 @@ struct Group {
     seeded: Seeded,
     /// Ticks until the leader next considers raising the cluster version.
     gate_ticks: usize,
+    /// The applied index as of which a member's configuration has no place for this node, while
+    /// this node's own log ends before it: it was removed while it could not hear of it. It
+    /// campaigns no more until its own log reaches that index (only a leader that has it as a
+    /// member again could bring it there).
+    removed_as_of: Option<u64>,
 }
 
 /// How long followers wait for each other, by rank, when their leader is gone (a refused
@@ -413,7 +427,7 @@ impl Group {
                 self.campaign();
             }
             if now >= next_tick {
-                self.node.tick();
+                self.tick();
                 next_tick = (next_tick + self.tick).max(now);
                 self.expire(now);
                 self.record_lag(now);
@@ -451,6 +465,7 @@ impl Group {
             }
             Request::Flushed { index, result } => self.compact(index, result),
             Request::PeerGone(peer) => self.leader_gone(peer),
+            Request::RemovedAsOf { by, applied_index } => self.heed_removal(by, applied_index),
             Request::StepDown { reply } => {
                 let to = self.best_transferee();
                 if let Some(to) = to {
@@ -460,6 +475,44 @@ impl Group {
             }
             Request::Stop => unreachable!("handled by the loop"),
         }
+    }
+
+    /// Raft's clock. A node removed while it could not hear of it ([`Group::heed_removal`]) keeps
+    /// it stopped, so that no election timeout makes it campaign, except while it still believes
+    /// it leads: check-quorum, which runs on the clock, makes such a leader step down.
+    fn tick(&mut self) {
+        let applied = self.node.raft.raft_log.applied;
+        if self.removed_as_of.take_if(|as_of| applied >= *as_of).is_some() {
+            tracing::info!(
+                applied,
+                "this node applied up to the index a removal notice named; its own configuration speaks again"
+            );
+        }
+        if self.removed_as_of.is_none() || self.node.raft.state == StateRole::Leader {
+            self.node.tick();
+        }
+    }
+
+    /// Member `by`'s notice that its configuration as of its applied index `as_of` has no place
+    /// for this node. Believed only while this node's own configuration still names it and it has
+    /// applied less than `as_of`: the configuration at `as_of` then follows from this node's own
+    /// by changes it has not applied, one of which removed it. A node that has applied as much
+    /// (one added or promoted since `by` last applied) knows better, and goes on.
+    fn heed_removal(&mut self, by: u64, as_of: u64) {
+        let raft = &self.node.raft;
+        let applied = raft.raft_log.applied;
+        let cs = raft.prs().conf().to_conf_state();
+        let named = cs.voters.contains(&self.id) || cs.learners.contains(&self.id);
+        if self.removed_as_of.is_some() || !named || as_of <= applied {
+            return;
+        }
+        tracing::error!(
+            by,
+            as_of,
+            applied,
+            "node {by} has no place for this node in its configuration as of index {as_of}, and this node applied only up to {applied}: it was removed while it could not hear of it, and campaigns no more"
+        );
+        self.removed_as_of = Some(as_of);
     }
 
     /// A follower whose leader's process is gone stops honouring its lease and campaigns without
@@ -503,7 +556,8 @@ impl Group {
     /// Campaigns, unless a leader was heard of since the campaign was planned.
     fn campaign(&mut self) {
         let raft = &self.node.raft;
-        if raft.state != raft::StateRole::Follower || raft.leader_id != raft::INVALID_ID {
+        if raft.state != raft::StateRole::Follower || raft.leader_id != raft::INVALID_ID || self.removed_as_of.is_some()
+        {
             return;
         }
         self.metrics.fast_campaigns.fetch_add(1, Ordering::Relaxed);
@@ -543,6 +597,9 @@ impl Group {
             self.metrics.peer_messages_rejected.fetch_add(1, Ordering::Relaxed);
             // A removed node that missed its removal campaigns on for as long as it runs: said
             // once per sender, counted every time.
+            if matches!(why, vet::Rejected::NotMember(_)) {
+                self.transport.tell_removed(m.from, self.group, raft.raft_log.applied);
+            }
             let again = matches!(why, vet::Rejected::NotMember(_)) && !self.strangers.insert(m.from);
             if again {
                 tracing::debug!(from = m.from, group = self.group, "raft message dropped: {why}");
@@ -1211,8 +1268,10 @@ impl Group {
         let mut learners = cs.learners.clone();
         learners.sort_unstable();
         // raft-rs keeps a node that applied its own removal a follower of the last leader it
-        // knew, whose heartbeats have stopped: it is no member, and leads to nothing.
-        let removed = !voters.is_empty() && !self.votes() && !learners.contains(&self.id);
+        // knew, whose heartbeats have stopped: it is no member, and leads to nothing. So is one
+        // that a member told of a removal it missed.
+        let removed =
+            (!voters.is_empty() && !self.votes() && !learners.contains(&self.id)) || self.removed_as_of.is_some();
         let view = GroupView {
             group: self.group,
             role: if removed { "removed" } else { role_name(raft.state) }.to_owned(),
@@ -1425,6 +1484,54 @@ mod tests {
         assert_eq!(g.node.raft.state, StateRole::Leader);
         g.issue_reads_and_ready().unwrap();
         assert!(matches!(answer.try_recv(), Ok(Ok(()))), "the read waits for the next iteration");
+    }
+
+    #[tokio::test]
+    async fn a_removal_notice_is_believed_only_from_further_on_and_stops_the_clock_until_the_log_gets_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = single_voter(dir.path());
+        let (applied, term) = (g.node.raft.raft_log.applied, g.node.raft.term);
+        g.handle(Request::RemovedAsOf { by: 2, applied_index: applied });
+        assert_eq!(g.removed_as_of, None, "a member that applied no further knows no more of the configuration");
+        g.handle(Request::RemovedAsOf { by: 2, applied_index: applied + 1 });
+        assert_eq!(g.removed_as_of, Some(applied + 1));
+        g.publish();
+        assert_eq!(g.view.borrow().role, "removed");
+        // Well past any election timeout, a single voter would have elected itself.
+        for _ in 0..4 * RaftTiming::default().max_election_ticks() {
+            g.tick();
+            g.issue_reads_and_ready().unwrap();
+        }
+        assert_eq!((g.node.raft.state, g.node.raft.term), (StateRole::Follower, term), "it did not campaign");
+        // Once its own log reaches the notice's index, its own configuration (here: itself) speaks.
+        g.node.campaign().unwrap();
+        g.issue_reads_and_ready().unwrap();
+        assert!(g.node.raft.raft_log.applied > applied);
+        g.tick();
+        assert_eq!(g.removed_as_of, None);
+    }
+
+    #[tokio::test]
+    async fn a_campaign_from_outside_the_configuration_asks_for_a_removal_notice_and_a_new_leader_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = single_voter(dir.path());
+        let message = |ty: MessageType, from: u64, term: u64| {
+            let mut m = Message::default();
+            m.set_msg_type(ty);
+            (m.from, m.to, m.term) = (from, 1, term);
+            Request::Raft(Box::new(m))
+        };
+        let term = g.node.raft.term;
+        g.handle(message(MessageType::MsgRequestPreVote, 9, term + 1));
+        let applied_index = g.node.raft.raft_log.applied;
+        let notice = g.transport.take_notice(9).expect("a notice for node 9");
+        assert_eq!(notice.groups, [crate::pb::broker::RemovedAsOf { group: 0, applied_index }]);
+        assert!(g.transport.take_notice(9).is_none(), "one notice per ask");
+        // A leader of a later term that this node does not know yet (it joined while this node
+        // lagged) is followed, not told off.
+        g.handle(message(MessageType::MsgHeartbeat, 5, term + 1));
+        assert!(g.transport.take_notice(5).is_none());
+        assert_eq!(g.node.raft.leader_id, 5);
     }
 
     #[test]

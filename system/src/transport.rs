@@ -24,11 +24,12 @@
 use crate::node::{GroupHandle, Request};
 use crate::pb::broker::raft_client::RaftClient;
 use crate::pb::broker::raft_server::Raft;
-use crate::pb::broker::{Envelope, SendAck, SnapshotAck, SnapshotChunk};
+use crate::pb::broker::{Envelope, RemovedAsOf, RemovedNotice, SendAck, SnapshotAck, SnapshotChunk};
 use crate::peer_auth::{self, PeerAuth, PeerTls, Sender};
 use crate::snapshot;
 use crate::version::Release;
 use bytes::Bytes;
+use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -47,6 +48,10 @@ const ENVELOPE_BYTES: usize = 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// The status metadata that carries a [`RemovedNotice`].
+const REMOVED_KEY: &str = "ordeal-removed-bin";
+/// The version of [`RemovedNotice`] this build writes; fields are only ever added.
+const REMOVED_NOTICE_VERSION: u32 = 1;
 
 /// The queue into a peer's current stream; `None` while there is no connection. The stream
 /// reads this queue directly, so a message crosses no task between the Ready loop and gRPC.
@@ -75,6 +80,9 @@ pub struct Transport {
     releases: Arc<PeerReleases>,
     /// This node's credentials for dialing peers, when peers authenticate.
     tls: Option<Arc<PeerTls>>,
+    /// Senders that some group found in none of its configuration, with that group's applied
+    /// index: the next envelope from such a sender ends its stream with a [`RemovedNotice`].
+    notices: Mutex<BTreeMap<u64, BTreeMap<u32, u64>>>,
 }
 
 struct Peer {
@@ -127,6 +135,7 @@ impl Transport {
             release,
             releases: Arc::default(),
             tls,
+            notices: Mutex::default(),
         };
         for (peer, addr) in peers {
             t.set_address(*peer, addr);
@@ -232,6 +241,22 @@ impl Transport {
     /// The runtime the transport's tasks run on.
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
+    }
+
+    /// Says that `peer` sent group `group` a message although the group's configuration, as of
+    /// `applied_index`, has no such member: the peer's stream is ended with a [`RemovedNotice`]
+    /// at its next envelope, since this node does not dial non-members to answer them.
+    pub fn tell_removed(&self, peer: u64, group: u32, applied_index: u64) {
+        if let Ok(mut n) = self.notices.lock() {
+            n.entry(peer).or_default().insert(group, applied_index);
+        }
+    }
+
+    /// The notice for `peer`, if a group asked for one since the last was taken.
+    pub(crate) fn take_notice(&self, peer: u64) -> Option<RemovedNotice> {
+        let groups = self.notices.lock().ok()?.remove(&peer)?;
+        let groups = groups.into_iter().map(|(group, applied_index)| RemovedAsOf { group, applied_index }).collect();
+        Some(RemovedNotice { version: REMOVED_NOTICE_VERSION, groups })
     }
 
     /// The address of `peer`, if known.
@@ -348,6 +373,9 @@ async fn peer_loop(
                 let mut client = RaftClient::new(channel).max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
                 let res = client.send(ReceiverStream::new(stream)).await;
                 negotiate(peer, &wire, release, &res);
+                if let Err(status) = &res {
+                    heed_notice(peer, status, &listeners);
+                }
                 tracing::info!(peer, "peer stream ended: {:?}", res.err());
                 match slot.upgrade() {
                     Some(s) => set_slot(&s, None),
@@ -365,6 +393,37 @@ async fn peer_loop(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The status that ends the stream of `peer`, a member of none of the groups that asked, with
+/// `notice` in its metadata.
+fn removed_status(peer: u64, notice: &RemovedNotice) -> Status {
+    let groups: Vec<String> =
+        notice.groups.iter().map(|g| format!("group {} as of index {}", g.group, g.applied_index)).collect();
+    let mut status = Status::aborted(format!("node {peer} is not a member here ({})", groups.join(", ")));
+    let value = tonic::metadata::MetadataValue::from_bytes(&notice.encode_to_vec());
+    status.metadata_mut().insert_bin(REMOVED_KEY, value);
+    status
+}
+
+/// Hands the [`RemovedNotice`] that `peer` ended this node's stream with, if any, to the groups
+/// it names; each judges it against its own log.
+fn heed_notice(peer: u64, status: &Status, listeners: &Listeners) {
+    let Some(value) = status.metadata().get_bin(REMOVED_KEY) else { return };
+    let decoded = value.to_bytes().map_err(|e| e.to_string());
+    let notice = match decoded.and_then(|b| RemovedNotice::decode(b).map_err(|e| e.to_string())) {
+        Ok(notice) => notice,
+        Err(e) => {
+            tracing::warn!(peer, "undecodable removal notice: {e}");
+            return;
+        }
+    };
+    let groups = listeners.get().map(|g| g.as_slice()).unwrap_or_default();
+    for g in notice.groups {
+        if let Some(handle) = groups.get(g.group as usize) {
+            let _ = handle.send(Request::RemovedAsOf { by: peer, applied_index: g.applied_index });
+        }
     }
 }
 
@@ -463,12 +522,17 @@ impl RaftService {
                 }
             }
             *from = Some(env.from);
+            if let Some(notice) = self.transport.as_ref().and_then(|t| t.take_notice(env.from)) {
+                // Its messages go unread: dropped as a group's checks drop a non-member's.
+                self.inbox.metrics.peer_messages_rejected.fetch_add(env.messages.len() as u64, Ordering::Relaxed);
+                return Err(removed_status(env.from, &notice));
+            }
             self.releases.set(env.from, if env.wire_version >= 2 { env.release } else { 1 });
             for bytes in env.messages {
                 let m = Message::parse_from_bytes(&bytes)
                     .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
                 if let Err(why) = crate::vet::envelope(&m, env.from, env.to) {
-                    self.inbox.metrics.peer_messages_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.inbox.metrics.peer_messages_rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(from = env.from, "raft message dropped: {why}");
                     continue;
                 }

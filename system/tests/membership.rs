@@ -287,6 +287,36 @@ async fn removing_voters_shrinks_the_quorum_and_the_cluster_keeps_working() {
     assert_eq!(client.get(b"k").await.unwrap().value.as_deref(), Some(&b"1"[..]));
 }
 
+/// A voter removed while it was down never receives its removal (the leader sends nothing to a
+/// non-member), so on restart it campaigns at members that drop its messages. The first member it
+/// campaigns at tells it, and it reports itself removed and campaigns no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_removed_while_down_learns_it_from_a_member_when_it_returns() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let away = (1..=3).find(|id| *id != leader).unwrap();
+    client.put(b"k", b"0").await.unwrap();
+    cluster.converged(&client).await;
+    cluster.procs.get_mut(&away).unwrap().kill().unwrap();
+    let mut up = cluster.spec.peers();
+    up.remove(&away);
+    let admin = Client::new(up, ClientOptions { deadline: Duration::from_secs(10), ..Default::default() });
+    let after = admin.remove_node(0, away).await.unwrap();
+    assert!(!after.voters.contains(&away), "{after:?}");
+    client.put(b"k", b"1").await.unwrap();
+    cluster.restart(away);
+    let status = wait_for(Duration::from_secs(30), &format!("node {away} to learn that it was removed"), || async {
+        let g = client.status(away).await.ok()?.groups.swap_remove(0);
+        (g.role == "removed").then_some(g)
+    })
+    .await;
+    assert!(!status.has_leader && !status.is_leader, "{status:?}");
+    assert!(status.voters.contains(&away), "its own configuration still names it: {status:?}");
+    client.put(b"k", b"2").await.unwrap();
+    assert_eq!(client.get(b"k").await.unwrap().value.as_deref(), Some(&b"2"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_membership_changes_are_refused_and_change_nothing() {
     let mut cluster = Cluster::start(3, |_| {});
