@@ -478,8 +478,7 @@ impl Group {
     }
 
     /// Raft's clock. A node removed while it could not hear of it ([`Group::heed_removal`]) keeps
-    /// it stopped, so that no election timeout makes it campaign, except while it still believes
-    /// it leads: check-quorum, which runs on the clock, makes such a leader step down.
+    /// it stopped, so that no election timeout makes it campaign.
     fn tick(&mut self) {
         let applied = self.node.raft.raft_log.applied;
         if self.removed_as_of.take_if(|as_of| applied >= *as_of).is_some() {
@@ -488,16 +487,18 @@ impl Group {
                 "this node applied up to the index a removal notice named; its own configuration speaks again"
             );
         }
-        if self.removed_as_of.is_none() || self.node.raft.state == StateRole::Leader {
+        if self.removed_as_of.is_none() {
             self.node.tick();
         }
     }
 
     /// Member `by`'s notice that its configuration as of its applied index `as_of` has no place
     /// for this node. Believed only while this node's own configuration still names it and it has
-    /// applied less than `as_of`: the configuration at `as_of` then follows from this node's own
-    /// by changes it has not applied, one of which removed it. A node that has applied as much
-    /// (one added or promoted since `by` last applied) knows better, and goes on.
+    /// applied less than `as_of`: the log the two share then changed this node's configuration
+    /// between the two indices, and one of those changes removed it. A node that has applied as
+    /// much (one added or promoted since `by` last applied) knows better, and goes on. A node that
+    /// believes it leads (a leader cut off while the others removed it) steps down at once: no
+    /// quorum is left to commit what it would take.
     fn heed_removal(&mut self, by: u64, as_of: u64) {
         let raft = &self.node.raft;
         let applied = raft.raft_log.applied;
@@ -513,6 +514,10 @@ impl Group {
             "node {by} has no place for this node in its configuration as of index {as_of}, and this node applied only up to {applied}: it was removed while it could not hear of it, and campaigns no more"
         );
         self.removed_as_of = Some(as_of);
+        if self.node.raft.state == StateRole::Leader {
+            let term = self.node.raft.term;
+            self.node.raft.become_follower(term, raft::INVALID_ID);
+        }
     }
 
     /// A follower whose leader's process is gone stops honouring its lease and campaigns without
@@ -595,8 +600,8 @@ impl Group {
             && let Err(why) = vet::message(&m, &local)
         {
             self.metrics.peer_messages_rejected.fetch_add(1, Ordering::Relaxed);
-            // A removed node that missed its removal campaigns on for as long as it runs: said
-            // once per sender, counted every time.
+            // A removed node that missed its removal campaigns on until told (by the transport,
+            // which does not dial non-members): said once per sender, counted every time.
             if matches!(why, vet::Rejected::NotMember(_)) {
                 self.transport.tell_removed(m.from, self.group, raft.raft_log.applied);
             }
@@ -1509,6 +1514,14 @@ mod tests {
         assert!(g.node.raft.raft_log.applied > applied);
         g.tick();
         assert_eq!(g.removed_as_of, None);
+        // A leader told steps down, and does not campaign even as a follower whose leader is gone.
+        assert_eq!(g.node.raft.state, StateRole::Leader);
+        let applied = g.node.raft.raft_log.applied;
+        g.handle(Request::RemovedAsOf { by: 2, applied_index: applied + 1 });
+        assert_eq!(g.node.raft.state, StateRole::Follower);
+        g.campaign();
+        g.issue_reads_and_ready().unwrap();
+        assert_eq!(g.node.raft.state, StateRole::Follower);
     }
 
     #[tokio::test]

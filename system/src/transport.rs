@@ -52,6 +52,10 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const REMOVED_KEY: &str = "ordeal-removed-bin";
 /// The version of [`RemovedNotice`] this build writes; fields are only ever added.
 const REMOVED_NOTICE_VERSION: u32 = 1;
+/// At most one [`RemovedNotice`] per sender in this long: each ends the sender's stream, and a
+/// sender that does not believe it (a node promoted since the group last applied) or cannot read
+/// it (an older build) would otherwise reconnect at every message.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The queue into a peer's current stream; `None` while there is no connection. The stream
 /// reads this queue directly, so a message crosses no task between the Ready loop and gRPC.
@@ -80,9 +84,17 @@ pub struct Transport {
     releases: Arc<PeerReleases>,
     /// This node's credentials for dialing peers, when peers authenticate.
     tls: Option<Arc<PeerTls>>,
-    /// Senders that some group found in none of its configuration, with that group's applied
-    /// index: the next envelope from such a sender ends its stream with a [`RemovedNotice`].
-    notices: Mutex<BTreeMap<u64, BTreeMap<u32, u64>>>,
+    /// Senders that groups found outside their configuration ([`Transport::tell_removed`]).
+    notices: Mutex<Notices>,
+}
+
+/// Removal notices asked for and sent, by sender.
+#[derive(Default)]
+struct Notices {
+    /// The groups that found the sender outside their configuration, each with its applied index.
+    asked: BTreeMap<u64, BTreeMap<u32, u64>>,
+    /// When the sender was last sent a notice.
+    sent: BTreeMap<u64, std::time::Instant>,
 }
 
 struct Peer {
@@ -199,6 +211,7 @@ impl Transport {
     /// connected at its address in the book: it may have none yet (its address just learned),
     /// another group's change may have dropped it since, or its address may have changed.
     pub fn set_members(&self, group: u32, members: BTreeSet<u64>) {
+        self.forget_notices(group, &members);
         let Ok(mut all) = self.members.lock() else { return };
         let union = |m: &BTreeMap<u32, BTreeSet<u64>>| m.values().flatten().copied().collect::<BTreeSet<u64>>();
         let before = union(&all);
@@ -244,19 +257,40 @@ impl Transport {
     }
 
     /// Says that `peer` sent group `group` a message although the group's configuration, as of
-    /// `applied_index`, has no such member: the peer's stream is ended with a [`RemovedNotice`]
-    /// at its next envelope, since this node does not dial non-members to answer them.
+    /// `applied_index`, has no such member: after the peer's next envelope its stream is ended
+    /// with a [`RemovedNotice`], since this node does not dial non-members to answer them.
     pub fn tell_removed(&self, peer: u64, group: u32, applied_index: u64) {
         if let Ok(mut n) = self.notices.lock() {
-            n.entry(peer).or_default().insert(group, applied_index);
+            n.asked.entry(peer).or_default().insert(group, applied_index);
         }
     }
 
-    /// The notice for `peer`, if a group asked for one since the last was taken.
+    /// The notice for `peer`, if a group asked for one and none went to it in the last
+    /// [`NOTICE_INTERVAL`].
     pub(crate) fn take_notice(&self, peer: u64) -> Option<RemovedNotice> {
-        let groups = self.notices.lock().ok()?.remove(&peer)?;
+        let mut n = self.notices.lock().ok()?;
+        let now = std::time::Instant::now();
+        if !n.asked.contains_key(&peer) || n.sent.get(&peer).is_some_and(|at| now - *at < NOTICE_INTERVAL) {
+            return None;
+        }
+        n.sent.insert(peer, now);
+        let groups = n.asked.remove(&peer).unwrap_or_default();
         let groups = groups.into_iter().map(|(group, applied_index)| RemovedAsOf { group, applied_index }).collect();
         Some(RemovedNotice { version: REMOVED_NOTICE_VERSION, groups })
+    }
+
+    /// Forgets the notices asked for `group`'s `members`: a node added again is no stranger.
+    fn forget_notices(&self, group: u32, members: &BTreeSet<u64>) {
+        let Ok(mut n) = self.notices.lock() else { return };
+        for member in members {
+            if let Some(groups) = n.asked.get_mut(member) {
+                groups.remove(&group);
+                if groups.is_empty() {
+                    n.asked.remove(member);
+                    n.sent.remove(member);
+                }
+            }
+        }
     }
 
     /// The address of `peer`, if known.
@@ -396,24 +430,29 @@ async fn peer_loop(
     }
 }
 
-/// The status that ends the stream of `peer`, a member of none of the groups that asked, with
-/// `notice` in its metadata.
+/// The status that ends the stream of `peer` with `notice` in its metadata.
 fn removed_status(peer: u64, notice: &RemovedNotice) -> Status {
     let groups: Vec<String> =
         notice.groups.iter().map(|g| format!("group {} as of index {}", g.group, g.applied_index)).collect();
-    let mut status = Status::aborted(format!("node {peer} is not a member here ({})", groups.join(", ")));
+    let mut status = Status::aborted(format!("node {peer} is not a member of {} here", groups.join(", ")));
     let value = tonic::metadata::MetadataValue::from_bytes(&notice.encode_to_vec());
     status.metadata_mut().insert_bin(REMOVED_KEY, value);
     status
 }
 
+/// The [`RemovedNotice`] in `status`, if it carries one.
+fn notice_of(status: &Status) -> Result<Option<RemovedNotice>, String> {
+    let Some(value) = status.metadata().get_bin(REMOVED_KEY) else { return Ok(None) };
+    let bytes = value.to_bytes().map_err(|e| e.to_string())?;
+    RemovedNotice::decode(bytes).map(Some).map_err(|e| e.to_string())
+}
+
 /// Hands the [`RemovedNotice`] that `peer` ended this node's stream with, if any, to the groups
 /// it names; each judges it against its own log.
 fn heed_notice(peer: u64, status: &Status, listeners: &Listeners) {
-    let Some(value) = status.metadata().get_bin(REMOVED_KEY) else { return };
-    let decoded = value.to_bytes().map_err(|e| e.to_string());
-    let notice = match decoded.and_then(|b| RemovedNotice::decode(b).map_err(|e| e.to_string())) {
-        Ok(notice) => notice,
+    let notice = match notice_of(status) {
+        Ok(Some(notice)) => notice,
+        Ok(None) => return,
         Err(e) => {
             tracing::warn!(peer, "undecodable removal notice: {e}");
             return;
@@ -522,11 +561,6 @@ impl RaftService {
                 }
             }
             *from = Some(env.from);
-            if let Some(notice) = self.transport.as_ref().and_then(|t| t.take_notice(env.from)) {
-                // Its messages go unread: dropped as a group's checks drop a non-member's.
-                self.inbox.metrics.peer_messages_rejected.fetch_add(env.messages.len() as u64, Ordering::Relaxed);
-                return Err(removed_status(env.from, &notice));
-            }
             self.releases.set(env.from, if env.wire_version >= 2 { env.release } else { 1 });
             for bytes in env.messages {
                 let m = Message::parse_from_bytes(&bytes)
@@ -538,6 +572,10 @@ impl RaftService {
                 }
                 // A full queue drops the message; raft retransmits.
                 let _ = group.send(Request::Raft(Box::new(m)));
+            }
+            // After the envelope's messages, which may be for groups that have the sender.
+            if let Some(notice) = self.transport.as_ref().and_then(|t| t.take_notice(env.from)) {
+                return Err(removed_status(env.from, &notice));
             }
         }
     }
@@ -592,6 +630,22 @@ mod tests {
         assert_eq!(t.address(4), None, "a member of no group is dropped");
         t.set_members(1, [1, 4].into());
         assert_eq!(t.address(4).as_deref(), Some("127.0.0.1:1"), "group 1's learner is connected again");
+    }
+
+    #[tokio::test]
+    async fn removal_notices_go_at_most_once_an_interval_and_never_to_a_member_again() {
+        let t = Transport::start(1, &BTreeMap::new(), Release::current(), None);
+        assert!(t.take_notice(9).is_none(), "none asked for");
+        t.tell_removed(9, 0, 5);
+        let notice = t.take_notice(9).expect("asked for");
+        assert_eq!(notice.groups, [RemovedAsOf { group: 0, applied_index: 5 }]);
+        assert_eq!(notice_of(&removed_status(9, &notice)), Ok(Some(notice)), "it travels in the status");
+        t.tell_removed(9, 0, 6);
+        assert!(t.take_notice(9).is_none(), "one notice per interval");
+        t.set_members(0, [1, 9].into());
+        assert!(t.take_notice(9).is_none(), "added again, it is no stranger");
+        t.tell_removed(9, 0, 7);
+        assert!(t.take_notice(9).is_some(), "removed again, it is told at once");
     }
 
     #[tokio::test]

@@ -313,6 +313,26 @@ async fn a_voter_removed_while_down_learns_it_from_a_member_when_it_returns() {
     .await;
     assert!(!status.has_leader && !status.is_leader, "{status:?}");
     assert!(status.voters.contains(&away), "its own configuration still names it: {status:?}");
+    // It campaigns no more: the members stop dropping its messages. Settled means no new drop for
+    // three election timeouts (it campaigned once every one or two before it was told).
+    let members: Vec<u64> = (1..=3).filter(|id| *id != away).collect();
+    let dropped = || async {
+        let mut n = 0;
+        for id in &members {
+            n += counter(&metrics(cluster.spec.node(*id).unwrap().http).await, "ordeal_peer_messages_rejected_total");
+        }
+        n
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut seen, mut since) = (dropped().await, std::time::Instant::now());
+    while since.elapsed() < Duration::from_millis(1500) {
+        assert!(std::time::Instant::now() < deadline, "node {away} campaigns on: {seen} of its messages dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = dropped().await;
+        if now != seen {
+            (seen, since) = (now, std::time::Instant::now());
+        }
+    }
     client.put(b"k", b"2").await.unwrap();
     assert_eq!(client.get(b"k").await.unwrap().value.as_deref(), Some(&b"2"[..]));
 }
