@@ -7,7 +7,7 @@ mod common;
 use common::{Cluster, counter, metrics, wait_for};
 use ordeal_system::client::{Client, ClientError, ClientOptions};
 use ordeal_system::error::BrokerError;
-use ordeal_system::launch::{NodeSpec, free_ports};
+use ordeal_system::launch::{NodeProcess, NodeSpec, free_ports};
 use ordeal_system::pb::broker::ProduceRequest;
 use ordeal_system::pb::broker::broker_client::BrokerClient;
 use std::collections::BTreeMap;
@@ -86,6 +86,28 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap()
     }
+}
+
+/// A three-node cluster that has written a key everywhere, then had a follower stopped by `stop`:
+/// the cluster, a client, the leader and that follower.
+async fn a_follower_stopped(
+    stop: impl FnOnce(&mut NodeProcess) -> std::io::Result<std::process::ExitStatus>,
+) -> (Cluster, Client, u64, u64) {
+    let mut cluster = Cluster::start(3, |_| {});
+    let client = cluster.client();
+    let leader = cluster.leader(&client).await;
+    let away = (1..=3).find(|id| *id != leader).unwrap();
+    client.put(b"k", b"0").await.unwrap();
+    cluster.converged(&client).await;
+    stop(cluster.procs.get_mut(&away).unwrap()).unwrap();
+    (cluster, client, leader, away)
+}
+
+/// An admin client that does not try node `away`, which is down.
+fn admin_without(cluster: &Cluster, away: u64) -> Client {
+    let mut up = cluster.spec.peers();
+    up.remove(&away);
+    Client::new(up, ClientOptions { deadline: Duration::from_secs(10), ..Default::default() })
 }
 
 async fn applied(client: &Client, node: u64) -> Option<(u64, u64)> {
@@ -292,17 +314,8 @@ async fn removing_voters_shrinks_the_quorum_and_the_cluster_keeps_working() {
 /// campaigns at tells it, and it reports itself removed and campaigns no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_removed_while_down_learns_it_from_a_member_when_it_returns() {
-    let mut cluster = Cluster::start(3, |_| {});
-    let client = cluster.client();
-    let leader = cluster.leader(&client).await;
-    let away = (1..=3).find(|id| *id != leader).unwrap();
-    client.put(b"k", b"0").await.unwrap();
-    cluster.converged(&client).await;
-    cluster.procs.get_mut(&away).unwrap().kill().unwrap();
-    let mut up = cluster.spec.peers();
-    up.remove(&away);
-    let admin = Client::new(up, ClientOptions { deadline: Duration::from_secs(10), ..Default::default() });
-    let after = admin.remove_node(0, away).await.unwrap();
+    let (mut cluster, client, _, away) = a_follower_stopped(|p| p.kill()).await;
+    let after = admin_without(&cluster, away).remove_node(0, away).await.unwrap();
     assert!(!after.voters.contains(&away), "{after:?}");
     client.put(b"k", b"1").await.unwrap();
     cluster.restart(away);
@@ -516,18 +529,9 @@ async fn a_batch_of_membership_changes_keeps_every_address_it_carries() {
 /// leader only from the leader's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_voter_follows_a_leader_that_joined_while_it_was_down() {
-    let mut cluster = Cluster::start(3, |_| {});
-    let client = cluster.client();
-    let leader = cluster.leader(&client).await;
-    let away = (1..=3).find(|id| *id != leader).unwrap();
-    client.put(b"k", b"0").await.unwrap();
-    cluster.converged(&client).await;
-    cluster.procs.get_mut(&away).unwrap().terminate(Duration::from_secs(10)).unwrap();
+    let (mut cluster, _, leader, away) = a_follower_stopped(|p| p.terminate(Duration::from_secs(10))).await;
     let addr = start_joining(&mut cluster, 4, &[]).await;
-    // An admin client that does not try the node that is down.
-    let mut up = cluster.spec.peers();
-    up.remove(&away);
-    let admin = Client::new(up, ClientOptions { deadline: Duration::from_secs(10), ..Default::default() });
+    let admin = admin_without(&cluster, away);
     let caught_up = add_and_catch_up(&cluster, &admin, leader, 4, &addr).await;
     admin.promote(0, 4, caught_up, false).await.unwrap();
     let client = cluster.client();
