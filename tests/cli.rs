@@ -39,6 +39,8 @@ fn bad_arguments_exit_254_with_a_message() {
         (&["check", "--model", "queue", "x"], "--model \"queue\""),
         (&["check", "--model", "register", "--init", "{", "x"], "--init \"{\" is not JSON"),
         (&["check", "--model", "register", "/nonexistent/h.jsonl"], "/nonexistent/h.jsonl: No such file"),
+        (&["check", "--model", "kv", "--timeout", "1e19", "x"], "--timeout 1e19: expected"),
+        (&["check", "--model", "kv", "--memory-mb", "17592186044416", "x"], "--memory-mb 17592186044416 is more"),
         (&["report", "/tmp"], "/tmp is not a run directory"),
     ];
     for (args, expected) in cases {
@@ -90,6 +92,17 @@ fn export_to_edn_round_trips_through_check() {
     let (code, _, err) = ordeal(&["check", &corpus("knossos/cas-register/bad/bad-analysis.edn")]);
     assert_eq!(code, 254);
     assert!(err.contains("--model is needed"), "{err}");
+    // JSON Lines cannot state a Porcupine log's initial value "": the export says how to check it.
+    let jsonl = dir.path().join("kv.jsonl");
+    let (code, _, err) =
+        ordeal(&["export", "--to", "jsonl", "-o", jsonl.to_str().unwrap(), &corpus("porcupine/kv/c01-ok.txt")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(r#"check the export with --init '""'"#), "{err}");
+    let (code, out, err) = ordeal(&["check", "--model", "kv", "--init", "\"\"", jsonl.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = ordeal(&["export", "--to", "jsonl", "-o", "/nonexistent/dir/x", &src]);
+    assert_eq!(code, 254, "an unwritable output is a bad argument: {err}");
+    assert!(err.contains("-o /nonexistent/dir/x: No such file"), "{err}");
 }
 
 #[test]
@@ -178,6 +191,13 @@ fn issue_17_check_never_passes_a_broken_history() {
         (
             "unacknowledged",
             format!("{write}\n{}\n", write.replace(r#""index":0"#, r#""index":1"#).replace("invoke", "info"))
+                .into_bytes(),
+            2,
+            "no op of the history succeeded",
+        ),
+        (
+            "all failed",
+            format!("{write}\n{}\n", write.replace(r#""index":0"#, r#""index":1"#).replace("invoke", "fail"))
                 .into_bytes(),
             2,
             "no op of the history succeeded",

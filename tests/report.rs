@@ -252,6 +252,19 @@ fn issue_17_report_fails_closed_on_a_broken_record() {
 }
 
 #[test]
+fn a_report_that_cannot_be_made_sets_the_earlier_one_aside() {
+    let dir = run_dir((register_history(1).join("\n") + "\n").as_bytes(), Some(finished(4)));
+    assert_eq!(ordeal(&["report", dir.path().to_str().unwrap()]).0, 0);
+    std::fs::remove_file(dir.path().join("history.jsonl")).unwrap();
+    let (code, out, err) = ordeal(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 254, "{out}{err}");
+    for name in ["results.json", "junit.xml", "summary.md", "report.html"] {
+        assert!(!dir.path().join(name).exists(), "{name} would still say valid");
+        assert!(dir.path().join(format!("{name}.stale")).is_file(), "{name} is kept, set aside: {err}");
+    }
+}
+
+#[test]
 fn a_run_cut_short_before_its_fault_rounds_is_not_valid() {
     let history = (register_history(1).join("\n") + "\n").into_bytes();
     let with_errors = |errors: serde_json::Value| {

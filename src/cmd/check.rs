@@ -32,12 +32,17 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     }
     let format = parse_format(&args.format)?;
     let init = args.init.as_deref().map(parse_init).transpose()?;
-    if args.timeout.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-        return Err(BadInput("--timeout must be a positive number of seconds".into()).into());
-    }
+    // Negative, NaN, infinite and absurdly long (a deadline past the clock's range) alike.
+    let timeout = args.timeout.map(|t| {
+        let bad = || BadInput(format!("--timeout {t:e}: expected a positive number of seconds, at most 1e9"));
+        Duration::try_from_secs_f64(t).ok().filter(|d| !d.is_zero() && t <= 1e9).ok_or_else(bad)
+    });
+    let memory_limit = args.memory_mb.checked_mul(1 << 20).ok_or_else(|| {
+        BadInput(format!("--memory-mb {} is more memory than a 64-bit address space holds", args.memory_mb))
+    })?;
     let opts = Options {
-        timeout: args.timeout.map(Duration::from_secs_f64),
-        memory_limit: args.memory_mb << 20,
+        timeout: timeout.transpose()?,
+        memory_limit,
         stop_at_first_failure: !args.all,
         methods: if args.search_only { Methods::SearchOnly } else { Methods::Any },
         ..Options::default()
@@ -80,11 +85,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         let mut bad_line = None;
         let mut ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
         let mut read = Duration::ZERO;
-        let mut acked = 0usize;
+        let (mut client, mut acked) = (0usize, 0usize);
         let timed = std::iter::from_fn(|| {
             let started = Instant::now();
             let op = ops.next();
             read += started.elapsed();
+            client += op.as_ref().is_some_and(|o| o.is_client()) as usize;
             acked += op.as_ref().is_some_and(|o| o.is_client() && o.kind == OpType::Ok) as usize;
             op
         });
@@ -96,7 +102,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             continue;
         }
         let report = match checked {
-            Ok(r) => fail_closed_on_empty(r, acked),
+            Ok(r) => fail_closed_on_empty(r, client, acked),
             Err(e) => {
                 eprintln!("ordeal: error: {}: {e}", file.display());
                 unreadable = true;
@@ -137,10 +143,10 @@ fn known_model(model: &str) -> Result<(), BadInput> {
     }
 }
 
-/// A history without a single op, or without one that succeeded (`acked`), verifies nothing:
-/// unknown, never valid.
-fn fail_closed_on_empty(mut report: Report, acked: usize) -> Report {
-    let reason = match (report.ops, acked) {
+/// A history without a single client op (`client` events), or without one that succeeded
+/// (`acked`), verifies nothing: unknown, never valid.
+fn fail_closed_on_empty(mut report: Report, client: usize, acked: usize) -> Report {
+    let reason = match (client, acked) {
         (0, _) => "the history holds no op",
         (_, 0) => "no op of the history succeeded",
         _ => return report,
@@ -212,15 +218,21 @@ pub fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
     if let Some(model) = &args.model {
         known_model(model)?;
     }
+    let init = stated.as_ref().map_or_else(|| detected.default_init(), |s| s.init.clone());
     let text = match args.to.as_str() {
         "edn" => {
             // The export states the semantics the history was read with.
             let model = args.model.clone().or(stated.as_ref().map(|s| s.model.clone()));
             let model = model.unwrap_or_else(|| default_model(&history).into());
-            let init = stated.map_or_else(|| detected.default_init(), |s| s.init);
             formats::export_edn(&history, &model, &init)
         }
         "jsonl" => {
+            // JSON Lines hold ops only, and their check assumes no initial value.
+            if !init.is_null() {
+                eprintln!(
+                    "ordeal: note: JSON Lines cannot state the initial value {init}: check the export with --init '{init}'"
+                );
+            }
             let mut buf = Vec::new();
             let mut w = ordeal_history::jsonl::Writer::new(&mut buf);
             for op in history.ops() {
@@ -233,7 +245,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
         other => return Err(BadInput(format!("--to {other:?}: expected edn or jsonl")).into()),
     };
     match &args.output {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => std::fs::write(path, text).map_err(|e| BadInput(format!("-o {}: {e}", path.display())))?,
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     Ok(Outcome::Valid)

@@ -17,13 +17,39 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Outcome> {
     if !dir.join(store::TEST).is_file() {
         return Err(BadInput(format!("{} is not a run directory (it has no {})", dir.display(), store::TEST)).into());
     }
-    let r = write_all(dir).map_err(|e| BadInput(format!("{e:#}")))?;
+    let r = match write_all(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            set_aside(dir);
+            return Err(BadInput(format!("{e:#}")).into());
+        }
+    };
     say!("{}: {}", r.verdict.to_string().to_uppercase(), r.reason);
     for d in &r.defects {
         say!("  {d}");
     }
     say!("  report: {}", dir.join(store::REPORT).display());
     Ok(outcome(&r))
+}
+
+/// Renames the report files an earlier analysis left (`NAME.stale`), after this one failed: they
+/// would still give that analysis's verdict for a record that no longer bears it out, and a CI
+/// job reading `junit.xml` would pass.
+fn set_aside(dir: &Path) {
+    for name in [store::RESULTS, store::JUNIT, store::SUMMARY, store::REPORT] {
+        let (path, stale) = (dir.join(name), dir.join(format!("{name}.stale")));
+        if !path.is_file() {
+            continue;
+        }
+        match std::fs::rename(&path, &stale) {
+            Ok(()) => eprintln!(
+                "ordeal: {} set aside as {}: it no longer describes this run",
+                path.display(),
+                stale.display()
+            ),
+            Err(e) => eprintln!("ordeal: warning: {} still holds an earlier verdict ({e})", path.display()),
+        }
+    }
 }
 
 /// The exit code of a run's results: its verdict, except that a history that cannot be read is
