@@ -214,6 +214,10 @@ fn check(history: &[u8], run: Option<serde_json::Value>, code: i32, defect: &str
     let kinds: Vec<&str> = results["defects"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&defect), "{why}: defects {kinds:?} lack {defect}");
     assert_ne!(results["verdict"], "valid", "{why}");
+    let reason = results["reason"].as_str().unwrap();
+    let checkers = results["checkers"].as_array().unwrap();
+    let by_checker = checkers.iter().any(|c| reason.starts_with(&format!("{}:", c["name"].as_str().unwrap())));
+    assert!(!by_checker, "{why}: the record's defect comes first, not a checker's: {reason}");
     let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     // The run's case at least; a checker that had nothing to check is an error case too.
     assert!(!junit.contains(r#"failures="0" errors="0""#), "{why}: {junit}");

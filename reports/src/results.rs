@@ -294,8 +294,10 @@ pub fn analyze(dir: &Path, checkers: Vec<Box<dyn Checker>>, writes: &[&str]) -> 
             stats.total.ok + stats.total.fail + stats.total.info
         ),
     };
+    // A record that is not whole explains an unknown verdict before any checker that could not
+    // decide on it does; an invalid verdict keeps its evidence first.
     let reason = match defects.first() {
-        Some(d) if verdict == Verdict::Valid => {
+        Some(d) if verdict != Verdict::Invalid => {
             verdict = Verdict::Unknown;
             d.to_string()
         }
