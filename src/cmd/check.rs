@@ -33,15 +33,18 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     let format = parse_format(&args.format)?;
     let init = args.init.as_deref().map(parse_init).transpose()?;
     // Negative, NaN, infinite and absurdly long (a deadline past the clock's range) alike.
-    let timeout = args.timeout.map(|t| {
-        let bad = || BadInput(format!("--timeout {t:e}: expected a positive number of seconds, at most 1e9"));
-        Duration::try_from_secs_f64(t).ok().filter(|d| !d.is_zero() && t <= 1e9).ok_or_else(bad)
-    });
+    let timeout = args
+        .timeout
+        .map(|t| {
+            let bad = || BadInput(format!("--timeout {t:e}: expected a positive number of seconds, at most 1e9"));
+            Duration::try_from_secs_f64(t).ok().filter(|d| !d.is_zero() && t <= 1e9).ok_or_else(bad)
+        })
+        .transpose()?;
     let memory_limit = args.memory_mb.checked_mul(1 << 20).ok_or_else(|| {
         BadInput(format!("--memory-mb {} is more memory than a 64-bit address space holds", args.memory_mb))
     })?;
     let opts = Options {
-        timeout: timeout.transpose()?,
+        timeout,
         memory_limit,
         stop_at_first_failure: !args.all,
         methods: if args.search_only { Methods::SearchOnly } else { Methods::Any },

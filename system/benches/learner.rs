@@ -294,6 +294,18 @@ fn log_lines(rng: &mut Xorshift) -> Vec<u8> {
     out
 }
 
+/// A round's windows of the load: before the join (from 1 s after the load started, once it runs
+/// steadily), from the join to the promotion, and the time before cut into windows as long as
+/// the catch-up.
+fn windows(samples: &[Sample], load_started: Instant, joined: Instant, done: Instant) -> (Window, Window, Vec<Window>) {
+    let steady = load_started + Duration::from_secs(1);
+    (
+        Window::of(samples, steady, joined),
+        Window::of(samples, joined, done),
+        Window::slices(samples, steady, joined, done - joined),
+    )
+}
+
 /// What one system did.
 struct Outcome {
     promotable: Duration,
@@ -622,6 +634,7 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
     let done = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let samples = load.await.expect("load task");
+    let (before, during, before_slices) = windows(&samples, load_started, joined, done);
     trace("broker", &samples, joined, done);
     let m = http_get(&http.to_string(), "/metrics").await;
     let leader_http = spec.nodes.iter().find(|n| n.id == leader).expect("the leader is a node").http;
@@ -643,9 +656,9 @@ async fn broker(state_mb: u64, rate: u64, before: Duration) -> Outcome {
             metric(&m, "ordeal_snapshot_received_file_bytes_total"),
             metric(&sent, "ordeal_snapshot_send_milliseconds_total") / 1e3,
         )),
-        before: Window::of(&samples, load_started + Duration::from_secs(1), joined),
-        during: Window::of(&samples, joined, done),
-        before_slices: Window::slices(&samples, load_started + Duration::from_secs(1), joined, done - joined),
+        before,
+        during,
+        before_slices,
     }
 }
 
@@ -769,6 +782,7 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
     let done = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let samples = load.await.expect("load task");
+    let (before, during, before_slices) = windows(&samples, load_started, joined, done);
     trace("etcd", &samples, joined, done);
     let learner = etcd.endpoint(3).trim_start_matches("http://").to_string();
     // etcd grants the promotion once the learner has the snapshot, before it serves clients
@@ -782,8 +796,8 @@ async fn etcd_run(binary: &std::path::Path, state_mb: u64, rate: u64, before: Du
         snapshot_bytes: metric(&m, "etcd_mvcc_db_total_size_in_bytes"),
         snapshot_secs: metric(&m, "etcd_network_snapshot_receive_total_duration_seconds_sum"),
         snapshot_file: None,
-        before: Window::of(&samples, load_started + Duration::from_secs(1), joined),
-        during: Window::of(&samples, joined, done),
-        before_slices: Window::slices(&samples, load_started + Duration::from_secs(1), joined, done - joined),
+        before,
+        during,
+        before_slices,
     }
 }

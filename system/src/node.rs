@@ -602,10 +602,11 @@ impl Group {
             self.metrics.peer_messages_rejected.fetch_add(1, Ordering::Relaxed);
             // A removed node that missed its removal campaigns on until told (by the transport,
             // which does not dial non-members): said once per sender, counted every time.
-            if matches!(why, vet::Rejected::NotMember(_)) {
+            let stranger = matches!(why, vet::Rejected::NotMember(_));
+            if stranger {
                 self.transport.tell_removed(m.from, self.group, raft.raft_log.applied);
             }
-            let again = matches!(why, vet::Rejected::NotMember(_)) && !self.strangers.insert(m.from);
+            let again = stranger && !self.strangers.insert(m.from);
             if again {
                 tracing::debug!(from = m.from, group = self.group, "raft message dropped: {why}");
             } else {
