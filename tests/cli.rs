@@ -218,3 +218,21 @@ fn issue_17_check_never_passes_a_broken_history() {
     assert_eq!(code, 254);
     assert!(err.contains("is a run directory: `ordeal report"), "{err}");
 }
+
+#[test]
+fn a_file_not_in_the_named_format_is_bad_input_at_its_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = dir.path().join("h.jsonl");
+    let op = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":{"key":"k","value":1}}"#;
+    std::fs::write(&native, format!("\n{op}\n")).unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "\nsome notes, not a history\n").unwrap();
+    for file in [&native, &text] {
+        for (format, expected) in [("etcd", ":2: not a Jepsen etcd log"), ("porcupine", ":2: "), ("edn", ":2: ")] {
+            let (code, out, err) = ordeal(&["check", "--model", "kv", "--format", format, file.to_str().unwrap()]);
+            assert_eq!(code, 254, "--format {format} {}: {out}{err}", file.display());
+            let want = format!("{}{expected}", file.display());
+            assert!(err.contains(&want), "--format {format}: {err:?} lacks {want:?}");
+        }
+    }
+}

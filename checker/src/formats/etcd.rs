@@ -12,8 +12,14 @@ use ordeal_history::{History, Op, OpType, Process};
 
 const MARKER: &str = "jepsen.util - ";
 
+/// Whether a line is Jepsen console output: a log line of a `jepsen.*` namespace.
+pub fn is_jepsen_line(line: &str) -> bool {
+    line.contains("jepsen.util -") || (line.starts_with("INFO") && line.contains(" jepsen."))
+}
+
 /// Parses an etcd console log.
 pub fn parse(text: &str) -> Result<History, LineError> {
+    not_a_jepsen_log(text)?;
     let mut h = History::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -54,4 +60,21 @@ pub fn parse(text: &str) -> Result<History, LineError> {
         h.push(Op::invoke(Process::Client(process), f, value).at(n as u64).completed(kind));
     }
     Ok(h)
+}
+
+/// A file with text but not one line of Jepsen console output is some other file (a native
+/// history, say), not a log of a Jepsen run: reading it as one would give an empty history, as
+/// if the run had recorded nothing. The error points at its first line of text.
+fn not_a_jepsen_log(text: &str) -> Result<(), LineError> {
+    if text.lines().any(is_jepsen_line) {
+        return Ok(());
+    }
+    match text.lines().position(|l| !l.trim().is_empty()) {
+        Some(i) => Err(LineError::at(
+            i + 1,
+            "not a Jepsen etcd log: no line of the file is Jepsen console output \
+             like `INFO  jepsen.util - 3 :invoke :read nil`",
+        )),
+        None => Ok(()),
+    }
 }

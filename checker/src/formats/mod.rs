@@ -73,7 +73,7 @@ impl Format {
 pub fn detect(head: &str) -> Format {
     // Jepsen console output: log lines of `jepsen.*` namespaces, even when no op line is among
     // them (a run whose cluster never started).
-    if head.lines().any(|l| l.contains("jepsen.util -") || (l.starts_with("INFO") && l.contains(" jepsen."))) {
+    if head.lines().any(etcd::is_jepsen_line) {
         return Format::Etcd;
     }
     let first = head.lines().map(str::trim_start).find(|l| !l.is_empty() && !l.starts_with(';')).unwrap_or("");

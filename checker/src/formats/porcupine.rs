@@ -11,7 +11,7 @@
 //! a direct scan; any other EDN map by the general EDN parser.
 
 use super::LineError;
-use super::edn::Parser;
+use super::edn::{Edn, Parser};
 use super::knossos::op_from_map;
 use ordeal_history::{History, Op, OpType, Process};
 use serde_json::Value;
@@ -92,18 +92,37 @@ fn kv_f(f: &str) -> Result<&'static str, String> {
     }
 }
 
+/// What a line of the format looks like, for errors on a line that is not one.
+const EXAMPLE: &str = r#"{:process 0, :type :invoke, :f :get, :key "0", :value nil}"#;
+
 /// Any EDN map with `:process`, `:type`, `:f`, `:key` and `:value`.
 fn general(line: &str, n: usize) -> Result<Option<Op>, LineError> {
-    let m =
-        Parser::new(line).next_value().map_err(|e| LineError::at(n, format!("column {}: {}", e.column, e.message)))?;
+    let m = Parser::new(line).next_value().map_err(|e| {
+        LineError::at(
+            n,
+            format!("column {}: {} (a Porcupine kv log has one op map per line, like {EXAMPLE})", e.column, e.message),
+        )
+    })?;
+    // Some other file (plain text, a native history) fails here rather than on a missing field.
+    if !matches!(m, Edn::Map(_)) || m.get("process").is_none() {
+        return Err(LineError::at(n, format!("expected a Porcupine kv op map like {EXAMPLE}, found {}", what(&m))));
+    }
     let key = match m.get("key") {
-        Some(super::edn::Edn::Str(k)) => k.to_string(),
+        Some(Edn::Str(k)) => k.to_string(),
         _ => return Err(LineError::at(n, "expected a string :key")),
     };
     let Some(mut op) = op_from_map(&m, n as u64).map_err(|e| LineError::at(n, e))? else { return Ok(None) };
     op.f = kv_f(&op.f).map_err(|e| LineError::at(n, e))?.into();
     op.value = Value::Array(vec![Value::String(key), std::mem::take(&mut op.value)]);
     Ok(Some(op))
+}
+
+/// What a value is, for an error: a map without `:process`, or the kind of anything else.
+fn what(v: &Edn<'_>) -> &'static str {
+    match v {
+        Edn::Map(_) => "a map without :process",
+        other => other.kind(),
+    }
 }
 
 /// Writes a kv op (`read`/`write`/`append` with `{"key": k, "value": v}` or `[k, v]`) as one line of
