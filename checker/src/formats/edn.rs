@@ -109,6 +109,11 @@ impl<'a> Parser<'a> {
         Parser { text: text.as_bytes(), pos: 0, line: 1, line_start: 0 }
     }
 
+    /// The byte offset of the parser's position in the text.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
     /// The 1-based line of the parser's position.
     pub fn line(&self) -> usize {
         self.line

@@ -4,7 +4,8 @@
 //!
 //! Semantics: `:ok :read nil` means the key was absent (initial state: absent); `:fail :cas` is
 //! a definite failure; `:info` leaves the op pending; `:fail :read :timed-out` is a read whose
-//! output is unknown (dropped like every `fail`).
+//! output is unknown (dropped like every `fail`). Text after the value is the op's error, which
+//! newer Jepsens append after a tab; it is kept, not refused.
 
 use super::edn::Parser;
 use super::{LineError, edn_to_json};
@@ -48,18 +49,34 @@ pub fn parse(text: &str) -> Result<History, LineError> {
                 return Err(LineError::at(n, format!("expected an operation keyword like :read, found {other:?}")));
             }
         };
-        // The value is the rest of the line after the f field.
-        let value_text = rest.split_once(&format!(":{f}")).map(|(_, v)| v.trim()).unwrap_or("");
-        let value = if value_text.is_empty() {
-            serde_json::Value::Null
-        } else {
-            let mut p = Parser::new(value_text);
-            let v = p.next_value().map_err(|e| LineError::at(n, format!("value {value_text:?}: {}", e.message)))?;
-            edn_to_json(&v)
-        };
-        h.push(Op::invoke(Process::Client(process), f, value).at(n as u64).completed(kind));
+        let (value, error) = value_and_error(after_fields(rest, 3).trim(), n)?;
+        let mut op = Op::invoke(Process::Client(process), f, value).at(n as u64).completed(kind);
+        op.error = error;
+        h.push(op);
     }
     Ok(h)
+}
+
+/// What follows the first `n` whitespace-separated fields of `line`.
+fn after_fields(mut line: &str, n: usize) -> &str {
+    for _ in 0..n {
+        line = line.trim_start();
+        line = &line[line.find(char::is_whitespace).unwrap_or(line.len())..];
+    }
+    line
+}
+
+/// The value (EDN) at the start of `text`, and the text after it: Jepsen's `op->str` writes an
+/// op's error there, after a tab (`:timed-out`, an exception's message), so it is kept as the
+/// op's error rather than refused as junk.
+fn value_and_error(text: &str, n: usize) -> Result<(serde_json::Value, Option<String>), LineError> {
+    if text.is_empty() {
+        return Ok((serde_json::Value::Null, None));
+    }
+    let mut p = Parser::new(text);
+    let v = p.next_value().map_err(|e| LineError::at(n, format!("value {text:?}: {}", e.message)))?;
+    let error = text[p.offset()..].trim();
+    Ok((edn_to_json(&v), (!error.is_empty()).then(|| error.to_owned())))
 }
 
 /// A file with text but not one line of Jepsen console output is some other file (a native
@@ -76,5 +93,31 @@ fn not_a_jepsen_log(text: &str) -> Result<(), LineError> {
              like `INFO  jepsen.util - 3 :invoke :read nil`",
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn op(line: &str) -> Op {
+        let h = parse(&format!("INFO  jepsen.util - {line}")).unwrap();
+        h.ops()[0].clone()
+    }
+
+    #[test]
+    fn the_text_after_the_value_is_the_ops_error() {
+        let o = op("3\t:info\t:cas\t[1 4]\tindeterminate: Read timed out");
+        assert_eq!((o.value, o.error.as_deref()), (json!([1, 4]), Some("indeterminate: Read timed out")));
+        let o = op("3\t:info\t:write\t:timed-out");
+        assert_eq!((o.value, o.error), (json!("timed-out"), None));
+    }
+
+    #[test]
+    fn the_value_is_found_after_the_third_field() {
+        // An f that is the start of the type keyword (`:in` in `:invoke`).
+        assert_eq!(op("0 :invoke :in 5").value, json!(5));
+        assert_eq!(op("0 :ok :read").value, serde_json::Value::Null);
     }
 }
