@@ -36,11 +36,13 @@ fn bad_arguments_exit_254_with_a_message() {
         (&["run", "--ops-per-key", "0"], "--ops-per-key must be at least 1"),
         (&["run", "--nemesis-order", "cycle", "--fault-rounds", "0"], "--fault-rounds needs at least one round"),
         (&["run", "--system", "etcd", "--nemesis", "clock-skew"], "etcd is a Go program"),
-        (&["check", "--model", "queue", "x"], "--model \"queue\""),
-        (&["check", "--model", "register", "--init", "{", "x"], "--init \"{\" is not JSON"),
+        (&["check", "--model", "queue", "x"], "--model `queue`: expected one of register, cas-register"),
+        (&["check", "--model", "register", "--init", "{", "x"], "--init `{` is not JSON"),
         (&["check", "--model", "register", "/nonexistent/h.jsonl"], "/nonexistent/h.jsonl: No such file"),
         (&["check", "--model", "kv", "--timeout", "1e19", "x"], "--timeout 1e19: expected"),
         (&["check", "--model", "kv", "--memory-mb", "17592186044416", "x"], "--memory-mb 17592186044416 is more"),
+        (&["check", "--format", "xml", "x"], "--format: unknown format `xml`: expected auto"),
+        (&["export", "--to", "xml", "/dev/null"], "--to `xml`: expected edn or jsonl"),
         (&["report", "/tmp"], "/tmp is not a run directory"),
     ];
     for (args, expected) in cases {
@@ -235,4 +237,17 @@ fn a_file_not_in_the_named_format_is_bad_input_at_its_first_line() {
             assert!(err.contains(&want), "--format {format}: {err:?} lacks {want:?}");
         }
     }
+}
+
+#[test]
+fn errors_quote_what_they_found_without_rust_debug_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.jsonl");
+    let invoke = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":{"key":"k","value":1}}"#;
+    let ok = r#"{"index":1,"time":2,"process":0,"type":"ok","f":"read","value":{"key":"k","value":1}}"#;
+    std::fs::write(&path, format!("{invoke}\n{ok}\n")).unwrap();
+    let (code, _, err) = ordeal(&["check", "--model", "kv", path.to_str().unwrap()]);
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("op 1: completion of `read` does not match invocation of `write`"), "{err}");
+    assert!(!err.contains('"'), "{err}");
 }

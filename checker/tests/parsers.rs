@@ -52,8 +52,20 @@ fn errors_name_file_line_and_expectation() {
             ":1: :process must be a non-negative integer or :nemesis",
         ),
         (Format::Etcd, "INFO  jepsen.util - 3\t:invoke\tread\tnil", ":1: expected an operation keyword like :read"),
-        (Format::Etcd, "INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2", ":1: value \"[1 2\""),
+        (Format::Etcd, "INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2", ":1: value `[1 2`"),
         (Format::Porcupine, "{:process 0, :type :invoke, :f :get, :value nil}", ":1: expected a string :key"),
+        (
+            Format::Etcd,
+            "INFO  jepsen.util - 3\t:done\t:read\tnil",
+            ":1: expected :invoke, :ok, :fail or :info after the process, found `:done`",
+        ),
+        (
+            Format::Etcd,
+            "INFO  jepsen.util - 3",
+            ":1: expected :invoke, :ok, :fail or :info after the process, found nothing",
+        ),
+        (Format::Etcd, "INFO  jepsen.util - 3\t:ok", ":1: expected an operation keyword like :read, found nothing"),
+        (Format::Edn, "[{:process 1 :type :invoke :f :read :value 12abc}]", ":1: column 44: `12abc` is not a number"),
         (
             Format::Jsonl,
             "{\"index\":0,\"time\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n",

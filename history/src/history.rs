@@ -47,7 +47,7 @@ pub enum HistoryError {
         info: u64,
     },
     /// A completion names a different operation than its invocation.
-    #[error("op {index}: completion of {found:?} does not match invocation of {expected:?}")]
+    #[error("op {index}: completion of `{found}` does not match invocation of `{expected}`")]
     MismatchedF {
         /// The completion's index.
         index: u64,

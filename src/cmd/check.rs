@@ -20,7 +20,7 @@ pub fn parse_init(text: &str) -> Result<Value, BadInput> {
     match text.trim() {
         "nil" | "absent" | "none" => Ok(Value::Null),
         t => serde_json::from_str(t)
-            .map_err(|e| BadInput(format!("--init {t:?} is not JSON ({e}); use e.g. 0, \"\", null or {{\"x\": 0}}"))),
+            .map_err(|e| BadInput(format!("--init `{t}` is not JSON ({e}); use e.g. 0, \"\", null or {{\"x\": 0}}"))),
     }
 }
 
@@ -142,7 +142,7 @@ fn known_model(model: &str) -> Result<(), BadInput> {
     if linear::MODELS.contains(&model) {
         Ok(())
     } else {
-        Err(BadInput(format!("--model {model:?}: expected one of {:?}", linear::MODELS)))
+        Err(BadInput(format!("--model `{model}`: expected one of {}", linear::MODELS.join(", "))))
     }
 }
 
@@ -245,7 +245,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
             drop(w);
             String::from_utf8(buf).context("JSON is UTF-8")?
         }
-        other => return Err(BadInput(format!("--to {other:?}: expected edn or jsonl")).into()),
+        other => return Err(BadInput(format!("--to `{other}`: expected edn or jsonl")).into()),
     };
     match &args.output {
         Some(path) => std::fs::write(path, text).map_err(|e| BadInput(format!("-o {}: {e}", path.display())))?,

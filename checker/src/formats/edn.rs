@@ -208,7 +208,7 @@ impl<'a> Parser<'a> {
                 let start_col = self.pos - self.line_start + 1;
                 let t = self.token();
                 if t.is_empty() {
-                    return Err(self.error(format!("unexpected character {:?}", b as char)));
+                    return Err(self.error(format!("unexpected character `{}`", b as char)));
                 }
                 Ok(match t {
                     "nil" => Edn::Nil,
@@ -228,7 +228,7 @@ impl<'a> Parser<'a> {
                             return Err(ParseError {
                                 line: self.line,
                                 column: start_col,
-                                message: format!("{t:?} is not a number"),
+                                message: format!("`{t}` is not a number"),
                             });
                         }
                     }

@@ -37,16 +37,20 @@ pub fn parse(text: &str) -> Result<History, LineError> {
             Some(":fail") => OpType::Fail,
             Some(":info") => OpType::Info,
             other => {
+                let found = found(other);
                 return Err(LineError::at(
                     n,
-                    format!("expected :invoke, :ok, :fail or :info after the process, found {other:?}"),
+                    format!("expected :invoke, :ok, :fail or :info after the process, found {found}"),
                 ));
             }
         };
         let f = match fields.next() {
             Some(f) if f.starts_with(':') && f.len() > 1 => f[1..].to_owned(),
             other => {
-                return Err(LineError::at(n, format!("expected an operation keyword like :read, found {other:?}")));
+                return Err(LineError::at(
+                    n,
+                    format!("expected an operation keyword like :read, found {}", found(other)),
+                ));
             }
         };
         let (value, error) = value_and_error(after_fields(rest, 3).trim(), n)?;
@@ -55,6 +59,11 @@ pub fn parse(text: &str) -> Result<History, LineError> {
         h.push(op);
     }
     Ok(h)
+}
+
+/// A field as an error shows it: quoted, or `nothing` when the line ends first.
+fn found(field: Option<&str>) -> String {
+    field.map_or_else(|| "nothing".to_owned(), |f| format!("`{f}`"))
 }
 
 /// What follows the first `n` whitespace-separated fields of `line`.
@@ -74,7 +83,7 @@ fn value_and_error(text: &str, n: usize) -> Result<(serde_json::Value, Option<St
         return Ok((serde_json::Value::Null, None));
     }
     let mut p = Parser::new(text);
-    let v = p.next_value().map_err(|e| LineError::at(n, format!("value {text:?}: {}", e.message)))?;
+    let v = p.next_value().map_err(|e| LineError::at(n, format!("value `{text}`: {}", e.message)))?;
     let error = text[p.offset()..].trim();
     Ok((edn_to_json(&v), (!error.is_empty()).then(|| error.to_owned())))
 }

@@ -45,7 +45,7 @@ impl Format {
             "edn" | "knossos" => Format::Edn,
             "etcd" | "jepsen-log" => Format::Etcd,
             "porcupine" | "porcupine-kv" => Format::Porcupine,
-            other => return Err(format!("unknown format {other:?}: expected auto, jsonl, edn, etcd or porcupine")),
+            other => return Err(format!("unknown format `{other}`: expected auto, jsonl, edn, etcd or porcupine")),
         }))
     }
 

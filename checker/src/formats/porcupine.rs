@@ -141,7 +141,7 @@ pub fn write_line(w: &mut impl Write, op: &Op) -> io::Result<()> {
         "read" => "get",
         "write" => "put",
         "append" => "append",
-        other => return Err(bad(format!("f must be read, write or append, found {other:?}"))),
+        other => return Err(bad(format!("f must be read, write or append, found `{other}`"))),
     };
     let plain = |v: &Value| match v.as_str() {
         Some(s) if !s.contains(['"', '\\', '\n', '\r']) => Ok(format!("\"{s}\"")),

@@ -662,7 +662,7 @@ pub const MODELS: &[&str] = &["register", "cas-register", "multi-register", "kv"
 #[derive(Debug, thiserror::Error)]
 pub enum ModelChoiceError {
     /// No model of this name.
-    #[error("unknown model {0:?}: expected one of {MODELS:?}")]
+    #[error("unknown model `{name}`: expected one of {models}", name = .0, models = MODELS.join(", "))]
     UnknownModel(String),
     /// The initial value does not suit the model.
     #[error("initial value for {model}: {message}")]
