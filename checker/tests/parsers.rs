@@ -46,6 +46,23 @@ fn errors_name_file_line_and_expectation() {
             ":2: :type must be :invoke, :ok, :fail or :info, found :done",
         ),
         (Format::Edn, "[{:process 1 :type :invoke :f :read}\n{:process 1", ":2: column 12: unexpected end of input"),
+        // Two ops on the first line: the bad one is on the second, not the third.
+        (
+            Format::Edn,
+            "[{:process 1 :type :invoke :f :read} {:process 1 :type :ok :f :read}\n {:process 2 :type :done :f :read}]",
+            ":2: :type must be",
+        ),
+        // One op over three lines, then the bad one on the fourth, not the second.
+        (
+            Format::Edn,
+            "; a Knossos history\n[{:process 1,\n  :type :invoke,\n  :f :read}\n {:process 2 :type :done :f :read}]",
+            ":5: :type must be",
+        ),
+        (
+            Format::Porcupine,
+            "{:process 0, :type :invoke, :f :get, :key \"0\", :value nil}\n\n{:process 0, :type :ok, :f :got, :key \"0\", :value \"\"}",
+            ":3: :f must be :get, :put or :append, found :got",
+        ),
         (
             Format::Edn,
             "[{:process \"x\", :type :invoke, :f :read}]",

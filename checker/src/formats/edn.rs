@@ -250,7 +250,30 @@ impl<'a> Parser<'a> {
         std::str::from_utf8(&self.text[start..self.pos]).unwrap_or("")
     }
 
+    /// Reads a top-level vector or list with the 1-based line each element starts on, so that an
+    /// error about an element can name its line; `None` (nothing read) when the next value is
+    /// something else.
+    pub fn next_seq_with_lines(&mut self) -> Option<Result<Vec<(usize, Edn<'a>)>, ParseError>> {
+        self.skip_ws();
+        let close = match self.text.get(self.pos) {
+            Some(b'[') => b']',
+            Some(b'(') => b')',
+            _ => return None,
+        };
+        Some(self.collection_with(close, 0, |line, v| (line, v)))
+    }
+
     fn collection(&mut self, close: u8, depth: usize) -> Result<Vec<Edn<'a>>, ParseError> {
+        self.collection_with(close, depth, |_, v| v)
+    }
+
+    /// Reads a collection closed by `close`, each element through `item` with its line.
+    fn collection_with<T>(
+        &mut self,
+        close: u8,
+        depth: usize,
+        mut item: impl FnMut(usize, Edn<'a>) -> T,
+    ) -> Result<Vec<T>, ParseError> {
         let (open_line, open_col) = (self.line, self.pos - self.line_start + 1);
         self.pos += 1;
         let mut items = Vec::new();
@@ -271,7 +294,10 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     return Ok(items);
                 }
-                Some(_) => items.push(self.value(depth + 1)?),
+                Some(_) => {
+                    let line = self.line;
+                    items.push(item(line, self.value(depth + 1)?));
+                }
             }
         }
     }

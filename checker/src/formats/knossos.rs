@@ -20,15 +20,17 @@ use serde_json::Value;
 pub fn parse(text: &str) -> Result<History, LineError> {
     let mut p = Parser::new(text);
     let mut maps: Vec<(usize, Edn<'_>)> = Vec::new();
+    let syntax = |e: super::edn::ParseError| LineError::at(e.line, format!("column {}: {}", e.column, e.message));
     while !p.at_end() {
         let line = p.line();
-        let v = p.next_value().map_err(|e| LineError::at(e.line, format!("column {}: {}", e.column, e.message)))?;
-        match v {
-            Edn::Vector(items) | Edn::List(items) if maps.is_empty() => {
-                // Ops inside one collection carry no line of their own; number them from the
-                // collection's line so errors still point near them.
-                maps.extend(items.into_iter().enumerate().map(|(i, m)| (line + i, m)));
-            }
+        // The history's one collection, each op with the line it starts on.
+        if maps.is_empty()
+            && let Some(items) = p.next_seq_with_lines()
+        {
+            maps = items.map_err(syntax)?;
+            continue;
+        }
+        match p.next_value().map_err(syntax)? {
             m @ (Edn::Map(_) | Edn::Tagged(..)) => maps.push((line, m)),
             other => return Err(LineError::at(line, format!("expected op maps, found {}", other.kind()))),
         }
