@@ -251,3 +251,26 @@ fn errors_quote_what_they_found_without_rust_debug_text() {
     assert!(err.contains("op 1: completion of `read` does not match invocation of `write`"), "{err}");
     assert!(!err.contains('"'), "{err}");
 }
+
+#[test]
+fn a_bad_header_is_named_once_at_line_1_as_the_files_not_a_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = "[{:index 0, :time 1, :process 0, :type :invoke, :f :read, :value nil}]\n";
+    let cases = [
+        ("no-model.edn", "; ordeal {:init nil}\n", "no-model.edn:1: the ordeal header has no :model"),
+        ("broken.edn", "; ordeal {:model\n", "broken.edn:1: the ordeal header: "),
+        (
+            "queue.edn",
+            "; ordeal {:model \"queue\", :init nil}\n",
+            "queue.edn:1: the ordeal header's :model `queue`: expected",
+        ),
+    ];
+    for (name, header, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{header}{ops}")).unwrap();
+        let (code, _, err) = ordeal(&["check", path.to_str().unwrap()]);
+        assert_eq!(code, 254, "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err:?} lacks {expected:?}");
+        assert!(!err.contains(":1: line 1") && !err.contains("--model"), "{name}: {err}");
+    }
+}

@@ -77,8 +77,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
             unreadable = true;
             continue;
         };
-        if let Err(e) = known_model(&model) {
-            eprintln!("ordeal: error: {}: {e}", file.display());
+        // A model the file states is checked here, and named as the file's, not as a flag's.
+        if args.model.is_none()
+            && let Some(e) = unknown_model(&model)
+        {
+            eprintln!("ordeal: error: {}:1: the ordeal header's :model {e}", file.display());
             unreadable = true;
             continue;
         }
@@ -139,11 +142,13 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
 }
 
 fn known_model(model: &str) -> Result<(), BadInput> {
-    if linear::MODELS.contains(&model) {
-        Ok(())
-    } else {
-        Err(BadInput(format!("--model `{model}`: expected one of {}", linear::MODELS.join(", "))))
-    }
+    unknown_model(model).map_or(Ok(()), |e| Err(BadInput(format!("--model {e}"))))
+}
+
+/// What is wrong with a model name, if it is not one ordeal knows.
+fn unknown_model(model: &str) -> Option<String> {
+    let known = linear::MODELS.contains(&model);
+    (!known).then(|| format!("`{model}`: expected one of {}", linear::MODELS.join(", ")))
 }
 
 /// A history without a single client op (`client` events), or without one that succeeded

@@ -56,12 +56,12 @@ impl Stated {
     }
 
     /// What the first line of `text` states: `None` when it states nothing (a Knossos history),
-    /// an error when it is ordeal's line but malformed.
+    /// an error when it is ordeal's line but malformed (the caller names the file and line 1).
     pub fn of(text: &str) -> Option<Result<Stated, String>> {
         let line = text.lines().next()?.strip_prefix(MARKER)?;
-        let parsed = Parser::new(line).next_value().map_err(|e| format!("line 1: the ordeal header: {}", e.message));
+        let parsed = Parser::new(line).next_value().map_err(|e| format!("the ordeal header: {}", e.message));
         Some(parsed.and_then(|m| {
-            let model = m.get("model").and_then(name_of).ok_or("line 1: the ordeal header has no :model")?;
+            let model = m.get("model").and_then(name_of).ok_or("the ordeal header has no :model")?;
             Ok(Stated {
                 model: model.to_owned(),
                 init: m.get("init").map(edn_to_json).unwrap_or_default(),
