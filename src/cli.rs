@@ -5,6 +5,10 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The README's exit-code table in one line, under every command's help.
+const EXIT_CODES: &str =
+    "Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments or input, 255 the harness failed.";
+
 /// A Jepsen-style verification harness for a Raft-replicated message broker.
 ///
 /// Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments or input, 255 harness failure.
@@ -14,7 +18,7 @@ use std::process::ExitCode;
     version,
     about,
     long_about = None,
-    after_help = "Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments or input, 255 the harness failed."
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// Log verbosity for the harness itself (error, warn, info, debug, trace); `RUST_LOG` wins.
@@ -29,27 +33,36 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a test: start a cluster, drive a workload under faults, check it, write a report.
+    #[command(after_help = EXIT_CODES)]
     Run(Box<RunArgs>),
     /// Check recorded histories for linearizability (native JSONL, Jepsen EDN, etcd logs,
     /// Porcupine kv logs).
+    #[command(after_help = EXIT_CODES)]
     Check(CheckArgs),
     /// Convert a history to another tool's format (EDN for Knossos and Elle, or JSON Lines).
+    #[command(after_help = EXIT_CODES)]
     Export(ExportArgs),
     /// Regenerate report.html, results.json, junit.xml and summary.md from a run directory.
+    #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
     /// Browse the run store over HTTP.
+    #[command(after_help = EXIT_CODES)]
     Serve(ServeArgs),
     /// Remove what a hard-killed run left behind: broker processes, namespaces, rules.
+    #[command(after_help = EXIT_CODES)]
     Cleanup(CleanupArgs),
     /// The README's main job: a short register test with leader kills on a local 3-node cluster.
+    #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Run a suite of tests (a matrix of `ordeal run` flags × seeds, each with the verdict it
     /// expects) and write one index, one JUnit file and one exit code for the whole suite.
+    #[command(after_help = EXIT_CODES)]
     Suite(SuiteArgs),
     /// Is the candidate build safe to ship after the baseline? Runs a suite against both (a
     /// rolling-upgrade case from the baseline to each; a case may not name a build itself) and
     /// fails on any contradicted verdict or a regression of write gap, faults without writes
     /// after, p99 latency or acknowledged throughput; a figure the baseline lacks is undecided.
+    #[command(after_help = EXIT_CODES)]
     Gate(GateArgs),
 }
 

@@ -12,11 +12,15 @@ fn corpus(path: &str) -> String {
 fn help_works_for_every_subcommand() {
     let (code, out, _) = ordeal(&["--help"]);
     assert_eq!(code, 0);
-    for sub in ["run", "check", "export", "report", "serve", "cleanup", "demo"] {
+    for sub in ["run", "check", "export", "report", "serve", "cleanup", "demo", "suite", "gate"] {
         assert!(out.contains(sub), "--help lists {sub}");
         let (code, out, err) = ordeal(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help: {err}");
         assert!(out.contains("Usage: ordeal"), "{sub} --help prints usage");
+        assert!(
+            out.contains("Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad"),
+            "{sub} --help states the exit codes"
+        );
     }
     assert!(ordeal(&["--help"]).1.contains("254"), "the exit codes are documented in --help");
 }
