@@ -220,7 +220,9 @@ pub struct CheckArgs {
     /// Check every partition and report every illegal one, instead of stopping at the first.
     #[arg(long)]
     pub all: bool,
-    /// Print one JSON report per file (one per line) instead of text.
+    /// Print one JSON line per file instead of text: `file`, `format`, `read_ms`, `report` and
+    /// `error` (null, or why the file has no report). Several files: the exit code is the most
+    /// severe: 1 if any is invalid, else 254 if any is unreadable, else 2 if any is unknown.
     #[arg(long)]
     pub json: bool,
     /// Decide every partition by the search alone, never by the version order (to compare them).

@@ -278,3 +278,42 @@ fn a_bad_header_is_named_once_at_line_1_as_the_files_not_a_flag() {
         assert!(!err.contains(":1: line 1") && !err.contains("--model"), "{name}: {err}");
     }
 }
+
+#[test]
+fn an_invalid_file_is_not_hidden_by_an_unreadable_one() {
+    let bad = corpus("porcupine/jepsen/etcd_000.log");
+    let missing = "/nonexistent/h.jsonl";
+    let args = ["check", "--model", "cas-register"];
+    for files in [[bad.as_str(), missing], [missing, bad.as_str()]] {
+        let (code, out, err) = ordeal(&[&args[..], &files[..]].concat());
+        assert_eq!(code, 1, "a violation is the news: {out}{err}");
+        assert!(out.contains("etcd_000.log: invalid"), "{out}");
+        assert!(err.contains("/nonexistent/h.jsonl: No such file"), "{err}");
+        assert!(out.contains("2 files: 1 invalid, 1 unreadable"), "{out}");
+    }
+    // Without a violation, the unreadable file decides: bad input, not unknown.
+    let (code, _, err) = ordeal(&[
+        "check",
+        "--model",
+        "cas-register",
+        "--timeout",
+        "0.000001",
+        &corpus("porcupine/jepsen/etcd_002.log"),
+        missing,
+    ]);
+    assert_eq!(code, 254, "{err}");
+    // --json prints a line per file, of one shape; the unreadable file's says why in `error`.
+    let (code, out, _) = ordeal(&["check", "--model", "cas-register", "--json", &bad, missing]);
+    assert_eq!(code, 1);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        (lines[0]["report"]["verdict"].as_str(), &lines[0]["error"]),
+        (Some("invalid"), &serde_json::Value::Null)
+    );
+    assert_eq!(lines[1]["file"], missing);
+    assert_eq!(lines[1]["report"], serde_json::Value::Null);
+    assert!(lines[1]["error"].as_str().unwrap().contains("No such file"), "{out}");
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&lines[0]), keys(&lines[1]), "one shape");
+}

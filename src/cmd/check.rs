@@ -9,6 +9,7 @@ use ordeal_checker::linear::{self, Method, Methods, Options, Report, Undecided};
 use ordeal_history::OpType;
 use serde_json::{Value, json};
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn parse_format(name: &str) -> anyhow::Result<Option<Format>> {
@@ -24,8 +25,9 @@ pub fn parse_init(text: &str) -> Result<Value, BadInput> {
     }
 }
 
-/// Checks each file; the exit code combines the verdicts (invalid beats unknown beats valid),
-/// and any unreadable file makes it 254.
+/// Checks each file and prints a result for every one, readable or not. The exit code is the
+/// most severe of them: a violation found in any file (1) is never hidden by another file that
+/// could not be read (254), which in turn beats a check that could not decide (2).
 pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     if let Some(model) = &args.model {
         known_model(model)?;
@@ -50,95 +52,181 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         methods: if args.search_only { Methods::SearchOnly } else { Methods::Any },
         ..Options::default()
     };
-    let mut verdict = Verdict::Valid;
-    let mut unreadable = false;
-    let stdout = std::io::stdout();
+    let mut outcome = Outcome::Valid;
+    let (mut counts, mut stdout) = (Counts::default(), std::io::stdout().lock());
     for file in &args.files {
-        if file.join("test.json").is_file() {
-            eprintln!(
-                "ordeal: error: {} is a run directory: `ordeal report {0}` checks it with its workload's checkers",
-                file.display()
-            );
-            unreadable = true;
-            continue;
-        }
-        let opened = formats::stated(file).and_then(|stated| Ok((stated, formats::open(file, format)?)));
-        let (stated, (ops, detected)) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("ordeal: error: {e}");
-                unreadable = true;
-                continue;
-            }
+        let result = check_file(file, &args, format, init.as_ref(), &opts);
+        let this = match &result {
+            Ok(checked) => verdict_outcome(checked.report.verdict),
+            Err(_) => Outcome::BadInput,
         };
-        // The flags win over what a file states, which wins over its format's default.
-        let Some(model) = args.model.clone().or(stated.as_ref().map(|s| s.model.clone())) else {
-            eprintln!("ordeal: error: {}: --model is needed: the file does not state its model", file.display());
-            unreadable = true;
-            continue;
-        };
-        // A model the file states is checked here, and named as the file's, not as a flag's.
-        if args.model.is_none()
-            && let Some(e) = unknown_model(&model)
-        {
-            eprintln!("ordeal: error: {}:1: the ordeal header's :model {e}", file.display());
-            unreadable = true;
-            continue;
-        }
-        let init = init.clone().or(stated.map(|s| s.init)).unwrap_or_else(|| detected.default_init());
-        // The history streams through the checker; the first bad line stops it. The time spent
-        // reading and parsing is measured apart, so that the check's own time can be told.
-        let mut bad_line = None;
-        let mut ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
-        let mut read = Duration::ZERO;
-        let (mut client, mut acked) = (0usize, 0usize);
-        let timed = std::iter::from_fn(|| {
-            let started = Instant::now();
-            let op = ops.next();
-            read += started.elapsed();
-            client += op.as_ref().is_some_and(|o| o.is_client()) as usize;
-            acked += op.as_ref().is_some_and(|o| o.is_client() && o.kind == OpType::Ok) as usize;
-            op
-        });
-        let checked = linear::check_by_name(&model, &init, timed, &opts);
-        let read_ms = read.as_secs_f64() * 1e3;
-        if let Some(e) = bad_line {
-            eprintln!("ordeal: error: {e}");
-            unreadable = true;
-            continue;
-        }
-        let report = match checked {
-            Ok(r) => fail_closed_on_empty(r, client, acked),
-            Err(e) => {
-                eprintln!("ordeal: error: {}: {e}", file.display());
-                unreadable = true;
-                continue;
-            }
-        };
-        verdict = verdict.and(report.verdict);
-        let mut out = stdout.lock();
-        let written = if args.json {
-            let line = json!({"file": file, "format": detected.name(), "read_ms": read_ms, "report": report});
-            writeln!(out, "{line}")
-        } else {
-            let ms = (report.elapsed_ms, read_ms);
-            writeln!(out, "{}: {} [{:.1} ms, of which reading {:.1} ms]", file.display(), report.summary(), ms.0, ms.1)
-                .and_then(|()| write!(out, "{}", details(&report)))
-        };
+        outcome = most_severe(outcome, this);
+        counts.add(this);
         // A closed pipe (`| head`) ends the output, not the check.
-        if written.is_err() {
+        if print(&mut stdout, file, &result, args.json).is_err() {
             break;
         }
     }
-    Ok(if unreadable {
-        Outcome::BadInput
-    } else {
-        match verdict {
-            Verdict::Valid => Outcome::Valid,
-            Verdict::Invalid => Outcome::Invalid,
-            Verdict::Unknown => Outcome::Unknown,
+    if args.files.len() > 1 && !args.json {
+        let _ = writeln!(stdout, "{counts}");
+    }
+    Ok(outcome)
+}
+
+/// A file checked: the format it was read as, its report, and the time spent reading it.
+struct Checked {
+    format: Format,
+    report: Report,
+    read_ms: f64,
+}
+
+/// A file that could not be checked: why, and the format it was read as, when that was known.
+struct Unchecked {
+    format: Option<Format>,
+    message: String,
+}
+
+impl Unchecked {
+    fn new(format: Option<Format>, message: impl std::fmt::Display) -> Self {
+        Unchecked { format, message: message.to_string() }
+    }
+}
+
+/// Reads and checks one file.
+fn check_file(
+    file: &Path,
+    args: &CheckArgs,
+    format: Option<Format>,
+    init: Option<&Value>,
+    opts: &Options,
+) -> Result<Checked, Unchecked> {
+    if file.join("test.json").is_file() {
+        let d = file.display();
+        return Err(Unchecked::new(
+            None,
+            format!("{d} is a run directory: `ordeal report {d}` checks it with its workload's checkers"),
+        ));
+    }
+    let stated = formats::stated(file).map_err(|e| Unchecked::new(format, e))?;
+    let (ops, detected) = formats::open(file, format).map_err(|e| Unchecked::new(format, e))?;
+    let unchecked = |message: String| Unchecked::new(Some(detected), message);
+    // The flags win over what a file states, which wins over its format's default.
+    let Some(model) = args.model.clone().or(stated.as_ref().map(|s| s.model.clone())) else {
+        return Err(unchecked(format!("{}: --model is needed: the file does not state its model", file.display())));
+    };
+    // A model the file states is checked here, and named as the file's, not as a flag's.
+    if args.model.is_none()
+        && let Some(e) = unknown_model(&model)
+    {
+        return Err(unchecked(format!("{}:1: the ordeal header's :model {e}", file.display())));
+    }
+    let init = init.cloned().or(stated.map(|s| s.init)).unwrap_or_else(|| detected.default_init());
+    // The history streams through the checker; the first bad line stops it. The time spent
+    // reading and parsing is measured apart, so that the check's own time can be told.
+    let mut bad_line = None;
+    let mut ops = ops.map_while(|r| r.map_err(|e| bad_line = Some(e)).ok());
+    let mut read = Duration::ZERO;
+    let (mut client, mut acked) = (0usize, 0usize);
+    let timed = std::iter::from_fn(|| {
+        let started = Instant::now();
+        let op = ops.next();
+        read += started.elapsed();
+        client += op.as_ref().is_some_and(|o| o.is_client()) as usize;
+        acked += op.as_ref().is_some_and(|o| o.is_client() && o.kind == OpType::Ok) as usize;
+        op
+    });
+    let checked = linear::check_by_name(&model, &init, timed, opts);
+    let read_ms = read.as_secs_f64() * 1e3;
+    if let Some(e) = bad_line {
+        return Err(unchecked(e.to_string()));
+    }
+    let report = checked.map_err(|e| unchecked(format!("{}: {e}", file.display())))?;
+    Ok(Checked { format: detected, report: fail_closed_on_empty(report, client, acked), read_ms })
+}
+
+/// Prints a file's result: its report on stdout, or its error on stderr (and, with `--json`, a
+/// line on stdout of the same shape as a report's, whose `error` says why there is no report).
+fn print(out: &mut impl Write, file: &Path, result: &Result<Checked, Unchecked>, json: bool) -> std::io::Result<()> {
+    if let Err(e) = result {
+        eprintln!("ordeal: error: {}", e.message);
+    }
+    match (result, json) {
+        (Ok(c), true) => {
+            let line = json!({"file": file, "format": c.format.name(), "read_ms": c.read_ms, "report": c.report, "error": null});
+            writeln!(out, "{line}")
         }
-    })
+        (Err(e), true) => {
+            let line = json!({"file": file, "format": e.format.map(Format::name), "read_ms": null, "report": null, "error": e.message});
+            writeln!(out, "{line}")
+        }
+        (Ok(c), false) => {
+            let (report, ms) = (&c.report, (c.report.elapsed_ms, c.read_ms));
+            writeln!(
+                out,
+                "{}: {} [{:.1} ms, of which reading {:.1} ms]",
+                file.display(),
+                report.summary(),
+                ms.0,
+                ms.1
+            )?;
+            write!(out, "{}", details(report))
+        }
+        (Err(_), false) => Ok(()),
+    }
+}
+
+fn verdict_outcome(verdict: Verdict) -> Outcome {
+    match verdict {
+        Verdict::Valid => Outcome::Valid,
+        Verdict::Invalid => Outcome::Invalid,
+        Verdict::Unknown => Outcome::Unknown,
+    }
+}
+
+/// The more severe of two files' outcomes: invalid, then unreadable, then unknown, then valid.
+fn most_severe(a: Outcome, b: Outcome) -> Outcome {
+    let rank = |o: Outcome| match o {
+        Outcome::Valid => 0,
+        Outcome::Unknown => 1,
+        Outcome::BadInput => 2,
+        Outcome::Invalid => 3,
+        Outcome::HarnessFailed => 4,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// How many files ended each way, for the closing line of a check of several.
+#[derive(Default)]
+struct Counts {
+    valid: usize,
+    invalid: usize,
+    unknown: usize,
+    unreadable: usize,
+}
+
+impl Counts {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Valid => self.valid += 1,
+            Outcome::Invalid => self.invalid += 1,
+            Outcome::Unknown => self.unknown += 1,
+            Outcome::BadInput | Outcome::HarnessFailed => self.unreadable += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = self.valid + self.invalid + self.unknown + self.unreadable;
+        let parts = [
+            (self.invalid, "invalid"),
+            (self.unreadable, "unreadable"),
+            (self.unknown, "unknown"),
+            (self.valid, "valid"),
+        ];
+        let parts: Vec<String> = parts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+        write!(f, "{all} files: {}", parts.join(", "))
+    }
 }
 
 fn known_model(model: &str) -> Result<(), BadInput> {
