@@ -317,3 +317,30 @@ fn an_invalid_file_is_not_hidden_by_an_unreadable_one() {
     let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&lines[0]), keys(&lines[1]), "one shape");
 }
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_skipped_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":{"key":"k","value":1}}
+{"index":1,"time":2,"process":0,"type":"ok","f":"write","value":{"key":"k","value":1}}
+"#;
+    let edn = dir.path().join("h.edn");
+    assert_eq!(ordeal(&["export", "-o", edn.to_str().unwrap(), &corpus("porcupine/jepsen/etcd_000.log")]).0, 0);
+    let cases = [
+        ("h.jsonl", native.to_owned(), &["--model", "kv"][..], 0),
+        ("h.edn", std::fs::read_to_string(&edn).unwrap(), &[][..], 1),
+        (
+            "etcd.log",
+            std::fs::read_to_string(corpus("porcupine/jepsen/etcd_000.log")).unwrap(),
+            &["--model", "cas-register"][..],
+            1,
+        ),
+        ("kv.txt", std::fs::read_to_string(corpus("porcupine/kv/c01-ok.txt")).unwrap(), &["--model", "kv"][..], 0),
+    ];
+    for (name, text, flags, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("\u{feff}{text}")).unwrap();
+        let (code, out, err) = ordeal(&[&["check"][..], flags, &[path.to_str().unwrap()][..]].concat());
+        assert_eq!(code, expected, "{name}: {out}{err}");
+    }
+}

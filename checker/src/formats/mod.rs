@@ -122,7 +122,7 @@ pub type OpStream = Box<dyn Iterator<Item = Result<Op, ImportError>>>;
 /// are streamed, so a history need not fit in memory; other formats are parsed whole first.
 pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), ImportError> {
     let err = |line: Option<usize>, message: String| ImportError { path: path.to_owned(), line, message };
-    let file = std::fs::File::open(path).map_err(|e| err(None, e.to_string()))?;
+    let mut file = std::fs::File::open(path).and_then(skip_bom).map_err(|e| err(None, e.to_string()))?;
     let format = match format {
         Some(f) => f,
         None => {
@@ -132,7 +132,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), I
             std::fs::File::open(path)
                 .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
                 .map_err(|e| err(None, e.to_string()))?;
-            detect(&String::from_utf8_lossy(&head))
+            detect(String::from_utf8_lossy(&head).trim_start_matches(BOM))
         }
     };
     if format == Format::Jsonl {
@@ -145,7 +145,8 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), I
     if format == Format::Porcupine {
         return Ok((Box::new(porcupine_ops(path.to_owned(), file)), format));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(None, e.to_string()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| err(None, e.to_string()))?;
     let parsed = match format {
         Format::Edn => knossos::parse(&text),
         Format::Etcd => etcd::parse(&text),
@@ -153,6 +154,20 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), I
     };
     let history = parsed.map_err(|e| err(e.line, e.message))?;
     Ok((Box::new(history.into_ops().into_iter().map(Ok)), format))
+}
+
+/// The UTF-8 byte order mark some editors (Notepad) put at the start of a file: no part of any
+/// format, so every reader starts after it rather than failing on it.
+const BOM: char = '\u{feff}';
+
+/// `file`, positioned after its byte order mark if it starts with one.
+fn skip_bom(mut file: std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut head = Vec::with_capacity(3);
+    (&mut file).take(3).read_to_end(&mut head)?;
+    let start = if head == BOM.to_string().as_bytes() { 3 } else { 0 };
+    file.seek(SeekFrom::Start(start))?;
+    Ok(file)
 }
 
 /// A Porcupine kv log's ops, read a line at a time into one buffer.
@@ -289,7 +304,7 @@ pub fn stated(path: &Path) -> Result<Option<stated::Stated>, ImportError> {
     let mut first = Vec::new();
     // The header is one short line; a history without one may have no newline for megabytes.
     std::io::BufReader::new(file.take(4096)).read_until(b'\n', &mut first).map_err(|e| err(None, e.to_string()))?;
-    stated::Stated::of(&String::from_utf8_lossy(&first)).transpose().map_err(|e| err(Some(1), e))
+    stated::Stated::of(String::from_utf8_lossy(&first).trim_start_matches(BOM)).transpose().map_err(|e| err(Some(1), e))
 }
 
 /// Converts JSON to EDN: object keys become keywords.
