@@ -344,3 +344,28 @@ fn a_byte_order_mark_at_the_start_is_skipped_in_every_format() {
         assert_eq!(code, expected, "{name}: {out}{err}");
     }
 }
+
+#[test]
+fn a_repeated_or_backward_op_index_is_bad_input_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = |index: u64, time: u64, kind: &str| {
+        format!(
+            r#"{{"index":{index},"time":{time},"process":0,"type":"{kind}","f":"write","value":{{"key":"k","value":1}}}}"#
+        )
+    };
+    for (name, second, expected) in [("repeated", 0, "index 0 is not after"), ("backward", 0, "index 0 is not after")] {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(
+            &path,
+            format!("{}\n\n{}\n", op(if name == "backward" { 5 } else { 0 }, 1, "invoke"), op(second, 2, "ok")),
+        )
+        .unwrap();
+        let (code, out, err) = ordeal(&["check", "--model", "kv", path.to_str().unwrap()]);
+        assert_eq!(code, 254, "{name}: {out}{err}");
+        assert!(err.contains(&format!("{name}.jsonl:3: {expected}")), "{name}: {err}");
+    }
+    // Gaps are allowed: a history filtered by key keeps its ops' indices.
+    let path = dir.path().join("gap.jsonl");
+    std::fs::write(&path, format!("{}\n{}\n", op(3, 1, "invoke"), op(9, 2, "ok"))).unwrap();
+    assert_eq!(ordeal(&["check", "--model", "kv", path.to_str().unwrap()]).0, 0);
+}

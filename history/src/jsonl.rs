@@ -130,6 +130,13 @@ impl<R: io::Read, V> Reader<BufReader<R>, V> {
     }
 }
 
+impl<R, V> Reader<R, V> {
+    /// The 1-based line of the last op read (0 before the first).
+    pub fn line(&self) -> usize {
+        self.line
+    }
+}
+
 impl<R: BufRead, V> Reader<R, V> {
     /// A reader over a buffered source.
     pub fn from_buf_read(inner: R) -> Self {

@@ -136,11 +136,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<(OpStream, Format), I
         }
     };
     if format == Format::Jsonl {
-        let owned = path.to_owned();
-        let ops = jsonl::Reader::new(file).map(move |r| {
-            r.map_err(|e| ImportError { path: owned.clone(), line: Some(e.line), message: e.kind.to_string() })
-        });
-        return Ok((Box::new(ops), format));
+        return Ok((Box::new(jsonl_ops(path.to_owned(), file)), format));
     }
     if format == Format::Porcupine {
         return Ok((Box::new(porcupine_ops(path.to_owned(), file)), format));
@@ -168,6 +164,31 @@ fn skip_bom(mut file: std::fs::File) -> std::io::Result<std::fs::File> {
     let start = if head == BOM.to_string().as_bytes() { 3 } else { 0 };
     file.seek(SeekFrom::Start(start))?;
     Ok(file)
+}
+
+/// A native history's ops. Their indices must rise: the checker orders an op's calls by index and
+/// reports name ops by it, so a repeated index (two ops that are one) or one that goes back
+/// would give a wrong order or an ambiguous name. Gaps are allowed (a history filtered by key).
+fn jsonl_ops(path: PathBuf, file: std::fs::File) -> impl Iterator<Item = Result<Op, ImportError>> {
+    let mut reader = jsonl::Reader::new(file);
+    let mut previous: Option<u64> = None;
+    std::iter::from_fn(move || {
+        let op = match reader.next()? {
+            Ok(op) => op,
+            Err(e) => {
+                return Some(Err(ImportError { path: path.clone(), line: Some(e.line), message: e.kind.to_string() }));
+            }
+        };
+        if let Some(p) = previous.filter(|p| op.index <= *p) {
+            let message = format!(
+                "index {} is not after the previous op's ({p}): an op's index is its position in the history",
+                op.index
+            );
+            return Some(Err(ImportError { path: path.clone(), line: Some(reader.line()), message }));
+        }
+        previous = Some(op.index);
+        Some(Ok(op))
+    })
 }
 
 /// A Porcupine kv log's ops, read a line at a time into one buffer.
