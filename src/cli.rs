@@ -64,6 +64,10 @@ pub enum Command {
     /// after, p99 latency or acknowledged throughput; a figure the baseline lacks is undecided.
     #[command(after_help = EXIT_CODES)]
     Gate(GateArgs),
+    /// Explore a model of the broker's protocol exhaustively within bounds (stateright) and say
+    /// whether its safety properties hold in every reachable state; `--bug` switches one rule
+    /// off to see the counterexample it allows.
+    Model(ModelArgs),
 }
 
 /// Flags of `ordeal run`.
@@ -291,6 +295,39 @@ pub struct DemoArgs {
     /// Seconds of the main phase.
     #[arg(long, default_value_t = 30.0)]
     pub time_limit: f64,
+}
+
+/// Flags of `ordeal model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The model: `membership` (learners, gated promotion, removal, one change at a time).
+    #[arg(default_value = "membership")]
+    pub name: String,
+    /// Switch one rule off: `count-learners` (a learner's copy counts toward the majority),
+    /// `no-gate` (promote however far behind), `no-pending-check` (a change while the last one
+    /// is unapplied), `early-change` (a new leader's change before its first entry applies).
+    #[arg(long)]
+    pub bug: Option<String>,
+    /// Nodes in all (at most 8): the first --voters start as voters, the others outside.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: u8,
+    /// Nodes that start as voters.
+    #[arg(long, default_value_t = 3)]
+    pub voters: u8,
+    /// No term goes past this (terms bound the elections explored).
+    #[arg(long, default_value_t = 2)]
+    pub max_term: u8,
+    /// No log grows past this many entries.
+    #[arg(long, default_value_t = 4)]
+    pub max_log: u8,
+    /// Give up with `unknown` after about this many states generated (repeats included; each
+    /// distinct state is generated several times). Memory grows by a few hundred bytes per
+    /// distinct state.
+    #[arg(long, default_value_t = 500_000_000)]
+    pub max_states: usize,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `ordeal suite`.

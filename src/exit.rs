@@ -37,6 +37,16 @@ impl Outcome {
     }
 }
 
+impl From<ordeal_checker::Verdict> for Outcome {
+    fn from(verdict: ordeal_checker::Verdict) -> Outcome {
+        match verdict {
+            ordeal_checker::Verdict::Valid => Outcome::Valid,
+            ordeal_checker::Verdict::Invalid => Outcome::Invalid,
+            ordeal_checker::Verdict::Unknown => Outcome::Unknown,
+        }
+    }
+}
+
 /// Marks an error as the user's input being wrong (exit 254) rather than the harness failing.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

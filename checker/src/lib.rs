@@ -9,9 +9,10 @@
 //!   logs, and an EDN exporter;
 //! * [`log`]: anomalies of the broker's partition logs (lost, duplicated, misplaced records);
 //! * [`membership`]: premature and gated promotions, and the voter set during catch-ups;
-//! * [`perf`]: latency and throughput statistics.
+//! * [`perf`]: latency and throughput statistics;
+//! * [`protocol`]: models of the broker's protocols (membership), explored by stateright.
 //!
-//! Every checker is a pure function of the history: no clock reads except its own budget, no
+//! Every checker of a history is a pure function of it: no clock reads except its own budget, no
 //! I/O, no cluster access.
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod log;
 pub mod membership;
 pub mod model;
 pub mod perf;
+pub mod protocol;
 #[doc(hidden)]
 pub mod testing;
 

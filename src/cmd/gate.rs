@@ -420,11 +420,7 @@ fn summarize(dir: &Path, report: &GateReport) -> Outcome {
     };
     say!("gate: {word}: {} checks, {failed} failed, {undecided} undecided", checks.len());
     say!("  side by side: {}", dir.join("gate.html").display());
-    match report.verdict {
-        Verdict::Valid => Outcome::Valid,
-        Verdict::Unknown => Outcome::Unknown,
-        Verdict::Invalid => Outcome::Invalid,
-    }
+    report.verdict.into()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod check;
 mod cleanup;
 mod gate;
+mod model;
 mod report;
 mod run;
 mod serve;
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Serve(args) => serve::serve(args),
         Command::Suite(args) => suite::suite(args),
         Command::Gate(args) => gate::gate(args),
+        Command::Model(args) => model::model(args),
     }
 }

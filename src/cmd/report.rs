@@ -3,7 +3,6 @@
 use crate::cli::ReportArgs;
 use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
-use ordeal_checker::Verdict;
 use ordeal_faults::FaultSpec;
 use ordeal_history::Test;
 use ordeal_reports::results::Results;
@@ -55,12 +54,7 @@ fn set_aside(dir: &Path) {
 /// The exit code of a run's results: its verdict, except that a history that cannot be read is
 /// bad input (254) whatever was checked before its first bad line.
 pub fn outcome(r: &Results) -> Outcome {
-    match r.verdict {
-        _ if r.unreadable() => Outcome::BadInput,
-        Verdict::Valid => Outcome::Valid,
-        Verdict::Invalid => Outcome::Invalid,
-        Verdict::Unknown => Outcome::Unknown,
-    }
+    if r.unreadable() { Outcome::BadInput } else { r.verdict.into() }
 }
 
 /// Analyses a run directory with the checkers of its test's workload and writes every report
