@@ -135,10 +135,10 @@ fn bit(n: u8) -> u8 {
 /// What one node keeps: all of it durable except leadership.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Node {
-    /// Its current term.
+    /// Its current term. It votes only for a candidate of a later term, so at most once a term
+    /// (raft-rs also refuses a vote while it knows a leader of its term), and needs no record of
+    /// whom it voted for.
     pub term: u8,
-    /// Whom it voted for in that term.
-    pub voted_for: Option<u8>,
     /// Its log.
     pub log: Vec<Entry>,
     /// How much of its log it knows committed, and has applied.
@@ -311,11 +311,11 @@ impl Membership {
         let term = s.nodes[usize::from(c)].term + 1;
         for v in (0..self.nodes).filter(|&v| granted & bit(v) != 0) {
             let voter = &mut s.nodes[usize::from(v)];
-            *voter = Node { term, voted_for: Some(c), leader: false, ..voter.clone() };
+            voter.term = term;
+            voter.leader = false;
         }
         let node = &mut s.nodes[usize::from(c)];
         node.term = term;
-        node.voted_for = Some(c);
         node.leader = true;
         node.log.push(Entry { term, change: None });
     }
@@ -336,9 +336,6 @@ impl Membership {
         if common < upto {
             s.ghost.lost_commit |= common < follower.commit;
             follower.log = source.log[..usize::from(upto)].to_vec();
-        }
-        if follower.term < source.term {
-            follower.voted_for = None;
         }
         follower.term = source.term;
         follower.leader = false;
@@ -411,7 +408,7 @@ impl Model for Membership {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let node = Node { term: 0, voted_for: None, log: Vec::new(), commit: 0, leader: false };
+        let node = Node { term: 0, log: Vec::new(), commit: 0, leader: false };
         vec![State { nodes: vec![node; usize::from(self.nodes)], ghost: Ghost::default() }]
     }
 
