@@ -67,6 +67,7 @@ pub enum Command {
     /// Explore a model of the broker's protocol exhaustively within bounds (stateright) and say
     /// whether its safety properties hold in every reachable state; `--bug` switches one rule
     /// off to see the counterexample it allows.
+    #[command(after_help = EXIT_CODES)]
     Model(ModelArgs),
 }
 

@@ -12,7 +12,7 @@ fn corpus(path: &str) -> String {
 fn help_works_for_every_subcommand() {
     let (code, out, _) = ordeal(&["--help"]);
     assert_eq!(code, 0);
-    for sub in ["run", "check", "export", "report", "serve", "cleanup", "demo", "suite", "gate"] {
+    for sub in ["run", "check", "export", "report", "serve", "cleanup", "demo", "suite", "gate", "model"] {
         assert!(out.contains(sub), "--help lists {sub}");
         let (code, out, err) = ordeal(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help: {err}");

@@ -57,7 +57,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     for file in &args.files {
         let result = check_file(file, &args, format, init.as_ref(), &opts);
         let this = match &result {
-            Ok(checked) => verdict_outcome(checked.report.verdict),
+            Ok(checked) => checked.report.verdict.into(),
             Err(_) => Outcome::BadInput,
         };
         outcome = most_severe(outcome, this);
@@ -172,14 +172,6 @@ fn print(out: &mut impl Write, file: &Path, result: &Result<Checked, Unchecked>,
             write!(out, "{}", details(report))
         }
         (Err(_), false) => Ok(()),
-    }
-}
-
-fn verdict_outcome(verdict: Verdict) -> Outcome {
-    match verdict {
-        Verdict::Valid => Outcome::Valid,
-        Verdict::Invalid => Outcome::Invalid,
-        Verdict::Unknown => Outcome::Unknown,
     }
 }
 
