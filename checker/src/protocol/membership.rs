@@ -16,11 +16,11 @@
 //! * a leader proposes a change only when the last one is applied, and a new leader only once
 //!   its first entry is (raft-rs's `pending_conf_index`); a promotion only of a learner that has
 //!   applied the leader's commit index (the broker's gate with `min_applied_index` set to it);
-//! * a leader may step down at any time (a crash: terms, votes, logs and commit indices are
-//!   durable, leadership is not).
+//! * a leader may step down at any time (a crash: terms, logs and commit indices are durable,
+//!   leadership is not).
 //!
 //! Acks are read off the followers' logs at the commit, a subset of what a real leader can do
-//! (its acks may be older); see docs/checker.md for what the model leaves out.
+//! (its acks may be older); see docs/models.md for what the model leaves out.
 //!
 //! [`Bug`]s switch one rule off, so that a test shows each property catching its violation.
 
@@ -120,11 +120,15 @@ impl Conf {
         self.voters | self.learners
     }
 
-    /// Whether the nodes in `acks` are a majority of the voters (with learners counted in, under
-    /// [`Bug::CountLearners`]).
+    /// The nodes whose acks and votes count toward a majority: the voters, and the learners too
+    /// under [`Bug::CountLearners`].
+    fn counted(self, bug: Option<Bug>) -> u8 {
+        if bug == Some(Bug::CountLearners) { self.members() } else { self.voters }
+    }
+
+    /// Whether the counted nodes in `acks` are a majority of the voters.
     fn quorum(self, acks: u8, bug: Option<Bug>) -> bool {
-        let counted = if bug == Some(Bug::CountLearners) { self.members() } else { self.voters };
-        2 * (acks & counted).count_ones() > self.voters.count_ones()
+        2 * (acks & self.counted(bug)).count_ones() > self.voters.count_ones()
     }
 }
 
@@ -219,7 +223,7 @@ impl Membership {
     /// The nodes that count toward `c`'s quorum and would vote for it in its next term.
     fn willing_voters(&self, s: &State, c: u8, conf: Conf) -> u8 {
         let term = s.nodes[usize::from(c)].term + 1;
-        let counted = if self.bug == Some(Bug::CountLearners) { conf.members() } else { conf.voters };
+        let counted = conf.counted(self.bug);
         let candidate = &s.nodes[usize::from(c)];
         (0..self.nodes)
             .filter(|&v| v != c && counted & bit(v) != 0)
@@ -241,23 +245,24 @@ impl Membership {
             if self.bug != Some(Bug::NoPendingCheck) && pending_change(node) {
                 continue;
             }
+            // The broker refuses every change while the leader is not a voter itself.
+            let conf = self.applied_conf(node);
+            if conf.voters & bit(leader) == 0 {
+                continue;
+            }
             for target in 0..self.nodes {
-                self.allowed_changes(s, leader, target, out);
+                self.allowed_changes(s, leader, conf, target, out);
             }
         }
     }
 
-    /// The changes the leader may propose for `target`, under the broker's checks
-    /// (system/src/membership.rs): none while it is not a voter itself.
-    fn allowed_changes(&self, s: &State, leader: u8, target: u8, out: &mut Vec<Action>) {
+    /// The changes the leader, a voter of `conf`, may propose for `target`, under the broker's
+    /// checks (system/src/membership.rs).
+    fn allowed_changes(&self, s: &State, leader: u8, conf: Conf, target: u8, out: &mut Vec<Action>) {
         let node = &s.nodes[usize::from(leader)];
-        let conf = self.applied_conf(node);
         let term = node.term;
         let mut offer = |change| out.push(Action::Propose { leader, term, change: Some(change) });
         let t = bit(target);
-        if conf.voters & bit(leader) == 0 {
-            return;
-        }
         if conf.learners & t != 0 {
             let caught_up = s.nodes[usize::from(target)].commit >= node.commit;
             if caught_up || self.bug == Some(Bug::NoGate) {

@@ -122,7 +122,8 @@ where
     // stateright's budget counts states generated, repeats included, and is checked between
     // blocks of work: a search that ends at or past it may have been cut, so it is not complete.
     // The search also stops once every property has a discovery, before it has seen everything.
-    let cut = checker.state_count() >= max_states;
+    let generated = checker.state_count();
+    let cut = generated >= max_states;
     let complete = !cut && !halted && discoveries.len() < model.properties().len();
     let properties: Vec<PropertyOutcome> = model
         .properties()
@@ -146,7 +147,7 @@ where
         verdict,
         properties,
         states,
-        generated: checker.state_count(),
+        generated,
         depth: checker.max_depth(),
         complete,
         elapsed_secs: start.elapsed().as_secs_f64(),
