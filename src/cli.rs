@@ -165,9 +165,25 @@ pub struct RunArgs {
     pub ops_per_key: usize,
     /// Where nodes run: `netns` (each node in its own network namespace, so the network can be
     /// cut; rootless when not root), `local` (processes on 127.0.0.1), or `auto`: netns where
-    /// available, else local.
+    /// available, else local. `ssh`: each node on a host of `--ssh-hosts`, driven over SSH;
+    /// `ssh-lab`: the same on this machine, over an `sshd` in each node's namespace (root).
     #[arg(long, default_value = "auto")]
     pub env: String,
+    /// With `--env ssh`: the hosts' IP addresses, one per node, then one per spare node.
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    pub ssh_hosts: Vec<String>,
+    /// With `--env ssh`: the user to log in as.
+    #[arg(long, default_value = "root")]
+    pub ssh_user: String,
+    /// With `--env ssh`: the hosts' SSH port.
+    #[arg(long, default_value_t = 22)]
+    pub ssh_port: u16,
+    /// With `--env ssh`: the private key to log in with (default: the user's own keys).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// With `--env ssh`: the known-hosts file the hosts' keys must be in (default: the user's).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Raft tick of the nodes, in milliseconds (the harness runs fast settings).
     #[arg(long, default_value_t = 10)]
     pub tick_ms: u64,

@@ -7,12 +7,14 @@ use nix::fcntl::{Flock, FlockArg};
 use ordeal_faults::layout::Layout;
 use ordeal_faults::lazyfs::Disks;
 use ordeal_faults::net::{self, Network};
+use ordeal_faults::sshlab::SshLab;
 use ordeal_faults::{
     ClockNemesis, Compose, FaultSet, MembershipNemesis, Nemesis, NetNemesis, ProcessNemesis, RunClock, System,
     UpgradeNemesis,
 };
-use ordeal_history::Test;
+use ordeal_history::{SshHosts, Test};
 use ordeal_reports::store::{self, RunInfo};
+use ordeal_wire::ssh::Ssh;
 use ordeal_workloads::phases::{self, PlanPhase};
 use ordeal_workloads::recorder::Recorder;
 use ordeal_workloads::runner::{self, Plan};
@@ -45,7 +47,7 @@ pub fn fault_sets(test: &Test) -> Result<Vec<FaultSet>, ordeal_faults::SpecError
 /// then says why.
 pub fn run_test(test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     count_interrupts_once()?;
-    if test.env == "netns" {
+    if matches!(test.env.as_str(), "netns" | "ssh-lab") {
         enter_private_network_once()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -98,6 +100,10 @@ fn enter_private_network_once() -> anyhow::Result<()> {
 struct Cluster {
     sut: Sut,
     network: Option<Arc<Network>>,
+    /// The SSH lab's daemons, stopped after the nodes.
+    lab: Option<SshLab>,
+    /// Where the nodes ran: on their hosts, the run's files are removed after the nodes.
+    layout: Layout,
     nemesis: Box<dyn Nemesis>,
     faults: Vec<FaultSet>,
     /// The nodes' lazyfs mounts when the run crashes nodes; unmounted when dropped.
@@ -111,16 +117,8 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     let nodes_dir = std::path::absolute(dir.join("nodes")).context("resolving the run directory")?;
     let faults = fault_sets(test)?;
     // Spare slots are laid out like the nodes' (ports, namespace) and join later.
-    let places = test.nodes + test.spare_nodes;
-    let (mut layout, network) = match test.env.as_str() {
-        "netns" => {
-            let ids: Vec<u64> = (1..=places as u64).collect();
-            let net = Network::create(&run_id(dir), &ids).context("building the run's network")?;
-            (Layout::netns(&net, places, &nodes_dir), Some(Arc::new(net)))
-        }
-        _ => (Layout::local(places, &nodes_dir).context("reserving ports")?, None),
-    };
-    layout = layout.with_spares(test.spare_nodes);
+    let Places { layout, network, lab } = places(test, dir, &nodes_dir)?;
+    let mut layout = layout.with_spares(test.spare_nodes);
     if faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::needs_clock)) {
         layout = layout.with_clocks().context("creating the clock control files")?;
     }
@@ -134,7 +132,8 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     let system: Arc<dyn System> = sut.system.clone();
     let clock = RunClock::default();
     let mut nemeses: Vec<Box<dyn Nemesis>> = vec![
-        Box::new(NetNemesis::new(system.clone(), network.clone())),
+        // In the SSH lab the network is the lab's, not the run's to cut.
+        Box::new(NetNemesis::new(system.clone(), network.clone().filter(|_| lab.is_none()))),
         Box::new(ClockNemesis::new(system.clone(), layout.clocks.clone())),
         Box::new(match &disks {
             Some(d) => ProcessNemesis::new(system.clone()).with_disks(d.clone()),
@@ -146,7 +145,57 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
         nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(&test.broker_binary), PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
-    Ok(Cluster { sut, network, nemesis, faults, disks, clock })
+    Ok(Cluster { sut, network, lab, nemesis, faults, disks, clock, layout })
+}
+
+/// The addresses of an `ssh` run's hosts: one per node and spare node, each an IP address.
+pub(crate) fn ssh_hosts(ssh: &SshHosts, places: usize) -> Result<Vec<std::net::IpAddr>, String> {
+    if ssh.hosts.len() != places {
+        return Err(format!(
+            "--ssh-hosts names {} host(s); the run has {places} node(s) and spare node(s), one per host",
+            ssh.hosts.len()
+        ));
+    }
+    let parsed = ssh.hosts.iter().map(|h| h.parse().map_err(|_| format!("--ssh-hosts: {h:?} is not an IP address")));
+    let hosts: Vec<std::net::IpAddr> = parsed.collect::<Result<_, _>>()?;
+    if let Some(h) = hosts.iter().find(|h| hosts.iter().filter(|o| o == h).count() > 1) {
+        return Err(format!("--ssh-hosts: {h} is named twice; one node per host"));
+    }
+    Ok(hosts)
+}
+
+/// Where a run's nodes go, and what holds those places up.
+struct Places {
+    layout: Layout,
+    network: Option<Arc<Network>>,
+    lab: Option<SshLab>,
+}
+
+/// Lays the nodes and spare nodes out in the test's environment.
+fn places(test: &Test, dir: &Path, nodes_dir: &Path) -> anyhow::Result<Places> {
+    let places = test.nodes + test.spare_nodes;
+    let ids: Vec<u64> = (1..=places as u64).collect();
+    let network = || Network::create(&run_id(dir), &ids).context("building the run's network");
+    Ok(match test.env.as_str() {
+        "netns" => {
+            let net = network()?;
+            Places { layout: Layout::netns(&net, places, nodes_dir), network: Some(Arc::new(net)), lab: None }
+        }
+        "ssh-lab" => {
+            let net = network()?;
+            let lab = SshLab::start(&net, &ids, &dir.join("ssh")).context("starting the SSH lab's daemons")?;
+            let layout = Layout::ssh(lab.ssh.clone(), &lab.hosts, nodes_dir);
+            Places { layout, network: Some(Arc::new(net)), lab: Some(lab) }
+        }
+        "ssh" => {
+            let hosts = test.ssh.as_ref().context("--env ssh without hosts")?;
+            let addrs = ssh_hosts(hosts, places).map_err(anyhow::Error::msg)?;
+            let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
+            let ssh = Ssh::new(&hosts.user, hosts.port, path(&hosts.identity), path(&hosts.known_hosts));
+            Places { layout: Layout::ssh(Arc::new(ssh), &addrs, nodes_dir), network: None, lab: None }
+        }
+        _ => Places { layout: Layout::local(places, nodes_dir).context("reserving ports")?, network: None, lab: None },
+    })
 }
 
 /// Ctrl-C (or SIGTERM, SIGHUP; counted since the run began, by [`count_interrupts_once`]): the
@@ -176,7 +225,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     // Before the cluster is built: a signal while it is set up stops the run once it is, with
     // everything torn down, instead of killing the harness halfway through.
     let (interrupt, interrupts) = watch_interrupts();
-    let Cluster { sut, network, nemesis, faults, disks, clock } = build_cluster(&test, &dir)?;
+    let Cluster { sut, network, lab, nemesis, faults, disks, clock, layout } = build_cluster(&test, &dir)?;
     let mut info = RunInfo::default();
     let set_up = sut.system.setup().await;
     let cluster_up = set_up.is_ok();
@@ -201,6 +250,10 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
         tracing::warn!("teardown: {e}");
     }
     drop(sut);
+    if !opts.keep_data {
+        layout.remove_host_files();
+    }
+    drop(lab);
     // After the nodes: tearing the namespaces down under running nodes would be a fault of its own.
     drop(network);
     // After the nodes too (the nemesis held the other reference, and is gone with the run).

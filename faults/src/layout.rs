@@ -3,10 +3,12 @@
 
 use crate::net::{self, Network};
 use crate::netem::faketime_env;
+use ordeal_wire::ssh::{COMMAND_BOUND, Remote, Ssh, quote};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Ports a slot offers; a system uses as many as it needs (client, peer, status).
 pub const PORTS_PER_NODE: usize = 3;
@@ -30,6 +32,9 @@ pub struct Slot {
     pub netns: Option<PathBuf>,
     /// Environment variables for it alone (libfaketime's).
     pub env: Vec<(String, String)>,
+    /// The host it runs on, reached over SSH, when not this machine. Its files there are at the
+    /// same paths as here: its data directory, its process-id file; its log stays here.
+    pub remote: Option<Remote>,
 }
 
 impl Slot {
@@ -84,6 +89,21 @@ impl Layout {
         Layout { slots, spares: Vec::new(), clocks: BTreeMap::new() }
     }
 
+    /// A node on each of `hosts`, in order, reached through `ssh`, on fixed ports of the host's
+    /// address (`hosts`: addresses, as the nodes advertise them to each other and to clients).
+    pub fn ssh(ssh: Arc<Ssh>, hosts: &[IpAddr], dir: &Path) -> Layout {
+        let slots = hosts
+            .iter()
+            .zip(1..)
+            .map(|(host, id)| {
+                let mut slot = slot(id, *host, [7000, 8000, 9000], dir, None);
+                slot.remote = Some(Remote { ssh: ssh.clone(), host: host.to_string() });
+                slot
+            })
+            .collect();
+        Layout { slots, spares: Vec::new(), clocks: BTreeMap::new() }
+    }
+
     /// Keeps the last `k` slots as spares: nodes that may join later, not started at setup.
     pub fn with_spares(mut self, k: usize) -> Layout {
         let at = self.slots.len().saturating_sub(k);
@@ -104,6 +124,24 @@ impl Layout {
         Ok(self)
     }
 
+    /// Removes what the run put on the nodes' hosts (data, binaries, process-id files, the
+    /// certificates), for nodes that ran on other hosts; a host that does not answer keeps them,
+    /// and the warning says where.
+    pub fn remove_host_files(&self) {
+        for slot in self.slots.iter().chain(&self.spares) {
+            let Some(remote) = &slot.remote else { continue };
+            let tls = slot.dir.parent().map(|d| d.join("tls"));
+            let script = format!(
+                "cd {} 2>/dev/null || exit 0; rm -rf -- data bin ./*.pid {}",
+                quote(&slot.dir.display().to_string()),
+                tls.map(|t| quote(&t.display().to_string())).unwrap_or_default(),
+            );
+            if let Err(e) = remote.run("removing the run's files", &script, None, COMMAND_BOUND) {
+                tracing::warn!(node = slot.id, "{}: {e}", slot.dir.display());
+            }
+        }
+    }
+
     /// The ids.
     pub fn ids(&self) -> Vec<u64> {
         self.slots.iter().map(|s| s.id).collect()
@@ -113,5 +151,5 @@ impl Layout {
 /// `dir` is the run's `nodes/` directory, absolute.
 fn slot(id: u64, host: IpAddr, ports: [u16; PORTS_PER_NODE], dir: &Path, netns: Option<PathBuf>) -> Slot {
     let run = dir.parent().unwrap_or(dir).display().to_string();
-    Slot { id, host, ports, dir: dir.join(format!("n{id}")), netns, env: vec![(RUN_ENV.into(), run)] }
+    Slot { id, host, ports, dir: dir.join(format!("n{id}")), netns, env: vec![(RUN_ENV.into(), run)], remote: None }
 }

@@ -3,7 +3,8 @@
 //! * [`system`]: the [`System`] under test (after Jepsen's `DB`), its optional powers
 //!   ([`Processes`], [`Leaders`], [`Upgrade`]) and the system-neutral [`NodeView`];
 //! * [`supervise`]: process supervision that serves every system whose nodes are processes;
-//! * [`layout`]: where each node runs (address, ports, directory, namespace, clock);
+//! * [`layout`]: where each node runs (address, ports, directory, namespace, clock, host);
+//! * [`sshlab`]: hosts to reach over SSH on one machine, an `sshd` in each node's namespace;
 //! * [`Nemesis`]: breaks the cluster on request (`start`) and repairs what it broke (`stop`);
 //!   `heal_all` repairs everything and is idempotent, so it is safe on any exit path.
 //!   [`Compose`] routes each fault to the nemesis that declares it, and faults run at the same
@@ -23,6 +24,7 @@ mod netem;
 pub mod partition;
 mod process;
 mod spec;
+pub mod sshlab;
 pub mod supervise;
 pub mod system;
 #[cfg(test)]

@@ -210,7 +210,7 @@ fn run_in(ns: Option<&File>, program: &str, args: &[&str], stdin: Option<&str>) 
             cmd.pre_exec(move || nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
         }
     }
-    let out = output_within(&mut cmd, stdin, COMMAND_BOUND).map_err(|e| net_err(&what, e))?;
+    let out = output_within(&mut cmd, stdin.map(str::as_bytes), COMMAND_BOUND).map_err(|e| net_err(&what, e))?;
     if !out.status.success() {
         return Err(net_err(&what, String::from_utf8_lossy(&out.stderr).trim()));
     }

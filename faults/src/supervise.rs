@@ -265,7 +265,8 @@ mod tests {
         let dir = dir.to_path_buf();
         let launch: LaunchFn = Box::new(move |node, binary| {
             let args = vec!["600".into()];
-            Ok(Launch { binary: binary.into(), args, env: vec![], log: dir.join(format!("{node}.log")), netns: None })
+            let log = dir.join(format!("{node}.log"));
+            Ok(Launch { binary: binary.into(), args, env: vec![], log, netns: None, remote: None, files: vec![] })
         });
         Supervisor::new(nodes, Path::new("/bin/sleep"), launch)
     }

@@ -35,7 +35,7 @@ mod test;
 
 pub use history::{History, HistoryError, Pair, Paired, Protocol};
 pub use op::{Op, OpType, Process, ROUNDS_CUT_SHORT, TIMED_OUT};
-pub use test::{NodeExit, Phase, PhaseKind, PhaseSpan, Test};
+pub use test::{NodeExit, Phase, PhaseKind, PhaseSpan, SshHosts, Test};
 
 /// The version of the on-disk history format written by this crate.
 ///

@@ -4,6 +4,23 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The hosts of an `ssh` run (Jepsen's nodes, seen from its control node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshHosts {
+    /// One address per node, in order, then one per spare node.
+    pub hosts: Vec<String>,
+    /// The user to log in as.
+    pub user: String,
+    /// The hosts' SSH port.
+    pub port: u16,
+    /// The private key to log in with; the user's own keys when `None`.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// The known-hosts file the hosts' keys must be in; the user's own when `None`.
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+}
+
 /// A test's whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Test {
@@ -24,8 +41,13 @@ pub struct Test {
     /// time limit only bounds it.
     #[serde(default)]
     pub fault_rounds: Option<usize>,
-    /// Where the nodes run: `local` (processes on 127.0.0.1).
+    /// Where the nodes run: `local` (processes on 127.0.0.1), `netns` (each in a network
+    /// namespace of its own), `ssh` (each on a host of `ssh`) or `ssh-lab` (as `ssh`, on hosts
+    /// the run makes: an `sshd` in each node's namespace).
     pub env: String,
+    /// With `env` `ssh`: the hosts and how to log in to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshHosts>,
     /// Number of broker nodes.
     pub nodes: usize,
     /// Raft groups per node.

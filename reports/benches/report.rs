@@ -25,6 +25,7 @@ fn test(ops: usize) -> Test {
         nemesis_order: "random".into(),
         fault_rounds: None,
         env: "local".into(),
+        ssh: None,
         nodes: 3,
         groups: 1,
         concurrency: 50,

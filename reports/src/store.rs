@@ -118,18 +118,20 @@ pub fn runs_where(store: &Path, is_run: impl Fn(&Path) -> bool) -> Vec<PathBuf> 
     out
 }
 
-/// Removes the nodes' data directories of a run, and their private keys (`nodes/tls/*.key`);
-/// their logs stay. Everything is tried; the first failure is returned (what was not there is
+/// Removes the nodes' data directories of a run, the binaries sent to their hosts (`bin`), and
+/// the private keys (`nodes/tls/*.key`, the SSH lab's `ssh/*_key`); the logs stay. Everything is tried; the first failure is returned (what was not there is
 /// none).
 pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
     let nodes = run_dir.join("nodes");
     let mut doomed: Vec<(PathBuf, bool)> = Vec::new();
     for node in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
         // `disk`: where a lazyfs mount kept the data of a run with crash faults.
-        doomed.extend(["data", "disk"].map(|d| (node.path().join(d), true)));
+        doomed.extend(["data", "disk", "bin"].map(|d| (node.path().join(d), true)));
     }
     let keys = std::fs::read_dir(nodes.join("tls")).into_iter().flatten().flatten().map(|e| e.path());
     doomed.extend(keys.filter(|p| p.extension().is_some_and(|x| x == "key")).map(|p| (p, false)));
+    let lab = std::fs::read_dir(run_dir.join("ssh")).into_iter().flatten().flatten().map(|e| e.path());
+    doomed.extend(lab.filter(|p| p.to_string_lossy().ends_with("_key")).map(|p| (p, false)));
     let mut first = Ok(());
     for (path, dir) in doomed {
         let removed = if dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };

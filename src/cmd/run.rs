@@ -4,8 +4,8 @@ use crate::cli::RunArgs;
 use crate::execute::{self, Options};
 use crate::exit::{BadInput, Outcome};
 use anyhow::Context as _;
-use ordeal_faults::{FaultSpec, LIBFAKETIME, net};
-use ordeal_history::{Phase, Test};
+use ordeal_faults::{FaultSet, FaultSpec, LIBFAKETIME, net};
+use ordeal_history::{Phase, SshHosts, Test};
 use ordeal_reports::store;
 use ordeal_wire::launch::{ANSWER_BOUND, output_within};
 use ordeal_workloads::{systems, workload};
@@ -22,11 +22,16 @@ fn environment(asked: &str) -> anyhow::Result<String> {
         ("local", _) => "local",
         ("netns", None) | ("auto", None) => "netns",
         ("netns", Some(why)) => return Err(bad(format!("--env netns is not available here: {why}"))),
+        ("ssh", _) => "ssh",
+        ("ssh-lab", _) => match ordeal_faults::sshlab::unavailable() {
+            None => "ssh-lab",
+            Some(why) => return Err(bad(format!("--env ssh-lab is not available here: {why}"))),
+        },
         ("auto", Some(why)) => {
             eprintln!("ordeal: network namespaces are not available ({why}); running the nodes as local processes");
             "local"
         }
-        (other, _) => return Err(bad(format!("--env {other:?}: expected auto, netns or local"))),
+        (other, _) => return Err(bad(format!("--env {other:?}: expected auto, netns, local, ssh or ssh-lab"))),
     }
     .into())
 }
@@ -62,11 +67,7 @@ fn validate(test: &Test) -> Result<(), String> {
     (registration.validate)(test).map_err(|e| e.to_string())?;
     let faults = execute::fault_sets(test).map_err(|e| format!("--nemesis: {e}"))?;
     let any = |p: fn(&FaultSpec) -> bool| faults.iter().flat_map(|s| &s.0).find(|f| p(f));
-    if test.env == "local"
-        && let Some(f) = any(FaultSpec::needs_network)
-    {
-        return Err(format!("--nemesis {f} cuts the network, which needs --env netns"));
-    }
+    check_environment(test, &faults)?;
     if any(FaultSpec::needs_clock).is_some() && !Path::new(LIBFAKETIME).exists() {
         return Err(format!("clock faults need libfaketime at {LIBFAKETIME} (scripts/setup.sh installs it)"));
     }
@@ -97,9 +98,6 @@ fn validate(test: &Test) -> Result<(), String> {
     if test.ops_per_key == 0 {
         return Err("--ops-per-key must be at least 1".into());
     }
-    if !matches!(test.env.as_str(), "local" | "netns") {
-        return Err(format!("env {:?}: expected local or netns", test.env));
-    }
     if test.nodes == 0 || test.nodes > 9 {
         return Err("--nodes must be between 1 and 9".into());
     }
@@ -127,9 +125,58 @@ fn validate(test: &Test) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks where the nodes run against the faults asked for: over SSH the harness drives
+/// processes only (kill, pause, restart, upgrade, membership), and each node needs a host.
+fn check_environment(test: &Test, faults: &[FaultSet]) -> Result<(), String> {
+    let any = |p: fn(&FaultSpec) -> bool| faults.iter().flat_map(|s| &s.0).find(|f| p(f));
+    let over_ssh = matches!(test.env.as_str(), "ssh" | "ssh-lab");
+    if !over_ssh && !matches!(test.env.as_str(), "local" | "netns") {
+        return Err(format!("env {:?}: expected local, netns, ssh or ssh-lab", test.env));
+    }
+    if test.env == "local"
+        && let Some(f) = any(FaultSpec::needs_network)
+    {
+        return Err(format!("--nemesis {f} cuts the network, which needs --env netns"));
+    }
+    let host_faults = [FaultSpec::needs_network, FaultSpec::needs_clock, FaultSpec::needs_disk];
+    if over_ssh && let Some(f) = host_faults.into_iter().find_map(|p| any(p)) {
+        return Err(format!(
+            "--nemesis {f}: over SSH the harness kills, pauses, restarts, upgrades and replaces nodes, \
+             but does not yet cut networks, move clocks or crash disks; use --env netns"
+        ));
+    }
+    match (&test.ssh, test.env.as_str()) {
+        (None, "ssh") => Err("--env ssh needs --ssh-hosts".into()),
+        (Some(_), env) if env != "ssh" => Err("--ssh-hosts belongs to --env ssh".into()),
+        (Some(ssh), _) => execute::ssh_hosts(ssh, test.nodes + test.spare_nodes).map(drop),
+        (None, _) => Ok(()),
+    }
+}
+
 /// The fault sets `--nemesis` names (`none` names none).
 pub(super) fn fault_sets_named(args: &RunArgs) -> impl Iterator<Item = &str> {
     args.nemesis.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none")
+}
+
+/// The `--ssh-*` flags, when hosts are named; paths made absolute, so that `test.json` repeats
+/// the run from any directory.
+fn ssh_settings(args: &RunArgs) -> anyhow::Result<Option<SshHosts>> {
+    if args.ssh_hosts.is_empty() {
+        return Ok(None);
+    }
+    let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
+        Ok(match p {
+            Some(p) => Some(std::path::absolute(p)?.display().to_string()),
+            None => None,
+        })
+    };
+    Ok(Some(SshHosts {
+        hosts: args.ssh_hosts.clone(),
+        user: args.ssh_user.clone(),
+        port: args.ssh_port,
+        identity: absolute(&args.ssh_key)?,
+        known_hosts: absolute(&args.ssh_known_hosts)?,
+    }))
 }
 
 /// The test the flags describe, with the seed drawn.
@@ -151,6 +198,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<Test> {
         nemesis_order: args.nemesis_order.clone(),
         fault_rounds: args.fault_rounds,
         env: environment(&args.env)?,
+        ssh: ssh_settings(args)?,
         nodes: args.nodes,
         groups: args.groups,
         concurrency: args.concurrency,

@@ -678,6 +678,7 @@ async fn start_learner(spec: &mut ClusterSpec, procs: &mut Vec<NodeProcess>, dir
         log: dir.join("n4/broker.log"),
         netns: None,
         env: vec![("ORDEAL_BROKER_JOIN".into(), "true".into())],
+        remote: None,
     };
     let addr = node.addr.to_string();
     spec.nodes.push(node);

@@ -31,6 +31,7 @@ async fn start_joining(cluster: &mut Cluster, id: u64, env: &[(&str, &str)]) -> 
         log: dir.join("broker.log"),
         netns: None,
         env: vars,
+        remote: None,
     };
     let addr = node.addr.to_string();
     cluster.spec.nodes.push(node);

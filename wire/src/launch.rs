@@ -9,6 +9,7 @@
 
 use crate::certs::ClusterCa;
 use crate::config::{Bug, RaftTiming};
+use crate::ssh::{self, Remote};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ pub const ANSWER_BOUND: Duration = Duration::from_secs(30);
 /// For the short commands the harness runs (`ip`, `nft`, a build's `--version`): one that hangs
 /// (a netlink lock, a broken build) must not hang the run. The command runs in a process group of
 /// its own, killed whole when it ends or is cut off: nothing it started outlives it.
-pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) -> io::Result<Output> {
+pub fn output_within(cmd: &mut Command, input: Option<&[u8]>, bound: Duration) -> io::Result<Output> {
     let deadline = Instant::now() + bound;
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -38,10 +39,10 @@ pub fn output_within(cmd: &mut Command, input: Option<&str>, bound: Duration) ->
     let (stdout, stderr) = (drained(child.stdout.take()), drained(child.stderr.take()));
     // Written on a thread of its own, so that a command that never reads its input is still cut
     // off at the bound; one that exits without reading it answers by its status.
-    let (text, pipe) = (input.unwrap_or_default().to_owned(), child.stdin.take());
+    let (bytes, pipe) = (input.unwrap_or_default().to_owned(), child.stdin.take());
     let writer = std::thread::spawn(move || {
         if let Some(mut pipe) = pipe {
-            let _ = io::Write::write_all(&mut pipe, text.as_bytes());
+            let _ = io::Write::write_all(&mut pipe, &bytes);
         }
         Vec::new()
     });
@@ -119,6 +120,8 @@ pub struct NodeSpec {
     pub netns: Option<PathBuf>,
     /// Environment variables for this node only (e.g. its libfaketime control file).
     pub env: Vec<(String, String)>,
+    /// The host it runs on, when not this machine.
+    pub remote: Option<Remote>,
 }
 
 /// A cluster's shape and settings.
@@ -188,6 +191,7 @@ impl ClusterSpec {
                     log: node_dir.join("broker.log"),
                     netns: None,
                     env: Vec::new(),
+                    remote: None,
                 }
             })
             .collect();
@@ -243,12 +247,21 @@ impl ClusterSpec {
 
     /// How to start node `node` on `binary`.
     pub fn launch(&self, node: &NodeSpec, binary: &Path) -> Launch {
+        let files = match &self.tls {
+            Some(ca) => {
+                let f = ca.files(node.id);
+                vec![f.ca, f.cert, f.key]
+            }
+            None => vec![],
+        };
         Launch {
             binary: binary.to_path_buf(),
             args: self.args(node),
             env: self.env.iter().chain(&node.env).cloned().collect(),
             log: node.log.clone(),
             netns: node.netns.clone(),
+            remote: node.remote.clone(),
+            files,
         }
     }
 
@@ -275,22 +288,31 @@ pub struct Launch {
     pub log: PathBuf,
     /// The network namespace to start it in (a `/proc/<pid>/ns/net` path), if not the caller's.
     pub netns: Option<PathBuf>,
+    /// The host to start it on, when not this machine ([`crate::ssh`]).
+    pub remote: Option<Remote>,
+    /// Files it reads (certificates), sent to its host first when it runs on another.
+    pub files: Vec<PathBuf>,
 }
 
 impl Launch {
     /// Starts the process as node `id`: in its own session, in its namespace, killed by the
-    /// kernel if the caller dies.
+    /// kernel if the caller dies; on its host, if it has one ([`crate::ssh`]).
     pub fn spawn(&self, id: u64) -> io::Result<NodeProcess> {
         if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        let (mut cmd, remote) = match &self.remote {
+            Some(r) => self.on_host(r)?,
+            None => {
+                let mut cmd = Command::new(&self.binary);
+                cmd.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v)));
+                (cmd, None)
+            }
+        };
+        // A remote node's session reads a pipe nothing writes: its end is the node's end.
+        let stdin = if remote.is_some() { Stdio::piped() } else { Stdio::null() };
+        cmd.stdin(stdin).stdout(log.try_clone()?).stderr(log);
         let netns = match &self.netns {
             Some(path) => Some(
                 std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
@@ -313,15 +335,31 @@ impl Launch {
         }
         let child =
             cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", self.binary.display())))?;
-        Ok(NodeProcess { id, child, exited: None })
+        Ok(NodeProcess { id, child, exited: None, remote })
+    }
+
+    /// The `ssh` session that runs the node on `remote`, once its binary and files are there, and
+    /// where its process id is kept there.
+    fn on_host(&self, remote: &Remote) -> io::Result<(Command, Option<(Remote, PathBuf)>)> {
+        let dir = self.log.parent().unwrap_or(Path::new("/"));
+        let binary = ssh::binary_path(&self.binary, dir)?;
+        remote.send(&self.binary, &binary)?;
+        for file in &self.files {
+            remote.send(file, file)?;
+        }
+        let pid_file = self.log.with_extension("pid");
+        let cmd = remote.command(&ssh::remote_node(&binary, &self.args, &self.env, &pid_file));
+        Ok((cmd, Some((remote.clone(), pid_file))))
     }
 }
 
-/// A running node process, owned: killed and reaped on drop.
+/// A running node process, owned: killed and reaped on drop. For a node on another host, the
+/// child is its `ssh` session, and signals go to the node through its process-id file there.
 pub struct NodeProcess {
     id: u64,
     child: Child,
     exited: Option<ExitStatus>,
+    remote: Option<(Remote, PathBuf)>,
 }
 
 impl NodeProcess {
@@ -340,6 +378,13 @@ impl NodeProcess {
         if self.exited.is_some() {
             return Ok(());
         }
+        if let Some((remote, pid_file)) = &self.remote {
+            // A node that ended since is not an error, as a local zombie is not.
+            return match remote.signal(pid_file, signal) {
+                Err(_) if self.has_exited()?.is_some() => Ok(()),
+                asked => asked,
+            };
+        }
         // The child is not reaped until `wait` below, so its PID still names it.
         kill(Pid::from_raw(self.child.id() as i32), signal).map_err(io::Error::from)
     }
@@ -347,14 +392,21 @@ impl NodeProcess {
     /// Whether it has exited (reaping it if so).
     pub fn has_exited(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.exited.is_none() {
-            self.exited = self.child.try_wait()?;
+            self.exited = self.child.try_wait()?.map(ssh::exit_status);
         }
         Ok(self.exited)
     }
 
-    /// SIGKILL, then reap.
+    /// SIGKILL, then reap. A remote node whose host does not answer is still ended: its session
+    /// is killed here, and the node with it there.
     pub fn kill(&mut self) -> io::Result<ExitStatus> {
-        self.signal(Signal::SIGKILL)?;
+        if let Err(e) = self.signal(Signal::SIGKILL) {
+            if self.remote.is_none() {
+                return Err(e);
+            }
+            tracing::warn!(node = self.id, "{e}; ending its session instead");
+            kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).map_err(io::Error::from)?;
+        }
         self.wait()
     }
 
@@ -363,7 +415,7 @@ impl NodeProcess {
         if let Some(s) = self.exited {
             return Ok(s);
         }
-        let s = self.child.wait()?;
+        let s = ssh::exit_status(self.child.wait()?);
         self.exited = Some(s);
         Ok(s)
     }
@@ -404,7 +456,7 @@ mod tests {
     #[test]
     fn a_command_answers_with_its_output_and_one_that_hangs_is_killed_at_the_bound() {
         let bound = Duration::from_secs(10);
-        let out = output_within(&mut Command::new("cat"), Some("table\n"), bound).unwrap();
+        let out = output_within(&mut Command::new("cat"), Some(b"table\n"), bound).unwrap();
         assert!(out.status.success());
         assert_eq!(out.stdout, b"table\n");
         let out = output_within(&mut sh("echo why >&2; exit 3"), None, bound).unwrap();
@@ -416,7 +468,8 @@ mod tests {
         let e = output_within(&mut sh("sleep 30 & sleep 30"), None, Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "a command whose child holds its pipes too: {e}");
         let unread = "x".repeat(1 << 20);
-        let e = output_within(Command::new("sleep").arg("30"), Some(&unread), Duration::from_millis(200)).unwrap_err();
+        let e = output_within(Command::new("sleep").arg("30"), Some(unread.as_bytes()), Duration::from_millis(200))
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "1 MB of input it never reads: {e}");
         assert!(began.elapsed() < Duration::from_secs(20));
     }

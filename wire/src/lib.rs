@@ -8,7 +8,8 @@
 //! * [`shard`]: which raft group owns a key, partition or consumer group;
 //! * [`config`]: the settings a launcher passes on the command line (timing, bugs);
 //! * [`certs`]: a per-run cluster CA and node certificates for mutual peer TLS;
-//! * [`launch`]: starting `ordeal-broker` processes, the one place that knows its flags.
+//! * [`launch`]: starting `ordeal-broker` processes, the one place that knows its flags;
+//! * [`ssh`]: running a node on another host, through OpenSSH's client.
 //!
 //! The harness depends on this crate and never on `ordeal-system`, so what it verifies is the
 //! broker as a separate program.
@@ -21,4 +22,5 @@ pub mod error;
 pub mod launch;
 pub mod pb;
 pub mod shard;
+pub mod ssh;
 pub mod status;

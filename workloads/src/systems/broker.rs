@@ -58,6 +58,7 @@ fn node_spec(s: &ordeal_faults::layout::Slot) -> NodeSpec {
         log: s.log("broker"),
         netns: s.netns.clone(),
         env: s.env.clone(),
+        remote: s.remote.clone(),
     }
 }
 

@@ -102,6 +102,7 @@ fn member(s: &ordeal_faults::layout::Slot) -> Member {
         log: s.log("etcd"),
         netns: s.netns.clone(),
         env: s.env.clone(),
+        remote: s.remote.clone(),
     }
 }
 
@@ -150,6 +151,7 @@ struct Member {
     log: PathBuf,
     netns: Option<PathBuf>,
     env: Vec<(String, String)>,
+    remote: Option<ordeal_wire::ssh::Remote>,
 }
 
 /// `--initial-cluster` of `members`.
@@ -271,6 +273,8 @@ impl EtcdSystem {
                     env: member.env.clone(),
                     log: member.log.clone(),
                     netns: member.netns.clone(),
+                    remote: member.remote.clone(),
+                    files: vec![],
                 })
             }),
         );
@@ -932,6 +936,7 @@ mod tests {
             log: PathBuf::from(format!("/run/nodes/n{id}/etcd.log")),
             netns: None,
             env: vec![],
+            remote: None,
         };
         let cluster = [member(1), member(2)];
         let settings = Settings { heartbeat_ms: 50, election_ms: 500, snapshot_count: Some(100) };
