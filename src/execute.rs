@@ -100,6 +100,8 @@ fn enter_private_network_once() -> anyhow::Result<()> {
 struct Cluster {
     sut: Sut,
     network: Option<Arc<Network>>,
+    /// The network the nemesis cuts (over SSH, the hosts'), let go before the SSH lab's daemons.
+    cuts: Option<Arc<Network>>,
     /// The SSH lab's daemons, stopped after the nodes.
     lab: Option<SshLab>,
     /// Where the nodes ran: on their hosts, the run's files are removed after the nodes.
@@ -127,13 +129,13 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
     } else {
         None
     };
+    let cuts = network_to_cut(&layout, network.clone(), &faults)?;
     let registration = systems::by_name(&test.system)?;
     let sut = (registration.build)(test, &layout, PathBuf::from(&test.broker_binary))?;
     let system: Arc<dyn System> = sut.system.clone();
     let clock = RunClock::default();
     let mut nemeses: Vec<Box<dyn Nemesis>> = vec![
-        // In the SSH lab the network is the lab's, not the run's to cut.
-        Box::new(NetNemesis::new(system.clone(), network.clone().filter(|_| lab.is_none()))),
+        Box::new(NetNemesis::new(system.clone(), cuts.clone())),
         Box::new(ClockNemesis::new(system.clone(), layout.clocks.clone())),
         Box::new(match &disks {
             Some(d) => ProcessNemesis::new(system.clone()).with_disks(d.clone()),
@@ -145,7 +147,24 @@ fn build_cluster(test: &Test, dir: &Path) -> anyhow::Result<Cluster> {
         nemeses.push(Box::new(UpgradeNemesis::new(system, PathBuf::from(&test.broker_binary), PathBuf::from(to))));
     }
     let nemesis = Box::new(Compose(nemeses));
-    Ok(Cluster { sut, network, lab, nemesis, faults, disks, clock, layout })
+    Ok(Cluster { sut, network, cuts, lab, nemesis, faults, disks, clock, layout })
+}
+
+/// The network the nemesis cuts: the namespaces', or the hosts' over SSH (given the run's nft
+/// table only when the run has network faults: one without needs no nft on its hosts).
+fn network_to_cut(
+    layout: &Layout,
+    namespaces: Option<Arc<Network>>,
+    faults: &[FaultSet],
+) -> anyhow::Result<Option<Arc<Network>>> {
+    let hosts = layout.hosts();
+    if hosts.is_empty() {
+        return Ok(namespaces);
+    }
+    if !faults.iter().any(|s| s.any(ordeal_faults::FaultSpec::needs_network)) {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Network::hosts(hosts).context("giving the hosts the run's nft table")?)))
 }
 
 /// The addresses of an `ssh` run's hosts: one per node and spare node, each an IP address.
@@ -162,6 +181,15 @@ pub(crate) fn ssh_hosts(ssh: &SshHosts, places: usize) -> Result<Vec<std::net::I
         return Err(format!("--ssh-hosts: {h} is named twice; one node per host"));
     }
     Ok(hosts)
+}
+
+/// The places of an `--env ssh` run: its hosts, with its spare nodes among the slots.
+pub(crate) fn ssh_layout(test: &Test, nodes_dir: &Path) -> anyhow::Result<Layout> {
+    let hosts = test.ssh.as_ref().context("--env ssh without hosts")?;
+    let addrs = ssh_hosts(hosts, test.nodes + test.spare_nodes).map_err(anyhow::Error::msg)?;
+    let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
+    let ssh = Ssh::new(&hosts.user, hosts.port, path(&hosts.identity), path(&hosts.known_hosts));
+    Ok(Layout::ssh(Arc::new(ssh), &addrs, nodes_dir))
 }
 
 /// Where a run's nodes go, and what holds those places up.
@@ -187,13 +215,7 @@ fn places(test: &Test, dir: &Path, nodes_dir: &Path) -> anyhow::Result<Places> {
             let layout = Layout::ssh(lab.ssh.clone(), &lab.hosts, nodes_dir);
             Places { layout, network: Some(Arc::new(net)), lab: Some(lab) }
         }
-        "ssh" => {
-            let hosts = test.ssh.as_ref().context("--env ssh without hosts")?;
-            let addrs = ssh_hosts(hosts, places).map_err(anyhow::Error::msg)?;
-            let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
-            let ssh = Ssh::new(&hosts.user, hosts.port, path(&hosts.identity), path(&hosts.known_hosts));
-            Places { layout: Layout::ssh(Arc::new(ssh), &addrs, nodes_dir), network: None, lab: None }
-        }
+        "ssh" => Places { layout: ssh_layout(test, nodes_dir)?, network: None, lab: None },
         _ => Places { layout: Layout::local(places, nodes_dir).context("reserving ports")?, network: None, lab: None },
     })
 }
@@ -225,7 +247,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
     // Before the cluster is built: a signal while it is set up stops the run once it is, with
     // everything torn down, instead of killing the harness halfway through.
     let (interrupt, interrupts) = watch_interrupts();
-    let Cluster { sut, network, lab, nemesis, faults, disks, clock, layout } = build_cluster(&test, &dir)?;
+    let Cluster { sut, network, cuts, lab, nemesis, faults, disks, clock, layout } = build_cluster(&test, &dir)?;
     let mut info = RunInfo::default();
     let set_up = sut.system.setup().await;
     let cluster_up = set_up.is_ok();
@@ -250,8 +272,13 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
         tracing::warn!("teardown: {e}");
     }
     drop(sut);
+    // The hosts' nft tables first: removing the run's files there would remove them too, and
+    // letting go of the network would then warn of tables that are gone.
+    drop(cuts);
     if !opts.keep_data {
-        layout.remove_host_files();
+        for stays in layout.remove_host_files() {
+            tracing::warn!("{stays}; `ordeal cleanup` tries again");
+        }
     }
     drop(lab);
     // After the nodes: tearing the namespaces down under running nodes would be a fault of its own.

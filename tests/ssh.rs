@@ -60,13 +60,14 @@ fn files_named(dir: &Path, names: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn nodes_driven_over_ssh_are_killed_paused_and_restarted_and_nothing_is_left() {
+fn nodes_driven_over_ssh_are_killed_paused_and_cut_off_and_nothing_is_left() {
     if !common::runs_here("nodes_driven_over_ssh", lab_missing()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
-    let extra = ["--env", "ssh-lab", "--nemesis", "kill-leader,pause-follower", "--rate", "300", "--seed", "3"];
+    let nemesis = "kill-leader,pause-follower,partition-leader";
+    let extra = ["--env", "ssh-lab", "--nemesis", nemesis, "--rate", "300", "--seed", "3"];
     let (code, out, err) = ordeal(&run_args(store, "1", &extra));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.starts_with("VALID"), "{out}");
@@ -82,7 +83,7 @@ fn nodes_driven_over_ssh_are_killed_paused_and_restarted_and_nothing_is_left() {
     let history = jsonl(&run.join("history.jsonl"));
     let faults: Vec<&str> =
         nemesis_ops(&history, "start").iter().map(|op| op["value"]["fault"].as_str().unwrap()).collect();
-    assert_eq!(faults, ["kill-leader", "pause-follower"], "each fault once, in turn");
+    assert_eq!(faults, ["kill-leader", "pause-follower", "partition-leader"], "each fault once, in turn");
     assert_nothing_runs(dir.path());
     let left = files_named(dir.path(), &["/data", "/bin", ".pid", "_key", ".key"]);
     assert!(left.is_empty(), "the run's files and keys stayed: {left:#?}");
@@ -99,6 +100,20 @@ fn a_broker_that_serves_stale_reads_is_caught_over_ssh() {
     let (code, out, err) = ordeal(&run_args(store, "2", &[&extra[..], &["--seed", "21"]].concat()));
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.starts_with("INVALID: linearizability: invalid: op "), "{out}");
+}
+
+#[test]
+fn a_leader_that_acknowledges_before_commit_is_caught_cut_off_over_ssh() {
+    if !common::runs_here("ack_before_commit_over_ssh", lab_missing()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let extra = ["--env", "ssh-lab", "--workload", "log", "--nemesis", "partition-leader", "--rate", "500"];
+    let (code, out, err) =
+        ordeal(&run_args(store, "3", &[&extra[..], &["--bug", "ack-before-commit", "--seed", "1"]].concat()));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.starts_with("INVALID"), "{out}");
 }
 
 #[test]
@@ -131,7 +146,7 @@ fn bad_ssh_settings_are_refused_before_anything_starts() {
         (&["--env", "ssh", "--ssh-hosts", "127.0.0.2"], "names 1 host(s); the run has 3 node(s)"),
         (&["--env", "ssh", "--ssh-hosts", "n1,n2,n3"], "\"n1\" is not an IP address"),
         (&["--env", "ssh", "--ssh-hosts", "127.0.0.2,127.0.0.3,127.0.0.2"], "127.0.0.2 is named twice"),
-        (&["--env", "ssh", "--ssh-hosts", three, "--nemesis", "partition"], "does not yet cut networks"),
+        (&["--env", "ssh", "--ssh-hosts", three, "--nemesis", "delay"], "does not yet delay or slow packets"),
         (&["--env", "local", "--ssh-hosts", three], "--ssh-hosts belongs to --env ssh"),
     ] {
         let (code, out, err) = ordeal(&[&["run", "--store", store, "--time-limit", "1"], args].concat());

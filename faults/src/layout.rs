@@ -125,21 +125,30 @@ impl Layout {
     }
 
     /// Removes what the run put on the nodes' hosts (data, binaries, process-id files, the
-    /// certificates), for nodes that ran on other hosts; a host that does not answer keeps them,
-    /// and the warning says where.
-    pub fn remove_host_files(&self) {
+    /// certificates), for nodes that ran on other hosts. Returns what stays: for each host that
+    /// did not answer, where and why.
+    pub fn remove_host_files(&self) -> Vec<String> {
+        let mut stays = Vec::new();
         for slot in self.slots.iter().chain(&self.spares) {
             let Some(remote) = &slot.remote else { continue };
             let tls = slot.dir.parent().map(|d| d.join("tls"));
+            // The nft table too, which a killed run's partition may have left (none is fine).
             let script = format!(
-                "cd {} 2>/dev/null || exit 0; rm -rf -- data bin ./*.pid {}",
+                "nft delete table inet ordeal 2>/dev/null; cd {} 2>/dev/null || exit 0; rm -rf -- data bin ./*.pid {}",
                 quote(&slot.dir.display().to_string()),
                 tls.map(|t| quote(&t.display().to_string())).unwrap_or_default(),
             );
             if let Err(e) = remote.run("removing the run's files", &script, None, COMMAND_BOUND) {
-                tracing::warn!(node = slot.id, "{}: {e}", slot.dir.display());
+                stays.push(format!("node {}'s files in {} on its host: {e}", slot.id, slot.dir.display()));
             }
         }
+        stays
+    }
+
+    /// The nodes and spare nodes that run on other hosts: id, how to reach the host, its address.
+    pub fn hosts(&self) -> Vec<(u64, Remote, IpAddr)> {
+        let slots = self.slots.iter().chain(&self.spares);
+        slots.filter_map(|s| Some((s.id, s.remote.clone()?, s.host))).collect()
     }
 
     /// The ids.

@@ -1,4 +1,5 @@
-//! The `netns` environment: every node in a network namespace of its own, on one bridge.
+//! The `netns` environment: every node in a network namespace of its own, on one bridge; and the
+//! same nft rules on the nodes' own hosts, over SSH ([`Network::hosts`]).
 //!
 //! ```text
 //!   harness (its own private network namespace; clients and status sampling live here)
@@ -17,13 +18,15 @@
 //! network namespace of its own before anything starts (rootless, through a user namespace, when
 //! not root). The bridge lives there, so it vanishes with the harness; holders and brokers get
 //! a parent-death signal, so their namespaces, veths and rules vanish with them even after a
-//! `kill -9`. Nothing is ever created in the host's namespace.
+//! `kill -9`. Nothing is ever created in the host's namespace. Over SSH the table lives on each
+//! node's host: deleted when the [`Network`] is dropped, and by `ordeal cleanup` after a kill.
 
 use ordeal_wire::launch::output_within;
+use ordeal_wire::ssh::{Remote, quote};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -103,16 +106,19 @@ pub fn enter_private_network() -> Result<(), NetError> {
 }
 
 /// One node's place in the topology.
-struct NodeNet {
-    holder: Child,
-    ns: File,
-    path: PathBuf,
+enum Place {
+    /// A namespace of the run's own, held open by a `sleep infinity`.
+    Namespace { holder: Child, ns: File, path: PathBuf },
+    /// A host of its own, reached over SSH, at its address.
+    Host { remote: Remote, addr: IpAddr },
 }
 
-/// A run's topology: a bridge, and a namespace with a veth per node. Dropping it tears it down.
+/// A run's topology: a bridge, and a namespace with a veth per node; or the nodes' hosts, reached
+/// over SSH, each with the same nft table. Dropping it tears it down.
 pub struct Network {
-    bridge: String,
-    nodes: BTreeMap<u64, NodeNet>,
+    /// The bridge, when the nodes are in namespaces.
+    bridge: Option<String>,
+    nodes: BTreeMap<u64, Place>,
     /// NFQUEUE delay loops, one per delayed node, running while a delay fault lasts.
     delays: std::sync::Mutex<Vec<DelayLoop>>,
 }
@@ -229,7 +235,7 @@ impl Network {
     /// bridge and links.
     pub fn create(run: &str, nodes: &[u64]) -> Result<Network, NetError> {
         let bridge = format!("ob{}", &run[..run.len().min(8)]);
-        let mut net = Network { bridge: bridge.clone(), nodes: BTreeMap::new(), delays: Default::default() };
+        let mut net = Network { bridge: Some(bridge.clone()), nodes: BTreeMap::new(), delays: Default::default() };
         run_in(None, "ip", &["link", "set", "lo", "up"], None)?;
         run_in(None, "ip", &["link", "add", &bridge, "type", "bridge"], None)?;
         run_in(None, "ip", &["addr", "add", &format!("{}/24", bridge_ip()), "dev", &bridge], None)?;
@@ -249,16 +255,28 @@ impl Network {
             let path = PathBuf::from(format!("/proc/{}/ns/net", holder.id()));
             let ns = File::open(&path).map_err(|e| net_err(format!("opening {}", path.display()), e))?;
             let veth = format!("{bridge}v{id}");
-            net.nodes.insert(id, NodeNet { holder, ns, path });
-            let pid = net.nodes[&id].holder.id().to_string();
+            let pid = holder.id().to_string();
+            net.nodes.insert(id, Place::Namespace { holder, ns, path });
             run_in(None, "ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pid], None)?;
             run_in(None, "ip", &["link", "set", &veth, "master", &bridge], None)?;
             run_in(None, "ip", &["link", "set", &veth, "up"], None)?;
-            let ns = Some(&net.nodes[&id].ns);
+            let ns = Some(net.ns(id)?);
             run_in(ns, "ip", &["addr", "add", &format!("{}/24", node_ip(id)), "dev", "eth0"], None)?;
             run_in(ns, "ip", &["link", "set", "eth0", "up"], None)?;
             run_in(ns, "ip", &["link", "set", "lo", "up"], None)?;
             run_in(ns, "nft", &["-f", "-"], Some(TABLE))?;
+        }
+        Ok(net)
+    }
+
+    /// The nodes' `hosts` (id, how to reach it, its address), each given the table afresh: one a
+    /// killed run left there goes first, with its rules.
+    pub fn hosts(hosts: Vec<(u64, Remote, IpAddr)>) -> Result<Network, NetError> {
+        let nodes = hosts.into_iter().map(|(id, remote, addr)| (id, Place::Host { remote, addr })).collect();
+        let net = Network { bridge: None, nodes, delays: Default::default() };
+        let fresh = format!("table inet ordeal {{}}\ndelete table inet ordeal\n{TABLE}\n");
+        for &id in net.nodes.keys() {
+            net.exec(id, "nft", &["-f", "-"], Some(&fresh))?;
         }
         Ok(net)
     }
@@ -270,36 +288,77 @@ impl Network {
 
     /// The path of node `id`'s namespace, for starting processes in it.
     pub fn ns_path(&self, id: u64) -> Option<PathBuf> {
-        self.nodes.get(&id).map(|n| n.path.clone())
+        match self.nodes.get(&id)? {
+            Place::Namespace { path, .. } => Some(path.clone()),
+            Place::Host { .. } => None,
+        }
     }
 
+    fn place(&self, id: u64) -> Result<&Place, NetError> {
+        self.nodes.get(&id).ok_or_else(|| net_err(format!("node {id}"), "not in the topology"))
+    }
+
+    /// Node `id`'s namespace: delay and bandwidth faults need one.
     fn ns(&self, id: u64) -> Result<&File, NetError> {
-        self.nodes.get(&id).map(|n| &n.ns).ok_or_else(|| net_err(format!("node {id}"), "not in the topology"))
+        match self.place(id)? {
+            Place::Namespace { ns, .. } => Ok(ns),
+            Place::Host { .. } => {
+                Err(net_err(format!("node {id}"), "runs on another host; this fault needs --env netns"))
+            }
+        }
+    }
+
+    /// Node `id`'s address, as the other nodes see its packets come.
+    fn addr(&self, id: u64) -> IpAddr {
+        match self.nodes.get(&id) {
+            Some(Place::Host { addr, .. }) => *addr,
+            _ => IpAddr::V4(node_ip(id)),
+        }
+    }
+
+    /// Runs `program args` where node `id`'s network is: in its namespace, or on its host.
+    fn exec(&self, id: u64, program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
+        match self.place(id)? {
+            Place::Namespace { ns, .. } => run_in(Some(ns), program, args, stdin),
+            Place::Host { remote, .. } => {
+                let what = format!("{program} {}", args.join(" "));
+                let script: Vec<String> = std::iter::once(program).chain(args.iter().copied()).map(quote).collect();
+                let input = stdin.map(str::as_bytes);
+                let bound = ordeal_wire::ssh::COMMAND_BOUND;
+                remote.run(&what, &script.join(" "), input, bound).map(drop).map_err(|e| net_err(&what, e))
+            }
+        }
     }
 
     /// Applies a grudge: node -> the nodes whose packets it drops. Replaces any partition, one
     /// atomic nft transaction per node.
     pub fn partition(&self, grudge: &BTreeMap<u64, BTreeSet<u64>>) -> Result<(), NetError> {
         for &id in self.nodes.keys() {
-            let sources: Vec<String> = grudge.get(&id).into_iter().flatten().map(|n| node_ip(*n).to_string()).collect();
+            let sources: Vec<String> =
+                grudge.get(&id).into_iter().flatten().map(|n| self.addr(*n).to_string()).collect();
             let mut script = String::from("flush set inet ordeal blocked\n");
             if !sources.is_empty() {
                 script += &format!("add element inet ordeal blocked {{ {} }}\n", sources.join(", "));
             }
-            run_in(Some(self.ns(id)?), "nft", &["-f", "-"], Some(&script))?;
+            self.exec(id, "nft", &["-f", "-"], Some(&script))?;
         }
         Ok(())
     }
 
-    /// Drops `percent` of the packets each of `nodes` receives from the other nodes.
+    /// Drops `percent` of the packets each of `nodes` receives from the other nodes (not from the
+    /// harness's clients).
     pub fn loss(&self, nodes: &[u64], percent: u8) -> Result<(), NetError> {
         for &id in nodes {
-            let script = format!(
-                "flush chain inet ordeal faults\nadd rule inet ordeal faults ip saddr {}.0/24 ip saddr != {} numgen random mod 100 < {percent} drop\n",
-                SUBNET.map(|b| b.to_string()).join("."),
-                bridge_ip()
-            );
-            run_in(Some(self.ns(id)?), "nft", &["-f", "-"], Some(&script))?;
+            let others: Vec<String> =
+                self.nodes.keys().filter(|n| **n != id).map(|n| self.addr(*n).to_string()).collect();
+            let mut script = String::from("flush chain inet ordeal faults\n");
+            if !others.is_empty() {
+                let from = others.join(", ");
+                script += &format!(
+                    "add rule inet ordeal faults ip saddr {{ {from} }} numgen random mod 100 < {percent} drop\n"
+                );
+            }
+            self.exec(id, "nft", &["-f", "-"], Some(&script))?;
         }
         Ok(())
     }
@@ -352,9 +411,9 @@ impl Network {
         for (id, other) in [(a, b), (b, a)] {
             let script = format!(
                 "flush chain inet ordeal faults\nadd rule inet ordeal faults ip saddr {} tcp flags & rst == 0 reject with tcp reset\n",
-                node_ip(other)
+                self.addr(other)
             );
-            run_in(Some(self.ns(id)?), "nft", &["-f", "-"], Some(&script))?;
+            self.exec(id, "nft", &["-f", "-"], Some(&script))?;
         }
         Ok(())
     }
@@ -379,8 +438,8 @@ impl Network {
     /// node is tried, whatever failed on another; the first failure is returned.
     pub fn heal(&self) -> Result<(), NetError> {
         let mut first_error = None;
-        for node in self.nodes.values() {
-            if let Err(e) = heal_node(node) {
+        for &id in self.nodes.keys() {
+            if let Err(e) = self.heal_node(id) {
                 first_error.get_or_insert(e);
             }
         }
@@ -412,27 +471,38 @@ impl Network {
 impl Drop for Network {
     fn drop(&mut self) {
         let _ = self.stop_delays();
-        for node in self.nodes.values_mut() {
-            let _ = node.holder.kill();
-            let _ = node.holder.wait();
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            // A host keeps nothing of the run: its table goes (a namespace's goes with it).
+            if matches!(self.nodes[&id], Place::Host { .. })
+                && let Err(e) = self.exec(id, "nft", &["delete", "table", "inet", "ordeal"], None)
+            {
+                tracing::warn!(node = id, "the run's nft table stays on its host: {e}");
+            }
+            if let Some(Place::Namespace { holder, .. }) = self.nodes.get_mut(&id) {
+                let _ = holder.kill();
+                let _ = holder.wait();
+            }
         }
         // The veths went with their namespaces; the bridge goes with the harness's namespace,
         // but delete it now in case the caller lives on.
-        let _ = run_in(None, "ip", &["link", "del", &self.bridge], None);
+        if let Some(bridge) = &self.bridge {
+            let _ = run_in(None, "ip", &["link", "del", bridge], None);
+        }
     }
 }
 
-/// Removes the faults of one node's namespace.
-fn heal_node(node: &NodeNet) -> Result<(), NetError> {
-    run_in(
-        Some(&node.ns),
-        "nft",
-        &["-f", "-"],
-        Some("flush set inet ordeal blocked\nflush chain inet ordeal faults\n"),
-    )?;
-    // No qdisc to delete is fine: there was no cap.
-    let _ = run_in(Some(&node.ns), "tc", &["qdisc", "del", "dev", "eth0", "root"], None);
-    // The delay rules live in iptables' table; flushing an empty chain is harmless.
-    run_in(Some(&node.ns), "iptables", &["-F", "INPUT"], None)?;
-    Ok(())
+impl Network {
+    /// Removes the faults of one node: its nft rules, and in a namespace its bandwidth cap and
+    /// delay rules.
+    fn heal_node(&self, id: u64) -> Result<(), NetError> {
+        let flush = "flush set inet ordeal blocked\nflush chain inet ordeal faults\n";
+        self.exec(id, "nft", &["-f", "-"], Some(flush))?;
+        let Place::Namespace { ns, .. } = self.place(id)? else { return Ok(()) };
+        // No qdisc to delete is fine: there was no cap.
+        let _ = run_in(Some(ns), "tc", &["qdisc", "del", "dev", "eth0", "root"], None);
+        // The delay rules live in iptables' table; flushing an empty chain is harmless.
+        run_in(Some(ns), "iptables", &["-F", "INPUT"], None)?;
+        Ok(())
+    }
 }

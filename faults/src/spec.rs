@@ -227,6 +227,12 @@ impl FaultSpec {
         matches!(self.action, Action::Partition(_) | Action::Loss | Action::Delay | Action::Slow | Action::Reset)
     }
 
+    /// Whether the fault needs the nodes in namespaces of the run's own (a delay loop of the
+    /// harness's, a bandwidth cap there); partitions, loss and resets also work on hosts over SSH.
+    pub fn needs_namespace(&self) -> bool {
+        matches!(self.action, Action::Delay | Action::Slow)
+    }
+
     /// Whether the fault moves clocks (nodes then start under libfaketime).
     pub fn needs_clock(&self) -> bool {
         matches!(self.action, Action::ClockSkew | Action::ClockBump | Action::ClockStrobe)

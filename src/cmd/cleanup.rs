@@ -87,6 +87,7 @@ fn close(run: &Path, data: bool) -> anyhow::Result<bool> {
         return Ok(false);
     }
     store::remove_data(run)?;
+    remove_host_files(run)?;
     if !run.join(store::RUN).exists() {
         let info = RunInfo {
             harness_error: Some("the harness was killed; closed by `ordeal cleanup`".into()),
@@ -101,6 +102,21 @@ fn close(run: &Path, data: bool) -> anyhow::Result<bool> {
     std::fs::remove_file(&pid_file)?;
     say!("closed abandoned run {}", run.display());
     Ok(true)
+}
+
+/// Removes what an `--env ssh` run put on its hosts (its nodes died with their sessions, their
+/// files did not); a host that does not answer fails the cleanup, and the run stays open for the
+/// next try.
+fn remove_host_files(run: &Path) -> anyhow::Result<()> {
+    let Ok(test) = store::read_json::<ordeal_history::Test>(&run.join(store::TEST)) else { return Ok(()) };
+    if test.env != "ssh" {
+        return Ok(());
+    }
+    let stays = crate::execute::ssh_layout(&test, &run.join("nodes"))?.remove_host_files();
+    match stays.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!("{}", stays.join("; "))),
+    }
 }
 
 /// The run directory a process belongs to: the harness gives each node it starts `ORDEAL_RUN`

@@ -138,11 +138,11 @@ fn check_environment(test: &Test, faults: &[FaultSet]) -> Result<(), String> {
     {
         return Err(format!("--nemesis {f} cuts the network, which needs --env netns"));
     }
-    let host_faults = [FaultSpec::needs_network, FaultSpec::needs_clock, FaultSpec::needs_disk];
+    let host_faults = [FaultSpec::needs_namespace, FaultSpec::needs_clock, FaultSpec::needs_disk];
     if over_ssh && let Some(f) = host_faults.into_iter().find_map(|p| any(p)) {
         return Err(format!(
-            "--nemesis {f}: over SSH the harness kills, pauses, restarts, upgrades and replaces nodes, \
-             but does not yet cut networks, move clocks or crash disks; use --env netns"
+            "--nemesis {f}: over SSH the harness kills, pauses, restarts, upgrades, replaces and \
+             partitions nodes, but does not yet delay or slow packets, move clocks or crash disks; use --env netns"
         ));
     }
     match (&test.ssh, test.env.as_str()) {

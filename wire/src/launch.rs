@@ -392,9 +392,15 @@ impl NodeProcess {
     /// Whether it has exited (reaping it if so).
     pub fn has_exited(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.exited.is_none() {
-            self.exited = self.child.try_wait()?.map(ssh::exit_status);
+            self.exited = self.child.try_wait()?.map(|s| self.as_node(s));
         }
         Ok(self.exited)
+    }
+
+    /// The node's exit status from its process's: a remote node's session reports a signal as
+    /// `128 + n`.
+    fn as_node(&self, status: ExitStatus) -> ExitStatus {
+        if self.remote.is_some() { ssh::exit_status(status) } else { status }
     }
 
     /// SIGKILL, then reap. A remote node whose host does not answer is still ended: its session
@@ -415,7 +421,8 @@ impl NodeProcess {
         if let Some(s) = self.exited {
             return Ok(s);
         }
-        let s = ssh::exit_status(self.child.wait()?);
+        let s = self.child.wait()?;
+        let s = self.as_node(s);
         self.exited = Some(s);
         Ok(s)
     }
