@@ -188,7 +188,10 @@ pub(crate) fn ssh_layout(test: &Test, nodes_dir: &Path) -> anyhow::Result<Layout
     let hosts = test.ssh.as_ref().context("--env ssh without hosts")?;
     let addrs = ssh_hosts(hosts, test.nodes + test.spare_nodes).map_err(anyhow::Error::msg)?;
     let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
-    let ssh = Ssh::new(&hosts.user, hosts.port, path(&hosts.identity), path(&hosts.known_hosts));
+    // The master connections' sockets, with the run.
+    let control = nodes_dir.parent().unwrap_or(nodes_dir).join("ssh");
+    std::fs::create_dir_all(&control).with_context(|| format!("creating {}", control.display()))?;
+    let ssh = Ssh::new(&hosts.user, hosts.port, path(&hosts.identity), path(&hosts.known_hosts)).multiplexed(&control);
     Ok(Layout::ssh(Arc::new(ssh), &addrs, nodes_dir))
 }
 
@@ -280,6 +283,7 @@ async fn execute(mut test: Test, opts: &Options) -> anyhow::Result<PathBuf> {
             tracing::warn!("{stays}; `ordeal cleanup` tries again");
         }
     }
+    layout.close_connections();
     drop(lab);
     // After the nodes: tearing the namespaces down under running nodes would be a fault of its own.
     drop(network);

@@ -114,8 +114,8 @@ fn etcd_learners_join_are_promoted_and_replace_a_voter_with_their_gate_measured(
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let (code, out, err) = learner_catchup(store.to_str().unwrap(), &["--system", "etcd", "--workload", "register"]);
-    assert_eq!(code, 0, "{out}\n{err}");
     let run = store.join("latest");
+    assert_eq!(code, 0, "{out}\n{err}\n{}", common::node_logs(&run));
     let replace = &replaces(&run)[0]["value"];
     let node = replace["targets"][0].as_u64().unwrap();
     assert!(replace["catch_up"]["promotable_ms"].is_number(), "the learner caught up: {replace}");

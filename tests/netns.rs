@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{json, jsonl, nemesis_ops, ordeal, spawn_ordeal, wait_for_history};
+use common::{boot_ticks_now, json, jsonl, nemesis_ops, ordeal, spawn_ordeal, wait_for_history};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,28 +18,7 @@ fn netns_missing() -> Option<String> {
 /// Processes started since `since` (in clock ticks after boot) that are `sleep infinity`
 /// orphans: namespace holders that outlived their run.
 fn orphan_holders(since: u64) -> Vec<u32> {
-    let mut out = Vec::new();
-    for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        if cmd != b"sleep\0infinity\0" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split_whitespace().collect();
-        let (ppid, start) =
-            (fields.get(1).and_then(|f| f.parse::<u32>().ok()), fields.get(19).and_then(|f| f.parse::<u64>().ok()));
-        if ppid == Some(1) && start.is_some_and(|s| s >= since) && fields.first() != Some(&"Z") {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn boot_ticks_now() -> u64 {
-    let uptime: f64 =
-        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    (uptime * 100.0) as u64
+    common::orphans(since, |cmd| cmd == b"sleep\0infinity\0")
 }
 
 fn assert_no_residue(since: u64, store: &Path) {

@@ -13,29 +13,35 @@ fn lab_missing() -> Option<String> {
     ordeal_faults::sshlab::unavailable().map(|why| format!("the SSH lab cannot run here: {why}"))
 }
 
-/// Processes whose command line names `store`: nodes (their binaries were sent into it) and the
-/// lab's daemons (their configuration is in it).
+/// Processes of a run in `store`: their command line names it (nodes: their binaries were sent
+/// into it; the lab's daemons: their configuration is in it) or their environment does (every
+/// node, and every connection a lab's daemon took).
 fn processes_of(store: &Path) -> Vec<String> {
     let store = std::fs::canonicalize(store).unwrap().display().to_string();
     let mut out = Vec::new();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let read =
+            |f: &str| String::from_utf8_lossy(&std::fs::read(p.path().join(f)).unwrap_or_default()).replace('\0', " ");
+        let (cmd, environ) = (read("cmdline"), read("environ"));
         let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
         let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-        if cmd.contains(&store) && !zombie {
+        if (cmd.contains(&store) || environ.contains(&format!("ORDEAL_RUN={store}"))) && !zombie {
             out.push(cmd);
         }
     }
     out
 }
 
-/// Waits until nothing of the run in `store` runs (a killed session's node is killed by its
-/// watcher on the host an instant later).
-fn assert_nothing_runs(store: &Path) {
+/// Waits until nothing of the run in `store`, begun since `since`, runs: a killed session's node
+/// is killed by its watcher on the host an instant later, and a daemon's connection whose client
+/// vanished (a `kill -9`) ends within 6 s. The connections' processes hide their environment
+/// (`sshd: user@notty`), so any orphaned `sshd` started since counts.
+fn assert_nothing_runs(store: &Path, since: u64) {
     let began = Instant::now();
-    while !processes_of(store).is_empty() {
-        assert!(began.elapsed() < Duration::from_secs(20), "left running: {:#?}", processes_of(store));
+    let orphans = || common::orphans(since, |cmd| cmd.starts_with(b"sshd:"));
+    while !processes_of(store).is_empty() || !orphans().is_empty() {
+        let left = (processes_of(store), orphans());
+        assert!(began.elapsed() < Duration::from_secs(30), "left running: {left:#?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -64,6 +70,7 @@ fn nodes_driven_over_ssh_are_killed_paused_and_cut_off_and_nothing_is_left() {
     if !common::runs_here("nodes_driven_over_ssh", lab_missing()) {
         return;
     }
+    let since = common::boot_ticks_now();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     let nemesis = "kill-leader,pause-follower,partition-leader";
@@ -84,8 +91,8 @@ fn nodes_driven_over_ssh_are_killed_paused_and_cut_off_and_nothing_is_left() {
     let faults: Vec<&str> =
         nemesis_ops(&history, "start").iter().map(|op| op["value"]["fault"].as_str().unwrap()).collect();
     assert_eq!(faults, ["kill-leader", "pause-follower", "partition-leader"], "each fault once, in turn");
-    assert_nothing_runs(dir.path());
-    let left = files_named(dir.path(), &["/data", "/bin", ".pid", "_key", ".key"]);
+    assert_nothing_runs(dir.path(), since);
+    let left = files_named(dir.path(), &["/data", "/bin", ".pid", "_key", ".key", "mux-"]);
     assert!(left.is_empty(), "the run's files and keys stayed: {left:#?}");
 }
 
@@ -121,6 +128,7 @@ fn kill_9_of_an_ssh_lab_run_leaves_nothing_after_cleanup() {
     if !common::runs_here("kill_9_of_an_ssh_lab_run", lab_missing()) {
         return;
     }
+    let since = common::boot_ticks_now();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
     let mut run = spawn_ordeal(&["run", "--env", "ssh-lab", "--store", store, "--no-progress", "--time-limit", "60"]);
@@ -129,11 +137,11 @@ fn kill_9_of_an_ssh_lab_run_leaves_nothing_after_cleanup() {
     run.kill().unwrap();
     run.wait().unwrap();
     // The sessions die with the harness, and each node with its session.
-    assert_nothing_runs(dir.path());
+    assert_nothing_runs(dir.path(), since);
     let (code, out, _) = ordeal(&["cleanup", "--store", store]);
     assert_eq!(code, 0, "{out}");
-    let left = files_named(dir.path(), &["/data", "/bin", "_key", ".key"]);
-    assert!(left.is_empty(), "cleanup left the run's data, binaries or keys: {left:#?}");
+    let left = files_named(dir.path(), &["/data", "/bin", "_key", ".key", "mux-"]);
+    assert!(left.is_empty(), "cleanup left the run's data, binaries, keys or sockets: {left:#?}");
 }
 
 #[test]

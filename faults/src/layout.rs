@@ -145,6 +145,13 @@ impl Layout {
         stays
     }
 
+    /// Ends the SSH connections to the nodes' hosts, if any.
+    pub fn close_connections(&self) {
+        for (_, remote, _) in self.hosts() {
+            remote.ssh.close();
+        }
+    }
+
     /// The nodes and spare nodes that run on other hosts: id, how to reach the host, its address.
     pub fn hosts(&self) -> Vec<(u64, Remote, IpAddr)> {
         let slots = self.slots.iter().chain(&self.spares);

@@ -7,6 +7,7 @@
 //! `<run>/ssh/`; each `sshd` is a child of the harness with a parent-death signal, in a namespace
 //! that vanishes with the harness.
 
+use crate::layout::RUN_ENV;
 use crate::net::{self, Network};
 use ordeal_wire::launch::{Launch, NodeProcess, output_within};
 use ordeal_wire::ssh::Ssh;
@@ -60,12 +61,13 @@ pub fn unavailable() -> Option<String> {
 }
 
 impl SshLab {
-    /// Starts an `sshd` in the namespace of each of `ids` on `net`, with keys made in `dir`.
+    /// Starts an `sshd` in the namespace of each of `ids` on `net`, with keys made in `dir` (the
+    /// run's `ssh/`).
     pub fn start(net: &Network, ids: &[u64], dir: &Path) -> io::Result<SshLab> {
         std::fs::create_dir_all(dir)?;
         let hosts: Vec<IpAddr> = ids.iter().map(|id| IpAddr::V4(net::node_ip(*id))).collect();
         let user = whoami()?;
-        let ssh = Ssh::new(&user, 22, Some(dir.join("client_key")), Some(dir.join("known_hosts")));
+        let ssh = Ssh::new(&user, 22, Some(dir.join("client_key")), Some(dir.join("known_hosts"))).multiplexed(dir);
         // From here on, dropped on any error: daemons stopped, keys removed.
         let mut lab = SshLab { ssh: Arc::new(ssh), hosts, daemons: Vec::new(), dir: dir.to_path_buf() };
         let host_key = keygen(&dir.join("host_key"))?;
@@ -78,6 +80,7 @@ impl SshLab {
         let host_pub = std::fs::read_to_string(host_key.with_extension("pub"))?;
         let known: String = lab.hosts.iter().map(|h| format!("{h} {}\n", host_pub.trim())).collect();
         std::fs::write(dir.join("known_hosts"), known)?;
+        let run = dir.parent().unwrap_or(dir).display().to_string();
         for (id, host) in ids.iter().zip(&lab.hosts) {
             let launch = Launch {
                 binary: SSHD.into(),
@@ -85,7 +88,9 @@ impl SshLab {
                     .into_iter()
                     .chain(["-o".into(), format!("ListenAddress={host}")])
                     .collect(),
-                env: vec![],
+                // Carried into every connection's process, so that `ordeal cleanup` finds those
+                // a killed harness left.
+                env: vec![(RUN_ENV.into(), run.clone())],
                 log: dir.join(format!("sshd-n{id}.log")),
                 netns: net.ns_path(*id),
                 remote: None,
@@ -111,12 +116,14 @@ fn keygen(path: &Path) -> io::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// A daemon that lets in the lab's one key and nothing else.
+/// A daemon that lets in the lab's one key and nothing else, and ends a connection whose client
+/// has not answered for 6 s: after a `kill -9` of the harness its end of the connection vanishes
+/// with its namespace, and nothing would tell the daemon.
 fn sshd_config(host_key: &Path, authorized: &Path) -> String {
     format!(
         "HostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\nStrictModes no\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-         MaxStartups 64\nMaxSessions 64\n",
+         MaxStartups 64\nMaxSessions 64\nClientAliveInterval 2\nClientAliveCountMax 3\n",
         host_key.display(),
         authorized.display(),
     )

@@ -119,7 +119,8 @@ pub fn runs_where(store: &Path, is_run: impl Fn(&Path) -> bool) -> Vec<PathBuf> 
 }
 
 /// Removes the nodes' data directories of a run, the binaries sent to their hosts (`bin`), and
-/// the private keys (`nodes/tls/*.key`, the SSH lab's `ssh/*_key`); the logs stay. Everything is tried; the first failure is returned (what was not there is
+/// the private keys (`nodes/tls/*.key`, the SSH lab's `ssh/*_key`) and SSH control sockets
+/// (`ssh/mux-*`); the logs stay. Everything is tried; the first failure is returned (what was not there is
 /// none).
 pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
     let nodes = run_dir.join("nodes");
@@ -130,8 +131,10 @@ pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
     }
     let keys = std::fs::read_dir(nodes.join("tls")).into_iter().flatten().flatten().map(|e| e.path());
     doomed.extend(keys.filter(|p| p.extension().is_some_and(|x| x == "key")).map(|p| (p, false)));
-    let lab = std::fs::read_dir(run_dir.join("ssh")).into_iter().flatten().flatten().map(|e| e.path());
-    doomed.extend(lab.filter(|p| p.to_string_lossy().ends_with("_key")).map(|p| (p, false)));
+    // And the SSH master connections' sockets, which a killed harness's left behind.
+    let ssh = std::fs::read_dir(run_dir.join("ssh")).into_iter().flatten().flatten().map(|e| e.file_name());
+    let ssh = ssh.filter_map(|n| n.to_str().map(String::from)).filter(|n| n.ends_with("_key") || n.starts_with("mux-"));
+    doomed.extend(ssh.map(|n| (run_dir.join("ssh").join(n), false)));
     let mut first = Ok(());
     for (path, dir) in doomed {
         let removed = if dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };

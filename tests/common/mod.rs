@@ -90,6 +90,51 @@ pub fn checker<'a>(results: &'a Value, name: &str) -> &'a Value {
     checkers.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} checker in {results}"))
 }
 
+/// The last lines of every node's log in `run`: what a failed test shows, since its temporary
+/// store goes with it.
+pub fn node_logs(run: &Path) -> String {
+    let mut out = String::new();
+    for node in std::fs::read_dir(run.join("nodes")).into_iter().flatten().flatten() {
+        for log in std::fs::read_dir(node.path()).into_iter().flatten().flatten() {
+            let path = log.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                out += &format!("--- {}:\n{tail}\n", path.display());
+            }
+        }
+    }
+    out
+}
+
+/// Clock ticks since boot, as `/proc/<pid>/stat` counts a process's start.
+pub fn boot_ticks_now() -> u64 {
+    let uptime: f64 =
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    (uptime * 100.0) as u64
+}
+
+/// Processes started since `since` (clock ticks after boot) whose parent is init, and whose
+/// command line `matches`: what a run left running when it ended.
+pub fn orphans(since: u64, matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if !matches(&std::fs::read(p.path().join("cmdline")).unwrap_or_default()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split_whitespace().collect();
+        let (ppid, start) =
+            (fields.get(1).and_then(|f| f.parse::<u32>().ok()), fields.get(19).and_then(|f| f.parse::<u64>().ok()));
+        if ppid == Some(1) && start.is_some_and(|s| s >= since) && fields.first() != Some(&"Z") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Starts `ordeal ARGS` in the background, its output discarded.
 pub fn spawn_ordeal(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ordeal"))

@@ -17,23 +17,26 @@
 
 use crate::launch::output_within;
 use nix::sys::signal::Signal;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one short command on a host may take (`kill`, `mkdir`, `rm`): a host that does not
 /// answer within it is unreachable, and a fault or a teardown must not hang on it.
 pub const COMMAND_BOUND: Duration = Duration::from_secs(20);
 
+/// How long a master connection may take to listen: its login's own bound, and some.
+const MASTER_BOUND: Duration = Duration::from_secs(12);
+
 /// How long sending one file (a binary of tens of MB) may take.
 pub const UPLOAD_BOUND: Duration = Duration::from_secs(300);
 
 /// How the harness logs in to the nodes' hosts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ssh {
     /// The user to log in as.
     pub user: String,
@@ -48,12 +51,43 @@ pub struct Ssh {
     /// Files already sent, by host and remote path: a node restarted on the same binary does not
     /// send it again.
     sent: Mutex<BTreeSet<(String, PathBuf)>>,
+    /// The directory where each host's master connection listens (`mux-<host>`), when commands
+    /// share one.
+    control: Option<PathBuf>,
+    /// The master connection of each host, once a command needed it.
+    masters: Mutex<BTreeMap<String, Child>>,
 }
 
 impl Ssh {
     /// Logs in as `user` on `port`.
     pub fn new(user: &str, port: u16, identity: Option<PathBuf>, known_hosts: Option<PathBuf>) -> Ssh {
-        Ssh { user: user.into(), port, identity, known_hosts, sent: Mutex::default() }
+        let (sent, masters) = (Mutex::default(), Mutex::default());
+        Ssh { user: user.into(), port, identity, known_hosts, sent, control: None, masters }
+    }
+
+    /// Carries every command to a host over one connection (OpenSSH's `ControlMaster`), its
+    /// socket in `dir`: a command then costs a round trip, not a login (0.1–0.3 s each here).
+    pub fn multiplexed(mut self, dir: &Path) -> Ssh {
+        self.control = Some(dir.to_path_buf());
+        self
+    }
+}
+
+impl Ssh {
+    /// Ends the master connections (SIGTERM, so that each closes its connection and removes its
+    /// socket); a command after this logs in again. A run calls it while the hosts can still hear
+    /// the connections close: the SSH lab's hosts vanish with their namespaces.
+    pub fn close(&self) {
+        for (_, mut master) in std::mem::take(&mut *lock(&self.masters)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(master.id() as i32), Signal::SIGTERM);
+            let _ = master.wait();
+        }
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -78,7 +112,20 @@ fn quote_path(path: &Path) -> String {
 impl Remote {
     /// `ssh` running `script` on the host with `sh`: non-interactive, never asking for a password,
     /// giving up on a host that does not answer in 10 s or stops answering for 15 s.
+    /// Over the host's master connection when there is one (a command whose master is gone
+    /// logs in on its own).
     pub fn command(&self, script: &str) -> Command {
+        let mut cmd = self.login();
+        if self.ssh.control.is_some() {
+            self.master();
+            cmd.args(["-o", "ControlMaster=no"]);
+        }
+        cmd.arg("--").arg(script);
+        cmd
+    }
+
+    /// `ssh` to the host, before what it runs there.
+    fn login(&self) -> Command {
         let ssh = &self.ssh;
         let mut cmd = Command::new("ssh");
         cmd.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]);
@@ -89,8 +136,45 @@ impl Remote {
         if let Some(key) = &ssh.identity {
             cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
         }
-        cmd.arg("-p").arg(ssh.port.to_string()).arg("-l").arg(&ssh.user).arg(&self.host).arg("--").arg(script);
+        // Named from the socket's directory: a run's own path is often longer than a socket's
+        // may be (107 bytes).
+        if let Some(dir) = &ssh.control {
+            cmd.current_dir(dir).args(["-o", "ControlPath=mux-%h"]);
+        }
+        cmd.arg("-p").arg(ssh.port.to_string()).arg("-l").arg(&ssh.user).arg(&self.host);
         cmd
+    }
+
+    /// Starts the host's master connection unless it runs, and waits (bounded) until it listens
+    /// or has given up. It is the harness's child, killed by the kernel if the harness dies.
+    fn master(&self) {
+        let mut masters = lock(&self.ssh.masters);
+        if let Some(m) = masters.get_mut(&self.host)
+            && matches!(m.try_wait(), Ok(None))
+        {
+            return;
+        }
+        let mut cmd = self.login();
+        cmd.args(["-M", "-N", "-o", "ControlPersist=no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only prctl, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+        }
+        let Ok(mut master) = cmd.spawn() else { return };
+        let socket = self.socket();
+        let deadline = Instant::now() + MASTER_BOUND;
+        while !socket.exists() && matches!(master.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        masters.insert(self.host.clone(), master);
+    }
+
+    /// The host's control socket.
+    fn socket(&self) -> PathBuf {
+        self.ssh.control.as_deref().unwrap_or(Path::new("")).join(format!("mux-{}", self.host))
     }
 
     /// Runs `script` on the host, with `input` on its standard input; its output, or an error
@@ -127,10 +211,14 @@ impl Remote {
         Ok(())
     }
 
-    /// Sends `signal` to the process whose id is in `pid_file` on the host.
+    /// Sends `signal` to the process whose id is in `pid_file` on the host, waiting up to 5 s for
+    /// the file: a node just started may not have written it yet, and one that ended removed it.
     pub fn signal(&self, pid_file: &Path, signal: Signal) -> io::Result<()> {
         let sig = signal.as_str().trim_start_matches("SIG");
-        let script = format!("kill -s {sig} \"$(cat {})\"", quote_path(pid_file));
+        let script = format!(
+            "f={}; i=0; while [ ! -s \"$f\" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -s {sig} \"$(cat \"$f\")\"",
+            quote_path(pid_file)
+        );
         self.run(&format!("signalling the node of {}", pid_file.display()), &script, None, COMMAND_BOUND).map(drop)
     }
 }
@@ -140,22 +228,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The script that runs `binary` with `args` and `env` on a host as one node: it writes the node's
-/// process id to `pid_file`, kills the node when the session's input ends, and exits with the
-/// node's status. The node's own input is `/dev/null`: only the watcher reads the session's, kept
-/// as descriptor 3 because a shell gives what it runs in the background `/dev/null` as input.
+/// process id to `pid_file` (whole, by a rename) and removes it once the node has ended, so that
+/// no signal meant for the node reaches a process that took its id; it kills the node when the
+/// session's input ends, and exits with the node's status. The node's own input is `/dev/null`:
+/// only the watcher reads the session's, kept as descriptor 3 because a shell gives what it runs
+/// in the background `/dev/null` as input.
 pub fn remote_node(binary: &Path, args: &[String], env: &[(String, String)], pid_file: &Path) -> String {
     let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
     let words: Vec<String> = args.iter().map(|a| quote(a)).collect();
+    let part = quote(&format!("{}.part", pid_file.display()));
     let pid_file = quote_path(pid_file);
     format!(
         "mkdir -p \"$(dirname {pid_file})\" || exit 125\n\
          exec 3<&0\n\
          env {env} {binary} {args} </dev/null 3<&- &\n\
          node=$!\n\
-         echo $node > {pid_file}\n\
+         echo $node > {part} && mv -f {part} {pid_file}\n\
          (cat <&3 >/dev/null 2>&1; kill -s KILL $node) >/dev/null 2>&1 &\n\
          exec 3<&-\n\
-         wait $node",
+         wait $node\n\
+         status=$?\n\
+         rm -f {pid_file}\n\
+         exit $status",
         env = assignments.join(" "),
         binary = quote_path(binary),
         args = words.join(" "),
@@ -198,7 +292,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("n1/node.pid");
         let env = vec![("GREETING".to_string(), "it's here".to_string())];
-        let script = remote_node(Path::new("sh"), &["-c".into(), "echo $GREETING; exit 7".into()], &env, &pid_file);
+        // The node finds its own id in the file (once written), then ends.
+        let node =
+            format!("sleep 0.3; [ \"$(cat {})\" = $$ ] && echo mine; echo $GREETING; exit 7", pid_file.display());
+        let script = remote_node(Path::new("sh"), &["-c".into(), node], &env, &pid_file);
         let mut session = Command::new("sh");
         session.arg("-c").arg(&script).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         let mut child = session.spawn().unwrap();
@@ -206,8 +303,8 @@ mod tests {
         let input = child.stdin.take();
         let out = child.wait_with_output().unwrap();
         drop(input);
-        assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(7), &b"it's here\n"[..]));
-        assert!(std::fs::read_to_string(&pid_file).unwrap().trim().parse::<u32>().is_ok());
+        assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(7), &b"mine\nit's here\n"[..]));
+        assert!(!pid_file.exists(), "the id of an ended node stays behind");
         // A node that would run for a minute: its input ends at once, so the watcher kills it.
         let script = remote_node(Path::new("sleep"), &["60".into()], &[], &pid_file);
         let out = output_within(Command::new("sh").arg("-c").arg(&script), None, COMMAND_BOUND).unwrap();
