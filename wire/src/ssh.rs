@@ -13,7 +13,8 @@
 //!
 //! Files a node reads (its binary, its certificates) are sent to its host first, at the same
 //! absolute paths as on the control machine, except binaries, which go beside the node's log
-//! (`bin/`) so that two builds of one name never meet.
+//! (`bin/`) so that two builds of one name never meet. With [`Ssh::multiplexed`] every command to
+//! a host rides one master connection, the harness's child, ended by [`Ssh::close`].
 
 use crate::launch::output_within;
 use nix::sys::signal::Signal;
@@ -111,9 +112,9 @@ fn quote_path(path: &Path) -> String {
 
 impl Remote {
     /// `ssh` running `script` on the host with `sh`: non-interactive, never asking for a password,
-    /// giving up on a host that does not answer in 10 s or stops answering for 15 s.
-    /// Over the host's master connection when there is one (a command whose master is gone
-    /// logs in on its own).
+    /// giving up on a host that does not answer in 10 s or stops answering for 15 s; over the
+    /// host's master connection when commands share one (one whose master is gone logs in on its
+    /// own).
     pub fn command(&self, script: &str) -> Command {
         let mut cmd = self.login();
         if self.ssh.control.is_some() {
