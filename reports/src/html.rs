@@ -481,14 +481,13 @@ fn test_rows(t: &Test) -> [(&'static str, String); 11] {
         other => other.to_owned(),
     };
     let none_or = |list: &[String]| if list.is_empty() { "none".into() } else { list.join(", ") };
+    let hosts = t.ssh.as_ref().map(|s| format!(" on {} as {}", s.hosts.join(", "), s.user)).unwrap_or_default();
+    let groups = if t.groups == 1 { "" } else { "s" };
     [
         ("system", system),
         ("workload", t.workload.clone()),
         ("nemesis", none_or(&t.nemesis)),
-        (
-            "nodes",
-            format!("{} ({} raft group{}), env {}", t.nodes, t.groups, if t.groups == 1 { "" } else { "s" }, t.env),
-        ),
+        ("nodes", format!("{} ({} raft group{groups}), env {}{hosts}", t.nodes, t.groups, t.env)),
         (
             "clients",
             format!("{} processes, at most {} ops/s, op timeout {} ms", t.concurrency, t.rate, t.op_timeout_ms),
@@ -1018,6 +1017,17 @@ mod tests {
             duration(&t),
             "main phase until every fault ran and healed 2 times (at most 126 s); faults every 1.0 s for 1.0 s"
         );
+    }
+
+    #[test]
+    fn a_run_over_ssh_names_its_hosts() {
+        let mut t = test_config();
+        t.env = "ssh".into();
+        let hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(String::from).to_vec();
+        t.ssh =
+            Some(ordeal_history::SshHosts { hosts, user: "ci".into(), port: 22, identity: None, known_hosts: None });
+        let nodes = &test_rows(&t)[3];
+        assert_eq!(nodes.1, "3 (1 raft group), env ssh on 10.0.0.1, 10.0.0.2, 10.0.0.3 as ci", "{nodes:?}");
     }
 
     #[test]
