@@ -134,7 +134,8 @@ impl Layout {
             let tls = slot.dir.parent().map(|d| d.join("tls"));
             // The nft table too, which a killed run's partition may have left (none is fine).
             let script = format!(
-                "nft delete table inet ordeal 2>/dev/null; cd {} 2>/dev/null || exit 0; rm -rf -- data bin ./*.pid {}",
+                "nft {} 2>/dev/null; cd {} 2>/dev/null || exit 0; rm -rf -- data bin ./*.pid {}",
+                net::DELETE_TABLE.join(" "),
                 quote(&slot.dir.display().to_string()),
                 tls.map(|t| quote(&t.display().to_string())).unwrap_or_default(),
             );

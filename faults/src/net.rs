@@ -223,6 +223,9 @@ fn run_in(ns: Option<&File>, program: &str, args: &[&str], stdin: Option<&str>) 
     Ok(())
 }
 
+/// `nft` arguments that delete the run's table.
+pub(crate) const DELETE_TABLE: [&str; 4] = ["delete", "table", "inet", "ordeal"];
+
 /// The nft table every node gets: a set of blocked sources and a chain for other faults.
 const TABLE: &str = "table inet ordeal {
   set blocked { type ipv4_addr; }
@@ -475,7 +478,7 @@ impl Drop for Network {
         for id in ids {
             // A host keeps nothing of the run: its table goes (a namespace's goes with it).
             if matches!(self.nodes[&id], Place::Host { .. })
-                && let Err(e) = self.exec(id, "nft", &["delete", "table", "inet", "ordeal"], None)
+                && let Err(e) = self.exec(id, "nft", &DELETE_TABLE, None)
             {
                 tracing::warn!(node = id, "the run's nft table stays on its host: {e}");
             }

@@ -7,7 +7,6 @@
 //! `<run>/ssh/`; each `sshd` is a child of the harness with a parent-death signal, in a namespace
 //! that vanishes with the harness.
 
-use crate::layout::RUN_ENV;
 use crate::net::{self, Network};
 use ordeal_wire::launch::{Launch, NodeProcess, output_within};
 use ordeal_wire::ssh::Ssh;
@@ -80,17 +79,14 @@ impl SshLab {
         let host_pub = std::fs::read_to_string(host_key.with_extension("pub"))?;
         let known: String = lab.hosts.iter().map(|h| format!("{h} {}\n", host_pub.trim())).collect();
         std::fs::write(dir.join("known_hosts"), known)?;
-        let run = dir.parent().unwrap_or(dir).display().to_string();
         for (id, host) in ids.iter().zip(&lab.hosts) {
+            let config = config.display().to_string();
+            // No ORDEAL_RUN for `ordeal cleanup` to find them by: sshd writes its process title over
+            // its environment. A daemon dies with the harness; a connection, 6 s after its client.
             let launch = Launch {
                 binary: SSHD.into(),
-                args: vec!["-D".into(), "-e".into(), "-f".into(), config.display().to_string()]
-                    .into_iter()
-                    .chain(["-o".into(), format!("ListenAddress={host}")])
-                    .collect(),
-                // Carried into every connection's process, so that `ordeal cleanup` finds those
-                // a killed harness left.
-                env: vec![(RUN_ENV.into(), run.clone())],
+                args: ["-D", "-e", "-f", &config, "-o", &format!("ListenAddress={host}")].map(String::from).to_vec(),
+                env: vec![],
                 log: dir.join(format!("sshd-n{id}.log")),
                 netns: net.ns_path(*id),
                 remote: None,

@@ -118,10 +118,10 @@ pub fn runs_where(store: &Path, is_run: impl Fn(&Path) -> bool) -> Vec<PathBuf> 
     out
 }
 
-/// Removes the nodes' data directories of a run, the binaries sent to their hosts (`bin`), and
-/// the private keys (`nodes/tls/*.key`, the SSH lab's `ssh/*_key`) and SSH control sockets
-/// (`ssh/mux-*`); the logs stay. Everything is tried; the first failure is returned (what was not there is
-/// none).
+/// Removes the nodes' data directories of a run, the binaries sent to their hosts (`bin`), the
+/// private keys (`nodes/tls/*.key`, the SSH lab's `ssh/*_key`) and SSH control sockets
+/// (`ssh/mux-*`); the logs stay. Everything is tried; the first failure is returned (what was
+/// not there is none).
 pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
     let nodes = run_dir.join("nodes");
     let mut doomed: Vec<(PathBuf, bool)> = Vec::new();
@@ -132,9 +132,9 @@ pub fn remove_data(run_dir: &Path) -> std::io::Result<()> {
     let keys = std::fs::read_dir(nodes.join("tls")).into_iter().flatten().flatten().map(|e| e.path());
     doomed.extend(keys.filter(|p| p.extension().is_some_and(|x| x == "key")).map(|p| (p, false)));
     // And the SSH master connections' sockets, which a killed harness's left behind.
-    let ssh = std::fs::read_dir(run_dir.join("ssh")).into_iter().flatten().flatten().map(|e| e.file_name());
-    let ssh = ssh.filter_map(|n| n.to_str().map(String::from)).filter(|n| n.ends_with("_key") || n.starts_with("mux-"));
-    doomed.extend(ssh.map(|n| (run_dir.join("ssh").join(n), false)));
+    let ssh = std::fs::read_dir(run_dir.join("ssh")).into_iter().flatten().flatten().map(|e| e.path());
+    let named = |p: &PathBuf, f: fn(&str) -> bool| p.file_name().and_then(|n| n.to_str()).is_some_and(f);
+    doomed.extend(ssh.filter(|p| named(p, |n| n.ends_with("_key") || n.starts_with("mux-"))).map(|p| (p, false)));
     let mut first = Ok(());
     for (path, dir) in doomed {
         let removed = if dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };

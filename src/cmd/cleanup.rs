@@ -113,10 +113,8 @@ fn remove_host_files(run: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let stays = crate::execute::ssh_layout(&test, &run.join("nodes"))?.remove_host_files();
-    match stays.is_empty() {
-        true => Ok(()),
-        false => Err(anyhow::anyhow!("{}", stays.join("; "))),
-    }
+    anyhow::ensure!(stays.is_empty(), "{}", stays.join("; "));
+    Ok(())
 }
 
 /// The run directory a process belongs to: the harness gives each node it starts `ORDEAL_RUN`

@@ -66,7 +66,7 @@ fn validate(test: &Test) -> Result<(), String> {
     let registration = systems::by_name(&test.system).map_err(|e| format!("--system: {e}"))?;
     (registration.validate)(test).map_err(|e| e.to_string())?;
     let faults = execute::fault_sets(test).map_err(|e| format!("--nemesis: {e}"))?;
-    let any = |p: fn(&FaultSpec) -> bool| faults.iter().flat_map(|s| &s.0).find(|f| p(f));
+    let any = |p| first_fault(&faults, p);
     check_environment(test, &faults)?;
     if any(FaultSpec::needs_clock).is_some() && !Path::new(LIBFAKETIME).exists() {
         return Err(format!("clock faults need libfaketime at {LIBFAKETIME} (scripts/setup.sh installs it)"));
@@ -125,10 +125,16 @@ fn validate(test: &Test) -> Result<(), String> {
     Ok(())
 }
 
+/// The first fault of `faults` for which `p` holds.
+fn first_fault(faults: &[FaultSet], p: fn(&FaultSpec) -> bool) -> Option<&FaultSpec> {
+    faults.iter().flat_map(|s| &s.0).find(|f| p(f))
+}
+
 /// Checks where the nodes run against the faults asked for: over SSH the harness drives
-/// processes only (kill, pause, restart, upgrade, membership), and each node needs a host.
+/// processes and cuts the network with nft, but has no namespace, clock or disk of the nodes'
+/// to fault; and each node needs a host.
 fn check_environment(test: &Test, faults: &[FaultSet]) -> Result<(), String> {
-    let any = |p: fn(&FaultSpec) -> bool| faults.iter().flat_map(|s| &s.0).find(|f| p(f));
+    let any = |p| first_fault(faults, p);
     let over_ssh = matches!(test.env.as_str(), "ssh" | "ssh-lab");
     if !over_ssh && !matches!(test.env.as_str(), "local" | "netns") {
         return Err(format!("env {:?}: expected local, netns, ssh or ssh-lab", test.env));
@@ -139,7 +145,7 @@ fn check_environment(test: &Test, faults: &[FaultSet]) -> Result<(), String> {
         return Err(format!("--nemesis {f} cuts the network, which needs --env netns"));
     }
     let host_faults = [FaultSpec::needs_namespace, FaultSpec::needs_clock, FaultSpec::needs_disk];
-    if over_ssh && let Some(f) = host_faults.into_iter().find_map(|p| any(p)) {
+    if over_ssh && let Some(f) = host_faults.into_iter().find_map(any) {
         return Err(format!(
             "--nemesis {f}: over SSH the harness kills, pauses, restarts, upgrades, replaces and \
              partitions nodes, but does not yet delay or slow packets, move clocks or crash disks; use --env netns"
@@ -165,10 +171,7 @@ fn ssh_settings(args: &RunArgs) -> anyhow::Result<Option<SshHosts>> {
         return Ok(None);
     }
     let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
-        Ok(match p {
-            Some(p) => Some(std::path::absolute(p)?.display().to_string()),
-            None => None,
-        })
+        Ok(p.as_deref().map(std::path::absolute).transpose()?.map(|p| p.display().to_string()))
     };
     Ok(Some(SshHosts {
         hosts: args.ssh_hosts.clone(),

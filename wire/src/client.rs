@@ -23,6 +23,7 @@
 //! ```
 
 use crate::error::BrokerError;
+use crate::lock;
 use crate::pb::broker::admin_client::AdminClient;
 use crate::pb::broker::broker_client::BrokerClient;
 use crate::pb::broker::*;
@@ -979,11 +980,6 @@ impl tonic::service::Interceptor for AdminAuth {
         }
         Ok(req)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps hold no invariant a panicking holder could break halfway.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Turns a status into a client error. Statuses without a broker detail come from the transport:

@@ -24,3 +24,9 @@ pub mod pb;
 pub mod shard;
 pub mod ssh;
 pub mod status;
+
+/// Locks `m` even if a holder panicked: the crate's maps (clients by node, files sent, SSH
+/// connections) hold no invariant a panicking holder could break halfway.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

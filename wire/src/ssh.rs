@@ -17,6 +17,7 @@
 //! a host rides one master connection, the harness's child, ended by [`Ssh::close`].
 
 use crate::launch::output_within;
+use crate::lock;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -222,10 +223,6 @@ impl Remote {
         );
         self.run(&format!("signalling the node of {}", pid_file.display()), &script, None, COMMAND_BOUND).map(drop)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The script that runs `binary` with `args` and `env` on a host as one node: it writes the node's
